@@ -1,0 +1,40 @@
+#include "format/json_file.h"
+
+#include <cstdint>
+#include <fstream>
+
+#include "util/error.h"
+
+namespace lclm {
+
+nlohmann::json read_json_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot open " + path.string());
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded()) throw Error(path.string() + ": not valid JSON");
+  return j;
+}
+
+template <typename T>
+T require_key(const nlohmann::json& j, const std::string& key, const std::filesystem::path& file) {
+  if (!j.contains(key)) throw Error(file.string() + ": missing key \"" + key + "\"");
+  try {
+    return j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw Error(file.string() + ": key \"" + key + "\" has the wrong type (" +
+                j[key].type_name() + ")");
+  }
+}
+
+template int require_key<int>(const nlohmann::json&, const std::string&,
+                              const std::filesystem::path&);
+template std::int64_t require_key<std::int64_t>(const nlohmann::json&, const std::string&,
+                                                const std::filesystem::path&);
+template double require_key<double>(const nlohmann::json&, const std::string&,
+                                    const std::filesystem::path&);
+template bool require_key<bool>(const nlohmann::json&, const std::string&,
+                                const std::filesystem::path&);
+template std::string require_key<std::string>(const nlohmann::json&, const std::string&,
+                                              const std::filesystem::path&);
+
+}  // namespace lclm

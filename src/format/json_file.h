@@ -1,0 +1,24 @@
+// Reading JSON config files with errors that name the file and the key.
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace lclm {
+
+// Throws lclm::Error when the file is missing or not valid JSON.
+nlohmann::json read_json_file(const std::filesystem::path& path);
+
+// j[key] as T; throws lclm::Error naming the file and key when absent or mistyped.
+template <typename T>
+T require_key(const nlohmann::json& j, const std::string& key, const std::filesystem::path& file);
+
+template <typename T>
+T key_or(const nlohmann::json& j, const std::string& key, T fallback,
+         const std::filesystem::path& file) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  return require_key<T>(j, key, file);
+}
+
+}  // namespace lclm

@@ -1,0 +1,77 @@
+// A Qwen3 transformer loaded from a Hugging Face model directory. One block
+// implementation serves the decoder (Qwen3ForCausalLM) and the encoder
+// (Qwen3Model, no lm_head); weights stay in the mmapped safetensors files.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "format/safetensors.h"
+#include "model/kv_cache.h"
+#include "model/qwen3_config.h"
+#include "ops/attention.h"
+#include "ops/matmul.h"
+#include "ops/transformer_ops.h"
+
+namespace lclm {
+
+struct Qwen3LayerWeights {
+  std::vector<float> input_layernorm;           // [hidden]
+  std::vector<float> post_attention_layernorm;  // [hidden]
+  std::vector<float> q_norm, k_norm;            // [head_dim]
+  WeightMatrix q_proj;     // [n_heads * head_dim, hidden]
+  WeightMatrix k_proj;     // [n_kv_heads * head_dim, hidden]
+  WeightMatrix v_proj;     // [n_kv_heads * head_dim, hidden]
+  WeightMatrix o_proj;     // [hidden, n_heads * head_dim]
+  WeightMatrix gate_proj;  // [intermediate, hidden]
+  WeightMatrix up_proj;    // [intermediate, hidden]
+  WeightMatrix down_proj;  // [hidden, intermediate]
+};
+
+class Qwen3Model {
+ public:
+  // Reads DIR/config.json and the safetensors weights. Tensor names may carry
+  // a "model." prefix (Qwen3ForCausalLM) or not (a bare Qwen3Model encoder).
+  // Throws lclm::Error naming the file or tensor at fault.
+  static Qwen3Model load(const std::filesystem::path& dir);
+
+  const Qwen3Config& config() const { return config_; }
+  const std::filesystem::path& dir() const { return store_.dir(); }
+  bool has_lm_head() const { return lm_head_.has_value(); }
+  // Bytes of weights mapped from disk.
+  std::size_t weight_bytes() const { return store_.total_bytes(); }
+
+  // A cache for this model's shape; max_positions is the context limit.
+  KVCache make_cache(std::size_t max_positions, std::size_t initial_capacity = 0) const;
+
+  // out [ids.size(), hidden] = embed_tokens rows.
+  void embed(std::span<const std::int32_t> ids, float* out) const;
+
+  // Runs every layer over x [n, hidden] in place: the n inputs take positions
+  // cache.size() .. cache.size()+n-1 and their keys/values are appended to the
+  // cache. On return x holds the final-norm hidden states.
+  void forward(float* x, std::size_t n, KVCache& cache, AttentionMask mask) const;
+
+  // logits [n, vocab] = lm_head(hidden [n, hidden]).
+  void logits(const float* hidden, std::size_t n, float* out) const;
+
+ private:
+  Qwen3Model(Qwen3Config config, TensorStore store);
+  void forward_layer(const Qwen3LayerWeights& w, std::size_t layer, float* x, std::size_t n,
+                     KVCache& cache, AttentionMask mask) const;
+
+  Qwen3Config config_;
+  TensorStore store_;
+  RopeTable rope_;
+  WeightMatrix embed_tokens_;
+  std::optional<WeightMatrix> lm_head_;
+  std::vector<float> final_norm_;
+  std::vector<Qwen3LayerWeights> layers_;
+};
+
+}  // namespace lclm

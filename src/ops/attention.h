@@ -1,0 +1,27 @@
+// Scaled dot-product attention with grouped-query heads over a KV cache.
+#pragma once
+
+#include <cstddef>
+
+namespace lclm {
+
+enum class AttentionMask { Causal, Bidirectional };
+
+struct AttentionShape {
+  std::size_t n_heads = 0;
+  std::size_t n_kv_heads = 0;
+  std::size_t head_dim = 0;
+  std::size_t kv_stride = 0;  // positions between one kv head and the next in the cache
+};
+
+// q [n_q, n_heads * head_dim]: queries at positions q_pos0 .. q_pos0 + n_q - 1.
+// k, v [n_kv_heads, kv_stride, head_dim]: n_keys cached positions 0 .. n_keys-1.
+// out [n_q, n_heads * head_dim]. Causal: query at position p sees keys 0..p;
+// bidirectional: all n_keys. Query head h reads kv head h / (n_heads / n_kv_heads).
+// Scores are computed block by block with an online softmax, so memory is
+// O(block) per query, never O(n_q * n_keys).
+void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k,
+               const float* v, std::size_t n_keys, const AttentionShape& shape,
+               AttentionMask mask, float* out);
+
+}  // namespace lclm

@@ -1,0 +1,93 @@
+#include "ops/matmul.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/simd.h"
+#include "util/error.h"
+
+namespace lclm {
+namespace {
+
+// Below this many rows of x, streaming W once per row beats widening it.
+constexpr std::size_t kGemmMinRows = 4;
+// Rows of W widened to f32 per sgemm call: 256 rows of a 4096-wide matrix is
+// 4 MiB, which stays in cache while OpenBLAS reuses it across all m rows of x.
+constexpr std::size_t kWidenBlockRows = 256;
+
+float dot_row(const WeightMatrix& w, std::size_t row, const float* x) {
+  const std::size_t k = w.cols;
+  switch (w.dtype) {
+    case DType::F32:
+      return dot_f32(static_cast<const float*>(w.data) + row * k, x, k);
+    case DType::BF16:
+      return dot_bf16_f32(static_cast<const std::uint16_t*>(w.data) + row * k, x, k);
+    case DType::F16:
+      return dot_f16_f32(static_cast<const std::uint16_t*>(w.data) + row * k, x, k);
+    default:
+      throw Error("matmul: weights of dtype " + std::string(dtype_name(w.dtype)) +
+                  " are not supported");
+  }
+}
+
+void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, float* out) {
+  const std::size_t k = w.cols;
+  const auto* half = static_cast<const std::uint16_t*>(w.data) + row0 * k;
+  if (w.dtype == DType::BF16) {
+    convert_bf16_to_f32(half, out, n_rows * k);
+  } else if (w.dtype == DType::F16) {
+    convert_f16_to_f32(half, out, n_rows * k);
+  } else if (w.dtype == DType::F32) {
+    std::copy_n(static_cast<const float*>(w.data) + row0 * k, n_rows * k, out);
+  } else {
+    throw Error("matmul: weights of dtype " + std::string(dtype_name(w.dtype)) +
+                " are not supported");
+  }
+}
+
+void matvec_rows(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
+  const std::size_t n = w.rows;
+  const auto rows = static_cast<std::ptrdiff_t>(n);
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t r = 0; r < rows; ++r) {
+    for (std::size_t i = 0; i < m; ++i) y[i * n + r] = dot_row(w, r, x + i * w.cols);
+  }
+}
+
+}  // namespace
+
+void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
+  if (m < kGemmMinRows) {
+    matvec_rows(x, m, w, y);
+    return;
+  }
+  const std::size_t n = w.rows, k = w.cols;
+  if (w.dtype == DType::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
+                static_cast<int>(k), 1.0f, x, static_cast<int>(k), static_cast<const float*>(w.data),
+                static_cast<int>(k), 0.0f, y, static_cast<int>(n));
+    return;
+  }
+  std::vector<float> block(std::min(kWidenBlockRows, n) * k);
+  for (std::size_t r0 = 0; r0 < n; r0 += kWidenBlockRows) {
+    const std::size_t nb = std::min(kWidenBlockRows, n - r0);
+    widen_rows(w, r0, nb, block.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(nb),
+                static_cast<int>(k), 1.0f, x, static_cast<int>(k), block.data(),
+                static_cast<int>(k), 0.0f, y + r0, static_cast<int>(n));
+  }
+}
+
+void gather_rows(const WeightMatrix& w, const std::int32_t* ids, std::size_t n, float* out) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || static_cast<std::size_t>(ids[i]) >= w.rows) {
+      throw Error("token id " + std::to_string(ids[i]) + " is outside the embedding table (" +
+                  std::to_string(w.rows) + " rows)");
+    }
+    widen_rows(w, static_cast<std::size_t>(ids[i]), 1, out + i * w.cols);
+  }
+}
+
+}  // namespace lclm

@@ -1,0 +1,143 @@
+#include "ops/simd.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/simd.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace lclm {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Loads one vector of 16-bit floats and widens it to f32. Half-precision
+// element types are spelled as Highway's tag types over the raw bits.
+template <typename Half16, class DF>
+HWY_INLINE hn::Vec<DF> LoadWiden(DF df, const std::uint16_t* p) {
+  const hn::Rebind<Half16, DF> dh;
+  return hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const Half16*>(p)));
+}
+
+
+// Four independent accumulators hide the FMA latency.
+template <typename Half16>
+float DotHalf(const std::uint16_t* w, const float* x, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
+  std::size_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    s0 = hn::MulAdd(LoadWiden<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
+    s1 = hn::MulAdd(LoadWiden<Half16>(df, w + i + N), hn::LoadU(df, x + i + N), s1);
+    s2 = hn::MulAdd(LoadWiden<Half16>(df, w + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);
+    s3 = hn::MulAdd(LoadWiden<Half16>(df, w + i + 3 * N), hn::LoadU(df, x + i + 3 * N), s3);
+  }
+  for (; i + N <= n; i += N) {
+    s0 = hn::MulAdd(LoadWiden<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
+  for (; i < n; ++i) {
+    const hn::CappedTag<float, 1> d1;
+    sum += hn::GetLane(LoadWiden<Half16>(d1, w + i)) * x[i];
+  }
+  return sum;
+}
+
+float DotBF16F32(const std::uint16_t* w, const float* x, std::size_t n) {
+  return DotHalf<hwy::bfloat16_t>(w, x, n);
+}
+float DotF16F32(const std::uint16_t* w, const float* x, std::size_t n) {
+  return DotHalf<hwy::float16_t>(w, x, n);
+}
+
+float DotF32(const float* a, const float* b, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
+  std::size_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+    s1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), s1);
+    s2 = hn::MulAdd(hn::LoadU(df, a + i + 2 * N), hn::LoadU(df, b + i + 2 * N), s2);
+    s3 = hn::MulAdd(hn::LoadU(df, a + i + 3 * N), hn::LoadU(df, b + i + 3 * N), s3);
+  }
+  for (; i + N <= n; i += N) s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+  float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+template <typename Half16>
+void ConvertHalf(const std::uint16_t* in, float* out, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(LoadWiden<Half16>(df, in + i), df, out + i);
+  const hn::CappedTag<float, 1> d1;
+  for (; i < n; ++i) hn::StoreU(LoadWiden<Half16>(d1, in + i), d1, out + i);
+}
+
+void ConvertBF16ToF32(const std::uint16_t* in, float* out, std::size_t n) {
+  ConvertHalf<hwy::bfloat16_t>(in, out, n);
+}
+void ConvertF16ToF32(const std::uint16_t* in, float* out, std::size_t n) {
+  ConvertHalf<hwy::float16_t>(in, out, n);
+}
+
+void AxpyF32(float a, const float* x, float* y, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  const auto va = hn::Set(df, a);
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) {
+    hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, y + i);
+  }
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void ScaleF32(float* x, float a, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  const auto va = hn::Set(df, a);
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::Mul(va, hn::LoadU(df, x + i)), df, x + i);
+  for (; i < n; ++i) x[i] *= a;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace lclm
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace lclm {
+
+HWY_EXPORT(DotF32);
+HWY_EXPORT(DotBF16F32);
+HWY_EXPORT(DotF16F32);
+HWY_EXPORT(ConvertBF16ToF32);
+HWY_EXPORT(ConvertF16ToF32);
+HWY_EXPORT(AxpyF32);
+HWY_EXPORT(ScaleF32);
+
+float dot_f32(const float* a, const float* b, std::size_t n) {
+  return HWY_DYNAMIC_DISPATCH(DotF32)(a, b, n);
+}
+float dot_bf16_f32(const std::uint16_t* w, const float* x, std::size_t n) {
+  return HWY_DYNAMIC_DISPATCH(DotBF16F32)(w, x, n);
+}
+float dot_f16_f32(const std::uint16_t* w, const float* x, std::size_t n) {
+  return HWY_DYNAMIC_DISPATCH(DotF16F32)(w, x, n);
+}
+void convert_bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
+  HWY_DYNAMIC_DISPATCH(ConvertBF16ToF32)(in, out, n);
+}
+void convert_f16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
+  HWY_DYNAMIC_DISPATCH(ConvertF16ToF32)(in, out, n);
+}
+void axpy_f32(float a, const float* x, float* y, std::size_t n) {
+  HWY_DYNAMIC_DISPATCH(AxpyF32)(a, x, y, n);
+}
+void scale_f32(float* x, float a, std::size_t n) { HWY_DYNAMIC_DISPATCH(ScaleF32)(x, a, n); }
+
+}  // namespace lclm
+#endif  // HWY_ONCE

@@ -1,0 +1,23 @@
+// Vector primitives on spans of memory, written once with Highway and
+// dispatched at run time to the best instruction set (AVX2, AVX-512, NEON...).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace lclm {
+
+// sum_i a[i] * b[i], a and b of length n.
+float dot_f32(const float* a, const float* b, std::size_t n);
+// Weights stored as bf16 (w) against f32 activations (x), length n.
+float dot_bf16_f32(const std::uint16_t* w, const float* x, std::size_t n);
+float dot_f16_f32(const std::uint16_t* w, const float* x, std::size_t n);
+// out[i] = float(in[i]), length n.
+void convert_bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n);
+void convert_f16_to_f32(const std::uint16_t* in, float* out, std::size_t n);
+// y[i] += a * x[i], length n.
+void axpy_f32(float a, const float* x, float* y, std::size_t n);
+// x[i] *= a, length n.
+void scale_f32(float* x, float a, std::size_t n);
+
+}  // namespace lclm

@@ -1,0 +1,76 @@
+// The generation loop: chunked prefill of the prompt into the KV cache, then
+// one token at a time until n_predict, a stop token, or the context limit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/qwen3_model.h"
+#include "runtime/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lclm {
+
+struct GenerationOptions {
+  int n_predict = 128;           // < 0: until a stop token or the context is full
+  std::size_t context = 0;       // 0: the model's max_position_embeddings
+  std::size_t prefill_chunk = 512;  // prompt positions per forward pass
+  SamplingParams sampling;
+  std::vector<std::int32_t> stop_ids;
+};
+
+enum class StopReason { Length, StopToken, ContextFull, Callback };
+std::string_view stop_reason_name(StopReason r);
+
+struct GenerationStats {
+  std::size_t prompt_tokens = 0;
+  std::size_t generated_tokens = 0;
+  double ttft_seconds = 0;    // start to the first sampled token (prefill + one sample)
+  double decode_seconds = 0;  // the rest
+  StopReason stop = StopReason::Length;
+  std::size_t kv_cache_bytes = 0;
+  std::vector<std::int32_t> tokens;  // generated ids, the stop token excluded
+};
+
+// Receives each generated token; return false to stop.
+using TokenCallback = std::function<bool(std::int32_t id)>;
+
+class Generator {
+ public:
+  explicit Generator(const Qwen3Model& model);
+
+  // The prompt's stop ids: the model's eos ids plus <|im_end|> and <|endoftext|>
+  // when the tokenizer has them.
+  static std::vector<std::int32_t> default_stop_ids(const Qwen3Model& model,
+                                                    const Tokenizer& tokenizer);
+
+  // inputs [n, hidden]: the prompt's input embeddings; prompt_ids: the ids of
+  // those positions (for the repetition penalty; may be empty).
+  GenerationStats generate_from_embeddings(const float* inputs, std::size_t n,
+                                           std::span<const std::int32_t> prompt_ids,
+                                           const GenerationOptions& options,
+                                           const TokenCallback& on_token) const;
+  GenerationStats generate(std::span<const std::int32_t> prompt_ids,
+                           const GenerationOptions& options, const TokenCallback& on_token) const;
+
+ private:
+  const Qwen3Model& model_;
+};
+
+// Turns a stream of token byte strings into complete UTF-8 text: a character
+// split across tokens is held back until its last byte arrives.
+class Utf8Stream {
+ public:
+  std::string push(std::string_view bytes);
+  std::string flush();  // whatever is left (possibly an incomplete sequence)
+
+ private:
+  std::string pending_;
+};
+
+}  // namespace lclm

@@ -1,0 +1,93 @@
+#include "runtime/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <unordered_set>
+
+#include "util/error.h"
+
+namespace lclm {
+
+void SamplingParams::validate() const {
+  if (!(temperature >= 0.0f)) throw Error("--temp must be >= 0");
+  if (!(top_p > 0.0f && top_p <= 1.0f)) throw Error("--top-p must be in (0, 1]");
+  if (!(min_p >= 0.0f && min_p < 1.0f)) throw Error("--min-p must be in [0, 1)");
+  if (!(repeat_penalty > 0.0f)) throw Error("--repeat-penalty must be > 0");
+  if (repeat_last_n < 0) throw Error("--repeat-last-n must be >= 0");
+}
+
+Sampler::Sampler(SamplingParams params) : params_(params), rng_(params.seed) {
+  params_.validate();
+}
+
+std::int32_t Sampler::sample(std::span<const float> logits,
+                             std::span<const std::int32_t> history) {
+  candidates_.resize(logits.size());
+  for (std::size_t i = 0; i < logits.size(); ++i) {
+    candidates_[i] = {logits[i], static_cast<std::int32_t>(i)};
+  }
+  // Repetition penalty (CTRL-style): shrink positive logits, grow negative ones.
+  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n > 0) {
+    const std::size_t n = std::min(history.size(), static_cast<std::size_t>(params_.repeat_last_n));
+    const std::unordered_set<std::int32_t> recent(history.end() - static_cast<std::ptrdiff_t>(n),
+                                                  history.end());
+    for (std::int32_t id : recent) {
+      if (id < 0 || static_cast<std::size_t>(id) >= candidates_.size()) continue;
+      float& l = candidates_[static_cast<std::size_t>(id)].first;
+      l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+    }
+  }
+  auto by_logit_desc = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  if (params_.temperature <= 0.0f) {
+    return std::min_element(candidates_.begin(), candidates_.end(), by_logit_desc)->second;
+  }
+
+  std::size_t keep = candidates_.size();
+  if (params_.top_k > 0 && static_cast<std::size_t>(params_.top_k) < keep) {
+    keep = static_cast<std::size_t>(params_.top_k);
+    std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(keep),
+                      candidates_.end(), by_logit_desc);
+  } else {
+    std::sort(candidates_.begin(), candidates_.end(), by_logit_desc);
+  }
+  candidates_.resize(keep);
+
+  // Softmax over the survivors (sorted, so the first is the max).
+  std::vector<double> probs(keep);
+  const double max_logit = candidates_.front().first;
+  double sum = 0.0;
+  for (std::size_t i = 0; i < keep; ++i) {
+    probs[i] = std::exp(static_cast<double>(candidates_[i].first) - max_logit);
+    sum += probs[i];
+  }
+  for (double& p : probs) p /= sum;
+
+  if (params_.top_p < 1.0f) {
+    double cumulative = 0.0;
+    std::size_t n = 0;
+    while (n < keep) {
+      cumulative += probs[n++];
+      if (cumulative >= params_.top_p) break;
+    }
+    keep = n;
+  }
+  if (params_.min_p > 0.0f) {
+    const double threshold = params_.min_p * probs.front();
+    std::size_t n = 1;
+    while (n < keep && probs[n] >= threshold) ++n;
+    keep = n;
+  }
+
+  // Temperature rescales the surviving logits before the draw.
+  std::vector<double> weights(keep);
+  for (std::size_t i = 0; i < keep; ++i) {
+    weights[i] = std::exp((static_cast<double>(candidates_[i].first) - max_logit) /
+                          params_.temperature);
+  }
+  std::discrete_distribution<std::size_t> draw(weights.begin(), weights.end());
+  return candidates_[draw(rng_)].second;
+}
+
+}  // namespace lclm

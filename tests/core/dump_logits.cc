@@ -1,0 +1,41 @@
+// Test driver for tests/reference/check_forward.py: runs the engine on the
+// given token ids, prefilling `chunk` positions per forward pass through the
+// KV cache, and writes the logits of every position as raw f32 [n, vocab].
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <vector>
+
+#include "model/qwen3_model.h"
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::cerr << "usage: dump_logits MODEL_DIR CHUNK OUT.f32 ID...\n";
+    return 2;
+  }
+  try {
+    const auto model = lclm::Qwen3Model::load(argv[1]);
+    const std::size_t chunk = std::strtoul(argv[2], nullptr, 10);
+    std::vector<std::int32_t> ids;
+    for (int i = 4; i < argc; ++i) ids.push_back(std::atoi(argv[i]));
+    const auto H = static_cast<std::size_t>(model.config().hidden_size);
+    const auto V = static_cast<std::size_t>(model.config().vocab_size);
+    auto cache = model.make_cache(ids.size());
+    std::vector<float> logits(ids.size() * V);
+    for (std::size_t start = 0; start < ids.size(); start += chunk) {
+      const std::size_t n = std::min(chunk, ids.size() - start);
+      std::vector<float> x(n * H);
+      model.embed({ids.data() + start, n}, x.data());
+      model.forward(x.data(), n, cache, lclm::AttentionMask::Causal);
+      model.logits(x.data(), n, logits.data() + start * V);
+    }
+    std::ofstream out(argv[3], std::ios::binary);
+    out.write(reinterpret_cast<const char*>(logits.data()),
+              static_cast<std::streamsize>(logits.size() * sizeof(float)));
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
