@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: dependencies, the reference
+# tokenizer files, a build, then every CTest test (unit tests, forward-pass
+# parity with PyTorch, tokenizer parity with the JavaScript references).
+# Extra arguments go to ctest, e.g. scripts/test.sh -L tokenizer.
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+scripts/install_deps.sh
+scripts/fetch_tokenizer.sh
+scripts/build.sh
+cd build
+ctest --output-on-failure --parallel "$(nproc)" --timeout 900 "$@"

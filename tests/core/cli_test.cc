@@ -1,0 +1,111 @@
+#include "cli/cli.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "test_models.h"
+
+namespace lclm {
+namespace {
+
+struct CliResult {
+  int code;
+  std::string out, err;
+};
+
+CliResult cli(const std::vector<std::string>& args) {
+  std::ostringstream out, err;
+  const int code = run_cli(args, out, err);
+  return {code, out.str(), err.str()};
+}
+
+int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model_ = new std::string(testing::tiny_model_with_tokenizer("cli").string()); }
+  static void TearDownTestSuite() { delete model_; }
+  static std::string* model_;
+};
+std::string* CliTest::model_ = nullptr;
+
+TEST_F(CliTest, HelpListsCommandsAndFlags) {
+  const auto top = cli({"--help"});
+  EXPECT_EQ(top.code, 0);
+  EXPECT_NE(top.out.find("generate"), std::string::npos);
+  EXPECT_NE(top.out.find("tokenize"), std::string::npos);
+  const auto gen = cli({"generate", "--help"});
+  EXPECT_EQ(gen.code, 0);
+  for (const char* flag : {"--temp", "--top-k", "--top-p", "--min-p", "--seed", "--threads",
+                           "--n-predict", "--ctx-size", "--repeat-penalty", "--file"}) {
+    EXPECT_NE(gen.out.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST_F(CliTest, BadUsageExitsTwoWithOneLine) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {},
+           {"generate", "-m", *model_, "-p", "x", "--no-such-flag"},
+           {"frobnicate"},
+           {"generate", "-p", "hi"},
+           {"generate", "-m", *model_, "-p", "x", "-f", "y"},
+           {"generate", "-m", *model_, "-p", "x", "-n", "many"}}) {
+    const auto r = cli(args);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
+  }
+}
+
+TEST_F(CliTest, FailuresExitOneWithOneLineNamingTheCause) {
+  const auto missing = cli({"generate", "-m", "/nonexistent/model", "-p", "hi"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(count_lines(missing.err), 1) << missing.err;
+  EXPECT_NE(missing.err.find("/nonexistent/model"), std::string::npos) << missing.err;
+
+  const auto no_file = cli({"generate", "-m", *model_, "-f", "/nonexistent/prompt.txt"});
+  EXPECT_EQ(no_file.code, 1);
+  EXPECT_NE(no_file.err.find("/nonexistent/prompt.txt"), std::string::npos) << no_file.err;
+
+  const auto too_long = cli({"generate", "-m", *model_, "-p", "one two three four five", "-c", "3"});
+  EXPECT_EQ(too_long.code, 1);
+  EXPECT_NE(too_long.err.find("context of 3 tokens"), std::string::npos) << too_long.err;
+
+  const auto bad_top_p = cli({"generate", "-m", *model_, "-p", "x", "--top-p", "0"});
+  EXPECT_EQ(bad_top_p.code, 1);
+  EXPECT_NE(bad_top_p.err.find("--top-p"), std::string::npos) << bad_top_p.err;
+}
+
+TEST_F(CliTest, TokenizePrintsIdsOfTheRealTokenizer) {
+  const auto r = cli({"tokenize", "-m", *model_, "-p", "Hello world<|im_end|>", "--ids"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "9707 1879 151645\n");
+  const auto json = cli({"tokenize", "-m", *model_, "-p", "Hello", "--json"});
+  EXPECT_EQ(json.out, "[9707]\n");
+}
+
+TEST_F(CliTest, GreedyGenerationIsDeterministicAndReportsStats) {
+  const std::vector<std::string> args = {"generate", "-m", *model_, "-p", "The capital of France is",
+                                         "-n", "8", "--temp", "0", "-t", "2"};
+  const auto a = cli(args), b = cli(args);
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_FALSE(a.out.empty());
+  for (const char* field : {"TTFT", "tok/s", "peak RSS", "KV cache", "prompt 5 tokens"}) {
+    EXPECT_NE(a.err.find(field), std::string::npos) << field << " in " << a.err;
+  }
+}
+
+TEST_F(CliTest, SeededSamplingIsReproducibleAndChatTemplateApplies) {
+  const std::vector<std::string> args = {"generate", "-m", *model_, "-p", "Hi", "--chat", "-n",
+                                         "6", "--temp", "1.2", "--seed", "5"};
+  const auto a = cli(args), b = cli(args);
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  // "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" is 9 tokens.
+  EXPECT_NE(a.err.find("prompt 9 tokens"), std::string::npos) << a.err;
+}
+
+}  // namespace
+}  // namespace lclm

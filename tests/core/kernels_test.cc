@@ -1,0 +1,195 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "format/dtype.h"
+#include "ops/attention.h"
+#include "ops/matmul.h"
+#include "ops/simd.h"
+#include "ops/transformer_ops.h"
+
+namespace lclm {
+namespace {
+
+std::vector<float> random_vector(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// Stored weights in one dtype plus their exact f32 values.
+struct StoredWeights {
+  std::vector<std::uint8_t> bytes;
+  std::vector<float> exact;
+  WeightMatrix matrix;
+};
+
+StoredWeights store(const std::vector<float>& values, std::size_t rows, std::size_t cols,
+                    DType dtype) {
+  StoredWeights s;
+  s.bytes.resize(values.size() * dtype_size(dtype));
+  s.exact.resize(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::F32) {
+      std::memcpy(s.bytes.data() + 4 * i, &values[i], 4);
+      s.exact[i] = values[i];
+    } else {
+      const std::uint16_t h = dtype == DType::BF16 ? f32_to_bf16(values[i]) : f32_to_f16(values[i]);
+      std::memcpy(s.bytes.data() + 2 * i, &h, 2);
+      s.exact[i] = dtype == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+  }
+  s.matrix = WeightMatrix{dtype, s.bytes.data(), rows, cols};
+  return s;
+}
+
+class MatmulTest : public ::testing::TestWithParam<std::tuple<DType, std::size_t>> {};
+
+// Both paths (fused matvec for few rows, widen + sgemm for many) against a
+// double-precision loop; 300 output rows cross the 256-row widening block.
+TEST_P(MatmulTest, MatchesNaiveProduct) {
+  const auto [dtype, m] = GetParam();
+  const std::size_t rows = 300, cols = 67;
+  const StoredWeights w = store(random_vector(rows * cols, 1), rows, cols, dtype);
+  const std::vector<float> x = random_vector(m * cols, 2);
+  std::vector<float> y(m * rows);
+  matmul(x.data(), m, w.matrix, y.data());
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t r = 0; r < rows; ++r) {
+      double ref = 0;
+      for (std::size_t k = 0; k < cols; ++k) ref += double(x[i * cols + k]) * w.exact[r * cols + k];
+      ASSERT_NEAR(y[i * rows + r], ref, 1e-4 * (1 + std::abs(ref))) << i << "," << r;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllDtypesBothPaths, MatmulTest,
+                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
+                                            ::testing::Values(1, 3, 4, 33)));
+
+TEST(Kernels, GatherRowsWidensTheRequestedRows) {
+  const StoredWeights w = store(random_vector(5 * 9, 3), 5, 9, DType::BF16);
+  const std::int32_t ids[] = {4, 0, 4};
+  std::vector<float> out(3 * 9);
+  gather_rows(w.matrix, ids, 3, out.data());
+  for (std::size_t i = 0; i < 3; ++i) {
+    for (std::size_t k = 0; k < 9; ++k) EXPECT_EQ(out[i * 9 + k], w.exact[ids[i] * 9 + k]);
+  }
+  const std::int32_t bad = 5;
+  EXPECT_THROW(gather_rows(w.matrix, &bad, 1, out.data()), std::runtime_error);
+}
+
+TEST(Kernels, DotHandlesEveryTailLength) {
+  for (std::size_t n = 0; n < 70; ++n) {
+    const auto a = random_vector(n, 10 + n), b = random_vector(n, 20 + n);
+    double ref = 0;
+    for (std::size_t i = 0; i < n; ++i) ref += double(a[i]) * b[i];
+    EXPECT_NEAR(dot_f32(a.data(), b.data(), n), ref, 1e-4 * (1 + std::abs(ref))) << n;
+  }
+}
+
+TEST(Kernels, RmsNormMatchesDefinition) {
+  const std::size_t dim = 37;
+  const auto x = random_vector(2 * dim, 4), w = random_vector(dim, 5);
+  std::vector<float> out(2 * dim);
+  rms_norm(x.data(), w.data(), out.data(), 2, dim, 1e-6f);
+  for (std::size_t r = 0; r < 2; ++r) {
+    double ms = 0;
+    for (std::size_t i = 0; i < dim; ++i) ms += double(x[r * dim + i]) * x[r * dim + i];
+    const double inv = 1.0 / std::sqrt(ms / dim + 1e-6);
+    for (std::size_t i = 0; i < dim; ++i) {
+      EXPECT_NEAR(out[r * dim + i], x[r * dim + i] * inv * w[i], 1e-5);
+    }
+  }
+}
+
+TEST(Kernels, RopeRotatesHalvesByPositionTimesInverseFrequency) {
+  const std::size_t head_dim = 8, heads = 2, position = 5;
+  const double theta = 10000.0;
+  const RopeTable rope(head_dim, theta);
+  auto x = random_vector(heads * head_dim, 6);
+  const auto before = x;
+  rope.apply(x.data(), heads, position);
+  for (std::size_t h = 0; h < heads; ++h) {
+    for (std::size_t i = 0; i < head_dim / 2; ++i) {
+      const double angle = position * std::pow(theta, -2.0 * i / head_dim);
+      const double a = before[h * head_dim + i], b = before[h * head_dim + i + head_dim / 2];
+      EXPECT_NEAR(x[h * head_dim + i], a * std::cos(angle) - b * std::sin(angle), 1e-5);
+      EXPECT_NEAR(x[h * head_dim + i + head_dim / 2], b * std::cos(angle) + a * std::sin(angle),
+                  1e-5);
+    }
+  }
+  rope.apply(x.data(), heads, 0);  // position 0 is the identity
+  EXPECT_THROW(RopeTable(7, theta), std::runtime_error);
+}
+
+TEST(Kernels, SiluMulAndSoftmax) {
+  std::vector<float> gate = {-2.0f, 0.0f, 3.0f}, up = {1.0f, 5.0f, -2.0f};
+  silu_mul(gate.data(), up.data(), 3);
+  EXPECT_NEAR(gate[0], -2.0 / (1 + std::exp(2.0)), 1e-6);
+  EXPECT_EQ(gate[1], 0.0f);
+  EXPECT_NEAR(gate[2], 3.0 / (1 + std::exp(-3.0)) * -2.0, 1e-5);
+  std::vector<float> s = {1000.0f, 1000.0f, 999.0f};
+  softmax(s.data(), 3);
+  const double e = std::exp(-1.0);
+  EXPECT_NEAR(s[0], 1 / (2 + e), 1e-6);
+  EXPECT_NEAR(s[2], e / (2 + e), 1e-6);
+}
+
+// Reference attention: full score matrix in double.
+std::vector<double> naive_attention(const std::vector<float>& q, std::size_t n_q, std::size_t pos0,
+                                    const std::vector<float>& k, const std::vector<float>& v,
+                                    std::size_t n_keys, const AttentionShape& s, bool causal) {
+  std::vector<double> out(n_q * s.n_heads * s.head_dim, 0.0);
+  const std::size_t group = s.n_heads / s.n_kv_heads;
+  for (std::size_t i = 0; i < n_q; ++i) {
+    for (std::size_t h = 0; h < s.n_heads; ++h) {
+      const std::size_t g = h / group;
+      const std::size_t visible = causal ? std::min(n_keys, pos0 + i + 1) : n_keys;
+      std::vector<double> p(visible);
+      double max = -1e300, sum = 0;
+      for (std::size_t j = 0; j < visible; ++j) {
+        double dot = 0;
+        for (std::size_t d = 0; d < s.head_dim; ++d) {
+          dot += double(q[(i * s.n_heads + h) * s.head_dim + d]) *
+                 k[(g * s.kv_stride + j) * s.head_dim + d];
+        }
+        p[j] = dot / std::sqrt(double(s.head_dim));
+        max = std::max(max, p[j]);
+      }
+      for (double& x : p) sum += (x = std::exp(x - max));
+      for (std::size_t j = 0; j < visible; ++j) {
+        for (std::size_t d = 0; d < s.head_dim; ++d) {
+          out[(i * s.n_heads + h) * s.head_dim + d] +=
+              p[j] / sum * v[(g * s.kv_stride + j) * s.head_dim + d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST(Attention, BlockwiseOnlineSoftmaxMatchesFullScores) {
+  // 150 keys span three 64-key blocks; the cache stride exceeds the key count.
+  const AttentionShape shape{6, 2, 16, 160};
+  const std::size_t n_keys = 150;
+  const auto k = random_vector(shape.n_kv_heads * shape.kv_stride * shape.head_dim, 7);
+  const auto v = random_vector(shape.n_kv_heads * shape.kv_stride * shape.head_dim, 8);
+  for (bool causal : {true, false}) {
+    const std::size_t n_q = 20, pos0 = n_keys - n_q;
+    auto q = random_vector(n_q * shape.n_heads * shape.head_dim, 9);
+    for (float& x : q) x *= 3.0f;  // sharper distributions stress the rescaling
+    std::vector<float> out(q.size());
+    attention(q.data(), n_q, pos0, k.data(), v.data(), n_keys, shape,
+              causal ? AttentionMask::Causal : AttentionMask::Bidirectional, out.data());
+    const auto ref = naive_attention(q, n_q, pos0, k, v, n_keys, shape, causal);
+    for (std::size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-4) << i;
+  }
+}
+
+}  // namespace
+}  // namespace lclm

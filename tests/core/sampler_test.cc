@@ -1,0 +1,148 @@
+#include "runtime/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <vector>
+
+#include "runtime/chat_template.h"
+#include "runtime/generator.h"
+
+namespace lclm {
+namespace {
+
+SamplingParams greedy() {
+  SamplingParams p;
+  p.temperature = 0.0f;
+  return p;
+}
+
+std::map<std::int32_t, int> histogram(SamplingParams p, const std::vector<float>& logits,
+                                      int draws) {
+  Sampler s(p);
+  std::map<std::int32_t, int> counts;
+  for (int i = 0; i < draws; ++i) ++counts[s.sample(logits, {})];
+  return counts;
+}
+
+TEST(Sampler, GreedyTakesArgmaxAndBreaksTiesByLowestId) {
+  Sampler s(greedy());
+  EXPECT_EQ(s.sample(std::vector<float>{0.1f, 2.0f, -1.0f, 2.0f}, {}), 1);
+}
+
+TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
+  SamplingParams p = greedy();
+  p.repeat_penalty = 2.0f;
+  Sampler s(p);
+  // 3.0 -> 1.5 for the repeated id 0, so id 1 (2.0) wins.
+  EXPECT_EQ(s.sample(std::vector<float>{3.0f, 2.0f, 0.0f}, std::vector<std::int32_t>{0}), 1);
+  // -0.5 -> -1.0 for repeated id 1, so id 0 (-0.9) wins.
+  EXPECT_EQ(s.sample(std::vector<float>{-0.9f, -0.5f}, std::vector<std::int32_t>{1}), 0);
+  // Outside repeat_last_n the token is not penalised.
+  p.repeat_last_n = 1;
+  Sampler window(p);
+  EXPECT_EQ(window.sample(std::vector<float>{3.0f, 2.0f}, std::vector<std::int32_t>{0, 1}), 0);
+}
+
+TEST(Sampler, TopKOneIsGreedy) {
+  SamplingParams p;
+  p.temperature = 5.0f;
+  p.top_k = 1;
+  p.min_p = 0.0f;
+  p.top_p = 1.0f;
+  const auto counts = histogram(p, {0.0f, 0.5f, 0.4f}, 200);
+  EXPECT_EQ(counts.size(), 1u);
+  EXPECT_EQ(counts.begin()->first, 1);
+}
+
+TEST(Sampler, TopPKeepsTheSmallestSetReachingTheMass) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.min_p = 0.0f;
+  p.top_p = 0.7f;
+  // Probabilities 0.5, 0.3, 0.2: top-p 0.7 keeps ids 0 and 1 only.
+  const std::vector<float> logits = {std::log(0.5f), std::log(0.3f), std::log(0.2f)};
+  const auto counts = histogram(p, logits, 2000);
+  EXPECT_EQ(counts.count(2), 0u);
+  EXPECT_GT(counts.at(0), counts.at(1));
+  EXPECT_NEAR(counts.at(0) / 2000.0, 0.5 / 0.8, 0.05);
+}
+
+TEST(Sampler, MinPDropsTokensBelowTheFractionOfTheTop) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.3f;
+  // 0.6, 0.25, 0.15: the threshold is 0.18, so id 2 goes.
+  const std::vector<float> logits = {std::log(0.6f), std::log(0.25f), std::log(0.15f)};
+  const auto counts = histogram(p, logits, 2000);
+  EXPECT_EQ(counts.count(2), 0u);
+  EXPECT_EQ(counts.size(), 2u);
+}
+
+TEST(Sampler, TemperatureFlattensOrSharpens) {
+  SamplingParams p;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  const std::vector<float> logits = {1.0f, 0.0f};
+  p.temperature = 0.25f;  // p0 = 1 / (1 + e^-4) = 0.982
+  EXPECT_NEAR(histogram(p, logits, 4000)[0] / 4000.0, 0.982, 0.02);
+  p.temperature = 4.0f;  // p0 = 1 / (1 + e^-0.25) = 0.562
+  EXPECT_NEAR(histogram(p, logits, 4000)[0] / 4000.0, 0.562, 0.03);
+}
+
+TEST(Sampler, SameSeedSameDraws) {
+  SamplingParams p;
+  p.temperature = 1.5f;
+  p.top_k = 0;
+  p.min_p = 0.0f;
+  p.seed = 42;
+  const std::vector<float> logits = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f};
+  Sampler a(p), b(p);
+  std::vector<std::int32_t> da, db;
+  for (int i = 0; i < 50; ++i) {
+    da.push_back(a.sample(logits, {}));
+    db.push_back(b.sample(logits, {}));
+  }
+  EXPECT_EQ(da, db);
+  p.seed = 43;
+  Sampler c(p);
+  std::vector<std::int32_t> dc;
+  for (int i = 0; i < 50; ++i) dc.push_back(c.sample(logits, {}));
+  EXPECT_NE(da, dc);
+}
+
+TEST(Sampler, RejectsOutOfRangeParameters) {
+  SamplingParams p;
+  p.top_p = 0.0f;
+  EXPECT_THROW(Sampler{p}, std::runtime_error);
+  p = {};
+  p.temperature = -1.0f;
+  EXPECT_THROW(Sampler{p}, std::runtime_error);
+  p = {};
+  p.min_p = 1.0f;
+  EXPECT_THROW(Sampler{p}, std::runtime_error);
+}
+
+TEST(ChatTemplate, FormatsChatMLExactly) {
+  EXPECT_EQ(format_chatml({{"system", "Be brief."}, {"user", "Hi"}}, true),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\n");
+  EXPECT_EQ(format_chatml({{"user", "x"}}, false), "<|im_start|>user\nx<|im_end|>\n");
+}
+
+TEST(Utf8Stream, HoldsBackSplitCharacters) {
+  Utf8Stream s;
+  const std::string euro = "\xe2\x82\xac";  // U+20AC in three bytes
+  EXPECT_EQ(s.push("a" + euro.substr(0, 1)), "a");
+  EXPECT_EQ(s.push(euro.substr(1, 1)), "");
+  EXPECT_EQ(s.push(euro.substr(2) + "b"), euro + "b");
+  EXPECT_EQ(s.push("\xf0\x9f"), "");
+  EXPECT_EQ(s.flush(), "\xf0\x9f");
+}
+
+}  // namespace
+}  // namespace lclm

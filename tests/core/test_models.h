@@ -1,0 +1,66 @@
+// Models and files the core tests share: tiny random Qwen3 directories made
+// with the project's own writer, and the real Qwen3 tokenizer files fetched by
+// scripts/fetch_tokenizer.sh.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "model/random_qwen3.h"
+
+namespace lclm::testing {
+
+inline std::filesystem::path scratch_dir(const std::string& name) {
+  const auto dir = std::filesystem::path(LCLM_BINARY_DIR) / "test-scratch" / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+inline Qwen3Config tiny_config() {
+  Qwen3Config c;
+  c.vocab_size = 151936;
+  c.hidden_size = 64;
+  c.intermediate_size = 160;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  c.max_position_embeddings = 256;
+  c.tie_word_embeddings = true;
+  c.eos_token_ids = {151645};
+  return c;
+}
+
+inline std::filesystem::path qwen3_tokenizer_dir() {
+  return std::filesystem::path(LCLM_SOURCE_DIR) / "third_party" / "qwen3-tokenizer";
+}
+
+// A tiny random model with the real Qwen3 tokenizer files beside it. The
+// tokenizer is fetched by the test command; its absence is a setup failure.
+inline std::filesystem::path tiny_model_with_tokenizer(const std::string& name) {
+  const auto dir = scratch_dir(name);
+  RandomQwen3Spec spec;
+  spec.config = tiny_config();
+  spec.seed = 7;
+  spec.weight_std = 0.08f;
+  write_random_qwen3(dir, spec);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    const auto src = qwen3_tokenizer_dir() / f;
+    if (!std::filesystem::exists(src)) {
+      ADD_FAILURE() << src << " is missing: run scripts/fetch_tokenizer.sh";
+      continue;
+    }
+    std::filesystem::copy_file(src, dir / f);
+  }
+  return dir;
+}
+
+inline void write_text(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+}  // namespace lclm::testing
