@@ -4,6 +4,9 @@
 #include <pcre2.h>
 
 #include <array>
+#include <cstdint>
+#include <new>
+#include <string>
 
 #include "util/error.h"
 
@@ -64,9 +67,7 @@ void RegexSplitter::split(std::string_view text, std::vector<std::string_view>& 
     if (result == PCRE2_ERROR_NOMATCH) break;
     if (result < 0) {
       if (result <= PCRE2_ERROR_UTF8_ERR1 && result >= PCRE2_ERROR_UTF8_ERR21) {
-        throw Error("tokenizer input is not valid UTF-8 at byte " +
-                    std::to_string(pcre2_get_startchar(match_data.get())) + ": " +
-                    pcre2_message(result));
+        throw Error("tokenizer input is not valid UTF-8: " + pcre2_message(result));
       }
       throw Error("tokenizer pre_tokenizer regex failed: " + pcre2_message(result));
     }

@@ -1,8 +1,11 @@
 #include "tokenizer/tokenizer.h"
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
@@ -127,8 +130,9 @@ class TokenizerJsonReader {
         if (splitter) fail("more than one Split pre_tokenizer is not supported");
         const std::string behavior = string_or(*step, "behavior", "", "Split behavior");
         if (behavior != "Isolated") fail("unsupported Split behavior \"" + behavior + "\"");
-        if (bool_or(*step, "invert", false, "Split invert"))
+        if (bool_or(*step, "invert", false, "Split invert")) {
           fail("inverted Split is not supported");
+        }
         const json& pattern = member(*step, "pattern", json::value_t::object, "Split pattern");
         if (pattern.contains("Regex")) {
           splitter.emplace(string_or(pattern, "Regex", "", "Split pattern.Regex"), false,
@@ -161,8 +165,9 @@ class TokenizerJsonReader {
     std::unordered_map<std::string, std::int32_t> ids;
     ids.reserve(vocab.size());
     for (const auto& [token, id] : vocab.items()) {
-      if (!is_token_id(id))
+      if (!is_token_id(id)) {
         fail("model.vocab[\"" + token + "\"] is not a valid token id: " + id.dump());
+      }
       ids.emplace(token, id.get<std::int32_t>());
     }
     return ids;

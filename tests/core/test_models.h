@@ -4,6 +4,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -13,8 +14,26 @@
 
 namespace lclm::testing {
 
+// CTest runs each test in its own process, several at once: every process
+// gets its own scratch root, removed when the process exits.
+class ScratchRoot {
+ public:
+  ScratchRoot()
+      : path_(std::filesystem::path(LCLM_BINARY_DIR) / "test-scratch" /
+              std::to_string(::getpid())) {}
+  ~ScratchRoot() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
 inline std::filesystem::path scratch_dir(const std::string& name) {
-  const auto dir = std::filesystem::path(LCLM_BINARY_DIR) / "test-scratch" / name;
+  static const ScratchRoot root;
+  const auto dir = root.path() / name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;

@@ -10,7 +10,7 @@ target_compile_options(tokenize_jsonl PRIVATE ${LCLM_WARNINGS})
 # Parity with the JavaScript reference tokenizers over a 1.6 MB corpus, in
 # three steps that run once per ctest invocation: build the corpus, encode it
 # with the references (cached in the build dir by corpus and tokenizer hash),
-# encode it with lclm and compare. Steps exit 77 (skipped) when
+# encode it with lclm and compare. The last two are skipped (exit 77) when
 # scripts/fetch_tokenizer.sh has not been run.
 find_package(Python3 COMPONENTS Interpreter)
 find_program(LCLM_NODE_EXECUTABLE node)
