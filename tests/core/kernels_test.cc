@@ -69,7 +69,11 @@ TEST_P(MatmulTest, MatchesNaiveProduct) {
 
 INSTANTIATE_TEST_SUITE_P(AllDtypesBothPaths, MatmulTest,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
-                                            ::testing::Values(1, 3, 4, 33)));
+                                            ::testing::Values(1, 3, 4, 33)),
+                         [](const auto& param_info) {
+                           return std::string(dtype_name(std::get<0>(param_info.param))) + "_rows" +
+                                  std::to_string(std::get<1>(param_info.param));
+                         });
 
 TEST(Kernels, GatherRowsWidensTheRequestedRows) {
   const StoredWeights w = store(random_vector(5 * 9, 3), 5, 9, DType::BF16);

@@ -1,0 +1,393 @@
+// lclm-bench-qwen3: prefill and decode speed of the engine on a model of
+// Qwen3-0.6B's shape with seeded random weights (speed does not depend on the
+// weight values), reported llama-bench style and judged against the machine's
+// measured fp32 matmul peak and memory bandwidth.
+//
+// Every run goes through lclm::Generator (chunked prefill, then greedy decode
+// of exactly --gen tokens) with a fresh KV cache. With P = the parameters of
+// one layer's q/k/v/o/gate/up/down projections, V x H the lm_head (the
+// embedding matrix when tied), L the prompt length and G the generated tokens:
+//
+//   prefill FLOPs = 2 * n_layers * P * L                            projections
+//                 + 2 * V * H                                       lm_head, last token only
+//                 + n_layers * 4 * n_heads * head_dim * L^2 / 2     causal QK^T and PV
+//   prefill time  = GenerationStats::ttft_seconds (prefill + the first token's
+//                   lm_head and sampling, which the FLOPs above include)
+//
+//   decode bytes per token = bytes_per_weight * (n_layers * P + V * H)
+//                          + 2 * n_layers * n_kv_heads * head_dim * 4 * (L + G / 2)
+//   (every matmul weight is read once per token; the f32 keys and values are
+//   counted at the mean cache length of the decode)
+//   decode speed = (G - 1) / GenerationStats::decode_seconds
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "model/qwen3_model.h"
+#include "model/random_qwen3.h"
+#include "runtime/generator.h"
+#include "util/error.h"
+#include "util/process_stats.h"
+#include "util/threads.h"
+
+namespace lclm {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr double kMiB = 1024.0 * 1024.0;
+constexpr double kGiB = 1024.0 * kMiB;
+// Prompt ids stay below Qwen3's first special token (<|endoftext|> = 151643).
+constexpr std::int64_t kOrdinaryVocab = 151643;
+constexpr std::uint64_t kPromptSeed = 0;
+
+struct BenchArgs {
+  std::string model_dir;
+  int threads = 2;
+  int prompt_tokens = 512;
+  int gen_tokens = 64;
+  int repeats = 3;
+  int layers = 0;
+  std::string json_path;
+  double peak_gflops = 209.0;
+  double peak_gbytes_per_second = 74.0;
+};
+
+Qwen3Config bench_config(int layers) {
+  Qwen3Config config = qwen3_0_6b_config();
+  if (layers > 0) config.num_hidden_layers = layers;
+  return config;
+}
+
+// $XDG_CACHE_HOME/lclm/NAME or ~/.cache/lclm/NAME; a layer override gets its
+// own directory so it never shadows the full model.
+fs::path default_model_dir(const Qwen3Config& config) {
+  std::string name = "bench-qwen3-0.6b";
+  if (config.num_hidden_layers != qwen3_0_6b_config().num_hidden_layers) {
+    name += "-" + std::to_string(config.num_hidden_layers) + "layers";
+  }
+  name += "-bf16";
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  const char* home = std::getenv("HOME");
+  if (xdg != nullptr && *xdg != '\0') return fs::path(xdg) / "lclm" / name;
+  if (home != nullptr && *home != '\0') return fs::path(home) / ".cache" / "lclm" / name;
+  throw Error("neither XDG_CACHE_HOME nor HOME is set; pass --model-dir");
+}
+
+// Forgets the peak resident size so far (Linux: "5" to /proc/self/clear_refs)
+// so that the memory of writing the model does not count as the inference's.
+void reset_peak_resident() {
+  std::ofstream("/proc/self/clear_refs") << "5";
+}
+
+// Writes into a scratch directory, then renames it into place, so an
+// interrupted write never leaves a directory that looks reusable.
+void write_bench_model(const fs::path& dir, const Qwen3Config& config) {
+  RandomQwen3Spec spec;  // seed 0, bf16
+  spec.config = config;
+  const fs::path scratch = dir.string() + ".partial";
+  std::cerr << "writing a random-weight model to " << dir << " (once; later runs reuse it)\n";
+  fs::remove_all(scratch);
+  write_random_qwen3(scratch, spec);
+  fs::rename(scratch, dir);
+  reset_peak_resident();
+}
+
+std::vector<std::int32_t> make_prompt(int n, std::int64_t vocab_size) {
+  std::mt19937_64 rng(kPromptSeed);
+  const auto range = static_cast<std::uint64_t>(std::min(vocab_size, kOrdinaryVocab));
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
+  for (auto& id : ids) id = static_cast<std::int32_t>(rng() % range);
+  return ids;
+}
+
+GenerationStats run_generation(const Generator& generator, const std::vector<std::int32_t>& prompt,
+                               int gen_tokens) {
+  GenerationOptions options;
+  options.n_predict = gen_tokens;
+  // Greedy and no stop ids: decode always runs exactly n_predict tokens.
+  options.sampling.temperature = 0.0f;
+  const GenerationStats stats =
+      generator.generate(prompt, options, [](std::int32_t) { return true; });
+  if (stats.generated_tokens != static_cast<std::size_t>(gen_tokens)) {
+    throw Error("generation stopped after " + std::to_string(stats.generated_tokens) + " of " +
+                std::to_string(gen_tokens) + " tokens (" +
+                std::string(stop_reason_name(stats.stop)) + ")");
+  }
+  return stats;
+}
+
+struct Measurements {
+  std::vector<double> prefill_seconds;
+  std::vector<double> decode_seconds;
+  std::size_t kv_cache_bytes = 0;
+};
+
+// One uncounted warm-up (pages the mmapped weights in, starts the thread
+// pools), then the timed repeats.
+Measurements measure(const Generator& generator, const std::vector<std::int32_t>& prompt,
+                     const BenchArgs& args) {
+  std::cerr << "warm-up run\n";
+  run_generation(generator, prompt, args.gen_tokens);
+  Measurements m;
+  for (int r = 0; r < args.repeats; ++r) {
+    const GenerationStats stats = run_generation(generator, prompt, args.gen_tokens);
+    m.prefill_seconds.push_back(stats.ttft_seconds);
+    m.decode_seconds.push_back(stats.decode_seconds);
+    m.kv_cache_bytes = stats.kv_cache_bytes;
+    std::cerr << "repeat " << r + 1 << "/" << args.repeats << ": prefill " << stats.ttft_seconds
+              << " s, decode " << stats.decode_seconds << " s\n";
+  }
+  return m;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+// Parameters of one layer's projection matrices (P in the header comment).
+double projection_params_per_layer(const Qwen3Config& c) {
+  const double hidden = static_cast<double>(c.hidden_size);
+  const double q_width = static_cast<double>(c.num_attention_heads * c.head_dim);
+  const double kv_width = static_cast<double>(c.num_key_value_heads * c.head_dim);
+  const double mlp = 3.0 * hidden * static_cast<double>(c.intermediate_size);
+  return 2.0 * hidden * q_width + 2.0 * hidden * kv_width + mlp;
+}
+
+double lm_head_params(const Qwen3Config& c) {
+  return static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
+}
+
+// Every tensor of the checkpoint, to turn its byte size into bytes per weight.
+double checkpoint_params(const Qwen3Config& c) {
+  const double norms_per_layer = static_cast<double>(2 * c.hidden_size + 2 * c.head_dim);
+  const double embeddings = (c.tie_word_embeddings ? 1.0 : 2.0) * lm_head_params(c);
+  return static_cast<double>(c.num_hidden_layers) *
+             (projection_params_per_layer(c) + norms_per_layer) +
+         embeddings + static_cast<double>(c.hidden_size);
+}
+
+double prefill_flops(const Qwen3Config& c, double prompt_tokens) {
+  const double layers = static_cast<double>(c.num_hidden_layers);
+  const double projections = 2.0 * layers * projection_params_per_layer(c) * prompt_tokens;
+  const double attention = layers * 4.0 * static_cast<double>(c.num_attention_heads * c.head_dim) *
+                           prompt_tokens * prompt_tokens / 2.0;
+  return projections + 2.0 * lm_head_params(c) + attention;
+}
+
+double decode_bytes_per_token(const Qwen3Model& model, double prompt_tokens, double gen_tokens) {
+  const Qwen3Config& c = model.config();
+  const double bytes_per_weight = static_cast<double>(model.weight_bytes()) / checkpoint_params(c);
+  const double weights = bytes_per_weight * (static_cast<double>(c.num_hidden_layers) *
+                                                 projection_params_per_layer(c) +
+                                             lm_head_params(c));
+  const double kv_bytes_per_position = 2.0 * static_cast<double>(c.num_hidden_layers) *
+                                       static_cast<double>(c.num_key_value_heads * c.head_dim) *
+                                       sizeof(float);
+  return weights + kv_bytes_per_position * (prompt_tokens + gen_tokens / 2.0);
+}
+
+struct Summary {
+  double prefill_seconds = 0;  // medians
+  double decode_seconds = 0;
+  double prefill_tokens_per_second = 0;
+  double decode_tokens_per_second = 0;
+  double prefill_flops = 0;
+  double prefill_gflops = 0;
+  double decode_bytes_per_token = 0;
+  double decode_gbytes_per_second = 0;
+};
+
+Summary summarize(const Qwen3Model& model, const Measurements& m, const BenchArgs& args) {
+  const auto prompt = static_cast<double>(args.prompt_tokens);
+  const auto gen = static_cast<double>(args.gen_tokens);
+  Summary s;
+  s.prefill_seconds = median(m.prefill_seconds);
+  s.decode_seconds = median(m.decode_seconds);
+  s.prefill_tokens_per_second = prompt / s.prefill_seconds;
+  s.decode_tokens_per_second = (gen - 1.0) / s.decode_seconds;
+  s.prefill_flops = prefill_flops(model.config(), prompt);
+  s.prefill_gflops = s.prefill_flops / s.prefill_seconds / 1e9;
+  s.decode_bytes_per_token = decode_bytes_per_token(model, prompt, gen);
+  s.decode_gbytes_per_second = s.decode_bytes_per_token * s.decode_tokens_per_second / 1e9;
+  return s;
+}
+
+std::string fixed(double value, int precision) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(precision) << value;
+  return out.str();
+}
+
+std::string percent(double fraction) {
+  return fixed(100.0 * fraction, 1) + "%";
+}
+
+// A markdown table with padded columns; the first row is the header.
+void print_table(const std::vector<std::vector<std::string>>& rows, std::ostream& out) {
+  std::vector<std::size_t> widths(rows.front().size(), 0);
+  for (const auto& row : rows) {
+    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  const auto print_row = [&](const std::vector<std::string>& row) {
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      out << "| " << std::setw(static_cast<int>(widths[i])) << std::left << row[i] << " ";
+    }
+    out << "|\n";
+  };
+  print_row(rows.front());
+  for (std::size_t i = 0; i < widths.size(); ++i) out << "|" << std::string(widths[i] + 2, '-');
+  out << "|\n";
+  for (std::size_t r = 1; r < rows.size(); ++r) print_row(rows[r]);
+}
+
+std::string shape_description(const Qwen3Config& c) {
+  return std::to_string(c.num_hidden_layers) + " layers, hidden " + std::to_string(c.hidden_size) +
+         ", " + std::to_string(c.num_attention_heads) + " q / " +
+         std::to_string(c.num_key_value_heads) + " kv heads of " + std::to_string(c.head_dim) +
+         ", intermediate " + std::to_string(c.intermediate_size) + ", vocab " +
+         std::to_string(c.vocab_size) + (c.tie_word_embeddings ? ", tied" : ", untied") +
+         " embeddings";
+}
+
+void print_report(const Qwen3Model& model, const Measurements& m, const Summary& s,
+                  const BenchArgs& args, std::ostream& out) {
+  const std::string name = model.dir().filename().string();
+  const std::string size = fixed(static_cast<double>(model.weight_bytes()) / kGiB, 2) + " GiB";
+  const std::string params = fixed(checkpoint_params(model.config()) / 1e9, 2) + " B";
+  const std::string threads = std::to_string(args.threads);
+  out << "model:   " << model.dir().string() << "\n"
+      << "shape:   " << shape_description(model.config()) << "\n"
+      << "weights: " << model.weight_bytes() << " bytes\n\n";
+  print_table(
+      {{"model", "size", "params", "threads", "test", "t/s", "achieved", "of peak"},
+       {name, size, params, threads, "pp" + std::to_string(args.prompt_tokens),
+        fixed(s.prefill_tokens_per_second, 2), fixed(s.prefill_gflops, 1) + " GFLOP/s",
+        percent(s.prefill_gflops / args.peak_gflops) + " of " + fixed(args.peak_gflops, 0) +
+            " GFLOP/s"},
+       {name, size, params, threads, "tg" + std::to_string(args.gen_tokens),
+        fixed(s.decode_tokens_per_second, 2), fixed(s.decode_gbytes_per_second, 1) + " GB/s",
+        percent(s.decode_gbytes_per_second / args.peak_gbytes_per_second) + " of " +
+            fixed(args.peak_gbytes_per_second, 0) + " GB/s"}},
+      out);
+  out << "\nmedian of " << args.repeats << " runs after a warm-up; prefill "
+      << fixed(s.prefill_flops / 1e9, 1) << " GFLOP in " << fixed(s.prefill_seconds, 3)
+      << " s; decode " << fixed(s.decode_bytes_per_token / 1e6, 1) << " MB read per token\n"
+      << "KV cache: " << fixed(static_cast<double>(m.kv_cache_bytes) / kMiB, 1)
+      << " MiB | peak RSS (VmHWM): " << fixed(static_cast<double>(peak_resident_bytes()) / kMiB, 1)
+      << " MiB\n";
+}
+
+void write_json(const Qwen3Model& model, const Measurements& m, const Summary& s,
+                const BenchArgs& args) {
+  const Qwen3Config& c = model.config();
+  const nlohmann::json report = {
+      {"model_dir", model.dir().string()},
+      {"shape",
+       {{"layers", c.num_hidden_layers},
+        {"hidden", c.hidden_size},
+        {"heads", c.num_attention_heads},
+        {"kv_heads", c.num_key_value_heads},
+        {"head_dim", c.head_dim},
+        {"intermediate", c.intermediate_size},
+        {"vocab", c.vocab_size},
+        {"tied_embeddings", c.tie_word_embeddings}}},
+      {"weight_bytes", model.weight_bytes()},
+      {"threads", args.threads},
+      {"prompt_tokens", args.prompt_tokens},
+      {"gen_tokens", args.gen_tokens},
+      {"repeats", args.repeats},
+      {"prefill",
+       {{"seconds", m.prefill_seconds},
+        {"median_seconds", s.prefill_seconds},
+        {"tokens_per_second", s.prefill_tokens_per_second},
+        {"flops", s.prefill_flops},
+        {"gflops_per_second", s.prefill_gflops},
+        {"peak_gflops_per_second", args.peak_gflops},
+        {"fraction_of_peak", s.prefill_gflops / args.peak_gflops}}},
+      {"decode",
+       {{"seconds", m.decode_seconds},
+        {"median_seconds", s.decode_seconds},
+        {"tokens_per_second", s.decode_tokens_per_second},
+        {"bytes_per_token", s.decode_bytes_per_token},
+        {"gbytes_per_second", s.decode_gbytes_per_second},
+        {"peak_gbytes_per_second", args.peak_gbytes_per_second},
+        {"fraction_of_peak", s.decode_gbytes_per_second / args.peak_gbytes_per_second}}},
+      {"kv_cache_bytes", m.kv_cache_bytes},
+      {"peak_resident_bytes", peak_resident_bytes()},
+  };
+  std::ofstream out(args.json_path);
+  out << report.dump(2) << "\n";
+  if (!out) throw Error("cannot write " + args.json_path);
+}
+
+int run(const BenchArgs& args) {
+  set_num_threads(args.threads);
+  const Qwen3Config config = bench_config(args.layers);
+  const fs::path dir =
+      args.model_dir.empty() ? default_model_dir(config) : fs::path(args.model_dir);
+  if (!fs::exists(dir / "config.json")) write_bench_model(dir, config);
+  const Qwen3Model model = Qwen3Model::load(dir);
+  const Generator generator(model);
+  const std::vector<std::int32_t> prompt =
+      make_prompt(args.prompt_tokens, model.config().vocab_size);
+  const Measurements m = measure(generator, prompt, args);
+  const Summary s = summarize(model, m, args);
+  print_report(model, m, s, args, std::cout);
+  if (!args.json_path.empty()) write_json(model, m, s, args);
+  return 0;
+}
+
+}  // namespace
+}  // namespace lclm
+
+int main(int argc, char** argv) {
+  CLI::App app{"Prefill and decode speed of lclm on a Qwen3-0.6B-shaped model (random weights)."};
+  lclm::BenchArgs args;
+  app.add_option("--model-dir", args.model_dir,
+                 "Model directory; written once with random weights (seed 0, bf16) when it has no "
+                 "config.json [default: $XDG_CACHE_HOME/lclm/bench-qwen3-0.6b-bf16]");
+  app.add_option("-t,--threads", args.threads, "Threads")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--prompt", args.prompt_tokens, "Prompt (prefill) tokens")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--gen", args.gen_tokens, "Generated (decode) tokens")
+      ->check(CLI::Range(2, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--repeats", args.repeats, "Timed runs; medians are reported")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--layers", args.layers,
+                 "Override the layer count for a quick run (its own default model directory)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--json", args.json_path, "Also write the results to this JSON file");
+  app.add_option("--peak-gflops", args.peak_gflops,
+                 "The machine's fp32 matmul peak, GFLOP/s (the prefill yardstick)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--peak-bandwidth", args.peak_gbytes_per_second,
+                 "The machine's memory bandwidth, GB/s (the decode yardstick)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return lclm::run(args);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
