@@ -127,6 +127,16 @@ GenerationStats run_generation(const Generator& generator, const std::vector<std
   return stats;
 }
 
+std::string fixed(double value, int precision) {
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(precision) << value;
+  return out.str();
+}
+
+std::string percent(double fraction) {
+  return fixed(100.0 * fraction, 1) + "%";
+}
+
 struct Measurements {
   std::vector<double> prefill_seconds;
   std::vector<double> decode_seconds;
@@ -145,8 +155,9 @@ Measurements measure(const Generator& generator, const std::vector<std::int32_t>
     m.prefill_seconds.push_back(stats.ttft_seconds);
     m.decode_seconds.push_back(stats.decode_seconds);
     m.kv_cache_bytes = stats.kv_cache_bytes;
-    std::cerr << "repeat " << r + 1 << "/" << args.repeats << ": prefill " << stats.ttft_seconds
-              << " s, decode " << stats.decode_seconds << " s\n";
+    std::cerr << "repeat " << r + 1 << "/" << args.repeats << ": prefill "
+              << fixed(stats.ttft_seconds, 3) << " s, decode " << fixed(stats.decode_seconds, 3)
+              << " s\n";
   }
   return m;
 }
@@ -225,16 +236,6 @@ Summary summarize(const Qwen3Model& model, const Measurements& m, const BenchArg
   return s;
 }
 
-std::string fixed(double value, int precision) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(precision) << value;
-  return out.str();
-}
-
-std::string percent(double fraction) {
-  return fixed(100.0 * fraction, 1) + "%";
-}
-
 // A markdown table with padded columns; the first row is the header.
 void print_table(const std::vector<std::vector<std::string>>& rows, std::ostream& out) {
   std::vector<std::size_t> widths(rows.front().size(), 0);
@@ -293,7 +294,7 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
 void write_json(const Qwen3Model& model, const Measurements& m, const Summary& s,
                 const BenchArgs& args) {
   const Qwen3Config& c = model.config();
-  const nlohmann::json report = {
+  const nlohmann::ordered_json report = {
       {"model_dir", model.dir().string()},
       {"shape",
        {{"layers", c.num_hidden_layers},

@@ -1,0 +1,98 @@
+#include "compression/latent_cache.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include "core/test_models.h"
+
+namespace lclm {
+namespace {
+
+Latents make_latents(std::size_t count, std::size_t dim, float base) {
+  Latents l;
+  l.n_tokens = count * 4;
+  l.dim = dim;
+  for (std::size_t i = 0; i < count * dim; ++i) l.data.push_back(base + static_cast<float>(i));
+  return l;
+}
+
+void run_sql(const std::filesystem::path& db, const std::string& sql) {
+  sqlite3* h = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(h);
+}
+
+TEST(LatentKey, DependsOnFingerprintAndTextWithoutAmbiguity) {
+  EXPECT_EQ(latent_key("ckpt", "text"), latent_key("ckpt", "text"));
+  EXPECT_FALSE(latent_key("ckpt", "text") == latent_key("ckpt2", "text"));
+  EXPECT_FALSE(latent_key("ckpt", "text") == latent_key("ckpt", "text "));
+  EXPECT_FALSE(latent_key("ab", "c") == latent_key("a", "bc"));
+  EXPECT_EQ(latent_key("x", "y").hex().size(), 32u);
+}
+
+TEST(LatentCache, MemoryLruEvictsTheLeastRecentlyUsed) {
+  const auto l = make_latents(4, 8, 0.0f);  // 128 bytes
+  LatentCache cache(3 * l.bytes());
+  for (int i = 0; i < 3; ++i) cache.store(latent_key("c", std::to_string(i)), l);
+  ASSERT_TRUE(cache.find(latent_key("c", "0")));  // 0 becomes the most recent
+  cache.store(latent_key("c", "3"), l);           // evicts 1
+  EXPECT_TRUE(cache.find(latent_key("c", "0")));
+  EXPECT_FALSE(cache.find(latent_key("c", "1")));
+  EXPECT_TRUE(cache.find(latent_key("c", "2")));
+  EXPECT_TRUE(cache.find(latent_key("c", "3")));
+  const auto s = cache.stats();
+  EXPECT_EQ(s.memory_hits, 4u);
+  EXPECT_EQ(s.misses, 1u);
+}
+
+TEST(LatentCache, DiskStoreSurvivesAcrossInstancesBitExact) {
+  const auto db = testing::scratch_dir("latent_disk") / "cache.sqlite";
+  const auto l = make_latents(5, 16, 0.25f);
+  { LatentCache(0, db).store(latent_key("c", "doc"), l); }
+  LatentCache reopened(1 << 20, db);
+  const auto got = reopened.find(latent_key("c", "doc"));
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->data, l.data);
+  EXPECT_EQ(got->n_tokens, l.n_tokens);
+  EXPECT_EQ(got->count(), 5u);
+  EXPECT_EQ(reopened.stats().disk_hits, 1u);
+  EXPECT_TRUE(reopened.find(latent_key("c", "doc")));  // now from memory
+  EXPECT_EQ(reopened.stats().memory_hits, 1u);
+}
+
+TEST(LatentCache, CorruptEntriesAreDroppedNeverReturned) {
+  const auto db = testing::scratch_dir("latent_corrupt") / "cache.sqlite";
+  const auto key = latent_key("c", "doc");
+  const auto other = latent_key("c", "other");
+  {
+    LatentCache writer(0, db);
+    writer.store(key, make_latents(2, 4, 1.0f));
+    writer.store(other, make_latents(2, 4, 1.0f));
+  }
+  // A flipped payload byte (checksum mismatch) and a truncated payload.
+  run_sql(db,
+          "UPDATE latents SET data = CAST(zeroblob(32) AS BLOB) WHERE key = '" + key.hex() + "'");
+  run_sql(db, "UPDATE latents SET data = substr(data, 1, 8) WHERE key = '" + other.hex() + "'");
+  LatentCache reader(0, db);
+  EXPECT_FALSE(reader.find(key));
+  EXPECT_FALSE(reader.find(other));
+  EXPECT_EQ(reader.stats().corrupt, 2u);
+  EXPECT_EQ(reader.stats().misses, 2u);
+  EXPECT_FALSE(reader.find(key));  // deleted: now a plain miss
+  EXPECT_EQ(reader.stats().corrupt, 2u);
+}
+
+TEST(LatentCache, UnwritableDatabaseIsAClearError) {
+  try {
+    LatentCache cache(0, std::filesystem::path("/proc/no/such/dir/cache.sqlite"));
+    FAIL() << "opened an impossible path";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("/proc/no/such/dir"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace lclm
