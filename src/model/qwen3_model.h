@@ -13,25 +13,13 @@
 
 #include "format/safetensors.h"
 #include "model/kv_cache.h"
+#include "model/qwen3_block.h"
 #include "model/qwen3_config.h"
 #include "ops/attention.h"
 #include "ops/matmul.h"
 #include "ops/transformer_ops.h"
 
 namespace lclm {
-
-struct Qwen3LayerWeights {
-  std::vector<float> input_layernorm;           // [hidden]
-  std::vector<float> post_attention_layernorm;  // [hidden]
-  std::vector<float> q_norm, k_norm;            // [head_dim]
-  WeightMatrix q_proj;     // [n_heads * head_dim, hidden]
-  WeightMatrix k_proj;     // [n_kv_heads * head_dim, hidden]
-  WeightMatrix v_proj;     // [n_kv_heads * head_dim, hidden]
-  WeightMatrix o_proj;     // [hidden, n_heads * head_dim]
-  WeightMatrix gate_proj;  // [intermediate, hidden]
-  WeightMatrix up_proj;    // [intermediate, hidden]
-  WeightMatrix down_proj;  // [hidden, intermediate]
-};
 
 class Qwen3Model {
  public:
@@ -62,8 +50,6 @@ class Qwen3Model {
 
  private:
   Qwen3Model(Qwen3Config config, TensorStore store);
-  void forward_layer(const Qwen3LayerWeights& w, std::size_t layer, float* x, std::size_t n,
-                     KVCache& cache, AttentionMask mask) const;
 
   Qwen3Config config_;
   TensorStore store_;
@@ -71,7 +57,7 @@ class Qwen3Model {
   WeightMatrix embed_tokens_;
   std::optional<WeightMatrix> lm_head_;
   std::vector<float> final_norm_;
-  std::vector<Qwen3LayerWeights> layers_;
+  std::vector<Qwen3Block> layers_;
 };
 
 }  // namespace lclm
