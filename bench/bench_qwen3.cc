@@ -19,6 +19,9 @@
 //   (every matmul weight is read once per token; the f32 keys and values are
 //   counted at the mean cache length of the decode)
 //   decode speed = (G - 1) / GenerationStats::decode_seconds
+//   (the engine's definition: the first token belongs to the prefill; its
+//   decode_seconds also holds one forward pass of the last token, whose
+//   output is never used, so this understates the speed by about 1/G)
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdint>
@@ -137,10 +140,20 @@ std::string percent(double fraction) {
   return fixed(100.0 * fraction, 1) + "%";
 }
 
+// The 1-minute load average (/proc/loadavg): other processes' work on the
+// same cores, which the timings cannot separate from the engine's.
+double load_average() {
+  double one_minute = 0;
+  std::ifstream("/proc/loadavg") >> one_minute;
+  return one_minute;
+}
+
 struct Measurements {
   std::vector<double> prefill_seconds;
   std::vector<double> decode_seconds;
   std::size_t kv_cache_bytes = 0;
+  double load_at_start = 0;  // before the model is written or loaded
+  double load_at_end = 0;
 };
 
 // One uncounted warm-up (pages the mmapped weights in, starts the thread
@@ -288,7 +301,10 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
       << " s; decode " << fixed(s.decode_bytes_per_token / 1e6, 1) << " MB read per token\n"
       << "KV cache: " << fixed(static_cast<double>(m.kv_cache_bytes) / kMiB, 1)
       << " MiB | peak RSS (VmHWM): " << fixed(static_cast<double>(peak_resident_bytes()) / kMiB, 1)
-      << " MiB\n";
+      << " MiB\n"
+      << "load average (1 min): " << fixed(m.load_at_start, 2) << " at start, "
+      << fixed(m.load_at_end, 2) << " at end (this run adds up to " << args.threads
+      << "; more means other processes shared the cores)\n";
 }
 
 void write_json(const Qwen3Model& model, const Measurements& m, const Summary& s,
@@ -328,6 +344,7 @@ void write_json(const Qwen3Model& model, const Measurements& m, const Summary& s
         {"fraction_of_peak", s.decode_gbytes_per_second / args.peak_gbytes_per_second}}},
       {"kv_cache_bytes", m.kv_cache_bytes},
       {"peak_resident_bytes", peak_resident_bytes()},
+      {"load_average", {{"start", m.load_at_start}, {"end", m.load_at_end}}},
   };
   std::ofstream out(args.json_path);
   out << report.dump(2) << "\n";
@@ -335,6 +352,7 @@ void write_json(const Qwen3Model& model, const Measurements& m, const Summary& s
 }
 
 int run(const BenchArgs& args) {
+  const double load_at_start = load_average();
   set_num_threads(args.threads);
   const Qwen3Config config = bench_config(args.layers);
   const fs::path dir =
@@ -344,7 +362,9 @@ int run(const BenchArgs& args) {
   const Generator generator(model);
   const std::vector<std::int32_t> prompt =
       make_prompt(args.prompt_tokens, model.config().vocab_size);
-  const Measurements m = measure(generator, prompt, args);
+  Measurements m = measure(generator, prompt, args);
+  m.load_at_start = load_at_start;
+  m.load_at_end = load_average();
   const Summary s = summarize(model, m, args);
   print_report(model, m, s, args, std::cout);
   if (!args.json_path.empty()) write_json(model, m, s, args);
@@ -359,7 +379,7 @@ int main(int argc, char** argv) {
   lclm::BenchArgs args;
   app.add_option("--model-dir", args.model_dir,
                  "Model directory; written once with random weights (seed 0, bf16) when it has no "
-                 "config.json [default: $XDG_CACHE_HOME/lclm/bench-qwen3-0.6b-bf16]");
+                 "config.json [default: ${XDG_CACHE_HOME:-~/.cache}/lclm/bench-qwen3-0.6b-bf16]");
   app.add_option("-t,--threads", args.threads, "Threads")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

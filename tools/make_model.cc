@@ -1,69 +1,118 @@
-// lclm-make-model: writes a Qwen3 model directory with seeded random weights
-// (the project's test and benchmark models), optionally with tokenizer files.
+// lclm-make-model: writes a Qwen3 model directory, or with --lclm an LCLM
+// checkpoint in the published layout, with seeded random weights (the
+// project's test and benchmark models).
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
 
+#include "compression/random_lclm.h"
 #include "format/dtype.h"
 #include "model/random_qwen3.h"
 #include "util/error.h"
 
+namespace {
+
+namespace fs = std::filesystem;
+
+lclm::Qwen3Config tiny_qwen3() {
+  lclm::Qwen3Config c;
+  c.vocab_size = 151936;
+  c.hidden_size = 64;
+  c.intermediate_size = 160;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  c.max_position_embeddings = 4096;
+  c.tie_word_embeddings = true;
+  c.eos_token_ids = {151645};
+  return c;
+}
+
+void copy_tokenizer(const fs::path& from, const fs::path& to) {
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    if (!fs::exists(from / f)) throw lclm::Error((from / f).string() + " is missing");
+    fs::copy_file(from / f, to / f, fs::copy_options::overwrite_existing);
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  namespace fs = std::filesystem;
-  CLI::App app{"Write a Qwen3 model directory with seeded random weights (HF layout)."};
+  CLI::App app{"Write a Qwen3 model directory or an LCLM checkpoint with seeded random weights."};
   std::string out_dir, preset = "tiny", dtype_name = "bf16", tokenizer_dir;
-  lclm::RandomQwen3Spec spec;
-  int layers = 0;
+  std::uint64_t seed = 0;
+  int shards = 1, layers = 0;
+  bool untied = false, bare = false, lclm_checkpoint = false;
   app.add_option("-o,--output", out_dir, "Output directory")->required();
-  app.add_option("--preset", preset, "tiny | qwen3-0.6b")
+  app.add_option("--preset", preset, "Qwen3 shape: tiny | qwen3-0.6b")
       ->check(CLI::IsMember({"tiny", "qwen3-0.6b"}))
       ->capture_default_str();
   app.add_option("--dtype", dtype_name, "bf16 | f16 | f32")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}))
       ->capture_default_str();
-  app.add_option("--seed", spec.seed, "Random seed")->capture_default_str();
-  app.add_option("--shards", spec.shards, "Number of safetensors shards")->capture_default_str();
+  app.add_option("--seed", seed, "Random seed")->capture_default_str();
+  app.add_option("--shards", shards, "Number of safetensors shards")->capture_default_str();
   app.add_option("--layers", layers, "Override the number of layers");
   app.add_option("--tokenizer-dir", tokenizer_dir,
-                 "Copy tokenizer.json and tokenizer_config.json from this directory");
-  bool untied = false, bare = false;
+                 "Directory with tokenizer.json and tokenizer_config.json (required for --lclm)");
   app.add_flag("--untied", untied, "Write a separate lm_head.weight");
   app.add_flag("--no-prefix", bare, "Name tensors without \"model.\" (a bare Qwen3Model)");
+
+  lclm::LclmConfig lc;
+  std::string pooling = "mean", mask = "causal", adapter = "mlp";
+  app.add_flag("--lclm", lclm_checkpoint,
+               "Write a tiny LCLM checkpoint (model_config.json, "
+               "decoder/, encoder/, adapter/)");
+  app.add_option("--ratio", lc.compression_ratio, "LCLM compression_ratio")->capture_default_str();
+  app.add_option("--window", lc.encoder_window_size, "LCLM encoder_window_size")
+      ->capture_default_str();
+  app.add_option("--pooling", pooling, "mean | eos | concat")
+      ->check(CLI::IsMember({"mean", "eos", "concat"}))
+      ->capture_default_str();
+  app.add_option("--mask", mask, "causal | bidirectional")
+      ->check(CLI::IsMember({"causal", "bidirectional"}))
+      ->capture_default_str();
+  app.add_option("--overlap", lc.boundary_overlap, "LCLM boundary_overlap")->capture_default_str();
+  app.add_option("--adapter", adapter, "mlp | mlp_attn | attn_mlp")
+      ->check(CLI::IsMember({"mlp", "mlp_attn", "attn_mlp"}))
+      ->capture_default_str();
+  app.add_option("--adapter-layers", lc.num_adapter_layers, "Attention layers of the adapter")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {
-    if (preset == "tiny") {
-      lclm::Qwen3Config& c = spec.config;
-      c.vocab_size = 151936;
-      c.hidden_size = 64;
-      c.intermediate_size = 160;
-      c.num_hidden_layers = 2;
-      c.num_attention_heads = 4;
-      c.num_key_value_heads = 2;
-      c.head_dim = 32;
-      c.max_position_embeddings = 4096;
-      c.rms_norm_eps = 1e-6;
-      c.rope_theta = 1e6;
-      c.tie_word_embeddings = true;
-      c.eos_token_ids = {151645};
-      spec.weight_std = 0.08f;
-    } else {
-      spec.config = lclm::qwen3_0_6b_config();
+    const lclm::DType dtype = dtype_name == "bf16"  ? lclm::DType::BF16
+                              : dtype_name == "f16" ? lclm::DType::F16
+                                                    : lclm::DType::F32;
+    if (lclm_checkpoint) {
+      if (tokenizer_dir.empty()) throw lclm::Error("--lclm needs --tokenizer-dir");
+      lclm::RandomLclmSpec spec = lclm::tiny_lclm_spec(tokenizer_dir);
+      lc.pooling = pooling == "mean"  ? lclm::Pooling::Mean
+                   : pooling == "eos" ? lclm::Pooling::Eos
+                                      : lclm::Pooling::Concat;
+      lc.encoder_mask =
+          mask == "causal" ? lclm::AttentionMask::Causal : lclm::AttentionMask::Bidirectional;
+      lc.adapter_type = adapter == "mlp"        ? lclm::AdapterType::Mlp
+                        : adapter == "mlp_attn" ? lclm::AdapterType::MlpAttn
+                                                : lclm::AdapterType::AttnMlp;
+      spec.config = lc;
+      spec.dtype = dtype;
+      spec.seed = seed;
+      lclm::write_random_lclm(out_dir, spec);
+      return 0;
     }
+    lclm::RandomQwen3Spec spec;
+    spec.config = preset == "tiny" ? tiny_qwen3() : lclm::qwen3_0_6b_config();
+    spec.weight_std = preset == "tiny" ? 0.08f : 0.02f;
     if (layers > 0) spec.config.num_hidden_layers = layers;
     if (untied) spec.config.tie_word_embeddings = false;
     spec.tensor_prefix = !bare;
-    spec.dtype = dtype_name == "bf16" ? lclm::DType::BF16
-                 : dtype_name == "f16" ? lclm::DType::F16
-                                       : lclm::DType::F32;
+    spec.dtype = dtype;
+    spec.seed = seed;
+    spec.shards = shards;
     lclm::write_random_qwen3(out_dir, spec);
-    if (!tokenizer_dir.empty()) {
-      for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
-        const fs::path src = fs::path(tokenizer_dir) / f;
-        if (!fs::exists(src)) throw lclm::Error(src.string() + " is missing");
-        fs::copy_file(src, fs::path(out_dir) / f, fs::copy_options::overwrite_existing);
-      }
-    }
+    if (!tokenizer_dir.empty()) copy_tokenizer(tokenizer_dir, out_dir);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

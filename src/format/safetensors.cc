@@ -155,16 +155,26 @@ TensorStore TensorStore::open_dir(const std::filesystem::path& dir) {
   }
   if (shard_paths.empty()) throw Error("no *.safetensors weights in " + dir.string());
 
-  for (const fs::path& p : shard_paths) {
-    store.files_.push_back(std::make_unique<SafetensorsFile>(p));
-    for (const TensorView& t : store.files_.back()->tensors()) {
-      if (!store.by_name_.emplace(t.name, &t).second) {
-        throw Error("tensor \"" + t.name + "\" appears twice in " + dir.string() + " (again in " +
-                    p.filename().string() + ")");
-      }
+  for (const fs::path& p : shard_paths) store.add_file(p);
+  return store;
+}
+
+TensorStore TensorStore::open_file(const std::filesystem::path& file) {
+  if (!std::filesystem::exists(file)) throw Error(file.string() + " is missing");
+  TensorStore store;
+  store.dir_ = file;
+  store.add_file(file);
+  return store;
+}
+
+void TensorStore::add_file(const std::filesystem::path& path) {
+  files_.push_back(std::make_unique<SafetensorsFile>(path));
+  for (const TensorView& t : files_.back()->tensors()) {
+    if (!by_name_.emplace(t.name, &t).second) {
+      throw Error("tensor \"" + t.name + "\" appears twice in " + dir_.string() + " (again in " +
+                  path.filename().string() + ")");
     }
   }
-  return store;
 }
 
 const TensorView* TensorStore::find(std::string_view name) const {
@@ -195,6 +205,12 @@ std::vector<std::string> TensorStore::names() const {
 std::size_t TensorStore::total_bytes() const {
   std::size_t n = 0;
   for (const auto& [name, view] : by_name_) n += view->nbytes;
+  return n;
+}
+
+std::int64_t TensorStore::total_elements() const {
+  std::int64_t n = 0;
+  for (const auto& [name, view] : by_name_) n += view->numel();
   return n;
 }
 

@@ -53,6 +53,8 @@ class SafetensorsFile {
 class TensorStore {
  public:
   static TensorStore open_dir(const std::filesystem::path& dir);
+  // The tensors of one safetensors file (an LCLM adapter, say).
+  static TensorStore open_file(const std::filesystem::path& file);
 
   const TensorView* find(std::string_view name) const;
   // The tensor, checked against the expected shape; throws lclm::Error naming
@@ -64,9 +66,12 @@ class TensorStore {
   }
   std::vector<std::string> names() const;
   std::size_t total_bytes() const;
+  std::int64_t total_elements() const;
+  // The directory or file the tensors were read from.
   const std::filesystem::path& dir() const { return dir_; }
 
  private:
+  void add_file(const std::filesystem::path& path);
   std::filesystem::path dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*, std::less<>> by_name_;

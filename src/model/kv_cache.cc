@@ -33,7 +33,9 @@ void KVCache::advance(std::size_t n) {
   size_ += n;
 }
 
-void KVCache::truncate(std::size_t n) { size_ = std::min(size_, n); }
+void KVCache::truncate(std::size_t n) {
+  size_ = std::min(size_, n);
+}
 
 std::size_t KVCache::bytes() const {
   return 2 * n_layers_ * n_kv_heads_ * capacity_ * head_dim_ * sizeof(float);

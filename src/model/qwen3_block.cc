@@ -52,8 +52,8 @@ void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t la
   const std::size_t pos0 = cache.size();
   const std::size_t stride = cache.capacity();
 
-  std::vector<float> h(n * H), q(n * n_heads_ * D), k(n * n_kv_heads_ * D),
-      v(n * n_kv_heads_ * D), attn(n * n_heads_ * D);
+  std::vector<float> h(n * H), q(n * n_heads_ * D), k(n * n_kv_heads_ * D), v(n * n_kv_heads_ * D),
+      attn(n * n_heads_ * D);
 
   // Attention: x += o_proj(Attn(RoPE(q_norm(q)), RoPE(k_norm(k)), v)).
   rms_norm(x, input_layernorm_.data(), h.data(), n, H, eps_);

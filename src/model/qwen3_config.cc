@@ -28,7 +28,8 @@ Qwen3Config Qwen3Config::from_dir(const std::filesystem::path& dir) {
   const nlohmann::json j = read_json_file(path);
   const auto model_type = key_or<std::string>(j, "model_type", "qwen3", path);
   if (model_type != "qwen3") {
-    throw Error(path.string() + ": model_type \"" + model_type + "\" is not supported (qwen3 only)");
+    throw Error(path.string() + ": model_type \"" + model_type +
+                "\" is not supported (qwen3 only)");
   }
   Qwen3Config c;
   c.vocab_size = require_key<std::int64_t>(j, "vocab_size", path);
@@ -36,10 +37,10 @@ Qwen3Config Qwen3Config::from_dir(const std::filesystem::path& dir) {
   c.intermediate_size = require_key<std::int64_t>(j, "intermediate_size", path);
   c.num_hidden_layers = require_key<std::int64_t>(j, "num_hidden_layers", path);
   c.num_attention_heads = require_key<std::int64_t>(j, "num_attention_heads", path);
-  c.num_key_value_heads = key_or<std::int64_t>(j, "num_key_value_heads", c.num_attention_heads, path);
-  c.head_dim = key_or<std::int64_t>(j, "head_dim",
-                                    c.num_attention_heads ? c.hidden_size / c.num_attention_heads : 0,
-                                    path);
+  c.num_key_value_heads =
+      key_or<std::int64_t>(j, "num_key_value_heads", c.num_attention_heads, path);
+  c.head_dim = key_or<std::int64_t>(
+      j, "head_dim", c.num_attention_heads ? c.hidden_size / c.num_attention_heads : 0, path);
   c.max_position_embeddings = key_or<std::int64_t>(j, "max_position_embeddings", 40960, path);
   c.rms_norm_eps = key_or<double>(j, "rms_norm_eps", 1e-6, path);
   c.rope_theta = key_or<double>(j, "rope_theta", 1e6, path);
@@ -65,7 +66,8 @@ void Qwen3Config::validate(const std::string& where) const {
   }
   if (num_attention_heads % num_key_value_heads != 0) {
     fail("num_attention_heads (" + std::to_string(num_attention_heads) +
-         ") is not a multiple of num_key_value_heads (" + std::to_string(num_key_value_heads) + ")");
+         ") is not a multiple of num_key_value_heads (" + std::to_string(num_key_value_heads) +
+         ")");
   }
   if (head_dim % 2 != 0) fail("head_dim must be even for rotate-half RoPE");
   if (rms_norm_eps <= 0) fail("rms_norm_eps must be positive");

@@ -57,7 +57,8 @@ void Qwen3Model::forward(float* x, std::size_t n, KVCache& cache, AttentionMask 
 
 void Qwen3Model::logits(const float* hidden, std::size_t n, float* out) const {
   if (!lm_head_) {
-    throw Error(dir().string() + " has no lm_head.weight and tie_word_embeddings is false: "
+    throw Error(dir().string() +
+                " has no lm_head.weight and tie_word_embeddings is false: "
                 "it is an encoder and cannot produce logits");
   }
   matmul(hidden, n, *lm_head_, out);

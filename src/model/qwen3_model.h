@@ -33,6 +33,9 @@ class Qwen3Model {
   bool has_lm_head() const { return lm_head_.has_value(); }
   // Bytes of weights mapped from disk.
   std::size_t weight_bytes() const { return store_.total_bytes(); }
+  std::int64_t parameter_count() const { return store_.total_elements(); }
+  // The dtype of the embedding matrix, as a stand-in for the checkpoint's.
+  DType weight_dtype() const { return embed_tokens_.dtype; }
 
   // A cache for this model's shape; max_positions is the context limit.
   KVCache make_cache(std::size_t max_positions, std::size_t initial_capacity = 0) const;

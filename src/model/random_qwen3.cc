@@ -1,8 +1,8 @@
 #include "model/random_qwen3.h"
 
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -27,14 +27,8 @@ std::uint64_t hash_name(const std::string& s, std::uint64_t seed) {
   return h;
 }
 
-struct OwnedTensor {
-  std::string name;
-  std::vector<std::int64_t> shape;
-  std::vector<std::uint8_t> bytes;
-};
+}  // namespace
 
-// Values mean + uniform(-a, a) with a = std * sqrt(3), so the spread is `std`.
-// Each tensor's stream is seeded from its name: independent of write order.
 OwnedTensor random_tensor(const std::string& name, std::vector<std::int64_t> shape, DType dtype,
                           std::uint64_t seed, float mean, float std) {
   std::int64_t numel = 1;
@@ -56,7 +50,35 @@ OwnedTensor random_tensor(const std::string& name, std::vector<std::int64_t> sha
   return t;
 }
 
-}  // namespace
+void append_random_block(std::vector<OwnedTensor>& out, const std::string& lp, const Qwen3Config& c,
+                         DType dtype, std::uint64_t seed, float s) {
+  const std::int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
+  const std::int64_t q_rows = c.num_attention_heads * D, kv_rows = c.num_key_value_heads * D;
+  const auto w = [&](const std::string& name, std::vector<std::int64_t> shape) {
+    out.push_back(random_tensor(lp + name, std::move(shape), dtype, seed, 0.0f, s));
+  };
+  const auto norm = [&](const std::string& name, std::int64_t n) {
+    out.push_back(random_tensor(lp + name, {n}, dtype, seed, 1.0f, 0.1f));
+  };
+  norm("input_layernorm.weight", H);
+  norm("post_attention_layernorm.weight", H);
+  norm("self_attn.q_norm.weight", D);
+  norm("self_attn.k_norm.weight", D);
+  w("self_attn.q_proj.weight", {q_rows, H});
+  w("self_attn.k_proj.weight", {kv_rows, H});
+  w("self_attn.v_proj.weight", {kv_rows, H});
+  w("self_attn.o_proj.weight", {H, q_rows});
+  w("mlp.gate_proj.weight", {I, H});
+  w("mlp.up_proj.weight", {I, H});
+  w("mlp.down_proj.weight", {H, I});
+}
+
+void write_owned_tensors(const std::filesystem::path& path, const std::vector<OwnedTensor>& tensors,
+                         DType dtype) {
+  std::vector<TensorToWrite> views;
+  for (const OwnedTensor& t : tensors) views.push_back({t.name, dtype, t.shape, t.bytes});
+  write_safetensors(path, views, {{"format", "pt"}});
+}
 
 Qwen3Config qwen3_0_6b_config() {
   Qwen3Config c;
@@ -93,7 +115,9 @@ std::string qwen3_config_json(const Qwen3Config& c, DType dtype) {
       {"tie_word_embeddings", c.tie_word_embeddings},
       {"hidden_act", "silu"},
       {"attention_bias", false},
-      {"torch_dtype", dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32"},
+      {"torch_dtype", dtype == DType::BF16  ? "bfloat16"
+                      : dtype == DType::F16 ? "float16"
+                                            : "float32"},
   };
   if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids.front();
   if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
@@ -111,35 +135,19 @@ void write_random_qwen3(const std::filesystem::path& dir, const RandomQwen3Spec&
     if (!cfg) throw Error("cannot write " + (dir / "config.json").string());
   }
   const std::string p = spec.tensor_prefix ? "model." : "";
-  const std::int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
-  const std::int64_t q_rows = c.num_attention_heads * D, kv_rows = c.num_key_value_heads * D;
-  const float s = spec.weight_std;
-  const auto w = [&](const std::string& name, std::vector<std::int64_t> shape) {
-    return random_tensor(name, std::move(shape), spec.dtype, spec.seed, 0.0f, s);
-  };
-  // Norm weights scatter around 1 so that a wrong norm shows in the logits.
-  const auto norm = [&](const std::string& name, std::int64_t n) {
-    return random_tensor(name, {n}, spec.dtype, spec.seed, 1.0f, 0.1f);
-  };
-
+  const std::int64_t H = c.hidden_size;
   std::vector<OwnedTensor> tensors;
-  tensors.push_back(w(p + "embed_tokens.weight", {c.vocab_size, H}));
+  tensors.push_back(random_tensor(p + "embed_tokens.weight", {c.vocab_size, H}, spec.dtype,
+                                  spec.seed, 0.0f, spec.weight_std));
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string lp = p + "layers." + std::to_string(l) + ".";
-    tensors.push_back(norm(lp + "input_layernorm.weight", H));
-    tensors.push_back(norm(lp + "post_attention_layernorm.weight", H));
-    tensors.push_back(norm(lp + "self_attn.q_norm.weight", D));
-    tensors.push_back(norm(lp + "self_attn.k_norm.weight", D));
-    tensors.push_back(w(lp + "self_attn.q_proj.weight", {q_rows, H}));
-    tensors.push_back(w(lp + "self_attn.k_proj.weight", {kv_rows, H}));
-    tensors.push_back(w(lp + "self_attn.v_proj.weight", {kv_rows, H}));
-    tensors.push_back(w(lp + "self_attn.o_proj.weight", {H, q_rows}));
-    tensors.push_back(w(lp + "mlp.gate_proj.weight", {I, H}));
-    tensors.push_back(w(lp + "mlp.up_proj.weight", {I, H}));
-    tensors.push_back(w(lp + "mlp.down_proj.weight", {H, I}));
+    append_random_block(tensors, p + "layers." + std::to_string(l) + ".", c, spec.dtype, spec.seed,
+                        spec.weight_std);
   }
-  tensors.push_back(norm(p + "norm.weight", H));
-  if (!c.tie_word_embeddings) tensors.push_back(w("lm_head.weight", {c.vocab_size, H}));
+  tensors.push_back(random_tensor(p + "norm.weight", {H}, spec.dtype, spec.seed, 1.0f, 0.1f));
+  if (!c.tie_word_embeddings) {
+    tensors.push_back(random_tensor("lm_head.weight", {c.vocab_size, H}, spec.dtype, spec.seed,
+                                    0.0f, spec.weight_std));
+  }
 
   const auto shards = static_cast<std::size_t>(spec.shards);
   nlohmann::json weight_map = nlohmann::json::object();
@@ -147,16 +155,17 @@ void write_random_qwen3(const std::filesystem::path& dir, const RandomQwen3Spec&
     char name[64];
     std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", k + 1, shards);
     const std::string file = shards == 1 ? "model.safetensors" : name;
-    std::vector<TensorToWrite> part;
+    std::vector<OwnedTensor> part;
     for (std::size_t i = k; i < tensors.size(); i += shards) {
-      part.push_back({tensors[i].name, spec.dtype, tensors[i].shape, tensors[i].bytes});
       weight_map[tensors[i].name] = file;
+      part.push_back(std::move(tensors[i]));
     }
-    write_safetensors(dir / file, part, {{"format", "pt"}});
+    write_owned_tensors(dir / file, part, spec.dtype);
   }
   if (shards > 1) {
     std::ofstream index(dir / "model.safetensors.index.json");
-    index << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}.dump(2);
+    index << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}}
+                 .dump(2);
   }
 }
 

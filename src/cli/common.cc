@@ -1,0 +1,73 @@
+#include "cli/common.h"
+
+#include <fstream>
+#include <iomanip>
+#include <ostream>
+#include <sstream>
+
+#include "util/error.h"
+#include "util/process_stats.h"
+
+namespace lclm::cli {
+
+std::string read_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open " + what + " " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void PromptSource::add_options(CLI::App& app) {
+  auto* p = app.add_option("-p,--prompt", text, "Prompt text");
+  auto* f = app.add_option("-f,--file", file, "Read the prompt from this file");
+  p->excludes(f);
+}
+
+std::string PromptSource::read() const {
+  return file.empty() ? text : read_file(file, "prompt file");
+}
+
+void LclmArgs::add_options(CLI::App& app) {
+  app.add_option("--ratio", ratio,
+                 "Compression ratio: encoder tokens per latent (default: the checkpoint's)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--latent-cache", latent_cache,
+                 "SQLite file that keeps compressed regions across runs (created if missing)");
+}
+
+LclmOptions LclmArgs::options() const {
+  LclmOptions o;
+  if (ratio > 0) o.compression_ratio = ratio;
+  if (!latent_cache.empty()) o.cache_db = latent_cache;
+  return o;
+}
+
+void print_load_time(std::ostream& err, double seconds) {
+  err << std::fixed << std::setprecision(1) << "load " << seconds * 1e3 << " ms | ";
+}
+
+void print_prompt_stats(std::ostream& err, const PromptStats& s) {
+  if (s.regions == 0) {
+    err << "prompt " << s.plain_tokens << " tokens | ";
+    return;
+  }
+  err << std::fixed << std::setprecision(1) << "prompt " << s.plain_tokens + s.latents
+      << " positions: " << s.plain_tokens << " plain tokens + " << s.compressed_tokens
+      << " tokens in " << s.regions << " region(s) compressed to " << s.latents << " latents ("
+      << (s.latents ? static_cast<double>(s.compressed_tokens) / s.latents : 0.0)
+      << "x), cache hits " << s.cache_hits << ", compress " << s.compress_seconds * 1e3 << " ms | ";
+}
+
+void print_generation_stats(std::ostream& err, const GenerationStats& s, double ttft_extra_seconds,
+                            std::uint64_t seed) {
+  const double ttft = s.ttft_seconds + ttft_extra_seconds;
+  const double decode_tps =
+      s.generated_tokens > 1 ? (s.generated_tokens - 1) / s.decode_seconds : 0.0;
+  err << std::fixed << std::setprecision(1) << "TTFT " << ttft * 1e3 << " ms (prefill " << s.prompt_tokens / std::max(s.ttft_seconds, 1e-9)
+      << " tok/s) | generated " << s.generated_tokens << " tokens, " << decode_tps
+      << " tok/s | stop " << stop_reason_name(s.stop) << " | seed " << seed << " | KV cache "
+      << s.kv_cache_bytes / kMiB << " MiB | peak RSS " << peak_resident_bytes() / kMiB << " MiB\n";
+}
+
+}  // namespace lclm::cli

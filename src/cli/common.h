@@ -1,0 +1,48 @@
+// Pieces the `lclm` commands share: prompt input, model loading, and the
+// stats line every run ends with.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iosfwd>
+#include <optional>
+#include <string>
+
+#include "compression/lclm_model.h"
+#include "runtime/generator.h"
+
+namespace lclm::cli {
+
+// Where the prompt text comes from: -p TEXT or -f FILE.
+struct PromptSource {
+  std::string text;
+  std::string file;
+
+  void add_options(CLI::App& app);
+  std::string read() const;
+  bool given() const { return !text.empty() || !file.empty(); }
+};
+
+std::string read_file(const std::string& path, const std::string& what);
+
+// Options that load an LCLM checkpoint.
+struct LclmArgs {
+  std::int64_t ratio = 0;  // 0: the checkpoint's
+  std::string latent_cache;
+
+  void add_options(CLI::App& app);
+  LclmOptions options() const;
+};
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+// "load 120 ms | ..." head of the stats line.
+void print_load_time(std::ostream& err, double seconds);
+// Prompt tokens; with memory regions also tokens in, latents out, effective
+// compression, cache hits and compression time.
+void print_prompt_stats(std::ostream& err, const PromptStats& s);
+// TTFT, decode speed, stop reason, seed, KV cache, peak RSS.
+void print_generation_stats(std::ostream& err, const GenerationStats& s, double ttft_extra_seconds,
+                            std::uint64_t seed);
+
+}  // namespace lclm::cli

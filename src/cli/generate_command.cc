@@ -1,0 +1,149 @@
+// lclm generate: a Qwen3 model directory, or an LCLM checkpoint whose prompt
+// may hold <|memory_start|>...<|memory_end|> regions.
+#include <chrono>
+#include <memory>
+#include <ostream>
+#include <random>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "compression/memory_regions.h"
+#include "runtime/chat_template.h"
+#include "util/error.h"
+#include "util/threads.h"
+
+namespace lclm::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model;
+  PromptSource prompt;
+  std::string compress_file;
+  LclmArgs lclm;
+  GenerationOptions options;
+  std::int64_t seed = -1;
+  int threads = 0;
+  bool chat = false;
+  std::string system;
+};
+
+void add_sampling_options(CLI::App& app, GenerateArgs& a) {
+  SamplingParams& s = a.options.sampling;
+  app.add_option("-n,--n-predict", a.options.n_predict,
+                 "Tokens to generate (-1: until a stop token)")
+      ->capture_default_str();
+  app.add_option("-c,--ctx-size", a.options.context,
+                 "Context size in tokens (0: the model's maximum)")
+      ->capture_default_str();
+  app.add_option("-b,--batch-size", a.options.prefill_chunk, "Prompt tokens per prefill pass")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--temp", s.temperature, "Temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-k", s.top_k, "Keep the k most likely tokens (0: all)")
+      ->capture_default_str();
+  app.add_option("--top-p", s.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  app.add_option("--min-p", s.min_p, "Drop tokens below min-p x the top probability (0: off)")
+      ->capture_default_str();
+  app.add_option("--repeat-penalty", s.repeat_penalty, "Penalty on recent tokens (1: off)")
+      ->capture_default_str();
+  app.add_option("--repeat-last-n", s.repeat_last_n, "How many recent tokens the penalty covers")
+      ->capture_default_str();
+  app.add_option("-s,--seed", a.seed, "Random seed (-1: random, printed at the end)")
+      ->capture_default_str();
+  app.add_option("-t,--threads", a.threads, "Threads (0: all cores)")->capture_default_str();
+}
+
+// The prompt text: --compress-file becomes one memory region before the -p/-f text.
+std::string build_prompt(const GenerateArgs& a) {
+  std::string text = a.prompt.read();
+  if (!a.compress_file.empty()) {
+    const std::string document = read_file(a.compress_file, "file to compress");
+    text = std::string(kMemoryStart) + document + std::string(kMemoryEnd) +
+           (text.empty() ? "" : "\n" + text);
+  }
+  if (a.chat) {
+    std::vector<ChatMessage> messages;
+    if (!a.system.empty()) messages.push_back({"system", a.system});
+    messages.push_back({"user", text});
+    text = format_chatml(messages, true);
+  }
+  return text;
+}
+
+int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
+  set_num_threads(a.threads);
+  if (!a.prompt.given() && a.compress_file.empty()) {
+    throw Error("generate needs a prompt: -p TEXT, -f FILE or --compress-file FILE");
+  }
+  const std::string text = build_prompt(a);
+  const bool has_regions = text.find(kMemoryStart) != std::string::npos;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<LclmModel> lclm;
+  std::optional<Qwen3Model> plain;
+  std::optional<Tokenizer> plain_tokenizer;
+  if (LclmModel::is_checkpoint(a.model)) {
+    lclm = LclmModel::load(a.model, a.lclm.options());
+  } else {
+    if (has_regions || a.lclm.ratio > 0 || !a.lclm.latent_cache.empty()) {
+      throw Error(a.model +
+                  " is not an LCLM checkpoint (no model_config.json): memory regions, "
+                  "--ratio and --latent-cache need one");
+    }
+    plain.emplace(Qwen3Model::load(a.model));
+    plain_tokenizer.emplace(Tokenizer::from_dir(a.model));
+  }
+  const Qwen3Model& model = lclm ? lclm->decoder() : *plain;
+  const Tokenizer& tokenizer = lclm ? lclm->decoder_tokenizer() : *plain_tokenizer;
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  PreparedPrompt prompt;
+  if (lclm) {
+    prompt = lclm->prepare(text);
+  } else {
+    prompt.ids = tokenizer.encode(text);
+    prompt.embeddings.resize(prompt.ids.size() *
+                             static_cast<std::size_t>(model.config().hidden_size));
+    model.embed(prompt.ids, prompt.embeddings.data());
+    prompt.stats.plain_tokens = prompt.ids.size();
+  }
+
+  GenerationOptions options = a.options;
+  options.sampling.seed = a.seed >= 0 ? static_cast<std::uint64_t>(a.seed) : std::random_device{}();
+  options.stop_ids = Generator::default_stop_ids(model, tokenizer);
+  Utf8Stream stream;
+  const GenerationStats stats = Generator(model).generate_from_embeddings(
+      prompt.embeddings.data(), prompt.ids.size(), prompt.ids, options, [&](std::int32_t id) {
+        out << stream.push(tokenizer.token_bytes(id)) << std::flush;
+        return true;
+      });
+  out << stream.flush() << "\n";
+
+  print_load_time(err, load_seconds);
+  print_prompt_stats(err, prompt.stats);
+  print_generation_stats(err, stats, prompt.stats.compress_seconds, options.sampling.seed);
+  return 0;
+}
+
+}  // namespace
+
+Command add_generate_command(CLI::App& app) {
+  auto args = std::make_shared<GenerateArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "generate",
+      "Generate text. With an LCLM checkpoint, <|memory_start|>TEXT<|memory_end|> regions of "
+      "the prompt are compressed to latents");
+  cmd->add_option("-m,--model", args->model, "Qwen3 model directory or LCLM checkpoint")
+      ->required();
+  args->prompt.add_options(*cmd);
+  cmd->add_option("--compress-file", args->compress_file,
+                  "Wrap this file in one memory region placed before the prompt");
+  args->lclm.add_options(*cmd);
+  cmd->add_flag("--chat", args->chat, "Wrap the prompt in the ChatML template as a user turn");
+  cmd->add_option("--system", args->system, "System message for --chat");
+  add_sampling_options(*cmd, *args);
+  return {cmd, [args](std::ostream& out, std::ostream& err) { return run(*args, out, err); }};
+}
+
+}  // namespace lclm::cli

@@ -1,0 +1,49 @@
+// The encoder half of an LCLM: a memory region's tokens are cut into windows
+// of W tokens, each encoded on its own (positions from 0, causal or
+// bidirectional), and pooled in groups of r tokens into latents.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "compression/lclm_config.h"
+#include "model/qwen3_model.h"
+
+namespace lclm {
+
+// One window of a region: the tokens it pools and the context around them.
+struct EncoderWindow {
+  std::size_t begin = 0, end = 0;  // pooled tokens [begin, end) of the region
+  std::size_t left_context = 0;    // tokens before `begin` given as context only
+  std::size_t right_context = 0;   // tokens after `end` (bidirectional masks only)
+  std::size_t latents = 0;         // max(1, ceil((end - begin) / r))
+};
+
+// Tiles T tokens into windows of W: the last may be short, every one yields
+// ceil(len / r) latents, so a region yields ceil(T / r) in all (W is a
+// multiple of r). boundary_overlap B adds up to B tokens of context before
+// each window and, with a bidirectional mask, after it.
+std::vector<EncoderWindow> tile_windows(std::size_t n_tokens, const LclmConfig& config);
+
+// Latents of a region, in order: ceil(T / r) rows of pooled_dim() values.
+class LatentEncoder {
+ public:
+  // pad_id: the token eos pooling appends after each window (the encoder
+  // tokenizer's pad token, as the reference does).
+  LatentEncoder(const Qwen3Model& encoder, const LclmConfig& config, std::int32_t pad_id);
+
+  // E, or r * E for concat pooling.
+  std::size_t pooled_dim() const;
+  std::vector<float> encode_region(std::span<const std::int32_t> tokens) const;
+
+ private:
+  void pool_window(const float* hidden, const EncoderWindow& w, float* out) const;
+
+  const Qwen3Model& encoder_;
+  LclmConfig config_;
+  std::int32_t pad_id_;
+};
+
+}  // namespace lclm

@@ -1,0 +1,184 @@
+#include "compression/lclm_model.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "compression/memory_regions.h"
+#include "format/json_file.h"
+#include "util/error.h"
+#include "util/mapped_file.h"
+
+namespace lclm {
+namespace {
+
+namespace fs = std::filesystem;
+
+LclmConfig load_config(const fs::path& dir, const LclmOptions& options) {
+  LclmConfig c = LclmConfig::from_file(dir / "model_config.json");
+  if (options.compression_ratio) {
+    // Any ratio may be asked for; the window shrinks to a multiple of it.
+    const std::int64_t r = *options.compression_ratio;
+    if (r <= 0) throw Error("--ratio must be a positive integer");
+    c.compression_ratio = r;
+    c.encoder_window_size = std::max(r, c.encoder_window_size / r * r);
+  }
+  return c;
+}
+
+// The encoder's pad token, which eos pooling appends: tokenizer_config.json's
+// pad_token, else <|endoftext|>.
+std::int32_t encoder_pad_id(const fs::path& encoder_dir, const Tokenizer& tokenizer) {
+  std::string pad = "<|endoftext|>";
+  const fs::path config = encoder_dir / "tokenizer_config.json";
+  if (fs::exists(config)) {
+    const auto j = read_json_file(config);
+    if (j.contains("pad_token") && j["pad_token"].is_string()) pad = j["pad_token"];
+  }
+  const auto id = tokenizer.token_id(pad);
+  if (!id) throw Error(encoder_dir.string() + ": the encoder tokenizer has no pad token " + pad);
+  return *id;
+}
+
+void require_memory_tokens(const Tokenizer& tokenizer, const fs::path& decoder_dir) {
+  for (std::string_view t : {kMemoryStart, kMemoryEnd, kMemoryPlaceholder}) {
+    if (!tokenizer.token_id(t)) {
+      throw Error(decoder_dir.string() + "/tokenizer.json lacks the special token " +
+                  std::string(t) +
+                  "; an LCLM decoder tokenizer adds <|memory_start|>, "
+                  "<|memory_end|> and <|memory|>");
+    }
+  }
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+bool LclmModel::is_checkpoint(const fs::path& dir) {
+  return fs::is_directory(dir) && fs::exists(dir / "model_config.json");
+}
+
+LclmModel::LclmModel(const fs::path& dir, LclmConfig config, const LclmOptions& options)
+    : dir_(dir),
+      config_(std::move(config)),
+      decoder_(Qwen3Model::load(dir / "decoder")),
+      encoder_(Qwen3Model::load(dir / "encoder")),
+      decoder_tokenizer_(Tokenizer::from_dir(dir / "decoder")),
+      encoder_tokenizer_(Tokenizer::from_dir(dir / "encoder")),
+      adapter_(Adapter::load(dir / "adapter" / "adapter.safetensors", config_, encoder_.config(),
+                             decoder_.config())),
+      latent_encoder_(encoder_, config_, encoder_pad_id(dir / "encoder", encoder_tokenizer_)),
+      cache_(std::make_unique<LatentCache>(options.memory_cache_bytes, options.cache_db)) {
+  require_memory_tokens(decoder_tokenizer_, dir / "decoder");
+  memory_id_ = *decoder_tokenizer_.token_id(kMemoryPlaceholder);
+  if (static_cast<std::int64_t>(decoder_tokenizer_.size()) > decoder_.config().vocab_size) {
+    throw Error(
+        dir.string() + ": the decoder tokenizer has " + std::to_string(decoder_tokenizer_.size()) +
+        " tokens but the decoder's vocab_size is " + std::to_string(decoder_.config().vocab_size));
+  }
+}
+
+std::unique_ptr<LclmModel> LclmModel::load(const fs::path& dir, const LclmOptions& options) {
+  if (!fs::is_directory(dir)) throw Error("checkpoint directory not found: " + dir.string());
+  for (const char* part : {"decoder", "encoder", "adapter"}) {
+    if (!fs::is_directory(dir / part)) {
+      throw Error(dir.string() + " is not an LCLM checkpoint: " + part + "/ is missing");
+    }
+  }
+  return std::unique_ptr<LclmModel>(new LclmModel(dir, load_config(dir, options), options));
+}
+
+const std::string& LclmModel::fingerprint() {
+  if (!fingerprint_.empty()) return fingerprint_;
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  const auto hash_file = [&](const fs::path& p) {
+    const MappedFile f(p);
+    XXH3_128bits_update(state, f.bytes().data(), f.size());
+  };
+  hash_file(dir_ / "model_config.json");
+  hash_file(dir_ / "encoder" / "config.json");
+  hash_file(dir_ / "encoder" / "tokenizer.json");
+  hash_file(dir_ / "adapter" / "adapter.safetensors");
+  std::vector<fs::path> weights;
+  for (const auto& e : fs::directory_iterator(dir_ / "encoder")) {
+    if (e.path().extension() == ".safetensors") weights.push_back(e.path());
+  }
+  std::sort(weights.begin(), weights.end());
+  for (const fs::path& p : weights) hash_file(p);
+  const std::int64_t settings[] = {config_.compression_ratio, config_.encoder_window_size};
+  XXH3_128bits_update(state, settings, sizeof settings);
+  const XXH128_hash_t h = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  char hex[33];
+  std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
+                static_cast<unsigned long long>(h.low64));
+  fingerprint_ = hex;
+  return fingerprint_;
+}
+
+Latents LclmModel::compress(std::string_view text, bool* cache_hit) {
+  const LatentKey key = latent_key(fingerprint(), text);
+  if (auto cached = cache_->find(key)) {
+    if (cache_hit) *cache_hit = true;
+    return std::move(*cached);
+  }
+  if (cache_hit) *cache_hit = false;
+  const std::vector<std::int32_t> tokens = encoder_tokenizer_.encode(text);
+  const std::vector<float> pooled = latent_encoder_.encode_region(tokens);
+  Latents latents;
+  latents.n_tokens = tokens.size();
+  latents.dim = adapter_.output_dim();
+  latents.data = adapter_.apply(pooled.data(), pooled.size() / latent_encoder_.pooled_dim());
+  cache_->store(key, latents);
+  return latents;
+}
+
+PreparedPrompt LclmModel::prepare(std::string_view prompt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<PromptSegment> segments = split_memory_regions(prompt);
+  PreparedPrompt out;
+  std::vector<Latents> region_latents;
+  std::vector<std::size_t> counts;
+  for (const PromptSegment& s : segments) {
+    if (!s.compressed) continue;
+    bool hit = false;
+    region_latents.push_back(compress(s.text, &hit));
+    counts.push_back(region_latents.back().count());
+    out.stats.cache_hits += hit ? 1 : 0;
+    out.stats.compressed_tokens += region_latents.back().n_tokens;
+    out.stats.latents += counts.back();
+  }
+  out.stats.regions = region_latents.size();
+  out.stats.compress_seconds = seconds_since(t0);
+
+  out.ids = decoder_tokenizer_.encode(placeholder_prompt(segments, counts));
+  const auto D = static_cast<std::size_t>(decoder_.config().hidden_size);
+  out.embeddings.resize(out.ids.size() * D);
+  decoder_.embed(out.ids, out.embeddings.data());
+
+  // Splice: the k-th <|memory|> position takes the k-th latent, region by region.
+  std::vector<const float*> rows;
+  for (const Latents& l : region_latents) {
+    for (std::size_t r = 0; r < l.count(); ++r) rows.push_back(l.data.data() + r * D);
+  }
+  const auto slots =
+      static_cast<std::size_t>(std::count(out.ids.begin(), out.ids.end(), memory_id_));
+  if (slots != rows.size()) {
+    throw Error("the decoder tokenizer produced " + std::to_string(slots) +
+                " <|memory|> positions for " + std::to_string(rows.size()) + " latents");
+  }
+  std::size_t next = 0;
+  for (std::size_t i = 0; i < out.ids.size(); ++i) {
+    if (out.ids[i] == memory_id_) std::copy_n(rows[next++], D, out.embeddings.data() + i * D);
+  }
+  out.stats.plain_tokens = out.ids.size() - out.stats.latents;
+  return out;
+}
+
+}  // namespace lclm

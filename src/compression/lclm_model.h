@@ -1,0 +1,90 @@
+// A published LCLM checkpoint: CKPT/model_config.json, decoder/ (Qwen3 causal
+// LM with the memory tokens), encoder/ (Qwen3 encoder), adapter/. Turns prompts
+// with <|memory_start|>...<|memory_end|> regions into decoder input embeddings.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "compression/adapter.h"
+#include "compression/latent_cache.h"
+#include "compression/latent_encoder.h"
+#include "compression/lclm_config.h"
+#include "model/qwen3_model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lclm {
+
+struct LclmOptions {
+  std::optional<std::int64_t> compression_ratio;  // overrides model_config.json
+  std::size_t memory_cache_bytes = 256u << 20;    // in-memory latent cache
+  std::optional<std::filesystem::path> cache_db;  // on-disk latent cache (SQLite)
+};
+
+// What building one prompt took.
+struct PromptStats {
+  std::size_t regions = 0;
+  std::size_t compressed_tokens = 0;  // encoder tokens inside the regions
+  std::size_t latents = 0;            // decoder positions they became
+  std::size_t plain_tokens = 0;       // every other decoder position
+  std::size_t cache_hits = 0;         // regions whose latents came from the cache
+  double compress_seconds = 0;
+};
+
+// The decoder's input: ids (placeholders where latents go) and embeddings.
+struct PreparedPrompt {
+  std::vector<std::int32_t> ids;
+  std::vector<float> embeddings;  // [ids.size(), decoder hidden]
+  PromptStats stats;
+};
+
+class LclmModel {
+ public:
+  static bool is_checkpoint(const std::filesystem::path& dir);
+  // Throws lclm::Error naming the file, tensor or field at fault.
+  static std::unique_ptr<LclmModel> load(const std::filesystem::path& dir,
+                                         const LclmOptions& options = {});
+
+  const LclmConfig& config() const { return config_; }
+  const Qwen3Model& decoder() const { return decoder_; }
+  const Qwen3Model& encoder() const { return encoder_; }
+  const Tokenizer& decoder_tokenizer() const { return decoder_tokenizer_; }
+  const Tokenizer& encoder_tokenizer() const { return encoder_tokenizer_; }
+  const Adapter& adapter() const { return adapter_; }
+  const std::filesystem::path& dir() const { return dir_; }
+  std::int32_t memory_token_id() const { return memory_id_; }
+
+  // Adapter outputs for one region's text: ceil(T / r) rows of decoder width.
+  // Looked up in the latent cache first, stored there after.
+  Latents compress(std::string_view text, bool* cache_hit = nullptr);
+
+  // Splits the prompt into regions, compresses each, and splices the latents
+  // into the decoder's embeddings in place of the <|memory|> placeholders.
+  PreparedPrompt prepare(std::string_view prompt);
+
+  // Hash of everything the latents depend on (model_config, encoder config,
+  // tokenizer and weights, adapter, the ratio in force); computed once.
+  const std::string& fingerprint();
+  const LatentCache& cache() const { return *cache_; }
+
+ private:
+  LclmModel(const std::filesystem::path& dir, LclmConfig config, const LclmOptions& options);
+
+  std::filesystem::path dir_;
+  LclmConfig config_;
+  Qwen3Model decoder_, encoder_;
+  Tokenizer decoder_tokenizer_, encoder_tokenizer_;
+  Adapter adapter_;
+  LatentEncoder latent_encoder_;
+  std::int32_t memory_id_ = -1;
+  std::unique_ptr<LatentCache> cache_;
+  std::string fingerprint_;
+};
+
+}  // namespace lclm
