@@ -1,0 +1,156 @@
+// The LCLM commands of the CLI, driven in-process on a tiny checkpoint.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "cli/cli.h"
+#include "compression/latents_file.h"
+#include "compression/lclm_model.h"
+#include "compression/random_lclm.h"
+#include "core/test_models.h"
+#include "util/error.h"
+
+namespace lclm {
+namespace {
+
+struct CliResult {
+  int code;
+  std::string out, err;
+};
+
+CliResult cli(const std::vector<std::string>& args) {
+  std::ostringstream out, err;
+  const int code = run_cli(args, out, err);
+  return {code, out.str(), err.str()};
+}
+
+class LclmCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::filesystem::path(testing::scratch_dir("lclm_cli"));
+    RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+    spec.config.encoder_window_size = 32;
+    spec.seed = 5;
+    write_random_lclm(*dir_ / "ckpt", spec);
+    // 13 sentences of real prose: a few hundred encoder tokens, several windows.
+    std::string doc;
+    for (int i = 0; i < 13; ++i) {
+      doc += "Sentence " + std::to_string(i) + " of the document says that the river runs north. ";
+    }
+    testing::write_text(*dir_ / "doc.txt", doc);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string ckpt() { return (*dir_ / "ckpt").string(); }
+  static std::string path(const char* name) { return (*dir_ / name).string(); }
+  static std::filesystem::path* dir_;
+};
+std::filesystem::path* LclmCliTest::dir_ = nullptr;
+
+TEST_F(LclmCliTest, CompressWritesTheLatentsTheModelComputes) {
+  const auto r = cli({"compress", "-m", ckpt(), "-f", path("doc.txt"), "-o", path("doc.lat")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const LatentsFile file = read_latents_file(path("doc.lat"));
+  const auto model = LclmModel::load(ckpt());
+  const std::string doc = [] {
+    std::ifstream in(path("doc.txt"));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  const Latents expected = model->compress(doc);
+  EXPECT_EQ(file.latents.data, expected.data);
+  EXPECT_EQ(file.latents.n_tokens, expected.n_tokens);
+  EXPECT_EQ(file.latents.count(), (expected.n_tokens + 3) / 4);
+  EXPECT_EQ(file.metadata.at("compression_ratio"), "4");
+  EXPECT_EQ(file.metadata.at("checkpoint_fingerprint"), model->fingerprint());
+  EXPECT_NE(r.err.find(std::to_string(expected.n_tokens) + " tokens -> " +
+                       std::to_string(expected.count()) + " latents"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST_F(LclmCliTest, RatioOverrideChangesTheLatentCount) {
+  const auto r = cli(
+      {"compress", "-m", ckpt(), "-f", path("doc.txt"), "-o", path("doc8.lat"), "--ratio", "8"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const LatentsFile file = read_latents_file(path("doc8.lat"));
+  EXPECT_EQ(file.latents.count(), (file.latents.n_tokens + 7) / 8);
+  EXPECT_EQ(file.metadata.at("compression_ratio"), "8");
+}
+
+TEST_F(LclmCliTest, GenerateWithCompressFileReportsCompressionAndUsesTheCache) {
+  const std::vector<std::string> args = {"generate",
+                                         "-m",
+                                         ckpt(),
+                                         "--compress-file",
+                                         path("doc.txt"),
+                                         "-p",
+                                         "Which way does the river run?",
+                                         "-n",
+                                         "4",
+                                         "--temp",
+                                         "0",
+                                         "--latent-cache",
+                                         path("cache.sqlite")};
+  const auto first = cli(args);
+  ASSERT_EQ(first.code, 0) << first.err;
+  EXPECT_NE(first.err.find("in 1 region(s) compressed to"), std::string::npos) << first.err;
+  EXPECT_NE(first.err.find("cache hits 0"), std::string::npos) << first.err;
+  for (const char* field : {"TTFT", "peak RSS", "plain tokens +"}) {
+    EXPECT_NE(first.err.find(field), std::string::npos) << field << " in " << first.err;
+  }
+  const auto second = cli(args);
+  ASSERT_EQ(second.code, 0) << second.err;
+  EXPECT_NE(second.err.find("cache hits 1"), std::string::npos) << second.err;
+  EXPECT_EQ(first.out, second.out);
+}
+
+TEST_F(LclmCliTest, InlineRegionsMixWithPlainText) {
+  const auto r = cli({"generate", "-m", ckpt(), "-n", "2", "--temp", "0", "-p",
+                      "A: <|memory_start|>first document text<|memory_end|> B: "
+                      "<|memory_start|><|memory_end|> C: <|memory_start|>second<|memory_end|>?"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("in 3 region(s)"), std::string::npos) << r.err;
+}
+
+TEST_F(LclmCliTest, InfoDescribesBothModelsAndTheMemoryTokens) {
+  const auto r = cli({"info", "-m", ckpt()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"compression_ratio 4", "encoder_window_size 32", "pooling mean",
+                        "adapter: 64 -> 96", "<|memory|>=151671", "encoder: ", "hidden 64",
+                        "decoder: ", "hidden 96, intermediate 192", "vocab 151672"}) {
+    EXPECT_NE(r.out.find(s), std::string::npos) << s << " in\n" << r.out;
+  }
+}
+
+TEST_F(LclmCliTest, BadInputGivesOneLineErrors) {
+  const auto unterminated = cli({"generate", "-m", ckpt(), "-p", "x <|memory_start|> y"});
+  EXPECT_EQ(unterminated.code, 1);
+  EXPECT_NE(unterminated.err.find("has no <|memory_end|>"), std::string::npos);
+
+  const auto plain = testing::tiny_model_with_tokenizer("lclm_cli_plain");
+  const auto regions_on_plain =
+      cli({"generate", "-m", plain.string(), "-p", "<|memory_start|>x<|memory_end|>"});
+  EXPECT_EQ(regions_on_plain.code, 1);
+  EXPECT_NE(regions_on_plain.err.find("not an LCLM checkpoint"), std::string::npos);
+
+  const auto no_file = cli({"compress", "-m", ckpt(), "-f", path("missing.txt"), "-o", "x"});
+  EXPECT_EQ(no_file.code, 1);
+  EXPECT_NE(no_file.err.find("missing.txt"), std::string::npos);
+
+  std::filesystem::copy(ckpt(), path("broken"), std::filesystem::copy_options::recursive);
+  std::filesystem::remove(*dir_ / "broken" / "adapter" / "adapter.safetensors");
+  const auto broken = cli({"info", "-m", path("broken")});
+  EXPECT_EQ(broken.code, 1);
+  EXPECT_NE(broken.err.find("adapter.safetensors is missing"), std::string::npos) << broken.err;
+  for (const auto& r : {unterminated, regions_on_plain, no_file, broken}) {
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+TEST_F(LclmCliTest, LatentsFileRejectsOtherSafetensors) {
+  const auto plain = testing::tiny_model_with_tokenizer("lclm_cli_other");
+  EXPECT_THROW(read_latents_file(plain / "model.safetensors"), Error);
+}
+
+}  // namespace
+}  // namespace lclm
