@@ -14,21 +14,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-lclm::Qwen3Config tiny_qwen3() {
-  lclm::Qwen3Config c;
-  c.vocab_size = 151936;
-  c.hidden_size = 64;
-  c.intermediate_size = 160;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 32;
-  c.max_position_embeddings = 4096;
-  c.tie_word_embeddings = true;
-  c.eos_token_ids = {151645};
-  return c;
-}
-
 void copy_tokenizer(const fs::path& from, const fs::path& to) {
   for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
     if (!fs::exists(from / f)) throw lclm::Error((from / f).string() + " is missing");
@@ -103,7 +88,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     lclm::RandomQwen3Spec spec;
-    spec.config = preset == "tiny" ? tiny_qwen3() : lclm::qwen3_0_6b_config();
+    spec.config = preset == "tiny" ? lclm::tiny_qwen3_config() : lclm::qwen3_0_6b_config();
     spec.weight_std = preset == "tiny" ? 0.08f : 0.02f;
     if (layers > 0) spec.config.num_hidden_layers = layers;
     if (untied) spec.config.tie_word_embeddings = false;

@@ -97,6 +97,23 @@ Qwen3Config qwen3_0_6b_config() {
   return c;
 }
 
+Qwen3Config tiny_qwen3_config() {
+  Qwen3Config c;
+  c.vocab_size = 151936;
+  c.hidden_size = 64;
+  c.intermediate_size = 160;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  c.max_position_embeddings = 4096;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 1e6;
+  c.tie_word_embeddings = true;
+  c.eos_token_ids = {151645};
+  return c;
+}
+
 std::string qwen3_config_json(const Qwen3Config& c, DType dtype) {
   nlohmann::json j = {
       {"architectures", {"Qwen3ForCausalLM"}},

@@ -25,6 +25,10 @@ struct RandomQwen3Spec {
 
 // The shape of Qwen3-0.6B (28 layers, hidden 1024, 16/8 heads of 128, tied).
 Qwen3Config qwen3_0_6b_config();
+// A tiny Qwen3 for tests and demos: 2 layers, hidden 64, 4/2 heads of 32
+// (so heads x head_dim differs from hidden, as in the real models), the Qwen3
+// vocabulary size, tied embeddings.
+Qwen3Config tiny_qwen3_config();
 
 void write_random_qwen3(const std::filesystem::path& dir, const RandomQwen3Spec& spec);
 

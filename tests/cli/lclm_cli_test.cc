@@ -4,7 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "cli/cli.h"
+#include "cli/cli_runner.h"
 #include "compression/latents_file.h"
 #include "compression/lclm_model.h"
 #include "compression/random_lclm.h"
@@ -14,15 +14,11 @@
 namespace lclm {
 namespace {
 
-struct CliResult {
-  int code;
-  std::string out, err;
-};
+using testing::CliResult;
+using testing::count_lines;
 
 CliResult cli(const std::vector<std::string>& args) {
-  std::ostringstream out, err;
-  const int code = run_cli(args, out, err);
-  return {code, out.str(), err.str()};
+  return testing::run_lclm(args);
 }
 
 class LclmCliTest : public ::testing::Test {

@@ -1,1 +1,3 @@
-lclm_add_test(lclm_cli_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/cli/lclm_cli_test.cc)
+lclm_add_test(cli_test SOURCES
+  ${CMAKE_CURRENT_SOURCE_DIR}/cli/cli_test.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/cli/lclm_cli_test.cc)

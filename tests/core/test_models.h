@@ -39,18 +39,10 @@ inline std::filesystem::path scratch_dir(const std::string& name) {
   return dir;
 }
 
+// The tiny shape with a short context, so context limits are quick to reach.
 inline Qwen3Config tiny_config() {
-  Qwen3Config c;
-  c.vocab_size = 151936;
-  c.hidden_size = 64;
-  c.intermediate_size = 160;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 32;
+  Qwen3Config c = tiny_qwen3_config();
   c.max_position_embeddings = 256;
-  c.tie_word_embeddings = true;
-  c.eos_token_ids = {151645};
   return c;
 }
 

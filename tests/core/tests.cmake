@@ -2,8 +2,7 @@ lclm_add_test(core_test SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/core/safetensors_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/core/kernels_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/core/sampler_test.cc
-  ${CMAKE_CURRENT_SOURCE_DIR}/core/model_test.cc
-  ${CMAKE_CURRENT_SOURCE_DIR}/core/cli_test.cc)
+  ${CMAKE_CURRENT_SOURCE_DIR}/core/model_test.cc)
 
 # Forward-pass parity with the independent PyTorch reference (Debian's
 # python3-torch), on tiny models written by lclm-make-model in every layout the

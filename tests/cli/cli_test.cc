@@ -1,30 +1,25 @@
-#include "cli/cli.h"
-
 #include <gtest/gtest.h>
 
 #include <sstream>
 
-#include "test_models.h"
+#include "cli/cli_runner.h"
+#include "core/test_models.h"
 
 namespace lclm {
 namespace {
 
-struct CliResult {
-  int code;
-  std::string out, err;
-};
+using testing::CliResult;
+using testing::count_lines;
 
 CliResult cli(const std::vector<std::string>& args) {
-  std::ostringstream out, err;
-  const int code = run_cli(args, out, err);
-  return {code, out.str(), err.str()};
+  return testing::run_lclm(args);
 }
-
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 class CliTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { model_ = new std::string(testing::tiny_model_with_tokenizer("cli").string()); }
+  static void SetUpTestSuite() {
+    model_ = new std::string(testing::tiny_model_with_tokenizer("cli").string());
+  }
   static void TearDownTestSuite() { delete model_; }
   static std::string* model_;
 };
@@ -68,7 +63,8 @@ TEST_F(CliTest, FailuresExitOneWithOneLineNamingTheCause) {
   EXPECT_EQ(no_file.code, 1);
   EXPECT_NE(no_file.err.find("/nonexistent/prompt.txt"), std::string::npos) << no_file.err;
 
-  const auto too_long = cli({"generate", "-m", *model_, "-p", "one two three four five", "-c", "3"});
+  const auto too_long =
+      cli({"generate", "-m", *model_, "-p", "one two three four five", "-c", "3"});
   EXPECT_EQ(too_long.code, 1);
   EXPECT_NE(too_long.err.find("context of 3 tokens"), std::string::npos) << too_long.err;
 
@@ -86,8 +82,9 @@ TEST_F(CliTest, TokenizePrintsIdsOfTheRealTokenizer) {
 }
 
 TEST_F(CliTest, GreedyGenerationIsDeterministicAndReportsStats) {
-  const std::vector<std::string> args = {"generate", "-m", *model_, "-p", "The capital of France is",
-                                         "-n", "8", "--temp", "0", "-t", "2"};
+  const std::vector<std::string> args = {
+      "generate", "-m", *model_, "-p", "The capital of France is", "-n", "8",
+      "--temp",   "0",  "-t",    "2"};
   const auto a = cli(args), b = cli(args);
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
@@ -98,8 +95,8 @@ TEST_F(CliTest, GreedyGenerationIsDeterministicAndReportsStats) {
 }
 
 TEST_F(CliTest, SeededSamplingIsReproducibleAndChatTemplateApplies) {
-  const std::vector<std::string> args = {"generate", "-m", *model_, "-p", "Hi", "--chat", "-n",
-                                         "6", "--temp", "1.2", "--seed", "5"};
+  const std::vector<std::string> args = {"generate", "-m", *model_,  "-p",  "Hi",     "--chat",
+                                         "-n",       "6",  "--temp", "1.2", "--seed", "5"};
   const auto a = cli(args), b = cli(args);
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
