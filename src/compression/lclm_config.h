@@ -27,7 +27,8 @@ struct LclmConfig {
   // The six fields are required as in the reference loader; the legacy key
   // "chunk_size" is read as compression_ratio. Errors name the file and key.
   static LclmConfig from_file(const std::filesystem::path& path);
-  // Window a multiple of the ratio, sizes positive, overlap below the window.
+  // Window a multiple of the ratio, sizes positive, overlap >= 0 (an overlap
+  // beyond the region's start or end is clipped to the tokens there are).
   void validate(const std::string& where) const;
 };
 

@@ -104,6 +104,10 @@ const std::string& LclmModel::fingerprint() {
   hash_file(dir_ / "model_config.json");
   hash_file(dir_ / "encoder" / "config.json");
   hash_file(dir_ / "encoder" / "tokenizer.json");
+  if (fs::exists(dir_ / "encoder" / "tokenizer_config.json")) {
+    hash_file(dir_ / "encoder" / "tokenizer_config.json");  // eos pooling's pad token
+  }
+  hash_file(dir_ / "decoder" / "config.json");
   hash_file(dir_ / "adapter" / "adapter.safetensors");
   std::vector<fs::path> weights;
   for (const auto& e : fs::directory_iterator(dir_ / "encoder")) {

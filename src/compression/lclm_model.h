@@ -47,6 +47,9 @@ struct PreparedPrompt {
 class LclmModel {
  public:
   static bool is_checkpoint(const std::filesystem::path& dir);
+  // The latent encoder refers to this object's encoder: it never moves.
+  LclmModel(const LclmModel&) = delete;
+  LclmModel& operator=(const LclmModel&) = delete;
   // Throws lclm::Error naming the file, tensor or field at fault.
   static std::unique_ptr<LclmModel> load(const std::filesystem::path& dir,
                                          const LclmOptions& options = {});
@@ -69,7 +72,8 @@ class LclmModel {
   PreparedPrompt prepare(std::string_view prompt);
 
   // Hash of everything the latents depend on (model_config, encoder config,
-  // tokenizer and weights, adapter, the ratio in force); computed once.
+  // tokenizer files and weights, adapter, the decoder config that shapes
+  // mlp_attn layers, the ratio and window in force); computed once.
   const std::string& fingerprint();
   const LatentCache& cache() const { return *cache_; }
 

@@ -59,16 +59,20 @@ int run(const fs::path& ckpt, const fs::path& prompt_file, const fs::path& out_d
 
   fs::create_directories(out_dir);
   const fs::path logits_file = fs::absolute(out_dir / "logits.f32");
-  std::ofstream(logits_file, std::ios::binary)
-      .write(reinterpret_cast<const char*>(logits.data()),
-             static_cast<std::streamsize>(logits.size() * sizeof(float)));
+  std::ofstream logits_out(logits_file, std::ios::binary);
+  logits_out.write(reinterpret_cast<const char*>(logits.data()),
+                   static_cast<std::streamsize>(logits.size() * sizeof(float)));
   const nlohmann::json dump = {{"regions", regions},
                                {"decoder_ids", prepared.ids},
                                {"memory_id", model->memory_token_id()},
                                {"hidden_size", decoder.config().hidden_size},
                                {"vocab_size", decoder.config().vocab_size},
                                {"logits_file", logits_file.string()}};
-  std::ofstream(out_dir / "dump.json") << dump.dump() << "\n";
+  std::ofstream json_out(out_dir / "dump.json");
+  json_out << dump.dump() << "\n";
+  if (!logits_out.flush() || !json_out.flush()) {
+    throw std::runtime_error("cannot write to " + out_dir.string());
+  }
   return 0;
 }
 

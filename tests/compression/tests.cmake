@@ -1,6 +1,8 @@
 lclm_add_test(compression_test SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/compression/memory_regions_test.cc
-  ${CMAKE_CURRENT_SOURCE_DIR}/compression/latent_cache_test.cc)
+  ${CMAKE_CURRENT_SOURCE_DIR}/compression/latent_cache_test.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/compression/lclm_test.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/compression/adapter_test.cc)
 target_link_libraries(compression_test PRIVATE PkgConfig::SQLITE3)
 
 # LCLM prompt path (windows, pooling, adapter, splice, decoder logits) against
@@ -16,7 +18,9 @@ set(LCLM_PYTHON /usr/bin/python3 CACHE FILEPATH "Python with Debian's python3-to
 set(LCLM_PARITY_VARIANTS
     # The released configuration (mean pooling, causal encoder, MLP adapter).
     "mean-causal-mlp-r4|--window 16"
-    "eos-causal-mlp-r4|--pooling eos --window 16"
+    # With a causal mask only eos slots can see right context, which must not
+    # be there: overlap here catches it.
+    "eos-causal-overlap2-r4|--pooling eos --overlap 2 --window 16"
     # eos slots come after the right context.
     "eos-bidirectional-overlap2-r4|--pooling eos --mask bidirectional --overlap 2 --window 16"
     "concat-bidirectional-mlp-r4|--pooling concat --mask bidirectional --window 16"
@@ -45,3 +49,6 @@ foreach(variant ${LCLM_PARITY_VARIANTS})
   set_tests_properties(lclm_parity_torch_${name} PROPERTIES FIXTURES_REQUIRED lclm_${name}
                        LABELS parity)
 endforeach()
+
+# Windows, model_config.json, adapter shapes, prompt splicing, latent cache and
+# ratio override of LclmModel (GoogleTest, in the compression_test binary).

@@ -98,6 +98,9 @@ def main():
         if not 0 < len(regions[1]["encoder_ids"]) < r:
             failures.append("test design: the short region is not shorter than one group")
 
+    if dump["memory_id"] != ref.memory_id:
+        failures.append(f"<|memory|> is id {dump['memory_id']} in the engine, {ref.memory_id} "
+                        "in the checkpoint's decoder tokenizer.json")
     slot_counts = ref.region_slot_counts(dump["decoder_ids"])
     if len(slot_counts) != len(regions):
         failures.append(f"{len(slot_counts)} memory regions in the decoder ids, expected "
@@ -123,16 +126,25 @@ def main():
         print(line)
 
     if len(ref_latents) == len(regions) == len(slot_counts) and not failures:
-        reference = ref.decoder_logits(dump["decoder_ids"], ref_latents)
-        engine = engine_logits.reshape(-1, dump["vocab_size"]).double()
-        if engine.shape != reference.shape:
+        hidden = ref.decoder_hidden(dump["decoder_ids"], ref_latents)
+        head = ref.lm_head()
+        engine = engine_logits.reshape(-1, dump["vocab_size"])
+        if engine.shape != (hidden.shape[0], head.shape[0]):
             failures.append(f"logits shape: engine {tuple(engine.shape)}, reference "
-                            f"{tuple(reference.shape)}")
+                            f"{(hidden.shape[0], head.shape[0])}")
         else:
-            worst["logits"] = rel_err(engine, reference)
-            agree = (engine.argmax(-1) == reference.argmax(-1)).float().mean().item()
+            # A few positions at a time: [L, vocab] in float64 is large, and
+            # touching fresh memory is most of the cost on the test machines.
+            max_diff, max_ref, agree = 0.0, 0.0, 0
+            for begin in range(0, hidden.shape[0], 8):
+                reference = hidden[begin:begin + 8] @ head.T
+                block = engine[begin:begin + 8].double()
+                max_diff = max(max_diff, (block - reference).abs().max().item())
+                max_ref = max(max_ref, reference.abs().max().item())
+                agree += (block.argmax(-1) == reference.argmax(-1)).sum().item()
+            worst["logits"] = max_diff / max_ref
             print(f"  logits [{engine.shape[0]} x {engine.shape[1]}]: max rel err "
-                  f"{worst['logits']:.3e}, argmax agrees at {agree:.0%} of positions")
+                  f"{worst['logits']:.3e}, argmax agrees at {agree}/{engine.shape[0]} positions")
 
     for what, err in worst.items():
         if err > TOLERANCE:

@@ -185,10 +185,10 @@ class LclmReference:
 
     # ---- decoder -------------------------------------------------------------
 
-    def decoder_logits(self, decoder_ids, region_latents):
-        """Logits [L, vocab] of the spliced prompt: the k-th <|memory|> position
-        takes the k-th latent, regions in order; every other position keeps its
-        token embedding."""
+    def decoder_hidden(self, decoder_ids, region_latents):
+        """Final-norm hidden states [L, D] of the spliced prompt: the k-th
+        <|memory|> position takes the k-th latent, regions in order; every other
+        position keeps its token embedding. Positions 0..L-1, causal."""
         embed = self.dec_weights["embed_tokens.weight"]
         x = embed[torch.tensor(decoder_ids)].clone()
         slots = [i for i, t in enumerate(decoder_ids) if t == self.memory_id]
@@ -197,11 +197,15 @@ class LclmReference:
             raise ValueError(f"{len(slots)} <|memory|> positions for {rows.shape[0]} latents")
         for slot, row in zip(slots, rows):
             x[slot] = row
-        hidden = q3.forward(self.dec_config, self.dec_weights, x, causal=True)
+        return q3.forward(self.dec_config, self.dec_weights, x, causal=True)
+
+    def lm_head(self):
         head = self.dec_weights.get("lm_head.weight")
-        if head is None:
-            head = embed
-        return hidden @ head.T
+        return self.dec_weights["embed_tokens.weight"] if head is None else head
+
+    def decoder_logits(self, decoder_ids, region_latents):
+        """Logits [L, vocab] of the spliced prompt."""
+        return self.decoder_hidden(decoder_ids, region_latents) @ self.lm_head().T
 
     def region_slot_counts(self, decoder_ids):
         """Number of <|memory|> ids between each <|memory_start|> .. <|memory_end|>."""
