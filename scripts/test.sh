@@ -10,4 +10,7 @@ scripts/install_deps.sh
 scripts/fetch_tokenizer.sh
 scripts/build.sh
 cd build
+# ctest runs two test processes at once on two cores: spinning OpenMP threads
+# would wait on threads that lost their core, so they sleep instead.
+export OMP_WAIT_POLICY=PASSIVE
 ctest --output-on-failure --parallel "$(nproc)" --timeout 900 "$@"

@@ -67,7 +67,7 @@ RandomLclmSpec tiny_lclm_spec(const fs::path& tokenizer_dir) {
   e.num_attention_heads = 4;
   e.num_key_value_heads = 2;
   e.head_dim = 16;
-  e.max_position_embeddings = 4096;
+  e.max_position_embeddings = 32768;
   e.tie_word_embeddings = true;
   Qwen3Config& d = s.decoder;
   d.hidden_size = 96;
@@ -76,7 +76,7 @@ RandomLclmSpec tiny_lclm_spec(const fs::path& tokenizer_dir) {
   d.num_attention_heads = 4;
   d.num_key_value_heads = 2;
   d.head_dim = 32;
-  d.max_position_embeddings = 4096;
+  d.max_position_embeddings = 32768;
   d.tie_word_embeddings = true;
   d.eos_token_ids = {151645};
   return s;

@@ -3,63 +3,181 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
-#include "ops/simd.h"
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/attention.cc"
+// Highway needs this order: foreach_target, highway, then contrib headers.
+// clang-format off
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+// clang-format on
+#include "hwy/aligned_allocator.h"
 
+// Highway compiles this file once per SIMD target; the shared definitions
+// must appear once.
+#ifndef LCLM_OPS_ATTENTION_DETAIL_
+#define LCLM_OPS_ATTENTION_DETAIL_
 namespace lclm {
-namespace {
+namespace attention_detail {
 
+// Queries per task and keys per block: a 64-key block of K and V (64 x 128 x
+// 4 bytes each at head_dim 128) stays in L1/L2 while all 32 queries of the
+// task use it, instead of every query streaming the whole cache.
+constexpr std::size_t kQueryBlock = 32;
 constexpr std::size_t kKeyBlock = 64;
 
-}  // namespace
+// Running online-softmax state of one task: per query its max score, its
+// sum of exp(score - max), and its unnormalised output row.
+struct BlockState {
+  float max[kQueryBlock];
+  float sum[kQueryBlock];
+  float* out;     // [n_q, head_dim]
+  float* keys_t;  // scratch [head_dim, kKeyBlock]: the key block transposed
+};
 
-void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k,
-               const float* v, std::size_t n_keys, const AttentionShape& shape,
-               AttentionMask mask, float* out) {
+}  // namespace attention_detail
+}  // namespace lclm
+#endif  // LCLM_OPS_ATTENTION_DETAIL_
+
+HWY_BEFORE_NAMESPACE();
+namespace lclm {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using attention_detail::BlockState;
+using attention_detail::kKeyBlock;
+
+// out[0..n) = out * scale + p * v
+HWY_INLINE void ScaleAddScaled(float* out, float scale, float p, const float* v, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  const auto vs = hn::Set(df, scale), vp = hn::Set(df, p);
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) {
+    hn::StoreU(hn::MulAdd(vp, hn::LoadU(df, v + i), hn::Mul(vs, hn::LoadU(df, out + i))), df,
+               out + i);
+  }
+  for (; i < n; ++i) out[i] = out[i] * scale + p * v[i];
+}
+
+// Folds one block of keys/values into the state of n_q queries. Query i sees
+// the first visible[i] keys of the block (fewer than nk at the causal edge).
+void AttendKeyBlock(const float* q, std::size_t q_stride, std::size_t n_q, const float* k,
+                    const float* v, std::size_t nk, const std::size_t* visible, std::size_t hd,
+                    float scale, BlockState* state) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  // Keys as columns: the scores of N keys then accumulate in one vector with
+  // no horizontal sums. Padding columns are zero and never read back.
+  const std::size_t nk_padded = (nk + N - 1) / N * N;
+  float* kt = state->keys_t;
+  for (std::size_t d = 0; d < hd; ++d) {
+    for (std::size_t j = 0; j < nk_padded; ++j)
+      kt[d * kKeyBlock + j] = j < nk ? k[j * hd + d] : 0.0f;
+  }
+  HWY_ALIGN float scores[kKeyBlock];
+  for (std::size_t i = 0; i < n_q; ++i) {
+    const std::size_t n = std::min(nk, visible[i]);
+    if (n == 0) continue;
+    const float* qi = q + i * q_stride;
+    const auto vscale = hn::Set(df, scale);
+    for (std::size_t c = 0; c < n; c += N) {
+      auto acc = hn::Zero(df);
+      for (std::size_t d = 0; d < hd; ++d) {
+        acc = hn::MulAdd(hn::Set(df, qi[d]), hn::Load(df, kt + d * kKeyBlock + c), acc);
+      }
+      hn::Store(hn::Mul(acc, vscale), df, scores + c);
+    }
+    float block_max = -std::numeric_limits<float>::infinity();
+    for (std::size_t j = 0; j < n; ++j) block_max = std::max(block_max, scores[j]);
+    const float new_max = std::max(state->max[i], block_max);
+    // exp(score - max) for the block, a vector at a time; padding lanes give 0.
+    const auto vmax = hn::Set(df, new_max);
+    std::size_t j = 0;
+    auto vsum = hn::Zero(df);
+    for (; j + N <= n; j += N) {
+      const auto e = hn::Exp(df, hn::Sub(hn::Load(df, scores + j), vmax));
+      hn::Store(e, df, scores + j);
+      vsum = hn::Add(vsum, e);
+    }
+    float block_sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+    for (; j < n; ++j) {
+      scores[j] = std::exp(scores[j] - new_max);
+      block_sum += scores[j];
+    }
+    const float correction = std::exp(state->max[i] - new_max);
+    float* oi = state->out + i * hd;
+    ScaleAddScaled(oi, correction, scores[0], v, hd);
+    for (std::size_t jj = 1; jj < n; ++jj) ScaleAddScaled(oi, 1.0f, scores[jj], v + jj * hd, hd);
+    state->sum[i] = state->sum[i] * correction + block_sum;
+    state->max[i] = new_max;
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace lclm
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace lclm {
+
+HWY_EXPORT(AttendKeyBlock);
+
+void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k, const float* v,
+               std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out) {
+  using namespace attention_detail;
   const std::size_t hd = shape.head_dim;
   const std::size_t group = shape.n_heads / shape.n_kv_heads;
   const std::size_t q_width = shape.n_heads * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const auto n_tasks = static_cast<std::ptrdiff_t>(n_q * shape.n_heads);
+  const std::size_t q_blocks = (n_q + kQueryBlock - 1) / kQueryBlock;
+  const auto n_tasks = static_cast<std::ptrdiff_t>(q_blocks * shape.n_heads);
 
-#pragma omp parallel for schedule(dynamic, 4)
-  for (std::ptrdiff_t task = 0; task < n_tasks; ++task) {
-    const std::size_t i = static_cast<std::size_t>(task) / shape.n_heads;
-    const std::size_t h = static_cast<std::size_t>(task) % shape.n_heads;
-    const std::size_t kvh = h / group;
-    const float* qi = q + i * q_width + h * hd;
-    const float* kh = k + kvh * shape.kv_stride * hd;
-    const float* vh = v + kvh * shape.kv_stride * hd;
-    float* oi = out + i * q_width + h * hd;
-    const std::size_t visible =
-        mask == AttentionMask::Causal ? std::min(n_keys, q_pos0 + i + 1) : n_keys;
+#pragma omp parallel
+  {
+    std::vector<float> acc(kQueryBlock * hd);
+    // Rows of kKeyBlock floats from an aligned base: every vector load is aligned.
+    const auto keys_t = hwy::AllocateAligned<float>(hd * kKeyBlock);
+#pragma omp for schedule(dynamic, 1)
+    for (std::ptrdiff_t task = 0; task < n_tasks; ++task) {
+      const std::size_t h = static_cast<std::size_t>(task) % shape.n_heads;
+      const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_heads) * kQueryBlock;
+      const std::size_t nq = std::min(kQueryBlock, n_q - i0);
+      const std::size_t kvh = h / group;
+      const float* kh = k + kvh * shape.kv_stride * hd;
+      const float* vh = v + kvh * shape.kv_stride * hd;
+      const float* qb = q + i0 * q_width + h * hd;
 
-    std::fill(oi, oi + hd, 0.0f);
-    float running_max = -std::numeric_limits<float>::infinity();
-    float running_sum = 0.0f;
-    float scores[kKeyBlock];
-    for (std::size_t j0 = 0; j0 < visible; j0 += kKeyBlock) {
-      const std::size_t nb = std::min(kKeyBlock, visible - j0);
-      float block_max = -std::numeric_limits<float>::infinity();
-      for (std::size_t j = 0; j < nb; ++j) {
-        scores[j] = dot_f32(qi, kh + (j0 + j) * hd, hd) * scale;
-        block_max = std::max(block_max, scores[j]);
+      // Keys each query may see: causal stops at its own position.
+      std::size_t visible[kQueryBlock];
+      for (std::size_t i = 0; i < nq; ++i) {
+        visible[i] = mask == AttentionMask::Causal ? std::min(n_keys, q_pos0 + i0 + i + 1) : n_keys;
       }
-      const float new_max = std::max(running_max, block_max);
-      const float correction = std::exp(running_max - new_max);
-      if (correction != 1.0f) {
-        scale_f32(oi, correction, hd);
-        running_sum *= correction;
+      const std::size_t keys_needed = *std::max_element(visible, visible + nq);
+      BlockState state;
+      std::fill(state.max, state.max + nq, -std::numeric_limits<float>::infinity());
+      std::fill(state.sum, state.sum + nq, 0.0f);
+      state.out = acc.data();
+      state.keys_t = keys_t.get();
+      std::fill(acc.begin(), acc.begin() + static_cast<std::ptrdiff_t>(nq * hd), 0.0f);
+
+      std::size_t block_visible[kQueryBlock];
+      for (std::size_t j0 = 0; j0 < keys_needed; j0 += kKeyBlock) {
+        const std::size_t nk = std::min(kKeyBlock, keys_needed - j0);
+        for (std::size_t i = 0; i < nq; ++i)
+          block_visible[i] = visible[i] > j0 ? visible[i] - j0 : 0;
+        HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
+        (qb, q_width, nq, kh + j0 * hd, vh + j0 * hd, nk, block_visible, hd, scale, &state);
       }
-      for (std::size_t j = 0; j < nb; ++j) {
-        const float p = std::exp(scores[j] - new_max);
-        running_sum += p;
-        axpy_f32(p, vh + (j0 + j) * hd, oi, hd);
+      for (std::size_t i = 0; i < nq; ++i) {
+        const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;
+        float* oi = out + (i0 + i) * q_width + h * hd;
+        for (std::size_t d = 0; d < hd; ++d) oi[d] = acc[i * hd + d] * inv;
       }
-      running_max = new_max;
     }
-    if (running_sum > 0.0f) scale_f32(oi, 1.0f / running_sum, hd);
   }
 }
 
 }  // namespace lclm
+#endif  // HWY_ONCE

@@ -18,8 +18,9 @@ struct AttentionShape {
 // k, v [n_kv_heads, kv_stride, head_dim]: n_keys cached positions 0 .. n_keys-1.
 // out [n_q, n_heads * head_dim]. Causal: query at position p sees keys 0..p;
 // bidirectional: all n_keys. Query head h reads kv head h / (n_heads / n_kv_heads).
-// Scores are computed block by block with an online softmax, so memory is
-// O(block) per query, never O(n_q * n_keys).
+// Work is split into (head, 32-query block) tasks that walk the keys in
+// blocks of 64 with an online softmax: memory is O(block), never
+// O(n_q * n_keys), and each key block is reused by all queries of a task.
 void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k,
                const float* v, std::size_t n_keys, const AttentionShape& shape,
                AttentionMask mask, float* out);

@@ -177,21 +177,26 @@ std::vector<double> naive_attention(const std::vector<float>& q, std::size_t n_q
   return out;
 }
 
+// 150 keys span three 64-key blocks; 70 queries span three 32-query blocks;
+// one query is the decode case. The cache stride exceeds the key count.
 TEST(Attention, BlockwiseOnlineSoftmaxMatchesFullScores) {
-  // 150 keys span three 64-key blocks; the cache stride exceeds the key count.
   const AttentionShape shape{6, 2, 16, 160};
   const std::size_t n_keys = 150;
   const auto k = random_vector(shape.n_kv_heads * shape.kv_stride * shape.head_dim, 7);
   const auto v = random_vector(shape.n_kv_heads * shape.kv_stride * shape.head_dim, 8);
-  for (bool causal : {true, false}) {
-    const std::size_t n_q = 20, pos0 = n_keys - n_q;
-    auto q = random_vector(n_q * shape.n_heads * shape.head_dim, 9);
-    for (float& x : q) x *= 3.0f;  // sharper distributions stress the rescaling
-    std::vector<float> out(q.size());
-    attention(q.data(), n_q, pos0, k.data(), v.data(), n_keys, shape,
-              causal ? AttentionMask::Causal : AttentionMask::Bidirectional, out.data());
-    const auto ref = naive_attention(q, n_q, pos0, k, v, n_keys, shape, causal);
-    for (std::size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-4) << i;
+  for (std::size_t n_q : {1, 20, 70}) {
+    for (bool causal : {true, false}) {
+      const std::size_t pos0 = n_keys - n_q;
+      auto q = random_vector(n_q * shape.n_heads * shape.head_dim, 9 + n_q);
+      for (float& x : q) x *= 3.0f;  // sharper distributions stress the rescaling
+      std::vector<float> out(q.size());
+      attention(q.data(), n_q, pos0, k.data(), v.data(), n_keys, shape,
+                causal ? AttentionMask::Causal : AttentionMask::Bidirectional, out.data());
+      const auto ref = naive_attention(q, n_q, pos0, k, v, n_keys, shape, causal);
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        ASSERT_NEAR(out[i], ref[i], 1e-4) << "n_q " << n_q << " causal " << causal << " at " << i;
+      }
+    }
   }
 }
 
