@@ -9,6 +9,8 @@ packages=(
   # engine libraries
   libopenblas-dev libhwy-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev
   libsqlite3-dev libxxhash-dev
+  # the trainer
+  libtorch-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # independent references: PyTorch for the forward pass, Node.js for the tokenizer

@@ -28,20 +28,6 @@ LclmConfig load_config(const fs::path& dir, const LclmOptions& options) {
   return c;
 }
 
-// The encoder's pad token, which eos pooling appends: tokenizer_config.json's
-// pad_token, else <|endoftext|>.
-std::int32_t encoder_pad_id(const fs::path& encoder_dir, const Tokenizer& tokenizer) {
-  std::string pad = "<|endoftext|>";
-  const fs::path config = encoder_dir / "tokenizer_config.json";
-  if (fs::exists(config)) {
-    const auto j = read_json_file(config);
-    if (j.contains("pad_token") && j["pad_token"].is_string()) pad = j["pad_token"];
-  }
-  const auto id = tokenizer.token_id(pad);
-  if (!id) throw Error(encoder_dir.string() + ": the encoder tokenizer has no pad token " + pad);
-  return *id;
-}
-
 void require_memory_tokens(const Tokenizer& tokenizer, const fs::path& decoder_dir) {
   for (std::string_view t : {kMemoryStart, kMemoryEnd, kMemoryPlaceholder}) {
     if (!tokenizer.token_id(t)) {
@@ -59,6 +45,18 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+std::int32_t encoder_pad_token_id(const fs::path& encoder_dir, const Tokenizer& tokenizer) {
+  std::string pad = "<|endoftext|>";
+  const fs::path config = encoder_dir / "tokenizer_config.json";
+  if (fs::exists(config)) {
+    const auto j = read_json_file(config);
+    if (j.contains("pad_token") && j["pad_token"].is_string()) pad = j["pad_token"];
+  }
+  const auto id = tokenizer.token_id(pad);
+  if (!id) throw Error(encoder_dir.string() + ": the encoder tokenizer has no pad token " + pad);
+  return *id;
+}
+
 bool LclmModel::is_checkpoint(const fs::path& dir) {
   return fs::is_directory(dir) && fs::exists(dir / "model_config.json");
 }
@@ -72,7 +70,7 @@ LclmModel::LclmModel(const fs::path& dir, LclmConfig config, const LclmOptions& 
       encoder_tokenizer_(Tokenizer::from_dir(dir / "encoder")),
       adapter_(Adapter::load(dir / "adapter" / "adapter.safetensors", config_, encoder_.config(),
                              decoder_.config())),
-      latent_encoder_(encoder_, config_, encoder_pad_id(dir / "encoder", encoder_tokenizer_)),
+      latent_encoder_(encoder_, config_, encoder_pad_token_id(dir / "encoder", encoder_tokenizer_)),
       cache_(std::make_unique<LatentCache>(options.memory_cache_bytes, options.cache_db)) {
   require_memory_tokens(decoder_tokenizer_, dir / "decoder");
   memory_id_ = *decoder_tokenizer_.token_id(kMemoryPlaceholder);

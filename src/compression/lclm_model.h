@@ -44,6 +44,11 @@ struct PreparedPrompt {
   PromptStats stats;
 };
 
+// The token eos pooling appends after each window: the encoder's pad_token
+// from tokenizer_config.json, else <|endoftext|>, as the reference does.
+std::int32_t encoder_pad_token_id(const std::filesystem::path& encoder_dir,
+                                  const Tokenizer& encoder_tokenizer);
+
 class LclmModel {
  public:
   static bool is_checkpoint(const std::filesystem::path& dir);

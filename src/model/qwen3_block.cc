@@ -46,45 +46,65 @@ Qwen3Block Qwen3Block::load(const TensorStore& s, const std::string& p, const Qw
   return b;
 }
 
+namespace {
+
+// Activations of one forward call, kept per thread and grown, never shrunk:
+// allocating them afresh for every layer cost a page fault per 4 KiB touched.
+struct BlockScratch {
+  std::vector<float> h, q, k, v, attn, gate, up;
+};
+
+float* sized(std::vector<float>& buffer, std::size_t n) {
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
+}  // namespace
+
 void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t layer,
                          AttentionMask mask, const RopeTable& rope) const {
   const std::size_t H = hidden_, I = intermediate_, D = head_dim_;
   const std::size_t pos0 = cache.size();
   const std::size_t stride = cache.capacity();
 
-  std::vector<float> h(n * H), q(n * n_heads_ * D), k(n * n_kv_heads_ * D), v(n * n_kv_heads_ * D),
-      attn(n * n_heads_ * D);
+  thread_local BlockScratch scratch;
+  float* h = sized(scratch.h, n * H);
+  float* q = sized(scratch.q, n * n_heads_ * D);
+  float* k = sized(scratch.k, n * n_kv_heads_ * D);
+  float* v = sized(scratch.v, n * n_kv_heads_ * D);
+  float* attn = sized(scratch.attn, n * n_heads_ * D);
+  float* gate = sized(scratch.gate, n * I);
+  float* up = sized(scratch.up, n * I);
 
   // Attention: x += o_proj(Attn(RoPE(q_norm(q)), RoPE(k_norm(k)), v)).
-  rms_norm(x, input_layernorm_.data(), h.data(), n, H, eps_);
-  matmul(h.data(), n, q_proj_, q.data());
-  matmul(h.data(), n, k_proj_, k.data());
-  matmul(h.data(), n, v_proj_, v.data());
-  rms_norm(q.data(), q_norm_.data(), q.data(), n * n_heads_, D, eps_);
-  rms_norm(k.data(), k_norm_.data(), k.data(), n * n_kv_heads_, D, eps_);
+  rms_norm(x, input_layernorm_.data(), h, n, H, eps_);
+  matmul(h, n, q_proj_, q);
+  matmul(h, n, k_proj_, k);
+  matmul(h, n, v_proj_, v);
+  rms_norm(q, q_norm_.data(), q, n * n_heads_, D, eps_);
+  rms_norm(k, k_norm_.data(), k, n * n_kv_heads_, D, eps_);
   float* k_cache = cache.keys(layer);
   float* v_cache = cache.values(layer);
   for (std::size_t i = 0; i < n; ++i) {
-    rope.apply(q.data() + i * n_heads_ * D, n_heads_, pos0 + i);
-    rope.apply(k.data() + i * n_kv_heads_ * D, n_kv_heads_, pos0 + i);
+    rope.apply(q + i * n_heads_ * D, n_heads_, pos0 + i);
+    rope.apply(k + i * n_kv_heads_ * D, n_kv_heads_, pos0 + i);
     for (std::size_t g = 0; g < n_kv_heads_; ++g) {
-      std::copy_n(k.data() + (i * n_kv_heads_ + g) * D, D, k_cache + (g * stride + pos0 + i) * D);
-      std::copy_n(v.data() + (i * n_kv_heads_ + g) * D, D, v_cache + (g * stride + pos0 + i) * D);
+      std::copy_n(k + (i * n_kv_heads_ + g) * D, D, k_cache + (g * stride + pos0 + i) * D);
+      std::copy_n(v + (i * n_kv_heads_ + g) * D, D, v_cache + (g * stride + pos0 + i) * D);
     }
   }
   const AttentionShape shape{n_heads_, n_kv_heads_, D, stride};
-  attention(q.data(), n, pos0, k_cache, v_cache, pos0 + n, shape, mask, attn.data());
-  matmul(attn.data(), n, o_proj_, h.data());
-  add_inplace(x, h.data(), n * H);
+  attention(q, n, pos0, k_cache, v_cache, pos0 + n, shape, mask, attn);
+  matmul(attn, n, o_proj_, h);
+  add_inplace(x, h, n * H);
 
   // MLP: x += down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x).
-  rms_norm(x, post_attention_layernorm_.data(), h.data(), n, H, eps_);
-  std::vector<float> gate(n * I), up(n * I);
-  matmul(h.data(), n, gate_proj_, gate.data());
-  matmul(h.data(), n, up_proj_, up.data());
-  silu_mul(gate.data(), up.data(), n * I);
-  matmul(gate.data(), n, down_proj_, h.data());
-  add_inplace(x, h.data(), n * H);
+  rms_norm(x, post_attention_layernorm_.data(), h, n, H, eps_);
+  matmul(h, n, gate_proj_, gate);
+  matmul(h, n, up_proj_, up);
+  silu_mul(gate, up, n * I);
+  matmul(gate, n, down_proj_, h);
+  add_inplace(x, h, n * H);
 }
 
 }  // namespace lclm

@@ -54,7 +54,8 @@ std::vector<std::int32_t> Generator::default_stop_ids(const Qwen3Model& model,
 GenerationStats Generator::generate(std::span<const std::int32_t> prompt_ids,
                                     const GenerationOptions& options,
                                     const TokenCallback& on_token) const {
-  std::vector<float> inputs(prompt_ids.size() * static_cast<std::size_t>(model_.config().hidden_size));
+  std::vector<float> inputs(prompt_ids.size() *
+                            static_cast<std::size_t>(model_.config().hidden_size));
   model_.embed(prompt_ids, inputs.data());
   return generate_from_embeddings(inputs.data(), prompt_ids.size(), prompt_ids, options, on_token);
 }
@@ -66,16 +67,19 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
   const auto& config = model_.config();
   const auto H = static_cast<std::size_t>(config.hidden_size);
   const auto V = static_cast<std::size_t>(config.vocab_size);
-  const std::size_t context =
-      options.context > 0 ? options.context : static_cast<std::size_t>(config.max_position_embeddings);
+  const std::size_t context = options.context > 0
+                                  ? options.context
+                                  : static_cast<std::size_t>(config.max_position_embeddings);
   if (n == 0) throw Error("the prompt is empty");
   if (n >= context) {
-    throw Error("the prompt is " + std::to_string(n) + " tokens, which does not fit the context of " +
-                std::to_string(context) + " tokens (raise it with -c)");
+    throw Error("the prompt is " + std::to_string(n) +
+                " tokens, which does not fit the context of " + std::to_string(context) +
+                " tokens (raise it with -c)");
   }
   const auto t0 = std::chrono::steady_clock::now();
   Sampler sampler(options.sampling);
-  const std::size_t planned = options.n_predict < 0 ? context : n + static_cast<std::size_t>(options.n_predict);
+  const std::size_t planned =
+      options.n_predict < 0 ? context : n + static_cast<std::size_t>(options.n_predict);
   KVCache cache = model_.make_cache(context, std::min(context, planned));
 
   GenerationStats stats;
@@ -94,7 +98,8 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
   std::vector<float> logits(V);
 
   const auto is_stop = [&](std::int32_t id) {
-    return std::find(options.stop_ids.begin(), options.stop_ids.end(), id) != options.stop_ids.end();
+    return std::find(options.stop_ids.begin(), options.stop_ids.end(), id) !=
+           options.stop_ids.end();
   };
   auto decode_start = t0;
   for (std::size_t step = 0;; ++step) {
@@ -116,6 +121,11 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
     history.push_back(id);
     if (!on_token(id)) {
       stats.stop = StopReason::Callback;
+      break;
+    }
+    // The last token's keys and values would never be read: skip its pass.
+    if (options.n_predict >= 0 && step + 1 >= static_cast<std::size_t>(options.n_predict)) {
+      stats.stop = StopReason::Length;
       break;
     }
     if (cache.size() + 1 >= context) {
@@ -144,6 +154,8 @@ std::string Utf8Stream::push(std::string_view bytes) {
   return out;
 }
 
-std::string Utf8Stream::flush() { return std::exchange(pending_, std::string()); }
+std::string Utf8Stream::flush() {
+  return std::exchange(pending_, std::string());
+}
 
 }  // namespace lclm

@@ -33,6 +33,8 @@
 namespace lclm {
 namespace {
 
+using testing::error_of;
+
 namespace fs = std::filesystem;
 using testing::scratch_dir;
 using testing::write_text;
@@ -129,16 +131,6 @@ fs::path write_checkpoint(const std::string& name, std::uint64_t seed = 5,
   const fs::path dir = scratch_dir(name);
   write_random_lclm(dir, spec);
   return dir;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no lclm::Error thrown";
-  return "";
 }
 
 bool same_bits(const float* a, const float* b, std::size_t n) {

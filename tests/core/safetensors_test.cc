@@ -4,8 +4,8 @@
 
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -15,6 +15,8 @@
 namespace lclm {
 namespace {
 
+using testing::error_of;
+
 using testing::scratch_dir;
 using testing::write_text;
 
@@ -23,18 +25,6 @@ std::string raw_file(const std::string& header, const std::string& data) {
   const std::uint64_t n = header.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(n >> (8 * i));
   return out + header + data;
-}
-
-// The message of the lclm::Error that f throws; fails the test if none.
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected lclm::Error";
-  return "";
 }
 
 TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {

