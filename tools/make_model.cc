@@ -67,7 +67,8 @@ int main(int argc, char** argv) {
   int decoder_layers = 0, decoder_hidden = 0;
   app.add_option("--decoder-layers", decoder_layers, "LCLM decoder layers (default: tiny)");
   app.add_option("--decoder-hidden", decoder_hidden,
-                 "LCLM decoder hidden size, a multiple of 64 (heads of 32, intermediate 3x)");
+                 "LCLM decoder hidden size, a multiple of 256 (heads of 128 as in Qwen3, "
+                 "intermediate 3x)");
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -88,12 +89,14 @@ int main(int argc, char** argv) {
       spec.config = lc;
       if (decoder_layers > 0) spec.decoder.num_hidden_layers = decoder_layers;
       if (decoder_hidden > 0) {
-        if (decoder_hidden % 64 != 0) throw lclm::Error("--decoder-hidden must be a multiple of 64");
+        if (decoder_hidden % 256 != 0) {
+          throw lclm::Error("--decoder-hidden must be a multiple of 256");
+        }
         spec.decoder.hidden_size = decoder_hidden;
         spec.decoder.intermediate_size = 3 * decoder_hidden;
-        spec.decoder.num_attention_heads = decoder_hidden / 32;
-        spec.decoder.num_key_value_heads = decoder_hidden / 64;
-        spec.decoder.head_dim = 32;
+        spec.decoder.num_attention_heads = decoder_hidden / 128;
+        spec.decoder.num_key_value_heads = decoder_hidden / 256;
+        spec.decoder.head_dim = 128;
       }
       spec.dtype = dtype;
       spec.seed = seed;

@@ -45,4 +45,11 @@ void print_prompt_stats(std::ostream& err, const PromptStats& s);
 void print_generation_stats(std::ostream& err, const GenerationStats& s, double ttft_extra_seconds,
                             std::uint64_t seed);
 
+// The same figures as the stats line, as JSON: load_ms, ttft_ms (compression
+// included), compress_ms, prompt_positions, plain_tokens, compressed_tokens,
+// latents, regions, cache_hits, generated_tokens, decode_tokens_per_s, stop,
+// seed, kv_cache_bytes, peak_rss_bytes, and the generated token ids.
+void write_stats_json(const std::string& path, double load_seconds, const PromptStats& prompt,
+                      const GenerationStats& s, std::uint64_t seed);
+
 }  // namespace lclm::cli

@@ -25,6 +25,7 @@ struct GenerateArgs {
   int threads = 0;
   bool chat = false;
   std::string system;
+  std::string stats_json;
 };
 
 void add_sampling_options(CLI::App& app, GenerateArgs& a) {
@@ -123,6 +124,9 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
   print_load_time(err, load_seconds);
   print_prompt_stats(err, prompt.stats);
   print_generation_stats(err, stats, prompt.stats.compress_seconds, options.sampling.seed);
+  if (!a.stats_json.empty()) {
+    write_stats_json(a.stats_json, load_seconds, prompt.stats, stats, options.sampling.seed);
+  }
   return 0;
 }
 
@@ -142,6 +146,8 @@ Command add_generate_command(CLI::App& app) {
   args->lclm.add_options(*cmd);
   cmd->add_flag("--chat", args->chat, "Wrap the prompt in the ChatML template as a user turn");
   cmd->add_option("--system", args->system, "System message for --chat");
+  cmd->add_option("--stats-json", args->stats_json,
+                  "Also write the run's statistics to this JSON file");
   add_sampling_options(*cmd, *args);
   return {cmd, [args](std::ostream& out, std::ostream& err) { return run(*args, out, err); }};
 }

@@ -2,9 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cli/cli_runner.h"
+#include "cli/common.h"
 #include "compression/latents_file.h"
 #include "compression/lclm_model.h"
 #include "compression/random_lclm.h"
@@ -48,10 +51,7 @@ TEST_F(LclmCliTest, CompressWritesTheLatentsTheModelComputes) {
   ASSERT_EQ(r.code, 0) << r.err;
   const LatentsFile file = read_latents_file(path("doc.lat"));
   const auto model = LclmModel::load(ckpt());
-  const std::string doc = [] {
-    std::ifstream in(path("doc.txt"));
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }();
+  const std::string doc = cli::read_file(path("doc.txt"), "document");
   const Latents expected = model->compress(doc);
   EXPECT_EQ(file.latents.data, expected.data);
   EXPECT_EQ(file.latents.n_tokens, expected.n_tokens);
@@ -98,6 +98,25 @@ TEST_F(LclmCliTest, GenerateWithCompressFileReportsCompressionAndUsesTheCache) {
   ASSERT_EQ(second.code, 0) << second.err;
   EXPECT_NE(second.err.find("cache hits 1"), std::string::npos) << second.err;
   EXPECT_EQ(first.out, second.out);
+}
+
+TEST_F(LclmCliTest, StatsJsonAgreesWithTheRun) {
+  const auto r = cli({"generate", "-m", ckpt(), "--compress-file", path("doc.txt"), "-p", "Where?",
+                      "-n", "5", "--temp", "0", "--stats-json", path("stats.json")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(std::ifstream(path("stats.json")));
+  const auto model = LclmModel::load(ckpt());
+  const std::size_t tokens =
+      model->encoder_tokenizer().encode(cli::read_file(path("doc.txt"), "document")).size();
+  EXPECT_EQ(j["compressed_tokens"], tokens);
+  EXPECT_EQ(j["latents"], (tokens + 3) / 4);
+  EXPECT_EQ(j["regions"], 1);
+  EXPECT_EQ(j["prompt_positions"].get<std::size_t>(),
+            j["plain_tokens"].get<std::size_t>() + j["latents"].get<std::size_t>());
+  EXPECT_EQ(j["generated_tokens"], 5);
+  EXPECT_EQ(j["tokens"].size(), 5u);
+  EXPECT_GT(j["ttft_ms"].get<double>(), j["compress_ms"].get<double>());
+  EXPECT_GT(j["peak_rss_bytes"].get<std::size_t>(), 0u);
 }
 
 TEST_F(LclmCliTest, InlineRegionsMixWithPlainText) {
