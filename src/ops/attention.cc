@@ -27,6 +27,8 @@ namespace attention_detail {
 // task use it, instead of every query streaming the whole cache.
 constexpr std::size_t kQueryBlock = 32;
 constexpr std::size_t kKeyBlock = 64;
+// Query blocks at least this large transpose each key block (see AttendKeyBlock).
+constexpr std::size_t kTransposeMinQueries = 4;
 
 // Running online-softmax state of one task: per query its max score, its
 // sum of exp(score - max), and its unnormalised output row.
@@ -47,6 +49,22 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using attention_detail::BlockState;
 using attention_detail::kKeyBlock;
+using attention_detail::kTransposeMinQueries;
+
+HWY_INLINE float Dot(const float* a, const float* b, std::size_t n) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  auto s0 = hn::Zero(df), s1 = hn::Zero(df);
+  std::size_t i = 0;
+  for (; i + 2 * N <= n; i += 2 * N) {
+    s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+    s1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), s1);
+  }
+  for (; i + N <= n; i += N) s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
+  float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(s0, s1)));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
 
 // out[0..n) = out * scale + p * v
 HWY_INLINE void ScaleAddScaled(float* out, float scale, float p, const float* v, std::size_t n) {
@@ -68,26 +86,36 @@ void AttendKeyBlock(const float* q, std::size_t q_stride, std::size_t n_q, const
                     float scale, BlockState* state) {
   const hn::ScalableTag<float> df;
   const std::size_t N = hn::Lanes(df);
-  // Keys as columns: the scores of N keys then accumulate in one vector with
-  // no horizontal sums. Padding columns are zero and never read back.
+  // With many queries, keys as columns: the scores of N keys accumulate in one
+  // vector with no horizontal sums, and the transpose is paid once for all
+  // queries. A lone decode query would spend more on the transpose than it
+  // saves, so it takes one dot product per key.
+  const bool transpose = n_q >= kTransposeMinQueries;
   const std::size_t nk_padded = (nk + N - 1) / N * N;
   float* kt = state->keys_t;
-  for (std::size_t d = 0; d < hd; ++d) {
-    for (std::size_t j = 0; j < nk_padded; ++j)
-      kt[d * kKeyBlock + j] = j < nk ? k[j * hd + d] : 0.0f;
+  if (transpose) {
+    for (std::size_t d = 0; d < hd; ++d) {
+      for (std::size_t j = 0; j < nk_padded; ++j) {
+        kt[d * kKeyBlock + j] = j < nk ? k[j * hd + d] : 0.0f;
+      }
+    }
   }
   HWY_ALIGN float scores[kKeyBlock];
   for (std::size_t i = 0; i < n_q; ++i) {
     const std::size_t n = std::min(nk, visible[i]);
     if (n == 0) continue;
     const float* qi = q + i * q_stride;
-    const auto vscale = hn::Set(df, scale);
-    for (std::size_t c = 0; c < n; c += N) {
-      auto acc = hn::Zero(df);
-      for (std::size_t d = 0; d < hd; ++d) {
-        acc = hn::MulAdd(hn::Set(df, qi[d]), hn::Load(df, kt + d * kKeyBlock + c), acc);
+    if (transpose) {
+      const auto vscale = hn::Set(df, scale);
+      for (std::size_t c = 0; c < n; c += N) {
+        auto acc = hn::Zero(df);
+        for (std::size_t d = 0; d < hd; ++d) {
+          acc = hn::MulAdd(hn::Set(df, qi[d]), hn::Load(df, kt + d * kKeyBlock + c), acc);
+        }
+        hn::Store(hn::Mul(acc, vscale), df, scores + c);
       }
-      hn::Store(hn::Mul(acc, vscale), df, scores + c);
+    } else {
+      for (std::size_t j = 0; j < n; ++j) scores[j] = Dot(qi, k + j * hd, hd) * scale;
     }
     float block_max = -std::numeric_limits<float>::infinity();
     for (std::size_t j = 0; j < n; ++j) block_max = std::max(block_max, scores[j]);

@@ -1,6 +1,7 @@
 #include "ops/matmul.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -17,21 +18,6 @@ constexpr std::size_t kGemmMinRows = 4;
 // 4 MiB, which stays in cache while OpenBLAS reuses it across all m rows of x.
 constexpr std::size_t kWidenBlockRows = 256;
 
-float dot_row(const WeightMatrix& w, std::size_t row, const float* x) {
-  const std::size_t k = w.cols;
-  switch (w.dtype) {
-    case DType::F32:
-      return dot_f32(static_cast<const float*>(w.data) + row * k, x, k);
-    case DType::BF16:
-      return dot_bf16_f32(static_cast<const std::uint16_t*>(w.data) + row * k, x, k);
-    case DType::F16:
-      return dot_f16_f32(static_cast<const std::uint16_t*>(w.data) + row * k, x, k);
-    default:
-      throw Error("matmul: weights of dtype " + std::string(dtype_name(w.dtype)) +
-                  " are not supported");
-  }
-}
-
 void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, float* out) {
   const std::size_t k = w.cols;
   const auto* half = static_cast<const std::uint16_t*>(w.data) + row0 * k;
@@ -47,18 +33,40 @@ void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, flo
   }
 }
 
+// Each thread takes one contiguous block of output rows (contiguous in y too),
+// so the weights are streamed once per row of x with one kernel call per thread.
 void matvec_rows(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
-  const std::size_t n = w.rows;
-  const auto rows = static_cast<std::ptrdiff_t>(n);
-#pragma omp parallel for schedule(static)
-  for (std::ptrdiff_t r = 0; r < rows; ++r) {
-    for (std::size_t i = 0; i < m; ++i) y[i * n + r] = dot_row(w, r, x + i * w.cols);
+  const std::size_t n = w.rows, k = w.cols;
+#pragma omp parallel
+  {
+    const auto threads = static_cast<std::size_t>(omp_get_num_threads());
+    const auto t = static_cast<std::size_t>(omp_get_thread_num());
+    const std::size_t r0 = n * t / threads, r1 = n * (t + 1) / threads;
+    for (std::size_t i = 0; i < m && r1 > r0; ++i) {
+      const float* xi = x + i * k;
+      float* yi = y + i * n + r0;
+      if (w.dtype == DType::F32) {
+        matvec_f32(static_cast<const float*>(w.data) + r0 * k, xi, r1 - r0, k, yi);
+      } else if (w.dtype == DType::BF16) {
+        matvec_bf16(static_cast<const std::uint16_t*>(w.data) + r0 * k, xi, r1 - r0, k, yi);
+      } else {
+        matvec_f16(static_cast<const std::uint16_t*>(w.data) + r0 * k, xi, r1 - r0, k, yi);
+      }
+    }
+  }
+}
+
+void check_weight_dtype(const WeightMatrix& w) {
+  if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16) {
+    throw Error("matmul: weights of dtype " + std::string(dtype_name(w.dtype)) +
+                " are not supported");
   }
 }
 
 }  // namespace
 
 void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
+  check_weight_dtype(w);
   if (m < kGemmMinRows) {
     matvec_rows(x, m, w, y);
     return;
@@ -66,8 +74,9 @@ void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
   const std::size_t n = w.rows, k = w.cols;
   if (w.dtype == DType::F32) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-                static_cast<int>(k), 1.0f, x, static_cast<int>(k), static_cast<const float*>(w.data),
-                static_cast<int>(k), 0.0f, y, static_cast<int>(n));
+                static_cast<int>(k), 1.0f, x, static_cast<int>(k),
+                static_cast<const float*>(w.data), static_cast<int>(k), 0.0f, y,
+                static_cast<int>(n));
     return;
   }
   std::vector<float> block(std::min(kWidenBlockRows, n) * k);

@@ -1,5 +1,7 @@
 #include "ops/simd.h"
 
+#include <type_traits>
+
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/simd.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -17,7 +19,6 @@ HWY_INLINE hn::Vec<DF> LoadWiden(DF df, const std::uint16_t* p) {
   const hn::Rebind<Half16, DF> dh;
   return hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const Half16*>(p)));
 }
-
 
 // Four independent accumulators hide the FMA latency.
 template <typename Half16>
@@ -67,6 +68,68 @@ float DotF32(const float* a, const float* b, std::size_t n) {
   return sum;
 }
 
+// Weights as float / bf16 / f16 bits: `Stored` is the pointer type, `Half16`
+// the Highway element the 16-bit bits are (void for f32).
+template <typename Half16, typename Stored>
+HWY_INLINE hn::Vec<hn::ScalableTag<float>> LoadWeights(hn::ScalableTag<float> df, const Stored* p) {
+  if constexpr (std::is_same_v<Stored, float>) {
+    return hn::LoadU(df, p);
+  } else {
+    return LoadWiden<Half16>(df, p);
+  }
+}
+
+template <typename Half16, typename Stored>
+float RowTail(const Stored* w, const float* x, std::size_t from, std::size_t n) {
+  const hn::CappedTag<float, 1> d1;
+  float sum = 0.0f;
+  for (std::size_t i = from; i < n; ++i) {
+    if constexpr (std::is_same_v<Stored, float>) {
+      sum += w[i] * x[i];
+    } else {
+      sum += hn::GetLane(LoadWiden<Half16>(d1, w + i)) * x[i];
+    }
+  }
+  return sum;
+}
+
+// One row at a time with four accumulators per row (independent FMA chains);
+// measured faster than sharing x across four rows, which starves the
+// prefetcher of the single stream it follows best.
+template <typename Half16, typename Stored>
+void MatVec(const Stored* w, const float* x, std::size_t rows, std::size_t cols, float* y) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const Stored* wr = w + r * cols;
+    auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
+    std::size_t i = 0;
+    for (; i + 4 * N <= cols; i += 4 * N) {
+      s0 = hn::MulAdd(LoadWeights<Half16>(df, wr + i), hn::LoadU(df, x + i), s0);
+      s1 = hn::MulAdd(LoadWeights<Half16>(df, wr + i + N), hn::LoadU(df, x + i + N), s1);
+      s2 = hn::MulAdd(LoadWeights<Half16>(df, wr + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);
+      s3 = hn::MulAdd(LoadWeights<Half16>(df, wr + i + 3 * N), hn::LoadU(df, x + i + 3 * N), s3);
+    }
+    for (; i + N <= cols; i += N) {
+      s0 = hn::MulAdd(LoadWeights<Half16>(df, wr + i), hn::LoadU(df, x + i), s0);
+    }
+    y[r] = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3)))) +
+           RowTail<Half16>(wr, x, i, cols);
+  }
+}
+
+void MatVecBF16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
+                float* y) {
+  MatVec<hwy::bfloat16_t>(w, x, rows, cols, y);
+}
+void MatVecF16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
+               float* y) {
+  MatVec<hwy::float16_t>(w, x, rows, cols, y);
+}
+void MatVecF32(const float* w, const float* x, std::size_t rows, std::size_t cols, float* y) {
+  MatVec<void>(w, x, rows, cols, y);
+}
+
 template <typename Half16>
 void ConvertHalf(const std::uint16_t* in, float* out, std::size_t n) {
   const hn::ScalableTag<float> df;
@@ -114,6 +177,9 @@ namespace lclm {
 HWY_EXPORT(DotF32);
 HWY_EXPORT(DotBF16F32);
 HWY_EXPORT(DotF16F32);
+HWY_EXPORT(MatVecBF16);
+HWY_EXPORT(MatVecF16);
+HWY_EXPORT(MatVecF32);
 HWY_EXPORT(ConvertBF16ToF32);
 HWY_EXPORT(ConvertF16ToF32);
 HWY_EXPORT(AxpyF32);
@@ -128,6 +194,17 @@ float dot_bf16_f32(const std::uint16_t* w, const float* x, std::size_t n) {
 float dot_f16_f32(const std::uint16_t* w, const float* x, std::size_t n) {
   return HWY_DYNAMIC_DISPATCH(DotF16F32)(w, x, n);
 }
+void matvec_bf16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
+                 float* y) {
+  HWY_DYNAMIC_DISPATCH(MatVecBF16)(w, x, rows, cols, y);
+}
+void matvec_f16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
+                float* y) {
+  HWY_DYNAMIC_DISPATCH(MatVecF16)(w, x, rows, cols, y);
+}
+void matvec_f32(const float* w, const float* x, std::size_t rows, std::size_t cols, float* y) {
+  HWY_DYNAMIC_DISPATCH(MatVecF32)(w, x, rows, cols, y);
+}
 void convert_bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
   HWY_DYNAMIC_DISPATCH(ConvertBF16ToF32)(in, out, n);
 }
@@ -137,7 +214,9 @@ void convert_f16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
 void axpy_f32(float a, const float* x, float* y, std::size_t n) {
   HWY_DYNAMIC_DISPATCH(AxpyF32)(a, x, y, n);
 }
-void scale_f32(float* x, float a, std::size_t n) { HWY_DYNAMIC_DISPATCH(ScaleF32)(x, a, n); }
+void scale_f32(float* x, float a, std::size_t n) {
+  HWY_DYNAMIC_DISPATCH(ScaleF32)(x, a, n);
+}
 
 }  // namespace lclm
 #endif  // HWY_ONCE

@@ -12,6 +12,13 @@ float dot_f32(const float* a, const float* b, std::size_t n);
 // Weights stored as bf16 (w) against f32 activations (x), length n.
 float dot_bf16_f32(const std::uint16_t* w, const float* x, std::size_t n);
 float dot_f16_f32(const std::uint16_t* w, const float* x, std::size_t n);
+// y[r] = dot(W[r, :], x) for rows r of W [rows, cols] stored as bf16 / f16 /
+// f32: four rows per pass share each load of x, one dispatch for all rows.
+void matvec_bf16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
+                 float* y);
+void matvec_f16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
+                float* y);
+void matvec_f32(const float* w, const float* x, std::size_t rows, std::size_t cols, float* y);
 // out[i] = float(in[i]), length n.
 void convert_bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n);
 void convert_f16_to_f32(const std::uint16_t* in, float* out, std::size_t n);
