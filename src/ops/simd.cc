@@ -20,54 +20,6 @@ HWY_INLINE hn::Vec<DF> LoadWiden(DF df, const std::uint16_t* p) {
   return hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const Half16*>(p)));
 }
 
-// Four independent accumulators hide the FMA latency.
-template <typename Half16>
-float DotHalf(const std::uint16_t* w, const float* x, std::size_t n) {
-  const hn::ScalableTag<float> df;
-  const std::size_t N = hn::Lanes(df);
-  auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
-  std::size_t i = 0;
-  for (; i + 4 * N <= n; i += 4 * N) {
-    s0 = hn::MulAdd(LoadWiden<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
-    s1 = hn::MulAdd(LoadWiden<Half16>(df, w + i + N), hn::LoadU(df, x + i + N), s1);
-    s2 = hn::MulAdd(LoadWiden<Half16>(df, w + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);
-    s3 = hn::MulAdd(LoadWiden<Half16>(df, w + i + 3 * N), hn::LoadU(df, x + i + 3 * N), s3);
-  }
-  for (; i + N <= n; i += N) {
-    s0 = hn::MulAdd(LoadWiden<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
-  }
-  float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
-  for (; i < n; ++i) {
-    const hn::CappedTag<float, 1> d1;
-    sum += hn::GetLane(LoadWiden<Half16>(d1, w + i)) * x[i];
-  }
-  return sum;
-}
-
-float DotBF16F32(const std::uint16_t* w, const float* x, std::size_t n) {
-  return DotHalf<hwy::bfloat16_t>(w, x, n);
-}
-float DotF16F32(const std::uint16_t* w, const float* x, std::size_t n) {
-  return DotHalf<hwy::float16_t>(w, x, n);
-}
-
-float DotF32(const float* a, const float* b, std::size_t n) {
-  const hn::ScalableTag<float> df;
-  const std::size_t N = hn::Lanes(df);
-  auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
-  std::size_t i = 0;
-  for (; i + 4 * N <= n; i += 4 * N) {
-    s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
-    s1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), s1);
-    s2 = hn::MulAdd(hn::LoadU(df, a + i + 2 * N), hn::LoadU(df, b + i + 2 * N), s2);
-    s3 = hn::MulAdd(hn::LoadU(df, a + i + 3 * N), hn::LoadU(df, b + i + 3 * N), s3);
-  }
-  for (; i + N <= n; i += N) s0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), s0);
-  float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 // Weights as float / bf16 / f16 bits: `Stored` is the pointer type, `Half16`
 // the Highway element the 16-bit bits are (void for f32).
 template <typename Half16, typename Stored>
@@ -93,29 +45,36 @@ float RowTail(const Stored* w, const float* x, std::size_t from, std::size_t n) 
   return sum;
 }
 
-// One row at a time with four accumulators per row (independent FMA chains);
-// measured faster than sharing x across four rows, which starves the
-// prefetcher of the single stream it follows best.
+// dot(w[0..n), x[0..n)) for weights stored as f32 (Half16 = void) or as the
+// bits of a 16-bit float. Four accumulators hide the FMA latency.
 template <typename Half16, typename Stored>
-void MatVec(const Stored* w, const float* x, std::size_t rows, std::size_t cols, float* y) {
+float DotRow(const Stored* w, const float* x, std::size_t n) {
   const hn::ScalableTag<float> df;
   const std::size_t N = hn::Lanes(df);
-  for (std::size_t r = 0; r < rows; ++r) {
-    const Stored* wr = w + r * cols;
-    auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
-    std::size_t i = 0;
-    for (; i + 4 * N <= cols; i += 4 * N) {
-      s0 = hn::MulAdd(LoadWeights<Half16>(df, wr + i), hn::LoadU(df, x + i), s0);
-      s1 = hn::MulAdd(LoadWeights<Half16>(df, wr + i + N), hn::LoadU(df, x + i + N), s1);
-      s2 = hn::MulAdd(LoadWeights<Half16>(df, wr + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);
-      s3 = hn::MulAdd(LoadWeights<Half16>(df, wr + i + 3 * N), hn::LoadU(df, x + i + 3 * N), s3);
-    }
-    for (; i + N <= cols; i += N) {
-      s0 = hn::MulAdd(LoadWeights<Half16>(df, wr + i), hn::LoadU(df, x + i), s0);
-    }
-    y[r] = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3)))) +
-           RowTail<Half16>(wr, x, i, cols);
+  auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
+  std::size_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
+    s1 = hn::MulAdd(LoadWeights<Half16>(df, w + i + N), hn::LoadU(df, x + i + N), s1);
+    s2 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);
+    s3 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 3 * N), hn::LoadU(df, x + i + 3 * N), s3);
   }
+  for (; i + N <= n; i += N)
+    s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
+  return hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3)))) +
+         RowTail<Half16>(w, x, i, n);
+}
+
+float DotF32(const float* a, const float* b, std::size_t n) {
+  return DotRow<void>(a, b, n);
+}
+
+// One row at a time (measured faster than sharing loads of x across four
+// rows, which splits the prefetcher's attention over four streams), all rows
+// in one call so the dispatch is paid once per block.
+template <typename Half16, typename Stored>
+void MatVec(const Stored* w, const float* x, std::size_t rows, std::size_t cols, float* y) {
+  for (std::size_t r = 0; r < rows; ++r) y[r] = DotRow<Half16>(w + r * cols, x, cols);
 }
 
 void MatVecBF16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
@@ -175,8 +134,6 @@ HWY_AFTER_NAMESPACE();
 namespace lclm {
 
 HWY_EXPORT(DotF32);
-HWY_EXPORT(DotBF16F32);
-HWY_EXPORT(DotF16F32);
 HWY_EXPORT(MatVecBF16);
 HWY_EXPORT(MatVecF16);
 HWY_EXPORT(MatVecF32);
@@ -187,12 +144,6 @@ HWY_EXPORT(ScaleF32);
 
 float dot_f32(const float* a, const float* b, std::size_t n) {
   return HWY_DYNAMIC_DISPATCH(DotF32)(a, b, n);
-}
-float dot_bf16_f32(const std::uint16_t* w, const float* x, std::size_t n) {
-  return HWY_DYNAMIC_DISPATCH(DotBF16F32)(w, x, n);
-}
-float dot_f16_f32(const std::uint16_t* w, const float* x, std::size_t n) {
-  return HWY_DYNAMIC_DISPATCH(DotF16F32)(w, x, n);
 }
 void matvec_bf16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
                  float* y) {

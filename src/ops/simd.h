@@ -9,9 +9,6 @@ namespace lclm {
 
 // sum_i a[i] * b[i], a and b of length n.
 float dot_f32(const float* a, const float* b, std::size_t n);
-// Weights stored as bf16 (w) against f32 activations (x), length n.
-float dot_bf16_f32(const std::uint16_t* w, const float* x, std::size_t n);
-float dot_f16_f32(const std::uint16_t* w, const float* x, std::size_t n);
 // y[r] = dot(W[r, :], x) for rows r of W [rows, cols] stored as bf16 / f16 /
 // f32: four rows per pass share each load of x, one dispatch for all rows.
 void matvec_bf16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,

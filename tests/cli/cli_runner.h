@@ -15,7 +15,7 @@ struct CliResult {
   std::string out, err;
 };
 
-inline CliResult run_lclm(const std::vector<std::string>& args) {
+inline CliResult cli(const std::vector<std::string>& args) {
   std::ostringstream out, err;
   const int code = run_cli(args, out, err);
   return {code, out.str(), err.str()};

@@ -8,12 +8,9 @@
 namespace lclm {
 namespace {
 
+using testing::cli;
 using testing::CliResult;
 using testing::count_lines;
-
-CliResult cli(const std::vector<std::string>& args) {
-  return testing::run_lclm(args);
-}
 
 class CliTest : public ::testing::Test {
  protected:
