@@ -17,6 +17,8 @@ packages=(
   python3 python3-torch python3-numpy nodejs npm
   # real text for the tokenizer parity corpus (Chinese man pages, emoji sequences)
   manpages-zh unicode-data
+  # real English text for the trainer's examples (/usr/share/common-licenses)
+  base-files
 )
 
 missing=()

@@ -194,7 +194,8 @@ std::shared_ptr<TorchLclm> load_lclm_checkpoint(const fs::path& dir) {
 }
 
 void save_lclm_checkpoint(const TorchLclm& model, const fs::path& dir, DType dtype,
-                          const fs::path& source_checkpoint) {
+                          const fs::path& source_checkpoint,
+                          const std::function<void(const fs::path& staged)>& add_files) {
   if (dtype != DType::F32 && dtype != DType::BF16 && dtype != DType::F16) {
     throw Error("checkpoint weights must be F32, BF16 or F16, not " +
                 std::string(dtype_name(dtype)));
@@ -221,6 +222,7 @@ void save_lclm_checkpoint(const TorchLclm& model, const fs::path& dir, DType dty
     save_parameters(*model.adapter, staged / "adapter" / "adapter.safetensors", "", dtype);
     copy_model_side_files(source_checkpoint / "decoder", staged / "decoder");
     copy_model_side_files(source_checkpoint / "encoder", staged / "encoder");
+    if (add_files) add_files(staged);
     replace_dir(staged, target);
   } catch (...) {
     std::error_code ignored;

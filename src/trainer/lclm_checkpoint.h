@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 
 #include "format/dtype.h"
@@ -26,7 +27,12 @@ std::shared_ptr<TorchLclm> load_lclm_checkpoint(const std::filesystem::path& dir
 // written to DIR.tmp and then takes DIR's place by one rename, so DIR holds
 // the previous checkpoint or the new one, never part of one. source_checkpoint
 // may be DIR itself. Refuses to replace a DIR that is not an LCLM checkpoint.
-void save_lclm_checkpoint(const TorchLclm& model, const std::filesystem::path& dir, DType dtype,
-                          const std::filesystem::path& source_checkpoint);
+// add_files, when given, writes more files into the staged directory before
+// the rename, so they replace DIR's together with the weights (the trainer's
+// state).
+void save_lclm_checkpoint(
+    const TorchLclm& model, const std::filesystem::path& dir, DType dtype,
+    const std::filesystem::path& source_checkpoint,
+    const std::function<void(const std::filesystem::path& staged)>& add_files = {});
 
 }  // namespace lclm::train

@@ -1,10 +1,12 @@
 # The libtorch trainer: parity of its LCLM with the engine on tiny random
 # checkpoints in every configuration, gradients through all three parts, and
-# checkpoint round trips (trainer -> disk -> trainer and engine).
+# checkpoint round trips (trainer -> disk -> trainer and engine); the
+# training data, the four stages and exact resume.
 # Torch's imported targets are visible only in the directory that finds them.
 find_package(Torch REQUIRED)
 lclm_add_test(trainer_test
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/torch_lclm_test.cc
           ${CMAKE_CURRENT_SOURCE_DIR}/trainer/lclm_checkpoint_test.cc
+          ${CMAKE_CURRENT_SOURCE_DIR}/trainer/trainer_loop_test.cc
   LABELS trainer)
 target_link_libraries(trainer_test PRIVATE lclm_train)

@@ -1,0 +1,284 @@
+#include "trainer/data.h"
+
+#include <algorithm>
+#include <array>
+#include <fstream>
+#include <sstream>
+
+#include "compression/lclm_config.h"
+#include "compression/memory_regions.h"
+#include "util/error.h"
+
+namespace lclm::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_space(char c) {
+  return c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == '\f';
+}
+
+std::string collapse_whitespace(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  bool pending_space = false;
+  for (char c : text) {
+    if (is_space(c)) {
+      pending_space = !out.empty();
+    } else {
+      if (pending_space) out.push_back(' ');
+      pending_space = false;
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// Uniform in [0, n) from the generator's raw output, so the stream does not
+// depend on the standard library's distributions.
+std::size_t below(std::mt19937_64& rng, std::size_t n) {
+  return n == 0 ? 0 : rng() % n;
+}
+double unit(std::mt19937_64& rng) {
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
+
+// Cuts text into spans of about [lo, hi] characters at spaces; each span
+// keeps its leading space so the pieces concatenate back to the text.
+std::vector<std::string> cut_spans(std::mt19937_64& rng, const std::string& text, std::size_t lo,
+                                   std::size_t hi) {
+  std::vector<std::string> spans;
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    std::size_t end = std::min(text.size(), begin + lo + below(rng, hi - lo + 1));
+    if (end < text.size()) {
+      const std::size_t space = text.find(' ', end);
+      end = space == std::string::npos ? text.size() : space;
+    }
+    spans.push_back(text.substr(begin, end - begin));
+    begin = end;
+  }
+  return spans;
+}
+
+// Sentence ends (index just past ". ") where a needle may go.
+std::vector<std::size_t> sentence_ends(const std::string& text) {
+  std::vector<std::size_t> ends{0};
+  for (std::size_t i = text.find(". "); i != std::string::npos; i = text.find(". ", i + 1)) {
+    ends.push_back(i + 2);
+  }
+  ends.push_back(text.size());
+  return ends;
+}
+
+constexpr std::array<const char*, 16> kAdjectives = {
+    "amber",  "brave", "calm",  "dusty", "eager",  "frozen", "gentle", "hollow",
+    "silent", "jolly", "lucky", "misty", "narrow", "orange", "proud",  "quiet"};
+constexpr std::array<const char*, 16> kNouns = {
+    "anchor", "badger", "canyon", "dolphin", "ember",  "falcon", "garden", "harbor",
+    "island", "jungle", "kettle", "lantern", "meadow", "nebula", "orchid", "pebble"};
+
+}  // namespace
+
+Corpus Corpus::from_paths(const std::vector<fs::path>& paths) {
+  std::vector<fs::path> files;
+  for (const fs::path& p : paths) {
+    if (fs::is_directory(p)) {
+      std::vector<fs::path> inside;
+      for (const auto& entry : fs::directory_iterator(p)) {
+        if (entry.is_regular_file()) inside.push_back(entry.path());
+      }
+      std::sort(inside.begin(), inside.end());
+      files.insert(files.end(), inside.begin(), inside.end());
+    } else if (fs::is_regular_file(p)) {
+      files.push_back(p);
+    } else {
+      throw Error("training text " + p.string() + " does not exist");
+    }
+  }
+  Corpus corpus;
+  for (const fs::path& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    std::string doc = collapse_whitespace(text.str());
+    // Text with the markers' syntax would be mistaken for special tokens.
+    if (doc.size() < 200 || doc.find("<|") != std::string::npos) continue;
+    corpus.documents_.push_back(std::move(doc));
+  }
+  if (corpus.documents_.empty()) {
+    throw Error("no usable training text (files of 200+ characters) under the given paths");
+  }
+  return corpus;
+}
+
+std::string Corpus::passage(std::mt19937_64& rng, std::size_t chars) const {
+  const std::string& doc = documents_[below(rng, documents_.size())];
+  if (doc.size() <= chars) return doc;
+  std::size_t begin = below(rng, doc.size() - chars);
+  if (begin > 0) begin = std::min(doc.find(' ', begin) + 1, doc.size());
+  std::size_t end = std::min(doc.size(), begin + chars);
+  if (end < doc.size()) end = std::max(begin + 1, doc.rfind(' ', end));
+  return doc.substr(begin, end - begin);
+}
+
+std::vector<fs::path> default_corpus_paths() {
+  return {"/usr/share/common-licenses"};
+}
+
+ExampleTokenizer::ExampleTokenizer(const fs::path& checkpoint)
+    : decoder_(Tokenizer::from_dir(checkpoint / "decoder")),
+      encoder_(Tokenizer::from_dir(checkpoint / "encoder")),
+      ratio_(static_cast<std::size_t>(
+          LclmConfig::from_file(checkpoint / "model_config.json").compression_ratio)) {
+  const auto id = [&](std::string_view token) {
+    const auto found = decoder_.token_id(token);
+    if (!found) {
+      throw Error((checkpoint / "decoder" / "tokenizer.json").string() + " has no " +
+                  std::string(token) + " token");
+    }
+    return *found;
+  };
+  memory_start_ = id(kMemoryStart);
+  memory_end_ = id(kMemoryEnd);
+  memory_ = id(kMemoryPlaceholder);
+}
+
+Example ExampleTokenizer::tokenize(const std::vector<TextPiece>& pieces) const {
+  Example ex;
+  for (const TextPiece& piece : pieces) {
+    if (piece.kind == TextPiece::Kind::Memory) {
+      std::vector<std::int32_t> region = encoder_.encode(piece.text);
+      if (region.empty()) continue;
+      const std::size_t n = (region.size() + ratio_ - 1) / ratio_;
+      ex.ids.push_back(memory_start_);
+      ex.ids.insert(ex.ids.end(), n, memory_);
+      ex.ids.push_back(memory_end_);
+      ex.loss.insert(ex.loss.end(), n + 2, 0);
+      ex.regions.push_back(std::move(region));
+    } else {
+      const std::vector<std::int32_t> ids = decoder_.encode(piece.text);
+      ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
+      ex.loss.insert(ex.loss.end(), ids.size(), piece.kind == TextPiece::Kind::Target ? 1 : 0);
+    }
+  }
+  return ex;
+}
+
+TaskMix stage_task_mix(int stage) {
+  if (stage == 3) return {0.0, 0.4, 0.6};
+  return {};
+}
+
+DataGenerator::DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_len)
+    : corpus_(std::move(corpus)), seed_(seed), seq_len_(std::max<std::size_t>(seq_len, 64)) {}
+
+std::mt19937_64 DataGenerator::example_rng(std::uint64_t index) const {
+  // splitmix64 of (seed, index): neighbouring indices get unrelated streams.
+  std::uint64_t z = seed_ * 0x9E3779B97F4A7C15ull + index + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return std::mt19937_64(z ^ (z >> 31));
+}
+
+// Sizes below assume about 4 characters per token of English prose.
+std::vector<TextPiece> DataGenerator::continual(std::mt19937_64& rng) const {
+  const auto chars =
+      static_cast<std::size_t>(static_cast<double>(seq_len_) * (2.0 + 2.0 * unit(rng)));
+  const std::string text = corpus_.passage(rng, chars);
+  std::vector<TextPiece> pieces;
+  bool any_memory = false;
+  for (std::string& span : cut_spans(rng, text, 60, 240)) {
+    const bool memory = unit(rng) < 0.35;
+    any_memory = any_memory || memory;
+    pieces.push_back({memory ? TextPiece::Kind::Memory : TextPiece::Kind::Target, std::move(span)});
+  }
+  if (!any_memory) pieces.front().kind = TextPiece::Kind::Memory;
+  pieces.push_back({TextPiece::Kind::Target, "<|endoftext|>"});
+  return pieces;
+}
+
+std::vector<TextPiece> DataGenerator::reconstruction(std::mt19937_64& rng,
+                                                     std::string* passage) const {
+  // The region (T / r) and the copy (T) fit about 0.8 of the sequence.
+  const auto chars =
+      static_cast<std::size_t>(static_cast<double>(seq_len_) * (0.8 + 1.6 * unit(rng)));
+  std::string text = corpus_.passage(rng, chars);
+  if (passage) *passage = text;
+  return {{TextPiece::Kind::Context, "<|im_start|>user\n"},
+          {TextPiece::Kind::Memory, text},
+          {TextPiece::Kind::Context, kReconstructionInstruction},
+          {TextPiece::Kind::Target, std::move(text)},
+          {TextPiece::Kind::Target, "<|im_end|>"}};
+}
+
+std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng) const {
+  const auto chars =
+      static_cast<std::size_t>(static_cast<double>(seq_len_) * (3.0 + 4.0 * unit(rng)));
+  std::string haystack = corpus_.passage(rng, chars);
+  const std::size_t n_needles = 1 + below(rng, 3);
+  std::vector<std::string> keys, needles;
+  while (keys.size() < n_needles) {
+    std::string key = std::string(kAdjectives[below(rng, kAdjectives.size())]) + "-" +
+                      kNouns[below(rng, kNouns.size())];
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
+    const std::size_t number = 1000000 + below(rng, 9000000);
+    needles.push_back("The special magic number for " + key + " is " + std::to_string(number) +
+                      ".");
+    keys.push_back(std::move(key));
+  }
+  for (const std::string& needle : needles) {
+    const std::vector<std::size_t> ends = sentence_ends(haystack);
+    const std::size_t at = ends[below(rng, ends.size())];
+    const bool space_before = at > 0 && haystack[at - 1] != ' ';
+    haystack.insert(at, (space_before ? " " : "") + needle + (at < haystack.size() ? " " : ""));
+  }
+  const std::size_t asked = below(rng, keys.size());
+  return {{TextPiece::Kind::Context, "<|im_start|>user\n"},
+          {TextPiece::Kind::Memory, haystack},
+          {TextPiece::Kind::Context, "\nWhat is the special magic number for " + keys[asked] +
+                                         " mentioned in the text above?<|im_end|>\n"
+                                         "<|im_start|>assistant\n"},
+          {TextPiece::Kind::Target, needles[asked] + "<|im_end|>"}};
+}
+
+std::vector<TextPiece> DataGenerator::example(std::uint64_t index, const TaskMix& mix) const {
+  std::mt19937_64 rng = example_rng(index);
+  const double total = mix.continual + mix.reconstruction + mix.retrieval;
+  const double pick = unit(rng) * total;
+  if (pick < mix.continual) return continual(rng);
+  if (pick < mix.continual + mix.reconstruction) return reconstruction(rng);
+  return retrieval(rng);
+}
+
+Example pack_examples(const DataGenerator& data, const ExampleTokenizer& tokens, const TaskMix& mix,
+                      std::uint64_t& next_index, std::size_t seq_len) {
+  Example packed;
+  while (packed.ids.size() < seq_len) {
+    Example ex = tokens.tokenize(data.example(next_index++, mix));
+    const std::size_t room = seq_len - packed.ids.size();
+    const bool cut = ex.ids.size() > room;
+    if (cut) {
+      // Keep the first `room` tokens, less a region the cut would split.
+      std::size_t open = room, kept_regions = 0;
+      for (std::size_t i = 0; i < room; ++i) {
+        if (ex.ids[i] == tokens.memory_start()) open = i;
+        if (ex.ids[i] == tokens.memory_end()) {
+          open = room;
+          ++kept_regions;
+        }
+      }
+      ex.ids.resize(open);
+      ex.loss.resize(open);
+      ex.regions.resize(kept_regions);
+    }
+    packed.ids.insert(packed.ids.end(), ex.ids.begin(), ex.ids.end());
+    packed.loss.insert(packed.loss.end(), ex.loss.begin(), ex.loss.end());
+    for (auto& r : ex.regions) packed.regions.push_back(std::move(r));
+    if (cut) break;
+  }
+  return packed;
+}
+
+}  // namespace lclm::train

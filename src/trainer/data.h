@@ -1,0 +1,123 @@
+// Training data for the LCLM stages: examples built from real text (files of
+// Debian packages, see docs/training.md), each a deterministic function of
+// (seed, example index), so a resumed run draws the same stream.
+//
+// An example is a list of pieces: context (seen, no loss), target (loss) and
+// memory (compressed: <|memory_start|> + ceil(T / r) x <|memory|> +
+// <|memory_end|>, never any loss). Tokenized as the engine does: the decoder
+// tokenizer for plain text and markers, the encoder tokenizer for region text.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace lclm::train {
+
+struct TextPiece {
+  enum class Kind { Context, Target, Memory };
+  Kind kind = Kind::Context;
+  std::string text;
+};
+
+// A decoder sequence ready for the model.
+struct Example {
+  std::vector<std::int32_t> ids;                   // [L] decoder ids, placeholders included
+  std::vector<std::uint8_t> loss;                  // [L] 1 where ids[i] is predicted with loss
+  std::vector<std::vector<std::int32_t>> regions;  // encoder tokens of each memory region
+};
+
+// Plain text documents; whitespace runs are collapsed to one space.
+class Corpus {
+ public:
+  // Regular files, and the regular files of directories (sorted by name).
+  // Throws lclm::Error when a path is missing or nothing usable is found.
+  static Corpus from_paths(const std::vector<std::filesystem::path>& paths);
+
+  // About `chars` characters of one document starting and ending at word
+  // boundaries (the whole document when it is shorter).
+  std::string passage(std::mt19937_64& rng, std::size_t chars) const;
+  std::size_t size() const { return documents_.size(); }
+
+ private:
+  std::vector<std::string> documents_;
+};
+
+// The license texts of base-files: /usr/share/common-licenses.
+std::vector<std::filesystem::path> default_corpus_paths();
+
+// Pieces -> Example with a checkpoint's tokenizers and compression ratio.
+class ExampleTokenizer {
+ public:
+  // Reads CKPT/decoder and CKPT/encoder tokenizers and model_config.json.
+  explicit ExampleTokenizer(const std::filesystem::path& checkpoint);
+
+  Example tokenize(const std::vector<TextPiece>& pieces) const;
+
+  const Tokenizer& decoder() const { return decoder_; }
+  const Tokenizer& encoder() const { return encoder_; }
+  std::int32_t memory_start() const { return memory_start_; }
+  std::int32_t memory_end() const { return memory_end_; }
+  std::int32_t memory() const { return memory_; }
+
+ private:
+  Tokenizer decoder_, encoder_;
+  std::int32_t memory_start_, memory_end_, memory_;
+  std::size_t ratio_;
+};
+
+// Shares of the three tasks in the stream; they need not sum to one.
+struct TaskMix {
+  double continual = 0.6;
+  double reconstruction = 0.3;
+  double retrieval = 0.1;
+};
+
+// The task mix of a stage: CPT stages (0-2) mostly continual text with the
+// auxiliary reconstruction task, SFT (3) the instruction tasks only.
+TaskMix stage_task_mix(int stage);
+
+// The instruction between a compressed passage and its verbatim copy.
+inline constexpr const char* kReconstructionInstruction =
+    "\nRepeat the compressed text above word for word.<|im_end|>\n<|im_start|>assistant\n";
+
+class DataGenerator {
+ public:
+  // seq_len sizes the passages so that most examples fit one sequence.
+  DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_len);
+
+  // Continual text: a passage cut into spans, some compressed; loss on the
+  // plain spans; ends with <|endoftext|>.
+  std::vector<TextPiece> continual(std::mt19937_64& rng) const;
+  // Reconstruction: user turn with a compressed passage and the
+  // instruction; the assistant's answer is the passage verbatim (the target).
+  // The passage is returned in *passage when given.
+  std::vector<TextPiece> reconstruction(std::mt19937_64& rng, std::string* passage = nullptr) const;
+  // Retrieval: a compressed haystack of real text with 1-3 "The special
+  // magic number for KEY is N." needles, a question on one, the needle
+  // sentence as the answer.
+  std::vector<TextPiece> retrieval(std::mt19937_64& rng) const;
+
+  // The RNG of example `index`: a function of (seed, index) only.
+  std::mt19937_64 example_rng(std::uint64_t index) const;
+  // Example `index` of the stream for a mix.
+  std::vector<TextPiece> example(std::uint64_t index, const TaskMix& mix) const;
+
+ private:
+  Corpus corpus_;
+  std::uint64_t seed_;
+  std::size_t seq_len_;
+};
+
+// Packs examples next_index, next_index + 1, ... into one sequence of at most
+// seq_len tokens and advances next_index past them. The last example is cut
+// at seq_len, or before a memory region the cut would split (dropping that
+// region), and still counts as drawn.
+Example pack_examples(const DataGenerator& data, const ExampleTokenizer& tokens, const TaskMix& mix,
+                      std::uint64_t& next_index, std::size_t seq_len);
+
+}  // namespace lclm::train

@@ -1,0 +1,344 @@
+#include "trainer/trainer.h"
+
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <sstream>
+
+#include "format/json_file.h"
+#include "trainer/lclm_checkpoint.h"
+#include "util/error.h"
+
+namespace lclm::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kStateDir = "trainer_state";
+
+std::vector<torch::Tensor> parameters_of(const torch::nn::Module& m) {
+  return m.parameters();
+}
+
+std::string format_seconds(double s) {
+  const auto total = static_cast<long long>(s);
+  std::ostringstream out;
+  if (total >= 3600) out << total / 3600 << "h";
+  if (total >= 60) out << (total / 60) % 60 << "m";
+  out << total % 60 << "s";
+  return out.str();
+}
+
+}  // namespace
+
+StageSettings stage_settings(int stage) {
+  StageSettings s;
+  switch (stage) {
+    case 0:
+      s.train_adapter = s.train_memory_rows = true;
+      s.adapter_lr = 1e-3;
+      break;
+    case 1:
+      s.train_adapter = s.train_encoder = true;
+      s.adapter_lr = s.encoder_lr = 6e-5;
+      break;
+    case 2:
+      s.train_adapter = s.train_encoder = s.train_decoder = true;
+      s.adapter_lr = s.encoder_lr = 6e-5;
+      s.decoder_lr = 1e-5;
+      break;
+    case 3:
+      s.train_adapter = s.train_encoder = s.train_decoder = true;
+      s.adapter_lr = s.encoder_lr = s.decoder_lr = 3e-5;
+      break;
+    default:
+      throw Error("stage " + std::to_string(stage) + " does not exist: stages are 0, 1, 2 and 3");
+  }
+  return s;
+}
+
+double scheduled_lr(double base, std::int64_t step, std::int64_t warmup, std::int64_t total) {
+  if (step < warmup) return base * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  const double floor = std::min(kMinLr, base);
+  const std::int64_t decay_steps = std::max<std::int64_t>(1, total - warmup);
+  const double progress =
+      std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(decay_steps));
+  return floor + (base - floor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+}
+
+std::vector<StageSteps> parse_stage_list(const std::string& list, std::int64_t steps) {
+  if (steps <= 0) throw Error("--steps must be positive, not " + std::to_string(steps));
+  std::vector<StageSteps> out;
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (item.size() != 1 || item[0] < '0' || item[0] > '3') {
+      throw Error("--stages: \"" + item + "\" is not a stage (0, 1, 2 or 3)");
+    }
+    out.push_back({item[0] - '0', steps});
+  }
+  if (out.empty()) throw Error("--stages names no stage");
+  return out;
+}
+
+// AdamW over the stage's parameter groups, each with its base lr.
+struct Trainer::Optim {
+  std::unique_ptr<torch::optim::AdamW> adamw;
+  std::vector<double> base_lrs;          // per group
+  std::vector<torch::Tensor> trainable;  // all groups' parameters, for clipping
+  torch::Tensor embedding, row_mask;     // stage 0: the decoder embedding and [vocab, 1]
+};
+
+Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
+  if (opts_.out.empty()) throw Error("no output directory (-o)");
+  if (opts_.resume) {
+    if (!fs::exists(opts_.out / kStateDir / "state.json")) {
+      throw Error("cannot resume: " + (opts_.out / kStateDir / "state.json").string() +
+                  " does not exist");
+    }
+    model_ = load_lclm_checkpoint(opts_.out);
+    side_files_ = opts_.out;
+    load_state(opts_.out / kStateDir);
+  } else {
+    if (opts_.stages.empty()) throw Error("no stages to train");
+    for (const StageSteps& s : opts_.stages) {
+      stage_settings(s.stage);
+      if (s.steps <= 0) throw Error("stage " + std::to_string(s.stage) + " has no steps");
+    }
+    if (fs::exists(opts_.out / kStateDir)) {
+      throw Error(opts_.out.string() +
+                  " already holds a training run: pass --resume or choose "
+                  "another output directory");
+    }
+    const bool out_is_init =
+        fs::exists(opts_.out) && fs::exists(opts_.init) && fs::equivalent(opts_.out, opts_.init);
+    if (!out_is_init && fs::exists(opts_.out) && !fs::is_empty(opts_.out)) {
+      throw Error("output directory " + opts_.out.string() + " exists and is not empty");
+    }
+    model_ = load_lclm_checkpoint(opts_.init);
+    side_files_ = opts_.init;
+  }
+  if (opts_.seq_len < 16) throw Error("--seq-len must be at least 16");
+  tokens_ = std::make_unique<ExampleTokenizer>(side_files_);
+  data_ = std::make_unique<DataGenerator>(Corpus::from_paths(opts_.corpus), opts_.seed,
+                                          static_cast<std::size_t>(opts_.seq_len));
+  if (opts_.resume && step_in_stage_ > 0) {
+    begin_stage();
+    torch::load(*optim_->adamw, (opts_.out / kStateDir / "optimizer.pt").string());
+  }
+}
+
+Trainer::~Trainer() = default;
+
+int Trainer::stage() const {
+  return opts_.stages[stage_index_].stage;
+}
+
+bool Trainer::done() const {
+  return stage_index_ + 1 >= opts_.stages.size() &&
+         step_in_stage_ >= opts_.stages[stage_index_].steps;
+}
+
+void Trainer::begin_stage() {
+  const StageSettings s = stage_settings(stage());
+  for (torch::Tensor& p : model_->parameters()) {
+    p.set_requires_grad(false);
+    p.mutable_grad().reset();
+  }
+  optim_ = std::make_unique<Optim>();
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  const auto add_group = [&](std::vector<torch::Tensor> params, double lr, double weight_decay) {
+    for (torch::Tensor& p : params) {
+      p.set_requires_grad(true);
+      optim_->trainable.push_back(p);
+    }
+    auto options = std::make_unique<torch::optim::AdamWOptions>(lr * opts_.lr_scale);
+    options->betas({0.9, 0.95}).eps(1e-8).weight_decay(weight_decay);
+    groups.emplace_back(std::move(params), std::move(options));
+    optim_->base_lrs.push_back(lr * opts_.lr_scale);
+  };
+  if (s.train_adapter) {
+    add_group(parameters_of(*model_->adapter), s.adapter_lr, s.encoder_adapter_weight_decay);
+  }
+  if (s.train_encoder) {
+    add_group(parameters_of(*model_->encoder), s.encoder_lr, s.encoder_adapter_weight_decay);
+  }
+  if (s.train_decoder) {
+    add_group(parameters_of(*model_->decoder), s.decoder_lr, s.decoder_weight_decay);
+  } else if (s.train_memory_rows) {
+    // The whole embedding is the parameter, its gradient is masked to the
+    // three rows; without weight decay AdamW leaves rows with zero gradient
+    // bit-identical.
+    optim_->embedding = model_->decoder->embed_tokens->weight;
+    optim_->row_mask = torch::zeros({optim_->embedding.size(0), 1});
+    for (std::int32_t id : {tokens_->memory_start(), tokens_->memory_end(), tokens_->memory()}) {
+      optim_->row_mask[id] = 1.0f;
+    }
+    add_group({optim_->embedding}, s.adapter_lr, 0.0);
+  }
+  optim_->adamw = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(1e-3));
+}
+
+Example Trainer::peek_batch() const {
+  std::uint64_t index = next_example_;
+  return pack_examples(*data_, *tokens_, stage_task_mix(stage()), index,
+                       static_cast<std::size_t>(opts_.seq_len));
+}
+
+namespace {
+
+// Mean cross entropy over the positions with loss (0 when there are none).
+// Logits are computed only at the positions that predict a target: with a
+// 151k vocabulary the full [L, vocab] logits would cost most of the step.
+torch::Tensor target_loss(TorchLclm& model, const Example& ex) {
+  const torch::Tensor hidden =  // [L, D]
+      model.decoder->forward(model.decoder_inputs(ex.ids, ex.regions), AttentionMask::Causal);
+  std::vector<std::int64_t> rows, targets;
+  for (std::size_t i = 1; i < ex.ids.size(); ++i) {
+    if (!ex.loss[i]) continue;
+    rows.push_back(static_cast<std::int64_t>(i) - 1);
+    targets.push_back(ex.ids[i]);
+  }
+  if (rows.empty()) return hidden.sum() * 0.0;
+  const torch::Tensor logits = model.decoder->logits(hidden.index_select(0, torch::tensor(rows)));
+  return -logits.log_softmax(-1).gather(1, torch::tensor(targets).unsqueeze(1)).mean();
+}
+
+}  // namespace
+
+double Trainer::loss_of(const Example& ex) {
+  const torch::NoGradGuard no_grad;
+  return target_loss(*model_, ex).item<double>();
+}
+
+double Trainer::step() {
+  if (done()) throw Error("training is already complete");
+  if (step_in_stage_ >= opts_.stages[stage_index_].steps) {
+    ++stage_index_;
+    step_in_stage_ = 0;
+    optim_.reset();
+  }
+  if (!optim_) begin_stage();
+  const Example batch = pack_examples(*data_, *tokens_, stage_task_mix(stage()), next_example_,
+                                      static_cast<std::size_t>(opts_.seq_len));
+  const std::int64_t total = opts_.stages[stage_index_].steps;
+  const std::int64_t warmup =
+      opts_.warmup >= 0 ? opts_.warmup : std::min<std::int64_t>(250, total / 10);
+  auto& groups = optim_->adamw->param_groups();
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const double lr = scheduled_lr(optim_->base_lrs[g], step_in_stage_, warmup, total);
+    static_cast<torch::optim::AdamWOptions&>(groups[g].options()).lr(lr);
+    if (g == 0) last_lr_ = lr;
+  }
+
+  last_tokens_ = static_cast<std::int64_t>(batch.ids.size());
+  optim_->adamw->zero_grad();
+  const torch::Tensor loss = target_loss(*model_, batch);
+  loss.backward();
+  if (optim_->row_mask.defined() && optim_->embedding.grad().defined()) {
+    optim_->embedding.mutable_grad().mul_(optim_->row_mask);
+  }
+  torch::nn::utils::clip_grad_norm_(optim_->trainable, 1.0);
+  optim_->adamw->step();
+  ++step_in_stage_;
+  ++global_step_;
+  return loss.item<double>();
+}
+
+void Trainer::save() {
+  const auto write_state = [&](const fs::path& staged) {
+    const fs::path dir = staged / kStateDir;
+    fs::create_directories(dir);
+    nlohmann::json stages = nlohmann::json::array();
+    for (const StageSteps& s : opts_.stages) stages.push_back({s.stage, s.steps});
+    const nlohmann::json state = {{"format", 1},
+                                  {"stages", stages},
+                                  {"stage_index", stage_index_},
+                                  {"step_in_stage", step_in_stage_},
+                                  {"global_step", global_step_},
+                                  {"next_example", next_example_},
+                                  {"seed", opts_.seed},
+                                  {"seq_len", opts_.seq_len},
+                                  {"lr_scale", opts_.lr_scale},
+                                  {"warmup", opts_.warmup},
+                                  {"corpus", [&] {
+                                     std::vector<std::string> paths;
+                                     for (const fs::path& p : opts_.corpus)
+                                       paths.push_back(p.string());
+                                     return paths;
+                                   }()}};
+    std::ofstream(dir / "state.json") << state.dump(2) << "\n";
+    if (optim_ && step_in_stage_ > 0) torch::save(*optim_->adamw, (dir / "optimizer.pt").string());
+  };
+  save_lclm_checkpoint(*model_, opts_.out, opts_.dtype, side_files_, write_state);
+  side_files_ = opts_.out;
+}
+
+void Trainer::load_state(const fs::path& dir) {
+  const nlohmann::json state = read_json_file(dir / "state.json");
+  try {
+    opts_.stages.clear();
+    for (const auto& s : state.at("stages")) {
+      opts_.stages.push_back({s.at(0).get<int>(), s.at(1).get<std::int64_t>()});
+    }
+    stage_index_ = state.at("stage_index").get<std::size_t>();
+    step_in_stage_ = state.at("step_in_stage").get<std::int64_t>();
+    global_step_ = state.at("global_step").get<std::int64_t>();
+    next_example_ = state.at("next_example").get<std::uint64_t>();
+    opts_.seed = state.at("seed").get<std::uint64_t>();
+    opts_.seq_len = state.at("seq_len").get<std::int64_t>();
+    opts_.lr_scale = state.at("lr_scale").get<double>();
+    opts_.warmup = state.at("warmup").get<std::int64_t>();
+    opts_.corpus.clear();
+    for (const auto& p : state.at("corpus")) opts_.corpus.emplace_back(p.get<std::string>());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error((dir / "state.json").string() + ": " + e.what());
+  }
+  if (stage_index_ >= opts_.stages.size()) {
+    throw Error((dir / "state.json").string() + ": stage_index is past the plan");
+  }
+  if (step_in_stage_ > 0 && !fs::exists(dir / "optimizer.pt")) {
+    throw Error((dir / "optimizer.pt").string() + " is missing");
+  }
+}
+
+void Trainer::run() {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  std::int64_t total_steps = 0;
+  for (const StageSteps& s : opts_.stages) total_steps += s.steps;
+  const std::int64_t first_step = global_step_;
+  double loss_sum = 0;
+  std::int64_t loss_count = 0, tokens = 0;
+  while (!done()) {
+    loss_sum += step();
+    ++loss_count;
+    tokens += last_tokens_;
+    const bool last = done();
+    if (opts_.log && (global_step_ % opts_.log_every == 0 || last)) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      const auto done_here = static_cast<double>(global_step_ - first_step);
+      const double eta = elapsed / done_here * static_cast<double>(total_steps - global_step_);
+      *opts_.log << "step " << global_step_ << "/" << total_steps << " stage " << stage()
+                 << " loss " << std::fixed << std::setprecision(4)
+                 << loss_sum / static_cast<double>(loss_count) << " lr " << std::scientific
+                 << std::setprecision(2) << last_lr_ << std::fixed << std::setprecision(0)
+                 << " tok/s " << static_cast<double>(tokens) / elapsed << " elapsed "
+                 << format_seconds(elapsed) << " eta " << format_seconds(eta) << std::endl;
+      loss_sum = 0;
+      loss_count = 0;
+    }
+    if (!last && opts_.save_every > 0 && global_step_ % opts_.save_every == 0) save();
+  }
+  save();
+}
+
+}  // namespace lclm::train

@@ -1,0 +1,108 @@
+// The LCLM training loop: four stages of next-token prediction on packed
+// sequences (see docs/training.md), AdamW with per-stage parameter groups,
+// linear warm-up then cosine decay, gradient clipping, checkpoints in the
+// published layout with the trainer's state beside the weights, and exact
+// resume.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "format/dtype.h"
+#include "trainer/data.h"
+#include "trainer/torch_lclm.h"
+
+namespace lclm::train {
+
+struct StageSteps {
+  int stage = 0;  // 0 adapter warm-up, 1 encoder CPT, 2 decoder CPT, 3 SFT
+  std::int64_t steps = 0;
+  bool operator==(const StageSteps&) const = default;
+};
+
+// Published learning rates (before --lr-scale) and weight decays of a stage.
+struct StageSettings {
+  bool train_adapter = false, train_encoder = false, train_decoder = false;
+  bool train_memory_rows = false;  // only the memory tokens' decoder embedding rows
+  double adapter_lr = 0, encoder_lr = 0, decoder_lr = 0;
+  double encoder_adapter_weight_decay = 0.01, decoder_weight_decay = 0.0;
+};
+StageSettings stage_settings(int stage);  // throws lclm::Error outside 0..3
+
+inline constexpr double kMinLr = 1e-6;
+
+// Linear warm-up over `warmup` steps to base, then cosine decay to
+// min(kMinLr, base) at step `total`; step counts from 0.
+double scheduled_lr(double base, std::int64_t step, std::int64_t warmup, std::int64_t total);
+
+struct TrainOptions {
+  std::filesystem::path init;  // the checkpoint to start from (ignored on resume)
+  std::filesystem::path out;   // checkpoints and trainer_state/
+  std::vector<StageSteps> stages;
+  std::int64_t seq_len = 512;
+  double lr_scale = 1.0;
+  std::int64_t warmup = -1;  // steps per stage; -1: min(250, steps / 10)
+  std::uint64_t seed = 0;
+  std::int64_t save_every = 0;  // steps; 0: only at the end
+  std::int64_t log_every = 10;
+  bool resume = false;
+  std::vector<std::filesystem::path> corpus = default_corpus_paths();
+  DType dtype = DType::F32;     // of saved weights; F32 keeps resume exact
+  std::ostream* log = nullptr;  // progress lines; none when null
+};
+
+class Trainer {
+ public:
+  // Loads opts.init (or opts.out's checkpoint and state with opts.resume).
+  // Throws lclm::Error for a bad plan, a missing checkpoint, an OUT that
+  // already holds a run (without resume), or a state that does not match the
+  // plan.
+  explicit Trainer(TrainOptions opts);
+  ~Trainer();
+
+  bool done() const;
+  // One optimizer step on the next packed sequence; returns its loss.
+  double step();
+  // Writes the checkpoint with trainer_state/ to opts.out, atomically.
+  void save();
+  // Runs every remaining step, logging and saving as configured, and saves at the end.
+  void run();
+
+  // Mean loss over the target tokens of ex, without gradients.
+  double loss_of(const Example& ex);
+  // The sequence the next step() trains on.
+  Example peek_batch() const;
+
+  TorchLclm& model() { return *model_; }
+  int stage() const;
+  std::int64_t global_step() const { return global_step_; }
+  std::int64_t step_in_stage() const { return step_in_stage_; }
+  double current_lr() const { return last_lr_; }  // the base group's lr of the last step
+  std::uint64_t next_example() const { return next_example_; }
+
+ private:
+  void begin_stage();
+  void load_state(const std::filesystem::path& dir);
+
+  struct Optim;
+  TrainOptions opts_;
+  std::shared_ptr<TorchLclm> model_;
+  std::filesystem::path side_files_;  // where tokenizer files come from when saving
+  std::unique_ptr<ExampleTokenizer> tokens_;
+  std::unique_ptr<DataGenerator> data_;
+  std::unique_ptr<Optim> optim_;
+  std::size_t stage_index_ = 0;
+  std::int64_t step_in_stage_ = 0, global_step_ = 0;
+  std::uint64_t next_example_ = 0;
+  double last_lr_ = 0;
+  std::int64_t last_tokens_ = 0;  // of the last step's sequence
+};
+
+// Parses "0,1,2,3" with steps each: throws lclm::Error naming the bad item.
+std::vector<StageSteps> parse_stage_list(const std::string& list, std::int64_t steps);
+
+}  // namespace lclm::train

@@ -1,0 +1,269 @@
+// The training loop and its data: generators are deterministic and never put
+// loss on memory tokens, each stage lowers the loss and moves only the
+// parameters it trains, resume is exact, and the engine loads what the
+// trainer saves.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "compression/lclm_model.h"
+#include "trainer/lclm_checkpoint.h"
+#include "trainer/trainer.h"
+#include "trainer/trainer_test_models.h"
+
+namespace lclm::train {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::small_vocab_tokenizer_dir;
+using testing::write_tiny_lclm;
+
+fs::path tiny_checkpoint(const std::string& name) {
+  return write_tiny_lclm(name, small_vocab_tokenizer_dir(), DType::F32, 11);
+}
+
+class TrainerData : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    checkpoint_ = new fs::path(tiny_checkpoint("trainer-data"));
+    tokens_ = new ExampleTokenizer(*checkpoint_);
+  }
+  static void TearDownTestSuite() {
+    delete tokens_;
+    delete checkpoint_;
+  }
+  static DataGenerator generator(std::uint64_t seed) {
+    return DataGenerator(Corpus::from_paths(default_corpus_paths()), seed, 128);
+  }
+  static fs::path* checkpoint_;
+  static ExampleTokenizer* tokens_;
+};
+fs::path* TrainerData::checkpoint_ = nullptr;
+ExampleTokenizer* TrainerData::tokens_ = nullptr;
+
+// Memory tokens carry no loss, and each region has ceil(T / 4) placeholders.
+void expect_well_formed(const Example& ex, const ExampleTokenizer& tokens, std::size_t ratio) {
+  ASSERT_EQ(ex.ids.size(), ex.loss.size());
+  std::size_t placeholders = 0, starts = 0, want_placeholders = 0;
+  for (std::size_t i = 0; i < ex.ids.size(); ++i) {
+    const std::int32_t id = ex.ids[i];
+    if (id == tokens.memory_start() || id == tokens.memory_end() || id == tokens.memory()) {
+      EXPECT_EQ(ex.loss[i], 0) << "loss on a memory token at " << i;
+    }
+    placeholders += id == tokens.memory();
+    starts += id == tokens.memory_start();
+  }
+  for (const auto& r : ex.regions) want_placeholders += (r.size() + ratio - 1) / ratio;
+  EXPECT_EQ(starts, ex.regions.size());
+  EXPECT_EQ(placeholders, want_placeholders);
+}
+
+TEST_F(TrainerData, GeneratorsAreDeterministicAndMaskMemoryTokens) {
+  const DataGenerator a = generator(5), b = generator(5), c = generator(6);
+  const TaskMix mixes[] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
+  std::size_t differing = 0;
+  for (const TaskMix& mix : mixes) {
+    for (std::uint64_t i = 0; i < 6; ++i) {
+      const Example ea = tokens_->tokenize(a.example(i, mix));
+      const Example eb = tokens_->tokenize(b.example(i, mix));
+      EXPECT_EQ(ea.ids, eb.ids);
+      EXPECT_EQ(ea.loss, eb.loss);
+      EXPECT_EQ(ea.regions, eb.regions);
+      differing += ea.ids != tokens_->tokenize(c.example(i, mix)).ids;
+      expect_well_formed(ea, *tokens_, 4);
+      EXPECT_GT(std::count(ea.loss.begin(), ea.loss.end(), 1), 0);
+      EXPECT_FALSE(ea.regions.empty());
+    }
+  }
+  EXPECT_GT(differing, 12u) << "another seed should give other examples";
+}
+
+TEST_F(TrainerData, ReconstructionTargetIsThePassage) {
+  const DataGenerator data = generator(3);
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    std::mt19937_64 rng = data.example_rng(i);
+    std::string passage;
+    const Example ex = tokens_->tokenize(data.reconstruction(rng, &passage));
+    std::vector<std::int32_t> target;
+    for (std::size_t k = 0; k < ex.ids.size(); ++k) {
+      if (ex.loss[k]) target.push_back(ex.ids[k]);
+    }
+    std::vector<std::int32_t> want = tokens_->decoder().encode(passage);
+    want.push_back(*tokens_->decoder().token_id("<|im_end|>"));
+    EXPECT_EQ(target, want);
+    ASSERT_EQ(ex.regions.size(), 1u);
+    EXPECT_EQ(ex.regions[0], tokens_->encoder().encode(passage));
+  }
+}
+
+TEST_F(TrainerData, RetrievalAnswerIsANeedleInTheHaystack) {
+  const DataGenerator data = generator(9);
+  std::mt19937_64 rng = data.example_rng(0);
+  const std::vector<TextPiece> pieces = data.retrieval(rng);
+  ASSERT_EQ(pieces.size(), 4u);
+  const std::string answer = pieces[3].text.substr(0, pieces[3].text.find("<|im_end|>"));
+  EXPECT_EQ(answer.rfind("The special magic number for ", 0), 0u);
+  EXPECT_NE(pieces[1].text.find(answer), std::string::npos);
+}
+
+TEST_F(TrainerData, PackingFillsOneSequenceWithoutSplittingRegions) {
+  const DataGenerator data = generator(1);
+  std::uint64_t next = 0;
+  for (int k = 0; k < 4; ++k) {
+    const std::uint64_t before = next;
+    const Example ex = pack_examples(data, *tokens_, TaskMix{}, next, 96);
+    EXPECT_GT(next, before);
+    EXPECT_LE(ex.ids.size(), 96u);
+    expect_well_formed(ex, *tokens_, 4);
+  }
+}
+
+// Trains `steps` steps of one stage from a fresh tiny checkpoint.
+struct StageRun {
+  double loss_before = 0, loss_after = 0;
+  fs::path init;
+  std::shared_ptr<TorchLclm> initial;
+  std::unique_ptr<Trainer> trainer;
+};
+
+StageRun run_stage(int stage, double lr_scale, int steps) {
+  const fs::path init = tiny_checkpoint("stage-init-" + std::to_string(stage));
+  TrainOptions opts;
+  opts.init = init;
+  opts.out = lclm::testing::scratch_dir("stage-out-" + std::to_string(stage));
+  opts.stages = {{stage, steps}};
+  opts.seq_len = 96;
+  opts.lr_scale = lr_scale;
+  opts.warmup = 0;
+  opts.seed = 2;
+  StageRun run;
+  run.init = init;
+  run.initial = load_lclm_checkpoint(init);
+  run.trainer = std::make_unique<Trainer>(opts);
+  const Example first = run.trainer->peek_batch();
+  run.loss_before = run.trainer->loss_of(first);
+  for (int i = 0; i < steps; ++i) run.trainer->step();
+  run.loss_after = run.trainer->loss_of(first);
+  return run;
+}
+
+// Names of parameters that differ from the initial model.
+std::vector<std::string> changed(const TorchLclm& initial, TorchLclm& trained) {
+  std::vector<std::string> names;
+  const auto before = initial.named_parameters();
+  for (const auto& item : trained.named_parameters()) {
+    if (!torch::equal(item.value(), before[item.key()])) names.push_back(item.key());
+  }
+  return names;
+}
+
+bool any_under(const std::vector<std::string>& names, const std::string& prefix) {
+  return std::any_of(names.begin(), names.end(),
+                     [&](const std::string& n) { return n.rfind(prefix, 0) == 0; });
+}
+
+class TrainerStages : public ::testing::Test {
+ protected:
+  void SetUp() override { testing::use_all_cores(); }
+};
+
+TEST_F(TrainerStages, AdapterWarmUpTrainsTheAdapterAndMemoryRowsOnly) {
+  StageRun run = run_stage(0, 1.0, 6);
+  EXPECT_LT(run.loss_after, run.loss_before);
+  const std::vector<std::string> names = changed(*run.initial, run.trainer->model());
+  EXPECT_TRUE(any_under(names, "adapter."));
+  EXPECT_FALSE(any_under(names, "encoder."));
+  for (const std::string& n : names) {
+    EXPECT_TRUE(n.rfind("adapter.", 0) == 0 || n == "decoder.embed_tokens.weight") << n;
+  }
+  // Of the embedding, only the three memory rows moved.
+  const torch::Tensor before = run.initial->decoder->embed_tokens->weight;
+  const torch::Tensor after = run.trainer->model().decoder->embed_tokens->weight;
+  const torch::Tensor row_changed = (before != after).any(1);
+  EXPECT_LE(row_changed.sum().item<std::int64_t>(), 3);
+  const ExampleTokenizer tokens(run.init);
+  for (std::int64_t row = 0; row < row_changed.size(0); ++row) {
+    if (!row_changed[row].item<bool>()) continue;
+    EXPECT_TRUE(row == tokens.memory_start() || row == tokens.memory_end() ||
+                row == tokens.memory())
+        << "embedding row " << row;
+  }
+}
+
+TEST_F(TrainerStages, EncoderCptTrainsEncoderAndAdapterOnly) {
+  StageRun run = run_stage(1, 20.0, 6);
+  EXPECT_LT(run.loss_after, run.loss_before);
+  const std::vector<std::string> names = changed(*run.initial, run.trainer->model());
+  EXPECT_TRUE(any_under(names, "encoder."));
+  EXPECT_TRUE(any_under(names, "adapter."));
+  EXPECT_FALSE(any_under(names, "decoder."));
+}
+
+TEST_F(TrainerStages, DecoderCptAndSftTrainEverything) {
+  for (int stage : {2, 3}) {
+    StageRun run = run_stage(stage, 30.0, 6);
+    EXPECT_LT(run.loss_after, run.loss_before) << "stage " << stage;
+    const std::vector<std::string> names = changed(*run.initial, run.trainer->model());
+    EXPECT_TRUE(any_under(names, "decoder.")) << "stage " << stage;
+    EXPECT_TRUE(any_under(names, "encoder.")) << "stage " << stage;
+    EXPECT_TRUE(any_under(names, "adapter.")) << "stage " << stage;
+  }
+}
+
+TEST(TrainerSchedule, WarmsUpThenDecaysToTheFloor) {
+  EXPECT_DOUBLE_EQ(scheduled_lr(1e-3, 0, 10, 100), 1e-4);
+  EXPECT_DOUBLE_EQ(scheduled_lr(1e-3, 9, 10, 100), 1e-3);
+  EXPECT_DOUBLE_EQ(scheduled_lr(1e-3, 10, 10, 100), 1e-3);
+  EXPECT_NEAR(scheduled_lr(1e-3, 55, 10, 100), (1e-3 + 1e-6) / 2, 1e-12);
+  EXPECT_DOUBLE_EQ(scheduled_lr(1e-3, 100, 10, 100), 1e-6);
+  EXPECT_THROW(stage_settings(4), Error);
+  EXPECT_THROW(parse_stage_list("0,5", 10), Error);
+  EXPECT_EQ(parse_stage_list("0,2", 7), (std::vector<StageSteps>{{0, 7}, {2, 7}}));
+}
+
+TEST_F(TrainerStages, ResumeContinuesExactlyAndTheEngineLoadsTheCheckpoint) {
+  const fs::path init = tiny_checkpoint("resume-init");
+  TrainOptions opts;
+  opts.init = init;
+  opts.stages = {{0, 3}, {2, 3}};
+  opts.seq_len = 64;
+  opts.lr_scale = 10.0;
+  opts.warmup = 1;
+  opts.seed = 4;
+
+  opts.out = lclm::testing::scratch_dir("resume-straight");
+  Trainer straight(opts);
+  while (!straight.done()) straight.step();
+
+  opts.out = lclm::testing::scratch_dir("resume-split");
+  {
+    Trainer first(opts);
+    for (int i = 0; i < 4; ++i) first.step();
+    first.save();
+  }
+  TrainOptions again;
+  again.out = opts.out;
+  again.resume = true;
+  Trainer resumed(again);
+  EXPECT_EQ(resumed.global_step(), 4);
+  EXPECT_EQ(resumed.stage(), 2);
+  while (!resumed.done()) resumed.step();
+
+  EXPECT_EQ(resumed.global_step(), straight.global_step());
+  EXPECT_EQ(resumed.next_example(), straight.next_example());
+  EXPECT_EQ(resumed.current_lr(), straight.current_lr());
+  const auto want = straight.model().named_parameters();
+  for (const auto& item : resumed.model().named_parameters()) {
+    EXPECT_TRUE(torch::equal(item.value(), want[item.key()])) << item.key();
+  }
+
+  resumed.save();
+  const auto engine = LclmModel::load(opts.out);
+  EXPECT_EQ(engine->config().compression_ratio, 4);
+  EXPECT_THROW(Trainer{opts}, Error) << "a second fresh run into the same directory";
+}
+
+}  // namespace
+}  // namespace lclm::train
