@@ -18,6 +18,7 @@ namespace lclm::train {
 namespace {
 
 namespace fs = std::filesystem;
+using lclm::testing::error_of;
 using testing::engine_logits;
 using testing::relative_error;
 using testing::small_vocab_tokenizer_dir;
@@ -40,16 +41,6 @@ torch::Tensor trainer_logits(TorchLclm& model, LclmModel& engine) {
   const torch::NoGradGuard no_grad;
   const testing::TokenizedPrompt tokens = tokenize_prompt(engine, two_region_prompt());
   return model.forward(tokens.decoder_ids, tokens.regions);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no lclm::Error thrown";
-  return "";
 }
 
 class LclmCheckpoint : public ::testing::Test {
