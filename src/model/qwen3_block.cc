@@ -78,9 +78,7 @@ void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t la
 
   // Attention: x += o_proj(Attn(RoPE(q_norm(q)), RoPE(k_norm(k)), v)).
   rms_norm(x, input_layernorm_.data(), h, n, H, eps_);
-  matmul(h, n, q_proj_, q);
-  matmul(h, n, k_proj_, k);
-  matmul(h, n, v_proj_, v);
+  matmul_shared_input(h, n, {{&q_proj_, q}, {&k_proj_, k}, {&v_proj_, v}});
   rms_norm(q, q_norm_.data(), q, n * n_heads_, D, eps_);
   rms_norm(k, k_norm_.data(), k, n * n_kv_heads_, D, eps_);
   float* k_cache = cache.keys(layer);
@@ -100,8 +98,7 @@ void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t la
 
   // MLP: x += down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x).
   rms_norm(x, post_attention_layernorm_.data(), h, n, H, eps_);
-  matmul(h, n, gate_proj_, gate);
-  matmul(h, n, up_proj_, up);
+  matmul_shared_input(h, n, {{&gate_proj_, gate}, {&up_proj_, up}});
   silu_mul(gate, up, n * I);
   matmul(gate, n, down_proj_, h);
   add_inplace(x, h, n * H);

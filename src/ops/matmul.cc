@@ -33,25 +33,41 @@ void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, flo
   }
 }
 
-// Each thread takes one contiguous block of output rows (contiguous in y too),
-// so the weights are streamed once per row of x with one kernel call per thread.
-void matvec_rows(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
-  const std::size_t n = w.rows, k = w.cols;
+// y[r0..r1) = rows r0..r1 of W times x (one row of x).
+void matvec_range(const WeightMatrix& w, const float* x, std::size_t r0, std::size_t r1, float* y) {
+  const std::size_t k = w.cols;
+  if (w.dtype == DType::F32) {
+    matvec_f32(static_cast<const float*>(w.data) + r0 * k, x, r1 - r0, k, y);
+  } else if (w.dtype == DType::BF16) {
+    matvec_bf16(static_cast<const std::uint16_t*>(w.data) + r0 * k, x, r1 - r0, k, y);
+  } else {
+    matvec_f16(static_cast<const std::uint16_t*>(w.data) + r0 * k, x, r1 - r0, k, y);
+  }
+}
+
+// Each thread takes one contiguous block of the rows of all matrices taken
+// together (contiguous in each y too), so the weights are streamed once per
+// row of x with one kernel call per thread and matrix.
+void matvec_rows(const float* x, std::size_t m,
+                 std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
+  std::size_t total = 0;
+  for (const auto& [w, y] : outputs) total += w->rows;
 #pragma omp parallel
   {
     const auto threads = static_cast<std::size_t>(omp_get_num_threads());
     const auto t = static_cast<std::size_t>(omp_get_thread_num());
-    const std::size_t r0 = n * t / threads, r1 = n * (t + 1) / threads;
-    for (std::size_t i = 0; i < m && r1 > r0; ++i) {
-      const float* xi = x + i * k;
-      float* yi = y + i * n + r0;
-      if (w.dtype == DType::F32) {
-        matvec_f32(static_cast<const float*>(w.data) + r0 * k, xi, r1 - r0, k, yi);
-      } else if (w.dtype == DType::BF16) {
-        matvec_bf16(static_cast<const std::uint16_t*>(w.data) + r0 * k, xi, r1 - r0, k, yi);
-      } else {
-        matvec_f16(static_cast<const std::uint16_t*>(w.data) + r0 * k, xi, r1 - r0, k, yi);
+    const std::size_t begin = total * t / threads, end = total * (t + 1) / threads;
+    std::size_t offset = 0;  // where the current matrix starts in the joint rows
+    for (const auto& [w, y] : outputs) {
+      // This thread's share of the matrix: [begin, end) meets [offset, offset + rows).
+      const std::size_t lo = std::max(begin, offset), hi = std::min(end, offset + w->rows);
+      if (lo < hi) {
+        for (std::size_t i = 0; i < m; ++i) {
+          matvec_range(*w, x + i * w->cols, lo - offset, hi - offset,
+                       y + i * w->rows + lo - offset);
+        }
       }
+      offset += w->rows;
     }
   }
 }
@@ -68,7 +84,7 @@ void check_weight_dtype(const WeightMatrix& w) {
 void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
   check_weight_dtype(w);
   if (m < kGemmMinRows) {
-    matvec_rows(x, m, w, y);
+    matvec_rows(x, m, {{&w, y}});
     return;
   }
   const std::size_t n = w.rows, k = w.cols;
@@ -87,6 +103,16 @@ void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
                 static_cast<int>(k), 1.0f, x, static_cast<int>(k), block.data(),
                 static_cast<int>(k), 0.0f, y + r0, static_cast<int>(n));
   }
+}
+
+void matmul_shared_input(const float* x, std::size_t m,
+                         std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
+  for (const auto& [w, y] : outputs) check_weight_dtype(*w);
+  if (m < kGemmMinRows) {
+    matvec_rows(x, m, outputs);
+    return;
+  }
+  for (const auto& [w, y] : outputs) matmul(x, m, *w, y);
 }
 
 void gather_rows(const WeightMatrix& w, const std::int32_t* ids, std::size_t n, float* out) {

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 #include "format/dtype.h"
 
@@ -22,6 +24,13 @@ struct WeightMatrix {
 // convert-and-dot over the weights, streaming them once; many rows (prefill)
 // widen blocks of W to f32 and hand them to OpenBLAS sgemm.
 void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y);
+
+// y_j = x W_j^T for several weight matrices that read the same x (q/k/v,
+// gate/up). For few rows of x the threads split the matrices' rows taken
+// together, in one parallel region instead of one per matrix: each region
+// ends in a barrier, and decode runs hundreds of them per token.
+void matmul_shared_input(const float* x, std::size_t m,
+                         std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs);
 
 // out [n, W.cols] = rows ids[i] of W as f32 (embedding lookup).
 void gather_rows(const WeightMatrix& w, const std::int32_t* ids, std::size_t n, float* out);

@@ -75,6 +75,28 @@ INSTANTIATE_TEST_SUITE_P(AllDtypesBothPaths, MatmulTest,
                                   std::to_string(std::get<1>(param_info.param));
                          });
 
+// Matrices of different heights and dtypes sharing one input: the joint row
+// split must give exactly what separate calls give, on both paths.
+TEST(Kernels, SharedInputMatmulEqualsSeparateCalls) {
+  const std::size_t cols = 67;
+  const StoredWeights a = store(random_vector(300 * cols, 11), 300, cols, DType::BF16);
+  const StoredWeights b = store(random_vector(5 * cols, 12), 5, cols, DType::F32);
+  const StoredWeights c = store(random_vector(131 * cols, 13), 131, cols, DType::F16);
+  for (std::size_t m : {1, 3, 6}) {
+    const auto x = random_vector(m * cols, 14);
+    std::vector<float> ya(m * 300), yb(m * 5), yc(m * 131);
+    matmul_shared_input(x.data(), m,
+                        {{&a.matrix, ya.data()}, {&b.matrix, yb.data()}, {&c.matrix, yc.data()}});
+    std::vector<float> ea(ya.size()), eb(yb.size()), ec(yc.size());
+    matmul(x.data(), m, a.matrix, ea.data());
+    matmul(x.data(), m, b.matrix, eb.data());
+    matmul(x.data(), m, c.matrix, ec.data());
+    EXPECT_EQ(ya, ea) << m;
+    EXPECT_EQ(yb, eb) << m;
+    EXPECT_EQ(yc, ec) << m;
+  }
+}
+
 TEST(Kernels, GatherRowsWidensTheRequestedRows) {
   const StoredWeights w = store(random_vector(5 * 9, 3), 5, 9, DType::BF16);
   const std::int32_t ids[] = {4, 0, 4};
