@@ -18,10 +18,9 @@
 //                          + 2 * n_layers * n_kv_heads * head_dim * 4 * (L + G / 2)
 //   (every matmul weight is read once per token; the f32 keys and values are
 //   counted at the mean cache length of the decode)
-//   decode speed = (G - 1) / GenerationStats::decode_seconds
-//   (the engine's definition: the first token belongs to the prefill; its
-//   decode_seconds also holds one forward pass of the last token, whose
-//   output is never used, so this understates the speed by about 1/G)
+//   decode speed = GenerationStats::decode_tokens_per_second() = (G - 1) /
+//   decode_seconds (the engine's definition: the first token belongs to the
+//   prefill)
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdint>

@@ -63,35 +63,31 @@ void print_prompt_stats(std::ostream& err, const PromptStats& s) {
 void print_generation_stats(std::ostream& err, const GenerationStats& s, double ttft_extra_seconds,
                             std::uint64_t seed) {
   const double ttft = s.ttft_seconds + ttft_extra_seconds;
-  const double decode_tps =
-      s.generated_tokens > 1 ? (s.generated_tokens - 1) / s.decode_seconds : 0.0;
   err << std::fixed << std::setprecision(1) << "TTFT " << ttft * 1e3 << " ms (prefill "
       << s.prompt_tokens / std::max(s.ttft_seconds, 1e-9) << " tok/s) | generated "
-      << s.generated_tokens << " tokens, " << decode_tps << " tok/s | stop "
+      << s.generated_tokens << " tokens, " << s.decode_tokens_per_second() << " tok/s | stop "
       << stop_reason_name(s.stop) << " | seed " << seed << " | KV cache " << s.kv_cache_bytes / kMiB
       << " MiB | peak RSS " << peak_resident_bytes() / kMiB << " MiB\n";
 }
 
 void write_stats_json(const std::string& path, double load_seconds, const PromptStats& prompt,
                       const GenerationStats& s, std::uint64_t seed) {
-  const nlohmann::json j = {
-      {"load_ms", load_seconds * 1e3},
-      {"ttft_ms", (s.ttft_seconds + prompt.compress_seconds) * 1e3},
-      {"compress_ms", prompt.compress_seconds * 1e3},
-      {"prompt_positions", s.prompt_tokens},
-      {"plain_tokens", prompt.plain_tokens},
-      {"compressed_tokens", prompt.compressed_tokens},
-      {"latents", prompt.latents},
-      {"regions", prompt.regions},
-      {"cache_hits", prompt.cache_hits},
-      {"generated_tokens", s.generated_tokens},
-      {"decode_tokens_per_s",
-       s.generated_tokens > 1 ? (s.generated_tokens - 1) / s.decode_seconds : 0.0},
-      {"stop", std::string(stop_reason_name(s.stop))},
-      {"seed", seed},
-      {"kv_cache_bytes", s.kv_cache_bytes},
-      {"peak_rss_bytes", peak_resident_bytes()},
-      {"tokens", s.tokens}};
+  const nlohmann::json j = {{"load_ms", load_seconds * 1e3},
+                            {"ttft_ms", (s.ttft_seconds + prompt.compress_seconds) * 1e3},
+                            {"compress_ms", prompt.compress_seconds * 1e3},
+                            {"prompt_positions", s.prompt_tokens},
+                            {"plain_tokens", prompt.plain_tokens},
+                            {"compressed_tokens", prompt.compressed_tokens},
+                            {"latents", prompt.latents},
+                            {"regions", prompt.regions},
+                            {"cache_hits", prompt.cache_hits},
+                            {"generated_tokens", s.generated_tokens},
+                            {"decode_tokens_per_s", s.decode_tokens_per_second()},
+                            {"stop", std::string(stop_reason_name(s.stop))},
+                            {"seed", seed},
+                            {"kv_cache_bytes", s.kv_cache_bytes},
+                            {"peak_rss_bytes", peak_resident_bytes()},
+                            {"tokens", s.tokens}};
   std::ofstream out(path);
   out << j.dump(2) << "\n";
   if (!out) throw Error("cannot write " + path);

@@ -6,6 +6,10 @@
 
 namespace lclm {
 
+std::string qwen3_tensor_prefix(const TensorStore& store) {
+  return store.find("model.embed_tokens.weight") != nullptr ? "model." : "";
+}
+
 Qwen3Model::Qwen3Model(Qwen3Config config, TensorStore store)
     : config_(std::move(config)),
       store_(std::move(store)),
@@ -17,10 +21,8 @@ Qwen3Model Qwen3Model::load(const std::filesystem::path& dir) {
   const auto& c = m.config_;
   const TensorStore& s = m.store_;
 
-  std::string prefix;
-  if (s.find("model.embed_tokens.weight") != nullptr) {
-    prefix = "model.";
-  } else if (s.find("embed_tokens.weight") == nullptr) {
+  const std::string prefix = qwen3_tensor_prefix(s);
+  if (s.find(prefix + "embed_tokens.weight") == nullptr) {
     throw Error("no embed_tokens.weight (with or without a \"model.\" prefix) in " + dir.string());
   }
   const std::int64_t H = c.hidden_size;

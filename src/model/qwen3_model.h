@@ -21,6 +21,10 @@
 
 namespace lclm {
 
+// "model." when the store's tensors carry it (Qwen3ForCausalLM), else "" (a
+// bare Qwen3Model, as LCLM encoders may be stored).
+std::string qwen3_tensor_prefix(const TensorStore& store);
+
 class Qwen3Model {
  public:
   // Reads DIR/config.json and the safetensors weights. Tensor names may carry

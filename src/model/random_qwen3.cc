@@ -10,15 +10,13 @@
 
 #include "format/safetensors.h"
 #include "util/error.h"
+#include "util/hash.h"
 
 namespace lclm {
 namespace {
 
 std::uint64_t splitmix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+  return mix64(state += 0x9e3779b97f4a7c15ull);
 }
 
 std::uint64_t hash_name(const std::string& s, std::uint64_t seed) {

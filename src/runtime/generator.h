@@ -17,8 +17,8 @@
 namespace lclm {
 
 struct GenerationOptions {
-  int n_predict = 128;           // < 0: until a stop token or the context is full
-  std::size_t context = 0;       // 0: the model's max_position_embeddings
+  int n_predict = 128;              // < 0: until a stop token or the context is full
+  std::size_t context = 0;          // 0: the model's max_position_embeddings
   std::size_t prefill_chunk = 512;  // prompt positions per forward pass
   SamplingParams sampling;
   std::vector<std::int32_t> stop_ids;
@@ -35,6 +35,11 @@ struct GenerationStats {
   StopReason stop = StopReason::Length;
   std::size_t kv_cache_bytes = 0;
   std::vector<std::int32_t> tokens;  // generated ids, the stop token excluded
+
+  // Tokens after the first (which belongs to the prefill) per decode second.
+  double decode_tokens_per_second() const {
+    return generated_tokens > 1 ? (generated_tokens - 1) / decode_seconds : 0.0;
+  }
 };
 
 // Receives each generated token; return false to stop.

@@ -8,6 +8,7 @@
 #include "compression/lclm_config.h"
 #include "compression/memory_regions.h"
 #include "util/error.h"
+#include "util/hash.h"
 
 namespace lclm::train {
 
@@ -176,10 +177,7 @@ DataGenerator::DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_
 
 std::mt19937_64 DataGenerator::example_rng(std::uint64_t index) const {
   // splitmix64 of (seed, index): neighbouring indices get unrelated streams.
-  std::uint64_t z = seed_ * 0x9E3779B97F4A7C15ull + index + 0x632BE59BD9B4E019ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return std::mt19937_64(z ^ (z >> 31));
+  return std::mt19937_64(mix64(seed_ * 0x9E3779B97F4A7C15ull + index + 0x632BE59BD9B4E019ull));
 }
 
 // Sizes below assume about 4 characters per token of English prose.

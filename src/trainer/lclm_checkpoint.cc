@@ -14,6 +14,7 @@
 #include "compression/memory_regions.h"
 #include "compression/random_lclm.h"
 #include "format/safetensors.h"
+#include "model/qwen3_model.h"
 #include "model/random_qwen3.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -74,11 +75,6 @@ void load_parameters(torch::nn::Module& module, const TensorStore& store,
                   "\" has no place in the model (saving would drop it)");
     }
   }
-}
-
-// "model." when the store's tensors carry it (a Qwen3ForCausalLM layout).
-std::string body_prefix_of(const TensorStore& store) {
-  return store.find("model.embed_tokens.weight") != nullptr ? "model." : "";
 }
 
 std::int32_t memory_placeholder_id(const fs::path& decoder_dir) {
@@ -185,9 +181,9 @@ std::shared_ptr<TorchLclm> load_lclm_checkpoint(const fs::path& dir) {
   auto model = std::make_shared<TorchLclm>(config, encoder_config, decoder_config, ids);
   const torch::NoGradGuard no_grad;
   const TensorStore decoder = TensorStore::open_dir(dir / "decoder");
-  load_parameters(*model->decoder, decoder, body_prefix_of(decoder));
+  load_parameters(*model->decoder, decoder, qwen3_tensor_prefix(decoder));
   const TensorStore encoder = TensorStore::open_dir(dir / "encoder");
-  load_parameters(*model->encoder, encoder, body_prefix_of(encoder));
+  load_parameters(*model->encoder, encoder, qwen3_tensor_prefix(encoder));
   load_parameters(*model->adapter, TensorStore::open_file(dir / "adapter" / "adapter.safetensors"),
                   "");
   return model;
