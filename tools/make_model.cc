@@ -72,9 +72,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    const lclm::DType dtype = dtype_name == "bf16"  ? lclm::DType::BF16
-                              : dtype_name == "f16" ? lclm::DType::F16
-                                                    : lclm::DType::F32;
+    const lclm::DType dtype = lclm::parse_dtype(dtype_name, "--dtype");
     if (lclm_checkpoint) {
       if (tokenizer_dir.empty()) throw lclm::Error("--lclm needs --tokenizer-dir");
       lclm::RandomLclmSpec spec = lclm::tiny_lclm_spec(tokenizer_dir);

@@ -7,6 +7,9 @@
 #include <iostream>
 
 #include "compression/random_lclm.h"
+#include "format/dtype.h"
+#include "tokenizer/truncated_vocab.h"
+#include "trainer/lclm_checkpoint.h"
 #include "trainer/trainer.h"
 #include "util/error.h"
 
@@ -19,13 +22,19 @@ int main(int argc, char** argv) {
   bool init_random = false;
   lclm::LclmConfig random_config;
   random_config.compression_ratio = 4;
-  random_config.encoder_window_size = 32;
+  random_config.encoder_window_size = 64;
   std::uint64_t random_seed = 0;
+  lclm::LclmShape shape;
+  std::int64_t vocab = 0;
+  int threads = 2;
+  std::vector<std::int64_t> ratios;
+  std::string export_dir, save_dtype = "f32";
   auto* init_opt = app.add_option("--init", init, "Checkpoint to start from (published layout)");
   auto* random_opt = app.add_flag("--init-random", init_random,
-                                  "Start from a tiny random LCLM written into -o first");
+                                  "Start from a random LCLM (--vocab, --encoder-*, --decoder-* "
+                                  "shape it) written into -o first");
   init_opt->excludes(random_opt);
-  app.add_option("-o,--output", out, "Output directory: checkpoint and trainer_state/")->required();
+  app.add_option("-o,--output", out, "Output directory: checkpoint and trainer_state/");
   app.add_option("--stages", stages,
                  "Stages to run in order: 0 adapter warm-up, 1 encoder CPT, "
                  "2 decoder CPT, 3 SFT")
@@ -42,6 +51,17 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", opts.log_every, "Progress line every N steps")
       ->capture_default_str();
   app.add_flag("--resume", opts.resume, "Continue the run in -o exactly where it was saved");
+  app.add_option("--ratios", ratios,
+                 "Compress each example at one of these ratios, e.g. 4,8,16 (default: the "
+                 "checkpoint's compression_ratio)")
+      ->delimiter(',');
+  app.add_option("--export", export_dir,
+                 "Only write the --init checkpoint to this directory as --save-dtype, "
+                 "without trainer state (to ship a trained model)");
+  app.add_option("--save-dtype", save_dtype,
+                 "f32 | bf16 | f16: dtype of saved weights (f32 keeps --resume exact)")
+      ->capture_default_str();
+  app.add_option("-t,--threads", threads, "Threads for libtorch")->capture_default_str();
   app.add_option("--text", corpus, "Training text files or directories")
       ->default_str("/usr/share/common-licenses");
   app.add_option("--ratio", random_config.compression_ratio, "--init-random: compression_ratio")
@@ -52,11 +72,34 @@ int main(int argc, char** argv) {
   app.add_option("--random-seed", random_seed, "--init-random: weight seed")->capture_default_str();
   app.add_option("--tokenizer-dir", tokenizer_dir, "--init-random: Qwen3 tokenizer files")
       ->capture_default_str();
+  app.add_option("--vocab", vocab,
+                 "--init-random: keep the tokenizer's first N tokens (0: all; see "
+                 "docs/training.md)")
+      ->capture_default_str();
+  app.add_option("--encoder-hidden", shape.encoder_hidden, "--init-random: encoder hidden size")
+      ->capture_default_str();
+  app.add_option("--encoder-layers", shape.encoder_layers, "--init-random: encoder layers")
+      ->capture_default_str();
+  app.add_option("--decoder-hidden", shape.decoder_hidden, "--init-random: decoder hidden size")
+      ->capture_default_str();
+  app.add_option("--decoder-layers", shape.decoder_layers, "--init-random: decoder layers")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {
-    torch::set_num_threads(2);
+    if (threads < 1) throw lclm::Error("--threads must be at least 1");
+    torch::set_num_threads(threads);
+    opts.dtype = lclm::parse_dtype(save_dtype, "--save-dtype");
+    if (!export_dir.empty()) {
+      if (init.empty()) throw lclm::Error("--export needs --init CKPT");
+      const auto model = lclm::train::load_lclm_checkpoint(init);
+      lclm::train::save_lclm_checkpoint(*model, export_dir, opts.dtype, init);
+      std::cerr << "wrote " << export_dir << " (" << save_dtype << ")\n";
+      return 0;
+    }
+    if (out.empty()) throw lclm::Error("-o OUT is required");
     opts.out = out;
+    opts.ratios = ratios;
     opts.log = &std::cerr;
     if (!corpus.empty()) opts.corpus.assign(corpus.begin(), corpus.end());
     if (!opts.resume) {
@@ -65,11 +108,17 @@ int main(int argc, char** argv) {
         if (std::filesystem::exists(out) && !std::filesystem::is_empty(out)) {
           throw lclm::Error("--init-random: " + out + " exists and is not empty");
         }
-        lclm::RandomLclmSpec spec = lclm::tiny_lclm_spec(tokenizer_dir);
-        spec.config = random_config;
+        // A cut vocabulary is staged beside the output, then removed.
+        const std::filesystem::path cut_tokenizer = out + ".vocab";
+        if (vocab > 0) lclm::write_truncated_tokenizer(tokenizer_dir, cut_tokenizer, vocab);
+        lclm::RandomLclmSpec spec = lclm::small_lclm_spec(
+            vocab > 0 ? cut_tokenizer : std::filesystem::path(tokenizer_dir), shape);
+        spec.config.compression_ratio = random_config.compression_ratio;
+        spec.config.encoder_window_size = random_config.encoder_window_size;
         spec.seed = random_seed;
         spec.dtype = lclm::DType::F32;
         lclm::write_random_lclm(out, spec);
+        std::filesystem::remove_all(cut_tokenizer);
         opts.init = out;
       } else if (!init.empty()) {
         opts.init = init;

@@ -1,5 +1,7 @@
 #include "compression/lclm_config.h"
 
+#include <algorithm>
+
 #include "format/json_file.h"
 #include "util/error.h"
 
@@ -70,6 +72,14 @@ LclmConfig LclmConfig::from_file(const std::filesystem::path& path) {
     throw Error(where + ": adapter_type \"" + adapter + "\" is not mlp, mlp_attn or attn_mlp");
   }
   c.validate(where);
+  return c;
+}
+
+LclmConfig LclmConfig::at_ratio(std::int64_t r) const {
+  if (r <= 0) throw Error("--ratio must be a positive integer, not " + std::to_string(r));
+  LclmConfig c = *this;
+  c.compression_ratio = r;
+  c.encoder_window_size = std::max(r, encoder_window_size / r * r);
   return c;
 }
 

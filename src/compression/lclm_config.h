@@ -30,6 +30,11 @@ struct LclmConfig {
   // Window a multiple of the ratio, sizes positive, overlap >= 0 (an overlap
   // beyond the region's start or end is clipped to the tokens there are).
   void validate(const std::string& where) const;
+
+  // This config run at ratio r (any positive integer; mean pooling works at
+  // every ratio): the window shrinks to a multiple of r, at least r. Throws
+  // lclm::Error for r <= 0.
+  LclmConfig at_ratio(std::int64_t r) const;
 };
 
 }  // namespace lclm

@@ -17,15 +17,8 @@ namespace {
 namespace fs = std::filesystem;
 
 LclmConfig load_config(const fs::path& dir, const LclmOptions& options) {
-  LclmConfig c = LclmConfig::from_file(dir / "model_config.json");
-  if (options.compression_ratio) {
-    // Any ratio may be asked for; the window shrinks to a multiple of it.
-    const std::int64_t r = *options.compression_ratio;
-    if (r <= 0) throw Error("--ratio must be a positive integer");
-    c.compression_ratio = r;
-    c.encoder_window_size = std::max(r, c.encoder_window_size / r * r);
-  }
-  return c;
+  const LclmConfig c = LclmConfig::from_file(dir / "model_config.json");
+  return options.compression_ratio ? c.at_ratio(*options.compression_ratio) : c;
 }
 
 void require_memory_tokens(const Tokenizer& tokenizer, const fs::path& decoder_dir) {

@@ -1,6 +1,5 @@
 #include "compression/random_lclm.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "compression/memory_regions.h"
@@ -9,17 +8,8 @@
 #include "util/error.h"
 
 namespace lclm {
-namespace {
 
 namespace fs = std::filesystem;
-
-void write_text_file(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  if (!out) throw Error("cannot write " + path.string());
-}
-
-}  // namespace
 
 std::string lclm_config_json(const LclmConfig& c) {
   nlohmann::json j = {
@@ -35,8 +25,14 @@ std::string lclm_config_json(const LclmConfig& c) {
 }
 
 std::int64_t write_tokenizer_with_added_tokens(const fs::path& in, const fs::path& out,
-                                               const std::vector<std::string>& tokens) {
+                                               const std::vector<std::string>& tokens,
+                                               std::vector<std::int32_t>* eos_ids) {
   nlohmann::json j = read_json_file(in);
+  if (eos_ids) {
+    for (const auto& t : j.at("added_tokens")) {
+      if (t.at("content") == "<|im_end|>") eos_ids->push_back(t.at("id").get<std::int32_t>());
+    }
+  }
   std::int64_t next = 0;
   for (const auto& [token, id] : j.at("model").at("vocab").items())
     next = std::max(next, id.get<std::int64_t>() + 1);
@@ -78,7 +74,41 @@ RandomLclmSpec tiny_lclm_spec(const fs::path& tokenizer_dir) {
   d.head_dim = 32;
   d.max_position_embeddings = 32768;
   d.tie_word_embeddings = true;
-  d.eos_token_ids = {151645};
+  return s;
+}
+
+namespace {
+
+Qwen3Config small_qwen3(std::int64_t hidden, std::int64_t layers, const char* part) {
+  if (hidden <= 0 || hidden % 128 != 0 || layers <= 0) {
+    throw Error(std::string(part) + ": hidden size " + std::to_string(hidden) + " and " +
+                std::to_string(layers) +
+                " layers; the hidden size must be a positive multiple of 128 (head_dim 64, "
+                "an even number of heads)");
+  }
+  Qwen3Config c;
+  c.hidden_size = hidden;
+  c.intermediate_size = 3 * hidden;
+  c.num_hidden_layers = layers;
+  c.head_dim = 64;
+  c.num_attention_heads = hidden / 64;
+  c.num_key_value_heads = c.num_attention_heads / 2;
+  c.max_position_embeddings = 32768;
+  c.tie_word_embeddings = true;
+  return c;
+}
+
+}  // namespace
+
+RandomLclmSpec small_lclm_spec(const fs::path& tokenizer_dir, const LclmShape& shape) {
+  RandomLclmSpec s;
+  s.tokenizer_dir = tokenizer_dir;
+  s.config.compression_ratio = 4;
+  s.config.encoder_window_size = 64;
+  s.encoder = small_qwen3(shape.encoder_hidden, shape.encoder_layers, "encoder");
+  s.decoder = small_qwen3(shape.decoder_hidden, shape.decoder_layers, "decoder");
+  // Init as GPT-2 does (std 0.02): 0.08 suits the tests' hidden sizes of 64-96.
+  s.weight_std = 0.02f;
   return s;
 }
 
@@ -91,9 +121,11 @@ void write_random_lclm(const fs::path& dir, const RandomLclmSpec& spec) {
   const fs::path tokenizer_config = spec.tokenizer_dir / "tokenizer_config.json";
   // The reference adds the memory tokens in this order and resizes the
   // decoder's embeddings to the new tokenizer length.
+  std::vector<std::int32_t> eos_ids;  // <|im_end|> ends a chat turn
   const std::int64_t decoder_vocab = write_tokenizer_with_added_tokens(
       tokenizer_json, dir / "decoder" / "tokenizer.json",
-      {std::string(kMemoryStart), std::string(kMemoryEnd), std::string(kMemoryPlaceholder)});
+      {std::string(kMemoryStart), std::string(kMemoryEnd), std::string(kMemoryPlaceholder)},
+      &eos_ids);
   const std::int64_t encoder_vocab =
       write_tokenizer_with_added_tokens(tokenizer_json, dir / "encoder" / "tokenizer.json", {});
   for (const char* part : {"decoder", "encoder"}) {
@@ -103,6 +135,7 @@ void write_random_lclm(const fs::path& dir, const RandomLclmSpec& spec) {
 
   RandomQwen3Spec decoder{spec.decoder, spec.dtype, spec.seed, 1, spec.weight_std, true};
   decoder.config.vocab_size = decoder_vocab;
+  if (decoder.config.eos_token_ids.empty()) decoder.config.eos_token_ids = eos_ids;
   write_random_qwen3(dir / "decoder", decoder);
   // The encoder is a bare Qwen3Model: no "model." prefix, no lm_head.
   RandomQwen3Spec encoder{spec.encoder, spec.dtype, spec.seed + 1, 1, spec.weight_std, false};

@@ -26,14 +26,24 @@ struct RandomLclmSpec {
 // A small encoder/decoder pair for tests: hidden sizes 64 and 96, two layers each.
 RandomLclmSpec tiny_lclm_spec(const std::filesystem::path& tokenizer_dir);
 
+// The shape of a small trainable LCLM: Qwen3 blocks with head_dim 64,
+// hidden / 64 query heads, half as many KV heads and an MLP 3x as wide.
+struct LclmShape {
+  std::int64_t encoder_hidden = 128, encoder_layers = 2;
+  std::int64_t decoder_hidden = 256, decoder_layers = 4;
+};
+// Throws lclm::Error when a hidden size is not a positive multiple of 128.
+RandomLclmSpec small_lclm_spec(const std::filesystem::path& tokenizer_dir, const LclmShape& shape);
+
 void write_random_lclm(const std::filesystem::path& dir, const RandomLclmSpec& spec);
 
 // Copies a tokenizer.json, appending `tokens` as special added tokens with the
 // next free ids (as the reference's add_special_tokens does). Returns the
-// tokenizer's new size.
+// tokenizer's new size; appends the id of <|im_end|> to *eos_ids when given.
 std::int64_t write_tokenizer_with_added_tokens(const std::filesystem::path& in,
                                                const std::filesystem::path& out,
-                                               const std::vector<std::string>& tokens);
+                                               const std::vector<std::string>& tokens,
+                                               std::vector<std::int32_t>* eos_ids = nullptr);
 
 // model_config.json text for c.
 std::string lclm_config_json(const LclmConfig& c);

@@ -1,5 +1,7 @@
 #include "format/dtype.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "util/error.h"
@@ -41,8 +43,14 @@ std::string_view dtype_name(DType t) {
 }
 
 DType parse_dtype(std::string_view name, const std::string& context) {
+  // Safetensors spells them "BF16"; flags take "bf16" too.
+  const auto same = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+             return std::toupper(static_cast<unsigned char>(x)) == y;
+           });
+  };
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::I32, DType::I64, DType::U8}) {
-    if (name == dtype_name(t)) return t;
+    if (same(name, dtype_name(t))) return t;
   }
   throw Error(context + ": unsupported dtype \"" + std::string(name) + "\"");
 }

@@ -15,14 +15,20 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
   return j;
 }
 
+void write_text_file(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  if (!out.flush()) throw Error("cannot write " + path.string());
+}
+
 template <typename T>
 T require_key(const nlohmann::json& j, const std::string& key, const std::filesystem::path& file) {
   if (!j.contains(key)) throw Error(file.string() + ": missing key \"" + key + "\"");
   try {
     return j[key].get<T>();
   } catch (const nlohmann::json::exception&) {
-    throw Error(file.string() + ": key \"" + key + "\" has the wrong type (" +
-                j[key].type_name() + ")");
+    throw Error(file.string() + ": key \"" + key + "\" has the wrong type (" + j[key].type_name() +
+                ")");
   }
 }
 

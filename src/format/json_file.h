@@ -1,4 +1,5 @@
-// Reading JSON config files with errors that name the file and the key.
+// Reading JSON config files with errors that name the file and the key, and
+// writing small text files (configs, tokenizers).
 #pragma once
 
 #include <filesystem>
@@ -11,6 +12,9 @@ namespace lclm {
 nlohmann::json read_json_file(const std::filesystem::path& path);
 
 // j[key] as T; throws lclm::Error naming the file and key when absent or mistyped.
+// Writes text to path (replacing it); throws lclm::Error when it cannot.
+void write_text_file(const std::filesystem::path& path, const std::string& text);
+
 template <typename T>
 T require_key(const nlohmann::json& j, const std::string& key, const std::filesystem::path& file);
 

@@ -131,8 +131,7 @@ std::vector<fs::path> default_corpus_paths() {
 ExampleTokenizer::ExampleTokenizer(const fs::path& checkpoint)
     : decoder_(Tokenizer::from_dir(checkpoint / "decoder")),
       encoder_(Tokenizer::from_dir(checkpoint / "encoder")),
-      ratio_(static_cast<std::size_t>(
-          LclmConfig::from_file(checkpoint / "model_config.json").compression_ratio)) {
+      ratio_(LclmConfig::from_file(checkpoint / "model_config.json").compression_ratio) {
   const auto id = [&](std::string_view token) {
     const auto found = decoder_.token_id(token);
     if (!found) {
@@ -146,18 +145,20 @@ ExampleTokenizer::ExampleTokenizer(const fs::path& checkpoint)
   memory_ = id(kMemoryPlaceholder);
 }
 
-Example ExampleTokenizer::tokenize(const std::vector<TextPiece>& pieces) const {
+Example ExampleTokenizer::tokenize(const std::vector<TextPiece>& pieces, std::int64_t ratio) const {
+  const auto r = static_cast<std::size_t>(ratio > 0 ? ratio : ratio_);
   Example ex;
   for (const TextPiece& piece : pieces) {
     if (piece.kind == TextPiece::Kind::Memory) {
       std::vector<std::int32_t> region = encoder_.encode(piece.text);
       if (region.empty()) continue;
-      const std::size_t n = (region.size() + ratio_ - 1) / ratio_;
+      const std::size_t n = (region.size() + r - 1) / r;
       ex.ids.push_back(memory_start_);
       ex.ids.insert(ex.ids.end(), n, memory_);
       ex.ids.push_back(memory_end_);
       ex.loss.insert(ex.loss.end(), n + 2, 0);
       ex.regions.push_back(std::move(region));
+      ex.region_ratios.push_back(static_cast<std::int64_t>(r));
     } else {
       const std::vector<std::int32_t> ids = decoder_.encode(piece.text);
       ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
@@ -168,12 +169,49 @@ Example ExampleTokenizer::tokenize(const std::vector<TextPiece>& pieces) const {
 }
 
 TaskMix stage_task_mix(int stage) {
-  if (stage == 3) return {0.0, 0.4, 0.6};
+  if (stage == 3) return {0.0, 0.3, 0.4, 0.15, 0.15};
+  if (stage == 2) return {0.55, 0.3, 0.1, 0.05, 0.0};
   return {};
 }
 
-DataGenerator::DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_len)
-    : corpus_(std::move(corpus)), seed_(seed), seq_len_(std::max<std::size_t>(seq_len, 64)) {}
+std::string needle_key(std::mt19937_64& rng) {
+  return std::string(kAdjectives[below(rng, kAdjectives.size())]) + "-" +
+         kNouns[below(rng, kNouns.size())];
+}
+
+void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::string& sentence) {
+  const std::vector<std::size_t> ends = sentence_ends(text);
+  const std::size_t at = ends[below(rng, ends.size())];
+  const bool space_before = at > 0 && text[at - 1] != ' ';
+  text.insert(at, (space_before ? " " : "") + sentence + (at < text.size() ? " " : ""));
+}
+
+std::string needle_sentence(const std::string& key, std::size_t number) {
+  return "The special magic number for " + key + " is " + std::to_string(number) + ".";
+}
+
+std::string needle_question(const std::string& key) {
+  return "What is the special magic number for " + key + " mentioned in the text above?";
+}
+
+DataGenerator::DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_len,
+                             std::int64_t checkpoint_ratio, std::vector<std::int64_t> ratios)
+    : corpus_(std::move(corpus)),
+      seed_(seed),
+      seq_len_(std::max<std::size_t>(seq_len, 64)),
+      checkpoint_ratio_(checkpoint_ratio),
+      ratios_(std::move(ratios)) {
+  for (std::int64_t r : ratios_) {
+    if (r <= 0) throw Error("--ratios: " + std::to_string(r) + " is not a positive ratio");
+  }
+}
+
+std::int64_t DataGenerator::example_ratio(std::uint64_t index) const {
+  if (ratios_.empty()) return checkpoint_ratio_;
+  // Its own hash of (seed, index), so the examples' streams do not depend on
+  // the list of ratios.
+  return ratios_[mix64(seed_ ^ (index * 0xD6E8FEB86659FD93ull)) % ratios_.size()];
+}
 
 std::mt19937_64 DataGenerator::example_rng(std::uint64_t index) const {
   // splitmix64 of (seed, index): neighbouring indices get unrelated streams.
@@ -181,6 +219,7 @@ std::mt19937_64 DataGenerator::example_rng(std::uint64_t index) const {
 }
 
 // Sizes below assume about 4 characters per token of English prose.
+constexpr double kCharsPerToken = 4.0;
 std::vector<TextPiece> DataGenerator::continual(std::mt19937_64& rng) const {
   const auto chars =
       static_cast<std::size_t>(static_cast<double>(seq_len_) * (2.0 + 2.0 * unit(rng)));
@@ -197,64 +236,73 @@ std::vector<TextPiece> DataGenerator::continual(std::mt19937_64& rng) const {
   return pieces;
 }
 
-std::vector<TextPiece> DataGenerator::reconstruction(std::mt19937_64& rng,
-                                                     std::string* passage) const {
+std::vector<TextPiece> DataGenerator::reconstruction(std::mt19937_64& rng, std::string* passage,
+                                                     bool compressed) const {
   // The region (T / r) and the copy (T) fit about 0.8 of the sequence.
   const auto chars =
       static_cast<std::size_t>(static_cast<double>(seq_len_) * (0.8 + 1.6 * unit(rng)));
   std::string text = corpus_.passage(rng, chars);
   if (passage) *passage = text;
   return {{TextPiece::Kind::Context, "<|im_start|>user\n"},
-          {TextPiece::Kind::Memory, text},
+          {compressed ? TextPiece::Kind::Memory : TextPiece::Kind::Context, text},
           {TextPiece::Kind::Context, kReconstructionInstruction},
           {TextPiece::Kind::Target, std::move(text)},
           {TextPiece::Kind::Target, "<|im_end|>"}};
 }
 
-std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng) const {
-  const auto chars =
-      static_cast<std::size_t>(static_cast<double>(seq_len_) * (3.0 + 4.0 * unit(rng)));
-  std::string haystack = corpus_.passage(rng, chars);
+std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng, std::int64_t ratio,
+                                                bool compressed) const {
+  // The haystack fills 0.25-0.85 of the sequence as tokens, or as latents up
+  // to ratio 6: beyond, the encoder's cost would dwarf the decoder's.
+  const double tokens = static_cast<double>(seq_len_) * (0.25 + 0.6 * unit(rng)) *
+                        (compressed ? static_cast<double>(std::min<std::int64_t>(ratio, 6)) : 1.0);
+  std::string haystack = corpus_.passage(rng, static_cast<std::size_t>(tokens * kCharsPerToken));
   const std::size_t n_needles = 1 + below(rng, 3);
   std::vector<std::string> keys, needles;
   while (keys.size() < n_needles) {
-    std::string key = std::string(kAdjectives[below(rng, kAdjectives.size())]) + "-" +
-                      kNouns[below(rng, kNouns.size())];
+    std::string key = needle_key(rng);
     if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
     const std::size_t number = 1000000 + below(rng, 9000000);
-    needles.push_back("The special magic number for " + key + " is " + std::to_string(number) +
-                      ".");
+    needles.push_back(needle_sentence(key, number));
     keys.push_back(std::move(key));
   }
-  for (const std::string& needle : needles) {
-    const std::vector<std::size_t> ends = sentence_ends(haystack);
-    const std::size_t at = ends[below(rng, ends.size())];
-    const bool space_before = at > 0 && haystack[at - 1] != ' ';
-    haystack.insert(at, (space_before ? " " : "") + needle + (at < haystack.size() ? " " : ""));
-  }
+  for (const std::string& needle : needles) insert_at_sentence_end(rng, haystack, needle);
   const std::size_t asked = below(rng, keys.size());
+  std::string question = "\n";  // appended: GCC 12 misreports "\n" + s as -Wrestrict
+  question.append(needle_question(keys[asked])).append("<|im_end|>\n<|im_start|>assistant\n");
   return {{TextPiece::Kind::Context, "<|im_start|>user\n"},
-          {TextPiece::Kind::Memory, haystack},
-          {TextPiece::Kind::Context, "\nWhat is the special magic number for " + keys[asked] +
-                                         " mentioned in the text above?<|im_end|>\n"
-                                         "<|im_start|>assistant\n"},
+          {compressed ? TextPiece::Kind::Memory : TextPiece::Kind::Context, haystack},
+          {TextPiece::Kind::Context, std::move(question)},
           {TextPiece::Kind::Target, needles[asked] + "<|im_end|>"}};
 }
 
 std::vector<TextPiece> DataGenerator::example(std::uint64_t index, const TaskMix& mix) const {
   std::mt19937_64 rng = example_rng(index);
-  const double total = mix.continual + mix.reconstruction + mix.retrieval;
-  const double pick = unit(rng) * total;
-  if (pick < mix.continual) return continual(rng);
-  if (pick < mix.continual + mix.reconstruction) return reconstruction(rng);
-  return retrieval(rng);
+  const double shares[] = {mix.continual, mix.reconstruction, mix.retrieval, mix.plain_retrieval,
+                           mix.plain_reconstruction};
+  double pick = unit(rng) * (shares[0] + shares[1] + shares[2] + shares[3] + shares[4]);
+  std::size_t task = 0;
+  while (task < 4 && pick >= shares[task]) pick -= shares[task++];
+  switch (task) {
+    case 0:
+      return continual(rng);
+    case 1:
+      return reconstruction(rng);
+    case 2:
+      return retrieval(rng, example_ratio(index), true);
+    case 3:
+      return retrieval(rng, example_ratio(index), false);
+    default:
+      return reconstruction(rng, nullptr, false);
+  }
 }
 
 Example pack_examples(const DataGenerator& data, const ExampleTokenizer& tokens, const TaskMix& mix,
                       std::uint64_t& next_index, std::size_t seq_len) {
   Example packed;
   while (packed.ids.size() < seq_len) {
-    Example ex = tokens.tokenize(data.example(next_index++, mix));
+    const std::uint64_t index = next_index++;
+    Example ex = tokens.tokenize(data.example(index, mix), data.example_ratio(index));
     const std::size_t room = seq_len - packed.ids.size();
     const bool cut = ex.ids.size() > room;
     if (cut) {
@@ -270,10 +318,13 @@ Example pack_examples(const DataGenerator& data, const ExampleTokenizer& tokens,
       ex.ids.resize(open);
       ex.loss.resize(open);
       ex.regions.resize(kept_regions);
+      ex.region_ratios.resize(kept_regions);
     }
     packed.ids.insert(packed.ids.end(), ex.ids.begin(), ex.ids.end());
     packed.loss.insert(packed.loss.end(), ex.loss.begin(), ex.loss.end());
     for (auto& r : ex.regions) packed.regions.push_back(std::move(r));
+    packed.region_ratios.insert(packed.region_ratios.end(), ex.region_ratios.begin(),
+                                ex.region_ratios.end());
     if (cut) break;
   }
   return packed;

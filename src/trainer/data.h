@@ -29,6 +29,7 @@ struct Example {
   std::vector<std::int32_t> ids;                   // [L] decoder ids, placeholders included
   std::vector<std::uint8_t> loss;                  // [L] 1 where ids[i] is predicted with loss
   std::vector<std::vector<std::int32_t>> regions;  // encoder tokens of each memory region
+  std::vector<std::int64_t> region_ratios;         // the compression ratio of each region
 };
 
 // Plain text documents; whitespace runs are collapsed to one space.
@@ -56,7 +57,9 @@ class ExampleTokenizer {
   // Reads CKPT/decoder and CKPT/encoder tokenizers and model_config.json.
   explicit ExampleTokenizer(const std::filesystem::path& checkpoint);
 
-  Example tokenize(const std::vector<TextPiece>& pieces) const;
+  // ratio 0: the checkpoint's compression_ratio.
+  Example tokenize(const std::vector<TextPiece>& pieces, std::int64_t ratio = 0) const;
+  std::int64_t checkpoint_ratio() const { return ratio_; }
 
   const Tokenizer& decoder() const { return decoder_; }
   const Tokenizer& encoder() const { return encoder_; }
@@ -67,18 +70,22 @@ class ExampleTokenizer {
  private:
   Tokenizer decoder_, encoder_;
   std::int32_t memory_start_, memory_end_, memory_;
-  std::size_t ratio_;
+  std::int64_t ratio_;
 };
 
-// Shares of the three tasks in the stream; they need not sum to one.
+// Shares of the tasks in the stream; they need not sum to one.
 struct TaskMix {
   double continual = 0.6;
   double reconstruction = 0.3;
   double retrieval = 0.1;
+  double plain_retrieval = 0.0;       // the haystack as plain text, not compressed
+  double plain_reconstruction = 0.0;  // copy a passage shown as plain text
 };
 
 // The task mix of a stage: CPT stages (0-2) mostly continual text with the
-// auxiliary reconstruction task, SFT (3) the instruction tasks only.
+// auxiliary reconstruction task, SFT (3) the instruction tasks only. Stages 2
+// and 3 also show haystacks uncompressed: a decoder trained from scratch must
+// learn to read plain text too (the published decoders start from Qwen3).
 TaskMix stage_task_mix(int stage);
 
 // The instruction between a compressed passage and its verbatim copy.
@@ -88,30 +95,48 @@ inline constexpr const char* kReconstructionInstruction =
 class DataGenerator {
  public:
   // seq_len sizes the passages so that most examples fit one sequence.
-  DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_len);
+  // Each example is compressed at one of `ratios` (empty: the checkpoint's
+  // ratio, given as checkpoint_ratio).
+  DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_len,
+                std::int64_t checkpoint_ratio = 4, std::vector<std::int64_t> ratios = {});
 
   // Continual text: a passage cut into spans, some compressed; loss on the
   // plain spans; ends with <|endoftext|>.
   std::vector<TextPiece> continual(std::mt19937_64& rng) const;
-  // Reconstruction: user turn with a compressed passage and the
+  // Reconstruction: user turn with a compressed (or plain) passage and the
   // instruction; the assistant's answer is the passage verbatim (the target).
   // The passage is returned in *passage when given.
-  std::vector<TextPiece> reconstruction(std::mt19937_64& rng, std::string* passage = nullptr) const;
-  // Retrieval: a compressed haystack of real text with 1-3 "The special
-  // magic number for KEY is N." needles, a question on one, the needle
-  // sentence as the answer.
-  std::vector<TextPiece> retrieval(std::mt19937_64& rng) const;
+  std::vector<TextPiece> reconstruction(std::mt19937_64& rng, std::string* passage = nullptr,
+                                        bool compressed = true) const;
+  // Retrieval: a haystack of real text with 1-3 "The special magic number
+  // for KEY is N." needles, a question on one, the needle sentence as the
+  // answer. The haystack is plain or compressed at `ratio`, of 0.25-0.85
+  // seq_len tokens times min(ratio, 6) when compressed.
+  std::vector<TextPiece> retrieval(std::mt19937_64& rng, std::int64_t ratio,
+                                   bool compressed = true) const;
 
   // The RNG of example `index`: a function of (seed, index) only.
   std::mt19937_64 example_rng(std::uint64_t index) const;
-  // Example `index` of the stream for a mix.
+  // The compression ratio of example `index`.
+  std::int64_t example_ratio(std::uint64_t index) const;
+  // Example `index` of the stream for a mix, at example_ratio(index).
   std::vector<TextPiece> example(std::uint64_t index, const TaskMix& mix) const;
 
  private:
   Corpus corpus_;
   std::uint64_t seed_;
   std::size_t seq_len_;
+  std::int64_t checkpoint_ratio_;
+  std::vector<std::int64_t> ratios_;
 };
+
+// A needle's key: an adjective-noun pair such as "misty-harbor" (256 in all).
+std::string needle_key(std::mt19937_64& rng);
+// Inserts `sentence` into text at a random sentence end (or either end).
+void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::string& sentence);
+// The needle sentence and its question, shared by training and evaluation.
+std::string needle_sentence(const std::string& key, std::size_t number);
+std::string needle_question(const std::string& key);
 
 // Packs examples next_index, next_index + 1, ... into one sequence of at most
 // seq_len tokens and advances next_index past them. The last example is cut

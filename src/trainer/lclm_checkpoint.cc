@@ -13,6 +13,7 @@
 #include "compression/lclm_model.h"
 #include "compression/memory_regions.h"
 #include "compression/random_lclm.h"
+#include "format/json_file.h"
 #include "format/safetensors.h"
 #include "model/qwen3_model.h"
 #include "model/random_qwen3.h"
@@ -84,12 +85,6 @@ std::int32_t memory_placeholder_id(const fs::path& decoder_dir) {
                 std::string(kMemoryPlaceholder) + " that an LCLM decoder tokenizer adds");
   }
   return *id;
-}
-
-void write_text_file(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  if (!out.flush()) throw Error("cannot write " + path.string());
 }
 
 // Writes every parameter of `module` as dtype into one safetensors file.

@@ -108,8 +108,9 @@ TorchLclm::TorchLclm(const LclmConfig& config, const Qwen3Config& encoder_config
   decoder = register_module("decoder", std::make_shared<TorchQwen3>(decoder_config, true));
 }
 
-torch::Tensor TorchLclm::pool_region(std::span<const std::int32_t> tokens) {
-  const std::vector<EncoderWindow> windows = tile_windows(tokens.size(), config_);
+torch::Tensor TorchLclm::pool_region(std::span<const std::int32_t> tokens, std::int64_t ratio) {
+  const LclmConfig config = ratio > 0 ? config_.at_ratio(ratio) : config_;
+  const std::vector<EncoderWindow> windows = tile_windows(tokens.size(), config);
   // Each window's encoder input [left context | pooled tokens | right context |
   // eos slots], grouped by length so that equal ones share a batch.
   std::vector<std::vector<std::int32_t>> inputs(windows.size());
@@ -118,7 +119,7 @@ torch::Tensor TorchLclm::pool_region(std::span<const std::int32_t> tokens) {
     const EncoderWindow& w = windows[i];
     inputs[i].assign(tokens.begin() + static_cast<std::ptrdiff_t>(w.begin - w.left_context),
                      tokens.begin() + static_cast<std::ptrdiff_t>(w.end + w.right_context));
-    if (config_.pooling == Pooling::Eos) {
+    if (config.pooling == Pooling::Eos) {
       inputs[i].insert(inputs[i].end(), w.latents, token_ids_.encoder_pad);
     }
     windows_by_length[inputs[i].size()].push_back(i);
@@ -129,30 +130,35 @@ torch::Tensor TorchLclm::pool_region(std::span<const std::int32_t> tokens) {
     for (std::size_t i : members) rows.push_back(ids_tensor(inputs[i]));
     const torch::Tensor ids = torch::stack(rows);  // [B, length]
     const torch::Tensor hidden =
-        encoder->forward(encoder->embed(ids), config_.encoder_mask);  // [B, length, E]
+        encoder->forward(encoder->embed(ids), config.encoder_mask);  // [B, length, E]
     for (std::size_t b = 0; b < members.size(); ++b) {
       pooled[members[b]] =
-          pool_window(hidden[static_cast<std::int64_t>(b)], windows[members[b]], config_);
+          pool_window(hidden[static_cast<std::int64_t>(b)], windows[members[b]], config);
     }
   }
   if (pooled.empty()) return torch::zeros({0, adapter->input_dim()});
   return torch::cat(pooled, 0);
 }
 
-torch::Tensor TorchLclm::encode_region(std::span<const std::int32_t> tokens) {
-  return adapter->forward(pool_region(tokens));
+torch::Tensor TorchLclm::encode_region(std::span<const std::int32_t> tokens, std::int64_t ratio) {
+  return adapter->forward(pool_region(tokens, ratio));
 }
 
 torch::Tensor TorchLclm::decoder_inputs(std::span<const std::int32_t> decoder_ids,
-                                        std::span<const std::vector<std::int32_t>> regions) {
+                                        std::span<const std::vector<std::int32_t>> regions,
+                                        std::span<const std::int64_t> ratios) {
+  if (!ratios.empty() && ratios.size() != regions.size()) {
+    throw Error("decoder_inputs: " + std::to_string(ratios.size()) + " ratios for " +
+                std::to_string(regions.size()) + " memory regions");
+  }
   std::vector<std::int64_t> slots;
   for (std::size_t i = 0; i < decoder_ids.size(); ++i) {
     if (decoder_ids[i] == token_ids_.memory) slots.push_back(static_cast<std::int64_t>(i));
   }
   std::vector<torch::Tensor> latents;
   std::int64_t n_latents = 0;
-  for (const std::vector<std::int32_t>& region : regions) {
-    latents.push_back(encode_region(region));
+  for (std::size_t i = 0; i < regions.size(); ++i) {
+    latents.push_back(encode_region(regions[i], ratios.empty() ? 0 : ratios[i]));
     n_latents += latents.back().size(0);
   }
   if (n_latents != static_cast<std::int64_t>(slots.size())) {
@@ -168,9 +174,10 @@ torch::Tensor TorchLclm::decoder_inputs(std::span<const std::int32_t> decoder_id
 }
 
 torch::Tensor TorchLclm::forward(std::span<const std::int32_t> decoder_ids,
-                                 std::span<const std::vector<std::int32_t>> regions) {
+                                 std::span<const std::vector<std::int32_t>> regions,
+                                 std::span<const std::int64_t> ratios) {
   const torch::Tensor hidden =
-      decoder->forward(decoder_inputs(decoder_ids, regions), AttentionMask::Causal);
+      decoder->forward(decoder_inputs(decoder_ids, regions, ratios), AttentionMask::Causal);
   return decoder->logits(hidden);
 }
 

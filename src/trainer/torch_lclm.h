@@ -67,18 +67,23 @@ class TorchLclm : public torch::nn::Module {
   // The pooled encoder states of one memory region's T encoder tokens:
   // [ceil(T / r), adapter->input_dim()]. Windows of W tokens are encoded on
   // their own with positions from 0; windows of equal length run as a batch.
-  torch::Tensor pool_region(std::span<const std::int32_t> tokens);
+  // ratio > 0 runs the config at that ratio (LclmConfig::at_ratio), as the
+  // engine's --ratio does; 0 keeps the checkpoint's.
+  torch::Tensor pool_region(std::span<const std::int32_t> tokens, std::int64_t ratio = 0);
   // The region's latents adapter(pool_region(tokens)): [ceil(T / r), D].
-  torch::Tensor encode_region(std::span<const std::int32_t> tokens);
+  torch::Tensor encode_region(std::span<const std::int32_t> tokens, std::int64_t ratio = 0);
 
   // The decoder's input [L, D]: embeddings of decoder_ids [L] with the k-th
   // <|memory|> position replaced by the k-th latent of the regions, taken in
-  // order. Throws lclm::Error when the placeholders and latents differ in number.
+  // order; region i is compressed at ratios[i] when ratios is not empty.
+  // Throws lclm::Error when the placeholders and latents differ in number.
   torch::Tensor decoder_inputs(std::span<const std::int32_t> decoder_ids,
-                               std::span<const std::vector<std::int32_t>> regions);
+                               std::span<const std::vector<std::int32_t>> regions,
+                               std::span<const std::int64_t> ratios = {});
   // logits [L, vocab] of the spliced sequence: causal, positions 0..L-1.
   torch::Tensor forward(std::span<const std::int32_t> decoder_ids,
-                        std::span<const std::vector<std::int32_t>> regions);
+                        std::span<const std::vector<std::int32_t>> regions,
+                        std::span<const std::int64_t> ratios = {});
 
   std::shared_ptr<TorchQwen3> encoder;
   std::shared_ptr<TorchAdapter> adapter;

@@ -128,8 +128,12 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
   }
   if (opts_.seq_len < 16) throw Error("--seq-len must be at least 16");
   tokens_ = std::make_unique<ExampleTokenizer>(side_files_);
+  if (!opts_.ratios.empty() && model_->config().pooling == Pooling::Concat) {
+    throw Error("--ratios: concat pooling fixes the ratio (its latents are r x E wide)");
+  }
   data_ = std::make_unique<DataGenerator>(Corpus::from_paths(opts_.corpus), opts_.seed,
-                                          static_cast<std::size_t>(opts_.seq_len));
+                                          static_cast<std::size_t>(opts_.seq_len),
+                                          tokens_->checkpoint_ratio(), opts_.ratios);
   if (opts_.resume && step_in_stage_ > 0) {
     begin_stage();
     torch::load(*optim_->adamw, (opts_.out / kStateDir / "optimizer.pt").string());
@@ -200,7 +204,8 @@ namespace {
 // 151k vocabulary the full [L, vocab] logits would cost most of the step.
 torch::Tensor target_loss(TorchLclm& model, const Example& ex) {
   const torch::Tensor hidden =  // [L, D]
-      model.decoder->forward(model.decoder_inputs(ex.ids, ex.regions), AttentionMask::Causal);
+      model.decoder->forward(model.decoder_inputs(ex.ids, ex.regions, ex.region_ratios),
+                             AttentionMask::Causal);
   std::vector<std::int64_t> rows, targets;
   for (std::size_t i = 1; i < ex.ids.size(); ++i) {
     if (!ex.loss[i]) continue;
@@ -240,14 +245,21 @@ double Trainer::step() {
   }
 
   last_tokens_ = static_cast<std::int64_t>(batch.ids.size());
-  optim_->adamw->zero_grad();
+  // Gradients are reset to undefined, not zeroed: a parameter this sequence
+  // does not reach (the encoder, on a pack without regions) then skips the
+  // update, as after a resume, so resumed runs match straight ones exactly.
+  for (torch::Tensor& p : optim_->trainable) p.mutable_grad().reset();
   const torch::Tensor loss = target_loss(*model_, batch);
-  loss.backward();
-  if (optim_->row_mask.defined() && optim_->embedding.grad().defined()) {
-    optim_->embedding.mutable_grad().mul_(optim_->row_mask);
+  // A sequence whose loss does not reach the stage's parameters (stage 1 on
+  // a pack without memory regions) gives no update.
+  if (loss.requires_grad()) {
+    loss.backward();
+    if (optim_->row_mask.defined() && optim_->embedding.grad().defined()) {
+      optim_->embedding.mutable_grad().mul_(optim_->row_mask);
+    }
+    torch::nn::utils::clip_grad_norm_(optim_->trainable, 1.0);
+    optim_->adamw->step();
   }
-  torch::nn::utils::clip_grad_norm_(optim_->trainable, 1.0);
-  optim_->adamw->step();
   ++step_in_stage_;
   ++global_step_;
   return loss.item<double>();
@@ -269,6 +281,7 @@ void Trainer::save() {
                                   {"seq_len", opts_.seq_len},
                                   {"lr_scale", opts_.lr_scale},
                                   {"warmup", opts_.warmup},
+                                  {"ratios", opts_.ratios},
                                   {"corpus", [&] {
                                      std::vector<std::string> paths;
                                      for (const fs::path& p : opts_.corpus)
@@ -297,6 +310,7 @@ void Trainer::load_state(const fs::path& dir) {
     opts_.seq_len = state.at("seq_len").get<std::int64_t>();
     opts_.lr_scale = state.at("lr_scale").get<double>();
     opts_.warmup = state.at("warmup").get<std::int64_t>();
+    opts_.ratios = state.value("ratios", std::vector<std::int64_t>{});
     opts_.corpus.clear();
     for (const auto& p : state.at("corpus")) opts_.corpus.emplace_back(p.get<std::string>());
   } catch (const nlohmann::json::exception& e) {

@@ -47,7 +47,8 @@ struct TrainOptions {
   double lr_scale = 1.0;
   std::int64_t warmup = -1;  // steps per stage; -1: min(250, steps / 10)
   std::uint64_t seed = 0;
-  std::int64_t save_every = 0;  // steps; 0: only at the end
+  std::vector<std::int64_t> ratios;  // each example compressed at one; empty: the checkpoint's
+  std::int64_t save_every = 0;       // steps; 0: only at the end
   std::int64_t log_every = 10;
   bool resume = false;
   std::vector<std::filesystem::path> corpus = default_corpus_paths();

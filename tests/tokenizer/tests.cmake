@@ -2,6 +2,10 @@ lclm_add_test(tokenizer_test
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/tokenizer_test.cc
   LABELS tokenizer)
 
+lclm_add_test(truncated_vocab_test
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/truncated_vocab_test.cc
+  LABELS tokenizer)
+
 # Encodes a JSONL corpus with lclm and compares with reference ids.
 add_executable(tokenize_jsonl ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer/tokenize_jsonl.cc)
 target_link_libraries(tokenize_jsonl PRIVATE lclm CLI11::CLI11 PkgConfig::UTF8PROC)

@@ -132,6 +132,30 @@ INSTANTIATE_TEST_SUITE_P(
                    }}),
     [](const ::testing::TestParamInfo<ParityCase>& instance) { return instance.param.name; });
 
+// A checkpoint run at another ratio, as the engine's --ratio does and as
+// mixed-ratio training (--ratios) compresses its regions.
+TEST(TorchLclmRatios, RegionsAtAnotherRatioMatchTheEngineAtThatRatio) {
+  testing::use_all_cores();
+  const auto dir =
+      write_tiny_lclm("parity_ratio_override", small_vocab_tokenizer_dir(), DType::F32, 37);
+  auto model = load_lclm_checkpoint(dir);
+  const torch::NoGradGuard no_grad;
+  const std::string prompt = two_region_prompt();
+  for (std::int64_t r : {8, 16, 5}) {
+    LclmOptions options;
+    options.compression_ratio = r;
+    auto engine = LclmModel::load(dir, options);
+    const testing::TokenizedPrompt tokens = tokenize_prompt(*engine, prompt);
+    const std::vector<std::int64_t> ratios(tokens.regions.size(), r);
+    const torch::Tensor want = engine_logits(*engine, prompt);
+    const torch::Tensor got = model->forward(tokens.decoder_ids, tokens.regions, ratios);
+    ASSERT_EQ(got.sizes(), want.sizes()) << "ratio " << r;
+    EXPECT_LT(relative_error(got, want), kParityTolerance) << "ratio " << r;
+  }
+  // One ratio per region.
+  EXPECT_THROW(model->decoder_inputs({}, {}, std::vector<std::int64_t>{4}), Error);
+}
+
 // A few AdamW steps on one sequence, the loss on plain-text targets only.
 TEST(TorchLclmTraining, AdamWStepsLowerTheLossAndEveryParameterGetsAGradient) {
   testing::use_all_cores();

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@ namespace lclm::train {
 namespace {
 
 namespace fs = std::filesystem;
+using lclm::testing::error_of;
 using testing::small_vocab_tokenizer_dir;
 using testing::write_tiny_lclm;
 
@@ -43,8 +45,9 @@ class TrainerData : public ::testing::Test {
 fs::path* TrainerData::checkpoint_ = nullptr;
 ExampleTokenizer* TrainerData::tokens_ = nullptr;
 
-// Memory tokens carry no loss, and each region has ceil(T / 4) placeholders.
-void expect_well_formed(const Example& ex, const ExampleTokenizer& tokens, std::size_t ratio) {
+// Memory tokens carry no loss, and each region has ceil(T / r) placeholders,
+// r its ratio.
+void expect_well_formed(const Example& ex, const ExampleTokenizer& tokens) {
   ASSERT_EQ(ex.ids.size(), ex.loss.size());
   std::size_t placeholders = 0, starts = 0, want_placeholders = 0;
   for (std::size_t i = 0; i < ex.ids.size(); ++i) {
@@ -55,14 +58,18 @@ void expect_well_formed(const Example& ex, const ExampleTokenizer& tokens, std::
     placeholders += id == tokens.memory();
     starts += id == tokens.memory_start();
   }
-  for (const auto& r : ex.regions) want_placeholders += (r.size() + ratio - 1) / ratio;
+  ASSERT_EQ(ex.region_ratios.size(), ex.regions.size());
+  for (std::size_t k = 0; k < ex.regions.size(); ++k) {
+    const auto r = static_cast<std::size_t>(ex.region_ratios[k]);
+    want_placeholders += (ex.regions[k].size() + r - 1) / r;
+  }
   EXPECT_EQ(starts, ex.regions.size());
   EXPECT_EQ(placeholders, want_placeholders);
 }
 
 TEST_F(TrainerData, GeneratorsAreDeterministicAndMaskMemoryTokens) {
   const DataGenerator a = generator(5), b = generator(5), c = generator(6);
-  const TaskMix mixes[] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
+  const TaskMix mixes[] = {{1, 0, 0, 0, 0}, {0, 1, 0, 0, 0}, {0, 0, 1, 0, 0}};
   std::size_t differing = 0;
   for (const TaskMix& mix : mixes) {
     for (std::uint64_t i = 0; i < 6; ++i) {
@@ -72,7 +79,7 @@ TEST_F(TrainerData, GeneratorsAreDeterministicAndMaskMemoryTokens) {
       EXPECT_EQ(ea.loss, eb.loss);
       EXPECT_EQ(ea.regions, eb.regions);
       differing += ea.ids != tokens_->tokenize(c.example(i, mix)).ids;
-      expect_well_formed(ea, *tokens_, 4);
+      expect_well_formed(ea, *tokens_);
       EXPECT_GT(std::count(ea.loss.begin(), ea.loss.end(), 1), 0);
       EXPECT_FALSE(ea.regions.empty());
     }
@@ -101,11 +108,65 @@ TEST_F(TrainerData, ReconstructionTargetIsThePassage) {
 TEST_F(TrainerData, RetrievalAnswerIsANeedleInTheHaystack) {
   const DataGenerator data = generator(9);
   std::mt19937_64 rng = data.example_rng(0);
-  const std::vector<TextPiece> pieces = data.retrieval(rng);
+  const std::vector<TextPiece> pieces = data.retrieval(rng, 4);
   ASSERT_EQ(pieces.size(), 4u);
+  EXPECT_EQ(pieces[1].kind, TextPiece::Kind::Memory);
   const std::string answer = pieces[3].text.substr(0, pieces[3].text.find("<|im_end|>"));
   EXPECT_EQ(answer.rfind("The special magic number for ", 0), 0u);
   EXPECT_NE(pieces[1].text.find(answer), std::string::npos);
+  const std::string key = answer.substr(29, answer.find(" is ") - 29);
+  EXPECT_NE(pieces[2].text.find(needle_question(key)), std::string::npos);
+}
+
+TEST_F(TrainerData, PlainTasksShowTheTextUncompressed) {
+  const DataGenerator data = generator(9);
+  std::mt19937_64 a = data.example_rng(0), b = data.example_rng(0);
+  const std::vector<TextPiece> compressed = data.retrieval(a, 4, true);
+  const std::vector<TextPiece> plain = data.retrieval(b, 4, false);
+  ASSERT_EQ(plain.size(), compressed.size());
+  EXPECT_EQ(plain[1].kind, TextPiece::Kind::Context);
+  const Example ex = tokens_->tokenize(plain);
+  EXPECT_TRUE(ex.regions.empty());
+  EXPECT_EQ(std::count(ex.ids.begin(), ex.ids.end(), tokens_->memory()), 0);
+
+  std::mt19937_64 c = data.example_rng(1);
+  std::string passage;
+  const std::vector<TextPiece> copy = data.reconstruction(c, &passage, false);
+  EXPECT_EQ(copy[1].kind, TextPiece::Kind::Context);
+  EXPECT_EQ(copy[1].text, passage);
+  EXPECT_EQ(copy[3].text, passage);
+  // The plain shares of a mix draw them.
+  const TaskMix plain_only{0, 0, 0, 1, 1};
+  for (std::uint64_t i = 0; i < 6; ++i) {
+    EXPECT_TRUE(tokens_->tokenize(data.example(i, plain_only)).regions.empty());
+  }
+}
+
+TEST_F(TrainerData, MixedRatiosAreDrawnPerExampleAndDeterministic) {
+  const DataGenerator data(Corpus::from_paths(default_corpus_paths()), 4, 128, 4, {4, 8, 16});
+  const DataGenerator same(Corpus::from_paths(default_corpus_paths()), 4, 128, 4, {4, 8, 16});
+  std::set<std::int64_t> seen;
+  for (std::uint64_t i = 0; i < 40; ++i) {
+    const std::int64_t r = data.example_ratio(i);
+    EXPECT_TRUE(r == 4 || r == 8 || r == 16) << r;
+    EXPECT_EQ(r, same.example_ratio(i));
+    seen.insert(r);
+  }
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_EQ(generator(4).example_ratio(7), 4) << "no list: the checkpoint's ratio";
+
+  std::uint64_t next = 0;
+  std::set<std::int64_t> packed;
+  for (int k = 0; k < 12; ++k) {
+    const Example ex = pack_examples(data, *tokens_, TaskMix{}, next, 128);
+    expect_well_formed(ex, *tokens_);
+    packed.insert(ex.region_ratios.begin(), ex.region_ratios.end());
+  }
+  EXPECT_GT(packed.size(), 1u);
+  EXPECT_NE(error_of([] {
+              DataGenerator(Corpus::from_paths(default_corpus_paths()), 1, 128, 4, {4, 0});
+            }).find("--ratios: 0"),
+            std::string::npos);
 }
 
 TEST_F(TrainerData, PackingFillsOneSequenceWithoutSplittingRegions) {
@@ -116,7 +177,7 @@ TEST_F(TrainerData, PackingFillsOneSequenceWithoutSplittingRegions) {
     const Example ex = pack_examples(data, *tokens_, TaskMix{}, next, 96);
     EXPECT_GT(next, before);
     EXPECT_LE(ex.ids.size(), 96u);
-    expect_well_formed(ex, *tokens_, 4);
+    expect_well_formed(ex, *tokens_);
   }
 }
 
@@ -199,6 +260,24 @@ TEST_F(TrainerStages, EncoderCptTrainsEncoderAndAdapterOnly) {
   EXPECT_TRUE(any_under(names, "encoder."));
   EXPECT_TRUE(any_under(names, "adapter."));
   EXPECT_FALSE(any_under(names, "decoder."));
+}
+
+// In stage 1 a pack whose regions were all cut off gives a loss that reaches
+// no trained parameter: the step is skipped, not an error.
+TEST_F(TrainerStages, EncoderCptSkipsPacksWithoutRegions) {
+  TrainOptions opts;
+  opts.init = tiny_checkpoint("stage-init-short");
+  opts.out = lclm::testing::scratch_dir("stage-out-short");
+  opts.stages = {{1, 12}};
+  opts.seq_len = 16;
+  opts.seed = 5;
+  Trainer trainer(opts);
+  int without_regions = 0;
+  while (!trainer.done()) {
+    without_regions += trainer.peek_batch().regions.empty() ? 1 : 0;
+    EXPECT_NO_THROW(trainer.step());
+  }
+  EXPECT_GT(without_regions, 0) << "no pack without regions: the case is not exercised";
 }
 
 TEST_F(TrainerStages, DecoderCptAndSftTrainEverything) {

@@ -22,6 +22,7 @@
 #include "compression/random_lclm.h"
 #include "core/test_models.h"
 #include "format/json_file.h"
+#include "tokenizer/truncated_vocab.h"
 
 namespace lclm::train::testing {
 
@@ -40,29 +41,10 @@ inline std::filesystem::path small_vocab_tokenizer_dir() {
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(LCLM_BINARY_DIR) / "test-models" / "qwen3-tokenizer-2048";
   if (fs::exists(dir)) return dir;
-  constexpr std::int64_t kVocab = 2048;
-  const fs::path full = lclm::testing::qwen3_tokenizer_dir();
-  nlohmann::json tokenizer = read_json_file(full / "tokenizer.json");
-  nlohmann::json& model = tokenizer["model"];
-  nlohmann::json vocab = nlohmann::json::object();
-  for (const auto& [token, id] : model["vocab"].items()) {
-    if (id.get<std::int64_t>() < kVocab) vocab[token] = id;
-  }
-  model["vocab"] = vocab;
-  nlohmann::json& merges = model["merges"];
-  merges.erase(merges.begin() + (kVocab - 256), merges.end());
-  std::int64_t next = kVocab;
-  for (auto& added : tokenizer["added_tokens"]) added["id"] = next++;
-  // Its added_tokens_decoder names the full tokenizer's ids.
-  nlohmann::json config = read_json_file(full / "tokenizer_config.json");
-  config.erase("added_tokens_decoder");
-
   // Test processes run in parallel: each writes its own copy and the first
   // rename wins.
   const fs::path staged = dir.string() + "." + std::to_string(::getpid());
-  fs::create_directories(staged);
-  lclm::testing::write_text(staged / "tokenizer.json", tokenizer.dump());
-  lclm::testing::write_text(staged / "tokenizer_config.json", config.dump());
+  write_truncated_tokenizer(lclm::testing::qwen3_tokenizer_dir(), staged, 2048);
   std::error_code lost_the_race;
   fs::rename(staged, dir, lost_the_race);
   fs::remove_all(staged);

@@ -1,0 +1,229 @@
+#include "trainer/evaluate.h"
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <random>
+#include <sstream>
+
+#include "compression/lclm_model.h"
+#include "compression/memory_regions.h"
+#include "runtime/generator.h"
+#include "trainer/data.h"
+#include "util/error.h"
+#include "util/hash.h"
+
+namespace lclm::train {
+
+namespace {
+
+// One prompt and what a right answer is, shared by every ratio.
+struct Sample {
+  std::string text;    // haystack or passage
+  std::string answer;  // needle: the number; reconstruction: the passage
+  std::string question;
+};
+
+constexpr const char* kUserTurn = "<|im_start|>user\n";
+
+// Text of exactly `tokens` encoder tokens, cut from passages of one or more
+// documents joined by spaces.
+std::string text_of_tokens(const Corpus& corpus, const Tokenizer& tokenizer, std::mt19937_64& rng,
+                           std::size_t tokens) {
+  std::string text;
+  std::vector<std::int32_t> ids;
+  while (ids.size() < tokens) {
+    if (!text.empty()) text += ' ';
+    text += corpus.passage(rng, (tokens - ids.size()) * 5 + 64);
+    ids = tokenizer.encode(text);
+  }
+  ids.resize(tokens);
+  return tokenizer.decode(ids);
+}
+
+std::vector<Sample> needle_samples(const Corpus& corpus, const Tokenizer& tokenizer,
+                                   std::uint64_t seed, std::size_t tokens, std::size_t n) {
+  std::vector<Sample> out;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::mt19937_64 rng(mix64(seed ^ (tokens * 0x9E3779B97F4A7C15ull) ^ (i + 1)));
+    const std::string key = needle_key(rng);
+    const std::size_t number = 1000000 + rng() % 9000000;
+    const std::string needle = needle_sentence(key, number);
+    // The haystack with the needle has `tokens` tokens in all.
+    std::string haystack = text_of_tokens(
+        corpus, tokenizer, rng, tokens - std::min(tokens / 2, tokenizer.encode(needle).size() + 1));
+    insert_at_sentence_end(rng, haystack, needle);
+    out.push_back({std::move(haystack), std::to_string(number), needle_question(key)});
+  }
+  return out;
+}
+
+std::vector<Sample> passage_samples(const Corpus& corpus, const Tokenizer& tokenizer,
+                                    std::uint64_t seed, std::size_t tokens, std::size_t n) {
+  std::vector<Sample> out;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::mt19937_64 rng(mix64(seed ^ (tokens * 0xD6E8FEB86659FD93ull) ^ (i + 1)));
+    std::string passage = text_of_tokens(corpus, tokenizer, rng, tokens);
+    out.push_back({passage, passage, ""});
+  }
+  return out;
+}
+
+std::string region(const std::string& text, bool compressed) {
+  if (!compressed) return text;
+  return std::string(kMemoryStart) + text + std::string(kMemoryEnd);
+}
+
+// The training prompts (trainer/data.cc), the region compressed or not.
+std::string needle_prompt(const Sample& s, bool compressed) {
+  return kUserTurn + region(s.text, compressed) + "\n" + s.question +
+         "<|im_end|>\n<|im_start|>assistant\n";
+}
+std::string reconstruction_prompt(const Sample& s, bool compressed) {
+  return kUserTurn + region(s.text, compressed) + kReconstructionInstruction;
+}
+
+struct Answer {
+  std::string text;
+  std::size_t prompt_positions = 0;
+  double ttft_ms = 0;
+};
+
+Answer answer(LclmModel& model, const std::string& prompt, int max_tokens) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const PreparedPrompt p = model.prepare(prompt);
+  GenerationOptions options;
+  options.n_predict = max_tokens;
+  options.sampling.temperature = 0.0f;
+  options.stop_ids = Generator::default_stop_ids(model.decoder(), model.decoder_tokenizer());
+  const GenerationStats stats =
+      Generator(model.decoder())
+          .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, options,
+                                    [](std::int32_t) { return true; });
+  Answer a;
+  a.text = model.decoder_tokenizer().decode(stats.tokens);
+  a.prompt_positions = p.ids.size();
+  a.ttft_ms = (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() -
+               stats.decode_seconds) *
+              1e3;
+  return a;
+}
+
+}  // namespace
+
+std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
+  if (!LclmModel::is_checkpoint(options.checkpoint)) {
+    throw Error(options.checkpoint.string() + " is not an LCLM checkpoint (no model_config.json)");
+  }
+  const Corpus corpus = Corpus::from_paths(options.text);
+  // One engine per ratio; ratio 0 reads plain text, so any one serves it.
+  std::map<std::int64_t, std::unique_ptr<LclmModel>> models;
+  for (std::int64_t r : options.ratios) {
+    LclmOptions o;
+    if (r > 0) o.compression_ratio = r;
+    models[r] = LclmModel::load(options.checkpoint, o);
+  }
+  const Tokenizer& tokenizer = models.begin()->second->encoder_tokenizer();
+
+  std::vector<RecallResult> results;
+  const auto run_task = [&](const std::string& task, std::size_t tokens,
+                            const std::vector<Sample>& samples) {
+    for (std::int64_t r : options.ratios) {
+      RecallResult cell{task, r, tokens, samples.size()};
+      for (const Sample& s : samples) {
+        const bool needle = task == "needle";
+        const std::string prompt =
+            needle ? needle_prompt(s, r > 0) : reconstruction_prompt(s, r > 0);
+        const int max_tokens = needle ? 32 : static_cast<int>(tokens) + 16;
+        const Answer a = answer(*models[r], prompt, max_tokens);
+        const bool right = needle ? a.text.find(s.answer) != std::string::npos : a.text == s.answer;
+        cell.correct += right ? 1 : 0;
+        cell.mean_prompt_positions += static_cast<double>(a.prompt_positions);
+        cell.mean_ttft_ms += a.ttft_ms;
+      }
+      if (!samples.empty()) {
+        cell.mean_prompt_positions /= static_cast<double>(samples.size());
+        cell.mean_ttft_ms /= static_cast<double>(samples.size());
+      }
+      if (options.progress) {
+        *options.progress << task << " " << tokens << " tokens, "
+                          << (r > 0 ? std::to_string(r) + "x" : std::string("uncompressed")) << ": "
+                          << cell.correct << "/" << cell.samples << std::endl;
+      }
+      results.push_back(cell);
+    }
+  };
+  for (std::size_t tokens : options.haystack_tokens) {
+    run_task("needle", tokens,
+             needle_samples(corpus, tokenizer, options.seed, tokens, options.samples));
+  }
+  for (std::size_t tokens : options.passage_tokens) {
+    run_task("reconstruction", tokens,
+             passage_samples(corpus, tokenizer, options.seed, tokens, options.samples));
+  }
+  return results;
+}
+
+std::string recall_markdown(const std::vector<RecallResult>& results) {
+  std::ostringstream out;
+  for (const char* task : {"needle", "reconstruction"}) {
+    std::vector<std::int64_t> ratios;
+    std::vector<std::size_t> lengths;
+    for (const RecallResult& r : results) {
+      if (r.task != task) continue;
+      if (std::find(ratios.begin(), ratios.end(), r.ratio) == ratios.end())
+        ratios.push_back(r.ratio);
+      if (std::find(lengths.begin(), lengths.end(), r.tokens) == lengths.end()) {
+        lengths.push_back(r.tokens);
+      }
+    }
+    if (lengths.empty()) continue;
+    out << "\n"
+        << (std::string(task) == "needle" ? "Needle retrieval accuracy"
+                                          : "Reconstruction exact match")
+        << " (correct / samples; mean TTFT)\n\n| tokens |";
+    for (std::int64_t r : ratios) {
+      if (r > 0) {
+        out << " " << r << "x |";
+      } else {
+        out << " uncompressed |";
+      }
+    }
+    out << "\n|---|";
+    for (std::size_t i = 0; i < ratios.size(); ++i) out << "---|";
+    out << "\n";
+    for (std::size_t len : lengths) {
+      out << "| " << len << " |";
+      for (std::int64_t ratio : ratios) {
+        for (const RecallResult& r : results) {
+          if (r.task != task || r.tokens != len || r.ratio != ratio) continue;
+          char cell[96];
+          std::snprintf(cell, sizeof cell, " %.0f%% (%zu/%zu; %.0f ms) |", 100.0 * r.accuracy(),
+                        r.correct, r.samples, r.mean_ttft_ms);
+          out << cell;
+        }
+      }
+      out << "\n";
+    }
+  }
+  return out.str();
+}
+
+std::string recall_json(const std::vector<RecallResult>& results) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const RecallResult& r : results) {
+    j.push_back({{"task", r.task},
+                 {"ratio", r.ratio},
+                 {"tokens", r.tokens},
+                 {"samples", r.samples},
+                 {"correct", r.correct},
+                 {"accuracy", r.accuracy()},
+                 {"mean_prompt_positions", r.mean_prompt_positions},
+                 {"mean_ttft_ms", r.mean_ttft_ms}});
+  }
+  return j.dump(2) + "\n";
+}
+
+}  // namespace lclm::train

@@ -1,0 +1,47 @@
+// What a trained LCLM can recall, measured with the engine: needle retrieval
+// from haystacks of real held-out text and verbatim reconstruction of
+// passages, each compressed at several ratios and, as the baseline, read
+// uncompressed by the same decoder. The prompts are the training tasks'
+// (trainer/data.h); answers are generated greedily.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace lclm::train {
+
+struct RecallEvalOptions {
+  std::filesystem::path checkpoint;
+  std::vector<std::filesystem::path> text;        // held-out haystack and passage text
+  std::vector<std::int64_t> ratios{0, 4, 8, 16};  // 0: uncompressed
+  std::vector<std::size_t> haystack_tokens{1024, 2048, 4096, 8192};
+  std::vector<std::size_t> passage_tokens{32, 64, 128};
+  std::size_t samples = 20;  // per task and length; every ratio sees the same ones
+  std::uint64_t seed = 20261123;
+  std::ostream* progress = nullptr;
+};
+
+// One cell of the result tables: a task at a length and ratio.
+struct RecallResult {
+  std::string task;        // "needle" or "reconstruction"
+  std::int64_t ratio = 0;  // 0: uncompressed
+  std::size_t tokens = 0;  // haystack or passage length in encoder tokens
+  std::size_t samples = 0;
+  std::size_t correct = 0;  // needle: the number appears in the answer;
+                            // reconstruction: the answer is the passage exactly
+  double mean_prompt_positions = 0;
+  double mean_ttft_ms = 0;  // compression included
+  double accuracy() const { return samples ? static_cast<double>(correct) / samples : 0.0; }
+};
+
+// Throws lclm::Error for a missing checkpoint or text.
+std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options);
+
+// Markdown tables (one per task: rows = lengths, columns = ratios) and JSON.
+std::string recall_markdown(const std::vector<RecallResult>& results);
+std::string recall_json(const std::vector<RecallResult>& results);
+
+}  // namespace lclm::train
