@@ -52,7 +52,9 @@ int run(const AgentArgs& a, std::ostream& out, std::ostream& err) {
   out << result.answer << "\n";
   if (!a.transcript.empty()) {
     std::ofstream f(a.transcript);
-    f << agent_transcript_json(result).dump(2) << "\n";
+    // A model may write any bytes: invalid UTF-8 becomes U+FFFD.
+    f << agent_transcript_json(result).dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+      << "\n";
     if (!f) throw Error("cannot write --transcript " + a.transcript);
   }
   return 0;

@@ -31,6 +31,12 @@ class RequestError : public std::runtime_error {
   std::string param, code, type;
 };
 
+// JSON text; invalid UTF-8 (a model may emit any bytes) becomes U+FFFD
+// instead of an exception.
+inline std::string dump_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 nlohmann::json error_json(const std::string& message, const std::string& type,
                           const std::string& param = "", const std::string& code = "");
 inline nlohmann::json error_json(const RequestError& e) {

@@ -110,7 +110,7 @@ void Server::send_error(httplib::Response& res, int status, const json& error) {
     ++metrics_.errors[status];
   }
   res.status = status;
-  res.set_content(error.dump(), "application/json");
+  res.set_content(dump_json(error), "application/json");
 }
 
 std::shared_ptr<Job> Server::submit(std::function<void(Job&)> work) {
@@ -199,8 +199,9 @@ void Server::handle_completion(const httplib::Request& req, httplib::Response& r
         if (e.kind == Event::Kind::Text) text += e.text;
         if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
         if (e.kind == Event::Kind::Finished) {
-          res.set_content(completion_json(*r, id, created, text, e.finish_reason, e.usage).dump(),
-                          "application/json");
+          res.set_content(
+              dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage)),
+              "application/json");
           return;
         }
       }
@@ -229,7 +230,7 @@ void Server::handle_completion(const httplib::Request& req, httplib::Response& r
           }
           const Event e = job->next();
           if (e.kind == Event::Kind::Text) {
-            return write_event(sink, chunk_json(*r, id, created, &e.text, nullptr).dump())
+            return write_event(sink, dump_json(chunk_json(*r, id, created, &e.text, nullptr)))
                        ? true
                        : give_up();
           }
@@ -238,14 +239,14 @@ void Server::handle_completion(const httplib::Request& req, httplib::Response& r
             ++metrics_.errors[e.status];
           }
           bool ok = e.kind == Event::Kind::Failed
-                        ? write_event(sink, e.error.dump())
+                        ? write_event(sink, dump_json(e.error))
                         : write_event(
                               sink, chunk_json(*r, id, created, nullptr, &e.finish_reason).dump());
           if (ok && e.kind == Event::Kind::Finished && r->include_usage) {
             json usage = chunk_json(*r, id, created, nullptr, nullptr);
             usage["choices"] = json::array();
             usage["usage"] = usage_json(e.usage);
-            ok = write_event(sink, usage.dump());
+            ok = write_event(sink, dump_json(usage));
           }
           if (ok) ok = write_event(sink, "[DONE]");
           if (!ok) return give_up();
@@ -353,7 +354,7 @@ void Server::handle_compress(const httplib::Request& req, httplib::Response& res
     auto job = submit([this, texts](Job& j) { run_compress(*texts, j); });
     const Event e = job->next();
     if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
-    res.set_content(e.payload.dump(), "application/json");
+    res.set_content(dump_json(e.payload), "application/json");
   } catch (const RequestError& e) {
     send_error(res, e.status, error_json(e));
   }
