@@ -4,6 +4,7 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <random>
 #include <sstream>
 
 #include "util/error.h"
@@ -42,6 +43,36 @@ LclmOptions LclmArgs::options() const {
   if (ratio > 0) o.compression_ratio = ratio;
   if (!latent_cache.empty()) o.cache_db = latent_cache;
   return o;
+}
+
+void add_generation_options(CLI::App& app, GenerationOptions& options, std::int64_t& seed,
+                            int& threads) {
+  SamplingParams& s = options.sampling;
+  app.add_option("-n,--n-predict", options.n_predict, "Tokens to generate (-1: until a stop token)")
+      ->capture_default_str();
+  app.add_option("-c,--ctx-size", options.context,
+                 "Context size in tokens (0: the model's maximum)")
+      ->capture_default_str();
+  app.add_option("-b,--batch-size", options.prefill_chunk, "Prompt tokens per prefill pass")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--temp", s.temperature, "Temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-k", s.top_k, "Keep the k most likely tokens (0: all)")
+      ->capture_default_str();
+  app.add_option("--top-p", s.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
+  app.add_option("--min-p", s.min_p, "Drop tokens below min-p x the top probability (0: off)")
+      ->capture_default_str();
+  app.add_option("--repeat-penalty", s.repeat_penalty, "Penalty on recent tokens (1: off)")
+      ->capture_default_str();
+  app.add_option("--repeat-last-n", s.repeat_last_n, "How many recent tokens the penalty covers")
+      ->capture_default_str();
+  app.add_option("-s,--seed", seed, "Random seed (-1: random, printed at the end)")
+      ->capture_default_str();
+  app.add_option("-t,--threads", threads, "Threads (0: all cores)")->capture_default_str();
+}
+
+std::uint64_t resolve_seed(std::int64_t seed) {
+  return seed >= 0 ? static_cast<std::uint64_t>(seed) : std::random_device{}();
 }
 
 void print_load_time(std::ostream& err, double seconds) {

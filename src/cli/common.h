@@ -34,6 +34,12 @@ struct LclmArgs {
   LclmOptions options() const;
 };
 
+// -n, -c, -b, the sampling flags, -s and -t, with the current values as defaults.
+void add_generation_options(CLI::App& app, GenerationOptions& options, std::int64_t& seed,
+                            int& threads);
+// A seed of -1 picks a random one.
+std::uint64_t resolve_seed(std::int64_t seed);
+
 constexpr double kMiB = 1024.0 * 1024.0;
 
 // "load 120 ms | ..." head of the stats line.

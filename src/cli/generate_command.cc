@@ -3,7 +3,6 @@
 #include <chrono>
 #include <memory>
 #include <ostream>
-#include <random>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -27,32 +26,6 @@ struct GenerateArgs {
   std::string system;
   std::string stats_json;
 };
-
-void add_sampling_options(CLI::App& app, GenerateArgs& a) {
-  SamplingParams& s = a.options.sampling;
-  app.add_option("-n,--n-predict", a.options.n_predict,
-                 "Tokens to generate (-1: until a stop token)")
-      ->capture_default_str();
-  app.add_option("-c,--ctx-size", a.options.context,
-                 "Context size in tokens (0: the model's maximum)")
-      ->capture_default_str();
-  app.add_option("-b,--batch-size", a.options.prefill_chunk, "Prompt tokens per prefill pass")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  app.add_option("--temp", s.temperature, "Temperature (0: greedy)")->capture_default_str();
-  app.add_option("--top-k", s.top_k, "Keep the k most likely tokens (0: all)")
-      ->capture_default_str();
-  app.add_option("--top-p", s.top_p, "Nucleus sampling mass (1: off)")->capture_default_str();
-  app.add_option("--min-p", s.min_p, "Drop tokens below min-p x the top probability (0: off)")
-      ->capture_default_str();
-  app.add_option("--repeat-penalty", s.repeat_penalty, "Penalty on recent tokens (1: off)")
-      ->capture_default_str();
-  app.add_option("--repeat-last-n", s.repeat_last_n, "How many recent tokens the penalty covers")
-      ->capture_default_str();
-  app.add_option("-s,--seed", a.seed, "Random seed (-1: random, printed at the end)")
-      ->capture_default_str();
-  app.add_option("-t,--threads", a.threads, "Threads (0: all cores)")->capture_default_str();
-}
 
 // The prompt text: --compress-file becomes one memory region before the -p/-f text.
 std::string build_prompt(const GenerateArgs& a) {
@@ -111,7 +84,7 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
   }
 
   GenerationOptions options = a.options;
-  options.sampling.seed = a.seed >= 0 ? static_cast<std::uint64_t>(a.seed) : std::random_device{}();
+  options.sampling.seed = resolve_seed(a.seed);
   options.stop_ids = Generator::default_stop_ids(model, tokenizer);
   Utf8Stream stream;
   const GenerationStats stats = Generator(model).generate_from_embeddings(
@@ -148,7 +121,7 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--system", args->system, "System message for --chat");
   cmd->add_option("--stats-json", args->stats_json,
                   "Also write the run's statistics to this JSON file");
-  add_sampling_options(*cmd, *args);
+  add_generation_options(*cmd, args->options, args->seed, args->threads);
   return {cmd, [args](std::ostream& out, std::ostream& err) { return run(*args, out, err); }};
 }
 

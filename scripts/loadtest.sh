@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Bounded load test of `lclm serve` on loopback: starts the server on a free
+# port of 127.0.0.1, sends REQUESTS chat completions from CONCURRENCY clients
+# (build/bin/lclm-loadtest), prints requests/s and p50/p99 latency, and stops
+# the server.
+#   scripts/loadtest.sh [MODEL] [REQUESTS] [CONCURRENCY] [MAX_TOKENS]
+# MODEL defaults to models/lclm-small when present, else models/demo-lclm
+# (written by lclm-make-model, as scripts/demo.sh does).
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+model=${1:-}
+if [[ -z "$model" ]]; then
+  model=models/lclm-small
+  [[ -f "$model/model_config.json" ]] || model=models/demo-lclm
+fi
+requests=${2:-32}
+concurrency=${3:-8}
+max_tokens=${4:-16}
+if [[ "$model" == models/demo-lclm && ! -f "$model/model_config.json" ]]; then
+  build/bin/lclm-make-model -o "$model" --lclm --tokenizer-dir third_party/qwen3-tokenizer \
+    --seed 42 --ratio 8 --decoder-layers 8 --decoder-hidden 512
+fi
+
+log=$(mktemp)
+build/bin/lclm serve -m "$model" --host 127.0.0.1 --port 0 --max-queue "$concurrency" 2> "$log" &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -f "$log"' EXIT
+port=""
+for _ in $(seq 1 600); do
+  port=$(sed -n 's|.*on http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
+  [[ -n "$port" ]] && break
+  kill -0 "$server" 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -n "$port" ]] || { echo "loadtest.sh: the server did not start" >&2; exit 1; }
+echo "== lclm serve -m $model on 127.0.0.1:$port"
+build/bin/lclm-loadtest --port "$port" -n "$requests" -c "$concurrency" --max-tokens "$max_tokens"
+echo "== metrics"
+curl -s "http://127.0.0.1:$port/metrics" 2>/dev/null | grep -E '^lclm_(requests_total|completion_tokens_total|prompt_tokens_total|latent_cache)' || true

@@ -1,0 +1,110 @@
+// The skim-and-expand agent: the document is cut into chunks, every round the
+// model sees all of them compressed plus the plain text of the chunks it has
+// expanded so far, and replies with one line, `EXPAND: i,j` or `ANSWER: ...`.
+// The first round must expand; the last round (max_rounds) must answer.
+#pragma once
+
+#include <cstddef>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "compression/lclm_model.h"
+#include "runtime/generator.h"
+
+namespace lclm {
+
+// What one model call returned and took.
+struct ModelReply {
+  std::string text;
+  PromptStats prompt;
+  GenerationStats generation;
+};
+
+// The model behind the agent: a full prompt (ChatML, with memory regions) in,
+// a reply out. Tests script it; LclmAgentModel runs an LCLM checkpoint.
+class AgentModel {
+ public:
+  virtual ~AgentModel() = default;
+  virtual ModelReply reply(const std::string& prompt) = 0;
+  virtual std::size_t count_tokens(std::string_view text) const = 0;
+};
+
+class LclmAgentModel : public AgentModel {
+ public:
+  // options.stop_ids are filled in from the decoder when empty.
+  LclmAgentModel(LclmModel& model, GenerationOptions options);
+  ModelReply reply(const std::string& prompt) override;
+  std::size_t count_tokens(std::string_view text) const override;
+
+ private:
+  LclmModel& model_;
+  GenerationOptions options_;
+};
+
+struct AgentOptions {
+  std::size_t chunk_tokens = 450;
+  int max_rounds = 5;  // model calls in all, at least 2
+};
+
+// The directive of one reply. Chunk numbers are shown 1-based and returned
+// 0-based, in range, sorted and unique.
+struct ParsedReply {
+  enum class Kind { Expand, Answer, None };
+  Kind kind = Kind::None;
+  std::vector<std::size_t> chunks;
+  // ANSWER: the answer. EXPAND: the text before the directive. None: the
+  // whole reply, trimmed.
+  std::string answer;
+};
+
+// Finds the last `EXPAND:` or `ANSWER:` directive (case-insensitive, anywhere
+// in the reply: models often explain first). EXPAND takes the numbers on the
+// rest of its line; ANSWER takes the rest of the reply, trimmed. Chat
+// artifacts (<|im_end|> and what follows) are dropped first.
+ParsedReply parse_reply(std::string_view reply, std::size_t n_chunks);
+
+// What the round asked of the model.
+enum class RoundRule { MustExpand, ExpandOrAnswer, MustAnswer };
+
+// The user turn of one round (before the chat template): every chunk
+// compressed as "Chunk i: <|memory_start|>...<|memory_end|>" (1-based), the
+// expanded chunks in plain text, the question, and the rule of the round.
+std::string build_round_prompt(const std::vector<std::string>& chunks,
+                               const std::vector<std::size_t>& expanded, std::string_view question,
+                               RoundRule rule, int rounds_left);
+
+struct AgentRound {
+  int number = 0;  // 1-based
+  RoundRule rule = RoundRule::MustExpand;
+  std::string prompt;  // what the model saw, chat template included
+  std::string reply;   // what it wrote
+  // "expand", "answer", "forced_expand" (round 1 did not name a new chunk:
+  // the numbers it mentioned, else chunk 1, are expanded), "no_new_chunks"
+  // (the next round must answer), "forced_answer" (the last round's reply
+  // without a directive, taken as the answer).
+  std::string action;
+  std::vector<std::size_t> newly_expanded;  // 0-based
+  ModelReply stats;                         // text empty; the reply is above
+};
+
+struct AgentResult {
+  std::string answer;
+  std::vector<std::string> chunks;
+  std::vector<std::size_t> expanded;  // 0-based, sorted
+  std::vector<AgentRound> rounds;
+};
+
+// Throws lclm::Error for an empty document or question, a document or
+// question holding a memory marker, or max_rounds < 2.
+AgentResult run_agent(AgentModel& model, std::string_view document, std::string_view question,
+                      const AgentOptions& options);
+
+// The transcript: chunks, then per round the rule, prompt, reply, action,
+// expanded chunks (1-based, as the model saw them) and stats.
+nlohmann::json agent_transcript_json(const AgentResult& result);
+
+std::string_view round_rule_name(RoundRule rule);
+
+}  // namespace lclm

@@ -1,0 +1,82 @@
+// lclm serve: the OpenAI-compatible HTTP server (see docs/server.md).
+#include <pthread.h>
+
+#include <csignal>
+#include <memory>
+#include <ostream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "server/server.h"
+#include "util/threads.h"
+
+namespace lclm::cli {
+namespace {
+
+struct ServeArgs {
+  std::string model;
+  LclmArgs lclm;
+  server::ServerOptions server;
+  GenerationOptions options;
+  std::int64_t seed = -1;
+  int threads = 0;
+};
+
+int run(ServeArgs& a, std::ostream& err) {
+  set_num_threads(a.threads);
+  a.server.context = a.options.context;
+  a.server.prefill_chunk = a.options.prefill_chunk;
+  a.server.default_max_tokens = a.options.n_predict;
+  a.server.defaults.sampling = a.options.sampling;
+  if (a.seed >= 0) a.server.defaults.seed = static_cast<std::uint64_t>(a.seed);
+  a.options.sampling.validate();
+  // SIGINT and SIGTERM stop the server cleanly: every thread blocks them and
+  // one waits for them (a handler may not take the locks stop() takes).
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  server::Server s(server::ServingModel::load(a.model, a.lclm.options()), a.server);
+  const int port = s.bind();
+  err << "lclm serve: " << a.model << " on http://" << a.server.host << ":" << port << " (queue "
+      << a.server.max_queue << ")" << std::endl;
+  std::thread waiter([&] {
+    int signal = 0;
+    sigwait(&stop_signals, &signal);
+    s.stop();
+  });
+  s.run();
+  pthread_kill(waiter.native_handle(), SIGTERM);  // no-op when a signal already stopped it
+  waiter.join();
+  return 0;
+}
+
+}  // namespace
+
+Command add_serve_command(CLI::App& app) {
+  auto args = std::make_shared<ServeArgs>();
+  args->options.n_predict = 256;
+  CLI::App* cmd = app.add_subcommand(
+      "serve",
+      "OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions (streaming or "
+      "not), /v1/compress, /v1/models, /health, /metrics");
+  cmd->add_option("-m,--model", args->model, "LCLM checkpoint or Qwen3 model directory")
+      ->required();
+  cmd->add_option("--host", args->server.host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", args->server.port, "Port (0: any free port, printed)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--max-queue", args->server.max_queue,
+                  "Requests that may wait for the worker; more are refused with 503")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--name", args->server.model_name,
+                  "Model name the API reports (default: the directory name)");
+  args->lclm.add_options(*cmd);
+  add_generation_options(*cmd, args->options, args->seed, args->threads);
+  return {cmd, [args](std::ostream&, std::ostream& err) { return run(*args, err); }};
+}
+
+}  // namespace lclm::cli

@@ -1,0 +1,328 @@
+#include "server/openai_api.h"
+
+#include <algorithm>
+
+#include "compression/memory_regions.h"
+#include "runtime/chat_template.h"
+#include "util/error.h"
+
+namespace lclm::server {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void bad(const std::string& message, const std::string& param,
+                      const std::string& code = "invalid_value") {
+  throw RequestError(400, message, param, code);
+}
+
+const json* field(const json& body, const char* name) {
+  const auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+void require(bool ok, const std::string& param, const char* what) {
+  if (!ok) bad("'" + param + "' must be " + what, param, "invalid_type");
+}
+
+// max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed,
+// stop, stream, stream_options, n: the fields both endpoints share.
+void parse_common(const json& body, const RequestDefaults& defaults, CompletionRequest& r) {
+  if (!body.is_object()) bad("the request body must be a JSON object", "", "invalid_type");
+  r.sampling = defaults.sampling;
+  if (defaults.seed) {
+    r.sampling.seed = *defaults.seed;
+    r.seeded = true;
+  }
+  if (const json* m = field(body, "model")) {
+    require(m->is_string(), "model", "a string");
+    r.model = *m;
+  }
+  for (const char* name : {"max_tokens", "max_completion_tokens"}) {
+    if (const json* v = field(body, name)) {
+      require(v->is_number_integer(), name, "an integer");
+      const auto n = v->get<std::int64_t>();
+      if (n < 1) bad(std::string("'") + name + "' must be at least 1", name);
+      r.max_tokens = static_cast<int>(std::min<std::int64_t>(n, 1 << 30));
+    }
+  }
+  const auto number = [&](const char* name, float& out) {
+    if (const json* v = field(body, name)) {
+      require(v->is_number(), name, "a number");
+      out = v->get<float>();
+    }
+  };
+  number("temperature", r.sampling.temperature);
+  number("top_p", r.sampling.top_p);
+  number("min_p", r.sampling.min_p);
+  number("repetition_penalty", r.sampling.repeat_penalty);
+  if (const json* v = field(body, "top_k")) {
+    require(v->is_number_integer(), "top_k", "an integer");
+    r.sampling.top_k = v->get<int>();
+  }
+  if (r.sampling.temperature < 0 || r.sampling.temperature > 2) {
+    bad("'temperature' must be between 0 and 2", "temperature");
+  }
+  if (r.sampling.top_p <= 0 || r.sampling.top_p > 1) bad("'top_p' must be in (0, 1]", "top_p");
+  if (r.sampling.min_p < 0 || r.sampling.min_p > 1) bad("'min_p' must be in [0, 1]", "min_p");
+  if (r.sampling.repeat_penalty <= 0) {
+    bad("'repetition_penalty' must be positive", "repetition_penalty");
+  }
+  if (const json* v = field(body, "seed")) {
+    require(v->is_number_integer(), "seed", "an integer");
+    r.sampling.seed = static_cast<std::uint64_t>(v->get<std::int64_t>());
+    r.seeded = true;
+  }
+  if (const json* v = field(body, "n")) {
+    require(v->is_number_integer(), "n", "an integer");
+    if (v->get<std::int64_t>() != 1) bad("only n = 1 is supported", "n", "unsupported_value");
+  }
+  if (const json* v = field(body, "stream")) {
+    require(v->is_boolean(), "stream", "a boolean");
+    r.stream = *v;
+  }
+  if (const json* v = field(body, "stream_options")) {
+    require(v->is_object(), "stream_options", "an object");
+    if (const json* u = field(*v, "include_usage")) {
+      require(u->is_boolean(), "stream_options.include_usage", "a boolean");
+      r.include_usage = *u;
+    }
+  }
+  if (const json* v = field(body, "stop")) {
+    if (v->is_string()) {
+      r.stop.push_back(*v);
+    } else {
+      require(v->is_array() && v->size() <= 4, "stop", "a string or an array of up to 4 strings");
+      for (const json& s : *v) {
+        require(s.is_string(), "stop", "a string or an array of up to 4 strings");
+        r.stop.push_back(s);
+      }
+    }
+    for (const std::string& s : r.stop) {
+      if (s.empty()) bad("'stop' strings must not be empty", "stop");
+    }
+  }
+}
+
+std::string wrap_region(const std::string& text) {
+  return std::string(kMemoryStart) + text + std::string(kMemoryEnd);
+}
+
+std::string message_content(const json& content, const std::string& param,
+                            const LatentTextLookup& lookup) {
+  if (content.is_string()) return content;
+  require(content.is_array(), param, "a string or an array of content parts");
+  std::string out;
+  for (std::size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    const std::string p = param + "[" + std::to_string(i) + "]";
+    require(part.is_object(), p, "an object");
+    const json* type = field(part, "type");
+    require(type && type->is_string(), p + ".type", "\"text\" or \"memory\"");
+    const json* text = field(part, "text");
+    if (text) require(text->is_string(), p + ".text", "a string");
+    if (*type == "text") {
+      if (!text) bad("'" + p + ".text' is required", p + ".text", "missing_field");
+      out += text->get<std::string>();
+    } else if (*type == "memory") {
+      const json* id = field(part, "latent_id");
+      if (id) require(id->is_string(), p + ".latent_id", "a string");
+      if ((text != nullptr) == (id != nullptr)) {
+        bad("'" + p + "' needs exactly one of 'text' and 'latent_id'", p, "missing_field");
+      }
+      if (text) {
+        out += wrap_region(*text);
+      } else {
+        const auto source = lookup(*id);
+        if (!source) {
+          bad("unknown latent id '" + id->get<std::string>() +
+                  "': ids come from /v1/compress on this server",
+              p + ".latent_id", "unknown_latent_id");
+        }
+        out += wrap_region(*source);
+      }
+    } else {
+      bad("'" + p + ".type' must be \"text\" or \"memory\"", p + ".type");
+    }
+  }
+  return out;
+}
+
+// Regions are checked here so a malformed one is a 400 before the queue.
+void check_regions(const std::string& prompt, const std::string& param) {
+  try {
+    split_memory_regions(prompt);
+  } catch (const Error& e) {
+    bad(std::string("bad memory region: ") + e.what(), param, "invalid_memory_region");
+  }
+}
+
+}  // namespace
+
+json error_json(const std::string& message, const std::string& type, const std::string& param,
+                const std::string& code) {
+  return {{"error",
+           {{"message", message},
+            {"type", type},
+            {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", code.empty() ? json(nullptr) : json(code)}}}};
+}
+
+json parse_body(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded()) {
+    throw RequestError(400, "the request body is not valid JSON", "", "invalid_json");
+  }
+  if (!j.is_object()) bad("the request body must be a JSON object", "", "invalid_type");
+  return j;
+}
+
+CompletionRequest parse_chat_request(const json& body, const RequestDefaults& defaults,
+                                     const LatentTextLookup& lookup) {
+  CompletionRequest r;
+  r.chat = true;
+  parse_common(body, defaults, r);
+  const json* messages = field(body, "messages");
+  if (!messages) bad("'messages' is required", "messages", "missing_field");
+  require(messages->is_array() && !messages->empty(), "messages", "a non-empty array");
+  std::vector<ChatMessage> chat;
+  for (std::size_t i = 0; i < messages->size(); ++i) {
+    const json& m = (*messages)[i];
+    const std::string p = "messages[" + std::to_string(i) + "]";
+    require(m.is_object(), p, "an object");
+    const json* role = field(m, "role");
+    require(role && role->is_string(), p + ".role", "a string");
+    if (*role != "system" && *role != "user" && *role != "assistant") {
+      bad("'" + p + ".role' must be \"system\", \"user\" or \"assistant\"", p + ".role");
+    }
+    const json* content = field(m, "content");
+    const std::string text = content ? message_content(*content, p + ".content", lookup) : "";
+    check_regions(text, p + ".content");
+    chat.push_back({*role, text});
+  }
+  r.prompt = format_chatml(chat, true);
+  return r;
+}
+
+CompletionRequest parse_completion_request(const json& body, const RequestDefaults& defaults) {
+  CompletionRequest r;
+  parse_common(body, defaults, r);
+  const json* prompt = field(body, "prompt");
+  if (!prompt) bad("'prompt' is required", "prompt", "missing_field");
+  if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) prompt = &(*prompt)[0];
+  require(prompt->is_string(), "prompt", "a string");
+  r.prompt = *prompt;
+  if (r.prompt.empty()) bad("'prompt' is empty", "prompt");
+  check_regions(r.prompt, "prompt");
+  return r;
+}
+
+std::vector<std::string> parse_compress_request(const json& body) {
+  if (!body.is_object()) bad("the request body must be a JSON object", "", "invalid_type");
+  const json* input = field(body, "input");
+  if (!input) bad("'input' is required", "input", "missing_field");
+  std::vector<std::string> texts;
+  if (input->is_string()) {
+    texts.push_back(*input);
+  } else {
+    require(input->is_array() && !input->empty(), "input",
+            "a string or a non-empty array of strings");
+    for (const json& t : *input) {
+      require(t.is_string(), "input", "a string or a non-empty array of strings");
+      texts.push_back(t);
+    }
+  }
+  for (const std::string& t : texts) {
+    if (t.empty()) bad("'input' holds an empty text", "input");
+    check_regions(wrap_region(t), "input");
+  }
+  return texts;
+}
+
+StopStringFilter::StopStringFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {
+  for (const std::string& s : stops_) longest_ = std::max(longest_, s.size());
+}
+
+std::string StopStringFilter::push(std::string_view piece) {
+  if (stopped_) return {};
+  text_.append(piece);
+  // A stop string can only end inside the new piece: search from where it could start.
+  const std::size_t from = sent_ > longest_ ? sent_ - longest_ : 0;
+  std::size_t cut = std::string::npos;
+  for (const std::string& s : stops_) cut = std::min(cut, text_.find(s, from));
+  if (cut != std::string::npos) {
+    stopped_ = true;
+    std::string out = text_.substr(sent_, cut - std::min(cut, sent_));
+    sent_ = text_.size();
+    return out;
+  }
+  // Keep back the last longest_-1 bytes (a stop string may be starting there),
+  // moved back to the start of a UTF-8 character.
+  std::size_t safe = text_.size() - std::min(text_.size(), longest_ > 0 ? longest_ - 1 : 0);
+  while (safe > sent_ && safe < text_.size() &&
+         (static_cast<unsigned char>(text_[safe]) & 0xc0) == 0x80) {
+    --safe;
+  }
+  if (safe <= sent_) return {};
+  std::string out = text_.substr(sent_, safe - sent_);
+  sent_ = safe;
+  return out;
+}
+
+std::string StopStringFilter::flush() {
+  if (stopped_) return {};
+  std::string out = text_.substr(sent_);
+  sent_ = text_.size();
+  return out;
+}
+
+json usage_json(const CompletionUsage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"lclm",
+           {{"compressed_tokens", u.compressed_tokens},
+            {"latents", u.latents},
+            {"regions", u.regions},
+            {"cache_hits", u.cache_hits},
+            {"compress_ms", u.compress_ms},
+            {"ttft_ms", u.ttft_ms}}}};
+}
+
+json completion_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
+                     const std::string& text, const std::string& finish_reason,
+                     const CompletionUsage& usage) {
+  json choice = {{"index", 0}, {"finish_reason", finish_reason}};
+  if (r.chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  return {{"id", id},
+          {"object", r.chat ? "chat.completion" : "text_completion"},
+          {"created", created},
+          {"model", r.model},
+          {"choices", json::array({choice})},
+          {"usage", usage_json(usage)}};
+}
+
+json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
+                const std::string* text, const std::string* finish_reason, bool role) {
+  json choice = {{"index", 0},
+                 {"finish_reason", finish_reason ? json(*finish_reason) : json(nullptr)}};
+  if (r.chat) {
+    json delta = json::object();
+    if (role) delta["role"] = "assistant";
+    if (text) delta["content"] = *text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text ? *text : std::string();
+  }
+  return {{"id", id},
+          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", r.model},
+          {"choices", json::array({choice})}};
+}
+
+}  // namespace lclm::server

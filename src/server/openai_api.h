@@ -1,0 +1,124 @@
+// The OpenAI-style request and response bodies of `lclm serve`: parsing and
+// validating /v1/chat/completions, /v1/completions and /v1/compress requests,
+// and building their JSON answers. No I/O here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/generator.h"
+
+namespace lclm::server {
+
+// A request the server refuses, with the HTTP status and the fields of an
+// OpenAI error object ({"error": {"message", "type", "param", "code"}}).
+class RequestError : public std::runtime_error {
+ public:
+  RequestError(int http_status, const std::string& message, std::string field = "",
+               std::string error_code = "", std::string error_type = "invalid_request_error")
+      : std::runtime_error(message),
+        status(http_status),
+        param(std::move(field)),
+        code(std::move(error_code)),
+        type(std::move(error_type)) {}
+  int status;
+  std::string param, code, type;
+};
+
+// JSON text; invalid UTF-8 (a model may emit any bytes) becomes U+FFFD
+// instead of an exception.
+inline std::string dump_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+nlohmann::json error_json(const std::string& message, const std::string& type,
+                          const std::string& param = "", const std::string& code = "");
+inline nlohmann::json error_json(const RequestError& e) {
+  return error_json(e.what(), e.type, e.param, e.code);
+}
+
+// Resolves a latent id from /v1/compress to the text it was made from
+// (nullopt: unknown).
+using LatentTextLookup = std::function<std::optional<std::string>(const std::string& id)>;
+
+struct CompletionRequest {
+  bool chat = false;
+  std::string model;
+  std::string prompt;             // the decoder's text: chat template applied, regions inline
+  std::optional<int> max_tokens;  // none: the server's default, capped by the context
+  SamplingParams sampling;
+  bool seeded = false;
+  std::vector<std::string> stop;  // stop strings
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+};
+
+// Server-wide defaults a request can override.
+struct RequestDefaults {
+  SamplingParams sampling;
+  std::optional<std::uint64_t> seed;  // none: a random seed per request
+};
+
+// Throws RequestError (400) naming the field at fault. Unknown fields are
+// ignored, as OpenAI clients send many; known fields of the wrong type are not.
+// Message content is a string (memory regions inline as
+// <|memory_start|>...<|memory_end|>) or an array of parts:
+//   {"type": "text", "text": "..."}
+//   {"type": "memory", "text": "..."}          compressed
+//   {"type": "memory", "latent_id": "lat_..."}  compressed earlier by /v1/compress
+CompletionRequest parse_chat_request(const nlohmann::json& body, const RequestDefaults& defaults,
+                                     const LatentTextLookup& lookup);
+CompletionRequest parse_completion_request(const nlohmann::json& body,
+                                           const RequestDefaults& defaults);
+// {"input": "text" or ["text", ...]} -> the texts.
+std::vector<std::string> parse_compress_request(const nlohmann::json& body);
+
+// Parses a request body: RequestError 400 for invalid JSON or a non-object.
+nlohmann::json parse_body(const std::string& body);
+
+// Holds back generated text that could be the start of a stop string, so that
+// a stop string never reaches the client. Text is cut at UTF-8 boundaries.
+class StopStringFilter {
+ public:
+  explicit StopStringFilter(std::vector<std::string> stops);
+  // Appends a piece; returns the text now safe to send. stopped() tells
+  // whether a stop string was found (what follows it is dropped).
+  std::string push(std::string_view piece);
+  std::string flush();  // the held-back rest, at the end of generation
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::vector<std::string> stops_;
+  std::size_t longest_ = 0;
+  std::string text_;      // everything generated
+  std::size_t sent_ = 0;  // bytes of text_ already returned
+  bool stopped_ = false;
+};
+
+// What a finished generation reports.
+struct CompletionUsage {
+  std::size_t prompt_tokens = 0;  // decoder positions (latents included)
+  std::size_t completion_tokens = 0;
+  std::size_t compressed_tokens = 0, latents = 0, regions = 0, cache_hits = 0;
+  double compress_ms = 0, ttft_ms = 0;
+};
+
+nlohmann::json usage_json(const CompletionUsage& u);
+
+// A full (non-streaming) answer.
+nlohmann::json completion_json(const CompletionRequest& r, const std::string& id,
+                               std::int64_t created, const std::string& text,
+                               const std::string& finish_reason, const CompletionUsage& usage);
+// One server-sent event's data: a piece of text (delta), or the end
+// (finish_reason set), or the usage chunk (choices empty).
+nlohmann::json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
+                          const std::string* text, const std::string* finish_reason,
+                          bool role = false);
+
+}  // namespace lclm::server

@@ -1,0 +1,440 @@
+#include "server/server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <random>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace lclm::server {
+namespace {
+
+using nlohmann::json;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+bool write_event(httplib::DataSink& sink, const std::string& data) {
+  const std::string s = "data: " + data + "\n\n";
+  return sink.write(s.data(), s.size());
+}
+
+}  // namespace
+
+void LatentIds::remember(const std::string& id, const std::string& text) {
+  std::lock_guard lock(mutex_);
+  if (const auto it = index_.find(id); it != index_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return;
+  }
+  if (text.size() > budget_) return;
+  lru_.emplace_front(id, text);
+  index_[id] = lru_.begin();
+  used_ += text.size();
+  while (used_ > budget_) {
+    used_ -= lru_.back().second.size();
+    index_.erase(lru_.back().first);
+    lru_.pop_back();
+  }
+}
+
+std::optional<std::string> LatentIds::find(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  const auto it = index_.find(id);
+  if (it == index_.end()) return std::nullopt;
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->second;
+}
+
+Server::Server(std::unique_ptr<ServingModel> model, ServerOptions options)
+    : model_(std::move(model)),
+      options_(std::move(options)),
+      stop_ids_(Generator::default_stop_ids(model_->decoder(), model_->tokenizer())),
+      http_(std::make_unique<httplib::Server>()),
+      scheduler_(options_.max_queue),
+      latent_ids_(options_.latent_id_bytes) {
+  if (options_.model_name.empty()) {
+    options_.model_name = model_->dir().filename().string();
+    if (options_.model_name.empty()) options_.model_name = model_->dir().parent_path().filename();
+  }
+  if (context() < 2) throw Error("the context (-c) must hold at least two positions");
+  // Every request waiting in the queue holds an HTTP thread; four more keep
+  // /health and /metrics answering when the queue is full.
+  const std::size_t threads = options_.max_queue + 4;
+  http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http_->set_payload_max_length(options_.max_body_bytes);
+  routes();
+}
+
+Server::~Server() {
+  stop();
+}
+
+std::size_t Server::context() const {
+  return options_.context > 0
+             ? options_.context
+             : static_cast<std::size_t>(model_->decoder().config().max_position_embeddings);
+}
+
+int Server::bind() {
+  // A client that hangs up mid-stream must not kill the server with SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
+  if (options_.port == 0) {
+    const int port = http_->bind_to_any_port(options_.host);
+    if (port < 0) throw Error("cannot bind " + options_.host + " to any port");
+    options_.port = port;
+  } else if (!http_->bind_to_port(options_.host, options_.port)) {
+    throw Error("cannot bind " + options_.host + ":" + std::to_string(options_.port) +
+                " (in use? try --port 0)");
+  }
+  return options_.port;
+}
+
+void Server::run() {
+  http_->listen_after_bind();
+}
+
+void Server::stop() {
+  scheduler_.stop();
+  http_->stop();
+}
+
+void Server::send_error(httplib::Response& res, int status, const json& error) {
+  {
+    std::lock_guard lock(metrics_.mutex);
+    ++metrics_.errors[status];
+  }
+  res.status = status;
+  res.set_content(dump_json(error), "application/json");
+}
+
+std::shared_ptr<Job> Server::submit(std::function<void(Job&)> work) {
+  auto job = std::make_shared<Job>(std::move(work));
+  if (!scheduler_.submit(job)) {
+    throw RequestError(503,
+                       "the server is busy: " + std::to_string(scheduler_.max_queue()) +
+                           " requests are already waiting; retry later",
+                       "", "queue_full", "server_error");
+  }
+  return job;
+}
+
+void Server::routes() {
+  http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(json{{"status", "ok"},
+                         {"model", options_.model_name},
+                         {"queue_depth", scheduler_.waiting()},
+                         {"busy", scheduler_.running_job()}}
+                        .dump(),
+                    "application/json");
+  });
+  http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_text(), "text/plain; version=0.0.4");
+  });
+  http_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    const json model = {{"id", options_.model_name},
+                        {"object", "model"},
+                        {"created", 0},
+                        {"owned_by", "lclm"},
+                        {"lclm_checkpoint", model_->lclm() != nullptr},
+                        {"context_length", context()}};
+    res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(),
+                    "application/json");
+  });
+  http_->Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_completion(req, res, true);
+  });
+  http_->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_completion(req, res, false);
+  });
+  http_->Post("/v1/compress", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_compress(req, res);
+  });
+  http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    const int status = res.status;
+    send_error(res, status,
+               error_json(status == 404   ? "no such endpoint: " + req.method + " " + req.path
+                          : status == 413 ? "the request body is too large"
+                                          : "HTTP error " + std::to_string(status),
+                          "invalid_request_error"));
+  });
+  http_->set_exception_handler(
+      [this](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string message = "internal error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          message = e.what();
+        } catch (...) {
+        }
+        send_error(res, 500, error_json(message, "server_error"));
+      });
+}
+
+void Server::handle_completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  ++(chat ? metrics_.chat : metrics_.completions);
+  try {
+    const json body = parse_body(req.body);
+    const auto lookup = [this](const std::string& id) { return latent_ids_.find(id); };
+    auto r = std::make_shared<CompletionRequest>(
+        chat ? parse_chat_request(body, options_.defaults, lookup)
+             : parse_completion_request(body, options_.defaults));
+    if (r->model.empty()) r->model = options_.model_name;
+    if (!r->seeded) r->sampling.seed = std::random_device{}();
+    const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++);
+    const std::int64_t created = std::time(nullptr);
+    auto job = submit([this, r](Job& j) { run_completion(*r, j); });
+
+    Event first = job->next();
+    if (first.kind == Event::Kind::Failed) return send_error(res, first.status, first.error);
+    if (!r->stream) {
+      std::string text;
+      for (Event e = job->next();; e = job->next()) {
+        if (e.kind == Event::Kind::Text) text += e.text;
+        if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
+        if (e.kind == Event::Kind::Finished) {
+          res.set_content(
+              dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage)),
+              "application/json");
+          return;
+        }
+      }
+    }
+    // Streaming: the role chunk, then one event per piece of text, the end,
+    // optionally the usage, and [DONE]. A failed write means the client left:
+    // the job is cancelled and the worker stops generating at the next token.
+    auto role_sent = std::make_shared<bool>(false);
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, r, job, id, created, role_sent](std::size_t, httplib::DataSink& sink) {
+          const auto give_up = [&] {
+            job->cancel();
+            return false;
+          };
+          if (!*role_sent) {
+            *role_sent = true;
+            const std::string empty;
+            if (!write_event(sink,
+                             chunk_json(*r, id, created, r->chat ? nullptr : &empty, nullptr, true)
+                                 .dump())) {
+              return give_up();
+            }
+            return true;
+          }
+          const Event e = job->next();
+          if (e.kind == Event::Kind::Text) {
+            return write_event(sink, dump_json(chunk_json(*r, id, created, &e.text, nullptr)))
+                       ? true
+                       : give_up();
+          }
+          if (e.kind == Event::Kind::Failed) {
+            std::lock_guard lock(metrics_.mutex);
+            ++metrics_.errors[e.status];
+          }
+          bool ok = e.kind == Event::Kind::Failed
+                        ? write_event(sink, dump_json(e.error))
+                        : write_event(
+                              sink, chunk_json(*r, id, created, nullptr, &e.finish_reason).dump());
+          if (ok && e.kind == Event::Kind::Finished && r->include_usage) {
+            json usage = chunk_json(*r, id, created, nullptr, nullptr);
+            usage["choices"] = json::array();
+            usage["usage"] = usage_json(e.usage);
+            ok = write_event(sink, dump_json(usage));
+          }
+          if (ok) ok = write_event(sink, "[DONE]");
+          if (!ok) return give_up();
+          sink.done();
+          return true;
+        },
+        [job](bool success) {
+          if (!success) job->cancel();
+        });
+  } catch (const RequestError& e) {
+    send_error(res, e.status, error_json(e));
+  }
+}
+
+void Server::run_completion(const CompletionRequest& r, Job& job) {
+  const auto t0 = std::chrono::steady_clock::now();
+  PreparedPrompt p;
+  try {
+    p = model_->prepare(r.prompt);
+  } catch (const Error& e) {
+    throw RequestError(400, e.what(), r.chat ? "messages" : "prompt", "invalid_prompt");
+  }
+  const std::size_t ctx = context(), n = p.ids.size();
+  const std::string sizes = std::to_string(n) + " positions (" +
+                            std::to_string(p.stats.plain_tokens) + " tokens + " +
+                            std::to_string(p.stats.latents) + " latents)";
+  if (n + 1 > ctx) {
+    throw RequestError(400,
+                       "the prompt is " + sizes + ", which leaves no room to generate in the " +
+                           std::to_string(ctx) + "-position context",
+                       r.chat ? "messages" : "prompt", "context_length_exceeded");
+  }
+  if (r.max_tokens && n + static_cast<std::size_t>(*r.max_tokens) > ctx) {
+    throw RequestError(400,
+                       "the prompt is " + sizes + " and max_tokens is " +
+                           std::to_string(*r.max_tokens) + ": more than the " +
+                           std::to_string(ctx) + "-position context",
+                       "max_tokens", "context_length_exceeded");
+  }
+  job.emit(Event{});  // Started
+
+  GenerationOptions o;
+  o.context = ctx;
+  o.prefill_chunk = options_.prefill_chunk;
+  o.n_predict = r.max_tokens ? *r.max_tokens
+                             : static_cast<int>(std::min<std::size_t>(
+                                   static_cast<std::size_t>(options_.default_max_tokens), ctx - n));
+  o.sampling = r.sampling;
+  o.stop_ids = stop_ids_;
+  Utf8Stream utf8;
+  StopStringFilter filter(r.stop);
+  const Tokenizer& tokenizer = model_->tokenizer();
+  const auto send = [&](const std::string& text) {
+    if (text.empty()) return;
+    Event e;
+    e.kind = Event::Kind::Text;
+    e.text = text;
+    job.emit(std::move(e));
+  };
+  const GenerationStats s =
+      Generator(model_->decoder())
+          .generate_from_embeddings(p.embeddings.data(), n, p.ids, o, [&](std::int32_t id) {
+            if (job.cancelled()) return false;
+            send(filter.push(utf8.push(tokenizer.token_bytes(id))));
+            return !filter.stopped();
+          });
+  send(filter.push(utf8.flush()));
+  send(filter.flush());
+
+  Event done;
+  done.kind = Event::Kind::Finished;
+  done.finish_reason = s.stop == StopReason::StopToken || filter.stopped() ? "stop" : "length";
+  CompletionUsage& u = done.usage;
+  u.prompt_tokens = n;
+  u.completion_tokens = s.generated_tokens;
+  u.compressed_tokens = p.stats.compressed_tokens;
+  u.latents = p.stats.latents;
+  u.regions = p.stats.regions;
+  u.cache_hits = p.stats.cache_hits;
+  u.compress_ms = p.stats.compress_seconds * 1e3;
+  u.ttft_ms = (p.stats.compress_seconds + s.ttft_seconds) * 1e3;
+  metrics_.prompt_tokens += n;
+  metrics_.completion_tokens += s.generated_tokens;
+  metrics_.compressed_tokens += p.stats.compressed_tokens;
+  metrics_.latents += p.stats.latents;
+  if (job.cancelled()) ++metrics_.cancelled;
+  ++metrics_.finished;
+  {
+    std::lock_guard lock(metrics_.mutex);
+    metrics_.ttft_seconds += u.ttft_ms / 1e3;
+    metrics_.request_seconds += seconds_since(t0);
+  }
+  job.emit(std::move(done));
+}
+
+void Server::handle_compress(const httplib::Request& req, httplib::Response& res) {
+  ++metrics_.compress;
+  try {
+    if (!model_->lclm()) {
+      throw RequestError(400, model_->dir().string() + " is not an LCLM checkpoint", "model",
+                         "not_an_lclm");
+    }
+    auto texts =
+        std::make_shared<std::vector<std::string>>(parse_compress_request(parse_body(req.body)));
+    auto job = submit([this, texts](Job& j) { run_compress(*texts, j); });
+    const Event e = job->next();
+    if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
+    res.set_content(dump_json(e.payload), "application/json");
+  } catch (const RequestError& e) {
+    send_error(res, e.status, error_json(e));
+  }
+}
+
+void Server::run_compress(const std::vector<std::string>& texts, Job& job) {
+  LclmModel& lclm = *model_->lclm();
+  json data = json::array();
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    bool hit = false;
+    const Latents l = lclm.compress(texts[i], &hit);
+    const std::string id = "lat_" + latent_key(lclm.fingerprint(), texts[i]).hex();
+    latent_ids_.remember(id, texts[i]);
+    metrics_.compressed_tokens += l.n_tokens;
+    metrics_.latents += l.count();
+    data.push_back({{"object", "latents"},
+                    {"index", i},
+                    {"id", id},
+                    {"tokens", l.n_tokens},
+                    {"latents", l.count()},
+                    {"compression_ratio", lclm.config().compression_ratio},
+                    {"cached", hit}});
+  }
+  Event done;
+  done.kind = Event::Kind::Finished;
+  done.payload = {{"object", "list"}, {"model", options_.model_name}, {"data", data}};
+  job.emit(std::move(done));
+}
+
+std::string Server::metrics_text() const {
+  std::ostringstream m;
+  const auto metric = [&](const char* name, const char* type, const char* help) {
+    m << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+  };
+  metric("lclm_requests_total", "counter", "Requests received, by endpoint.");
+  m << "lclm_requests_total{endpoint=\"chat_completions\"} " << metrics_.chat << "\n"
+    << "lclm_requests_total{endpoint=\"completions\"} " << metrics_.completions << "\n"
+    << "lclm_requests_total{endpoint=\"compress\"} " << metrics_.compress << "\n";
+  metric("lclm_request_errors_total", "counter", "Error responses, by HTTP status.");
+  {
+    std::lock_guard lock(metrics_.mutex);
+    for (const auto& [status, count] : metrics_.errors) {
+      m << "lclm_request_errors_total{status=\"" << status << "\"} " << count << "\n";
+    }
+  }
+  metric("lclm_requests_cancelled_total", "counter",
+         "Streams whose client went away before the end.");
+  m << "lclm_requests_cancelled_total " << metrics_.cancelled << "\n";
+  metric("lclm_generations_total", "counter", "Generations run to their end or cancelled.");
+  m << "lclm_generations_total " << metrics_.finished << "\n";
+  metric("lclm_prompt_tokens_total", "counter", "Decoder positions prefilled (latents included).");
+  m << "lclm_prompt_tokens_total " << metrics_.prompt_tokens << "\n";
+  metric("lclm_completion_tokens_total", "counter", "Tokens generated.");
+  m << "lclm_completion_tokens_total " << metrics_.completion_tokens << "\n";
+  metric("lclm_compressed_tokens_total", "counter", "Encoder tokens in memory regions.");
+  m << "lclm_compressed_tokens_total " << metrics_.compressed_tokens << "\n";
+  metric("lclm_latents_total", "counter", "Latents those regions became.");
+  m << "lclm_latents_total " << metrics_.latents << "\n";
+  metric("lclm_queue_depth", "gauge", "Requests waiting for the worker.");
+  m << "lclm_queue_depth " << scheduler_.waiting() << "\n";
+  metric("lclm_requests_running", "gauge", "Requests the worker is running (0 or 1).");
+  m << "lclm_requests_running " << (scheduler_.running_job() ? 1 : 0) << "\n";
+  {
+    std::lock_guard lock(metrics_.mutex);
+    metric("lclm_time_to_first_token_seconds_sum", "counter",
+           "Time to first token (compression included), summed over generations.");
+    m << "lclm_time_to_first_token_seconds_sum " << metrics_.ttft_seconds << "\n";
+    metric("lclm_generation_seconds_sum", "counter",
+           "Worker time per generation, summed over generations.");
+    m << "lclm_generation_seconds_sum " << metrics_.request_seconds << "\n";
+  }
+  if (const LclmModel* lclm = model_->lclm()) {
+    const LatentCacheStats c = lclm->cache().stats();
+    metric("lclm_latent_cache_hits_total", "counter", "Regions found in the latent cache.");
+    m << "lclm_latent_cache_hits_total{level=\"memory\"} " << c.memory_hits << "\n"
+      << "lclm_latent_cache_hits_total{level=\"disk\"} " << c.disk_hits << "\n";
+    metric("lclm_latent_cache_misses_total", "counter", "Regions the encoder had to compress.");
+    m << "lclm_latent_cache_misses_total " << c.misses << "\n";
+  }
+  return m.str();
+}
+
+}  // namespace lclm::server

@@ -1,0 +1,108 @@
+// `lclm serve`: an OpenAI-compatible HTTP server over one model.
+//   POST /v1/chat/completions, /v1/completions  (stream: server-sent events)
+//   POST /v1/compress                             (latent ids for reuse)
+//   GET  /v1/models, /health, /metrics (Prometheus text)
+// HTTP threads parse and validate; one worker thread runs the model, taking
+// requests from a bounded queue in arrival order (see scheduler.h). The latent
+// cache of the model is shared by every request.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "server/openai_api.h"
+#include "server/scheduler.h"
+#include "server/serving_model.h"
+
+namespace httplib {
+class Server;
+class Request;
+class Response;
+}  // namespace httplib
+
+namespace lclm::server {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;               // 0: any free port (see bind())
+  std::size_t max_queue = 16;    // requests waiting beyond the running one; more get 503
+  std::size_t context = 0;       // 0: the model's max_position_embeddings
+  int default_max_tokens = 256;  // when a request gives no max_tokens
+  std::size_t prefill_chunk = 512;
+  RequestDefaults defaults;  // sampling when a request does not say
+  std::size_t max_body_bytes = 64u << 20;
+  std::size_t latent_id_bytes = 64u << 20;  // texts kept for /v1/compress ids
+  std::string model_name;                   // reported as "model"; default: the directory name
+};
+
+// The texts behind /v1/compress ids, bounded in bytes (least recently used
+// dropped first). A latent id is the latent cache key of its text, so a
+// request naming it finds the latents in the cache, or recomputes them if the
+// cache has dropped them.
+class LatentIds {
+ public:
+  explicit LatentIds(std::size_t budget_bytes) : budget_(budget_bytes) {}
+  void remember(const std::string& id, const std::string& text);
+  std::optional<std::string> find(const std::string& id);
+
+ private:
+  std::mutex mutex_;
+  std::size_t budget_, used_ = 0;
+  std::list<std::pair<std::string, std::string>> lru_;
+  std::unordered_map<std::string, std::list<std::pair<std::string, std::string>>::iterator> index_;
+};
+
+class Server {
+ public:
+  Server(std::unique_ptr<ServingModel> model, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds options.host:options.port (any free port when 0); returns the port.
+  int bind();
+  // Serves until stop(); call bind() first.
+  void run();
+  // Stops accepting, fails waiting requests, cancels the running one.
+  void stop();
+
+  std::string metrics_text() const;
+
+ private:
+  struct Metrics {
+    std::atomic<std::uint64_t> chat{0}, completions{0}, compress{0}, cancelled{0};
+    std::atomic<std::uint64_t> prompt_tokens{0}, completion_tokens{0}, compressed_tokens{0};
+    std::atomic<std::uint64_t> latents{0}, finished{0};
+    mutable std::mutex mutex;
+    std::map<int, std::uint64_t> errors;  // by HTTP status
+    double ttft_seconds = 0, request_seconds = 0;
+  };
+
+  void routes();
+  void handle_completion(const httplib::Request& req, httplib::Response& res, bool chat);
+  void handle_compress(const httplib::Request& req, httplib::Response& res);
+  void run_completion(const CompletionRequest& r, Job& job);
+  void run_compress(const std::vector<std::string>& texts, Job& job);
+  std::shared_ptr<Job> submit(std::function<void(Job&)> work);
+  void send_error(httplib::Response& res, int status, const nlohmann::json& error);
+  std::size_t context() const;
+
+  std::unique_ptr<ServingModel> model_;
+  ServerOptions options_;
+  std::vector<std::int32_t> stop_ids_;
+  std::unique_ptr<httplib::Server> http_;
+  Scheduler scheduler_;
+  LatentIds latent_ids_;
+  Metrics metrics_;
+  std::atomic<std::uint64_t> next_id_{1};
+};
+
+}  // namespace lclm::server

@@ -1,0 +1,366 @@
+// `lclm serve` over loopback with a real HTTP client: a tiny random LCLM, the
+// server in-process on a background thread, bound to a free port.
+#include "server/server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <chrono>
+#include <thread>
+
+#include "compression/random_lclm.h"
+#include "core/test_models.h"
+#include "runtime/chat_template.h"
+
+namespace lclm {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::size_t kContext = 512;
+
+// The SSE stream's data lines, in order.
+std::vector<std::string> sse_data(const std::string& body) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  while ((at = body.find("data: ", at)) != std::string::npos) {
+    const std::size_t end = body.find("\n\n", at);
+    out.push_back(body.substr(at + 6, end - at - 6));
+    at = end;
+  }
+  return out;
+}
+
+// One counter of the Prometheus text (the first line starting with name).
+double metric(const std::string& text, const std::string& name) {
+  const std::size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const auto dir = testing::scratch_dir("server_lclm");
+    RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+    spec.seed = 11;
+    write_random_lclm(dir, spec);
+    server::ServerOptions o;
+    o.port = 0;
+    o.context = kContext;
+    o.default_max_tokens = 8;
+    o.max_queue = 16;
+    o.model_name = "tiny";
+    server_ = new server::Server(server::ServingModel::load(dir, {}), o);
+    port_ = server_->bind();
+    thread_ = new std::thread([] { server_->run(); });
+    reference_ = LclmModel::load(dir).release();
+  }
+  static void TearDownTestSuite() {
+    server_->stop();
+    thread_->join();
+    delete thread_;
+    delete server_;
+    delete reference_;
+  }
+
+  static httplib::Client client() {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  static httplib::Result post(const std::string& path, const json& body) {
+    return client().Post(path.c_str(), body.dump(), "application/json");
+  }
+
+  // What greedy decoding of prompt gives, run directly on the engine.
+  static std::string greedy(const std::string& prompt, int n) {
+    const PreparedPrompt p = reference_->prepare(prompt);
+    GenerationOptions g;
+    g.n_predict = n;
+    g.context = kContext;
+    g.sampling.temperature = 0;
+    g.stop_ids =
+        Generator::default_stop_ids(reference_->decoder(), reference_->decoder_tokenizer());
+    const auto s = Generator(reference_->decoder())
+                       .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, g,
+                                                 [](std::int32_t) { return true; });
+    return reference_->decoder_tokenizer().decode(s.tokens);
+  }
+
+  static json chat(const json& content, int max_tokens = 6) {
+    return {{"model", "tiny"},
+            {"messages", json::array({{{"role", "user"}, {"content", content}}})},
+            {"max_tokens", max_tokens},
+            {"temperature", 0}};
+  }
+
+  static void expect_error(const httplib::Result& r, int status, const std::string& code,
+                           const std::string& param = "") {
+    ASSERT_TRUE(r) << "no response";
+    EXPECT_EQ(r->status, status) << r->body;
+    const json j = json::parse(r->body);
+    ASSERT_TRUE(j.contains("error")) << r->body;
+    EXPECT_TRUE(j["error"]["message"].is_string());
+    EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
+    EXPECT_TRUE(j["error"]["type"].is_string());
+    if (!code.empty()) {
+      EXPECT_EQ(j["error"]["code"], code) << r->body;
+    }
+    if (!param.empty()) {
+      EXPECT_EQ(j["error"]["param"], param) << r->body;
+    }
+  }
+
+  static server::Server* server_;
+  static std::thread* thread_;
+  static int port_;
+  static LclmModel* reference_;
+};
+server::Server* ServerTest::server_ = nullptr;
+std::thread* ServerTest::thread_ = nullptr;
+int ServerTest::port_ = 0;
+LclmModel* ServerTest::reference_ = nullptr;
+
+const char* kDoc =
+    "The lighthouse stands on the northern cape. Its keeper logs every ship that passes. "
+    "On the fifth night she counted thirty-five ships. ";
+
+TEST_F(ServerTest, HealthModelsAndMetrics) {
+  auto r = client().Get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(json::parse(r->body)["status"], "ok");
+  r = client().Get("/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["data"][0]["id"], "tiny");
+  r = client().Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->body.find("# TYPE lclm_requests_total counter"), std::string::npos);
+  EXPECT_NE(r->body.find("\nlclm_queue_depth 0\n"), std::string::npos);
+  EXPECT_GE(metric(r->body, "lclm_latent_cache_misses_total"), 0);
+}
+
+TEST_F(ServerTest, CompletionMatchesTheEngine) {
+  const auto r = post("/v1/completions",
+                      {{"prompt", "Once upon a time"}, {"max_tokens", 7}, {"temperature", 0}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["choices"][0]["text"], greedy("Once upon a time", 7));
+  EXPECT_LE(j["usage"]["completion_tokens"], 7);
+  EXPECT_EQ(j["usage"]["total_tokens"],
+            j["usage"]["prompt_tokens"].get<int>() + j["usage"]["completion_tokens"].get<int>());
+}
+
+TEST_F(ServerTest, ChatWithMemoryInlineOrAsAPartGivesTheSameAnswer) {
+  const std::string question = "How many ships on the fifth night?";
+  const std::string inline_text =
+      std::string("<|memory_start|>") + kDoc + "<|memory_end|>\n" + question;
+  const auto a = post("/v1/chat/completions", chat(inline_text));
+  const auto b = post("/v1/chat/completions",
+                      chat(json::array({{{"type", "memory"}, {"text", kDoc}},
+                                        {{"type", "text"}, {"text", "\n" + question}}})));
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(a->status, 200) << a->body;
+  ASSERT_EQ(b->status, 200) << b->body;
+  const json ja = json::parse(a->body), jb = json::parse(b->body);
+  EXPECT_EQ(ja["object"], "chat.completion");
+  EXPECT_EQ(ja["choices"][0]["message"]["role"], "assistant");
+  const std::string expected = greedy(format_chatml({{"user", inline_text}}, true), 6);
+  EXPECT_EQ(ja["choices"][0]["message"]["content"], expected);
+  EXPECT_EQ(jb["choices"][0]["message"]["content"], expected);
+  EXPECT_GT(ja["usage"]["lclm"]["latents"], 0);
+  EXPECT_EQ(ja["usage"]["lclm"]["regions"], 1);
+  EXPECT_EQ(jb["usage"]["lclm"]["cache_hits"], 1);  // the latent cache is shared
+}
+
+TEST_F(ServerTest, CompressReturnsIdsThatRequestsReuse) {
+  const std::string text = std::string(kDoc) + "A different region for the id test.";
+  const auto c = post("/v1/compress", {{"input", json::array({text})}});
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->status, 200) << c->body;
+  const json d = json::parse(c->body)["data"][0];
+  EXPECT_EQ(d["cached"], false);
+  EXPECT_EQ(d["latents"], (d["tokens"].get<int>() + 3) / 4);
+  const std::string id = d["id"];
+  EXPECT_EQ(id.rfind("lat_", 0), 0u);
+
+  const auto r =
+      post("/v1/chat/completions", chat(json::array({{{"type", "memory"}, {"latent_id", id}},
+                                                     {{"type", "text"}, {"text", "Summarise."}}})));
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["usage"]["lclm"]["cache_hits"], 1);
+  EXPECT_EQ(j["usage"]["lclm"]["latents"], d["latents"]);
+  EXPECT_EQ(j["choices"][0]["message"]["content"],
+            greedy(format_chatml({{"user", "<|memory_start|>" + text + "<|memory_end|>Summarise."}},
+                                 true),
+                   6));
+
+  expect_error(post("/v1/chat/completions",
+                    chat(json::array({{{"type", "memory"}, {"latent_id", "lat_nope"}}}))),
+               400, "unknown_latent_id", "messages[0].content[0].latent_id");
+}
+
+TEST_F(ServerTest, StreamingSendsTheSameTextAsOneResponse) {
+  json body = chat("Tell me about lighthouses.", 8);
+  const auto plain = post("/v1/chat/completions", body);
+  ASSERT_TRUE(plain);
+  const std::string full = json::parse(plain->body)["choices"][0]["message"]["content"];
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  const auto r = post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+  const auto events = sse_data(r->body);
+  ASSERT_GE(events.size(), 4u) << r->body;
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(json::parse(events[0])["choices"][0]["delta"]["role"], "assistant");
+  std::string joined;
+  std::string finish;
+  for (std::size_t i = 0; i + 2 < events.size(); ++i) {
+    const json e = json::parse(events[i]);
+    EXPECT_EQ(e["object"], "chat.completion.chunk");
+    const json& choice = e["choices"][0];
+    if (choice["delta"].contains("content")) joined += choice["delta"]["content"];
+    if (!choice["finish_reason"].is_null()) finish = choice["finish_reason"];
+  }
+  EXPECT_EQ(joined, full);
+  EXPECT_TRUE(finish == "length" || finish == "stop") << finish;
+  const json usage = json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"],
+            json::parse(plain->body)["usage"]["completion_tokens"]);
+}
+
+TEST_F(ServerTest, StopStringsCutTheText) {
+  const std::string full = greedy("Once upon a time", 12);
+  ASSERT_GE(full.size(), 6u);
+  const std::string stop = full.substr(3, 3);
+  const auto r = post(
+      "/v1/completions",
+      {{"prompt", "Once upon a time"}, {"max_tokens", 12}, {"temperature", 0}, {"stop", stop}});
+  ASSERT_TRUE(r);
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["choices"][0]["text"], full.substr(0, full.find(stop)));
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop");
+}
+
+TEST_F(ServerTest, BadRequestsGetClearErrorsAndTheServerStaysHealthy) {
+  auto c = client();
+  expect_error(c.Post("/v1/chat/completions", "{\"messages\": [", "application/json"), 400,
+               "invalid_json");
+  expect_error(c.Post("/v1/chat/completions", "[1, 2]", "application/json"), 400, "invalid_type");
+  expect_error(post("/v1/chat/completions", {{"model", "tiny"}}), 400, "missing_field", "messages");
+  expect_error(post("/v1/chat/completions", {{"messages", "hi"}}), 400, "invalid_type", "messages");
+  json bad_temp = chat("hi");
+  bad_temp["temperature"] = "hot";
+  expect_error(post("/v1/chat/completions", bad_temp), 400, "invalid_type", "temperature");
+  json bad_role = chat("hi");
+  bad_role["messages"][0]["role"] = "robot";
+  expect_error(post("/v1/chat/completions", bad_role), 400, "invalid_value", "messages[0].role");
+  json two = chat("hi");
+  two["n"] = 2;
+  expect_error(post("/v1/chat/completions", two), 400, "unsupported_value", "n");
+  json neg = chat("hi");
+  neg["max_tokens"] = 0;
+  expect_error(post("/v1/chat/completions", neg), 400, "invalid_value", "max_tokens");
+  expect_error(post("/v1/chat/completions", chat("<|memory_start|>never closed")), 400,
+               "invalid_memory_region", "messages[0].content");
+  expect_error(post("/v1/completions", {{"prompt", 42}}), 400, "invalid_type", "prompt");
+  expect_error(post("/v1/compress", {{"input", json::array()}}), 400, "invalid_type", "input");
+  expect_error(c.Get("/v1/nothing"), 404, "");
+
+  // Too long: the prompt alone, then the prompt with max_tokens.
+  std::string long_prompt;
+  for (int i = 0; i < 300; ++i) long_prompt += "word" + std::to_string(i) + " ";
+  expect_error(post("/v1/completions", {{"prompt", long_prompt}}), 400, "context_length_exceeded",
+               "prompt");
+  expect_error(post("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 600}}), 400,
+               "context_length_exceeded", "max_tokens");
+
+  const auto h = c.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  const auto ok = post("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 3}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  const auto m = c.Get("/metrics");
+  EXPECT_NE(m->body.find("lclm_request_errors_total{status=\"400\"}"), std::string::npos);
+}
+
+TEST_F(ServerTest, EightConcurrentClientsEachGetTheirOwnAnswer) {
+  constexpr int kClients = 10;
+  std::vector<std::string> prompts, got(kClients);
+  std::vector<int> status(kClients, 0);
+  for (int i = 0; i < kClients; ++i) prompts.push_back("Client " + std::to_string(i) + " says");
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      json body = {{"prompt", prompts[i]}, {"max_tokens", 5}, {"temperature", 0}};
+      if (i % 2) body["stream"] = true;
+      const auto r = post("/v1/completions", body);
+      if (!r) return;
+      status[i] = r->status;
+      if (i % 2 == 0) {
+        got[i] = json::parse(r->body)["choices"][0]["text"];
+        return;
+      }
+      for (const std::string& e : sse_data(r->body)) {
+        if (e == "[DONE]") continue;
+        const json j = json::parse(e);
+        got[i] += j["choices"][0]["text"].get<std::string>();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kClients; ++i) {
+    EXPECT_EQ(status[i], 200) << "client " << i;
+    EXPECT_EQ(got[i], greedy(prompts[i], 5)) << "client " << i;
+  }
+}
+
+TEST_F(ServerTest, AClientLeavingMidStreamStopsTheGeneration) {
+  auto c = client();
+  const auto before = c.Get("/metrics")->body;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.set_header("Content-Type", "application/json");
+  req.body =
+      json{{"prompt", "Keep talking"}, {"max_tokens", 400}, {"temperature", 0}, {"stream", true}}
+          .dump();
+  int chunks = 0;
+  req.content_receiver = [&](const char*, std::size_t, std::uint64_t, std::uint64_t) {
+    return ++chunks < 3;  // hang up after a few events
+  };
+  const auto r = client().send(req);
+  EXPECT_FALSE(r);  // the client cancelled
+  EXPECT_EQ(chunks, 3);
+
+  // The worker notices at its next token and ends the generation early.
+  std::string after;
+  for (int i = 0; i < 200; ++i) {
+    after = c.Get("/metrics")->body;
+    if (metric(after, "lclm_requests_cancelled_total") >
+        metric(before, "lclm_requests_cancelled_total")) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(metric(after, "lclm_requests_cancelled_total"),
+            metric(before, "lclm_requests_cancelled_total") + 1);
+  EXPECT_LT(metric(after, "lclm_completion_tokens_total") -
+                metric(before, "lclm_completion_tokens_total"),
+            400);
+  EXPECT_EQ(c.Get("/health")->status, 200);
+  const auto ok = post("/v1/completions", {{"prompt", "Hello again"}, {"max_tokens", 3}});
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+}  // namespace
+}  // namespace lclm

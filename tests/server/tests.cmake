@@ -1,0 +1,3 @@
+# The server over loopback with cpp-httplib's client (same compile flags as the library's build).
+lclm_add_test(server_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/server/server_test.cc)
+target_link_libraries(server_test PRIVATE PkgConfig::HTTPLIB)
