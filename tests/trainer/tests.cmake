@@ -10,3 +10,9 @@ lclm_add_test(trainer_test
           ${CMAKE_CURRENT_SOURCE_DIR}/trainer/trainer_loop_test.cc
   LABELS trainer)
 target_link_libraries(trainer_test PRIVATE lclm_train)
+
+# The shipped model (models/lclm-small): trainer/engine parity and recall.
+lclm_add_test(shipped_model_test
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/shipped_model_test.cc
+  LABELS "trainer;e2e;slow")
+target_link_libraries(shipped_model_test PRIVATE lclm_train)
