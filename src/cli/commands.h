@@ -17,5 +17,7 @@ Command add_generate_command(CLI::App& app);
 Command add_tokenize_command(CLI::App& app);
 Command add_compress_command(CLI::App& app);
 Command add_info_command(CLI::App& app);
+Command add_eval_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 }  // namespace lclm::cli
