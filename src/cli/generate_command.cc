@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "compression/memory_regions.h"
+#include "kv/kv_policy.h"
 #include "runtime/chat_template.h"
 #include "util/error.h"
 #include "util/threads.h"
@@ -26,6 +27,7 @@ struct GenerateArgs {
   bool chat = false;
   std::string system;
   std::string stats_json;
+  std::string kv_policy = "full";
 };
 
 void add_sampling_options(CLI::App& app, GenerateArgs& a) {
@@ -52,6 +54,15 @@ void add_sampling_options(CLI::App& app, GenerateArgs& a) {
   app.add_option("-s,--seed", a.seed, "Random seed (-1: random, printed at the end)")
       ->capture_default_str();
   app.add_option("-t,--threads", a.threads, "Threads (0: all cores)")->capture_default_str();
+  std::vector<std::string> policies;
+  for (KVPolicyKind k : all_kv_policies()) policies.emplace_back(kv_policy_name(k));
+  app.add_option("--kv-policy", a.kv_policy, "KV-cache policy (docs/evaluation.md)")
+      ->check(CLI::IsMember(policies))
+      ->capture_default_str();
+  app.add_option("--kv-ratio", a.options.kv_policy.ratio,
+                 "The KV policy keeps ceil(prompt tokens / ratio) entries per layer and kv head")
+      ->check(CLI::Range(1.0, 1e6))
+      ->capture_default_str();
 }
 
 // The prompt text: --compress-file becomes one memory region before the -p/-f text.
@@ -111,6 +122,7 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
   }
 
   GenerationOptions options = a.options;
+  options.kv_policy.kind = parse_kv_policy(a.kv_policy);
   options.sampling.seed = a.seed >= 0 ? static_cast<std::uint64_t>(a.seed) : std::random_device{}();
   options.stop_ids = Generator::default_stop_ids(model, tokenizer);
   Utf8Stream stream;

@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "cli/cli_runner.h"
 #include "core/test_models.h"
 #include "kv/kv_policy.h"
 #include "kv/kv_selection.h"
@@ -374,6 +375,25 @@ TEST_F(KVPolicyModel, FullBudgetReproducesTheFullCacheExactly) {
   for (KVPolicyKind kind : {KVPolicyKind::SnapKV, KVPolicyKind::PyramidKV}) {
     EXPECT_EQ(tokens(kind), reference) << kv_policy_name(kind);
   }
+}
+
+TEST(KVPolicyCli, GenerateTakesAPolicyAndARatio) {
+  const auto dir = testing::tiny_model_with_tokenizer("kv_cli_model");
+  const auto generate = [&](const std::string& policy, const std::string& ratio) {
+    return testing::cli({"generate", "-m", dir.string(), "-p",
+                         "A long enough prompt that a KV policy has entries to drop from it.", "-n",
+                         "8", "--temp", "0", "-t", "1", "--kv-policy", policy, "--kv-ratio",
+                         ratio});
+  };
+  const auto full = generate("full", "1");
+  ASSERT_EQ(full.code, 0) << full.err;
+  EXPECT_EQ(generate("snapkv", "1").out, full.out) << "a budget covering the prompt drops nothing";
+  const auto cut = generate("snapkv", "8");
+  EXPECT_EQ(cut.code, 0) << cut.err;
+  const auto bad = generate("lru", "4");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("lru"), std::string::npos) << bad.err;
+  EXPECT_EQ(generate("h2o", "0.5").code, 2);
 }
 
 TEST(KVPolicyConfigTest, NamesAndErrors) {
