@@ -73,6 +73,7 @@ std::vector<EvalCell> summarize_records(const std::vector<EvalRecord>& records) 
     c.peak_extra_bytes += static_cast<double>(r.peak_extra_bytes);
     c.peak_rss_bytes += static_cast<double>(r.peak_rss_bytes);
     c.kv_bytes += static_cast<double>(r.kv_bytes);
+    c.kv_peak_bytes += static_cast<double>(r.kv_peak_bytes);
     c.positions += static_cast<double>(r.positions);
     c.prompt_tokens += static_cast<double>(r.prompt_tokens);
     auto& t = tasks[key][std::string(ruler_task_name(r.task))];
@@ -82,7 +83,7 @@ std::vector<EvalCell> summarize_records(const std::vector<EvalRecord>& records) 
   for (EvalCell& c : cells) {
     const auto n = static_cast<double>(c.runs);
     for (double* v : {&c.accuracy, &c.ttft_ms, &c.peak_extra_bytes, &c.peak_rss_bytes, &c.kv_bytes,
-                      &c.positions, &c.prompt_tokens}) {
+                      &c.kv_peak_bytes, &c.positions, &c.prompt_tokens}) {
       *v /= n;
     }
     for (const auto& [task, sum] :
@@ -119,6 +120,7 @@ nlohmann::json eval_results_json(const EvalConfig& config, const std::vector<Eva
                           {"peak_extra_bytes", c.peak_extra_bytes},
                           {"peak_rss_bytes", c.peak_rss_bytes},
                           {"kv_bytes", c.kv_bytes},
+                          {"kv_peak_bytes", c.kv_peak_bytes},
                           {"positions", c.positions},
                           {"prompt_tokens", c.prompt_tokens}});
   }
@@ -136,6 +138,7 @@ nlohmann::json eval_results_json(const EvalConfig& config, const std::vector<Eva
                             {"peak_rss_bytes", r.peak_rss_bytes},
                             {"peak_extra_bytes", r.peak_extra_bytes},
                             {"kv_bytes", r.kv_bytes},
+                            {"kv_peak_bytes", r.kv_peak_bytes},
                             {"output", r.output}});
   }
   return j;
@@ -153,9 +156,9 @@ std::string eval_results_markdown(const std::vector<EvalCell>& cells) {
   std::ostringstream md;
   md << "| method | ratio | length | accuracy %";
   for (const std::string& t : task_names) md << " | " << t;
-  md << " | TTFT ms | peak MiB | KV MiB | positions | runs |\n|---|---|---|---";
+  md << " | TTFT ms | peak MiB | KV MiB | KV peak MiB | positions | runs |\n|---|---|---|---";
   for (std::size_t i = 0; i < task_names.size(); ++i) md << "|---";
-  md << "|---|---|---|---|---|\n";
+  md << "|---|---|---|---|---|---|\n";
   for (const EvalCell& c : cells) {
     md << "| " << c.method << " | " << ratio_label(c) << " | " << c.length << " | "
        << fixed(100 * c.accuracy, 1);
@@ -164,21 +167,24 @@ std::string eval_results_markdown(const std::vector<EvalCell>& cells) {
       md << " | " << (it == c.task_accuracy.end() ? "" : fixed(100 * it->second, 1));
     }
     md << " | " << fixed(c.ttft_ms, 1) << " | " << fixed(c.peak_extra_bytes / kMiB, 1) << " | "
-       << fixed(c.kv_bytes / kMiB, 2) << " | " << fixed(c.positions, 0) << " | " << c.runs
-       << " |\n";
+       << fixed(c.kv_bytes / kMiB, 2) << " | " << fixed(c.kv_peak_bytes / kMiB, 2) << " | "
+       << fixed(c.positions, 0) << " | " << c.runs << " |\n";
   }
   md << "\naccuracy: RULER's string match (share of the expected answers found in the greedy "
         "output), averaged over runs. TTFT: prompt text to first token (tokenizing, "
         "compressing, prefill, first sample). peak MiB: peak resident memory of the run above "
         "what was resident when it began. KV MiB: keys and values held once the prompt is in "
-        "(after a policy's eviction).\n";
+        "(after a policy's eviction). KV peak MiB: the most the KV cache allocated during the run "
+        "(a "
+        "policy prefills the whole prompt before it evicts).\n";
   return md.str();
 }
 
 std::string bench_markdown(const std::vector<EvalCell>& cells) {
   std::ostringstream md;
   md << "| length | method | ratio | accuracy % | TTFT ms | TTFT speed-up vs full | peak MiB | "
-        "peak vs full | KV MiB | KV vs full |\n|---|---|---|---|---|---|---|---|---|---|\n";
+        "peak vs full | KV MiB | KV vs full | KV peak MiB | KV peak vs full |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const EvalCell& c : cells) {
     const auto full = std::find_if(cells.begin(), cells.end(), [&](const EvalCell& f) {
       return f.method == "full" && f.length == c.length;
@@ -189,7 +195,8 @@ std::string bench_markdown(const std::vector<EvalCell>& cells) {
        << fixed(100 * c.accuracy, 1) << " | " << fixed(c.ttft_ms, 1) << " | "
        << ratio(full->ttft_ms, c.ttft_ms) << " | " << fixed(c.peak_extra_bytes / kMiB, 1) << " | "
        << ratio(c.peak_extra_bytes, full->peak_extra_bytes) << " | " << fixed(c.kv_bytes / kMiB, 2)
-       << " | " << ratio(c.kv_bytes, full->kv_bytes) << " |\n";
+       << " | " << ratio(c.kv_bytes, full->kv_bytes) << " | " << fixed(c.kv_peak_bytes / kMiB, 2)
+       << " | " << ratio(c.kv_peak_bytes, full->kv_peak_bytes) << " |\n";
   }
   return md.str();
 }

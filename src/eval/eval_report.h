@@ -26,6 +26,7 @@ struct EvalCell {
   double peak_extra_bytes = 0;  // mean
   double peak_rss_bytes = 0;    // mean
   double kv_bytes = 0;          // mean
+  double kv_peak_bytes = 0;     // mean
   double positions = 0;         // mean decoder positions
   double prompt_tokens = 0;     // mean uncompressed prompt tokens
 };

@@ -1,5 +1,7 @@
 #include "eval/evaluator.h"
 
+#include <malloc.h>
+
 #include <chrono>
 
 #include "kv/kv_policy.h"
@@ -68,6 +70,9 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
     options.kv_policy.ratio = static_cast<double>(rec.ratio);
   }
 
+  // Freed heap memory goes back to the system first, so that what this run
+  // allocates shows in its peak instead of reusing earlier runs' pages.
+  malloc_trim(0);
   const bool peak_reset = reset_peak_resident();
   const std::size_t rss_at_start = current_resident_bytes();
   const auto t0 = std::chrono::steady_clock::now();
@@ -90,6 +95,7 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
   rec.ttft_ms = (prepare_seconds + stats.ttft_seconds) * 1e3;
   rec.positions = prompt.ids.size();
   rec.kv_bytes = stats.prompt_kv_bytes;
+  rec.kv_peak_bytes = stats.kv_peak_bytes;
   rec.output = tokenizer.decode(stats.tokens);
   rec.score = score_answers(rec.output, sample.answers);
   return rec;

@@ -49,6 +49,7 @@ struct EvalRecord {
   std::size_t peak_rss_bytes = 0;    // peak resident set during the run
   std::size_t peak_extra_bytes = 0;  // that peak minus the resident set at the start of the run
   std::size_t kv_bytes = 0;          // keys and values held once the prompt is in
+  std::size_t kv_peak_bytes = 0;     // the most the KV cache allocated (before eviction)
   std::string output;
 };
 

@@ -133,6 +133,7 @@ void KVCache::set_capacity(std::size_t capacity) {
     if (scoring_) regrow(scores_[l], n_kv_heads_, capacity_, capacity, used, 1);
   }
   capacity_ = capacity;
+  peak_bytes_ = std::max(peak_bytes_, bytes());
 }
 
 }  // namespace lclm

@@ -51,6 +51,8 @@ class KVCache {
   std::size_t head_dim() const { return head_dim_; }
   // Bytes allocated for keys and values.
   std::size_t bytes() const;
+  // The most bytes() was over the cache's life.
+  std::size_t peak_bytes() const { return peak_bytes_; }
   // Bytes of the keys and values of the entries held (what a cache sized
   // exactly to them would take).
   std::size_t entry_bytes() const;
@@ -81,6 +83,7 @@ class KVCache {
   std::size_t n_layers_, n_kv_heads_, head_dim_, max_positions_;
   std::size_t capacity_ = 0;
   std::size_t size_ = 0;
+  std::size_t peak_bytes_ = 0;
   std::vector<std::size_t> entries_;
   std::vector<std::vector<float>> keys_, values_;
   std::vector<std::vector<std::int32_t>> positions_;

@@ -146,6 +146,7 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
   stats.generated_tokens = stats.tokens.size();
   stats.decode_seconds = seconds_since(decode_start);
   stats.kv_cache_bytes = cache.bytes();
+  stats.kv_peak_bytes = cache.peak_bytes();
   return stats;
 }
 

@@ -167,6 +167,8 @@ TEST(Evaluator, RunsEveryMethodAndReportsTheCacheEachKeeps) {
   for (const EvalRecord& r : records) {
     EXPECT_EQ(r.prompt_tokens, L);
     EXPECT_GT(r.ttft_ms, 0.0);
+    // The cache is sized for the prompt and the answer before any eviction.
+    EXPECT_EQ(r.kv_peak_bytes, layers * (r.positions + 32) * per_entry) << r.method;
     EXPECT_EQ(r.score, score_answers(r.output, evaluator.tasks().make(r.task, 300, 0).answers));
     if (r.method == "latent") {
       EXPECT_LT(r.positions, L / std::size_t(r.ratio) + 40) << "x" << r.ratio;
