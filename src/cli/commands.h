@@ -19,5 +19,7 @@ Command add_compress_command(CLI::App& app);
 Command add_info_command(CLI::App& app);
 Command add_agent_command(CLI::App& app);
 Command add_serve_command(CLI::App& app);
+Command add_eval_command(CLI::App& app);
+Command add_bench_command(CLI::App& app);
 
 }  // namespace lclm::cli

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "compression/memory_regions.h"
+#include "kv/kv_policy.h"
 #include "runtime/chat_template.h"
 #include "util/error.h"
 #include "util/threads.h"
@@ -25,7 +26,20 @@ struct GenerateArgs {
   bool chat = false;
   std::string system;
   std::string stats_json;
+  std::string kv_policy = "full";
 };
+
+void add_kv_policy_options(CLI::App& app, GenerateArgs& a) {
+  std::vector<std::string> policies;
+  for (KVPolicyKind k : all_kv_policies()) policies.emplace_back(kv_policy_name(k));
+  app.add_option("--kv-policy", a.kv_policy, "KV-cache policy (docs/evaluation.md)")
+      ->check(CLI::IsMember(policies))
+      ->capture_default_str();
+  app.add_option("--kv-ratio", a.options.kv_policy.ratio,
+                 "The KV policy keeps ceil(prompt tokens / ratio) entries per layer and kv head")
+      ->check(CLI::Range(1.0, 1e6))
+      ->capture_default_str();
+}
 
 // The prompt text: --compress-file becomes one memory region before the -p/-f text.
 std::string build_prompt(const GenerateArgs& a) {
@@ -84,6 +98,7 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
   }
 
   GenerationOptions options = a.options;
+  options.kv_policy.kind = parse_kv_policy(a.kv_policy);
   options.sampling.seed = resolve_seed(a.seed);
   options.stop_ids = Generator::default_stop_ids(model, tokenizer);
   Utf8Stream stream;
@@ -122,6 +137,7 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--stats-json", args->stats_json,
                   "Also write the run's statistics to this JSON file");
   add_generation_options(*cmd, args->options, args->seed, args->threads);
+  add_kv_policy_options(*cmd, *args);
   return {cmd, [args](std::ostream& out, std::ostream& err) { return run(*args, out, err); }};
 }
 

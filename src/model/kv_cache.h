@@ -1,9 +1,17 @@
 // Keys and values of every layer for the positions processed so far. Storage
 // grows with the request (doubling, capped at the context limit) instead of
 // being sized for the model's maximum context up front.
+//
+// A KV-cache policy (src/kv) may drop entries: each layer then holds fewer
+// entries than positions processed, and the heads of a layer may keep
+// different positions (always the same number of them). Kept keys stay as
+// they were written, RoPE applied at their original position; new tokens
+// still take the next position, so position() and entries(layer) differ.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <span>
 #include <vector>
 
 namespace lclm {
@@ -16,32 +24,72 @@ class KVCache {
 
   // Makes room for `extra` more positions after the current ones.
   void reserve_more(std::size_t extra);
-  // Marks `n` more positions as filled (after their k/v rows were written).
+  // Marks `n` more positions as filled in every layer (after their k/v rows
+  // were written at entries(layer) .. entries(layer)+n-1).
   void advance(std::size_t n);
-  // Drops every position from `n` on (n <= size()).
+  // Drops every position from `n` on (n <= size()); only before any eviction.
   void truncate(std::size_t n);
-  void clear() { truncate(0); }
+  void clear();
 
   // Layer storage, laid out [n_kv_heads, capacity(), head_dim].
   float* keys(std::size_t layer) { return keys_[layer].data(); }
   float* values(std::size_t layer) { return values_[layer].data(); }
   const float* keys(std::size_t layer) const { return keys_[layer].data(); }
   const float* values(std::size_t layer) const { return values_[layer].data(); }
+  // The position each entry was written at, [n_kv_heads, capacity()].
+  std::int32_t* positions(std::size_t layer) { return positions_[layer].data(); }
+  const std::int32_t* positions(std::size_t layer) const { return positions_[layer].data(); }
 
+  // Positions processed so far: the next input takes position size().
   std::size_t size() const { return size_; }
+  // Entries each kv head of `layer` holds (size() until a policy evicts).
+  std::size_t entries(std::size_t layer) const { return entries_[layer]; }
   std::size_t capacity() const { return capacity_; }
   std::size_t max_positions() const { return max_positions_; }
+  std::size_t n_layers() const { return n_layers_; }
   std::size_t n_kv_heads() const { return n_kv_heads_; }
   std::size_t head_dim() const { return head_dim_; }
   // Bytes allocated for keys and values.
   std::size_t bytes() const;
+  // The most bytes() was over the cache's life.
+  std::size_t peak_bytes() const { return peak_bytes_; }
+  // Bytes of the keys and values of the entries held (what a cache sized
+  // exactly to them would take).
+  std::size_t entry_bytes() const;
+
+  // ---- attention scores for policies (src/kv) ----
+  // From now on the queries at positions >= from_position add their
+  // attention probabilities to key_scores(layer) (allocated here, zeroed).
+  void start_key_scores(std::size_t from_position);
+  // Stops scoring and frees the scores.
+  void stop_key_scores();
+  bool scoring() const { return scoring_; }
+  std::size_t score_from_position() const { return score_from_; }
+  // [n_kv_heads, capacity()]: per entry, the attention probability it got,
+  // summed over the scored queries and the query heads of its kv head.
+  float* key_scores(std::size_t layer) { return scores_[layer].data(); }
+  const float* key_scores(std::size_t layer) const { return scores_[layer].data(); }
+
+  // Keeps, for every kv head g of `layer`, only the entries keep[g] (indices
+  // into the current entries, ascending, the same count for every head), in
+  // that order; keys, values, positions and scores move together.
+  void compact(std::size_t layer, std::span<const std::vector<std::size_t>> keep);
+  // Reallocates the storage to the largest layer's entries plus `extra`.
+  void shrink_to_fit(std::size_t extra);
 
  private:
   void set_capacity(std::size_t capacity);
+  std::size_t max_entries() const;
   std::size_t n_layers_, n_kv_heads_, head_dim_, max_positions_;
   std::size_t capacity_ = 0;
   std::size_t size_ = 0;
+  std::size_t peak_bytes_ = 0;
+  std::vector<std::size_t> entries_;
   std::vector<std::vector<float>> keys_, values_;
+  std::vector<std::vector<std::int32_t>> positions_;
+  bool scoring_ = false;
+  std::size_t score_from_ = 0;
+  std::vector<std::vector<float>> scores_;
 };
 
 }  // namespace lclm

@@ -64,7 +64,10 @@ float* sized(std::vector<float>& buffer, std::size_t n) {
 void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t layer,
                          AttentionMask mask, const RopeTable& rope) const {
   const std::size_t H = hidden_, I = intermediate_, D = head_dim_;
+  // pos0: the position (RoPE) of the first input; e0: the cache row it goes
+  // to, fewer than pos0 once a KV policy has dropped entries.
   const std::size_t pos0 = cache.size();
+  const std::size_t e0 = cache.entries(layer);
   const std::size_t stride = cache.capacity();
 
   thread_local BlockScratch scratch;
@@ -83,16 +86,26 @@ void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t la
   rms_norm(k, k_norm_.data(), k, n * n_kv_heads_, D, eps_);
   float* k_cache = cache.keys(layer);
   float* v_cache = cache.values(layer);
+  std::int32_t* positions = cache.positions(layer);
+  float* key_scores = cache.scoring() ? cache.key_scores(layer) : nullptr;
   for (std::size_t i = 0; i < n; ++i) {
     rope.apply(q + i * n_heads_ * D, n_heads_, pos0 + i);
     rope.apply(k + i * n_kv_heads_ * D, n_kv_heads_, pos0 + i);
     for (std::size_t g = 0; g < n_kv_heads_; ++g) {
-      std::copy_n(k + (i * n_kv_heads_ + g) * D, D, k_cache + (g * stride + pos0 + i) * D);
-      std::copy_n(v + (i * n_kv_heads_ + g) * D, D, v_cache + (g * stride + pos0 + i) * D);
+      const std::size_t row = g * stride + e0 + i;
+      std::copy_n(k + (i * n_kv_heads_ + g) * D, D, k_cache + row * D);
+      std::copy_n(v + (i * n_kv_heads_ + g) * D, D, v_cache + row * D);
+      positions[row] = static_cast<std::int32_t>(pos0 + i);
+      if (key_scores) key_scores[row] = 0.0f;
     }
   }
   const AttentionShape shape{n_heads_, n_kv_heads_, D, stride};
-  attention(q, n, pos0, k_cache, v_cache, pos0 + n, shape, mask, attn);
+  // A policy that ranks entries by attention has the scored queries (from
+  // score_from_position() on) add their probabilities to the key scores.
+  KeyScoreAccumulator accumulate{0, key_scores};
+  if (key_scores) accumulate.first_query = std::max(cache.score_from_position(), pos0) - pos0;
+  attention(q, n, e0, k_cache, v_cache, e0 + n, shape, mask, attn,
+            key_scores ? &accumulate : nullptr);
   matmul(attn, n, o_proj_, h);
   add_inplace(x, h, n * H);
 

@@ -23,8 +23,11 @@ class Qwen3Block {
                          const Qwen3Config& config);
 
   // x [n, hidden] in place: the n inputs take positions cache.size() ..
-  // cache.size()+n-1; their keys and values go to cache layer `layer`. The
-  // caller reserves cache room first and advances it after the last layer.
+  // cache.size()+n-1; their keys and values go to cache layer `layer` after
+  // its cache.entries(layer) held entries, and they attend to those entries
+  // and (causally) to each other. The caller reserves cache room first and
+  // advances it after the last layer. While cache.scoring(), the attention
+  // probabilities of the scored queries are added to the layer's key scores.
   void forward(float* x, std::size_t n, KVCache& cache, std::size_t layer, AttentionMask mask,
                const RopeTable& rope) const;
 

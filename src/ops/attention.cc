@@ -143,6 +143,14 @@ void AttendKeyBlock(const float* q, std::size_t q_stride, std::size_t n_q, const
   }
 }
 
+// key_scores[j] += exp(q.k_j * scale - max) * inv_sum for the first n keys.
+void AddKeyProbabilities(const float* q, const float* k, std::size_t n, std::size_t hd, float scale,
+                         float max, float inv_sum, float* key_scores) {
+  for (std::size_t j = 0; j < n; ++j) {
+    key_scores[j] += std::exp(Dot(q, k + j * hd, hd) * scale - max) * inv_sum;
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace lclm
 HWY_AFTER_NAMESPACE();
@@ -151,9 +159,47 @@ HWY_AFTER_NAMESPACE();
 namespace lclm {
 
 HWY_EXPORT(AttendKeyBlock);
+HWY_EXPORT(AddKeyProbabilities);
+
+namespace {
+
+std::size_t visible_keys(AttentionMask mask, std::size_t n_keys, std::size_t query_pos) {
+  return mask == AttentionMask::Causal ? std::min(n_keys, query_pos + 1) : n_keys;
+}
+
+// The second pass of attention() for a KeyScoreAccumulator: one task per kv
+// head, so each head's scores are summed by one thread in a fixed order.
+// row_max / row_sum [n_heads, n_q]: each query's softmax max and normaliser.
+void accumulate_key_scores(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k,
+                           std::size_t n_keys, const AttentionShape& shape, AttentionMask mask,
+                           const KeyScoreAccumulator& acc, const float* row_max,
+                           const float* row_sum) {
+  const std::size_t hd = shape.head_dim;
+  const std::size_t group = shape.n_heads / shape.n_kv_heads;
+  const std::size_t q_width = shape.n_heads * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::ptrdiff_t gi = 0; gi < static_cast<std::ptrdiff_t>(shape.n_kv_heads); ++gi) {
+    const auto g = static_cast<std::size_t>(gi);
+    float* scores = acc.key_scores + g * shape.kv_stride;
+    const float* kg = k + g * shape.kv_stride * hd;
+    for (std::size_t h = g * group; h < (g + 1) * group; ++h) {
+      for (std::size_t i = acc.first_query; i < n_q; ++i) {
+        const float sum = row_sum[h * n_q + i];
+        if (sum <= 0.0f) continue;
+        HWY_DYNAMIC_DISPATCH(AddKeyProbabilities)
+        (q + i * q_width + h * hd, kg, visible_keys(mask, n_keys, q_pos0 + i), hd, scale,
+         row_max[h * n_q + i], 1.0f / sum, scores);
+      }
+    }
+  }
+}
+
+}  // namespace
 
 void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k, const float* v,
-               std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out) {
+               std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out,
+               const KeyScoreAccumulator* scores) {
   using namespace attention_detail;
   const std::size_t hd = shape.head_dim;
   const std::size_t group = shape.n_heads / shape.n_kv_heads;
@@ -161,6 +207,12 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float*
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::size_t q_blocks = (n_q + kQueryBlock - 1) / kQueryBlock;
   const auto n_tasks = static_cast<std::ptrdiff_t>(q_blocks * shape.n_heads);
+  // Softmax statistics per (head, query), kept only for a score pass.
+  std::vector<float> row_max, row_sum;
+  if (scores) {
+    row_max.resize(shape.n_heads * n_q);
+    row_sum.resize(shape.n_heads * n_q);
+  }
 
 #pragma omp parallel
   {
@@ -180,7 +232,7 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float*
       // Keys each query may see: causal stops at its own position.
       std::size_t visible[kQueryBlock];
       for (std::size_t i = 0; i < nq; ++i) {
-        visible[i] = mask == AttentionMask::Causal ? std::min(n_keys, q_pos0 + i0 + i + 1) : n_keys;
+        visible[i] = visible_keys(mask, n_keys, q_pos0 + i0 + i);
       }
       const std::size_t keys_needed = *std::max_element(visible, visible + nq);
       BlockState state;
@@ -203,7 +255,15 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float*
         float* oi = out + (i0 + i) * q_width + h * hd;
         for (std::size_t d = 0; d < hd; ++d) oi[d] = acc[i * hd + d] * inv;
       }
+      if (scores) {
+        std::copy_n(state.max, nq, row_max.data() + h * n_q + i0);
+        std::copy_n(state.sum, nq, row_sum.data() + h * n_q + i0);
+      }
     }
+  }
+  if (scores && scores->first_query < n_q) {
+    accumulate_key_scores(q, n_q, q_pos0, k, n_keys, shape, mask, *scores, row_max.data(),
+                          row_sum.data());
   }
 }
 

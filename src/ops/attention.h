@@ -21,8 +21,18 @@ struct AttentionShape {
 // Work is split into (head, 32-query block) tasks that walk the keys in
 // blocks of 64 with an online softmax: memory is O(block), never
 // O(n_q * n_keys), and each key block is reused by all queries of a task.
-void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k,
-               const float* v, std::size_t n_keys, const AttentionShape& shape,
-               AttentionMask mask, float* out);
+//
+// With `scores`, the queries first_query .. n_q-1 also add their attention
+// probabilities (softmax weights) to key_scores [n_kv_heads, kv_stride]: entry
+// j of kv head g gains the sum over those queries and over the query heads
+// reading g of p(query, key j). This second pass recomputes the scores of the
+// scored queries only; without `scores` nothing of it runs.
+struct KeyScoreAccumulator {
+  std::size_t first_query = 0;
+  float* key_scores = nullptr;
+};
+void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k, const float* v,
+               std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out,
+               const KeyScoreAccumulator* scores = nullptr);
 
 }  // namespace lclm

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <utility>
 
 #include "util/error.h"
@@ -86,7 +87,10 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
   stats.prompt_tokens = n;
   std::vector<std::int32_t> history(prompt_ids.begin(), prompt_ids.end());
 
-  // Prefill in chunks so activation memory stays bounded by the chunk size.
+  // Prefill in chunks so activation memory stays bounded by the chunk size;
+  // then the KV policy cuts the prompt's entries down to its budget.
+  const std::unique_ptr<KVPolicy> policy = make_kv_policy(options.kv_policy);
+  policy->begin_prompt(cache, n);
   const std::size_t chunk = std::max<std::size_t>(1, options.prefill_chunk);
   std::vector<float> x;
   for (std::size_t start = 0; start < n; start += chunk) {
@@ -94,6 +98,9 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
     x.assign(inputs + start * H, inputs + (start + len) * H);
     model_.forward(x.data(), len, cache, AttentionMask::Causal);
   }
+  policy->end_prompt(cache);
+  cache.shrink_to_fit(std::min(context, planned) - n);
+  stats.prompt_kv_bytes = cache.entry_bytes();
   std::vector<float> last(x.end() - static_cast<std::ptrdiff_t>(H), x.end());
   std::vector<float> logits(V);
 
@@ -134,10 +141,12 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
     }
     model_.embed(std::span<const std::int32_t>(&id, 1), last.data());
     model_.forward(last.data(), 1, cache, AttentionMask::Causal);
+    policy->after_token(cache);
   }
   stats.generated_tokens = stats.tokens.size();
   stats.decode_seconds = seconds_since(decode_start);
   stats.kv_cache_bytes = cache.bytes();
+  stats.kv_peak_bytes = cache.peak_bytes();
   return stats;
 }
 

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kv/kv_policy.h"
 #include "model/qwen3_model.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -22,6 +23,7 @@ struct GenerationOptions {
   std::size_t prefill_chunk = 512;  // prompt positions per forward pass
   SamplingParams sampling;
   std::vector<std::int32_t> stop_ids;
+  KVPolicyConfig kv_policy;  // which entries the KV cache keeps (full: all)
 };
 
 enum class StopReason { Length, StopToken, ContextFull, Callback };
@@ -33,7 +35,9 @@ struct GenerationStats {
   double ttft_seconds = 0;    // start to the first sampled token (prefill + one sample)
   double decode_seconds = 0;  // the rest
   StopReason stop = StopReason::Length;
-  std::size_t kv_cache_bytes = 0;
+  std::size_t kv_cache_bytes = 0;    // allocated at the end of the run
+  std::size_t prompt_kv_bytes = 0;   // keys and values held once the prompt is in (after eviction)
+  std::size_t kv_peak_bytes = 0;     // the most the cache allocated during the run
   std::vector<std::int32_t> tokens;  // generated ids, the stop token excluded
 
   // Tokens after the first (which belongs to the prefill) per decode second.

@@ -20,7 +20,17 @@ std::size_t status_kib(const std::string& key) {
 
 }  // namespace
 
-std::size_t peak_resident_bytes() { return status_kib("VmHWM:"); }
-std::size_t current_resident_bytes() { return status_kib("VmRSS:"); }
+std::size_t peak_resident_bytes() {
+  return status_kib("VmHWM:");
+}
+bool reset_peak_resident() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
+}
+std::size_t current_resident_bytes() {
+  return status_kib("VmRSS:");
+}
 
 }  // namespace lclm

@@ -9,17 +9,12 @@
 #include "ops/matmul.h"
 #include "ops/simd.h"
 #include "ops/transformer_ops.h"
+#include "test_models.h"
 
 namespace lclm {
 namespace {
 
-std::vector<float> random_vector(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+using testing::random_vector;
 
 // Stored weights in one dtype plus their exact f32 values.
 struct StoredWeights {

@@ -8,7 +8,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "model/random_qwen3.h"
 #include "util/error.h"
@@ -81,6 +83,15 @@ std::string error_of(F&& f) {
   }
   ADD_FAILURE() << "no lclm::Error thrown";
   return "";
+}
+
+// n standard-normal floats from a seeded generator.
+inline std::vector<float> random_vector(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
 }
 
 inline void write_text(const std::filesystem::path& path, const std::string& text) {

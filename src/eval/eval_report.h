@@ -1,0 +1,61 @@
+// Tables and plots of evaluation records: results.json / results.md for
+// `lclm eval`, and for `lclm bench` the comparison with the full cache at the
+// same length and the accuracy-vs-TTFT frontier as an SVG.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "eval/evaluator.h"
+
+namespace lclm {
+
+// The records of one (method, ratio, length), averaged.
+struct EvalCell {
+  std::string method;
+  std::int64_t ratio = 1;
+  std::size_t length = 0;
+  std::size_t runs = 0;
+  double accuracy = 0;  // mean score, 0..1
+  std::map<std::string, double> task_accuracy;
+  double ttft_ms = 0;           // mean
+  double peak_extra_bytes = 0;  // mean
+  double peak_rss_bytes = 0;    // mean
+  double kv_bytes = 0;          // mean
+  double kv_peak_bytes = 0;     // mean
+  double positions = 0;         // mean decoder positions
+  double prompt_tokens = 0;     // mean uncompressed prompt tokens
+};
+
+// Cells in the order their first records came.
+std::vector<EvalCell> summarize_records(const std::vector<EvalRecord>& records);
+
+nlohmann::json eval_results_json(const EvalConfig& config, const std::vector<EvalRecord>& records);
+// method x ratio x length -> accuracy (and per task), TTFT, peak memory, KV bytes.
+std::string eval_results_markdown(const std::vector<EvalCell>& cells);
+// Each method against full at the same length: TTFT speed-up, peak memory and
+// KV ratios; needs "full" among the cells.
+std::string bench_markdown(const std::vector<EvalCell>& cells);
+
+// A point of the frontier plot.
+struct FrontierPoint {
+  std::string label;
+  std::string method;
+  double ttft_ms = 0;
+  double accuracy = 0;  // 0..1
+};
+// One point per (method, ratio), averaged over lengths.
+std::vector<FrontierPoint> frontier_points(const std::vector<EvalCell>& cells);
+// The points not beaten by another one that is at least as accurate and at
+// least as fast, by ascending TTFT.
+std::vector<FrontierPoint> pareto_frontier(std::vector<FrontierPoint> points);
+// Accuracy (y) against TTFT (x, logarithmic) with the frontier drawn through.
+std::string frontier_svg(const std::vector<FrontierPoint>& points, const std::string& title);
+
+void write_text_file(const std::string& path, const std::string& text);
+
+}  // namespace lclm

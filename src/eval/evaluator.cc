@@ -1,0 +1,137 @@
+#include "eval/evaluator.h"
+
+#include <malloc.h>
+
+#include <chrono>
+
+#include "kv/kv_policy.h"
+#include "runtime/generator.h"
+#include "util/error.h"
+#include "util/process_stats.h"
+
+namespace lclm {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+LclmOptions uncached(std::optional<std::int64_t> ratio) {
+  LclmOptions o;
+  o.compression_ratio = ratio;
+  o.memory_cache_bytes = 0;  // every latent run compresses: its TTFT is the real cost
+  return o;
+}
+
+}  // namespace
+
+void check_eval_method(const std::string& method) {
+  if (method != "latent") parse_kv_policy(method);
+}
+
+Evaluator::Evaluator(EvalConfig config)
+    : config_(std::move(config)),
+      base_(LclmModel::load(config_.checkpoint, uncached(std::nullopt))),
+      haystack_(Haystack::from_paths(config_.haystack)),
+      tasks_(std::make_unique<RulerTaskGenerator>(haystack_, base_->decoder_tokenizer(),
+                                                  config_.seed)) {
+  for (const std::string& m : config_.methods) check_eval_method(m);
+  for (std::int64_t r : config_.ratios) {
+    if (r < 1)
+      throw Error("--ratios: every ratio must be a positive integer, not " + std::to_string(r));
+  }
+}
+
+LclmModel& Evaluator::model_for_ratio(std::int64_t ratio) {
+  if (ratio == base_->config().compression_ratio) return *base_;
+  auto& m = latent_models_[ratio];
+  if (!m) m = LclmModel::load(config_.checkpoint, uncached(ratio));
+  return *m;
+}
+
+EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& method,
+                              std::int64_t ratio) {
+  EvalRecord rec;
+  rec.method = method;
+  rec.ratio = method == "full" ? 1 : ratio;
+  rec.task = sample.task;
+  const bool latent = method == "latent";
+  LclmModel& model = latent ? model_for_ratio(ratio) : *base_;
+  const Qwen3Model& decoder = model.decoder();
+  const Tokenizer& tokenizer = model.decoder_tokenizer();
+
+  GenerationOptions options;
+  options.n_predict = sample.n_predict;
+  options.prefill_chunk = config_.prefill_chunk;
+  options.sampling.temperature = 0;
+  options.stop_ids = Generator::default_stop_ids(decoder, tokenizer);
+  if (!latent) {
+    options.kv_policy.kind = parse_kv_policy(method);
+    options.kv_policy.ratio = static_cast<double>(rec.ratio);
+  }
+
+  // Freed heap memory goes back to the system first, so that what this run
+  // allocates shows in its peak instead of reusing earlier runs' pages.
+  malloc_trim(0);
+  const bool peak_reset = reset_peak_resident();
+  const std::size_t rss_at_start = current_resident_bytes();
+  const auto t0 = std::chrono::steady_clock::now();
+  PreparedPrompt prompt;
+  if (latent) {
+    prompt = model.prepare(eval_prompt(sample, true));
+  } else {
+    prompt.ids = tokenizer.encode(eval_prompt(sample, false));
+    prompt.embeddings.resize(prompt.ids.size() *
+                             static_cast<std::size_t>(decoder.config().hidden_size));
+    decoder.embed(prompt.ids, prompt.embeddings.data());
+  }
+  const double prepare_seconds = seconds_since(t0);
+  const GenerationStats stats = Generator(decoder).generate_from_embeddings(
+      prompt.embeddings.data(), prompt.ids.size(), prompt.ids, options,
+      [](std::int32_t) { return true; });
+  rec.peak_rss_bytes = peak_resident_bytes();
+  rec.peak_extra_bytes =
+      peak_reset && rec.peak_rss_bytes > rss_at_start ? rec.peak_rss_bytes - rss_at_start : 0;
+  rec.ttft_ms = (prepare_seconds + stats.ttft_seconds) * 1e3;
+  rec.positions = prompt.ids.size();
+  rec.kv_bytes = stats.prompt_kv_bytes;
+  rec.kv_peak_bytes = stats.kv_peak_bytes;
+  rec.output = tokenizer.decode(stats.tokens);
+  rec.score = score_answers(rec.output, sample.answers);
+  return rec;
+}
+
+std::vector<EvalRecord> Evaluator::run(const std::function<void(const EvalRecord&)>& progress) {
+  // (method, ratio) pairs: full once, every other method at every ratio.
+  std::vector<std::pair<std::string, std::int64_t>> runs;
+  for (const std::string& m : config_.methods) {
+    if (m == "full") {
+      runs.emplace_back(m, 1);
+    } else {
+      for (std::int64_t r : config_.ratios) runs.emplace_back(m, r);
+    }
+  }
+  const EvalSample warm_up = tasks_->make(RulerTask::SingleNeedle, 128, 0);
+  for (const auto& [method, ratio] : runs) run_one(warm_up, method, ratio);
+
+  std::vector<EvalRecord> records;
+  for (std::size_t length : config_.lengths) {
+    for (RulerTask task : config_.tasks) {
+      for (std::size_t i = 0; i < config_.samples; ++i) {
+        const EvalSample sample = tasks_->make(task, length, i);
+        const std::size_t tokens = tasks_->prompt_tokens(sample);
+        for (const auto& [method, ratio] : runs) {
+          EvalRecord rec = run_one(sample, method, ratio);
+          rec.length = length;
+          rec.sample = i;
+          rec.prompt_tokens = tokens;
+          if (progress) progress(rec);
+          records.push_back(std::move(rec));
+        }
+      }
+    }
+  }
+  return records;
+}
+
+}  // namespace lclm

@@ -1,0 +1,81 @@
+// `lclm eval` and `lclm bench`: the same decoder answers the same RULER-style
+// samples with the whole text in its KV cache (full), with the text
+// compressed to latents by the LCLM encoder (latent, at ratio r), or with the
+// plain text and a KV-cache policy keeping 1/r of the entries (streaming, h2o,
+// snapkv, pyramidkv). Each run is scored against the sample's answers and
+// timed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "compression/lclm_model.h"
+#include "eval/haystack.h"
+#include "eval/ruler_tasks.h"
+
+namespace lclm {
+
+struct EvalConfig {
+  std::filesystem::path checkpoint;               // an LCLM checkpoint
+  std::vector<std::string> methods = {"full"};    // "full", "latent", or a KV policy
+  std::vector<std::int64_t> ratios = {4, 8, 16};  // compression ratios (not for "full")
+  std::vector<std::size_t> lengths = {1024};      // prompt lengths in decoder tokens
+  std::vector<RulerTask> tasks = {RulerTask::SingleNeedle};
+  std::size_t samples = 1;  // per (length, task)
+  std::uint64_t seed = 0;
+  std::size_t prefill_chunk = 512;
+  std::vector<std::filesystem::path> haystack = default_haystack_paths();
+};
+
+// "latent" and the KV policy names; throws lclm::Error for anything else.
+void check_eval_method(const std::string& method);
+
+struct EvalRecord {
+  std::string method;
+  std::int64_t ratio = 1;  // 1 for full
+  std::size_t length = 0;  // the length asked for
+  RulerTask task = RulerTask::SingleNeedle;
+  std::size_t sample = 0;
+  std::size_t prompt_tokens = 0;  // decoder tokens of the uncompressed prompt
+  std::size_t positions = 0;      // decoder positions prefilled (latent: after the splice)
+  double score = 0;               // fraction of the answers found
+  double ttft_ms = 0;             // prompt text to first token: tokenize, compress, prefill, sample
+  std::size_t peak_rss_bytes = 0;    // peak resident set during the run
+  std::size_t peak_extra_bytes = 0;  // that peak minus the resident set at the start of the run
+  std::size_t kv_bytes = 0;          // keys and values held once the prompt is in
+  std::size_t kv_peak_bytes = 0;     // the most the KV cache allocated (before eviction)
+  std::string output;
+};
+
+class Evaluator {
+ public:
+  explicit Evaluator(EvalConfig config);
+
+  // Every (length, task, sample) x method x ratio, in that order; each record
+  // goes to `progress` as it is made. A short warm-up run per (method, ratio)
+  // comes first, so the first measured run does not pay for paging in weights.
+  std::vector<EvalRecord> run(const std::function<void(const EvalRecord&)>& progress = {});
+
+  // One method on one sample.
+  EvalRecord run_one(const EvalSample& sample, const std::string& method, std::int64_t ratio);
+
+  const EvalConfig& config() const { return config_; }
+  const RulerTaskGenerator& tasks() const { return *tasks_; }
+
+ private:
+  LclmModel& model_for_ratio(std::int64_t ratio);
+
+  EvalConfig config_;
+  std::unique_ptr<LclmModel> base_;  // the decoder and tokenizer every method shares
+  std::map<std::int64_t, std::unique_ptr<LclmModel>> latent_models_;
+  Haystack haystack_;
+  std::unique_ptr<RulerTaskGenerator> tasks_;
+};
+
+}  // namespace lclm

@@ -1,0 +1,35 @@
+// Real text to hide needles in: the words of files every Debian system has
+// (by default the license texts under /usr/share/common-licenses, the text
+// the trainer draws from), read once and joined with single spaces.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace lclm {
+
+class Haystack {
+ public:
+  // Regular files, and the regular files of directories (sorted by name);
+  // files containing "<|" (special-token syntax) are skipped. Throws
+  // lclm::Error naming the path when one is missing or no words are found.
+  static Haystack from_paths(const std::vector<std::filesystem::path>& paths);
+
+  // n consecutive words of the corpus from a random start, wrapping from the
+  // last file to the first.
+  std::vector<std::string> words(std::mt19937_64& rng, std::size_t n) const;
+  // Distinct lowercase alphabetic words of 4 to 10 letters, in first-seen order.
+  const std::vector<std::string>& vocabulary() const { return vocabulary_; }
+  std::size_t size() const { return words_.size(); }
+
+ private:
+  std::vector<std::string> words_;
+  std::vector<std::string> vocabulary_;
+};
+
+std::vector<std::filesystem::path> default_haystack_paths();
+
+}  // namespace lclm

@@ -1,0 +1,277 @@
+#include "eval/ruler_tasks.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <random>
+
+#include "compression/memory_regions.h"
+#include "util/error.h"
+#include "util/hash.h"
+
+namespace lclm {
+namespace {
+
+// The trainer's key words (src/trainer/data.cc), so needle keys look like
+// the ones the shipped model was trained to retrieve.
+constexpr std::array<const char*, 16> kAdjectives = {
+    "amber",  "brave", "calm",  "dusty", "eager",  "frozen", "gentle", "hollow",
+    "silent", "jolly", "lucky", "misty", "narrow", "orange", "proud",  "quiet"};
+constexpr std::array<const char*, 16> kNouns = {
+    "anchor", "badger", "canyon", "dolphin", "ember",  "falcon", "garden", "harbor",
+    "island", "jungle", "kettle", "lantern", "meadow", "nebula", "orchid", "pebble"};
+
+std::size_t below(std::mt19937_64& rng, std::size_t n) {
+  return n == 0 ? 0 : rng() % n;
+}
+
+// `count` distinct adjective-noun keys.
+std::vector<std::string> draw_keys(std::mt19937_64& rng, std::size_t count) {
+  std::vector<std::string> keys;
+  while (keys.size() < count) {
+    std::string key = std::string(kAdjectives[below(rng, kAdjectives.size())]) + "-" +
+                      kNouns[below(rng, kNouns.size())];
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
+std::string seven_digits(std::mt19937_64& rng) {
+  return std::to_string(1000000 + below(rng, 9000000));
+}
+
+// Inserts each statement into the words at its depth (a fraction of the
+// text), after the next word that ends a sentence; depths ascend so the
+// statements keep their order.
+std::string insert_at_depths(std::vector<std::string> words,
+                             const std::vector<std::string>& statements,
+                             std::vector<double> depths) {
+  std::sort(depths.begin(), depths.end());
+  std::size_t from = 0;
+  std::vector<std::pair<std::size_t, std::string>> inserts;
+  for (std::size_t s = 0; s < statements.size(); ++s) {
+    std::size_t at = std::max(from, static_cast<std::size_t>(depths[s] * words.size()));
+    while (at > 0 && at < words.size() && words[at - 1].back() != '.') ++at;
+    at = std::min(at, words.size());
+    inserts.emplace_back(at, statements[s]);
+    from = at;
+  }
+  for (auto it = inserts.rbegin(); it != inserts.rend(); ++it) {
+    words.insert(words.begin() + static_cast<std::ptrdiff_t>(it->first), it->second);
+  }
+  std::string text;
+  for (const std::string& w : words) text += (text.empty() ? "" : " ") + w;
+  return text;
+}
+
+std::vector<double> draw_depths(std::mt19937_64& rng, std::size_t n) {
+  std::vector<double> d(n);
+  for (double& x : d) x = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+  return d;
+}
+
+std::string join_quoted(const std::vector<std::string>& keys) {
+  std::string out;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    out += (i == 0 ? "" : i + 1 == keys.size() ? " and " : ", ") + keys[i];
+  }
+  return out;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+}  // namespace
+
+std::string_view ruler_task_name(RulerTask task) {
+  switch (task) {
+    case RulerTask::SingleNeedle:
+      return "niah_single";
+    case RulerTask::MultiNeedle:
+      return "niah_multi";
+    case RulerTask::MultiKey:
+      return "niah_multikey";
+    case RulerTask::MultiValue:
+      return "niah_multivalue";
+    case RulerTask::VariableTracking:
+      return "vt";
+    case RulerTask::CommonWords:
+      return "cwe";
+  }
+  return "?";
+}
+
+const std::vector<RulerTask>& all_ruler_tasks() {
+  static const std::vector<RulerTask> all = {RulerTask::SingleNeedle,     RulerTask::MultiNeedle,
+                                             RulerTask::MultiKey,         RulerTask::MultiValue,
+                                             RulerTask::VariableTracking, RulerTask::CommonWords};
+  return all;
+}
+
+RulerTask parse_ruler_task(std::string_view name) {
+  std::string known;
+  for (RulerTask t : all_ruler_tasks()) {
+    if (ruler_task_name(t) == name) return t;
+    known += (known.empty() ? "" : ", ") + std::string(ruler_task_name(t));
+  }
+  throw Error("unknown task \"" + std::string(name) + "\" (known: " + known + ")");
+}
+
+std::string needle_sentence(std::string_view key, std::string_view value) {
+  return "The special magic number for " + std::string(key) + " is " + std::string(value) + ".";
+}
+
+std::string needle_question(std::string_view key) {
+  return "What is the special magic number for " + std::string(key) +
+         " mentioned in the text above?";
+}
+
+std::string eval_prompt(const EvalSample& sample, bool compressed) {
+  const std::string context =
+      compressed ? std::string(kMemoryStart) + sample.context + std::string(kMemoryEnd)
+                 : sample.context;
+  return "<|im_start|>user\n" + context + "\n" + sample.question +
+         "<|im_end|>\n<|im_start|>assistant\n";
+}
+
+double score_answers(std::string_view output, const std::vector<std::string>& answers) {
+  if (answers.empty()) return 0.0;
+  const std::string text = lower(output);
+  std::size_t found = 0;
+  for (const std::string& a : answers) found += text.find(lower(a)) != std::string::npos;
+  return static_cast<double>(found) / static_cast<double>(answers.size());
+}
+
+RulerTaskGenerator::RulerTaskGenerator(const Haystack& haystack, const Tokenizer& tokenizer,
+                                       std::uint64_t seed)
+    : haystack_(haystack), tokenizer_(tokenizer), seed_(seed) {}
+
+std::size_t RulerTaskGenerator::prompt_tokens(const EvalSample& sample) const {
+  return tokenizer_.encode(eval_prompt(sample, false)).size();
+}
+
+// `size` is the haystack's words (the list's entries for cwe). Everything
+// drawn before the haystack is independent of size, so resizing a sample
+// keeps its keys, values and depths.
+EvalSample RulerTaskGenerator::build(RulerTask task, std::size_t size,
+                                     std::uint64_t sample_seed) const {
+  std::mt19937_64 rng(sample_seed);
+  EvalSample s;
+  s.task = task;
+  std::vector<std::string> statements;
+  switch (task) {
+    case RulerTask::SingleNeedle:
+    case RulerTask::MultiKey:
+    case RulerTask::MultiNeedle: {
+      const std::size_t n = task == RulerTask::SingleNeedle ? 1
+                            : task == RulerTask::MultiKey   ? 4
+                                                            : 3;
+      const std::vector<std::string> keys = draw_keys(rng, n);
+      for (const std::string& key : keys) {
+        s.answers.push_back(seven_digits(rng));
+        statements.push_back(needle_sentence(key, s.answers.back()));
+      }
+      if (task == RulerTask::MultiNeedle) {
+        s.question = "What are the special magic numbers for " + join_quoted(keys) +
+                     " mentioned in the text above?";
+        s.n_predict = 96;
+      } else {
+        s.question = needle_question(keys.front());
+        s.answers.resize(1);  // multikey: the other needles are distractors
+        s.n_predict = 32;
+      }
+      std::shuffle(statements.begin(), statements.end(), rng);
+      break;
+    }
+    case RulerTask::MultiValue: {
+      const std::string key = draw_keys(rng, 1).front();
+      for (int i = 0; i < 4; ++i) {
+        s.answers.push_back(seven_digits(rng));
+        statements.push_back(needle_sentence(key, s.answers.back()));
+      }
+      s.question =
+          "What are all the special magic numbers for " + key + " mentioned in the text above?";
+      s.n_predict = 96;
+      break;
+    }
+    case RulerTask::VariableTracking: {
+      const std::string value = std::to_string(10000 + below(rng, 90000));
+      std::string previous = value;
+      while (s.answers.size() < 5) {
+        std::string name;
+        for (int i = 0; i < 5; ++i) name.push_back(static_cast<char>('A' + below(rng, 26)));
+        if (std::find(s.answers.begin(), s.answers.end(), name) != s.answers.end()) continue;
+        statements.push_back("VAR " + name + " = " + previous + ".");
+        s.answers.push_back(name);
+        previous = name;
+      }
+      s.question =
+          "Find all variables that are assigned the value " + value + " in the text above.";
+      s.n_predict = 48;
+      break;
+    }
+    case RulerTask::CommonWords: {
+      std::vector<std::string> vocabulary = haystack_.vocabulary();
+      std::shuffle(vocabulary.begin(), vocabulary.end(), rng);
+      const std::size_t common = 2 + size / 50;  // appearances of each of the ten common words
+      const std::size_t rare = 1 + common / 4;   // appearances of every other word
+      const std::size_t distinct_rare = size > 10 * common ? (size - 10 * common) / rare : 0;
+      if (vocabulary.size() < 10 + distinct_rare) {
+        throw Error("the haystack has " + std::to_string(vocabulary.size()) +
+                    " distinct words; cwe at this length needs " +
+                    std::to_string(10 + distinct_rare));
+      }
+      std::vector<std::string> list;
+      for (std::size_t w = 0; w < 10 + distinct_rare; ++w) {
+        list.insert(list.end(), w < 10 ? common : rare, vocabulary[w]);
+      }
+      s.answers.assign(vocabulary.begin(), vocabulary.begin() + 10);
+      std::mt19937_64 order(sample_seed ^ size);
+      std::shuffle(list.begin(), list.end(), order);
+      s.context =
+          "Below is a numbered list of words. In these words, some appear more often than "
+          "others. Memorize the ones that appear most often.";
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        s.context += "\n" + std::to_string(i + 1) + ". " + list[i];
+      }
+      s.question = "What are the 10 most common words in the above list?";
+      s.n_predict = 64;
+      return s;
+    }
+  }
+  const std::vector<double> depths = draw_depths(rng, statements.size());
+  s.context = insert_at_depths(haystack_.words(rng, size), statements, depths);
+  return s;
+}
+
+EvalSample RulerTaskGenerator::make(RulerTask task, std::size_t tokens, std::size_t index) const {
+  const std::uint64_t sample_seed = mix64(mix64(seed_ ^ (static_cast<std::uint64_t>(task) << 56)) +
+                                          tokens * 0x9E3779B97F4A7C15ull + index);
+  // Sizes start at ~0.7 words (or 0.25 list entries) per token and are
+  // rescaled by the measured count, then trimmed until the prompt fits.
+  const double per_token = task == RulerTask::CommonWords ? 0.25 : 0.7;
+  auto size = std::max<std::size_t>(1, static_cast<std::size_t>(per_token * tokens));
+  EvalSample s = build(task, size, sample_seed);
+  std::size_t got = prompt_tokens(s);
+  for (int round = 0; round < 3 && got != tokens; ++round) {
+    size = std::max<std::size_t>(
+        1, static_cast<std::size_t>(static_cast<double>(size) * tokens / got * 0.995));
+    s = build(task, size, sample_seed);
+    got = prompt_tokens(s);
+  }
+  while (got > tokens) {
+    if (size == 1) {
+      throw Error(std::string(ruler_task_name(task)) + " does not fit in " +
+                  std::to_string(tokens) + " tokens");
+    }
+    size -= std::clamp<std::size_t>((got - tokens) / 2, 1, size - 1);
+    s = build(task, size, sample_seed);
+    got = prompt_tokens(s);
+  }
+  return s;
+}
+
+}  // namespace lclm
