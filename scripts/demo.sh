@@ -1,36 +1,48 @@
 #!/usr/bin/env bash
-# The main job: compress a real document with an LCLM, ask a question about
-# it, and compare with the same decoder reading the document uncompressed:
-# the answers, time to first token and memory, side by side.
+# The main job: compress a real document with the project's trained LCLM
+# (models/lclm-small, see docs/training.md), ask a question about it, and
+# compare with the same decoder reading the document uncompressed: the
+# answers, time to first token and memory, side by side.
 #
-# Until the project's trained LCLM ships, the demo checkpoint has seeded
-# random weights (an 8-layer decoder over a 2-layer encoder, ratio 8), so the
-# answers are not meaningful text; the timings and memory are real.
+#   scripts/demo.sh [DOCUMENT [RATIO]]
+#
+# The small model was trained to retrieve facts from compressed text, not to
+# hold a conversation, so the demo plants one fact in the document (a RULER
+# needle: "The special magic number for KEY is N.") in the middle and asks
+# for it. Whitespace is collapsed as in its training text.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 lclm=build/bin/lclm
-model=models/demo-lclm
-document=${1:-/usr/share/common-licenses/GPL-3}
-question=${2:-"Who is allowed to copy and distribute verbatim copies of this license?"}
+model=models/lclm-small
+document=${1:-/usr/share/doc/sed/copyright}
+ratio=${2:-8}
 [[ -f "$document" ]] || { echo "demo.sh: no document at $document" >&2; exit 1; }
+[[ -f "$model/model_config.json" ]] || { echo "demo.sh: $model is missing" >&2; exit 1; }
 
-if [[ ! -f "$model/model_config.json" ]]; then
-  build/bin/lclm-make-model -o "$model" --lclm --tokenizer-dir third_party/qwen3-tokenizer \
-    --seed 42 --ratio 8 --decoder-layers 8 --decoder-hidden 512
-fi
+key=misty-harbor
+number=4821937
+question="What is the special magic number for $key mentioned in the text above?"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-{ cat "$document"; printf '\n%s' "$question"; } > "$work/plain_prompt.txt"
+# The document with the fact after the sentence nearest its middle.
+python3 - "$document" "$work/document.txt" "The special magic number for $key is $number." <<'PY'
+import sys
+text = " ".join(open(sys.argv[1], encoding="utf-8", errors="replace").read().split())
+middle = text.find(". ", len(text) // 2)
+at = middle + 2 if middle >= 0 else len(text)
+open(sys.argv[2], "w").write(text[:at] + sys.argv[3] + " " + text[at:])
+PY
+{ cat "$work/document.txt"; printf '\n%s' "$question"; } > "$work/plain_prompt.txt"
 
-echo "== document: $document ($(wc -c < "$document") bytes)"
-echo "== question: $question"
+echo "== document: $document ($(wc -c < "$document") bytes), with one planted fact"
+echo "== question: $question (expected: $number)"
 echo
-echo "== compressed: lclm generate -m $model --compress-file DOC -p QUESTION --chat"
-"$lclm" generate -m "$model" --compress-file "$document" -p "$question" --chat -n 24 --temp 0 \
-  --stats-json "$work/compressed.json"
+echo "== compressed ${ratio}x: lclm generate -m $model --ratio $ratio --compress-file DOC -p QUESTION --chat"
+"$lclm" generate -m "$model" --ratio "$ratio" --compress-file "$work/document.txt" -p "$question" \
+  --chat -n 24 --temp 0 --stats-json "$work/compressed.json"
 echo
 echo "== uncompressed: lclm generate -m $model/decoder -f DOC+QUESTION --chat"
 "$lclm" generate -m "$model/decoder" -f "$work/plain_prompt.txt" --chat -n 24 --temp 0 \

@@ -75,5 +75,12 @@ run_stage s2 --init "$runs/s1" -- \
 run_stage s3 --init "$runs/s2" -- \
   --stages 3 --steps "$(steps 700)" --seq-len 1024 --lr-scale 15 --seed 13
 
-$train --init "$runs/s3" --export "$out" --save-dtype bf16
+# A second SFT pass dense in questions: short haystacks (5-50% of the
+# sequence), so each step carries several retrieval answers, half of the
+# haystacks plain so the decoder learns to copy from text it reads.
+run_stage s4 --init "$runs/s3" -- \
+  --stages 3 --steps "$(steps 1700)" --seq-len 1024 --lr-scale 20 --seed 14 \
+  --mix 0,0.2,0.45,0.25,0.1 --haystack-fill 0.05,0.5
+
+$train --init "$runs/s4" --export "$out" --save-dtype bf16
 du -sh "$out"

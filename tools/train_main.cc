@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
   std::int64_t vocab = 0;
   int threads = 2;
   std::vector<std::int64_t> ratios;
-  std::string export_dir, save_dtype = "f32";
+  std::string export_dir, save_dtype = "f32", mix;
+  std::vector<double> fill;
   auto* init_opt = app.add_option("--init", init, "Checkpoint to start from (published layout)");
   auto* random_opt = app.add_flag("--init-random", init_random,
                                   "Start from a random LCLM (--vocab, --encoder-*, --decoder-* "
@@ -61,6 +62,13 @@ int main(int argc, char** argv) {
   app.add_option("--save-dtype", save_dtype,
                  "f32 | bf16 | f16: dtype of saved weights (f32 keeps --resume exact)")
       ->capture_default_str();
+  app.add_option("--mix", mix,
+                 "Task shares for every stage: continual,reconstruction,retrieval,"
+                 "plain-retrieval,plain-reconstruction (default: each stage's own)");
+  app.add_option("--haystack-fill", fill,
+                 "LO,HI: share of the sequence a retrieval haystack fills (default 0.25,0.85)")
+      ->delimiter(',')
+      ->expected(2);
   app.add_option("-t,--threads", threads, "Threads for libtorch")->capture_default_str();
   app.add_option("--text", corpus, "Training text files or directories")
       ->default_str("/usr/share/common-licenses");
@@ -100,6 +108,11 @@ int main(int argc, char** argv) {
     if (out.empty()) throw lclm::Error("-o OUT is required");
     opts.out = out;
     opts.ratios = ratios;
+    if (!mix.empty()) opts.mix = lclm::train::parse_task_mix(mix);
+    if (!fill.empty()) {
+      opts.haystack_fill_lo = fill[0];
+      opts.haystack_fill_hi = fill[1];
+    }
     opts.log = &std::cerr;
     if (!corpus.empty()) opts.corpus.assign(corpus.begin(), corpus.end());
     if (!opts.resume) {

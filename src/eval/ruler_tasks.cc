@@ -12,8 +12,7 @@
 namespace lclm {
 namespace {
 
-// The trainer's key words (src/trainer/data.cc), so needle keys look like
-// the ones the shipped model was trained to retrieve.
+// The needle keys' words, shared with the trainer (src/trainer/data.cc).
 constexpr std::array<const char*, 16> kAdjectives = {
     "amber",  "brave", "calm",  "dusty", "eager",  "frozen", "gentle", "hollow",
     "silent", "jolly", "lucky", "misty", "narrow", "orange", "proud",  "quiet"};
@@ -29,8 +28,7 @@ std::size_t below(std::mt19937_64& rng, std::size_t n) {
 std::vector<std::string> draw_keys(std::mt19937_64& rng, std::size_t count) {
   std::vector<std::string> keys;
   while (keys.size() < count) {
-    std::string key = std::string(kAdjectives[below(rng, kAdjectives.size())]) + "-" +
-                      kNouns[below(rng, kNouns.size())];
+    std::string key = needle_key(rng);
     if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(std::move(key));
   }
   return keys;
@@ -118,6 +116,11 @@ RulerTask parse_ruler_task(std::string_view name) {
     known += (known.empty() ? "" : ", ") + std::string(ruler_task_name(t));
   }
   throw Error("unknown task \"" + std::string(name) + "\" (known: " + known + ")");
+}
+
+std::string needle_key(std::mt19937_64& rng) {
+  return std::string(kAdjectives[below(rng, kAdjectives.size())]) + "-" +
+         kNouns[below(rng, kNouns.size())];
 }
 
 std::string needle_sentence(std::string_view key, std::string_view value) {

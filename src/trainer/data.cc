@@ -7,6 +7,7 @@
 
 #include "compression/lclm_config.h"
 #include "compression/memory_regions.h"
+#include "eval/ruler_tasks.h"
 #include "util/error.h"
 #include "util/hash.h"
 
@@ -72,13 +73,6 @@ std::vector<std::size_t> sentence_ends(const std::string& text) {
   ends.push_back(text.size());
   return ends;
 }
-
-constexpr std::array<const char*, 16> kAdjectives = {
-    "amber",  "brave", "calm",  "dusty", "eager",  "frozen", "gentle", "hollow",
-    "silent", "jolly", "lucky", "misty", "narrow", "orange", "proud",  "quiet"};
-constexpr std::array<const char*, 16> kNouns = {
-    "anchor", "badger", "canyon", "dolphin", "ember",  "falcon", "garden", "harbor",
-    "island", "jungle", "kettle", "lantern", "meadow", "nebula", "orchid", "pebble"};
 
 }  // namespace
 
@@ -174,9 +168,25 @@ TaskMix stage_task_mix(int stage) {
   return {};
 }
 
-std::string needle_key(std::mt19937_64& rng) {
-  return std::string(kAdjectives[below(rng, kAdjectives.size())]) + "-" +
-         kNouns[below(rng, kNouns.size())];
+TaskMix parse_task_mix(const std::string& list) {
+  std::vector<double> shares;
+  std::stringstream in(list);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    char* end = nullptr;
+    const double v = std::strtod(item.c_str(), &end);
+    if (item.empty() || *end != '\0' || v < 0) {
+      throw Error("--mix: \"" + item + "\" is not a share (a number >= 0)");
+    }
+    shares.push_back(v);
+  }
+  if (shares.size() != 5 || shares[0] + shares[1] + shares[2] + shares[3] + shares[4] <= 0) {
+    throw Error(
+        "--mix takes five shares (continual, reconstruction, retrieval, plain retrieval, "
+        "plain reconstruction) with a positive sum, not \"" +
+        list + "\"");
+  }
+  return {shares[0], shares[1], shares[2], shares[3], shares[4]};
 }
 
 void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::string& sentence) {
@@ -184,14 +194,6 @@ void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::
   const std::size_t at = ends[below(rng, ends.size())];
   const bool space_before = at > 0 && text[at - 1] != ' ';
   text.insert(at, (space_before ? " " : "") + sentence + (at < text.size() ? " " : ""));
-}
-
-std::string needle_sentence(const std::string& key, std::size_t number) {
-  return "The special magic number for " + key + " is " + std::to_string(number) + ".";
-}
-
-std::string needle_question(const std::string& key) {
-  return "What is the special magic number for " + key + " mentioned in the text above?";
 }
 
 DataGenerator::DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_len,
@@ -204,6 +206,15 @@ DataGenerator::DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_
   for (std::int64_t r : ratios_) {
     if (r <= 0) throw Error("--ratios: " + std::to_string(r) + " is not a positive ratio");
   }
+}
+
+void DataGenerator::set_haystack_fill(double lo, double hi) {
+  if (!(lo > 0 && lo <= hi && hi <= 1)) {
+    throw Error("--haystack-fill: need 0 < LO <= HI <= 1, not " + std::to_string(lo) + "," +
+                std::to_string(hi));
+  }
+  fill_lo_ = lo;
+  fill_hi_ = hi;
 }
 
 std::int64_t DataGenerator::example_ratio(std::uint64_t index) const {
@@ -254,7 +265,8 @@ std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng, std::int64
                                                 bool compressed) const {
   // The haystack fills 0.25-0.85 of the sequence as tokens, or as latents up
   // to ratio 6: beyond, the encoder's cost would dwarf the decoder's.
-  const double tokens = static_cast<double>(seq_len_) * (0.25 + 0.6 * unit(rng)) *
+  const double tokens = static_cast<double>(seq_len_) *
+                        (fill_lo_ + (fill_hi_ - fill_lo_) * unit(rng)) *
                         (compressed ? static_cast<double>(std::min<std::int64_t>(ratio, 6)) : 1.0);
   std::string haystack = corpus_.passage(rng, static_cast<std::size_t>(tokens * kCharsPerToken));
   const std::size_t n_needles = 1 + below(rng, 3);
@@ -263,7 +275,7 @@ std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng, std::int64
     std::string key = needle_key(rng);
     if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
     const std::size_t number = 1000000 + below(rng, 9000000);
-    needles.push_back(needle_sentence(key, number));
+    needles.push_back(needle_sentence(key, std::to_string(number)));
     keys.push_back(std::move(key));
   }
   for (const std::string& needle : needles) insert_at_sentence_end(rng, haystack, needle);

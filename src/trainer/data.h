@@ -87,6 +87,9 @@ struct TaskMix {
 // and 3 also show haystacks uncompressed: a decoder trained from scratch must
 // learn to read plain text too (the published decoders start from Qwen3).
 TaskMix stage_task_mix(int stage);
+// "c,r,q,pq,pr": continual, reconstruction, retrieval, plain retrieval, plain
+// reconstruction shares. Throws lclm::Error naming the flag for a bad list.
+TaskMix parse_task_mix(const std::string& list);
 
 // The instruction between a compressed passage and its verbatim copy.
 inline constexpr const char* kReconstructionInstruction =
@@ -100,6 +103,10 @@ class DataGenerator {
   DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_len,
                 std::int64_t checkpoint_ratio = 4, std::vector<std::int64_t> ratios = {});
 
+  // The share of the sequence a retrieval haystack fills, drawn in [lo, hi)
+  // (default 0.25-0.85). Shorter haystacks put more questions in a sequence.
+  void set_haystack_fill(double lo, double hi);
+
   // Continual text: a passage cut into spans, some compressed; loss on the
   // plain spans; ends with <|endoftext|>.
   std::vector<TextPiece> continual(std::mt19937_64& rng) const;
@@ -111,7 +118,7 @@ class DataGenerator {
   // Retrieval: a haystack of real text with 1-3 "The special magic number
   // for KEY is N." needles, a question on one, the needle sentence as the
   // answer. The haystack is plain or compressed at `ratio`, of 0.25-0.85
-  // seq_len tokens times min(ratio, 6) when compressed.
+  // (set_haystack_fill) seq_len tokens, times min(ratio, 6) when compressed.
   std::vector<TextPiece> retrieval(std::mt19937_64& rng, std::int64_t ratio,
                                    bool compressed = true) const;
 
@@ -128,15 +135,13 @@ class DataGenerator {
   std::size_t seq_len_;
   std::int64_t checkpoint_ratio_;
   std::vector<std::int64_t> ratios_;
+  double fill_lo_ = 0.25, fill_hi_ = 0.85;
 };
 
-// A needle's key: an adjective-noun pair such as "misty-harbor" (256 in all).
-std::string needle_key(std::mt19937_64& rng);
 // Inserts `sentence` into text at a random sentence end (or either end).
 void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::string& sentence);
-// The needle sentence and its question, shared by training and evaluation.
-std::string needle_sentence(const std::string& key, std::size_t number);
-std::string needle_question(const std::string& key);
+// The needle's words (needle_key, needle_sentence, needle_question) are the
+// evaluation's: eval/ruler_tasks.h.
 
 // Packs examples next_index, next_index + 1, ... into one sequence of at most
 // seq_len tokens and advances next_index past them. The last example is cut

@@ -10,6 +10,7 @@
 
 #include "compression/lclm_model.h"
 #include "compression/memory_regions.h"
+#include "eval/ruler_tasks.h"
 #include "runtime/generator.h"
 #include "trainer/data.h"
 #include "util/error.h"
@@ -50,7 +51,7 @@ std::vector<Sample> needle_samples(const Corpus& corpus, const Tokenizer& tokeni
     std::mt19937_64 rng(mix64(seed ^ (tokens * 0x9E3779B97F4A7C15ull) ^ (i + 1)));
     const std::string key = needle_key(rng);
     const std::size_t number = 1000000 + rng() % 9000000;
-    const std::string needle = needle_sentence(key, number);
+    const std::string needle = needle_sentence(key, std::to_string(number));
     // The haystack with the needle has `tokens` tokens in all.
     std::string haystack = text_of_tokens(
         corpus, tokenizer, rng, tokens - std::min(tokens / 2, tokenizer.encode(needle).size() + 1));

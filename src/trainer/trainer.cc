@@ -134,6 +134,7 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
   data_ = std::make_unique<DataGenerator>(Corpus::from_paths(opts_.corpus), opts_.seed,
                                           static_cast<std::size_t>(opts_.seq_len),
                                           tokens_->checkpoint_ratio(), opts_.ratios);
+  data_->set_haystack_fill(opts_.haystack_fill_lo, opts_.haystack_fill_hi);
   if (opts_.resume && step_in_stage_ > 0) {
     begin_stage();
     torch::load(*optim_->adamw, (opts_.out / kStateDir / "optimizer.pt").string());
@@ -191,9 +192,13 @@ void Trainer::begin_stage() {
   optim_->adamw = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(1e-3));
 }
 
+TaskMix Trainer::stage_mix() const {
+  return opts_.mix ? *opts_.mix : stage_task_mix(stage());
+}
+
 Example Trainer::peek_batch() const {
   std::uint64_t index = next_example_;
-  return pack_examples(*data_, *tokens_, stage_task_mix(stage()), index,
+  return pack_examples(*data_, *tokens_, stage_mix(), index,
                        static_cast<std::size_t>(opts_.seq_len));
 }
 
@@ -232,7 +237,7 @@ double Trainer::step() {
     optim_.reset();
   }
   if (!optim_) begin_stage();
-  const Example batch = pack_examples(*data_, *tokens_, stage_task_mix(stage()), next_example_,
+  const Example batch = pack_examples(*data_, *tokens_, stage_mix(), next_example_,
                                       static_cast<std::size_t>(opts_.seq_len));
   const std::int64_t total = opts_.stages[stage_index_].steps;
   const std::int64_t warmup =
@@ -271,23 +276,28 @@ void Trainer::save() {
     fs::create_directories(dir);
     nlohmann::json stages = nlohmann::json::array();
     for (const StageSteps& s : opts_.stages) stages.push_back({s.stage, s.steps});
-    const nlohmann::json state = {{"format", 1},
-                                  {"stages", stages},
-                                  {"stage_index", stage_index_},
-                                  {"step_in_stage", step_in_stage_},
-                                  {"global_step", global_step_},
-                                  {"next_example", next_example_},
-                                  {"seed", opts_.seed},
-                                  {"seq_len", opts_.seq_len},
-                                  {"lr_scale", opts_.lr_scale},
-                                  {"warmup", opts_.warmup},
-                                  {"ratios", opts_.ratios},
-                                  {"corpus", [&] {
-                                     std::vector<std::string> paths;
-                                     for (const fs::path& p : opts_.corpus)
-                                       paths.push_back(p.string());
-                                     return paths;
-                                   }()}};
+    const nlohmann::json state = {
+        {"format", 1},
+        {"stages", stages},
+        {"stage_index", stage_index_},
+        {"step_in_stage", step_in_stage_},
+        {"global_step", global_step_},
+        {"next_example", next_example_},
+        {"seed", opts_.seed},
+        {"seq_len", opts_.seq_len},
+        {"lr_scale", opts_.lr_scale},
+        {"warmup", opts_.warmup},
+        {"ratios", opts_.ratios},
+        {"haystack_fill", {opts_.haystack_fill_lo, opts_.haystack_fill_hi}},
+        {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
+                                                   opts_.mix->retrieval, opts_.mix->plain_retrieval,
+                                                   opts_.mix->plain_reconstruction})
+                          : nlohmann::json()},
+        {"corpus", [&] {
+           std::vector<std::string> paths;
+           for (const fs::path& p : opts_.corpus) paths.push_back(p.string());
+           return paths;
+         }()}};
     std::ofstream(dir / "state.json") << state.dump(2) << "\n";
     if (optim_ && step_in_stage_ > 0) torch::save(*optim_->adamw, (dir / "optimizer.pt").string());
   };
@@ -311,6 +321,15 @@ void Trainer::load_state(const fs::path& dir) {
     opts_.lr_scale = state.at("lr_scale").get<double>();
     opts_.warmup = state.at("warmup").get<std::int64_t>();
     opts_.ratios = state.value("ratios", std::vector<std::int64_t>{});
+    if (state.contains("haystack_fill")) {
+      opts_.haystack_fill_lo = state["haystack_fill"].at(0).get<double>();
+      opts_.haystack_fill_hi = state["haystack_fill"].at(1).get<double>();
+    }
+    if (state.contains("mix") && state["mix"].is_array()) {
+      const auto& m = state["mix"];
+      opts_.mix = TaskMix{m.at(0).get<double>(), m.at(1).get<double>(), m.at(2).get<double>(),
+                          m.at(3).get<double>(), m.at(4).get<double>()};
+    }
     opts_.corpus.clear();
     for (const auto& p : state.at("corpus")) opts_.corpus.emplace_back(p.get<std::string>());
   } catch (const nlohmann::json::exception& e) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,9 @@ struct TrainOptions {
   std::int64_t warmup = -1;  // steps per stage; -1: min(250, steps / 10)
   std::uint64_t seed = 0;
   std::vector<std::int64_t> ratios;  // each example compressed at one; empty: the checkpoint's
-  std::int64_t save_every = 0;       // steps; 0: only at the end
+  std::optional<TaskMix> mix;        // every stage's task mix; none: stage_task_mix
+  double haystack_fill_lo = 0.25, haystack_fill_hi = 0.85;  // DataGenerator::set_haystack_fill
+  std::int64_t save_every = 0;                              // steps; 0: only at the end
   std::int64_t log_every = 10;
   bool resume = false;
   std::vector<std::filesystem::path> corpus = default_corpus_paths();
@@ -87,6 +90,7 @@ class Trainer {
 
  private:
   void begin_stage();
+  TaskMix stage_mix() const;
   void load_state(const std::filesystem::path& dir);
 
   struct Optim;

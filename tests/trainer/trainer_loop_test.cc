@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compression/lclm_model.h"
+#include "eval/ruler_tasks.h"
 #include "trainer/lclm_checkpoint.h"
 #include "trainer/trainer.h"
 #include "trainer/trainer_test_models.h"
