@@ -17,5 +17,6 @@ Command add_generate_command(CLI::App& app);
 Command add_tokenize_command(CLI::App& app);
 Command add_compress_command(CLI::App& app);
 Command add_info_command(CLI::App& app);
+Command add_quantize_command(CLI::App& app);
 
 }  // namespace lclm::cli

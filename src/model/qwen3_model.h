@@ -29,15 +29,24 @@ class Qwen3Model {
  public:
   // Reads DIR/config.json and the safetensors weights. Tensor names may carry
   // a "model." prefix (Qwen3ForCausalLM) or not (a bare Qwen3Model encoder).
-  // Throws lclm::Error naming the file or tensor at fault.
-  static Qwen3Model load(const std::filesystem::path& dir);
+  // With `quant` (DType::Q8_0 or Q4_0) the projections and the lm_head are
+  // converted to that block type at load; embeddings and norms stay as
+  // stored. Block-quantized tensors of a quantized checkpoint are mmapped as
+  // they are. Throws lclm::Error naming the file or tensor at fault.
+  static Qwen3Model load(const std::filesystem::path& dir,
+                         std::optional<DType> quant = std::nullopt);
 
   const Qwen3Config& config() const { return config_; }
   const std::filesystem::path& dir() const { return store_.dir(); }
   bool has_lm_head() const { return lm_head_.has_value(); }
   // Bytes of weights mapped from disk.
   std::size_t weight_bytes() const { return store_.total_bytes(); }
-  std::int64_t parameter_count() const { return store_.total_elements(); }
+  std::int64_t parameter_count() const { return parameter_count_; }
+  // Bytes of the matrices one decode step reads: every projection and the
+  // lm_head, in the type they run in (after any conversion at load).
+  std::size_t decode_matrix_bytes() const;
+  // The type the projection matrices run in (BF16, Q8_0, ...).
+  DType matrix_dtype() const;
   // The dtype of the embedding matrix, as a stand-in for the checkpoint's.
   DType weight_dtype() const { return embed_tokens_.dtype; }
 
@@ -65,6 +74,8 @@ class Qwen3Model {
   std::optional<WeightMatrix> lm_head_;
   std::vector<float> final_norm_;
   std::vector<Qwen3Block> layers_;
+  std::vector<std::vector<std::uint8_t>> converted_;  // matrices converted at load
+  std::int64_t parameter_count_ = 0;
 };
 
 }  // namespace lclm
