@@ -29,7 +29,7 @@ void print_qwen3(std::ostream& out, const std::string& title, const Qwen3Model& 
 
 int run(const std::string& path, const QuantArg& quant, std::ostream& out) {
   if (!LclmModel::is_checkpoint(path)) {
-    print_qwen3(out, "Qwen3 model", Qwen3Model::load(path, quant.value()));
+    print_qwen3(out, "Qwen3 model", Qwen3Model::load(path, {.quant = quant.value()}));
     return 0;
   }
   LclmOptions options;

@@ -64,8 +64,8 @@ bool LclmModel::is_checkpoint(const fs::path& dir) {
 LclmModel::LclmModel(const fs::path& dir, LclmConfig config, const LclmOptions& options)
     : dir_(dir),
       config_(std::move(config)),
-      decoder_(Qwen3Model::load(dir / "decoder", options.quant)),
-      encoder_(Qwen3Model::load(dir / "encoder", options.quant)),
+      decoder_(Qwen3Model::load(dir / "decoder", {.quant = options.quant})),
+      encoder_(Qwen3Model::load(dir / "encoder", {.quant = options.quant, .lm_head = false})),
       decoder_tokenizer_(Tokenizer::from_dir(dir / "decoder")),
       encoder_tokenizer_(Tokenizer::from_dir(dir / "encoder")),
       adapter_(Adapter::load(dir / "adapter" / "adapter.safetensors", config_, encoder_.config(),

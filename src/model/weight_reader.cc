@@ -87,9 +87,18 @@ std::int64_t stored_parameter_count(const TensorStore& store) {
   for (const std::string& name : store.names()) {
     const TensorView& t = *store.find(name);
     const auto type = stored_block_type(store, t);
-    n += type ? t.dim(0) * (t.dim(1) / static_cast<std::int64_t>(row_bytes(*type, kQuantBlock)) *
-                            static_cast<std::int64_t>(kQuantBlock))
-              : t.numel();
+    if (!type) {
+      n += t.numel();
+      continue;
+    }
+    const auto block_bytes = static_cast<std::int64_t>(row_bytes(*type, kQuantBlock));
+    if (t.dtype != DType::U8 || t.shape.size() != 2 || t.dim(1) % block_bytes != 0) {
+      throw Error("tensor \"" + name + "\" in " + store.dir().string() + " is marked " +
+                  std::string(dtype_name(*type)) + " but is " + std::string(dtype_name(t.dtype)) +
+                  " " + shape_string(t.shape) + ", not U8 [rows, a multiple of " +
+                  std::to_string(block_bytes) + " bytes]");
+    }
+    n += t.dim(0) * (t.dim(1) / block_bytes * static_cast<std::int64_t>(kQuantBlock));
   }
   return n;
 }

@@ -41,7 +41,8 @@ std::span<const std::uint8_t> matrix_bytes(const WeightMatrix& w) {
   return {static_cast<const std::uint8_t*>(w.data), w.bytes()};
 }
 
-void quantize_model_dir(const fs::path& in, const fs::path& out, DType type,
+// `lm_head`: false for an encoder, which has none, not even a tied one.
+void quantize_model_dir(const fs::path& in, const fs::path& out, DType type, bool lm_head,
                         QuantizeSummary& summary) {
   const Qwen3Config config = Qwen3Config::from_dir(in);
   const TensorStore store = TensorStore::open_dir(in);
@@ -70,7 +71,7 @@ void quantize_model_dir(const fs::path& in, const fs::path& out, DType type,
     }
     tensors.push_back({name, t.dtype, t.shape, {t.data, t.nbytes}});
   }
-  if (store.find("lm_head.weight") == nullptr && config.tie_word_embeddings) {
+  if (lm_head && store.find("lm_head.weight") == nullptr && config.tie_word_embeddings) {
     const TensorView& embed = store.get(qwen3_tensor_prefix(store) + "embed_tokens.weight",
                                         {config.vocab_size, config.hidden_size});
     add_quantized("lm_head.weight", weights.converted(as_weight_matrix(embed)));
@@ -110,7 +111,7 @@ QuantizeSummary quantize_checkpoint(const fs::path& in, const fs::path& out, DTy
   QuantizeSummary summary;
   for (const fs::path& d : model_dirs) {
     fs::create_directories(out / d);
-    quantize_model_dir(in / d, out / d, type, summary);
+    quantize_model_dir(in / d, out / d, type, d != "encoder", summary);
   }
   return summary;
 }

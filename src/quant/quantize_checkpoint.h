@@ -18,7 +18,7 @@ struct QuantizeSummary {
 // IN is a Qwen3 model directory or an LCLM checkpoint (decoder/ and encoder/
 // are quantized; adapter/ and every other file are copied as they are). In
 // each quantized directory the seven projections of every layer and the
-// lm_head (made from the embeddings when they are tied) become U8 tensors
+// lm_head (made from the embeddings when they are tied, but for an encoder) become U8 tensors
 // [rows, row_bytes(type, cols)] marked by metadata "lclm.dtype.NAME", the
 // same conversion `--quant` does at load; every other tensor is kept as
 // stored, all in one model.safetensors. Throws lclm::Error naming the path.

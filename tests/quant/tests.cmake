@@ -1,2 +1,4 @@
 lclm_add_test(quant_test SOURCES
-  ${CMAKE_CURRENT_SOURCE_DIR}/quant/blocks_test.cc)
+  ${CMAKE_CURRENT_SOURCE_DIR}/quant/blocks_test.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/quant/quantized_model_test.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/quant/quantized_lclm_test.cc)
