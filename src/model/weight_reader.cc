@@ -57,10 +57,7 @@ WeightMatrix WeightReader::matrix(const std::string& name, std::int64_t rows,
                           static_cast<std::size_t>(cols)};
     }
   }
-  const WeightMatrix w = as_weight_matrix(store_.get(name, {rows, cols}));
-  const WeightMatrix out = converted(w);
-  if (out.data != w.data) release_pages(w.data, w.bytes());
-  return out;
+  return converted(as_weight_matrix(store_.get(name, {rows, cols})));
 }
 
 WeightMatrix WeightReader::converted(const WeightMatrix& w) const {
@@ -79,6 +76,7 @@ WeightMatrix WeightReader::converted(const WeightMatrix& w) const {
                    out.data() + static_cast<std::size_t>(r) * row_bytes(type, w.cols));
     }
   }
+  release_pages(w.data, w.bytes());
   return WeightMatrix{type, out.data(), w.rows, w.cols};
 }
 

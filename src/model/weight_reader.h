@@ -35,8 +35,11 @@ class WeightReader {
   // a multiple of 32 (else it stays as stored); a stored block-quantized
   // matrix is used as it is, whatever was asked.
   WeightMatrix matrix(const std::string& name, std::int64_t rows, std::int64_t cols) const;
-  // `w` converted to the block type asked for, or `w` itself when none was
-  // (the lm_head of a model whose embeddings are tied).
+  // `w`, a view into this reader's store, converted to the block type asked
+  // for, or `w` itself when none was (the lm_head of a model whose embeddings
+  // are tied). The pages of a converted `w` are given back (madvise): they
+  // stay mapped and fault in again if read, but no longer count as resident
+  // memory.
   WeightMatrix converted(const WeightMatrix& w) const;
 
  private:

@@ -11,6 +11,7 @@
 #include "format/dtype.h"
 #include "ops/matmul.h"
 #include "ops/quant_kernels.h"
+#include "quant/logit_error.h"
 
 namespace lclm {
 namespace {
@@ -197,6 +198,39 @@ TEST(QuantTypes, UnknownNameIsAnErrorNamingTheFlag) {
               quantize_row(DType::Q8_0, x.data(), 33, out.data());
             }).find("multiple of the block length"),
             std::string::npos);
+}
+
+}  // namespace
+}  // namespace lclm
+
+namespace lclm {
+namespace {
+
+// Two positions over a vocabulary of 3, every figure from its definition.
+TEST(LogitError, FiguresFollowTheirDefinitions) {
+  const std::vector<float> ref = {1.0f, 0.0f, -1.0f, 0.5f, 0.5f, 0.0f};
+  const std::vector<float> got = {1.0f, 0.5f, -1.0f, 0.5f, 0.25f, 0.0f};
+  const std::vector<std::int32_t> next = {1, 0};
+  LogitError e;
+  e.add(ref.data(), got.data(), 2, 3, next.data());
+  EXPECT_EQ(e.positions(), 2u);
+  EXPECT_NEAR(e.relative_rms(), std::sqrt((0.25 + 0.0625) / (1 + 1 + 0.25 + 0.25)), 1e-12);
+  EXPECT_DOUBLE_EQ(e.max_abs(), 0.5);
+  EXPECT_DOUBLE_EQ(e.top1_agreement(), 1.0);  // argmax 0 and 0 (ties go to the first)
+  const auto probs = [](std::vector<double> x) {
+    double z = 0;
+    for (double v : x) z += std::exp(v);
+    for (double& v : x) v = std::exp(v) / z;
+    return x;
+  };
+  const auto p0 = probs({1, 0, -1}), q0 = probs({1, 0.5, -1});
+  const auto p1 = probs({0.5, 0.5, 0}), q1 = probs({0.5, 0.25, 0});
+  double kl = 0;
+  for (int i = 0; i < 3; ++i)
+    kl += p0[i] * std::log(p0[i] / q0[i]) + p1[i] * std::log(p1[i] / q1[i]);
+  EXPECT_NEAR(e.mean_kl(), kl / 2, 1e-12);
+  EXPECT_NEAR(e.perplexity_ref(), std::exp(-(std::log(p0[1]) + std::log(p1[0])) / 2), 1e-12);
+  EXPECT_NEAR(e.perplexity_got(), std::exp(-(std::log(q0[1]) + std::log(q1[0])) / 2), 1e-12);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "cli/cli_runner.h"
 #include "core/test_models.h"
 #include "model/qwen3_model.h"
+#include "quant/logit_error.h"
 #include "quant/quantize_checkpoint.h"
 #include "runtime/generator.h"
 
@@ -47,25 +48,10 @@ std::vector<float> prompt_logits(const Qwen3Model& m, std::size_t chunk) {
   return logits;
 }
 
-struct LogitError {
-  double relative_rms = 0;  // RMS(error) / RMS(reference)
-  double top1_agreement = 0;
-};
-
 LogitError compare(const std::vector<float>& ref, const std::vector<float>& got, std::size_t V) {
-  double err2 = 0, ref2 = 0;
-  std::size_t agree = 0, rows = ref.size() / V;
-  for (std::size_t r = 0; r < rows; ++r) {
-    const auto a = ref.begin() + static_cast<std::ptrdiff_t>(r * V);
-    const auto b = got.begin() + static_cast<std::ptrdiff_t>(r * V);
-    agree += std::max_element(a, a + static_cast<std::ptrdiff_t>(V)) - a ==
-             std::max_element(b, b + static_cast<std::ptrdiff_t>(V)) - b;
-    for (std::size_t i = 0; i < V; ++i) {
-      err2 += (a[i] - b[i]) * static_cast<double>(a[i] - b[i]);
-      ref2 += a[i] * static_cast<double>(a[i]);
-    }
-  }
-  return {std::sqrt(err2 / ref2), static_cast<double>(agree) / static_cast<double>(rows)};
+  LogitError e;
+  e.add(ref.data(), got.data(), ref.size() / V, V);
+  return e;
 }
 
 std::vector<std::int32_t> greedy(const Qwen3Model& m, int n) {
@@ -88,9 +74,10 @@ TEST(QuantizedModel, LogitsStayCloseToBf16) {
     for (std::size_t chunk : {std::size_t{1}, kPrompt.size()}) {
       const LogitError e = compare(prompt_logits(bf16, chunk), prompt_logits(q, chunk), V);
       std::printf("%s chunk %zu: relative RMS logit error %.4f, top-1 agreement %.2f\n",
-                  std::string(dtype_name(type)).c_str(), chunk, e.relative_rms, e.top1_agreement);
-      EXPECT_LT(e.relative_rms, bound) << dtype_name(type) << " chunk " << chunk;
-      EXPECT_GT(e.relative_rms, 0.0);  // the conversion happened
+                  std::string(dtype_name(type)).c_str(), chunk, e.relative_rms(),
+                  e.top1_agreement());
+      EXPECT_LT(e.relative_rms(), bound) << dtype_name(type) << " chunk " << chunk;
+      EXPECT_GT(e.relative_rms(), 0.0);  // the conversion happened
     }
   }
 }
