@@ -21,10 +21,22 @@ HWY_INLINE float BlockScale(const std::uint8_t* block) {
 }
 
 // Integer dot product of one block's 32 weights with 32 int16 activations,
-// as a vector of int32 partial sums. Vectors of at most 16 int16 lanes (256
-// bits) fit both layouts: q4_0 keeps elements j and j+16 in one byte.
-using D16 = hn::CappedTag<std::int16_t, 16>;
+// as a vector of int32 partial sums: int8 / int4 weights widened to int16,
+// pairs multiplied and summed into int32 (pmaddwd on x86). Vectors of up to
+// 32 int16 lanes: one block a vector with AVX-512, two with AVX2.
+using D16 = hn::CappedTag<std::int16_t, kQuantBlock>;
 using D32 = hn::Repartition<std::int32_t, D16>;
+
+// q4_0 bytes -> (low nibbles - 8, high nibbles - 8) as int16, in lanes of d.
+template <class D>
+HWY_INLINE void UnpackNibbles(D d, const std::uint8_t* qs, hn::Vec<D>& lo, hn::Vec<D>& hi) {
+  const hn::RebindToUnsigned<D> du16;
+  const hn::Rebind<std::uint8_t, D> du8;
+  const auto bytes = hn::BitCast(d, hn::PromoteTo(du16, hn::LoadU(du8, qs)));
+  const auto eight = hn::Set(d, 8);
+  lo = hn::Sub(hn::And(bytes, hn::Set(d, 0x0f)), eight);
+  hi = hn::Sub(hn::ShiftRight<4>(bytes), eight);
+}
 
 template <DType kType>
 HWY_INLINE hn::Vec<D32> BlockDot(const std::uint8_t* qs, const std::int16_t* xq) {
@@ -39,14 +51,19 @@ HWY_INLINE hn::Vec<D32> BlockDot(const std::uint8_t* qs, const std::int16_t* xq)
           hn::PromoteTo(d16, hn::LoadU(d8, reinterpret_cast<const std::int8_t*>(qs) + j));
       sum0 = hn::ReorderWidenMulAccumulate(d32, w, hn::LoadU(d16, xq + j), sum0, sum1);
     }
+#if HWY_TARGET != HWY_SCALAR  // which has no Combine, and one lane
+  } else if constexpr (hn::MaxLanes(D16()) >= kQuantBlock) {
+    // Byte j holds elements j and j + 16: the halves of one vector.
+    const hn::Half<D16> dh;
+    hn::Vec<decltype(dh)> lo, hi;
+    UnpackNibbles(dh, qs, lo, hi);
+    sum0 = hn::ReorderWidenMulAccumulate(d32, hn::Combine(d16, hi, lo), hn::LoadU(d16, xq), sum0,
+                                         sum1);
+#endif
   } else {
-    const hn::Rebind<std::uint8_t, D16> du8;
-    const hn::RebindToUnsigned<D16> du16;
-    const auto low_mask = hn::Set(d16, 0x0f), eight = hn::Set(d16, 8);
     for (std::size_t j = 0; j < kQuantBlock / 2; j += N) {
-      const auto bytes = hn::BitCast(d16, hn::PromoteTo(du16, hn::LoadU(du8, qs + j)));
-      const auto lo = hn::Sub(hn::And(bytes, low_mask), eight);
-      const auto hi = hn::Sub(hn::ShiftRight<4>(bytes), eight);
+      hn::Vec<D16> lo, hi;
+      UnpackNibbles(d16, qs + j, lo, hi);
       sum0 = hn::ReorderWidenMulAccumulate(d32, lo, hn::LoadU(d16, xq + j), sum0, sum1);
       sum0 = hn::ReorderWidenMulAccumulate(d32, hi, hn::LoadU(d16, xq + kQuantBlock / 2 + j), sum0,
                                            sum1);
