@@ -18,6 +18,7 @@
 #include "quant/logit_error.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
+#include "util/process_stats.h"
 #include "util/threads.h"
 
 namespace {
@@ -98,6 +99,8 @@ int run(const Args& a) {
               << e.max_abs() << " | " << e.top1_agreement() << " | " << e.mean_kl() << " | "
               << e.perplexity_ref() << " | " << e.perplexity_got() << " |\n";
   }
+  std::cout << "\npeak RSS (VmHWM): "
+            << static_cast<double>(lclm::peak_resident_bytes()) / (1 << 20) << " MiB\n";
   return 0;
 }
 

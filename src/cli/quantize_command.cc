@@ -9,6 +9,7 @@
 #include "cli/common.h"
 #include "quant/blocks.h"
 #include "quant/quantize_checkpoint.h"
+#include "util/process_stats.h"
 #include "util/threads.h"
 
 namespace lclm::cli {
@@ -30,7 +31,8 @@ int run(const QuantizeArgs& a, std::ostream& out) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   out << std::fixed << std::setprecision(1) << "wrote " << a.output << ": " << s.matrices
       << " matrices as " << a.type << ", weights " << s.bytes_in / kMiB << " MiB -> "
-      << s.bytes_out / kMiB << " MiB, " << seconds << " s\n";
+      << s.bytes_out / kMiB << " MiB, " << seconds << " s, peak RSS "
+      << static_cast<double>(peak_resident_bytes()) / kMiB << " MiB\n";
   return 0;
 }
 
