@@ -9,6 +9,7 @@
 
 #include "core/test_models.h"
 #include "format/dtype.h"
+#include "hwy/targets.h"
 #include "ops/matmul.h"
 #include "ops/quant_kernels.h"
 #include "quant/logit_error.h"
@@ -34,6 +35,21 @@ float block_scale(const std::uint8_t* block) {
   std::uint16_t h;
   std::memcpy(&h, block, 2);
   return f16_to_f32(h);
+}
+
+// Runs f once for every instruction set the kernels were compiled for and
+// this CPU runs (AVX-512, AVX2, SSE4, ... here), so that each target's code
+// path (one, two or four vectors a block) is tested, then restores the best.
+template <typename F>
+void for_each_target(F&& f) {
+  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    SCOPED_TRACE(hwy::TargetName(target));
+    f();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
 }
 
 class BlockTypeTest : public ::testing::TestWithParam<DType> {};
@@ -96,10 +112,13 @@ TEST_P(BlockTypeTest, SimdDequantizeEqualsTheScalarDefinition) {
   const std::size_t rows = 3, cols = 5 * kQuantBlock;
   const std::vector<float> x = random_vector(rows * cols, 9);
   const auto q = quantized(type, x);
-  std::vector<float> expected(x.size()), got(x.size());
+  std::vector<float> expected(x.size());
   dequantize_row(type, q.data(), x.size(), expected.data());
-  dequantize_rows(type, q.data(), rows, cols, got.data());
-  EXPECT_EQ(got, expected);
+  for_each_target([&] {
+    std::vector<float> got(x.size());
+    dequantize_rows(type, q.data(), rows, cols, got.data());
+    EXPECT_EQ(got, expected);
+  });
 }
 
 // The SIMD matvec against the scalar block-by-block definition, over block
@@ -113,13 +132,15 @@ TEST_P(BlockTypeTest, MatvecMatchesTheScalarReference) {
     QuantizedActivations xq;
     const std::vector<float> x = random_vector(cols, 12);
     quantize_activations(x.data(), 1, cols, xq);
-    std::vector<float> y(rows);
-    matvec_quantized(type, wq.data(), xq.q.data(), xq.d.data(), rows, cols, y.data());
-    for (std::size_t r = 0; r < rows; ++r) {
-      const float ref = dot_quantized_reference(type, wq.data() + r * row_bytes(type, cols),
-                                                xq.q.data(), xq.d.data(), cols);
-      EXPECT_NEAR(y[r], ref, 1e-5f * (1.0f + std::fabs(ref))) << "cols " << cols << " row " << r;
-    }
+    for_each_target([&] {
+      std::vector<float> y(rows);
+      matvec_quantized(type, wq.data(), xq.q.data(), xq.d.data(), rows, cols, y.data());
+      for (std::size_t r = 0; r < rows; ++r) {
+        const float ref = dot_quantized_reference(type, wq.data() + r * row_bytes(type, cols),
+                                                  xq.q.data(), xq.d.data(), cols);
+        EXPECT_NEAR(y[r], ref, 1e-5f * (1.0f + std::fabs(ref))) << "cols " << cols << " row " << r;
+      }
+    });
   }
 }
 
