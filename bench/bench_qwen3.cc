@@ -14,7 +14,9 @@
 //   prefill time  = GenerationStats::ttft_seconds (prefill + the first token's
 //                   lm_head and sampling, which the FLOPs above include)
 //
-//   decode bytes per token = bytes_per_weight * (n_layers * P + V * H)
+//   decode bytes per token = bytes of the n_layers * P + V * H matrix weights
+//                            in the type they run in (bf16: 2 per weight,
+//                            q8_0: 34/32, q4_0: 18/32; --quant converts them)
 //                          + 2 * n_layers * n_kv_heads * head_dim * 4 * (L + G / 2)
 //   (every matmul weight is read once per token; the f32 keys and values are
 //   counted at the mean cache length of the decode)
@@ -23,6 +25,8 @@
 //   prefill)
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -37,6 +41,7 @@
 
 #include "model/qwen3_model.h"
 #include "model/random_qwen3.h"
+#include "quant/blocks.h"
 #include "runtime/generator.h"
 #include "util/error.h"
 #include "util/process_stats.h"
@@ -61,6 +66,7 @@ struct BenchArgs {
   int repeats = 3;
   int layers = 0;
   std::string json_path;
+  std::string quant;  // empty: the matrices as stored
   double peak_gflops = 209.0;
   double peak_gbytes_per_second = 74.0;
 };
@@ -148,6 +154,7 @@ double load_average() {
 }
 
 struct Measurements {
+  double load_seconds = 0;  // mapping, and converting with --quant
   std::vector<double> prefill_seconds;
   std::vector<double> decode_seconds;
   std::size_t kv_cache_bytes = 0;
@@ -212,10 +219,7 @@ double prefill_flops(const Qwen3Config& c, double prompt_tokens) {
 
 double decode_bytes_per_token(const Qwen3Model& model, double prompt_tokens, double gen_tokens) {
   const Qwen3Config& c = model.config();
-  const double bytes_per_weight = static_cast<double>(model.weight_bytes()) / checkpoint_params(c);
-  const double weights = bytes_per_weight * (static_cast<double>(c.num_hidden_layers) *
-                                                 projection_params_per_layer(c) +
-                                             lm_head_params(c));
+  const auto weights = static_cast<double>(model.decode_matrix_bytes());
   const double kv_bytes_per_position = 2.0 * static_cast<double>(c.num_hidden_layers) *
                                        static_cast<double>(c.num_key_value_heads * c.head_dim) *
                                        sizeof(float);
@@ -275,15 +279,27 @@ std::string shape_description(const Qwen3Config& c) {
          " embeddings";
 }
 
+// The directory's name, with the matrix type when --quant converted it.
+std::string model_name(const Qwen3Model& model) {
+  const std::string dir = model.dir().filename().string();
+  if (model.converted_bytes() == 0) return dir;
+  std::string type(dtype_name(model.matrix_dtype()));
+  std::transform(type.begin(), type.end(), type.begin(), [](char ch) { return std::tolower(ch); });
+  return dir + " --quant " + type;
+}
+
 void print_report(const Qwen3Model& model, const Measurements& m, const Summary& s,
                   const BenchArgs& args, std::ostream& out) {
-  const std::string name = model.dir().filename().string();
+  const std::string name = model_name(model);
   const std::string size = fixed(static_cast<double>(model.weight_bytes()) / kGiB, 2) + " GiB";
   const std::string params = fixed(checkpoint_params(model.config()) / 1e9, 2) + " B";
   const std::string threads = std::to_string(args.threads);
   out << "model:   " << model.dir().string() << "\n"
       << "shape:   " << shape_description(model.config()) << "\n"
-      << "weights: " << model.weight_bytes() << " bytes\n\n";
+      << "weights: " << model.weight_bytes() << " bytes mapped; matrices "
+      << dtype_name(model.matrix_dtype()) << ", " << model.decode_matrix_bytes()
+      << " bytes read per token, " << model.converted_bytes() << " bytes converted at load; load "
+      << fixed(m.load_seconds, 2) << " s\n\n";
   print_table(
       {{"model", "size", "params", "threads", "test", "t/s", "achieved", "of peak"},
        {name, size, params, threads, "pp" + std::to_string(args.prompt_tokens),
@@ -321,6 +337,10 @@ void write_json(const Qwen3Model& model, const Measurements& m, const Summary& s
         {"vocab", c.vocab_size},
         {"tied_embeddings", c.tie_word_embeddings}}},
       {"weight_bytes", model.weight_bytes()},
+      {"matrix_dtype", dtype_name(model.matrix_dtype())},
+      {"decode_matrix_bytes", model.decode_matrix_bytes()},
+      {"converted_bytes", model.converted_bytes()},
+      {"load_seconds", m.load_seconds},
       {"threads", args.threads},
       {"prompt_tokens", args.prompt_tokens},
       {"gen_tokens", args.gen_tokens},
@@ -357,11 +377,17 @@ int run(const BenchArgs& args) {
   const fs::path dir =
       args.model_dir.empty() ? default_model_dir(config) : fs::path(args.model_dir);
   if (!fs::exists(dir / "config.json")) write_bench_model(dir, config);
-  const Qwen3Model model = Qwen3Model::load(dir);
+  const auto t0 = std::chrono::steady_clock::now();
+  Qwen3LoadOptions options;
+  if (!args.quant.empty()) options.quant = parse_quant_type(args.quant, "--quant");
+  const Qwen3Model model = Qwen3Model::load(dir, options);
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const Generator generator(model);
   const std::vector<std::int32_t> prompt =
       make_prompt(args.prompt_tokens, model.config().vocab_size);
   Measurements m = measure(generator, prompt, args);
+  m.load_seconds = load_seconds;
   m.load_at_start = load_at_start;
   m.load_at_end = load_average();
   const Summary s = summarize(model, m, args);
@@ -395,6 +421,10 @@ int main(int argc, char** argv) {
                  "Override the layer count for a quick run (its own default model directory)")
       ->check(CLI::PositiveNumber);
   app.add_option("--json", args.json_path, "Also write the results to this JSON file");
+  app.add_option("--quant", args.quant,
+                 "Convert the matrices to this block type at load; decode's bandwidth bound "
+                 "then counts their quantized bytes")
+      ->check(CLI::IsMember({"q8_0", "q4_0"}));
   app.add_option("--peak-gflops", args.peak_gflops,
                  "The machine's fp32 matmul peak, GFLOP/s (the prefill yardstick)")
       ->check(CLI::PositiveNumber)

@@ -15,9 +15,11 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   app.require_subcommand(1);
   app.set_version_flag("--version", "lclm 0.1.0");
   const std::vector<cli::Command> commands = {
-      cli::add_generate_command(app), cli::add_compress_command(app), cli::add_info_command(app),
-      cli::add_tokenize_command(app), cli::add_agent_command(app),    cli::add_serve_command(app),
-      cli::add_eval_command(app),     cli::add_bench_command(app)};
+      cli::add_generate_command(app), cli::add_compress_command(app),
+      cli::add_info_command(app),     cli::add_tokenize_command(app),
+      cli::add_agent_command(app),    cli::add_serve_command(app),
+      cli::add_eval_command(app),     cli::add_bench_command(app),
+      cli::add_quantize_command(app)};
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {

@@ -7,6 +7,7 @@
 #include <random>
 #include <sstream>
 
+#include "quant/blocks.h"
 #include "util/error.h"
 #include "util/process_stats.h"
 
@@ -30,7 +31,20 @@ std::string PromptSource::read() const {
   return file.empty() ? text : read_file(file, "prompt file");
 }
 
+void QuantArg::add_option(CLI::App& app) {
+  app.add_option("--quant", type,
+                 "Convert the projection and lm_head matrices to this block type at load "
+                 "(see `lclm quantize` to store them converted)")
+      ->check(CLI::IsMember({"q8_0", "q4_0"}));
+}
+
+std::optional<DType> QuantArg::value() const {
+  if (type.empty()) return std::nullopt;
+  return parse_quant_type(type, "--quant");
+}
+
 void LclmArgs::add_options(CLI::App& app) {
+  quant.add_option(app);
   app.add_option("--ratio", ratio,
                  "Compression ratio: encoder tokens per latent (default: the checkpoint's)")
       ->check(CLI::NonNegativeNumber);
@@ -42,6 +56,7 @@ LclmOptions LclmArgs::options() const {
   LclmOptions o;
   if (ratio > 0) o.compression_ratio = ratio;
   if (!latent_cache.empty()) o.cache_db = latent_cache;
+  o.quant = quant.value();
   return o;
 }
 

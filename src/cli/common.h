@@ -25,10 +25,19 @@ struct PromptSource {
 
 std::string read_file(const std::string& path, const std::string& what);
 
-// Options that load an LCLM checkpoint.
+// --quant q8_0|q4_0: the block type matrices are converted to at load.
+struct QuantArg {
+  std::string type;  // empty: as stored
+
+  void add_option(CLI::App& app);
+  std::optional<DType> value() const;
+};
+
+// Options that load an LCLM checkpoint (and --quant, which plain models take too).
 struct LclmArgs {
   std::int64_t ratio = 0;  // 0: the checkpoint's
   std::string latent_cache;
+  QuantArg quant;
 
   void add_options(CLI::App& app);
   LclmOptions options() const;

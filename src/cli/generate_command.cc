@@ -78,7 +78,7 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
                   " is not an LCLM checkpoint (no model_config.json): memory regions, "
                   "--ratio and --latent-cache need one");
     }
-    plain.emplace(Qwen3Model::load(a.model));
+    plain.emplace(Qwen3Model::load(a.model, {.quant = a.lclm.quant.value()}));
     plain_tokenizer.emplace(Tokenizer::from_dir(a.model));
   }
   const Qwen3Model& model = lclm ? lclm->decoder() : *plain;

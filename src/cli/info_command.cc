@@ -22,15 +22,19 @@ void print_qwen3(std::ostream& out, const std::string& title, const Qwen3Model& 
       << "\n"
       << std::fixed << std::setprecision(1) << "  parameters " << m.parameter_count() / 1e6
       << " M, " << dtype_name(m.weight_dtype()) << ", " << m.weight_bytes() / kMiB << " MiB\n"
+      << "  matrices " << dtype_name(m.matrix_dtype()) << ", " << m.decode_matrix_bytes() / kMiB
+      << " MiB read per decoded token\n"
       << std::defaultfloat;
 }
 
-int run(const std::string& path, std::ostream& out) {
+int run(const std::string& path, const QuantArg& quant, std::ostream& out) {
   if (!LclmModel::is_checkpoint(path)) {
-    print_qwen3(out, "Qwen3 model", Qwen3Model::load(path));
+    print_qwen3(out, "Qwen3 model", Qwen3Model::load(path, {.quant = quant.value()}));
     return 0;
   }
-  const auto m = LclmModel::load(path);
+  LclmOptions options;
+  options.quant = quant.value();
+  const auto m = LclmModel::load(path, options);
   const LclmConfig& c = m->config();
   out << "LCLM checkpoint: " << path << "\n"
       << "  compression_ratio " << c.compression_ratio << ", encoder_window_size "
@@ -56,9 +60,12 @@ int run(const std::string& path, std::ostream& out) {
 
 Command add_info_command(CLI::App& app) {
   auto model = std::make_shared<std::string>();
+  auto quant = std::make_shared<QuantArg>();
   CLI::App* cmd = app.add_subcommand("info", "Print the architecture and sizes of a model");
   cmd->add_option("-m,--model", *model, "Qwen3 model directory or LCLM checkpoint")->required();
-  return {cmd, [model](std::ostream& out, std::ostream&) { return run(*model, out); }};
+  quant->add_option(*cmd);
+  return {cmd,
+          [model, quant](std::ostream& out, std::ostream&) { return run(*model, *quant, out); }};
 }
 
 }  // namespace lclm::cli

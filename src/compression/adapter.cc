@@ -51,8 +51,8 @@ Adapter Adapter::load(const std::filesystem::path& file, const LclmConfig& confi
     const Qwen3Config& c = a.attention_.config;
     a.attention_.rope = RopeTable(static_cast<std::size_t>(c.head_dim), c.rope_theta);
     for (std::int64_t l = 0; l < config.num_adapter_layers; ++l) {
-      a.attention_.blocks.push_back(
-          Qwen3Block::load(s, "attention_layers." + std::to_string(l) + ".decoder_layer.", c));
+      a.attention_.blocks.push_back(Qwen3Block::load(
+          WeightReader(s), "attention_layers." + std::to_string(l) + ".decoder_layer.", c));
     }
   }
   return a;

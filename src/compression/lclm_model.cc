@@ -57,8 +57,8 @@ bool LclmModel::is_checkpoint(const fs::path& dir) {
 LclmModel::LclmModel(const fs::path& dir, LclmConfig config, const LclmOptions& options)
     : dir_(dir),
       config_(std::move(config)),
-      decoder_(Qwen3Model::load(dir / "decoder")),
-      encoder_(Qwen3Model::load(dir / "encoder")),
+      decoder_(Qwen3Model::load(dir / "decoder", {.quant = options.quant})),
+      encoder_(Qwen3Model::load(dir / "encoder", {.quant = options.quant, .lm_head = false})),
       decoder_tokenizer_(Tokenizer::from_dir(dir / "decoder")),
       encoder_tokenizer_(Tokenizer::from_dir(dir / "encoder")),
       adapter_(Adapter::load(dir / "adapter" / "adapter.safetensors", config_, encoder_.config(),
@@ -106,7 +106,10 @@ const std::string& LclmModel::fingerprint() {
   }
   std::sort(weights.begin(), weights.end());
   for (const fs::path& p : weights) hash_file(p);
-  const std::int64_t settings[] = {config_.compression_ratio, config_.encoder_window_size};
+  // The encoder's matrix type: latents computed with matrices converted at
+  // load (--quant) differ from those of the stored weights.
+  const std::int64_t settings[] = {config_.compression_ratio, config_.encoder_window_size,
+                                   static_cast<std::int64_t>(encoder_.matrix_dtype())};
   XXH3_128bits_update(state, settings, sizeof settings);
   const XXH128_hash_t h = XXH3_128bits_digest(state);
   XXH3_freeState(state);

@@ -23,6 +23,7 @@ namespace lclm {
 
 struct LclmOptions {
   std::optional<std::int64_t> compression_ratio;  // overrides model_config.json
+  std::optional<DType> quant;  // decoder and encoder matrices converted at load (Q8_0, Q4_0)
   std::size_t memory_cache_bytes = 256u << 20;    // in-memory latent cache
   std::optional<std::filesystem::path> cache_db;  // on-disk latent cache (SQLite)
 };

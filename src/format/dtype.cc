@@ -20,8 +20,21 @@ std::size_t dtype_size(DType t) {
       return 8;
     case DType::U8:
       return 1;
+    case DType::Q8_0:
+    case DType::Q4_0:
+      break;
   }
-  return 0;
+  throw Error(std::string(dtype_name(t)) + " is a block type: it has no size per element");
+}
+
+bool is_block_quantized(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0;
+}
+
+std::size_t row_bytes(DType t, std::size_t cols) {
+  if (t == DType::Q8_0) return cols / kQuantBlock * kQ8_0BlockBytes;
+  if (t == DType::Q4_0) return cols / kQuantBlock * kQ4_0BlockBytes;
+  return cols * dtype_size(t);
 }
 
 std::string_view dtype_name(DType t) {
@@ -38,6 +51,10 @@ std::string_view dtype_name(DType t) {
       return "I64";
     case DType::U8:
       return "U8";
+    case DType::Q8_0:
+      return "Q8_0";
+    case DType::Q4_0:
+      return "Q4_0";
   }
   return "?";
 }

@@ -9,10 +9,24 @@
 
 namespace lclm {
 
-enum class DType : std::uint8_t { F32, F16, BF16, I32, I64, U8 };
+// Q8_0 and Q4_0 are block-quantized weights (see quant/blocks.h): never read
+// from a safetensors dtype string, they carry a matrix's rows in memory.
+enum class DType : std::uint8_t { F32, F16, BF16, I32, I64, U8, Q8_0, Q4_0 };
 
+// A block holds kQuantBlock consecutive elements of a row: an f16 scale d,
+// then 32 int8 q (Q8_0, value d*q) or 32 4-bit q (Q4_0, value d*(q-8)).
+inline constexpr std::size_t kQuantBlock = 32;
+inline constexpr std::size_t kQ8_0BlockBytes = 2 + kQuantBlock;
+inline constexpr std::size_t kQ4_0BlockBytes = 2 + kQuantBlock / 2;
+
+// Bytes of one element; throws lclm::Error for the block types, whose size is
+// per block of elements (row_bytes).
 std::size_t dtype_size(DType t);
-// Safetensors spelling: "F32", "F16", "BF16", ...
+bool is_block_quantized(DType t);
+// Bytes of one row of `cols` elements; for a block type, cols is a multiple
+// of the block length.
+std::size_t row_bytes(DType t, std::size_t cols);
+// Safetensors spelling: "F32", "F16", "BF16", ...; "Q8_0", "Q4_0" for blocks.
 std::string_view dtype_name(DType t);
 // Throws lclm::Error for types the engine does not read (context names the file).
 DType parse_dtype(std::string_view name, const std::string& context);

@@ -104,7 +104,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
                   std::to_string(end) + "] fall outside the " + std::to_string(data_size) +
                   "-byte data section (truncated file?)");
     }
-    const std::uint64_t expected = static_cast<std::uint64_t>(view.numel()) * dtype_size(view.dtype);
+    const std::uint64_t expected =
+        static_cast<std::uint64_t>(view.numel()) * dtype_size(view.dtype);
     if (end - begin != expected) {
       throw Error(context + ": holds " + std::to_string(end - begin) + " bytes but shape " +
                   shape_string(view.shape) + " of " + std::string(dtype_name(view.dtype)) +
@@ -132,7 +133,8 @@ TensorStore TensorStore::open_dir(const std::filesystem::path& dir) {
     }
     std::vector<std::string> names;
     for (const auto& [tensor, file] : index["weight_map"].items()) {
-      if (!file.is_string()) throw Error(index_path.string() + ": weight_map[" + tensor + "] is not a file name");
+      if (!file.is_string())
+        throw Error(index_path.string() + ": weight_map[" + tensor + "] is not a file name");
       names.push_back(file.get<std::string>());
     }
     std::sort(names.begin(), names.end());
@@ -169,6 +171,7 @@ TensorStore TensorStore::open_file(const std::filesystem::path& file) {
 
 void TensorStore::add_file(const std::filesystem::path& path) {
   files_.push_back(std::make_unique<SafetensorsFile>(path));
+  metadata_.insert(files_.back()->metadata().begin(), files_.back()->metadata().end());
   for (const TensorView& t : files_.back()->tensors()) {
     if (!by_name_.emplace(t.name, &t).second) {
       throw Error("tensor \"" + t.name + "\" appears twice in " + dir_.string() + " (again in " +
@@ -194,6 +197,11 @@ const TensorView& TensorStore::get(std::string_view name,
                 shape_string(t->shape) + ", expected " + shape_string(expected_shape));
   }
   return *t;
+}
+
+const std::string* TensorStore::metadata(std::string_view key) const {
+  auto it = metadata_.find(key);
+  return it == metadata_.end() ? nullptr : &it->second;
 }
 
 std::vector<std::string> TensorStore::names() const {

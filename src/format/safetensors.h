@@ -65,6 +65,8 @@ class TensorStore {
     return get(name, std::span<const std::int64_t>(expected_shape.begin(), expected_shape.size()));
   }
   std::vector<std::string> names() const;
+  // A `__metadata__` value of any of the files, or nullptr.
+  const std::string* metadata(std::string_view key) const;
   std::size_t total_bytes() const;
   std::int64_t total_elements() const;
   // The directory or file the tensors were read from.
@@ -75,6 +77,7 @@ class TensorStore {
   std::filesystem::path dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*, std::less<>> by_name_;
+  std::map<std::string, std::string, std::less<>> metadata_;
 };
 
 struct TensorToWrite {

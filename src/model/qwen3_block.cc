@@ -22,7 +22,8 @@ std::vector<float> as_f32_vector(const TensorView& t) {
   return out;
 }
 
-Qwen3Block Qwen3Block::load(const TensorStore& s, const std::string& p, const Qwen3Config& c) {
+Qwen3Block Qwen3Block::load(const WeightReader& w, const std::string& p, const Qwen3Config& c) {
+  const TensorStore& s = w.store();
   const std::int64_t H = c.hidden_size, I = c.intermediate_size, D = c.head_dim;
   const std::int64_t q_rows = c.num_attention_heads * D, kv_rows = c.num_key_value_heads * D;
   Qwen3Block b;
@@ -36,14 +37,23 @@ Qwen3Block Qwen3Block::load(const TensorStore& s, const std::string& p, const Qw
   b.post_attention_layernorm_ = as_f32_vector(s.get(p + "post_attention_layernorm.weight", {H}));
   b.q_norm_ = as_f32_vector(s.get(p + "self_attn.q_norm.weight", {D}));
   b.k_norm_ = as_f32_vector(s.get(p + "self_attn.k_norm.weight", {D}));
-  b.q_proj_ = as_weight_matrix(s.get(p + "self_attn.q_proj.weight", {q_rows, H}));
-  b.k_proj_ = as_weight_matrix(s.get(p + "self_attn.k_proj.weight", {kv_rows, H}));
-  b.v_proj_ = as_weight_matrix(s.get(p + "self_attn.v_proj.weight", {kv_rows, H}));
-  b.o_proj_ = as_weight_matrix(s.get(p + "self_attn.o_proj.weight", {H, q_rows}));
-  b.gate_proj_ = as_weight_matrix(s.get(p + "mlp.gate_proj.weight", {I, H}));
-  b.up_proj_ = as_weight_matrix(s.get(p + "mlp.up_proj.weight", {I, H}));
-  b.down_proj_ = as_weight_matrix(s.get(p + "mlp.down_proj.weight", {H, I}));
+  b.q_proj_ = w.matrix(p + "self_attn.q_proj.weight", q_rows, H);
+  b.k_proj_ = w.matrix(p + "self_attn.k_proj.weight", kv_rows, H);
+  b.v_proj_ = w.matrix(p + "self_attn.v_proj.weight", kv_rows, H);
+  b.o_proj_ = w.matrix(p + "self_attn.o_proj.weight", H, q_rows);
+  b.gate_proj_ = w.matrix(p + "mlp.gate_proj.weight", I, H);
+  b.up_proj_ = w.matrix(p + "mlp.up_proj.weight", I, H);
+  b.down_proj_ = w.matrix(p + "mlp.down_proj.weight", H, I);
   return b;
+}
+
+std::size_t Qwen3Block::matrix_bytes() const {
+  std::size_t n = 0;
+  for (const WeightMatrix* w :
+       {&q_proj_, &k_proj_, &v_proj_, &o_proj_, &gate_proj_, &up_proj_, &down_proj_}) {
+    n += w->bytes();
+  }
+  return n;
 }
 
 namespace {

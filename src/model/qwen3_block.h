@@ -9,6 +9,7 @@
 #include "format/safetensors.h"
 #include "model/kv_cache.h"
 #include "model/qwen3_config.h"
+#include "model/weight_reader.h"
 #include "ops/attention.h"
 #include "ops/matmul.h"
 #include "ops/transformer_ops.h"
@@ -18,9 +19,16 @@ namespace lclm {
 class Qwen3Block {
  public:
   // Reads PREFIX{input_layernorm, post_attention_layernorm, self_attn.*, mlp.*}
-  // with shapes from `config`; errors name the tensor and both shapes.
-  static Qwen3Block load(const TensorStore& store, const std::string& prefix,
+  // with shapes from `config`; errors name the tensor and both shapes. The
+  // projections come through `weights` (converted to a block type or not).
+  static Qwen3Block load(const WeightReader& weights, const std::string& prefix,
                          const Qwen3Config& config);
+
+  // Bytes of the seven projection matrices, each read once per decode step.
+  std::size_t matrix_bytes() const;
+  // The type the projections run in (q_proj's: all seven share it, but for
+  // one whose columns are not a multiple of the block length).
+  DType matrix_dtype() const { return q_proj_.dtype; }
 
   // x [n, hidden] in place: the n inputs take positions cache.size() ..
   // cache.size()+n-1; their keys and values go to cache layer `layer` after

@@ -15,11 +15,16 @@ Qwen3Model::Qwen3Model(Qwen3Config config, TensorStore store)
       store_(std::move(store)),
       rope_(static_cast<std::size_t>(config_.head_dim), config_.rope_theta) {}
 
-Qwen3Model Qwen3Model::load(const std::filesystem::path& dir) {
+Qwen3Model Qwen3Model::load(const std::filesystem::path& dir, const Qwen3LoadOptions& options) {
   Qwen3Config config = Qwen3Config::from_dir(dir);
   Qwen3Model m(config, TensorStore::open_dir(dir));
   const auto& c = m.config_;
   const TensorStore& s = m.store_;
+  const WeightReader weights(s, options.quant, m.converted_);
+  m.parameter_count_ = stored_parameter_count(s);
+  if (c.tie_word_embeddings && s.find("lm_head.weight") != nullptr) {
+    m.parameter_count_ -= c.vocab_size * c.hidden_size;  // a stored copy of the embeddings
+  }
 
   const std::string prefix = qwen3_tensor_prefix(s);
   if (s.find(prefix + "embed_tokens.weight") == nullptr) {
@@ -28,15 +33,31 @@ Qwen3Model Qwen3Model::load(const std::filesystem::path& dir) {
   const std::int64_t H = c.hidden_size;
   m.embed_tokens_ = as_weight_matrix(s.get(prefix + "embed_tokens.weight", {c.vocab_size, H}));
   m.final_norm_ = as_f32_vector(s.get(prefix + "norm.weight", {H}));
-  if (s.find("lm_head.weight") != nullptr) {
-    m.lm_head_ = as_weight_matrix(s.get("lm_head.weight", {c.vocab_size, H}));
-  } else if (c.tie_word_embeddings) {
-    m.lm_head_ = m.embed_tokens_;
+  if (options.lm_head && s.find("lm_head.weight") != nullptr) {
+    m.lm_head_ = weights.matrix("lm_head.weight", c.vocab_size, H);
+  } else if (options.lm_head && c.tie_word_embeddings) {
+    m.lm_head_ = weights.converted(m.embed_tokens_);
   }
   for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    m.layers_.push_back(Qwen3Block::load(s, prefix + "layers." + std::to_string(l) + ".", c));
+    m.layers_.push_back(Qwen3Block::load(weights, prefix + "layers." + std::to_string(l) + ".", c));
   }
   return m;
+}
+
+std::size_t Qwen3Model::decode_matrix_bytes() const {
+  std::size_t n = lm_head_ ? lm_head_->bytes() : 0;
+  for (const Qwen3Block& b : layers_) n += b.matrix_bytes();
+  return n;
+}
+
+std::size_t Qwen3Model::converted_bytes() const {
+  std::size_t n = 0;
+  for (const auto& m : converted_) n += m.size();
+  return n;
+}
+
+DType Qwen3Model::matrix_dtype() const {
+  return layers_.empty() ? embed_tokens_.dtype : layers_.front().matrix_dtype();
 }
 
 KVCache Qwen3Model::make_cache(std::size_t max_positions, std::size_t initial_capacity) const {

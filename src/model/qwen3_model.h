@@ -25,19 +25,36 @@ namespace lclm {
 // bare Qwen3Model, as LCLM encoders may be stored).
 std::string qwen3_tensor_prefix(const TensorStore& store);
 
+struct Qwen3LoadOptions {
+  // Block type (DType::Q8_0 or Q4_0) the projections and the lm_head are
+  // converted to at load; embeddings and norms stay as stored.
+  std::optional<DType> quant;
+  // False for an encoder: no lm_head, not even the tied embeddings (which
+  // --quant would otherwise convert for nothing).
+  bool lm_head = true;
+};
+
 class Qwen3Model {
  public:
   // Reads DIR/config.json and the safetensors weights. Tensor names may carry
   // a "model." prefix (Qwen3ForCausalLM) or not (a bare Qwen3Model encoder).
-  // Throws lclm::Error naming the file or tensor at fault.
-  static Qwen3Model load(const std::filesystem::path& dir);
+  // Block-quantized tensors of a quantized checkpoint are mmapped as they
+  // are. Throws lclm::Error naming the file or tensor at fault.
+  static Qwen3Model load(const std::filesystem::path& dir, const Qwen3LoadOptions& options = {});
 
   const Qwen3Config& config() const { return config_; }
   const std::filesystem::path& dir() const { return store_.dir(); }
   bool has_lm_head() const { return lm_head_.has_value(); }
   // Bytes of weights mapped from disk.
   std::size_t weight_bytes() const { return store_.total_bytes(); }
-  std::int64_t parameter_count() const { return store_.total_elements(); }
+  std::int64_t parameter_count() const { return parameter_count_; }
+  // Bytes of the matrices one decode step reads: every projection and the
+  // lm_head, in the type they run in (after any conversion at load).
+  std::size_t decode_matrix_bytes() const;
+  // The type the projection matrices run in (BF16, Q8_0, ...).
+  DType matrix_dtype() const;
+  // Bytes of matrices converted at load (0 when every matrix is mmapped).
+  std::size_t converted_bytes() const;
   // The dtype of the embedding matrix, as a stand-in for the checkpoint's.
   DType weight_dtype() const { return embed_tokens_.dtype; }
 
@@ -65,6 +82,8 @@ class Qwen3Model {
   std::optional<WeightMatrix> lm_head_;
   std::vector<float> final_norm_;
   std::vector<Qwen3Block> layers_;
+  std::vector<std::vector<std::uint8_t>> converted_;  // matrices converted at load
+  std::int64_t parameter_count_ = 0;
 };
 
 }  // namespace lclm

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "ops/quant_kernels.h"
 #include "ops/simd.h"
+#include "quant/blocks.h"
 #include "util/error.h"
 
 namespace lclm {
@@ -27,16 +29,25 @@ void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, flo
     convert_f16_to_f32(half, out, n_rows * k);
   } else if (w.dtype == DType::F32) {
     std::copy_n(static_cast<const float*>(w.data) + row0 * k, n_rows * k, out);
+  } else if (is_block_quantized(w.dtype)) {
+    dequantize_rows(w.dtype,
+                    static_cast<const std::uint8_t*>(w.data) + row0 * row_bytes(w.dtype, k), n_rows,
+                    k, out);
   } else {
     throw Error("matmul: weights of dtype " + std::string(dtype_name(w.dtype)) +
                 " are not supported");
   }
 }
 
-// y[r0..r1) = rows r0..r1 of W times x (one row of x).
-void matvec_range(const WeightMatrix& w, const float* x, std::size_t r0, std::size_t r1, float* y) {
+// y[r0..r1) = rows r0..r1 of W times x (one row of x); xq is x quantized
+// per block, which the block-quantized weights multiply instead.
+void matvec_range(const WeightMatrix& w, const float* x, const std::int16_t* xq, const float* xd,
+                  std::size_t r0, std::size_t r1, float* y) {
   const std::size_t k = w.cols;
-  if (w.dtype == DType::F32) {
+  if (is_block_quantized(w.dtype)) {
+    matvec_quantized(w.dtype, static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k),
+                     xq, xd, r1 - r0, k, y);
+  } else if (w.dtype == DType::F32) {
     matvec_f32(static_cast<const float*>(w.data) + r0 * k, x, r1 - r0, k, y);
   } else if (w.dtype == DType::BF16) {
     matvec_bf16(static_cast<const std::uint16_t*>(w.data) + r0 * k, x, r1 - r0, k, y);
@@ -51,7 +62,16 @@ void matvec_range(const WeightMatrix& w, const float* x, std::size_t r0, std::si
 void matvec_rows(const float* x, std::size_t m,
                  std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
   std::size_t total = 0;
-  for (const auto& [w, y] : outputs) total += w->rows;
+  bool any_quantized = false;
+  for (const auto& [w, y] : outputs) {
+    total += w->rows;
+    any_quantized = any_quantized || is_block_quantized(w->dtype);
+  }
+  // Quantized once by the calling thread, read by all.
+  thread_local QuantizedActivations xq_storage;
+  QuantizedActivations& xq = xq_storage;
+  const std::size_t k = outputs.begin()->first->cols;
+  if (any_quantized) quantize_activations(x, m, k, xq);
 #pragma omp parallel
   {
     const auto threads = static_cast<std::size_t>(omp_get_num_threads());
@@ -63,7 +83,9 @@ void matvec_rows(const float* x, std::size_t m,
       const std::size_t lo = std::max(begin, offset), hi = std::min(end, offset + w->rows);
       if (lo < hi) {
         for (std::size_t i = 0; i < m; ++i) {
-          matvec_range(*w, x + i * w->cols, lo - offset, hi - offset,
+          const std::int16_t* xq_row = any_quantized ? xq.q.data() + i * k : nullptr;
+          const float* xd_row = any_quantized ? xq.d.data() + i * k / kQuantBlock : nullptr;
+          matvec_range(*w, x + i * k, xq_row, xd_row, lo - offset, hi - offset,
                        y + i * w->rows + lo - offset);
         }
       }
@@ -73,7 +95,8 @@ void matvec_rows(const float* x, std::size_t m,
 }
 
 void check_weight_dtype(const WeightMatrix& w) {
-  if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16) {
+  if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16 &&
+      !is_block_quantized(w.dtype)) {
     throw Error("matmul: weights of dtype " + std::string(dtype_name(w.dtype)) +
                 " are not supported");
   }

@@ -1,5 +1,6 @@
-// y = x W^T for a weight matrix W [rows, cols] stored as f32, bf16 or f16
-// (PyTorch's Linear layout: one row per output feature).
+// y = x W^T for a weight matrix W [rows, cols] stored as f32, bf16, f16 or
+// block-quantized q8_0 / q4_0 (PyTorch's Linear layout: one row per output
+// feature).
 #pragma once
 
 #include <cstddef>
@@ -17,12 +18,13 @@ struct WeightMatrix {
   std::size_t rows = 0;  // output features
   std::size_t cols = 0;  // input features
 
-  std::size_t bytes() const { return rows * cols * dtype_size(dtype); }
+  std::size_t bytes() const { return rows * row_bytes(dtype, cols); }
 };
 
 // x [m, W.cols] -> y [m, W.rows]. Few rows (decode) run a fused
-// convert-and-dot over the weights, streaming them once; many rows (prefill)
-// widen blocks of W to f32 and hand them to OpenBLAS sgemm.
+// convert-and-dot over the weights, streaming them once (block-quantized
+// weights multiply x quantized to int8 per block of 32, as ggml does); many
+// rows (prefill) widen blocks of W to f32 and hand them to OpenBLAS sgemm.
 void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y);
 
 // y_j = x W_j^T for several weight matrices that read the same x (q/k/v,

@@ -1,0 +1,24 @@
+// Kernels on block-quantized weight rows (layouts in quant/blocks.h), written
+// once with Highway like ops/simd.h.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "format/dtype.h"
+
+namespace lclm {
+
+// y[r] = dot(row r of W, x) for W [rows, cols] of block type `type` (Q8_0 or
+// Q4_0, rows of row_bytes(type, cols) bytes) and x quantized per block of 32
+// (xq [cols] int16 in [-127, 127], xd [cols / 32] scales): per block an
+// integer multiply-add (int8/int4 widened to int16, pairs summed into int32),
+// then one float multiply-add by d_w * d_x.
+void matvec_quantized(DType type, const std::uint8_t* w, const std::int16_t* xq, const float* xd,
+                      std::size_t rows, std::size_t cols, float* y);
+
+// out [n_rows, cols] = the rows of W widened to f32.
+void dequantize_rows(DType type, const std::uint8_t* w, std::size_t n_rows, std::size_t cols,
+                     float* out);
+
+}  // namespace lclm

@@ -1,0 +1,141 @@
+#include "quant/blocks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "util/error.h"
+
+namespace lclm {
+namespace {
+
+std::uint16_t load_scale(const std::uint8_t* block) {
+  std::uint16_t d;
+  std::memcpy(&d, block, sizeof d);
+  return d;
+}
+
+void store_scale(std::uint8_t* block, float d) {
+  const std::uint16_t h = f32_to_f16(d);
+  std::memcpy(block, &h, sizeof h);
+}
+
+// The q4_0 nibble of element i (0..31) of a block's 16 data bytes.
+int q4_nibble(const std::uint8_t* qs, std::size_t i) {
+  return i < kQuantBlock / 2 ? qs[i] & 0x0f : qs[i - kQuantBlock / 2] >> 4;
+}
+
+void quantize_block_q8_0(const float* x, std::uint8_t* out) {
+  float amax = 0.0f;
+  for (std::size_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
+  store_scale(out, amax / 127.0f);
+  const float d = f16_to_f32(load_scale(out));
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  auto* qs = reinterpret_cast<std::int8_t*>(out + 2);
+  for (std::size_t i = 0; i < kQuantBlock; ++i) {
+    qs[i] = static_cast<std::int8_t>(std::clamp(std::nearbyint(x[i] * id), -127.0f, 127.0f));
+  }
+}
+
+// ggml's q4_0: the element of largest magnitude maps to q = 0 (value -8 d),
+// so d carries its sign and the 16 levels cover -8 d .. 7 d.
+void quantize_block_q4_0(const float* x, std::uint8_t* out) {
+  float extreme = 0.0f;
+  for (std::size_t i = 0; i < kQuantBlock; ++i) {
+    if (std::fabs(x[i]) > std::fabs(extreme)) extreme = x[i];
+  }
+  store_scale(out, extreme / -8.0f);
+  const float d = f16_to_f32(load_scale(out));
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  std::uint8_t* qs = out + 2;
+  auto level = [&](std::size_t i) {
+    return static_cast<std::uint8_t>(std::clamp(std::nearbyint(x[i] * id) + 8.0f, 0.0f, 15.0f));
+  };
+  for (std::size_t j = 0; j < kQuantBlock / 2; ++j) {
+    qs[j] = static_cast<std::uint8_t>(level(j) | (level(j + kQuantBlock / 2) << 4));
+  }
+}
+
+void check_block_multiple(std::size_t n, const char* what) {
+  if (n % kQuantBlock != 0) {
+    throw Error(std::string(what) + ": length " + std::to_string(n) +
+                " is not a multiple of the block length 32");
+  }
+}
+
+}  // namespace
+
+DType parse_quant_type(std::string_view name, std::string_view flag) {
+  if (name == "q8_0") return DType::Q8_0;
+  if (name == "q4_0") return DType::Q4_0;
+  throw Error(std::string(flag) + ": unknown quantization type \"" + std::string(name) +
+              "\" (expected q8_0 or q4_0)");
+}
+
+void quantize_row(DType type, const float* x, std::size_t n, std::uint8_t* out) {
+  check_block_multiple(n, "quantize_row");
+  const std::size_t block_bytes = row_bytes(type, kQuantBlock);
+  for (std::size_t b = 0; b < n / kQuantBlock; ++b) {
+    if (type == DType::Q8_0) {
+      quantize_block_q8_0(x + b * kQuantBlock, out + b * block_bytes);
+    } else if (type == DType::Q4_0) {
+      quantize_block_q4_0(x + b * kQuantBlock, out + b * block_bytes);
+    } else {
+      throw Error("quantize_row: " + std::string(dtype_name(type)) + " is not a block type");
+    }
+  }
+}
+
+void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y) {
+  check_block_multiple(n, "dequantize_row");
+  const std::size_t block_bytes = row_bytes(type, kQuantBlock);
+  for (std::size_t b = 0; b < n / kQuantBlock; ++b) {
+    const std::uint8_t* block = row + b * block_bytes;
+    const float d = f16_to_f32(load_scale(block));
+    for (std::size_t i = 0; i < kQuantBlock; ++i) {
+      const int q = type == DType::Q8_0 ? static_cast<std::int8_t>(block[2 + i])
+                                        : q4_nibble(block + 2, i) - 8;
+      y[b * kQuantBlock + i] = d * static_cast<float>(q);
+    }
+  }
+}
+
+void quantize_activations(const float* x, std::size_t rows, std::size_t cols,
+                          QuantizedActivations& a) {
+  check_block_multiple(cols, "quantize_activations");
+  const std::size_t n = rows * cols;
+  a.q.resize(n);
+  a.d.resize(n / kQuantBlock);
+  for (std::size_t b = 0; b < n / kQuantBlock; ++b) {
+    const float* xb = x + b * kQuantBlock;
+    float amax = 0.0f;
+    for (std::size_t i = 0; i < kQuantBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    a.d[b] = d;
+    for (std::size_t i = 0; i < kQuantBlock; ++i) {
+      a.q[b * kQuantBlock + i] =
+          static_cast<std::int16_t>(std::clamp(std::nearbyint(xb[i] * id), -127.0f, 127.0f));
+    }
+  }
+}
+
+float dot_quantized_reference(DType type, const std::uint8_t* row, const std::int16_t* xq,
+                              const float* xd, std::size_t n) {
+  const std::size_t block_bytes = row_bytes(type, kQuantBlock);
+  float sum = 0.0f;
+  for (std::size_t b = 0; b < n / kQuantBlock; ++b) {
+    const std::uint8_t* block = row + b * block_bytes;
+    std::int32_t isum = 0;
+    for (std::size_t i = 0; i < kQuantBlock; ++i) {
+      const int q = type == DType::Q8_0 ? static_cast<std::int8_t>(block[2 + i])
+                                        : q4_nibble(block + 2, i) - 8;
+      isum += q * xq[b * kQuantBlock + i];
+    }
+    sum += f16_to_f32(load_scale(block)) * xd[b] * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+}  // namespace lclm

@@ -1,0 +1,47 @@
+// Block quantization of weight rows, in ggml's q8_0 and q4_0 layouts (see
+// docs/quantization.md): blocks of 32 elements, each an f16 scale d followed
+// by 32 int8 (q8_0: value d*q, 34 bytes) or 16 bytes of nibbles (q4_0: value
+// d*(q-8), 18 bytes; byte j holds element j in its low nibble and element
+// j+16 in its high nibble). These are the scalar definitions; the SIMD kernels
+// in ops/quant_kernels.h are tested against them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "format/dtype.h"
+
+namespace lclm {
+
+// "q8_0" -> DType::Q8_0, "q4_0" -> DType::Q4_0; throws lclm::Error naming
+// `flag` and the accepted values otherwise.
+DType parse_quant_type(std::string_view name, std::string_view flag);
+
+// x [n] (n a multiple of 32) -> row_bytes(type, n) bytes at out. The scale
+// is rounded to f16 first and the elements rounded with it, so the only
+// error is the rounding of x / d (at most d/2 per element, d for the q4_0
+// elements clipped at +7), and values already of the form d*q come back
+// exactly.
+void quantize_row(DType type, const float* x, std::size_t n, std::uint8_t* out);
+// The inverse: row_bytes(type, n) bytes -> y [n].
+void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y);
+
+// An activation row quantized for the integer dot products: per block of 32
+// a float scale d and q = round(x / d) in [-127, 127], stored as int16 so the
+// kernels multiply them without widening.
+struct QuantizedActivations {
+  std::vector<std::int16_t> q;  // [rows * cols]
+  std::vector<float> d;         // [rows * cols / 32]
+};
+// x [rows, cols] -> a (cols a multiple of 32).
+void quantize_activations(const float* x, std::size_t rows, std::size_t cols,
+                          QuantizedActivations& a);
+
+// The reference dot product of one quantized weight row with one quantized
+// activation row: sum over blocks of d_w * d_x * (integer dot of the block).
+float dot_quantized_reference(DType type, const std::uint8_t* row, const std::int16_t* xq,
+                              const float* xd, std::size_t n);
+
+}  // namespace lclm

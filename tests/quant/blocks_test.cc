@@ -1,0 +1,258 @@
+#include "quant/blocks.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/test_models.h"
+#include "format/dtype.h"
+#include "hwy/targets.h"
+#include "ops/matmul.h"
+#include "ops/quant_kernels.h"
+#include "quant/logit_error.h"
+
+namespace lclm {
+namespace {
+
+std::vector<float> random_vector(std::size_t n, unsigned seed, float std = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, std);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<std::uint8_t> quantized(DType type, const std::vector<float>& x) {
+  std::vector<std::uint8_t> out(row_bytes(type, x.size()));
+  quantize_row(type, x.data(), x.size(), out.data());
+  return out;
+}
+
+float block_scale(const std::uint8_t* block) {
+  std::uint16_t h;
+  std::memcpy(&h, block, 2);
+  return f16_to_f32(h);
+}
+
+// Runs f once for every instruction set the kernels were compiled for and
+// this CPU runs (AVX-512, AVX2, SSE4, ... here), so that each target's code
+// path (one, two or four vectors a block) is tested, then restores the best.
+template <typename F>
+void for_each_target(F&& f) {
+  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+    SCOPED_TRACE(hwy::TargetName(target));
+    f();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+class BlockTypeTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(BlockTypeTest, RowBytesFollowTheBlockLayout) {
+  EXPECT_EQ(row_bytes(DType::Q8_0, 64), 68u);
+  EXPECT_EQ(row_bytes(DType::Q4_0, 64), 36u);
+  EXPECT_TRUE(is_block_quantized(GetParam()));
+  EXPECT_NE(testing::error_of([] { dtype_size(DType::Q8_0); }).find("block type"),
+            std::string::npos);
+}
+
+// Values d * q with integers q in the type's range and the extreme level
+// present (so the quantizer picks exactly d) come back bit for bit.
+TEST_P(BlockTypeTest, RepresentableValuesRoundTripExactly) {
+  const DType type = GetParam();
+  std::mt19937 rng(3);
+  const int lo = type == DType::Q8_0 ? -127 : -8, hi = type == DType::Q8_0 ? 127 : 7;
+  std::uniform_int_distribution<int> level(lo, hi);
+  const std::vector<float> scales = {1.0f, 0.0078125f, 3.5f, 1.52587890625e-05f};
+  std::vector<float> x;
+  for (float d : scales) {
+    for (std::size_t i = 0; i < kQuantBlock; ++i) x.push_back(d * static_cast<float>(level(rng)));
+    x[x.size() - 1 - (x.size() / 7) % kQuantBlock] =
+        d * static_cast<float>(type == DType::Q8_0 ? 127 : lo);
+  }
+  const auto q = quantized(type, x);
+  std::vector<float> y(x.size());
+  dequantize_row(type, q.data(), x.size(), y.data());
+  for (std::size_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], x[i]) << "element " << i;
+}
+
+// Arbitrary values: the error of each element stays within half a step of
+// its block's scale (q8_0), or one step for q4_0's clipped top level.
+TEST_P(BlockTypeTest, RoundTripErrorIsBoundedByTheBlockScale) {
+  const DType type = GetParam();
+  std::vector<float> x = random_vector(64 * kQuantBlock, 5);
+  for (std::size_t i = 0; i < kQuantBlock; ++i) x[i] = 0.0f;  // an all-zero block
+  // A block whose scale is an f16 subnormal. (Below about 4e-6 in q8_0, the
+  // scale underflows to 0 and the block reads back as zeros, as in ggml.)
+  for (std::size_t i = kQuantBlock; i < 2 * kQuantBlock; ++i) x[i] *= 1e-3f;
+  const auto q = quantized(type, x);
+  std::vector<float> y(x.size());
+  dequantize_row(type, q.data(), x.size(), y.data());
+  const std::size_t block_bytes = row_bytes(type, kQuantBlock);
+  const float steps = type == DType::Q8_0 ? 0.5f : 1.0f;
+  double worst = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const float d = std::fabs(block_scale(q.data() + i / kQuantBlock * block_bytes));
+    const float bound = steps * d * 1.0001f + 1e-12f;
+    ASSERT_LE(std::fabs(y[i] - x[i]), bound) << "element " << i << ", scale " << d;
+    worst = std::max(worst, static_cast<double>(std::fabs(y[i] - x[i]) / (d + 1e-30f)));
+  }
+  for (std::size_t i = 0; i < kQuantBlock; ++i) EXPECT_EQ(y[i], 0.0f);
+  EXPECT_GT(worst, 0.25 * steps);  // the bound is not loose by orders of magnitude
+}
+
+TEST_P(BlockTypeTest, SimdDequantizeEqualsTheScalarDefinition) {
+  const DType type = GetParam();
+  const std::size_t rows = 3, cols = 5 * kQuantBlock;
+  const std::vector<float> x = random_vector(rows * cols, 9);
+  const auto q = quantized(type, x);
+  std::vector<float> expected(x.size());
+  dequantize_row(type, q.data(), x.size(), expected.data());
+  for_each_target([&] {
+    std::vector<float> got(x.size());
+    dequantize_rows(type, q.data(), rows, cols, got.data());
+    EXPECT_EQ(got, expected);
+  });
+}
+
+// The SIMD matvec against the scalar block-by-block definition, over block
+// counts that are odd and even (the kernel unrolls two blocks).
+TEST_P(BlockTypeTest, MatvecMatchesTheScalarReference) {
+  const DType type = GetParam();
+  for (std::size_t cols : {32u, 64u, 96u, 1056u}) {
+    const std::size_t rows = 7;
+    const std::vector<float> w = random_vector(rows * cols, 11, 0.05f);
+    const auto wq = quantized(type, w);
+    QuantizedActivations xq;
+    const std::vector<float> x = random_vector(cols, 12);
+    quantize_activations(x.data(), 1, cols, xq);
+    for_each_target([&] {
+      std::vector<float> y(rows);
+      matvec_quantized(type, wq.data(), xq.q.data(), xq.d.data(), rows, cols, y.data());
+      for (std::size_t r = 0; r < rows; ++r) {
+        const float ref = dot_quantized_reference(type, wq.data() + r * row_bytes(type, cols),
+                                                  xq.q.data(), xq.d.data(), cols);
+        EXPECT_NEAR(y[r], ref, 1e-5f * (1.0f + std::fabs(ref))) << "cols " << cols << " row " << r;
+      }
+    });
+  }
+}
+
+// matmul on quantized weights, both paths: decode (x quantized per block)
+// and prefill (rows widened for sgemm), against a double loop over the
+// dequantized weights. Decode also carries the activation rounding, at most
+// half a step of each block's scale per element.
+TEST_P(BlockTypeTest, MatmulOnBothPathsMatchesTheDequantizedProduct) {
+  const DType type = GetParam();
+  const std::size_t rows = 300, cols = 96;
+  const std::vector<float> w = random_vector(rows * cols, 1, 0.05f);
+  auto wq = quantized(type, w);
+  std::vector<float> wd(w.size());
+  dequantize_row(type, wq.data(), w.size(), wd.data());
+  const WeightMatrix matrix{type, wq.data(), rows, cols};
+  EXPECT_EQ(matrix.bytes(), wq.size());
+  for (std::size_t m : {1u, 2u, 5u}) {
+    const std::vector<float> x = random_vector(m * cols, 2);
+    std::vector<float> y(m * rows);
+    matmul(x.data(), m, matrix, y.data());
+    const double tolerance = m < 4 ? 2e-2 : 1e-4;  // decode: x rounded to 8 bits
+    for (std::size_t i = 0; i < m; ++i) {
+      for (std::size_t r = 0; r < rows; ++r) {
+        double ref = 0, scale = 0;
+        for (std::size_t c = 0; c < cols; ++c) {
+          ref += static_cast<double>(x[i * cols + c]) * wd[r * cols + c];
+          scale += std::fabs(static_cast<double>(x[i * cols + c]) * wd[r * cols + c]);
+        }
+        ASSERT_NEAR(y[i * rows + r], ref, tolerance * scale) << "m " << m << " row " << r;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Q8_0AndQ4_0, BlockTypeTest, ::testing::Values(DType::Q8_0, DType::Q4_0),
+                         [](const auto& p) { return std::string(dtype_name(p.param)); });
+
+TEST(QuantizedActivations, ErrorIsHalfAStepOfTheBlockScale) {
+  const std::vector<float> x = random_vector(4 * kQuantBlock, 21);
+  QuantizedActivations a;
+  quantize_activations(x.data(), 2, 2 * kQuantBlock, a);
+  ASSERT_EQ(a.q.size(), x.size());
+  ASSERT_EQ(a.d.size(), 4u);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const float d = a.d[i / kQuantBlock];
+    EXPECT_LE(std::fabs(d * a.q[i] - x[i]), 0.5f * d * 1.0001f);
+    EXPECT_LE(std::abs(a.q[i]), 127);
+  }
+}
+
+TEST(QuantizedActivations, MixedTypesShareOneInput) {
+  const std::size_t cols = 64;
+  const std::vector<float> w = random_vector(40 * cols, 31, 0.05f);
+  auto q8 = quantized(DType::Q8_0, w);
+  std::vector<float> y_bf16(40), y_q8(40), y_shared_bf16(40), y_shared_q8(40);
+  std::vector<std::uint16_t> bf(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) bf[i] = f32_to_bf16(w[i]);
+  const WeightMatrix a{DType::BF16, bf.data(), 40, cols}, b{DType::Q8_0, q8.data(), 40, cols};
+  const std::vector<float> x = random_vector(cols, 32);
+  matmul(x.data(), 1, a, y_bf16.data());
+  matmul(x.data(), 1, b, y_q8.data());
+  matmul_shared_input(x.data(), 1, {{&a, y_shared_bf16.data()}, {&b, y_shared_q8.data()}});
+  EXPECT_EQ(y_shared_bf16, y_bf16);
+  EXPECT_EQ(y_shared_q8, y_q8);
+}
+
+TEST(QuantTypes, UnknownNameIsAnErrorNamingTheFlag) {
+  EXPECT_EQ(parse_quant_type("q8_0", "--quant"), DType::Q8_0);
+  EXPECT_EQ(parse_quant_type("q4_0", "--quant"), DType::Q4_0);
+  const std::string msg = testing::error_of([] { parse_quant_type("q3_k", "--quant"); });
+  EXPECT_NE(msg.find("--quant"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("q3_k"), std::string::npos) << msg;
+  EXPECT_NE(testing::error_of([] {
+              std::vector<float> x(33);
+              std::vector<std::uint8_t> out(64);
+              quantize_row(DType::Q8_0, x.data(), 33, out.data());
+            }).find("multiple of the block length"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace lclm
+
+namespace lclm {
+namespace {
+
+// Two positions over a vocabulary of 3, every figure from its definition.
+TEST(LogitError, FiguresFollowTheirDefinitions) {
+  const std::vector<float> ref = {1.0f, 0.0f, -1.0f, 0.5f, 0.5f, 0.0f};
+  const std::vector<float> got = {1.0f, 0.5f, -1.0f, 0.5f, 0.25f, 0.0f};
+  const std::vector<std::int32_t> next = {1, 0};
+  LogitError e;
+  e.add(ref.data(), got.data(), 2, 3, next.data());
+  EXPECT_EQ(e.positions(), 2u);
+  EXPECT_NEAR(e.relative_rms(), std::sqrt((0.25 + 0.0625) / (1 + 1 + 0.25 + 0.25)), 1e-12);
+  EXPECT_DOUBLE_EQ(e.max_abs(), 0.5);
+  EXPECT_DOUBLE_EQ(e.top1_agreement(), 1.0);  // argmax 0 and 0 (ties go to the first)
+  const auto probs = [](std::vector<double> x) {
+    double z = 0;
+    for (double v : x) z += std::exp(v);
+    for (double& v : x) v = std::exp(v) / z;
+    return x;
+  };
+  const auto p0 = probs({1, 0, -1}), q0 = probs({1, 0.5, -1});
+  const auto p1 = probs({0.5, 0.5, 0}), q1 = probs({0.5, 0.25, 0});
+  double kl = 0;
+  for (int i = 0; i < 3; ++i)
+    kl += p0[i] * std::log(p0[i] / q0[i]) + p1[i] * std::log(p1[i] / q1[i]);
+  EXPECT_NEAR(e.mean_kl(), kl / 2, 1e-12);
+  EXPECT_NEAR(e.perplexity_ref(), std::exp(-(std::log(p0[1]) + std::log(p1[0])) / 2), 1e-12);
+  EXPECT_NEAR(e.perplexity_got(), std::exp(-(std::log(q0[1]) + std::log(q1[0])) / 2), 1e-12);
+}
+
+}  // namespace
+}  // namespace lclm
