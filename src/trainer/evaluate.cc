@@ -25,7 +25,17 @@ struct Sample {
   std::string text;    // haystack or passage
   std::string answer;  // needle: the number; reconstruction: the passage
   std::string question;
+  std::string prefix;  // what a right answer starts with
 };
+
+// The first `n` space-separated words of text.
+std::string first_words(const std::string& text, std::size_t n) {
+  std::size_t at = 0;
+  for (std::size_t k = 0; k < n && at != std::string::npos; ++k) {
+    at = text.find(' ', at == 0 ? 0 : at + 1);
+  }
+  return at == std::string::npos ? text : text.substr(0, at);
+}
 
 constexpr const char* kUserTurn = "<|im_start|>user\n";
 
@@ -56,7 +66,9 @@ std::vector<Sample> needle_samples(const Corpus& corpus, const Tokenizer& tokeni
     std::string haystack = text_of_tokens(
         corpus, tokenizer, rng, tokens - std::min(tokens / 2, tokenizer.encode(needle).size() + 1));
     insert_at_sentence_end(rng, haystack, needle);
-    out.push_back({std::move(haystack), std::to_string(number), needle_question(key)});
+    const std::string sentence = needle_sentence(key, "");
+    out.push_back({std::move(haystack), std::to_string(number), needle_question(key),
+                   sentence.substr(0, sentence.size() - 1)});
   }
   return out;
 }
@@ -67,7 +79,7 @@ std::vector<Sample> passage_samples(const Corpus& corpus, const Tokenizer& token
   for (std::size_t i = 0; i < n; ++i) {
     std::mt19937_64 rng(mix64(seed ^ (tokens * 0xD6E8FEB86659FD93ull) ^ (i + 1)));
     std::string passage = text_of_tokens(corpus, tokenizer, rng, tokens);
-    out.push_back({passage, passage, ""});
+    out.push_back({passage, passage, "", first_words(passage, 8)});
   }
   return out;
 }
@@ -141,6 +153,7 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
         const Answer a = answer(*models[r], prompt, max_tokens);
         const bool right = needle ? a.text.find(s.answer) != std::string::npos : a.text == s.answer;
         cell.correct += right ? 1 : 0;
+        cell.prefix_correct += a.text.rfind(s.prefix, 0) == 0 ? 1 : 0;
         cell.mean_prompt_positions += static_cast<double>(a.prompt_positions);
         cell.mean_ttft_ms += a.ttft_ms;
       }
@@ -184,7 +197,7 @@ std::string recall_markdown(const std::vector<RecallResult>& results) {
     out << "\n"
         << (std::string(task) == "needle" ? "Needle retrieval accuracy"
                                           : "Reconstruction exact match")
-        << " (correct / samples; mean TTFT)\n\n| tokens |";
+        << " (correct / samples, answers with the right prefix; mean TTFT)\n\n| tokens |";
     for (std::int64_t r : ratios) {
       if (r > 0) {
         out << " " << r << "x |";
@@ -201,8 +214,9 @@ std::string recall_markdown(const std::vector<RecallResult>& results) {
         for (const RecallResult& r : results) {
           if (r.task != task || r.tokens != len || r.ratio != ratio) continue;
           char cell[96];
-          std::snprintf(cell, sizeof cell, " %.0f%% (%zu/%zu; %.0f ms) |", 100.0 * r.accuracy(),
-                        r.correct, r.samples, r.mean_ttft_ms);
+          std::snprintf(cell, sizeof cell, " %.0f%% (%zu/%zu, prefix %zu; %.0f ms) |",
+                        100.0 * r.accuracy(), r.correct, r.samples, r.prefix_correct,
+                        r.mean_ttft_ms);
           out << cell;
         }
       }
@@ -220,6 +234,7 @@ std::string recall_json(const std::vector<RecallResult>& results) {
                  {"tokens", r.tokens},
                  {"samples", r.samples},
                  {"correct", r.correct},
+                 {"prefix_correct", r.prefix_correct},
                  {"accuracy", r.accuracy()},
                  {"mean_prompt_positions", r.mean_prompt_positions},
                  {"mean_ttft_ms", r.mean_ttft_ms}});

@@ -32,6 +32,10 @@ struct RecallResult {
   std::size_t samples = 0;
   std::size_t correct = 0;  // needle: the number appears in the answer;
                             // reconstruction: the answer is the passage exactly
+  // needle: answers that begin "The special magic number for KEY is" with the
+  // asked KEY (the format and the key copied, whatever the number);
+  // reconstruction: answers whose first 8 words are the passage's.
+  std::size_t prefix_correct = 0;
   double mean_prompt_positions = 0;
   double mean_ttft_ms = 0;  // compression included
   double accuracy() const { return samples ? static_cast<double>(correct) / samples : 0.0; }

@@ -1,4 +1,4 @@
-// `lclm agent` on the shipped model (label e2e): skipped until models/lclm-small is committed.
+// `lclm agent` on the shipped model models/lclm-small (label e2e).
 #include <filesystem>
 
 #include "agent/agent_cli_check.h"
@@ -8,7 +8,6 @@ namespace {
 
 TEST(AgentCli, RunsOnTheShippedModel) {
   const auto ckpt = std::filesystem::path(LCLM_SOURCE_DIR) / "models" / "lclm-small";
-  if (!std::filesystem::exists(ckpt)) GTEST_SKIP() << ckpt << " is not there yet";
   testing::run_and_check(ckpt.string(), 5);
 }
 
