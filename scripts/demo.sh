@@ -64,8 +64,9 @@ rows = [
 print(f"{'':30} {'compressed':>12} {'uncompressed':>13}")
 for name, a, b, fmt in rows:
     print(f"{name:30} {fmt.format(a):>12} {fmt.format(b):>13}")
+speed = u["ttft_ms"] / c["ttft_ms"]
 print(f"\n{c['compressed_tokens']:,} document tokens became {c['latents']:,} latents "
       f"({c['compressed_tokens'] / max(c['latents'], 1):.1f}x); "
-      f"time to first token {u['ttft_ms'] / c['ttft_ms']:.1f}x faster, "
+      f"time to first token {speed:.1f}x {'faster' if speed >= 1 else 'slower'}, "
       f"KV cache {u['kv_cache_bytes'] / c['kv_cache_bytes']:.1f}x smaller.")
 PY

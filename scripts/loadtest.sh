@@ -4,24 +4,17 @@
 # (build/bin/lclm-loadtest), prints requests/s and p50/p99 latency, and stops
 # the server.
 #   scripts/loadtest.sh [MODEL] [REQUESTS] [CONCURRENCY] [MAX_TOKENS]
-# MODEL defaults to models/lclm-small when present, else models/demo-lclm
-# (written by lclm-make-model, as scripts/demo.sh does).
+# MODEL defaults to the shipped model, models/lclm-small.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-model=${1:-}
-if [[ -z "$model" ]]; then
-  model=models/lclm-small
-  [[ -f "$model/model_config.json" ]] || model=models/demo-lclm
-fi
+model=${1:-models/lclm-small}
 requests=${2:-32}
 concurrency=${3:-8}
 max_tokens=${4:-16}
-if [[ "$model" == models/demo-lclm && ! -f "$model/model_config.json" ]]; then
-  build/bin/lclm-make-model -o "$model" --lclm --tokenizer-dir third_party/qwen3-tokenizer \
-    --seed 42 --ratio 8 --decoder-layers 8 --decoder-hidden 512
-fi
+[[ -f "$model/config.json" || -f "$model/model_config.json" ]] ||
+  { echo "loadtest.sh: no model at $model" >&2; exit 2; }
 
 log=$(mktemp)
 build/bin/lclm serve -m "$model" --host 127.0.0.1 --port 0 --max-queue "$concurrency" 2> "$log" &
