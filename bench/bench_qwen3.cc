@@ -125,8 +125,7 @@ GenerationStats run_generation(const Generator& generator, const std::vector<std
   options.n_predict = gen_tokens;
   // Greedy and no stop ids: decode always runs exactly n_predict tokens.
   options.sampling.temperature = 0.0f;
-  const GenerationStats stats =
-      generator.generate(prompt, options, [](std::int32_t) { return true; });
+  const GenerationStats stats = generator.generate(prompt, options);
   if (stats.generated_tokens != static_cast<std::size_t>(gen_tokens)) {
     throw Error("generation stopped after " + std::to_string(stats.generated_tokens) + " of " +
                 std::to_string(gen_tokens) + " tokens (" +

@@ -157,8 +157,7 @@ ModelReply LclmAgentModel::reply(const std::string& prompt) {
   const PreparedPrompt p = model_.prepare(prompt);
   r.prompt = p.stats;
   r.generation = Generator(model_.decoder())
-                     .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, options_,
-                                               [](std::int32_t) { return true; });
+                     .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, options_);
   r.text = model_.decoder_tokenizer().decode(r.generation.tokens);
   return r;
 }

@@ -87,8 +87,7 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
   }
   const double prepare_seconds = seconds_since(t0);
   const GenerationStats stats = Generator(decoder).generate_from_embeddings(
-      prompt.embeddings.data(), prompt.ids.size(), prompt.ids, options,
-      [](std::int32_t) { return true; });
+      prompt.embeddings.data(), prompt.ids.size(), prompt.ids, options);
   rec.peak_rss_bytes = peak_resident_bytes();
   rec.peak_extra_bytes =
       peak_reset && rec.peak_rss_bytes > rss_at_start ? rec.peak_rss_bytes - rss_at_start : 0;

@@ -126,7 +126,7 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
     }
     stats.tokens.push_back(id);
     history.push_back(id);
-    if (!on_token(id)) {
+    if (on_token && !on_token(id)) {
       stats.stop = StopReason::Callback;
       break;
     }

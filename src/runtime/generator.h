@@ -46,7 +46,8 @@ struct GenerationStats {
   }
 };
 
-// Receives each generated token; return false to stop.
+// Receives each generated token; return false to stop. An empty callback
+// lets generation run to a stop token or n_predict.
 using TokenCallback = std::function<bool(std::int32_t id)>;
 
 class Generator {
@@ -63,9 +64,10 @@ class Generator {
   GenerationStats generate_from_embeddings(const float* inputs, std::size_t n,
                                            std::span<const std::int32_t> prompt_ids,
                                            const GenerationOptions& options,
-                                           const TokenCallback& on_token) const;
+                                           const TokenCallback& on_token = {}) const;
   GenerationStats generate(std::span<const std::int32_t> prompt_ids,
-                           const GenerationOptions& options, const TokenCallback& on_token) const;
+                           const GenerationOptions& options,
+                           const TokenCallback& on_token = {}) const;
 
  private:
   const Qwen3Model& model_;

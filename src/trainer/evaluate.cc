@@ -113,8 +113,7 @@ Answer answer(LclmModel& model, const std::string& prompt, int max_tokens) {
   options.stop_ids = Generator::default_stop_ids(model.decoder(), model.decoder_tokenizer());
   const GenerationStats stats =
       Generator(model.decoder())
-          .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, options,
-                                    [](std::int32_t) { return true; });
+          .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, options);
   Answer a;
   a.text = model.decoder_tokenizer().decode(stats.tokens);
   a.prompt_positions = p.ids.size();
@@ -134,10 +133,16 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
   // One engine per ratio; ratio 0 reads plain text, so any one serves it.
   std::map<std::int64_t, std::unique_ptr<LclmModel>> models;
   for (std::int64_t r : options.ratios) {
+    if (r < 0) throw Error("ratio " + std::to_string(r) + ": give 0 (uncompressed) or more");
+    if (r == 0 || models.count(r)) continue;
     LclmOptions o;
-    if (r > 0) o.compression_ratio = r;
+    o.compression_ratio = r;
     models[r] = LclmModel::load(options.checkpoint, o);
   }
+  if (models.empty()) models[0] = LclmModel::load(options.checkpoint);
+  const auto engine = [&](std::int64_t r) -> LclmModel& {
+    return r > 0 ? *models.at(r) : *models.begin()->second;
+  };
   const Tokenizer& tokenizer = models.begin()->second->encoder_tokenizer();
 
   std::vector<RecallResult> results;
@@ -150,7 +155,7 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
         const std::string prompt =
             needle ? needle_prompt(s, r > 0) : reconstruction_prompt(s, r > 0);
         const int max_tokens = needle ? 32 : static_cast<int>(tokens) + 16;
-        const Answer a = answer(*models[r], prompt, max_tokens);
+        const Answer a = answer(engine(r), prompt, max_tokens);
         const bool right = needle ? a.text.find(s.answer) != std::string::npos : a.text == s.answer;
         cell.correct += right ? 1 : 0;
         cell.prefix_correct += a.text.rfind(s.prefix, 0) == 0 ? 1 : 0;

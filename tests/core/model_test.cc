@@ -188,6 +188,10 @@ TEST(Generator, StopsOnStopTokenCallbackAndContextLimit) {
   options.sampling.temperature = 0.0f;
   const auto always = [](std::int32_t) { return true; };
   const auto first = Generator(m).generate(prompt, options, always).tokens.at(0);
+  // No callback: the same run, to n_predict.
+  EXPECT_EQ(Generator(m).generate(prompt, options).tokens.size(), 4u);
+  EXPECT_EQ(Generator(m).generate(prompt, options).tokens,
+            Generator(m).generate(prompt, options, always).tokens);
 
   options.stop_ids = {first};
   const auto stopped = Generator(m).generate(prompt, options, always);

@@ -369,7 +369,7 @@ TEST_F(KVPolicyModel, FullBudgetReproducesTheFullCacheExactly) {
   const auto tokens = [&](KVPolicyKind kind) {
     options.kv_policy.kind = kind;
     options.kv_policy.ratio = 1;
-    return Generator(*model_).generate(ids, options, [](std::int32_t) { return true; }).tokens;
+    return Generator(*model_).generate(ids, options).tokens;
   };
   const auto reference = tokens(KVPolicyKind::Full);
   for (KVPolicyKind kind : {KVPolicyKind::SnapKV, KVPolicyKind::PyramidKV}) {

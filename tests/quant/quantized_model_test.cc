@@ -58,7 +58,7 @@ std::vector<std::int32_t> greedy(const Qwen3Model& m, int n) {
   GenerationOptions options;
   options.n_predict = n;
   options.sampling.temperature = 0.0f;
-  return Generator(m).generate(kPrompt, options, [](std::int32_t) { return true; }).tokens;
+  return Generator(m).generate(kPrompt, options).tokens;
 }
 
 // On the tiny model: q8_0 logits stay within 3% (relative RMS) of the bf16

@@ -82,8 +82,7 @@ class ServerTest : public ::testing::Test {
     g.stop_ids =
         Generator::default_stop_ids(reference_->decoder(), reference_->decoder_tokenizer());
     const auto s = Generator(reference_->decoder())
-                       .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, g,
-                                                 [](std::int32_t) { return true; });
+                       .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, g);
     return reference_->decoder_tokenizer().decode(s.tokens);
   }
 
