@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   int threads = 2;
   std::vector<std::int64_t> ratios;
   std::string export_dir, save_dtype = "f32", mix;
-  std::vector<double> fill;
+  std::vector<double> fill, copy_fill;
   auto* init_opt = app.add_option("--init", init, "Checkpoint to start from (published layout)");
   auto* random_opt = app.add_flag("--init-random", init_random,
                                   "Start from a random LCLM (--vocab, --encoder-*, --decoder-* "
@@ -69,6 +69,15 @@ int main(int argc, char** argv) {
                  "LO,HI: share of the sequence a retrieval haystack fills (default 0.25,0.85)")
       ->delimiter(',')
       ->expected(2);
+  app.add_option("--copy-fill", copy_fill,
+                 "LO,HI: share of the sequence, in tokens, a reconstruction passage fills "
+                 "(default 0.2,0.6)")
+      ->delimiter(',')
+      ->expected(2);
+  app.add_option("--scramble", opts.scramble,
+                 "P: probability that a reconstruction passage's words are shuffled (trains "
+                 "copying that cannot lean on language-model guesses)")
+      ->capture_default_str();
   app.add_option("-t,--threads", threads, "Threads for libtorch")->capture_default_str();
   app.add_option("--text", corpus, "Training text files or directories")
       ->default_str("/usr/share/common-licenses");
@@ -112,6 +121,10 @@ int main(int argc, char** argv) {
     if (!fill.empty()) {
       opts.haystack_fill_lo = fill[0];
       opts.haystack_fill_hi = fill[1];
+    }
+    if (!copy_fill.empty()) {
+      opts.copy_fill_lo = copy_fill[0];
+      opts.copy_fill_hi = copy_fill[1];
     }
     opts.log = &std::cerr;
     if (!corpus.empty()) opts.corpus.assign(corpus.begin(), corpus.end());

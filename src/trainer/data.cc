@@ -42,6 +42,18 @@ std::string collapse_whitespace(const std::string& text) {
 std::size_t below(std::mt19937_64& rng, std::size_t n) {
   return n == 0 ? 0 : rng() % n;
 }
+// The words of text (split at spaces) in a random order (Fisher-Yates with
+// `below`, so the order is the same on every platform).
+std::string shuffle_words(std::mt19937_64& rng, const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(std::move(w));
+  for (std::size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[below(rng, i)]);
+  std::string out;
+  for (const std::string& w : words) out.append(out.empty() ? "" : " ").append(w);
+  return out;
+}
+
 double unit(std::mt19937_64& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
@@ -208,13 +220,30 @@ DataGenerator::DataGenerator(Corpus corpus, std::uint64_t seed, std::size_t seq_
   }
 }
 
-void DataGenerator::set_haystack_fill(double lo, double hi) {
+namespace {
+void check_fill(const char* flag, double lo, double hi) {
   if (!(lo > 0 && lo <= hi && hi <= 1)) {
-    throw Error("--haystack-fill: need 0 < LO <= HI <= 1, not " + std::to_string(lo) + "," +
+    throw Error(std::string(flag) + ": need 0 < LO <= HI <= 1, not " + std::to_string(lo) + "," +
                 std::to_string(hi));
   }
+}
+}  // namespace
+
+void DataGenerator::set_haystack_fill(double lo, double hi) {
+  check_fill("--haystack-fill", lo, hi);
   fill_lo_ = lo;
   fill_hi_ = hi;
+}
+
+void DataGenerator::set_copy_fill(double lo, double hi) {
+  check_fill("--copy-fill", lo, hi);
+  copy_lo_ = lo;
+  copy_hi_ = hi;
+}
+
+void DataGenerator::set_scramble(double p) {
+  if (!(p >= 0 && p <= 1)) throw Error("--scramble: need 0 <= P <= 1, not " + std::to_string(p));
+  scramble_ = p;
 }
 
 std::int64_t DataGenerator::example_ratio(std::uint64_t index) const {
@@ -249,10 +278,11 @@ std::vector<TextPiece> DataGenerator::continual(std::mt19937_64& rng) const {
 
 std::vector<TextPiece> DataGenerator::reconstruction(std::mt19937_64& rng, std::string* passage,
                                                      bool compressed) const {
-  // The region (T / r) and the copy (T) fit about 0.8 of the sequence.
-  const auto chars =
-      static_cast<std::size_t>(static_cast<double>(seq_len_) * (0.8 + 1.6 * unit(rng)));
+  // By default the region (T / r) and the copy (T) fit about 0.8 of the sequence.
+  const auto chars = static_cast<std::size_t>(static_cast<double>(seq_len_) * kCharsPerToken *
+                                              (copy_lo_ + (copy_hi_ - copy_lo_) * unit(rng)));
   std::string text = corpus_.passage(rng, chars);
+  if (scramble_ > 0 && unit(rng) < scramble_) text = shuffle_words(rng, text);
   if (passage) *passage = text;
   return {{TextPiece::Kind::Context, "<|im_start|>user\n"},
           {compressed ? TextPiece::Kind::Memory : TextPiece::Kind::Context, text},

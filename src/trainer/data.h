@@ -106,6 +106,14 @@ class DataGenerator {
   // The share of the sequence a retrieval haystack fills, drawn in [lo, hi)
   // (default 0.25-0.85). Shorter haystacks put more questions in a sequence.
   void set_haystack_fill(double lo, double hi);
+  // The share of the sequence, in tokens, a reconstruction passage fills,
+  // drawn in [lo, hi) (default 0.2-0.6). Short passages put more copies in a
+  // sequence.
+  void set_copy_fill(double lo, double hi);
+  // The probability that a reconstruction passage's words are shuffled
+  // (default 0). Copying shuffled words cannot lean on language-model
+  // guesses, so it trains the lookup that copying and retrieval need.
+  void set_scramble(double p);
 
   // Continual text: a passage cut into spans, some compressed; loss on the
   // plain spans; ends with <|endoftext|>.
@@ -136,6 +144,8 @@ class DataGenerator {
   std::int64_t checkpoint_ratio_;
   std::vector<std::int64_t> ratios_;
   double fill_lo_ = 0.25, fill_hi_ = 0.85;
+  double copy_lo_ = 0.2, copy_hi_ = 0.6;
+  double scramble_ = 0.0;
 };
 
 // Inserts `sentence` into text at a random sentence end (or either end).

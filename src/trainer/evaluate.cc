@@ -1,5 +1,6 @@
 #include "trainer/evaluate.h"
 
+#include <cctype>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -123,7 +124,36 @@ Answer answer(LclmModel& model, const std::string& prompt, int max_tokens) {
   return a;
 }
 
+std::vector<std::string> words_of(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(std::move(w));
+  return words;
+}
+
 }  // namespace
+
+double digit_agreement(const std::string& answer, const std::string& number,
+                       const std::string& after) {
+  if (number.empty()) return 0.0;
+  std::size_t at = after.empty() ? 0 : answer.find(after);
+  at = at == std::string::npos ? 0 : at + after.size();
+  at = answer.find_first_of("0123456789", at);
+  std::size_t same = 0;
+  for (std::size_t i = 0; at != std::string::npos && i < number.size(); ++i, ++at) {
+    if (at >= answer.size() || !std::isdigit(static_cast<unsigned char>(answer[at]))) break;
+    same += answer[at] == number[i] ? 1 : 0;
+  }
+  return static_cast<double>(same) / static_cast<double>(number.size());
+}
+
+double word_agreement(const std::string& answer, const std::string& reference) {
+  const std::vector<std::string> want = words_of(reference), got = words_of(answer);
+  if (want.empty()) return 0.0;
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < want.size() && i < got.size(); ++i) same += want[i] == got[i] ? 1 : 0;
+  return static_cast<double>(same) / static_cast<double>(want.size());
+}
 
 std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
   if (!LclmModel::is_checkpoint(options.checkpoint)) {
@@ -159,17 +189,21 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
         const bool right = needle ? a.text.find(s.answer) != std::string::npos : a.text == s.answer;
         cell.correct += right ? 1 : 0;
         cell.prefix_correct += a.text.rfind(s.prefix, 0) == 0 ? 1 : 0;
+        cell.mean_agreement +=
+            needle ? digit_agreement(a.text, s.answer, s.prefix) : word_agreement(a.text, s.answer);
         cell.mean_prompt_positions += static_cast<double>(a.prompt_positions);
         cell.mean_ttft_ms += a.ttft_ms;
       }
       if (!samples.empty()) {
+        cell.mean_agreement /= static_cast<double>(samples.size());
         cell.mean_prompt_positions /= static_cast<double>(samples.size());
         cell.mean_ttft_ms /= static_cast<double>(samples.size());
       }
       if (options.progress) {
         *options.progress << task << " " << tokens << " tokens, "
                           << (r > 0 ? std::to_string(r) + "x" : std::string("uncompressed")) << ": "
-                          << cell.correct << "/" << cell.samples << std::endl;
+                          << cell.correct << "/" << cell.samples << ", agreement "
+                          << cell.mean_agreement << std::endl;
       }
       results.push_back(cell);
     }
@@ -202,7 +236,9 @@ std::string recall_markdown(const std::vector<RecallResult>& results) {
     out << "\n"
         << (std::string(task) == "needle" ? "Needle retrieval accuracy"
                                           : "Reconstruction exact match")
-        << " (correct / samples, answers with the right prefix; mean TTFT)\n\n| tokens |";
+        << " (correct / samples, answers with the right prefix, "
+        << (std::string(task) == "needle" ? "digits" : "words")
+        << " in place; mean TTFT)\n\n| tokens |";
     for (std::int64_t r : ratios) {
       if (r > 0) {
         out << " " << r << "x |";
@@ -218,10 +254,11 @@ std::string recall_markdown(const std::vector<RecallResult>& results) {
       for (std::int64_t ratio : ratios) {
         for (const RecallResult& r : results) {
           if (r.task != task || r.tokens != len || r.ratio != ratio) continue;
-          char cell[96];
-          std::snprintf(cell, sizeof cell, " %.0f%% (%zu/%zu, prefix %zu; %.0f ms) |",
+          char cell[128];
+          std::snprintf(cell, sizeof cell,
+                        " %.0f%% (%zu/%zu, prefix %zu, %.0f%% in place; %.0f ms) |",
                         100.0 * r.accuracy(), r.correct, r.samples, r.prefix_correct,
-                        r.mean_ttft_ms);
+                        100.0 * r.mean_agreement, r.mean_ttft_ms);
           out << cell;
         }
       }
@@ -240,6 +277,7 @@ std::string recall_json(const std::vector<RecallResult>& results) {
                  {"samples", r.samples},
                  {"correct", r.correct},
                  {"prefix_correct", r.prefix_correct},
+                 {"mean_agreement", r.mean_agreement},
                  {"accuracy", r.accuracy()},
                  {"mean_prompt_positions", r.mean_prompt_positions},
                  {"mean_ttft_ms", r.mean_ttft_ms}});

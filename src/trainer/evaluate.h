@@ -36,10 +36,23 @@ struct RecallResult {
   // asked KEY (the format and the key copied, whatever the number);
   // reconstruction: answers whose first 8 words are the passage's.
   std::size_t prefix_correct = 0;
+  // Graded, in [0, 1] (mean over samples): needle: digit_agreement of the
+  // answer with the number (chance is 0.1); reconstruction: word_agreement
+  // of the answer with the passage.
+  double mean_agreement = 0;
   double mean_prompt_positions = 0;
   double mean_ttft_ms = 0;  // compression included
   double accuracy() const { return samples ? static_cast<double>(correct) / samples : 0.0; }
 };
+
+// The share of the number's digits that the first run of digits in `answer`
+// after `after` (the needle prefix; the whole answer when absent) has at the
+// same place: 1 for the right number, about 0.1 for a guess.
+double digit_agreement(const std::string& answer, const std::string& number,
+                       const std::string& after = "");
+// The share of `reference`'s space-separated words that `answer` has at the
+// same word index.
+double word_agreement(const std::string& answer, const std::string& reference);
 
 // Throws lclm::Error for a missing checkpoint or text.
 std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options);

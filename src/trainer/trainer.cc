@@ -135,6 +135,8 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
                                           static_cast<std::size_t>(opts_.seq_len),
                                           tokens_->checkpoint_ratio(), opts_.ratios);
   data_->set_haystack_fill(opts_.haystack_fill_lo, opts_.haystack_fill_hi);
+  data_->set_copy_fill(opts_.copy_fill_lo, opts_.copy_fill_hi);
+  data_->set_scramble(opts_.scramble);
   if (opts_.resume && step_in_stage_ > 0) {
     begin_stage();
     torch::load(*optim_->adamw, (opts_.out / kStateDir / "optimizer.pt").string());
@@ -289,6 +291,8 @@ void Trainer::save() {
         {"warmup", opts_.warmup},
         {"ratios", opts_.ratios},
         {"haystack_fill", {opts_.haystack_fill_lo, opts_.haystack_fill_hi}},
+        {"copy_fill", {opts_.copy_fill_lo, opts_.copy_fill_hi}},
+        {"scramble", opts_.scramble},
         {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
                                                    opts_.mix->retrieval, opts_.mix->plain_retrieval,
                                                    opts_.mix->plain_reconstruction})
@@ -325,6 +329,11 @@ void Trainer::load_state(const fs::path& dir) {
       opts_.haystack_fill_lo = state["haystack_fill"].at(0).get<double>();
       opts_.haystack_fill_hi = state["haystack_fill"].at(1).get<double>();
     }
+    if (state.contains("copy_fill")) {
+      opts_.copy_fill_lo = state["copy_fill"].at(0).get<double>();
+      opts_.copy_fill_hi = state["copy_fill"].at(1).get<double>();
+    }
+    opts_.scramble = state.value("scramble", 0.0);
     if (state.contains("mix") && state["mix"].is_array()) {
       const auto& m = state["mix"];
       opts_.mix = TaskMix{m.at(0).get<double>(), m.at(1).get<double>(), m.at(2).get<double>(),

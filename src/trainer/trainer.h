@@ -51,6 +51,8 @@ struct TrainOptions {
   std::vector<std::int64_t> ratios;  // each example compressed at one; empty: the checkpoint's
   std::optional<TaskMix> mix;        // every stage's task mix; none: stage_task_mix
   double haystack_fill_lo = 0.25, haystack_fill_hi = 0.85;  // DataGenerator::set_haystack_fill
+  double copy_fill_lo = 0.2, copy_fill_hi = 0.6;            // DataGenerator::set_copy_fill
+  double scramble = 0.0;                                    // DataGenerator::set_scramble
   std::int64_t save_every = 0;                              // steps; 0: only at the end
   std::int64_t log_every = 10;
   bool resume = false;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -104,6 +105,43 @@ TEST_F(TrainerData, ReconstructionTargetIsThePassage) {
     ASSERT_EQ(ex.regions.size(), 1u);
     EXPECT_EQ(ex.regions[0], tokens_->encoder().encode(passage));
   }
+}
+
+// Sorted words of a text, to compare a shuffle with its source.
+std::vector<std::string> sorted_words(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(w);
+  std::sort(words.begin(), words.end());
+  return words;
+}
+
+TEST_F(TrainerData, CopyFillSizesPassagesAndScrambleShufflesTheirWords) {
+  DataGenerator plain = generator(3), scrambled = generator(3);
+  plain.set_copy_fill(0.5, 0.5);
+  scrambled.set_copy_fill(0.5, 0.5);
+  scrambled.set_scramble(1.0);
+  std::size_t reordered = 0;
+  for (std::uint64_t i = 0; i < 6; ++i) {
+    std::mt19937_64 a = plain.example_rng(i), b = scrambled.example_rng(i);
+    std::string original, shuffled;
+    plain.reconstruction(a, &original);
+    const std::vector<TextPiece> pieces = scrambled.reconstruction(b, &shuffled);
+    // 0.5 x 128 tokens at 4 characters a token, cut at word ends.
+    EXPECT_NEAR(static_cast<double>(original.size()), 256.0, 64.0);
+    EXPECT_EQ(sorted_words(shuffled), sorted_words(original));
+    reordered += shuffled != original ? 1 : 0;
+    EXPECT_EQ(pieces[1].text, shuffled);
+    EXPECT_EQ(pieces[3].text, shuffled);
+    std::mt19937_64 again = scrambled.example_rng(i);
+    std::string same;
+    scrambled.reconstruction(again, &same);
+    EXPECT_EQ(same, shuffled);
+  }
+  EXPECT_GE(reordered, 5u);
+  DataGenerator bad = generator(3);
+  EXPECT_NE(error_of([&] { bad.set_scramble(1.5); }).find("--scramble"), std::string::npos);
+  EXPECT_NE(error_of([&] { bad.set_copy_fill(0.6, 0.2); }).find("--copy-fill"), std::string::npos);
 }
 
 TEST_F(TrainerData, RetrievalAnswerIsANeedleInTheHaystack) {

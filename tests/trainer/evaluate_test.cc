@@ -1,0 +1,38 @@
+// The graded scores of lclm-evaluate on known answers.
+#include "trainer/evaluate.h"
+
+#include <gtest/gtest.h>
+
+namespace lclm::train {
+namespace {
+
+const char* kPrefix = "The special magic number for misty-harbor is";
+
+TEST(DigitAgreement, CountsDigitsInPlaceAfterThePrefix) {
+  EXPECT_DOUBLE_EQ(
+      digit_agreement("The special magic number for misty-harbor is 4821937.", "4821937", kPrefix),
+      1.0);
+  // Three of seven in place; the key's digits before the prefix end are ignored.
+  EXPECT_DOUBLE_EQ(
+      digit_agreement("The special magic number for misty-harbor is 4820000.", "4821937", kPrefix),
+      3.0 / 7.0);
+  // A shorter number counts only the digits given; a missing one scores 0.
+  EXPECT_DOUBLE_EQ(digit_agreement("... is 48.", "4821937", "is"), 2.0 / 7.0);
+  EXPECT_DOUBLE_EQ(digit_agreement("no number here", "4821937", kPrefix), 0.0);
+  // Without the prefix the first digits of the answer count.
+  EXPECT_DOUBLE_EQ(digit_agreement("4821930 and 4821937", "4821937"), 6.0 / 7.0);
+  EXPECT_DOUBLE_EQ(digit_agreement("4821937", ""), 0.0);
+}
+
+TEST(WordAgreement, CountsWordsAtTheSameIndex) {
+  EXPECT_DOUBLE_EQ(word_agreement("the quick brown fox", "the quick brown fox"), 1.0);
+  EXPECT_DOUBLE_EQ(word_agreement("the slow brown fox", "the quick brown fox"), 0.75);
+  // A dropped word shifts the rest out of place.
+  EXPECT_DOUBLE_EQ(word_agreement("the brown fox", "the quick brown fox"), 0.25);
+  EXPECT_DOUBLE_EQ(word_agreement("the quick brown fox jumps", "the quick"), 1.0);
+  EXPECT_DOUBLE_EQ(word_agreement("", "the quick"), 0.0);
+  EXPECT_DOUBLE_EQ(word_agreement("anything", ""), 0.0);
+}
+
+}  // namespace
+}  // namespace lclm::train
