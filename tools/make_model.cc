@@ -30,8 +30,10 @@ int main(int argc, char** argv) {
   int shards = 1, layers = 0;
   bool untied = false, bare = false, lclm_checkpoint = false;
   app.add_option("-o,--output", out_dir, "Output directory")->required();
-  app.add_option("--preset", preset, "Qwen3 shape: tiny | qwen3-0.6b")
-      ->check(CLI::IsMember({"tiny", "qwen3-0.6b"}))
+  app.add_option("--preset", preset,
+                 "Qwen3 shape: tiny | qwen3-0.6b; with --lclm: tiny | published (a Qwen3-0.6B "
+                 "encoder and a Qwen3-4B decoder, depth set by --encoder-layers/--decoder-layers)")
+      ->check(CLI::IsMember({"tiny", "qwen3-0.6b", "published"}))
       ->capture_default_str();
   app.add_option("--dtype", dtype_name, "bf16 | f16 | f32")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}))
@@ -47,7 +49,7 @@ int main(int argc, char** argv) {
   lclm::LclmConfig lc;
   std::string pooling = "mean", mask = "causal", adapter = "mlp";
   app.add_flag("--lclm", lclm_checkpoint,
-               "Write a tiny LCLM checkpoint (model_config.json, "
+               "Write an LCLM checkpoint (model_config.json, "
                "decoder/, encoder/, adapter/)");
   app.add_option("--ratio", lc.compression_ratio, "LCLM compression_ratio")->capture_default_str();
   app.add_option("--window", lc.encoder_window_size, "LCLM encoder_window_size")
@@ -64,8 +66,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--adapter-layers", lc.num_adapter_layers, "Attention layers of the adapter")
       ->capture_default_str();
-  int decoder_layers = 0, decoder_hidden = 0;
-  app.add_option("--decoder-layers", decoder_layers, "LCLM decoder layers (default: tiny)");
+  int decoder_layers = 0, decoder_hidden = 0, encoder_layers = 0;
+  app.add_option("--decoder-layers", decoder_layers, "LCLM decoder layers (default: the preset's)");
+  app.add_option("--encoder-layers", encoder_layers, "LCLM encoder layers (default: the preset's)");
   app.add_option("--decoder-hidden", decoder_hidden,
                  "LCLM decoder hidden size, a multiple of 256 (heads of 128 as in Qwen3, "
                  "intermediate 3x)");
@@ -75,7 +78,12 @@ int main(int argc, char** argv) {
     const lclm::DType dtype = lclm::parse_dtype(dtype_name, "--dtype");
     if (lclm_checkpoint) {
       if (tokenizer_dir.empty()) throw lclm::Error("--lclm needs --tokenizer-dir");
-      lclm::RandomLclmSpec spec = lclm::tiny_lclm_spec(tokenizer_dir);
+      if (preset != "tiny" && preset != "published") {
+        throw lclm::Error("--lclm takes --preset tiny or published, not " + preset);
+      }
+      const bool published = preset == "published";
+      lclm::RandomLclmSpec spec = published ? lclm::published_lclm_spec(tokenizer_dir)
+                                            : lclm::tiny_lclm_spec(tokenizer_dir);
       lc.pooling = pooling == "mean"  ? lclm::Pooling::Mean
                    : pooling == "eos" ? lclm::Pooling::Eos
                                       : lclm::Pooling::Concat;
@@ -86,6 +94,7 @@ int main(int argc, char** argv) {
                                                 : lclm::AdapterType::AttnMlp;
       spec.config = lc;
       if (decoder_layers > 0) spec.decoder.num_hidden_layers = decoder_layers;
+      if (encoder_layers > 0) spec.encoder.num_hidden_layers = encoder_layers;
       if (decoder_hidden > 0) {
         if (decoder_hidden % 256 != 0) {
           throw lclm::Error("--decoder-hidden must be a multiple of 256");

@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", opts.seed, "Data seed")->capture_default_str();
   app.add_option("--save-every", opts.save_every, "Save every N steps (0: at the end only)")
       ->capture_default_str();
+  app.add_option("--until", opts.until,
+                 "Stop and save once the run reaches this global step (continue later with "
+                 "--resume); 0 runs the whole plan")
+      ->capture_default_str();
   app.add_option("--log-every", opts.log_every, "Progress line every N steps")
       ->capture_default_str();
   app.add_flag("--resume", opts.resume, "Continue the run in -o exactly where it was saved");

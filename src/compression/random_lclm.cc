@@ -51,6 +51,20 @@ std::int64_t write_tokenizer_with_added_tokens(const fs::path& in, const fs::pat
   return next;
 }
 
+RandomLclmSpec published_lclm_spec(const fs::path& tokenizer_dir, std::int64_t encoder_layers,
+                                   std::int64_t decoder_layers) {
+  RandomLclmSpec s;
+  s.tokenizer_dir = tokenizer_dir;
+  s.config.compression_ratio = 4;
+  s.config.encoder_window_size = 1024;
+  s.encoder = qwen3_0_6b_config();
+  s.decoder = qwen3_4b_config();
+  if (encoder_layers > 0) s.encoder.num_hidden_layers = encoder_layers;
+  if (decoder_layers > 0) s.decoder.num_hidden_layers = decoder_layers;
+  s.weight_std = 0.02f;
+  return s;
+}
+
 RandomLclmSpec tiny_lclm_spec(const fs::path& tokenizer_dir) {
   RandomLclmSpec s;
   s.tokenizer_dir = tokenizer_dir;

@@ -26,6 +26,14 @@ struct RandomLclmSpec {
 // A small encoder/decoder pair for tests: hidden sizes 64 and 96, two layers each.
 RandomLclmSpec tiny_lclm_spec(const std::filesystem::path& tokenizer_dir);
 
+// The published LCLM's shape (spec: a Qwen3-0.6B encoder, a Qwen3-4B decoder,
+// window 1024, mean pooling, causal mask, mlp adapter), with `encoder_layers`
+// and `decoder_layers` layers (0 keeps the full 28 and 36): scaled down in
+// depth only, every matrix keeps its published size.
+RandomLclmSpec published_lclm_spec(const std::filesystem::path& tokenizer_dir,
+                                   std::int64_t encoder_layers = 0,
+                                   std::int64_t decoder_layers = 0);
+
 // The shape of a small trainable LCLM: Qwen3 blocks with head_dim 64,
 // hidden / 64 query heads, half as many KV heads and an MLP 3x as wide.
 struct LclmShape {

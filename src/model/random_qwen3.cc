@@ -95,6 +95,18 @@ Qwen3Config qwen3_0_6b_config() {
   return c;
 }
 
+Qwen3Config qwen3_4b_config() {
+  Qwen3Config c = qwen3_0_6b_config();
+  c.hidden_size = 2560;
+  c.intermediate_size = 9728;
+  c.num_hidden_layers = 36;
+  c.num_attention_heads = 32;
+  c.num_key_value_heads = 8;
+  c.max_position_embeddings = 262144;
+  c.rope_theta = 5e6;
+  return c;
+}
+
 Qwen3Config tiny_qwen3_config() {
   Qwen3Config c;
   c.vocab_size = 151936;

@@ -25,6 +25,9 @@ struct RandomQwen3Spec {
 
 // The shape of Qwen3-0.6B (28 layers, hidden 1024, 16/8 heads of 128, tied).
 Qwen3Config qwen3_0_6b_config();
+// Qwen3-4B's shape (the published LCLM decoder): 36 layers, hidden 2560,
+// 32 query / 8 KV heads of 128, intermediate 9728, tied embeddings.
+Qwen3Config qwen3_4b_config();
 // A tiny Qwen3 for tests and demos: 2 layers, hidden 64, 4/2 heads of 32
 // (so heads x head_dim differs from hidden, as in the real models), the Qwen3
 // vocabulary size, tied embeddings.

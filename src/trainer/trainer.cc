@@ -360,11 +360,12 @@ void Trainer::run() {
   const std::int64_t first_step = global_step_;
   double loss_sum = 0;
   std::int64_t loss_count = 0, tokens = 0;
-  while (!done()) {
+  const auto stopped = [&] { return done() || (opts_.until > 0 && global_step_ >= opts_.until); };
+  while (!stopped()) {
     loss_sum += step();
     ++loss_count;
     tokens += last_tokens_;
-    const bool last = done();
+    const bool last = stopped();
     if (opts_.log && (global_step_ % opts_.log_every == 0 || last)) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
       const auto done_here = static_cast<double>(global_step_ - first_step);

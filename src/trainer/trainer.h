@@ -55,6 +55,9 @@ struct TrainOptions {
   double scramble = 0.0;                                    // DataGenerator::set_scramble
   std::int64_t save_every = 0;                              // steps; 0: only at the end
   std::int64_t log_every = 10;
+  // Stop (and save) once the plan's global step reaches this, as an
+  // interruption would; a later --resume goes on. 0: run the whole plan.
+  std::int64_t until = 0;
   bool resume = false;
   std::vector<std::filesystem::path> corpus = default_corpus_paths();
   DType dtype = DType::F32;     // of saved weights; F32 keeps resume exact

@@ -270,6 +270,33 @@ TEST(LclmConfigFile, ReadsTheReleasedConfiguration) {
   EXPECT_EQ(d.boundary_overlap, 8);
 }
 
+// The benchmark's scaled-down published LCLM keeps every matrix of the
+// published pair (spec: Qwen3-0.6B encoder, Qwen3-4B decoder) and only cuts
+// the depth.
+TEST(PublishedLclmSpec, HasThePublishedShapesAndTakesLayerCounts) {
+  const RandomLclmSpec full = published_lclm_spec("tok");
+  EXPECT_EQ(full.config.encoder_window_size, 1024);
+  EXPECT_EQ(full.config.pooling, Pooling::Mean);
+  EXPECT_EQ(full.config.encoder_mask, AttentionMask::Causal);
+  EXPECT_EQ(full.config.adapter_type, AdapterType::Mlp);
+  EXPECT_EQ(full.encoder.hidden_size, 1024);
+  EXPECT_EQ(full.encoder.intermediate_size, 3072);
+  EXPECT_EQ(full.encoder.num_hidden_layers, 28);
+  EXPECT_EQ(full.encoder.num_attention_heads, 16);
+  EXPECT_EQ(full.encoder.num_key_value_heads, 8);
+  EXPECT_EQ(full.decoder.hidden_size, 2560);
+  EXPECT_EQ(full.decoder.intermediate_size, 9728);
+  EXPECT_EQ(full.decoder.num_hidden_layers, 36);
+  EXPECT_EQ(full.decoder.num_attention_heads, 32);
+  EXPECT_EQ(full.decoder.num_key_value_heads, 8);
+  EXPECT_EQ(full.decoder.head_dim, 128);
+  EXPECT_TRUE(full.decoder.tie_word_embeddings);
+  const RandomLclmSpec cut = published_lclm_spec("tok", 2, 3);
+  EXPECT_EQ(cut.encoder.num_hidden_layers, 2);
+  EXPECT_EQ(cut.decoder.num_hidden_layers, 3);
+  EXPECT_EQ(cut.decoder.hidden_size, 2560);
+}
+
 TEST(LclmConfigFile, WindowMustBeAMultipleOfTheRatio) {
   auto j = released_config_json();
   j["encoder_window_size"] = 1022;
