@@ -42,12 +42,16 @@ std::string collapse_whitespace(const std::string& text) {
 std::size_t below(std::mt19937_64& rng, std::size_t n) {
   return n == 0 ? 0 : rng() % n;
 }
-// The words of text (split at spaces) in a random order (Fisher-Yates with
-// `below`, so the order is the same on every platform).
+// The distinct words of text (split at spaces) in a random order
+// (Fisher-Yates with `below`, so the order is the same on every platform).
+// Each word once: after any word of the copy exactly one word follows in
+// the source, so copying never has to guess.
 std::string shuffle_words(std::mt19937_64& rng, const std::string& text) {
   std::vector<std::string> words;
   std::istringstream in(text);
-  for (std::string w; in >> w;) words.push_back(std::move(w));
+  for (std::string w; in >> w;) {
+    if (std::find(words.begin(), words.end(), w) == words.end()) words.push_back(std::move(w));
+  }
   for (std::size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[below(rng, i)]);
   std::string out;
   for (const std::string& w : words) out.append(out.empty() ? "" : " ").append(w);

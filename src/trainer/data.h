@@ -110,9 +110,10 @@ class DataGenerator {
   // drawn in [lo, hi) (default 0.2-0.6). Short passages put more copies in a
   // sequence.
   void set_copy_fill(double lo, double hi);
-  // The probability that a reconstruction passage's words are shuffled
-  // (default 0). Copying shuffled words cannot lean on language-model
-  // guesses, so it trains the lookup that copying and retrieval need.
+  // The probability that a reconstruction passage becomes its distinct
+  // words shuffled (default 0). Copying shuffled words cannot lean on
+  // language-model guesses, so it trains the lookup that copying and
+  // retrieval need.
   void set_scramble(double p);
 
   // Continual text: a passage cut into spans, some compressed; loss on the
