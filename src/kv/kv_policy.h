@@ -66,6 +66,9 @@ class KVPolicy {
   virtual void end_prompt(KVCache& cache);
   // After each decoded token's forward pass.
   virtual void after_token(KVCache& cache);
+  // Bytes the policy holds beside the cache's entries (IndexMem: its latent
+  // memory), counted with them in the KV bytes a run reports.
+  virtual std::size_t state_bytes() const { return 0; }
   // Entries each layer keeps after the prompt (per kv head); set by begin_prompt.
   const std::vector<std::size_t>& budgets() const { return budgets_; }
 

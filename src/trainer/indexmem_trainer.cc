@@ -42,7 +42,7 @@ void initialize(TorchIndexMem& model, std::uint64_t seed) {
 }
 
 struct Losses {
-  double indexer = 0, answer = 0;
+  double indexer = 0, answer = 0, kept_mass = 0, streaming_kept_mass = 0;
 };
 
 Losses held_out_losses(TorchQwen3& decoder, const TorchIndexMem& model, const DataGenerator& data,
@@ -53,7 +53,10 @@ Losses held_out_losses(TorchQwen3& decoder, const TorchIndexMem& model, const Da
   for (std::size_t i = 0; i < o.held_out; ++i) {
     const IndexMemExample ex = indexmem_example(data, tokenizer, o, kHeldOutBase + i);
     const IndexMemForward f = indexmem_forward(decoder, model, ex, budget_for(o, ex.prompt_len));
-    sum.indexer += f.indexer_loss.item<double>() / static_cast<double>(o.held_out);
+    const auto n = static_cast<double>(o.held_out);
+    sum.indexer += f.indexer_loss.item<double>() / n;
+    sum.kept_mass += f.kept_mass / n;
+    sum.streaming_kept_mass += f.streaming_kept_mass / n;
     sum.answer += f.answer_loss.item<double>() * static_cast<double>(f.answer_targets);
     targets += f.answer_targets;
   }
@@ -143,12 +146,16 @@ IndexMemReport train_indexmem(const IndexMemTrainOptions& o) {
   without.load(gateless);
   report.answer_loss = with_memory.answer;
   report.indexer_loss = with_memory.indexer;
+  report.kept_mass = with_memory.kept_mass;
+  report.streaming_kept_mass = with_memory.streaming_kept_mass;
   report.answer_loss_without_memory = held_out_losses(*decoder, without, data, tokenizer, o).answer;
   if (o.log) {
-    *o.log << std::fixed << std::setprecision(4) << "held out (" << o.held_out << " examples, x"
-           << o.ratio << "): answer loss " << report.answer_loss << " with the memory, "
+    *o.log << "held out (" << o.held_out << " examples, ratio " << o.ratio << "):" << std::fixed
+           << std::setprecision(4) << " answer loss " << report.answer_loss << " with the memory, "
            << report.answer_loss_without_memory << " with eviction alone; indexer loss "
-           << report.indexer_loss << "\nwrote " << o.out.string() << std::endl;
+           << report.indexer_loss << "; answer attention mass kept " << report.kept_mass
+           << " (StreamingLLM " << report.streaming_kept_mass << ")\nwrote " << o.out.string()
+           << std::endl;
   }
   return report;
 }

@@ -46,10 +46,13 @@ std::filesystem::path decoder_dir_of(const std::filesystem::path& model);
 IndexMemExample indexmem_example(const DataGenerator& data, const Tokenizer& tokenizer,
                                  const IndexMemTrainOptions& options, std::uint64_t index);
 
-// Held-out losses after training: the answer with the trained memory, the
-// answer with the gates at zero (eviction alone), and the indexer's.
+// Held-out measures after training: the answer loss with the trained memory
+// and with the gates at zero (eviction alone), the indexer's loss, and the
+// share of the answer's attention mass the kept entries hold: the indexer's
+// choice against StreamingLLM's at the same budget.
 struct IndexMemReport {
   double answer_loss = 0, answer_loss_without_memory = 0, indexer_loss = 0;
+  double kept_mass = 0, streaming_kept_mass = 0;
 };
 
 // Trains from options.init, writes options.out and returns the held-out report.

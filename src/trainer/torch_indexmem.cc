@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "kv/kv_selection.h"
 #include "util/error.h"
 
 namespace lclm::train {
@@ -184,6 +185,7 @@ IndexMemForward indexmem_forward(TorchQwen3& decoder, const TorchIndexMem& index
       ranking_losses.empty() ? torch::zeros({}) : torch::stack(ranking_losses).mean();
 
   // Pass 2: the answer positions against the kept entries and the memory.
+  double kept_mass = 0, streaming_kept_mass = 0;
   const RopeTables answer_rope{rope.cos.narrow(0, P, A), rope.sin.narrow(0, P, A)};
   torch::Tensor x = decoder.embed(ids.narrow(0, P, A)).unsqueeze(0);  // [1, A, hidden]
   for (std::size_t l = 0; l < n_layers; ++l) {
@@ -208,6 +210,14 @@ IndexMemForward indexmem_forward(TorchQwen3& decoder, const TorchIndexMem& index
         }
       }
       const torch::Tensor kept_rows = index_tensor(kept), evicted_rows = index_tensor(evicted);
+      const torch::Tensor mass = prompt[l].mass / prompt[l].mass.sum(1, true).clamp_min(1e-12);
+      const std::vector<std::size_t> streaming =
+          streaming_keep(static_cast<std::size_t>(P), static_cast<std::size_t>(ic.sinks), budget);
+      const torch::Tensor streaming_rows = index_tensor(
+          std::vector<std::vector<std::size_t>>(static_cast<std::size_t>(G), streaming));
+      kept_mass += mass.gather(1, kept_rows).sum(1).mean().item<double>() / double(n_layers);
+      streaming_kept_mass +=
+          mass.gather(1, streaming_rows).sum(1).mean().item<double>() / double(n_layers);
       kept_k = gather_rows(prompt[l].keys, kept_rows);
       kept_v = gather_rows(prompt[l].values, kept_rows);
       memory = fold_into_memory(im, gather_rows(prompt[l].keys, evicted_rows),
@@ -228,6 +238,10 @@ IndexMemForward indexmem_forward(TorchQwen3& decoder, const TorchIndexMem& index
     x = x +
         layer->self_attn->o_proj->forward(attended.transpose(1, 2).reshape({1, A, n_heads * D}));
     x = x + layer->mlp->forward(layer->post_attention_layernorm->forward(x));
+  }
+  if (static_cast<std::int64_t>(budget) < P) {
+    out.kept_mass = kept_mass;
+    out.streaming_kept_mass = streaming_kept_mass;
   }
   out.answer_logits = decoder.logits(decoder.norm->forward(x))[0];  // [A, vocab]
   out.answer_targets = A - 1;

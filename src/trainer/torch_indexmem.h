@@ -71,6 +71,10 @@ struct IndexMemForward {
   torch::Tensor answer_loss;    // next-token loss on answer tokens 2.. under eviction + memory
   torch::Tensor answer_logits;  // [A, vocab] at the answer positions
   std::int64_t answer_targets = 0;
+  // The share of the answer queries' attention mass on the prompt that the
+  // kept entries hold (mean over layers and kv heads; 1 without eviction),
+  // for the indexer's choice and for StreamingLLM's at the same budget.
+  double kept_mass = 1.0, streaming_kept_mass = 1.0;
 };
 
 // The decoder on `example` as the engine runs it with the IndexMem policy at

@@ -155,8 +155,9 @@ TEST(Evaluator, RunsEveryMethodAndReportsTheCacheEachKeeps) {
   config.methods = {"full", "latent", "streaming", "h2o", "snapkv", "pyramidkv", "indexmem"};
   config.ratios = {4, 16};
   config.lengths = {300};
-  random_indexmem(Qwen3Config::from_dir(config.checkpoint / "decoder"), 3, 0.5f)
-      .save(config.checkpoint / "indexmem");
+  const IndexMemWeights indexmem =
+      random_indexmem(Qwen3Config::from_dir(config.checkpoint / "decoder"), 3, 0.5f);
+  indexmem.save(config.checkpoint / "indexmem");
   Evaluator evaluator(config);
   const std::vector<EvalRecord> records = evaluator.run();
   ASSERT_EQ(records.size(), 1u + 6 * 2);
@@ -178,7 +179,13 @@ TEST(Evaluator, RunsEveryMethodAndReportsTheCacheEachKeeps) {
       EXPECT_EQ(r.kv_bytes, layers * r.positions * per_entry);
     } else if (r.method != "full") {
       const auto budget = std::size_t(std::ceil(double(L) / double(r.ratio)));
-      EXPECT_EQ(r.kv_bytes, layers * budget * per_entry) << r.method << " x" << r.ratio;
+      // IndexMem also holds its memory: M [F, D] and z [F] per layer and kv head.
+      const std::size_t memory = r.method == "indexmem"
+                                     ? layers * std::size_t(spec.decoder.num_key_value_heads) *
+                                           std::size_t(indexmem.config.memory_features) *
+                                           (std::size_t(spec.decoder.head_dim) + 1) * sizeof(float)
+                                     : 0;
+      EXPECT_EQ(r.kv_bytes, layers * budget * per_entry + memory) << r.method << " x" << r.ratio;
     }
   }
 }
