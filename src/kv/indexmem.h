@@ -43,7 +43,7 @@ struct IndexMemConfig {
   std::int64_t indexer_hidden = 64;   // H
   std::int64_t memory_features = 64;  // F
   std::int64_t sinks = 4;             // first entries always kept
-  std::int64_t recent = 16;           // last entries always kept
+  std::int64_t recent = 32;           // last entries always kept
   double eps = 1e-6;                  // the readout's denominator floor
 };
 

@@ -28,7 +28,7 @@ struct IndexMemTrainOptions {
   std::size_t max_answer = 48;  // answer tokens trained on per example
   double lr = 3e-3;
   std::uint64_t seed = 0;
-  std::int64_t indexer_hidden = 64, memory_features = 64, sinks = 4, recent = 16;
+  std::int64_t indexer_hidden = 64, memory_features = 64, sinks = 4, recent = 32;
   double retrieval_share = 0.7;  // the rest: copying a plain passage
   std::size_t held_out = 8;      // examples measured at the end, with and without the memory
   std::int64_t log_every = 10;
