@@ -73,12 +73,13 @@ class IndexMemPolicy : public KVPolicy {
     }
   }
   void end_prompt(KVCache& cache) override { evict_into_memory(cache); }
+  void after_token(KVCache& cache) override { evict_into_memory(cache); }
+  // M and z of every layer whose memory holds anything.
   std::size_t state_bytes() const override {
     std::size_t floats = 0;
     for (const LayerMemory& m : memory_) floats += m.empty ? 0 : m.M.size() + m.z.size();
     return floats * sizeof(float);
   }
-  void after_token(KVCache& cache) override { evict_into_memory(cache); }
 
  protected:
   std::vector<std::size_t> keep(const KVCache& cache, std::size_t layer, std::size_t head,
