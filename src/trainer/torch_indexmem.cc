@@ -50,6 +50,14 @@ struct PromptLayer {
   torch::Tensor mass;          // [G, P]: attention the answer queries give each prompt key
 };
 
+// One layer's cache in the trainer's decode: the held entries, their
+// indexer scores (detached: selection is discrete) and the memory.
+struct LayerCache {
+  torch::Tensor keys, values;              // [G, n, D]
+  std::vector<std::vector<float>> scores;  // [G][n]
+  std::optional<TorchMemoryState> memory;  // none until something is evicted
+};
+
 }  // namespace
 
 TorchIndexMemLayer::TorchIndexMemLayer(const IndexMemConfig& c) {
@@ -110,6 +118,42 @@ TorchMemoryState fold_into_memory(const TorchIndexMemLayer& layer, const torch::
   const torch::Tensor phi = layer.features(keys);  // [G, E, F]
   return {torch::matmul(phi.transpose(1, 2), values), phi.sum(1)};
 }
+
+namespace {
+
+// The engine's eviction (kv/indexmem.cc) when the cache holds more than
+// `budget`: per kv head, indexmem_keep on the scores; the other entries are
+// folded into the memory. Returns the kept rows.
+std::vector<std::vector<std::size_t>> evict(LayerCache& cache, const TorchIndexMemLayer& layer,
+                                            const IndexMemConfig& c, std::size_t budget) {
+  std::vector<std::vector<std::size_t>> kept, evicted;
+  if (cache.scores.front().size() <= budget) return kept;
+  for (std::vector<float>& s : cache.scores) {
+    kept.push_back(indexmem_keep(s, static_cast<std::size_t>(c.sinks),
+                                 static_cast<std::size_t>(c.recent), budget));
+    evicted.emplace_back();
+    std::size_t next = 0;
+    for (std::size_t j = 0; j < s.size(); ++j) {
+      if (next < kept.back().size() && kept.back()[next] == j) {
+        s[next++] = s[j];
+      } else {
+        evicted.back().push_back(j);
+      }
+    }
+    s.resize(kept.back().size());
+  }
+  const torch::Tensor kept_rows = index_tensor(kept), evicted_rows = index_tensor(evicted);
+  const TorchMemoryState folded = fold_into_memory(layer, gather_rows(cache.keys, evicted_rows),
+                                                   gather_rows(cache.values, evicted_rows));
+  cache.memory = cache.memory
+                     ? TorchMemoryState{cache.memory->M + folded.M, cache.memory->z + folded.z}
+                     : folded;
+  cache.keys = gather_rows(cache.keys, kept_rows);
+  cache.values = gather_rows(cache.values, kept_rows);
+  return kept;
+}
+
+}  // namespace
 
 torch::Tensor memory_readout(const TorchIndexMemLayer& layer, const TorchMemoryState& memory,
                              const torch::Tensor& q, double eps) {
@@ -184,66 +228,56 @@ IndexMemForward indexmem_forward(TorchQwen3& decoder, const TorchIndexMem& index
   out.indexer_loss =
       ranking_losses.empty() ? torch::zeros({}) : torch::stack(ranking_losses).mean();
 
-  // Pass 2: the answer positions against the kept entries and the memory.
-  double kept_mass = 0, streaming_kept_mass = 0;
-  const RopeTables answer_rope{rope.cos.narrow(0, P, A), rope.sin.narrow(0, P, A)};
-  torch::Tensor x = decoder.embed(ids.narrow(0, P, A)).unsqueeze(0);  // [1, A, hidden]
+  // Pass 2: the engine's decode. The prompt's entries are evicted to the
+  // budget; then each answer token, layer by layer, attends to the held
+  // entries and itself plus the memory's readout, and the layer evicts (and
+  // folds) back down to the budget, as after_token does.
+  std::vector<LayerCache> caches(n_layers);
   for (std::size_t l = 0; l < n_layers; ++l) {
-    const auto& layer = decoder.layers->ptr<TorchQwen3Layer>(l);
-    const TorchIndexMemLayer& im = indexmem.layer(l);
-    torch::Tensor kept_k = prompt[l].keys, kept_v = prompt[l].values;
-    std::optional<TorchMemoryState> memory;
-    if (static_cast<std::int64_t>(budget) < P) {
-      std::vector<std::vector<std::size_t>> kept(static_cast<std::size_t>(G)), evicted(kept);
-      for (std::int64_t g = 0; g < G; ++g) {
-        const std::vector<float> s = to_vector(scores[l][g]);
-        auto& k = kept[static_cast<std::size_t>(g)];
-        k = indexmem_keep(s, static_cast<std::size_t>(ic.sinks),
-                          static_cast<std::size_t>(ic.recent), budget);
-        std::size_t next = 0;
-        for (std::size_t j = 0; j < s.size(); ++j) {
-          if (next < k.size() && k[next] == j) {
-            ++next;
-          } else {
-            evicted[static_cast<std::size_t>(g)].push_back(j);
-          }
-        }
-      }
-      const torch::Tensor kept_rows = index_tensor(kept), evicted_rows = index_tensor(evicted);
-      const torch::Tensor mass = prompt[l].mass / prompt[l].mass.sum(1, true).clamp_min(1e-12);
-      const std::vector<std::size_t> streaming =
-          streaming_keep(static_cast<std::size_t>(P), static_cast<std::size_t>(ic.sinks), budget);
-      const torch::Tensor streaming_rows = index_tensor(
-          std::vector<std::vector<std::size_t>>(static_cast<std::size_t>(G), streaming));
-      kept_mass += mass.gather(1, kept_rows).sum(1).mean().item<double>() / double(n_layers);
-      streaming_kept_mass +=
-          mass.gather(1, streaming_rows).sum(1).mean().item<double>() / double(n_layers);
-      kept_k = gather_rows(prompt[l].keys, kept_rows);
-      kept_v = gather_rows(prompt[l].values, kept_rows);
-      memory = fold_into_memory(im, gather_rows(prompt[l].keys, evicted_rows),
-                                gather_rows(prompt[l].values, evicted_rows));
+    LayerCache& cache = caches[l];
+    cache.keys = prompt[l].keys;
+    cache.values = prompt[l].values;
+    for (std::int64_t g = 0; g < G; ++g) cache.scores.push_back(to_vector(scores[l][g]));
+    if (static_cast<std::int64_t>(budget) >= P) continue;
+    const torch::Tensor kept_rows = index_tensor(evict(cache, indexmem.layer(l), ic, budget));
+    const torch::Tensor mass = prompt[l].mass / prompt[l].mass.sum(1, true).clamp_min(1e-12);
+    const std::vector<std::size_t> streaming =
+        streaming_keep(static_cast<std::size_t>(P), static_cast<std::size_t>(ic.sinks), budget);
+    const torch::Tensor streaming_rows =
+        index_tensor(std::vector<std::vector<std::size_t>>(static_cast<std::size_t>(G), streaming));
+    out.kept_mass -= (1.0 - mass.gather(1, kept_rows).sum(1).mean().item<double>()) /
+                     static_cast<double>(n_layers);
+    out.streaming_kept_mass -= (1.0 - mass.gather(1, streaming_rows).sum(1).mean().item<double>()) /
+                               static_cast<double>(n_layers);
+  }
+  const torch::Tensor embeds = decoder.embed(ids.narrow(0, P, A));  // [A, hidden]
+  std::vector<torch::Tensor> hidden;
+  for (std::int64_t t = 0; t < A; ++t) {
+    const RopeTables position{rope.cos.narrow(0, P + t, 1), rope.sin.narrow(0, P + t, 1)};
+    torch::Tensor x = embeds[t].view({1, 1, -1});
+    for (std::size_t l = 0; l < n_layers; ++l) {
+      const auto& layer = decoder.layers->ptr<TorchQwen3Layer>(l);
+      const TorchIndexMemLayer& im = indexmem.layer(l);
+      LayerCache& cache = caches[l];
+      auto [q, k, v] = layer->self_attn->project(layer->input_layernorm->forward(x), position);
+      cache.keys = torch::cat({cache.keys, k[0]}, 1);  // [G, n + 1, D]
+      cache.values = torch::cat({cache.values, v[0]}, 1);
+      const std::vector<float> new_scores = to_vector(im.score(k[0].squeeze(1)));
+      for (std::int64_t g = 0; g < G; ++g)
+        cache.scores[static_cast<std::size_t>(g)].push_back(
+            new_scores[static_cast<std::size_t>(g)]);
+      const torch::Tensor probs =
+          (torch::matmul(q[0], cache.keys.repeat_interleave(group, 0).transpose(-2, -1)) * scale)
+              .softmax(-1);  // [n_heads, 1, n + 1]
+      torch::Tensor attended = torch::matmul(probs, cache.values.repeat_interleave(group, 0));
+      if (cache.memory) attended = attended + memory_readout(im, *cache.memory, q[0], ic.eps);
+      x = x + layer->self_attn->o_proj->forward(attended.transpose(0, 1).reshape({1, 1, -1}));
+      x = x + layer->mlp->forward(layer->post_attention_layernorm->forward(x));
+      evict(cache, im, ic, budget);
     }
-    const std::int64_t B = kept_k.size(1);
-    auto [q, k, v] = layer->self_attn->project(layer->input_layernorm->forward(x), answer_rope);
-    const torch::Tensor keys = torch::cat({kept_k.unsqueeze(0), k}, 2).repeat_interleave(group, 1);
-    const torch::Tensor values =
-        torch::cat({kept_v.unsqueeze(0), v}, 2).repeat_interleave(group, 1);
-    // Answer i sees every kept entry and answers 0..i.
-    const torch::Tensor future = torch::cat(
-        {torch::zeros({A, B}, torch::kBool), torch::ones({A, A}, torch::kBool).triu(1)}, 1);
-    const torch::Tensor probs =
-        (torch::matmul(q, keys.transpose(-2, -1)) * scale).masked_fill(future, inf).softmax(-1);
-    torch::Tensor attended = torch::matmul(probs, values);  // [1, n_heads, A, D]
-    if (memory) attended = attended + memory_readout(im, *memory, q[0], ic.eps).unsqueeze(0);
-    x = x +
-        layer->self_attn->o_proj->forward(attended.transpose(1, 2).reshape({1, A, n_heads * D}));
-    x = x + layer->mlp->forward(layer->post_attention_layernorm->forward(x));
+    hidden.push_back(x.view({1, -1}));
   }
-  if (static_cast<std::int64_t>(budget) < P) {
-    out.kept_mass = kept_mass;
-    out.streaming_kept_mass = streaming_kept_mass;
-  }
-  out.answer_logits = decoder.logits(decoder.norm->forward(x))[0];  // [A, vocab]
+  out.answer_logits = decoder.logits(decoder.norm->forward(torch::cat(hidden, 0)));  // [A, vocab]
   out.answer_targets = A - 1;
   out.answer_loss = A > 1 ? torch::nn::functional::cross_entropy(
                                 out.answer_logits.narrow(0, 0, A - 1), ids.narrow(0, P + 1, A - 1))

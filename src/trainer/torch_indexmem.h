@@ -78,12 +78,12 @@ struct IndexMemForward {
 };
 
 // The decoder on `example` as the engine runs it with the IndexMem policy at
-// `budget` entries per (layer, kv head): the prompt with the full cache, the
-// indexer's choice kept (kv/indexmem.h: indexmem_keep), the rest folded into
-// the memory, then the answer tokens attending to the kept entries, to each
-// other and to the memory's readout. Eviction happens once, at the prompt's
-// end (the engine also evicts one entry per decoded token; an answer's first
-// position is exact). The decoder's parameters should not require grad.
+// `budget` entries per (layer, kv head): the prompt with the whole cache, the
+// indexer's choice kept (kv/indexmem.h: indexmem_keep) and the rest folded
+// into the memory; then each answer token attends to the held entries, itself
+// and the memory's readout, after which every layer evicts back to the budget
+// (folding too), as the engine's after_token does. The decoder's parameters
+// should not require grad.
 IndexMemForward indexmem_forward(TorchQwen3& decoder, const TorchIndexMem& indexmem,
                                  const IndexMemExample& example, std::size_t budget);
 

@@ -1,9 +1,9 @@
 // IndexMem in the trainer against the engine on the same weights: the
 // indexer's scores, the memory's fold and readout, and the decoder's logits
-// at the first answer position after the prompt was evicted (indexer choice,
-// memory, every later layer) within 1e-4; gradients reach only the IndexMem
-// parameters meant to learn from each loss; a short training run writes
-// weights the engine loads.
+// at every answer position of a run that evicted the prompt and then one entry
+// per token (indexer choice, memory, every later layer) within 1e-4; gradients reach only the
+// IndexMem parameters meant to learn from each loss; a short training run writes weights the engine
+// loads.
 #include "trainer/indexmem_trainer.h"
 
 #include <gtest/gtest.h>
@@ -97,10 +97,10 @@ class IndexMemDecoder : public ::testing::Test {
     return ex;
   }
 
-  // The engine's logits for answer[0] after the prompt went through the
-  // indexmem policy at `budget`.
-  static torch::Tensor engine_first_answer_logits(const IndexMemWeights& w,
-                                                  const IndexMemExample& ex, std::size_t budget) {
+  // The engine's logits at every answer position [A, vocab] with the
+  // indexmem policy at `budget`, the answer fed token by token.
+  static torch::Tensor engine_answer_logits(const IndexMemWeights& w, const IndexMemExample& ex,
+                                            std::size_t budget) {
     const Qwen3Model model = Qwen3Model::load(*dir_);
     const auto hidden = std::size_t(model.config().hidden_size);
     KVPolicyConfig config;
@@ -114,41 +114,47 @@ class IndexMemDecoder : public ::testing::Test {
     policy->begin_prompt(cache, ex.prompt_len);
     model.forward(x.data(), ex.prompt_len, cache, AttentionMask::Causal);
     policy->end_prompt(cache);
-    float* answer = x.data() + ex.prompt_len * hidden;
-    model.forward(answer, 1, cache, AttentionMask::Causal);
-    std::vector<float> logits(std::size_t(model.config().vocab_size));
-    model.logits(answer, 1, logits.data());
-    return tensor_of(logits, {model.config().vocab_size});
+    const auto V = std::size_t(model.config().vocab_size);
+    std::vector<float> logits((ex.ids.size() - ex.prompt_len) * V);
+    for (std::size_t t = ex.prompt_len; t < ex.ids.size(); ++t) {
+      float* answer = x.data() + t * hidden;
+      model.forward(answer, 1, cache, AttentionMask::Causal);
+      policy->after_token(cache);
+      model.logits(answer, 1, logits.data() + (t - ex.prompt_len) * V);
+    }
+    return tensor_of(logits, {std::int64_t(ex.ids.size() - ex.prompt_len), std::int64_t(V)});
   }
 
   inline static std::filesystem::path* dir_ = nullptr;
 };
 
-TEST_F(IndexMemDecoder, EvictedForwardMatchesTheEngineAtTheFirstAnswerPosition) {
+TEST_F(IndexMemDecoder, EvictedForwardMatchesTheEnginesPolicyAtEveryAnswerPosition) {
   const auto decoder = load_qwen3_decoder(*dir_);
   IndexMemWeights w = random_indexmem(decoder->config(), 43, 1.0f);
   w.config.recent = 5;
   TorchIndexMem model(w.config);
   model.load(w);
-  const IndexMemExample ex = example(60, 4);
+  const IndexMemExample ex = example(60, 8);
   const torch::NoGradGuard no_grad;
-  const torch::Tensor trainer = indexmem_forward(*decoder, model, ex, 14).answer_logits[0];
-  const torch::Tensor engine = engine_first_answer_logits(w, ex, 14);
+  const torch::Tensor trainer = indexmem_forward(*decoder, model, ex, 14).answer_logits;
+  const torch::Tensor engine = engine_answer_logits(w, ex, 14);
   EXPECT_LT(relative_error(trainer, engine), 1e-4);
 
   // The memory matters here: without the gates both sides move together.
   IndexMemWeights gateless = w;
   for (IndexMemLayer& layer : gateless.layers)
     std::fill(layer.gate.begin(), layer.gate.end(), 0.0f);
-  const torch::Tensor engine_gateless = engine_first_answer_logits(gateless, ex, 14);
+  const torch::Tensor engine_gateless = engine_answer_logits(gateless, ex, 14);
   EXPECT_GT(relative_error(engine_gateless, engine), 1e-3);
   model.load(gateless);
   EXPECT_LT(
-      relative_error(indexmem_forward(*decoder, model, ex, 14).answer_logits[0], engine_gateless),
+      relative_error(indexmem_forward(*decoder, model, ex, 14).answer_logits, engine_gateless),
       1e-4);
-  // A budget covering the prompt: the full cache, no memory.
-  EXPECT_LT(relative_error(indexmem_forward(*decoder, model, ex, 60).answer_logits[0],
-                           engine_first_answer_logits(w, ex, 60)),
+  // A budget covering the prompt and two answer tokens: nothing is evicted
+  // until the answer's third token, then one entry per token.
+  model.load(w);
+  EXPECT_LT(relative_error(indexmem_forward(*decoder, model, ex, 62).answer_logits,
+                           engine_answer_logits(w, ex, 62)),
             1e-4);
 }
 
