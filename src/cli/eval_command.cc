@@ -22,6 +22,7 @@ namespace {
 struct EvalArgs {
   std::string model, out;
   std::vector<std::string> methods, tasks, haystack;
+  std::string indexmem;
   std::vector<std::int64_t> ratios;
   std::vector<std::size_t> lengths;
   std::size_t samples = 1;
@@ -63,6 +64,7 @@ EvalConfig eval_config(const EvalArgs& a) {
   c.seed = a.seed;
   c.prefill_chunk = a.batch;
   if (!a.haystack.empty()) c.haystack.assign(a.haystack.begin(), a.haystack.end());
+  c.indexmem = a.indexmem;
   return c;
 }
 
@@ -102,6 +104,8 @@ void add_eval_options(CLI::App& cmd, EvalArgs& a) {
   cmd.add_option("-s,--seed", a.seed, "Seed of the generated samples")->capture_default_str();
   cmd.add_option("--haystack", a.haystack,
                  "Files or directories of haystack text (default: /usr/share/common-licenses)");
+  cmd.add_option("--indexmem", a.indexmem,
+                 "IndexMem weights directory for the indexmem method (default: MODEL/indexmem)");
   cmd.add_option("-b,--batch-size", a.batch, "Prompt tokens per prefill pass")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "compression/memory_regions.h"
+#include "kv/indexmem.h"
 #include "kv/kv_policy.h"
 #include "runtime/chat_template.h"
 #include "util/error.h"
@@ -27,6 +28,7 @@ struct GenerateArgs {
   std::string system;
   std::string stats_json;
   std::string kv_policy = "full";
+  std::string indexmem;
 };
 
 void add_kv_policy_options(CLI::App& app, GenerateArgs& a) {
@@ -39,6 +41,9 @@ void add_kv_policy_options(CLI::App& app, GenerateArgs& a) {
                  "The KV policy keeps ceil(prompt tokens / ratio) entries per layer and kv head")
       ->check(CLI::Range(1.0, 1e6))
       ->capture_default_str();
+  app.add_option("--indexmem", a.indexmem,
+                 "IndexMem weights for --kv-policy indexmem (default: the indexmem/ directory "
+                 "beside the decoder)");
 }
 
 // The prompt text: --compress-file becomes one memory region before the -p/-f text.
@@ -99,6 +104,12 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
 
   GenerationOptions options = a.options;
   options.kv_policy.kind = parse_kv_policy(a.kv_policy);
+  if (options.kv_policy.kind == KVPolicyKind::IndexMem) {
+    const std::filesystem::path dir =
+        a.indexmem.empty() ? default_indexmem_dir(a.model) : std::filesystem::path(a.indexmem);
+    options.kv_policy.indexmem =
+        std::make_shared<const IndexMemWeights>(IndexMemWeights::load(dir, model.config()));
+  }
   options.sampling.seed = resolve_seed(a.seed);
   options.stop_ids = Generator::default_stop_ids(model, tokenizer);
   Utf8Stream stream;

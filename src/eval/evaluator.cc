@@ -35,7 +35,15 @@ Evaluator::Evaluator(EvalConfig config)
       haystack_(Haystack::from_paths(config_.haystack)),
       tasks_(std::make_unique<RulerTaskGenerator>(haystack_, base_->decoder_tokenizer(),
                                                   config_.seed)) {
-  for (const std::string& m : config_.methods) check_eval_method(m);
+  for (const std::string& m : config_.methods) {
+    check_eval_method(m);
+    if (m == kv_policy_name(KVPolicyKind::IndexMem) && !indexmem_) {
+      const std::filesystem::path dir =
+          config_.indexmem.empty() ? default_indexmem_dir(config_.checkpoint) : config_.indexmem;
+      indexmem_ = std::make_shared<const IndexMemWeights>(
+          IndexMemWeights::load(dir, base_->decoder().config()));
+    }
+  }
   for (std::int64_t r : config_.ratios) {
     if (r < 1)
       throw Error("--ratios: every ratio must be a positive integer, not " + std::to_string(r));
@@ -68,6 +76,7 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
   if (!latent) {
     options.kv_policy.kind = parse_kv_policy(method);
     options.kv_policy.ratio = static_cast<double>(rec.ratio);
+    options.kv_policy.indexmem = indexmem_;
   }
 
   // Freed heap memory goes back to the system first, so that what this run

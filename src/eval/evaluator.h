@@ -2,7 +2,7 @@
 // samples with the whole text in its KV cache (full), with the text
 // compressed to latents by the LCLM encoder (latent, at ratio r), or with the
 // plain text and a KV-cache policy keeping 1/r of the entries (streaming, h2o,
-// snapkv, pyramidkv). Each run is scored against the sample's answers and
+// snapkv, pyramidkv, indexmem). Each run is scored against the sample's answers and
 // timed.
 #pragma once
 
@@ -18,6 +18,7 @@
 #include "compression/lclm_model.h"
 #include "eval/haystack.h"
 #include "eval/ruler_tasks.h"
+#include "kv/indexmem.h"
 
 namespace lclm {
 
@@ -31,6 +32,7 @@ struct EvalConfig {
   std::uint64_t seed = 0;
   std::size_t prefill_chunk = 512;
   std::vector<std::filesystem::path> haystack = default_haystack_paths();
+  std::filesystem::path indexmem;  // IndexMem weights; empty: CHECKPOINT/indexmem
 };
 
 // "latent" and the KV policy names; throws lclm::Error for anything else.
@@ -76,6 +78,7 @@ class Evaluator {
   std::map<std::int64_t, std::unique_ptr<LclmModel>> latent_models_;
   Haystack haystack_;
   std::unique_ptr<RulerTaskGenerator> tasks_;
+  std::shared_ptr<const IndexMemWeights> indexmem_;  // loaded when a method needs it
 };
 
 }  // namespace lclm

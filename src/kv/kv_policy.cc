@@ -4,6 +4,7 @@
 #include <cmath>
 #include <span>
 
+#include "kv/indexmem.h"
 #include "kv/kv_selection.h"
 #include "util/error.h"
 
@@ -95,14 +96,16 @@ std::string_view kv_policy_name(KVPolicyKind kind) {
       return "snapkv";
     case KVPolicyKind::PyramidKV:
       return "pyramidkv";
+    case KVPolicyKind::IndexMem:
+      return "indexmem";
   }
   return "?";
 }
 
 const std::vector<KVPolicyKind>& all_kv_policies() {
-  static const std::vector<KVPolicyKind> all = {KVPolicyKind::Full, KVPolicyKind::StreamingLLM,
-                                                KVPolicyKind::H2O, KVPolicyKind::SnapKV,
-                                                KVPolicyKind::PyramidKV};
+  static const std::vector<KVPolicyKind> all = {KVPolicyKind::Full,      KVPolicyKind::StreamingLLM,
+                                                KVPolicyKind::H2O,       KVPolicyKind::SnapKV,
+                                                KVPolicyKind::PyramidKV, KVPolicyKind::IndexMem};
   return all;
 }
 
@@ -155,6 +158,8 @@ std::unique_ptr<KVPolicy> make_kv_policy(const KVPolicyConfig& config) {
     case KVPolicyKind::SnapKV:
     case KVPolicyKind::PyramidKV:
       return std::make_unique<SnapKVPolicy>(config);
+    case KVPolicyKind::IndexMem:
+      return make_indexmem_policy(config);
   }
   throw Error("unknown KV-cache policy");
 }

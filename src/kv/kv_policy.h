@@ -10,6 +10,8 @@
 //   h2o        H2O: heavy hitters by accumulated attention + recent (prompt and decode)
 //   snapkv     SnapKV: observation-window attention, pooled, per-head top-k (prompt)
 //   pyramidkv  PyramidKV: SnapKV's selection with budgets falling over the layers (prompt)
+//   indexmem   IndexMem: a learned indexer ranks entries, evicted ones fold into a
+//              latent memory read out by attention (prompt and decode; kv/indexmem.h)
 //
 // The generator calls begin_prompt before the prefill, end_prompt after it,
 // and after_token after each decoded token's forward pass. A policy sees the
@@ -27,9 +29,11 @@
 
 namespace lclm {
 
-enum class KVPolicyKind { Full, StreamingLLM, H2O, SnapKV, PyramidKV };
+enum class KVPolicyKind { Full, StreamingLLM, H2O, SnapKV, PyramidKV, IndexMem };
 
-// "full", "streaming", "h2o", "snapkv", "pyramidkv".
+struct IndexMemWeights;
+
+// "full", "streaming", "h2o", "snapkv", "pyramidkv", "indexmem".
 std::string_view kv_policy_name(KVPolicyKind kind);
 // Throws lclm::Error naming the known policies.
 KVPolicyKind parse_kv_policy(std::string_view name);
@@ -43,6 +47,7 @@ struct KVPolicyConfig {
   std::size_t observation_window = 32;  // SnapKV/PyramidKV: last prompt queries that vote
   std::size_t pool_kernel = 5;          // SnapKV/PyramidKV: average-pooling width
   double pyramid_beta = 20.0;           // PyramidKV: first/last layer budget spread
+  std::shared_ptr<const IndexMemWeights> indexmem;  // IndexMem: its trained weights
 };
 
 // Entries per layer per kv head for a prompt of prompt_len tokens.
@@ -61,6 +66,9 @@ class KVPolicy {
   virtual void end_prompt(KVCache& cache);
   // After each decoded token's forward pass.
   virtual void after_token(KVCache& cache);
+  // Bytes the policy holds beside the cache's entries (IndexMem: its latent
+  // memory), counted with them in the KV bytes a run reports.
+  virtual std::size_t state_bytes() const { return 0; }
   // Entries each layer keeps after the prompt (per kv head); set by begin_prompt.
   const std::vector<std::size_t>& budgets() const { return budgets_; }
 

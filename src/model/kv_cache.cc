@@ -33,7 +33,8 @@ KVCache::KVCache(std::size_t n_layers, std::size_t n_kv_heads, std::size_t head_
       keys_(n_layers),
       values_(n_layers),
       positions_(n_layers),
-      scores_(n_layers) {
+      scores_(n_layers),
+      residuals_(n_layers, nullptr) {
   set_capacity(std::min(initial_capacity, max_positions));
 }
 
@@ -64,6 +65,7 @@ void KVCache::truncate(std::size_t n) {
 void KVCache::clear() {
   size_ = 0;
   std::fill(entries_.begin(), entries_.end(), 0);
+  std::fill(residuals_.begin(), residuals_.end(), nullptr);
 }
 
 std::size_t KVCache::bytes() const {

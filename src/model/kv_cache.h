@@ -14,6 +14,8 @@
 #include <span>
 #include <vector>
 
+#include "ops/attention.h"
+
 namespace lclm {
 
 class KVCache {
@@ -70,6 +72,14 @@ class KVCache {
   float* key_scores(std::size_t layer) { return scores_[layer].data(); }
   const float* key_scores(std::size_t layer) const { return scores_[layer].data(); }
 
+  // ---- a latent memory for policies (IndexMem, src/kv/indexmem.h) ----
+  // The policy owns the memory; while set, attention in `layer` adds its
+  // readout to the output. Null (the default, and after clear()): no memory.
+  void set_attention_residual(std::size_t layer, const AttentionResidual* residual) {
+    residuals_[layer] = residual;
+  }
+  const AttentionResidual* attention_residual(std::size_t layer) const { return residuals_[layer]; }
+
   // Keeps, for every kv head g of `layer`, only the entries keep[g] (indices
   // into the current entries, ascending, the same count for every head), in
   // that order; keys, values, positions and scores move together.
@@ -90,6 +100,7 @@ class KVCache {
   bool scoring_ = false;
   std::size_t score_from_ = 0;
   std::vector<std::vector<float>> scores_;
+  std::vector<const AttentionResidual*> residuals_;
 };
 
 }  // namespace lclm

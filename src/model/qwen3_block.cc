@@ -115,7 +115,7 @@ void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t la
   KeyScoreAccumulator accumulate{0, key_scores};
   if (key_scores) accumulate.first_query = std::max(cache.score_from_position(), pos0) - pos0;
   attention(q, n, e0, k_cache, v_cache, e0 + n, shape, mask, attn,
-            key_scores ? &accumulate : nullptr);
+            key_scores ? &accumulate : nullptr, cache.attention_residual(layer));
   matmul(attn, n, o_proj_, h);
   add_inplace(x, h, n * H);
 

@@ -14,6 +14,7 @@
 #include "hwy/contrib/math/math-inl.h"
 // clang-format on
 #include "hwy/aligned_allocator.h"
+#include "ops/simd.h"
 
 // Highway compiles this file once per SIMD target; the shared definitions
 // must appear once.
@@ -195,11 +196,49 @@ void accumulate_key_scores(const float* q, std::size_t n_q, std::size_t q_pos0, 
   }
 }
 
+// out += the residual's readout for every (query, head): one task per head.
+void add_attention_residual(const float* q, std::size_t n_q, const AttentionShape& shape,
+                            const AttentionResidual& r, float* out) {
+  const std::size_t hd = shape.head_dim, F = r.n_features;
+  const std::size_t group = shape.n_heads / shape.n_kv_heads;
+  const std::size_t q_width = shape.n_heads * hd;
+#pragma omp parallel
+  {
+    std::vector<float> phi(F), readout(hd);
+#pragma omp for schedule(static)
+    for (std::ptrdiff_t task = 0; task < static_cast<std::ptrdiff_t>(n_q * shape.n_heads); ++task) {
+      const std::size_t i = static_cast<std::size_t>(task) / shape.n_heads;
+      const std::size_t h = static_cast<std::size_t>(task) % shape.n_heads;
+      const std::size_t g = h / group;
+      memory_features(r, q + i * q_width + h * hd, hd, phi.data());
+      const float* M = r.memory + g * F * hd;
+      const float* z = r.normalizer + g * F;
+      float denominator = r.eps;
+      std::fill(readout.begin(), readout.end(), 0.0f);
+      for (std::size_t f = 0; f < F; ++f) {
+        denominator += phi[f] * z[f];
+        axpy_f32(phi[f], M + f * hd, readout.data(), hd);
+      }
+      const float scale = r.gate[h] / denominator;
+      float* oi = out + i * q_width + h * hd;
+      for (std::size_t d = 0; d < hd; ++d) oi[d] += scale * readout[d];
+    }
+  }
+}
+
 }  // namespace
+
+void memory_features(const AttentionResidual& r, const float* x, std::size_t head_dim,
+                     float* features) {
+  for (std::size_t f = 0; f < r.n_features; ++f) {
+    const float a = dot_f32(r.feature_w + f * head_dim, x, head_dim) + r.feature_b[f];
+    features[f] = a > 0.0f ? a + 1.0f : std::exp(a);  // elu(a) + 1
+  }
+}
 
 void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k, const float* v,
                std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out,
-               const KeyScoreAccumulator* scores) {
+               const KeyScoreAccumulator* scores, const AttentionResidual* residual) {
   using namespace attention_detail;
   const std::size_t hd = shape.head_dim;
   const std::size_t group = shape.n_heads / shape.n_kv_heads;
@@ -265,6 +304,7 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float*
     accumulate_key_scores(q, n_q, q_pos0, k, n_keys, shape, mask, *scores, row_max.data(),
                           row_sum.data());
   }
+  if (residual) add_attention_residual(q, n_q, shape, *residual, out);
 }
 
 }  // namespace lclm

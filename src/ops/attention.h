@@ -31,8 +31,32 @@ struct KeyScoreAccumulator {
   std::size_t first_query = 0;
   float* key_scores = nullptr;
 };
+
+// A latent memory of attention entries that are no longer in the cache
+// (IndexMem, src/kv/indexmem.h), one linear-attention state per kv head:
+//   phi(x) = elu(W x + b) + 1                    [F] features of a [D] vector
+//   M_g = sum phi(k_j) v_j^T  [F, D],  z_g = sum phi(k_j)  [F]   over the entries j folded in
+// Its readout is added to each query head's normalised attention output:
+//   out_h += gate[h] * (phi(q_h)^T M_g) / (phi(q_h)^T z_g + eps)   (g: h's kv head)
+struct AttentionResidual {
+  std::size_t n_features = 0;         // F
+  const float* feature_w = nullptr;   // W [F, head_dim]
+  const float* feature_b = nullptr;   // b [F]
+  const float* gate = nullptr;        // [n_heads]
+  const float* memory = nullptr;      // M [n_kv_heads, F, head_dim]
+  const float* normalizer = nullptr;  // z [n_kv_heads, F]
+  float eps = 1e-6f;
+};
+
+// features [F] = phi(x) for x [head_dim], as defined above.
+void memory_features(const AttentionResidual& r, const float* x, std::size_t head_dim,
+                     float* features);
+
+// With `residual`, its readout is added to `out` after the softmax part
+// (queries laid out as for attention()); without it nothing of it runs.
 void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k, const float* v,
                std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out,
-               const KeyScoreAccumulator* scores = nullptr);
+               const KeyScoreAccumulator* scores = nullptr,
+               const AttentionResidual* residual = nullptr);
 
 }  // namespace lclm

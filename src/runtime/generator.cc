@@ -100,7 +100,7 @@ GenerationStats Generator::generate_from_embeddings(const float* inputs, std::si
   }
   policy->end_prompt(cache);
   cache.shrink_to_fit(std::min(context, planned) - n);
-  stats.prompt_kv_bytes = cache.entry_bytes();
+  stats.prompt_kv_bytes = cache.entry_bytes() + policy->state_bytes();
   std::vector<float> last(x.end() - static_cast<std::ptrdiff_t>(H), x.end());
   std::vector<float> logits(V);
 

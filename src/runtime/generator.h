@@ -36,7 +36,8 @@ struct GenerationStats {
   double decode_seconds = 0;  // the rest
   StopReason stop = StopReason::Length;
   std::size_t kv_cache_bytes = 0;    // allocated at the end of the run
-  std::size_t prompt_kv_bytes = 0;   // keys and values held once the prompt is in (after eviction)
+  std::size_t prompt_kv_bytes = 0;   // keys and values held once the prompt is in (after
+                                     // eviction), plus the policy's state (IndexMem's memory)
   std::size_t kv_peak_bytes = 0;     // the most the cache allocated during the run
   std::vector<std::int32_t> tokens;  // generated ids, the stop token excluded
 

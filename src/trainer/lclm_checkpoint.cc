@@ -155,6 +155,14 @@ void replace_dir(const fs::path& staged, const fs::path& dir) {
 
 }  // namespace
 
+std::shared_ptr<TorchQwen3> load_qwen3_decoder(const fs::path& dir) {
+  auto model = std::make_shared<TorchQwen3>(Qwen3Config::from_dir(dir), true);
+  const torch::NoGradGuard no_grad;
+  const TensorStore store = TensorStore::open_dir(dir);
+  load_parameters(*model, store, qwen3_tensor_prefix(store));
+  return model;
+}
+
 std::shared_ptr<TorchLclm> load_lclm_checkpoint(const fs::path& dir) {
   for (const char* part : {"decoder", "encoder", "adapter"}) {
     if (!fs::is_directory(dir / part)) {

@@ -20,6 +20,10 @@ namespace lclm::train {
 // also a tensor the model has no place for, since saving would drop it.
 std::shared_ptr<TorchLclm> load_lclm_checkpoint(const std::filesystem::path& dir);
 
+// A Qwen3ForCausalLM directory (an LCLM checkpoint's decoder/, say) as a
+// float32 TorchQwen3 with an lm_head; errors as load_lclm_checkpoint's.
+std::shared_ptr<TorchQwen3> load_qwen3_decoder(const std::filesystem::path& dir);
+
 // Writes the model's parameters as dtype (F32, BF16 or F16; BF16 and F16
 // round to nearest even) with configs from the model, plus every file of
 // source_checkpoint's decoder/ and encoder/ other than config.json and

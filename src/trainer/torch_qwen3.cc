@@ -9,16 +9,12 @@
 #include "util/error.h"
 
 namespace lclm::train {
-namespace {
 
-// x [B, heads, L, head_dim] rotated by positions 0..L-1: the pairs (i, i + half).
 torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
   const std::int64_t half = x.size(-1) / 2;
   const torch::Tensor a = x.narrow(-1, 0, half), b = x.narrow(-1, half, half);
   return torch::cat({a * rope.cos - b * rope.sin, b * rope.cos + a * rope.sin}, -1);
 }
-
-}  // namespace
 
 TorchLinear::TorchLinear(std::int64_t in_features, std::int64_t out_features, bool with_bias) {
   weight = register_parameter("weight", torch::zeros({out_features, in_features}));
@@ -81,16 +77,22 @@ TorchQwen3Attention::TorchQwen3Attention(const Qwen3Config& c)
   k_norm = register_module("k_norm", std::make_shared<TorchRmsNorm>(head_dim_, c.rms_norm_eps));
 }
 
+TorchQwen3Attention::Projections TorchQwen3Attention::project(const torch::Tensor& x,
+                                                              const RopeTables& rope) const {
+  const std::int64_t B = x.size(0), L = x.size(1), D = head_dim_;
+  const torch::Tensor q =
+      q_norm->forward(q_proj->forward(x).view({B, L, n_heads_, D})).transpose(1, 2);
+  const torch::Tensor k =
+      k_norm->forward(k_proj->forward(x).view({B, L, n_kv_heads_, D})).transpose(1, 2);
+  return {apply_rope(q, rope), apply_rope(k, rope),
+          v_proj->forward(x).view({B, L, n_kv_heads_, D}).transpose(1, 2)};
+}
+
 torch::Tensor TorchQwen3Attention::forward(const torch::Tensor& x, const RopeTables& rope,
                                            AttentionMask mask) const {
   const std::int64_t B = x.size(0), L = x.size(1), D = head_dim_;
   // q [B, n_heads, L, D]; k, v [B, n_kv_heads, L, D].
-  torch::Tensor q = q_norm->forward(q_proj->forward(x).view({B, L, n_heads_, D})).transpose(1, 2);
-  torch::Tensor k =
-      k_norm->forward(k_proj->forward(x).view({B, L, n_kv_heads_, D})).transpose(1, 2);
-  torch::Tensor v = v_proj->forward(x).view({B, L, n_kv_heads_, D}).transpose(1, 2);
-  q = apply_rope(q, rope);
-  k = apply_rope(k, rope);
+  auto [q, k, v] = project(x, rope);
   // Query head h reads kv head h / (n_heads / n_kv_heads).
   const std::int64_t group = n_heads_ / n_kv_heads_;
   if (group > 1) {

@@ -63,12 +63,23 @@ class RopeCache {
   torch::Tensor cos_, sin_;      // [cached positions, head_dim / 2]
 };
 
+// x [B, heads, L, head_dim] rotated by the L positions of `rope`: the pairs (i, i + half).
+torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope);
+
 // self_attn: x [B, L, hidden] -> [B, L, hidden].
 class TorchQwen3Attention : public torch::nn::Module {
  public:
   explicit TorchQwen3Attention(const Qwen3Config& c);
   // Positions 0..L-1 in every sequence of the batch.
   torch::Tensor forward(const torch::Tensor& x, const RopeTables& rope, AttentionMask mask) const;
+
+  // The attention's inputs for x [B, L, hidden] at the positions of `rope`
+  // (its L rows): q [B, n_heads, L, D], k and v [B, n_kv_heads, L, D], with
+  // the q/k norms and RoPE applied (k as the engine caches it).
+  struct Projections {
+    torch::Tensor q, k, v;
+  };
+  Projections project(const torch::Tensor& x, const RopeTables& rope) const;
 
   std::shared_ptr<TorchLinear> q_proj;           // [n_heads * head_dim, hidden]
   std::shared_ptr<TorchLinear> k_proj;           // [n_kv_heads * head_dim, hidden]

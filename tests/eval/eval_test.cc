@@ -19,6 +19,7 @@
 #include "eval/haystack.h"
 #include "eval/ruler_tasks.h"
 #include "format/json_file.h"
+#include "kv/policy_model.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lclm {
@@ -151,12 +152,15 @@ fs::path tiny_checkpoint(const std::string& name) {
 TEST(Evaluator, RunsEveryMethodAndReportsTheCacheEachKeeps) {
   EvalConfig config;
   config.checkpoint = tiny_checkpoint("eval_methods");
-  config.methods = {"full", "latent", "streaming", "h2o", "snapkv", "pyramidkv"};
+  config.methods = {"full", "latent", "streaming", "h2o", "snapkv", "pyramidkv", "indexmem"};
   config.ratios = {4, 16};
   config.lengths = {300};
+  const IndexMemWeights indexmem =
+      random_indexmem(Qwen3Config::from_dir(config.checkpoint / "decoder"), 3, 0.5f);
+  indexmem.save(config.checkpoint / "indexmem");
   Evaluator evaluator(config);
   const std::vector<EvalRecord> records = evaluator.run();
-  ASSERT_EQ(records.size(), 1u + 5 * 2);
+  ASSERT_EQ(records.size(), 1u + 6 * 2);
   const RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
   const auto per_entry =
       std::size_t(2 * spec.decoder.num_key_value_heads * spec.decoder.head_dim * sizeof(float));
@@ -175,9 +179,23 @@ TEST(Evaluator, RunsEveryMethodAndReportsTheCacheEachKeeps) {
       EXPECT_EQ(r.kv_bytes, layers * r.positions * per_entry);
     } else if (r.method != "full") {
       const auto budget = std::size_t(std::ceil(double(L) / double(r.ratio)));
-      EXPECT_EQ(r.kv_bytes, layers * budget * per_entry) << r.method << " x" << r.ratio;
+      // IndexMem also holds its memory: M [F, D] and z [F] per layer and kv head.
+      const std::size_t memory = r.method == "indexmem"
+                                     ? layers * std::size_t(spec.decoder.num_key_value_heads) *
+                                           std::size_t(indexmem.config.memory_features) *
+                                           (std::size_t(spec.decoder.head_dim) + 1) * sizeof(float)
+                                     : 0;
+      EXPECT_EQ(r.kv_bytes, layers * budget * per_entry + memory) << r.method << " x" << r.ratio;
     }
   }
+}
+
+TEST(Evaluator, IndexMemNeedsItsWeights) {
+  EvalConfig config;
+  config.checkpoint = tiny_checkpoint("eval_no_indexmem");
+  config.methods = {"full", "indexmem"};
+  const std::string message = testing::error_of([&] { Evaluator evaluator(config); });
+  EXPECT_NE(message.find((config.checkpoint / "indexmem").string()), std::string::npos) << message;
 }
 
 // Answers known to be in (or not in) what the model says score 1 (or 0)

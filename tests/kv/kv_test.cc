@@ -15,6 +15,7 @@
 #include "core/test_models.h"
 #include "kv/kv_policy.h"
 #include "kv/kv_selection.h"
+#include "kv/policy_model.h"
 #include "model/qwen3_model.h"
 #include "ops/attention.h"
 #include "runtime/generator.h"
@@ -220,64 +221,11 @@ TEST(KVCache, CompactMovesKeysValuesPositionsAndScoresTogether) {
 
 // ---- policies on a tiny model ---------------------------------------------
 
-class KVPolicyModel : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    const auto dir = testing::scratch_dir("kv_policy_model");
-    RandomQwen3Spec spec;
-    spec.config = testing::tiny_config();
-    spec.config.num_hidden_layers = 3;
-    spec.config.vocab_size = 512;
-    spec.seed = 5;
-    spec.weight_std = 0.08f;
-    write_random_qwen3(dir, spec);
-    model_ = new Qwen3Model(Qwen3Model::load(dir));
-  }
-  static void TearDownTestSuite() { delete model_; }
-
-  static std::vector<std::int32_t> prompt(std::size_t n) {
-    std::vector<std::int32_t> ids(n);
-    for (std::size_t i = 0; i < n; ++i) ids[i] = std::int32_t((i * 37 + 11) % 500);
-    return ids;
-  }
-
-  // Prefill in chunks of 16, then `steps` decode passes; checks after each
-  // phase. Returns the last hidden state.
-  template <typename Check>
-  static std::vector<float> run(const KVPolicyConfig& config, std::size_t L, std::size_t steps,
-                                Check&& check) {
-    const auto H = std::size_t(model_->config().hidden_size);
-    KVCache cache = model_->make_cache(256, L + steps);
-    const auto policy = make_kv_policy(config);
-    const auto ids = prompt(L + steps);
-    std::vector<float> x(ids.size() * H);
-    model_->embed(ids, x.data());
-    policy->begin_prompt(cache, L);
-    for (std::size_t s = 0; s < L; s += 16) {
-      model_->forward(x.data() + s * H, std::min<std::size_t>(16, L - s), cache,
-                      AttentionMask::Causal);
-    }
-    policy->end_prompt(cache);
-    check(cache, *policy, 0);
-    for (std::size_t t = 0; t < steps; ++t) {
-      model_->forward(x.data() + (L + t) * H, 1, cache, AttentionMask::Causal);
-      policy->after_token(cache);
-      check(cache, *policy, t + 1);
-    }
-    const std::size_t last = (steps ? L + steps : L) - 1;
-    return {x.begin() + long(last * H), x.begin() + long((last + 1) * H)};
-  }
-
-  static Qwen3Model* model_;
-};
-Qwen3Model* KVPolicyModel::model_ = nullptr;
-
 TEST_F(KVPolicyModel, EachPolicyKeepsExactlyItsBudget) {
   const std::size_t L = 70, steps = 4;
   for (KVPolicyKind kind : all_kv_policies()) {
     for (double ratio : {4.0, 8.0, 16.0}) {
-      KVPolicyConfig config;
-      config.kind = kind;
+      KVPolicyConfig config = config_of(kind);
       config.ratio = ratio;
       config.observation_window = 4;
       const std::size_t budget = std::size_t(std::ceil(L / ratio));
@@ -285,8 +233,9 @@ TEST_F(KVPolicyModel, EachPolicyKeepsExactlyItsBudget) {
         std::size_t total = 0;
         for (std::size_t l = 0; l < cache.n_layers(); ++l) {
           total += cache.entries(l);
-          const bool decodes_in_budget =
-              kind == KVPolicyKind::StreamingLLM || kind == KVPolicyKind::H2O;
+          const bool decodes_in_budget = kind == KVPolicyKind::StreamingLLM ||
+                                         kind == KVPolicyKind::H2O ||
+                                         kind == KVPolicyKind::IndexMem;
           std::size_t expected = kind == KVPolicyKind::Full ? L : policy.budgets()[l];
           if (kind != KVPolicyKind::Full && kind != KVPolicyKind::PyramidKV) {
             EXPECT_EQ(policy.budgets()[l], budget);
@@ -355,8 +304,7 @@ TEST_F(KVPolicyModel, FullBudgetReproducesTheFullCacheExactly) {
   const auto nothing = [](const KVCache&, const KVPolicy&, std::size_t) {};
   const std::vector<float> full = run(KVPolicyConfig{}, L, steps, nothing);
   for (KVPolicyKind kind : all_kv_policies()) {
-    KVPolicyConfig config;
-    config.kind = kind;
+    KVPolicyConfig config = config_of(kind);
     config.budget = L + steps;
     EXPECT_EQ(run(config, L, steps, nothing), full) << kv_policy_name(kind);
   }

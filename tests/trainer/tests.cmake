@@ -17,3 +17,9 @@ lclm_add_test(shipped_model_test
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/shipped_model_test.cc
   LABELS "trainer;e2e;slow")
 target_link_libraries(shipped_model_test PRIVATE lclm_train)
+
+# IndexMem in the trainer: parity with the engine's policy, gradients, a short run.
+lclm_add_test(indexmem_trainer_test
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/indexmem_trainer_test.cc
+  LABELS trainer)
+target_link_libraries(indexmem_trainer_test PRIVATE lclm_train)
