@@ -79,8 +79,8 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->expected(2);
   app.add_option("--scramble", opts.scramble,
-                 "P: probability that a reconstruction passage's words are shuffled (trains "
-                 "copying that cannot lean on language-model guesses)")
+                 "P: probability that a reconstruction passage becomes its distinct words, "
+                 "shuffled (trains copying that cannot lean on language-model guesses)")
       ->capture_default_str();
   app.add_option("-t,--threads", threads, "Threads for libtorch")->capture_default_str();
   app.add_option("--text", corpus, "Training text files or directories")

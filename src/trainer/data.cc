@@ -48,8 +48,7 @@ std::size_t below(std::mt19937_64& rng, std::size_t n) {
 // the source, so copying never has to guess.
 std::string shuffle_words(std::mt19937_64& rng, const std::string& text) {
   std::vector<std::string> words;
-  std::istringstream in(text);
-  for (std::string w; in >> w;) {
+  for (std::string& w : words_of(text)) {
     if (std::find(words.begin(), words.end(), w) == words.end()) words.push_back(std::move(w));
   }
   for (std::size_t i = words.size(); i > 1; --i) std::swap(words[i - 1], words[below(rng, i)]);
@@ -203,6 +202,13 @@ TaskMix parse_task_mix(const std::string& list) {
         list + "\"");
   }
   return {shares[0], shares[1], shares[2], shares[3], shares[4]};
+}
+
+std::vector<std::string> words_of(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(std::move(w));
+  return words;
 }
 
 void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::string& sentence) {

@@ -151,6 +151,9 @@ class DataGenerator {
 
 // Inserts `sentence` into text at a random sentence end (or either end).
 void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::string& sentence);
+
+// The whitespace-separated words of text.
+std::vector<std::string> words_of(const std::string& text);
 // The needle's words (needle_key, needle_sentence, needle_question) are the
 // evaluation's: eval/ruler_tasks.h.
 

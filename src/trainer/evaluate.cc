@@ -124,13 +124,6 @@ Answer answer(LclmModel& model, const std::string& prompt, int max_tokens) {
   return a;
 }
 
-std::vector<std::string> words_of(const std::string& text) {
-  std::vector<std::string> words;
-  std::istringstream in(text);
-  for (std::string w; in >> w;) words.push_back(std::move(w));
-  return words;
-}
-
 }  // namespace
 
 double digit_agreement(const std::string& answer, const std::string& number,

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <set>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -109,9 +108,7 @@ TEST_F(TrainerData, ReconstructionTargetIsThePassage) {
 
 // The distinct words of a text, sorted, to compare a shuffle with its source.
 std::vector<std::string> sorted_words(const std::string& text) {
-  std::vector<std::string> words;
-  std::istringstream in(text);
-  for (std::string w; in >> w;) words.push_back(w);
+  std::vector<std::string> words = words_of(text);
   std::sort(words.begin(), words.end());
   words.erase(std::unique(words.begin(), words.end()), words.end());
   return words;
@@ -131,10 +128,7 @@ TEST_F(TrainerData, CopyFillSizesPassagesAndScrambleShufflesTheirWords) {
     // 0.5 x 128 tokens at 4 characters a token, cut at word ends.
     EXPECT_NEAR(static_cast<double>(original.size()), 256.0, 64.0);
     EXPECT_EQ(sorted_words(shuffled), sorted_words(original));
-    std::istringstream words(shuffled);
-    std::size_t n_words = 0;
-    for (std::string w; words >> w;) ++n_words;
-    EXPECT_EQ(n_words, sorted_words(shuffled).size()) << "each word once";
+    EXPECT_EQ(words_of(shuffled).size(), sorted_words(shuffled).size()) << "each word once";
     reordered += shuffled != original ? 1 : 0;
     EXPECT_EQ(pieces[1].text, shuffled);
     EXPECT_EQ(pieces[3].text, shuffled);
