@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "naive_attention.h"
 #include "ops/attention.h"
 #include "ops/matmul.h"
 #include "ops/simd.h"
@@ -14,6 +15,7 @@
 namespace lclm {
 namespace {
 
+using testing::naive_attention_weights;
 using testing::random_vector;
 
 // Stored weights in one dtype plus their exact f32 values.
@@ -170,23 +172,11 @@ std::vector<double> naive_attention(const std::vector<float>& q, std::size_t n_q
   for (std::size_t i = 0; i < n_q; ++i) {
     for (std::size_t h = 0; h < s.n_heads; ++h) {
       const std::size_t g = h / group;
-      const std::size_t visible = causal ? std::min(n_keys, pos0 + i + 1) : n_keys;
-      std::vector<double> p(visible);
-      double max = -1e300, sum = 0;
-      for (std::size_t j = 0; j < visible; ++j) {
-        double dot = 0;
-        for (std::size_t d = 0; d < s.head_dim; ++d) {
-          dot += double(q[(i * s.n_heads + h) * s.head_dim + d]) *
-                 k[(g * s.kv_stride + j) * s.head_dim + d];
-        }
-        p[j] = dot / std::sqrt(double(s.head_dim));
-        max = std::max(max, p[j]);
-      }
-      for (double& x : p) sum += (x = std::exp(x - max));
-      for (std::size_t j = 0; j < visible; ++j) {
+      const std::vector<double> p = naive_attention_weights(q, i, h, pos0, k, n_keys, s, causal);
+      for (std::size_t j = 0; j < p.size(); ++j) {
         for (std::size_t d = 0; d < s.head_dim; ++d) {
           out[(i * s.n_heads + h) * s.head_dim + d] +=
-              p[j] / sum * v[(g * s.kv_stride + j) * s.head_dim + d];
+              p[j] * v[(g * s.kv_stride + j) * s.head_dim + d];
         }
       }
     }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli/cli_runner.h"
+#include "core/naive_attention.h"
 #include "core/test_models.h"
 #include "kv/kv_policy.h"
 #include "kv/kv_selection.h"
@@ -23,6 +24,7 @@
 namespace lclm {
 namespace {
 
+using testing::naive_attention_weights;
 using testing::random_vector;
 
 // sum over queries first..n_q-1 and the group's heads of softmax(q k / sqrt(D)), in double.
@@ -34,20 +36,8 @@ std::vector<double> naive_key_scores(const std::vector<float>& q, std::size_t n_
   for (std::size_t h = 0; h < s.n_heads; ++h) {
     const std::size_t g = h / group;
     for (std::size_t i = first; i < n_q; ++i) {
-      const std::size_t visible = std::min(n_keys, pos0 + i + 1);
-      std::vector<double> p(visible);
-      for (std::size_t j = 0; j < visible; ++j) {
-        double dot = 0;
-        for (std::size_t d = 0; d < s.head_dim; ++d) {
-          dot += double(q[(i * s.n_heads + h) * s.head_dim + d]) *
-                 k[(g * s.kv_stride + j) * s.head_dim + d];
-        }
-        p[j] = dot / std::sqrt(double(s.head_dim));
-      }
-      const double max = *std::max_element(p.begin(), p.end());
-      double sum = 0;
-      for (double& x : p) sum += (x = std::exp(x - max));
-      for (std::size_t j = 0; j < visible; ++j) scores[g * s.kv_stride + j] += p[j] / sum;
+      const std::vector<double> p = naive_attention_weights(q, i, h, pos0, k, n_keys, s, true);
+      for (std::size_t j = 0; j < p.size(); ++j) scores[g * s.kv_stride + j] += p[j];
     }
   }
   return scores;
