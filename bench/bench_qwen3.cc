@@ -1,7 +1,8 @@
 // lclm-bench-qwen3: prefill and decode speed of the engine on a model of
 // Qwen3-0.6B's shape with seeded random weights (speed does not depend on the
 // weight values), reported llama-bench style and judged against the machine's
-// measured fp32 matmul peak and memory bandwidth.
+// fp32 matmul peak (OpenBLAS sgemm) and memory read bandwidth, both measured
+// in the same run (bench/yardsticks.h) unless given.
 //
 // Every run goes through lclm::Generator (chunked prefill, then greedy decode
 // of exactly --gen tokens) with a fresh KV cache. With P = the parameters of
@@ -46,6 +47,8 @@
 #include "util/error.h"
 #include "util/process_stats.h"
 #include "util/threads.h"
+#include "ops/bf16_kernels.h"
+#include "yardsticks.h"
 
 namespace lclm {
 namespace {
@@ -67,8 +70,16 @@ struct BenchArgs {
   int layers = 0;
   std::string json_path;
   std::string quant;  // empty: the matrices as stored
-  double peak_gflops = 209.0;
-  double peak_gbytes_per_second = 74.0;
+  double peak_gflops = 0;             // 0: measured in this run
+  double peak_gbytes_per_second = 0;  // 0: measured in this run
+  bool portable_baseline = false;     // also time the portable kernels, interleaved
+};
+
+// The yardsticks the fractions of peak divide by.
+struct Peaks {
+  double gflops = 0;
+  double gbytes_per_second = 0;
+  bool measured_gflops = false, measured_bandwidth = false;
 };
 
 Qwen3Config bench_config(int layers) {
@@ -162,22 +173,34 @@ struct Measurements {
 };
 
 // One uncounted warm-up (pages the mmapped weights in, starts the thread
-// pools), then the timed repeats.
-Measurements measure(const Generator& generator, const std::vector<std::int32_t>& prompt,
-                     const BenchArgs& args) {
+// pools), then the timed repeats; with a portable baseline each repeat runs
+// the native kernels, then the portable ones, so both see the same machine.
+struct Timings {
+  Measurements native, portable;
+};
+Timings measure(const Generator& generator, const std::vector<std::int32_t>& prompt,
+                const BenchArgs& args) {
   std::cerr << "warm-up run\n";
   run_generation(generator, prompt, args.gen_tokens);
-  Measurements m;
-  for (int r = 0; r < args.repeats; ++r) {
+  Timings t;
+  const auto timed = [&](Measurements& m, const char* what, int r) {
     const GenerationStats stats = run_generation(generator, prompt, args.gen_tokens);
     m.prefill_seconds.push_back(stats.ttft_seconds);
     m.decode_seconds.push_back(stats.decode_seconds);
     m.kv_cache_bytes = stats.kv_cache_bytes;
-    std::cerr << "repeat " << r + 1 << "/" << args.repeats << ": prefill "
+    std::cerr << "repeat " << r + 1 << "/" << args.repeats << what << ": prefill "
               << fixed(stats.ttft_seconds, 3) << " s, decode " << fixed(stats.decode_seconds, 3)
               << " s\n";
+  };
+  for (int r = 0; r < args.repeats; ++r) {
+    timed(t.native, "", r);
+    if (args.portable_baseline) {
+      set_native_bf16(false);
+      timed(t.portable, " (portable kernels)", r);
+      set_native_bf16(true);
+    }
   }
-  return m;
+  return t;
 }
 
 double median(std::vector<double> values) {
@@ -287,33 +310,58 @@ std::string model_name(const Qwen3Model& model) {
   return dir + " --quant " + type;
 }
 
-void print_report(const Qwen3Model& model, const Measurements& m, const Summary& s,
-                  const BenchArgs& args, std::ostream& out) {
+std::vector<std::vector<std::string>> table_rows(const Qwen3Model& model, const Summary& s,
+                                                 const BenchArgs& args, const Peaks& peaks,
+                                                 const std::string& kernels) {
   const std::string name = model_name(model);
   const std::string size = fixed(static_cast<double>(model.weight_bytes()) / kGiB, 2) + " GiB";
   const std::string params = fixed(checkpoint_params(model.config()) / 1e9, 2) + " B";
   const std::string threads = std::to_string(args.threads);
+  return {{name, size, params, threads, kernels, "pp" + std::to_string(args.prompt_tokens),
+           fixed(s.prefill_tokens_per_second, 2), fixed(s.prefill_gflops, 1) + " GFLOP/s",
+           percent(s.prefill_gflops / peaks.gflops) + " of " + fixed(peaks.gflops, 0) +
+               " GFLOP/s"},
+          {name, size, params, threads, kernels, "tg" + std::to_string(args.gen_tokens),
+           fixed(s.decode_tokens_per_second, 2), fixed(s.decode_gbytes_per_second, 1) + " GB/s",
+           percent(s.decode_gbytes_per_second / peaks.gbytes_per_second) + " of " +
+               fixed(peaks.gbytes_per_second, 1) + " GB/s"}};
+}
+
+void print_report(const Qwen3Model& model, const Measurements& m, const Summary& s,
+                  const Summary* portable, const BenchArgs& args, const Peaks& peaks,
+                  std::ostream& out) {
   out << "model:   " << model.dir().string() << "\n"
       << "shape:   " << shape_description(model.config()) << "\n"
       << "weights: " << model.weight_bytes() << " bytes mapped; matrices "
       << dtype_name(model.matrix_dtype()) << ", " << model.decode_matrix_bytes()
       << " bytes read per token, " << model.converted_bytes() << " bytes converted at load; load "
-      << fixed(m.load_seconds, 2) << " s\n\n";
-  print_table(
-      {{"model", "size", "params", "threads", "test", "t/s", "achieved", "of peak"},
-       {name, size, params, threads, "pp" + std::to_string(args.prompt_tokens),
-        fixed(s.prefill_tokens_per_second, 2), fixed(s.prefill_gflops, 1) + " GFLOP/s",
-        percent(s.prefill_gflops / args.peak_gflops) + " of " + fixed(args.peak_gflops, 0) +
-            " GFLOP/s"},
-       {name, size, params, threads, "tg" + std::to_string(args.gen_tokens),
-        fixed(s.decode_tokens_per_second, 2), fixed(s.decode_gbytes_per_second, 1) + " GB/s",
-        percent(s.decode_gbytes_per_second / args.peak_gbytes_per_second) + " of " +
-            fixed(args.peak_gbytes_per_second, 0) + " GB/s"}},
-      out);
+      << fixed(m.load_seconds, 2) << " s\n"
+      << "yardsticks: fp32 matmul " << fixed(peaks.gflops, 1) << " GFLOP/s ("
+      << (peaks.measured_gflops ? "OpenBLAS sgemm 2048^3, measured in this run" : "given")
+      << "), memory read " << fixed(peaks.gbytes_per_second, 1) << " GB/s ("
+      << (peaks.measured_bandwidth
+              ? std::to_string(args.threads) + " threads over 1 GiB, measured in this run"
+              : std::string("given"))
+      << ")\n\n";
+  std::vector<std::vector<std::string>> rows = {
+      {"model", "size", "params", "threads", "kernels", "test", "t/s", "achieved", "of peak"}};
+  const std::string native = native_bf16_enabled() ? "native bf16" : "portable";
+  for (auto& row : table_rows(model, s, args, peaks, native)) rows.push_back(std::move(row));
+  if (portable) {
+    for (auto& row : table_rows(model, *portable, args, peaks, "portable")) {
+      rows.push_back(std::move(row));
+    }
+  }
+  print_table(rows, out);
   out << "\nmedian of " << args.repeats << " runs after a warm-up; prefill "
       << fixed(s.prefill_flops / 1e9, 1) << " GFLOP in " << fixed(s.prefill_seconds, 3)
-      << " s; decode " << fixed(s.decode_bytes_per_token / 1e6, 1) << " MB read per token\n"
-      << "KV cache: " << fixed(static_cast<double>(m.kv_cache_bytes) / kMiB, 1)
+      << " s; decode " << fixed(s.decode_bytes_per_token / 1e6, 1) << " MB read per token\n";
+  if (portable) {
+    out << "native vs portable kernels, repeats interleaved: prefill "
+        << fixed(portable->prefill_seconds / s.prefill_seconds, 2) << "x, decode "
+        << fixed(portable->decode_seconds / s.decode_seconds, 2) << "x\n";
+  }
+  out << "KV cache: " << fixed(static_cast<double>(m.kv_cache_bytes) / kMiB, 1)
       << " MiB | peak RSS (VmHWM): " << fixed(static_cast<double>(peak_resident_bytes()) / kMiB, 1)
       << " MiB\n"
       << "load average (1 min): " << fixed(m.load_at_start, 2) << " at start, "
@@ -321,10 +369,30 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
       << "; more means other processes shared the cores)\n";
 }
 
-void write_json(const Qwen3Model& model, const Measurements& m, const Summary& s,
-                const BenchArgs& args) {
+nlohmann::ordered_json speed_json(const Measurements& m, const Summary& s, const Peaks& peaks) {
+  return {{"prefill",
+           {{"seconds", m.prefill_seconds},
+            {"median_seconds", s.prefill_seconds},
+            {"tokens_per_second", s.prefill_tokens_per_second},
+            {"flops", s.prefill_flops},
+            {"gflops_per_second", s.prefill_gflops},
+            {"peak_gflops_per_second", peaks.gflops},
+            {"fraction_of_peak", s.prefill_gflops / peaks.gflops}}},
+          {"decode",
+           {{"seconds", m.decode_seconds},
+            {"median_seconds", s.decode_seconds},
+            {"tokens_per_second", s.decode_tokens_per_second},
+            {"bytes_per_token", s.decode_bytes_per_token},
+            {"gbytes_per_second", s.decode_gbytes_per_second},
+            {"peak_gbytes_per_second", peaks.gbytes_per_second},
+            {"fraction_of_peak", s.decode_gbytes_per_second / peaks.gbytes_per_second}}}};
+}
+
+void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
+                const Summary* portable, const BenchArgs& args, const Peaks& peaks) {
   const Qwen3Config& c = model.config();
-  const nlohmann::ordered_json report = {
+  const Measurements& m = t.native;
+  nlohmann::ordered_json report = {
       {"model_dir", model.dir().string()},
       {"shape",
        {{"layers", c.num_hidden_layers},
@@ -344,34 +412,44 @@ void write_json(const Qwen3Model& model, const Measurements& m, const Summary& s
       {"prompt_tokens", args.prompt_tokens},
       {"gen_tokens", args.gen_tokens},
       {"repeats", args.repeats},
-      {"prefill",
-       {{"seconds", m.prefill_seconds},
-        {"median_seconds", s.prefill_seconds},
-        {"tokens_per_second", s.prefill_tokens_per_second},
-        {"flops", s.prefill_flops},
-        {"gflops_per_second", s.prefill_gflops},
-        {"peak_gflops_per_second", args.peak_gflops},
-        {"fraction_of_peak", s.prefill_gflops / args.peak_gflops}}},
-      {"decode",
-       {{"seconds", m.decode_seconds},
-        {"median_seconds", s.decode_seconds},
-        {"tokens_per_second", s.decode_tokens_per_second},
-        {"bytes_per_token", s.decode_bytes_per_token},
-        {"gbytes_per_second", s.decode_gbytes_per_second},
-        {"peak_gbytes_per_second", args.peak_gbytes_per_second},
-        {"fraction_of_peak", s.decode_gbytes_per_second / args.peak_gbytes_per_second}}},
-      {"kv_cache_bytes", m.kv_cache_bytes},
-      {"peak_resident_bytes", peak_resident_bytes()},
-      {"load_average", {{"start", m.load_at_start}, {"end", m.load_at_end}}},
+      {"kernels", native_bf16_enabled() ? "native bf16" : "portable"},
+      {"yardsticks",
+       {{"sgemm_gflops_per_second", peaks.gflops},
+        {"sgemm_measured", peaks.measured_gflops},
+        {"read_gbytes_per_second", peaks.gbytes_per_second},
+        {"read_measured", peaks.measured_bandwidth}}},
   };
+  const nlohmann::ordered_json speed = speed_json(m, s, peaks);
+  report["prefill"] = speed.at("prefill");
+  report["decode"] = speed.at("decode");
+  if (portable) report["portable"] = speed_json(t.portable, *portable, peaks);
+  report["kv_cache_bytes"] = m.kv_cache_bytes;
+  report["peak_resident_bytes"] = peak_resident_bytes();
+  report["load_average"] = {{"start", m.load_at_start}, {"end", m.load_at_end}};
   std::ofstream out(args.json_path);
   out << report.dump(2) << "\n";
   if (!out) throw Error("cannot write " + args.json_path);
 }
 
+Peaks yardsticks(const BenchArgs& args) {
+  Peaks p;
+  p.measured_bandwidth = args.peak_gbytes_per_second <= 0;
+  p.measured_gflops = args.peak_gflops <= 0;
+  if (p.measured_bandwidth) std::cerr << "measuring memory read bandwidth\n";
+  p.gbytes_per_second =
+      p.measured_bandwidth ? measure_read_bandwidth(args.threads) : args.peak_gbytes_per_second;
+  if (p.measured_gflops) std::cerr << "measuring OpenBLAS sgemm\n";
+  p.gflops = p.measured_gflops ? measure_sgemm_gflops() : args.peak_gflops;
+  return p;
+}
+
 int run(const BenchArgs& args) {
   const double load_at_start = load_average();
   set_num_threads(args.threads);
+  // Before the model: the 1 GiB buffer is freed and forgotten by the peak
+  // resident size before the model's runs.
+  const Peaks peaks = yardsticks(args);
+  reset_peak_resident();
   const Qwen3Config config = bench_config(args.layers);
   const fs::path dir =
       args.model_dir.empty() ? default_model_dir(config) : fs::path(args.model_dir);
@@ -385,13 +463,16 @@ int run(const BenchArgs& args) {
   const Generator generator(model);
   const std::vector<std::int32_t> prompt =
       make_prompt(args.prompt_tokens, model.config().vocab_size);
-  Measurements m = measure(generator, prompt, args);
+  Timings t = measure(generator, prompt, args);
+  Measurements& m = t.native;
   m.load_seconds = load_seconds;
   m.load_at_start = load_at_start;
   m.load_at_end = load_average();
   const Summary s = summarize(model, m, args);
-  print_report(model, m, s, args, std::cout);
-  if (!args.json_path.empty()) write_json(model, m, s, args);
+  const Summary portable = args.portable_baseline ? summarize(model, t.portable, args) : Summary{};
+  const Summary* baseline = args.portable_baseline ? &portable : nullptr;
+  print_report(model, m, s, baseline, args, peaks, std::cout);
+  if (!args.json_path.empty()) write_json(model, t, s, baseline, args, peaks);
   return 0;
 }
 
@@ -425,13 +506,16 @@ int main(int argc, char** argv) {
                  "then counts their quantized bytes")
       ->check(CLI::IsMember({"q8_0", "q4_0"}));
   app.add_option("--peak-gflops", args.peak_gflops,
-                 "The machine's fp32 matmul peak, GFLOP/s (the prefill yardstick)")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+                 "The machine's fp32 matmul peak, GFLOP/s (the prefill yardstick; default: "
+                 "OpenBLAS sgemm measured in this run)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--peak-bandwidth", args.peak_gbytes_per_second,
-                 "The machine's memory bandwidth, GB/s (the decode yardstick)")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+                 "The machine's memory read bandwidth, GB/s (the decode yardstick; default: "
+                 "measured in this run with --threads threads)")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--portable-baseline", args.portable_baseline,
+               "Also time the portable (Highway + OpenBLAS) kernels with the native bf16 ones "
+               "off, each repeat right after the native one, and print both");
   CLI11_PARSE(app, argc, argv);
   try {
     return lclm::run(args);

@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # engine libraries
   libopenblas-dev libhwy-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev
-  libsqlite3-dev libxxhash-dev libcpp-httplib-dev
+  libsqlite3-dev libxxhash-dev libcpp-httplib-dev libdnnl-dev
   # the trainer
   libtorch-dev
   # tests and benchmarks

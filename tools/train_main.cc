@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   std::vector<std::int64_t> ratios;
   std::string export_dir, save_dtype = "f32", mix;
   std::vector<double> fill, copy_fill;
+  std::vector<std::int64_t> needles;
   auto* init_opt = app.add_option("--init", init, "Checkpoint to start from (published layout)");
   auto* random_opt = app.add_flag("--init-random", init_random,
                                   "Start from a random LCLM (--vocab, --encoder-*, --decoder-* "
@@ -82,6 +83,14 @@ int main(int argc, char** argv) {
                  "P: probability that a reconstruction passage becomes its distinct words, "
                  "shuffled (trains copying that cannot lean on language-model guesses)")
       ->capture_default_str();
+  app.add_option("--needles", needles,
+                 "LO,HI: needles per retrieval haystack (default 1,3)")
+      ->delimiter(',')
+      ->expected(2);
+  app.add_option("--questions", opts.questions,
+                 "Ask up to this many of a haystack's needles, each in its own turn (more "
+                 "retrieval answers per sequence)")
+      ->capture_default_str();
   app.add_option("-t,--threads", threads, "Threads for libtorch")->capture_default_str();
   app.add_option("--text", corpus, "Training text files or directories")
       ->default_str("/usr/share/common-licenses");
@@ -129,6 +138,10 @@ int main(int argc, char** argv) {
     if (!copy_fill.empty()) {
       opts.copy_fill_lo = copy_fill[0];
       opts.copy_fill_hi = copy_fill[1];
+    }
+    if (!needles.empty()) {
+      opts.needles_lo = needles[0];
+      opts.needles_hi = needles[1];
     }
     opts.log = &std::cerr;
     if (!corpus.empty()) opts.corpus.assign(corpus.begin(), corpus.end());

@@ -5,6 +5,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/simd.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -45,6 +46,11 @@ float RowTail(const Stored* w, const float* x, std::size_t from, std::size_t n) 
   return sum;
 }
 
+// How far ahead the weight stream is prefetched (see ops/bf16_kernels.cc:
+// 4 KiB ahead beat the hardware prefetcher alone by about a third when
+// streaming weights from memory).
+constexpr std::size_t kPrefetchBytes = 4096;
+
 // dot(w[0..n), x[0..n)) for weights stored as f32 (Half16 = void) or as the
 // bits of a 16-bit float. Four accumulators hide the FMA latency.
 template <typename Half16, typename Stored>
@@ -54,6 +60,10 @@ float DotRow(const Stored* w, const float* x, std::size_t n) {
   auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
   std::size_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {
+    const char* ahead = reinterpret_cast<const char*>(w + i) + kPrefetchBytes;
+    for (std::size_t line = 0; line < 4 * N * sizeof(Stored); line += 64) {
+      hwy::Prefetch(ahead + line);
+    }
     s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
     s1 = hn::MulAdd(LoadWeights<Half16>(df, w + i + N), hn::LoadU(df, x + i + N), s1);
     s2 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);

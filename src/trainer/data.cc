@@ -256,6 +256,22 @@ void DataGenerator::set_scramble(double p) {
   scramble_ = p;
 }
 
+void DataGenerator::set_needles(std::size_t lo, std::size_t hi) {
+  if (!(lo >= 1 && lo <= hi && hi <= 64)) {
+    throw Error("--needles: need 1 <= LO <= HI <= 64, not " + std::to_string(lo) + "," +
+                std::to_string(hi));
+  }
+  needles_lo_ = lo;
+  needles_hi_ = hi;
+}
+
+void DataGenerator::set_questions(std::size_t questions) {
+  if (questions < 1 || questions > 64) {
+    throw Error("--questions: need 1 to 64 questions, not " + std::to_string(questions));
+  }
+  questions_ = questions;
+}
+
 std::int64_t DataGenerator::example_ratio(std::uint64_t index) const {
   if (ratios_.empty()) return checkpoint_ratio_;
   // Its own hash of (seed, index), so the examples' streams do not depend on
@@ -309,7 +325,7 @@ std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng, std::int64
                         (fill_lo_ + (fill_hi_ - fill_lo_) * unit(rng)) *
                         (compressed ? static_cast<double>(std::min<std::int64_t>(ratio, 6)) : 1.0);
   std::string haystack = corpus_.passage(rng, static_cast<std::size_t>(tokens * kCharsPerToken));
-  const std::size_t n_needles = 1 + below(rng, 3);
+  const std::size_t n_needles = needles_lo_ + below(rng, needles_hi_ - needles_lo_ + 1);
   std::vector<std::string> keys, needles;
   while (keys.size() < n_needles) {
     std::string key = needle_key(rng);
@@ -319,13 +335,29 @@ std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng, std::int64
     keys.push_back(std::move(key));
   }
   for (const std::string& needle : needles) insert_at_sentence_end(rng, haystack, needle);
-  const std::size_t asked = below(rng, keys.size());
-  std::string question = "\n";  // appended: GCC 12 misreports "\n" + s as -Wrestrict
-  question.append(needle_question(keys[asked])).append("<|im_end|>\n<|im_start|>assistant\n");
-  return {{TextPiece::Kind::Context, "<|im_start|>user\n"},
-          {compressed ? TextPiece::Kind::Memory : TextPiece::Kind::Context, haystack},
-          {TextPiece::Kind::Context, std::move(question)},
-          {TextPiece::Kind::Target, needles[asked] + "<|im_end|>"}};
+  // The asked needles: a random first one, then (with set_questions) others
+  // in a random order, each asked once.
+  std::vector<std::size_t> asked{below(rng, keys.size())};
+  if (questions_ > 1) {
+    std::vector<std::size_t> rest;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      if (i != asked[0]) rest.push_back(i);
+    }
+    for (std::size_t i = rest.size(); i > 1; --i) std::swap(rest[i - 1], rest[below(rng, i)]);
+    const std::size_t more = below(rng, std::min(questions_, keys.size()));
+    asked.insert(asked.end(), rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(more));
+  }
+  std::vector<TextPiece> pieces{
+      {TextPiece::Kind::Context, "<|im_start|>user\n"},
+      {compressed ? TextPiece::Kind::Memory : TextPiece::Kind::Context, std::move(haystack)}};
+  for (std::size_t q = 0; q < asked.size(); ++q) {
+    // Appended: GCC 12 misreports "\n" + s as -Wrestrict.
+    std::string question = q == 0 ? "\n" : "\n<|im_start|>user\n";
+    question.append(needle_question(keys[asked[q]])).append("<|im_end|>\n<|im_start|>assistant\n");
+    pieces.push_back({TextPiece::Kind::Context, std::move(question)});
+    pieces.push_back({TextPiece::Kind::Target, needles[asked[q]] + "<|im_end|>"});
+  }
+  return pieces;
 }
 
 std::vector<TextPiece> DataGenerator::example(std::uint64_t index, const TaskMix& mix) const {

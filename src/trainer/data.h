@@ -115,6 +115,12 @@ class DataGenerator {
   // language-model guesses, so it trains the lookup that copying and
   // retrieval need.
   void set_scramble(double p);
+  // Needles per retrieval haystack, drawn in [lo, hi] (default 1-3), and at
+  // most `questions` of them asked (default 1), each later one in its own
+  // user turn after the first answer: several 7-digit answers per haystack
+  // put more retrieval signal in a sequence than one answer does.
+  void set_needles(std::size_t lo, std::size_t hi);
+  void set_questions(std::size_t questions);
 
   // Continual text: a passage cut into spans, some compressed; loss on the
   // plain spans; ends with <|endoftext|>.
@@ -124,9 +130,9 @@ class DataGenerator {
   // The passage is returned in *passage when given.
   std::vector<TextPiece> reconstruction(std::mt19937_64& rng, std::string* passage = nullptr,
                                         bool compressed = true) const;
-  // Retrieval: a haystack of real text with 1-3 "The special magic number
-  // for KEY is N." needles, a question on one, the needle sentence as the
-  // answer. The haystack is plain or compressed at `ratio`, of 0.25-0.85
+  // Retrieval: a haystack of real text with 1-3 (set_needles) "The special
+  // magic number for KEY is N." needles, a question on one (or several,
+  // set_questions), the needle sentence as each answer. The haystack is plain or compressed at `ratio`, of 0.25-0.85
   // (set_haystack_fill) seq_len tokens, times min(ratio, 6) when compressed.
   std::vector<TextPiece> retrieval(std::mt19937_64& rng, std::int64_t ratio,
                                    bool compressed = true) const;
@@ -147,6 +153,7 @@ class DataGenerator {
   double fill_lo_ = 0.25, fill_hi_ = 0.85;
   double copy_lo_ = 0.2, copy_hi_ = 0.6;
   double scramble_ = 0.0;
+  std::size_t needles_lo_ = 1, needles_hi_ = 3, questions_ = 1;
 };
 
 // Inserts `sentence` into text at a random sentence end (or either end).

@@ -137,6 +137,12 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
   data_->set_haystack_fill(opts_.haystack_fill_lo, opts_.haystack_fill_hi);
   data_->set_copy_fill(opts_.copy_fill_lo, opts_.copy_fill_hi);
   data_->set_scramble(opts_.scramble);
+  if (opts_.needles_lo < 1 || opts_.questions < 1) {
+    throw Error("--needles and --questions take positive counts");
+  }
+  data_->set_needles(static_cast<std::size_t>(opts_.needles_lo),
+                     static_cast<std::size_t>(opts_.needles_hi));
+  data_->set_questions(static_cast<std::size_t>(opts_.questions));
   if (opts_.resume && step_in_stage_ > 0) {
     begin_stage();
     torch::load(*optim_->adamw, (opts_.out / kStateDir / "optimizer.pt").string());
@@ -293,6 +299,8 @@ void Trainer::save() {
         {"haystack_fill", {opts_.haystack_fill_lo, opts_.haystack_fill_hi}},
         {"copy_fill", {opts_.copy_fill_lo, opts_.copy_fill_hi}},
         {"scramble", opts_.scramble},
+        {"needles", {opts_.needles_lo, opts_.needles_hi}},
+        {"questions", opts_.questions},
         {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
                                                    opts_.mix->retrieval, opts_.mix->plain_retrieval,
                                                    opts_.mix->plain_reconstruction})
@@ -334,6 +342,11 @@ void Trainer::load_state(const fs::path& dir) {
       opts_.copy_fill_hi = state["copy_fill"].at(1).get<double>();
     }
     opts_.scramble = state.value("scramble", 0.0);
+    if (state.contains("needles")) {
+      opts_.needles_lo = state["needles"].at(0).get<std::int64_t>();
+      opts_.needles_hi = state["needles"].at(1).get<std::int64_t>();
+    }
+    opts_.questions = state.value("questions", std::int64_t{1});
     if (state.contains("mix") && state["mix"].is_array()) {
       const auto& m = state["mix"];
       opts_.mix = TaskMix{m.at(0).get<double>(), m.at(1).get<double>(), m.at(2).get<double>(),

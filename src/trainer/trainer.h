@@ -53,6 +53,8 @@ struct TrainOptions {
   double haystack_fill_lo = 0.25, haystack_fill_hi = 0.85;  // DataGenerator::set_haystack_fill
   double copy_fill_lo = 0.2, copy_fill_hi = 0.6;            // DataGenerator::set_copy_fill
   double scramble = 0.0;                                    // DataGenerator::set_scramble
+  std::int64_t needles_lo = 1, needles_hi = 3;              // DataGenerator::set_needles
+  std::int64_t questions = 1;                               // DataGenerator::set_questions
   std::int64_t save_every = 0;                              // steps; 0: only at the end
   std::int64_t log_every = 10;
   // Stop (and save) once the plan's global step reaches this, as an

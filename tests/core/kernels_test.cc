@@ -7,6 +7,7 @@
 #include "format/dtype.h"
 #include "naive_attention.h"
 #include "ops/attention.h"
+#include "ops/bf16_kernels.h"
 #include "ops/matmul.h"
 #include "ops/simd.h"
 #include "ops/transformer_ops.h"
@@ -44,12 +45,21 @@ StoredWeights store(const std::vector<float>& values, std::size_t rows, std::siz
   return s;
 }
 
-class MatmulTest : public ::testing::TestWithParam<std::tuple<DType, std::size_t>> {};
+// Turns the native bf16 kernels on or off for one test, then back on.
+class NativeBf16Scope {
+ public:
+  explicit NativeBf16Scope(bool on) { set_native_bf16(on); }
+  ~NativeBf16Scope() { set_native_bf16(true); }
+};
 
-// Both paths (fused matvec for few rows, widen + sgemm for many) against a
-// double-precision loop; 300 output rows cross the 256-row widening block.
+class MatmulTest : public ::testing::TestWithParam<std::tuple<DType, std::size_t, bool>> {};
+
+// Both paths (fused matvec for few rows, widen + sgemm or oneDNN for many),
+// with the native bf16 kernels on (where the CPU has them) and off, against
+// a double-precision loop; 300 output rows cross the 256-row widening block.
 TEST_P(MatmulTest, MatchesNaiveProduct) {
-  const auto [dtype, m] = GetParam();
+  const auto [dtype, m, native] = GetParam();
+  const NativeBf16Scope scope(native);
   const std::size_t rows = 300, cols = 67;
   const StoredWeights w = store(random_vector(rows * cols, 1), rows, cols, dtype);
   const std::vector<float> x = random_vector(m * cols, 2);
@@ -66,11 +76,52 @@ TEST_P(MatmulTest, MatchesNaiveProduct) {
 
 INSTANTIATE_TEST_SUITE_P(AllDtypesBothPaths, MatmulTest,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16, DType::F16),
-                                            ::testing::Values(1, 3, 4, 33)),
+                                            ::testing::Values(1, 3, 4, 33), ::testing::Bool()),
                          [](const auto& param_info) {
                            return std::string(dtype_name(std::get<0>(param_info.param))) + "_rows" +
-                                  std::to_string(std::get<1>(param_info.param));
+                                  std::to_string(std::get<1>(param_info.param)) +
+                                  (std::get<2>(param_info.param) ? "_native" : "_portable");
                          });
+
+// hi = bf16(x) rounded to nearest even, lo = bf16(x - hi): the pair holds x
+// to 2^-16 of its size (f32_to_bf16 is the reference rounding), across
+// magnitudes and for lengths that leave every tail of the 16-wide loop.
+TEST(Bf16Kernels, SplitKeepsSixteenBitsOfX) {
+  for (std::size_t n : {1, 15, 16, 17, 100}) {
+    std::vector<float> x = random_vector(n, 30 + n);
+    for (std::size_t i = 0; i < n; ++i) x[i] *= std::ldexp(1.0f, static_cast<int>(i % 40) - 20);
+    std::vector<std::uint16_t> hi(n), lo(n);
+    split_bf16(x.data(), n, hi.data(), lo.data());
+    for (std::size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(hi[i], f32_to_bf16(x[i])) << n << "," << i;
+      const double sum = double(bf16_to_f32(hi[i])) + bf16_to_f32(lo[i]);
+      EXPECT_LE(std::abs(sum - x[i]), std::ldexp(std::abs(x[i]), -16)) << n << "," << i;
+    }
+  }
+}
+
+// The native dot product of a bf16 row with the split x: within 2^-15 of
+// sum |w x| of the exact value (the header's claim), over a long row with a
+// masked tail (1000 = 31 x 32 + 8).
+TEST(Bf16Kernels, NativeMatvecWithinSplitPrecision) {
+  if (!cpu_has_avx512_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  const std::size_t rows = 37, cols = 1000;
+  const StoredWeights w = store(random_vector(rows * cols, 21), rows, cols, DType::BF16);
+  const std::vector<float> x = random_vector(cols, 22);
+  std::vector<std::uint16_t> hi(cols), lo(cols);
+  split_bf16(x.data(), cols, hi.data(), lo.data());
+  std::vector<float> y(rows);
+  matvec_bf16_split(static_cast<const std::uint16_t*>(w.matrix.data), hi.data(), lo.data(), rows,
+                    cols, y.data());
+  for (std::size_t r = 0; r < rows; ++r) {
+    double ref = 0, magnitude = 0;
+    for (std::size_t k = 0; k < cols; ++k) {
+      ref += double(w.exact[r * cols + k]) * x[k];
+      magnitude += std::abs(double(w.exact[r * cols + k]) * x[k]);
+    }
+    EXPECT_LE(std::abs(y[r] - ref), std::ldexp(magnitude, -15)) << r;
+  }
+}
 
 // Matrices of different heights and dtypes sharing one input: the joint row
 // split must give exactly what separate calls give, on both paths.

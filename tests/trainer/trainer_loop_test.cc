@@ -156,6 +156,51 @@ TEST_F(TrainerData, RetrievalAnswerIsANeedleInTheHaystack) {
   EXPECT_NE(pieces[2].text.find(needle_question(key)), std::string::npos);
 }
 
+// set_needles / set_questions: the haystack holds LO-HI distinct needles;
+// up to `questions` of them are asked, each once, the first as the single
+// question is, the others each in its own user turn after the last answer;
+// every answer is its needle's sentence.
+TEST_F(TrainerData, MultiQuestionRetrievalAsksDistinctNeedlesInTurns) {
+  DataGenerator data = generator(9);
+  data.set_needles(4, 6);
+  data.set_questions(3);
+  std::size_t most_questions = 0;
+  for (std::uint64_t i = 0; i < 12; ++i) {
+    std::mt19937_64 rng = data.example_rng(i);
+    const std::vector<TextPiece> pieces = data.retrieval(rng, 8);
+    ASSERT_GE(pieces.size(), 4u);
+    ASSERT_EQ(pieces.size() % 2, 0u);
+    const std::string& haystack = pieces[1].text;
+    std::size_t needles = 0;
+    for (std::size_t at = haystack.find("The special magic number for "); at != std::string::npos;
+         at = haystack.find("The special magic number for ", at + 1)) {
+      ++needles;
+    }
+    EXPECT_GE(needles, 4u);
+    EXPECT_LE(needles, 6u);
+    const std::size_t questions = (pieces.size() - 2) / 2;
+    EXPECT_LE(questions, 3u);
+    most_questions = std::max(most_questions, questions);
+    std::vector<std::string> asked;
+    for (std::size_t q = 0; q < questions; ++q) {
+      const TextPiece& question = pieces[2 + 2 * q];
+      const TextPiece& answer = pieces[3 + 2 * q];
+      EXPECT_EQ(question.kind, TextPiece::Kind::Context);
+      EXPECT_EQ(answer.kind, TextPiece::Kind::Target);
+      EXPECT_EQ(question.text.rfind(q == 0 ? "\nWhat is" : "\n<|im_start|>user\nWhat is", 0), 0u);
+      const std::string sentence = answer.text.substr(0, answer.text.find("<|im_end|>"));
+      EXPECT_NE(haystack.find(sentence), std::string::npos);
+      const std::string key = sentence.substr(29, sentence.find(" is ") - 29);
+      EXPECT_NE(question.text.find(needle_question(key)), std::string::npos);
+      EXPECT_EQ(std::find(asked.begin(), asked.end(), key), asked.end()) << "asked twice";
+      asked.push_back(key);
+    }
+  }
+  EXPECT_EQ(most_questions, 3u);
+  EXPECT_NE(error_of([&] { data.set_needles(3, 2); }).find("--needles"), std::string::npos);
+  EXPECT_NE(error_of([&] { data.set_questions(0); }).find("--questions"), std::string::npos);
+}
+
 TEST_F(TrainerData, PlainTasksShowTheTextUncompressed) {
   const DataGenerator data = generator(9);
   std::mt19937_64 a = data.example_rng(0), b = data.example_rng(0);
@@ -354,6 +399,9 @@ TEST_F(TrainerStages, ResumeContinuesExactlyAndTheEngineLoadsTheCheckpoint) {
   opts.copy_fill_hi = 0.3;
   opts.scramble = 0.5;
   opts.haystack_fill_lo = 0.1;
+  opts.needles_lo = 2;
+  opts.needles_hi = 5;
+  opts.questions = 3;
 
   opts.out = lclm::testing::scratch_dir("resume-straight");
   Trainer straight(opts);
