@@ -42,12 +42,12 @@
 
 #include "model/qwen3_model.h"
 #include "model/random_qwen3.h"
+#include "ops/bf16_kernels.h"
 #include "quant/blocks.h"
 #include "runtime/generator.h"
 #include "util/error.h"
 #include "util/process_stats.h"
 #include "util/threads.h"
-#include "ops/bf16_kernels.h"
 #include "yardsticks.h"
 
 namespace lclm {
@@ -69,7 +69,7 @@ struct BenchArgs {
   int repeats = 3;
   int layers = 0;
   std::string json_path;
-  std::string quant;  // empty: the matrices as stored
+  std::string quant;                  // empty: the matrices as stored
   double peak_gflops = 0;             // 0: measured in this run
   double peak_gbytes_per_second = 0;  // 0: measured in this run
   bool portable_baseline = false;     // also time the portable kernels, interleaved
@@ -319,8 +319,7 @@ std::vector<std::vector<std::string>> table_rows(const Qwen3Model& model, const 
   const std::string threads = std::to_string(args.threads);
   return {{name, size, params, threads, kernels, "pp" + std::to_string(args.prompt_tokens),
            fixed(s.prefill_tokens_per_second, 2), fixed(s.prefill_gflops, 1) + " GFLOP/s",
-           percent(s.prefill_gflops / peaks.gflops) + " of " + fixed(peaks.gflops, 0) +
-               " GFLOP/s"},
+           percent(s.prefill_gflops / peaks.gflops) + " of " + fixed(peaks.gflops, 0) + " GFLOP/s"},
           {name, size, params, threads, kernels, "tg" + std::to_string(args.gen_tokens),
            fixed(s.decode_tokens_per_second, 2), fixed(s.decode_gbytes_per_second, 1) + " GB/s",
            percent(s.decode_gbytes_per_second / peaks.gbytes_per_second) + " of " +

@@ -83,8 +83,7 @@ int main(int argc, char** argv) {
                  "P: probability that a reconstruction passage becomes its distinct words, "
                  "shuffled (trains copying that cannot lean on language-model guesses)")
       ->capture_default_str();
-  app.add_option("--needles", needles,
-                 "LO,HI: needles per retrieval haystack (default 1,3)")
+  app.add_option("--needles", needles, "LO,HI: needles per retrieval haystack (default 1,3)")
       ->delimiter(',')
       ->expected(2);
   app.add_option("--questions", opts.questions,

@@ -59,8 +59,8 @@ LCLM_AVX512_BF16 std::size_t split_avx512(const float* x, std::size_t n, std::ui
   for (; i + 16 <= n; i += 16) {
     const __m512 v = _mm512_loadu_ps(x + i);
     const __m256bh h = _mm512_cvtneps_pbh(v);
-    const __m512 hv =
-        _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(h)), 16));
+    const __m512 hv = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(h)), 16));
     const __m256bh l = _mm512_cvtneps_pbh(_mm512_sub_ps(v, hv));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + i), reinterpret_cast<__m256i>(h));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + i), reinterpret_cast<__m256i>(l));
@@ -91,8 +91,8 @@ void split_bf16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t*
   }
 }
 
-void matvec_bf16_split(const std::uint16_t* w, const std::uint16_t* x_hi,
-                       const std::uint16_t* x_lo, std::size_t rows, std::size_t cols, float* y) {
+void matvec_bf16_split(const std::uint16_t* w, const std::uint16_t* x_hi, const std::uint16_t* x_lo,
+                       std::size_t rows, std::size_t cols, float* y) {
   for (std::size_t r = 0; r < rows; ++r) y[r] = dot_row(w + r * cols, cols, x_hi, x_lo);
 }
 

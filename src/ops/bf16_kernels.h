@@ -34,7 +34,7 @@ void split_bf16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t*
 
 // y[r] = dot(W[r, :], hi + lo) for W [rows, cols] bf16 and x split by
 // split_bf16. Needs cpu_has_avx512_bf16().
-void matvec_bf16_split(const std::uint16_t* w, const std::uint16_t* x_hi,
-                       const std::uint16_t* x_lo, std::size_t rows, std::size_t cols, float* y);
+void matvec_bf16_split(const std::uint16_t* w, const std::uint16_t* x_hi, const std::uint16_t* x_lo,
+                       std::size_t rows, std::size_t cols, float* y);
 
 }  // namespace lclm

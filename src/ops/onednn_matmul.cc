@@ -1,8 +1,7 @@
 #include "ops/onednn_matmul.h"
 
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include <map>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -75,9 +74,8 @@ bool matmul_bf16_onednn(const float* x, std::size_t m, const WeightMatrix& w, fl
   const dnnl::memory weights_mem({{K, N}, dt::bf16, tag::ba}, cpu_engine(),
                                  const_cast<void*>(w.data));
   const dnnl::memory dst_mem({{M2, N}, dt::f32, tag::ab}, cpu_engine(), dst.data());
-  it->second.execute(stream, {{DNNL_ARG_SRC, src_mem},
-                              {DNNL_ARG_WEIGHTS, weights_mem},
-                              {DNNL_ARG_DST, dst_mem}});
+  it->second.execute(
+      stream, {{DNNL_ARG_SRC, src_mem}, {DNNL_ARG_WEIGHTS, weights_mem}, {DNNL_ARG_DST, dst_mem}});
   stream.wait();
   const float* hi_part = dst.data();
   const float* lo_part = dst.data() + m * n;

@@ -132,8 +132,9 @@ class DataGenerator {
                                         bool compressed = true) const;
   // Retrieval: a haystack of real text with 1-3 (set_needles) "The special
   // magic number for KEY is N." needles, a question on one (or several,
-  // set_questions), the needle sentence as each answer. The haystack is plain or compressed at `ratio`, of 0.25-0.85
-  // (set_haystack_fill) seq_len tokens, times min(ratio, 6) when compressed.
+  // set_questions), the needle sentence as each answer. The haystack is
+  // plain or compressed at `ratio`, of 0.25-0.85 (set_haystack_fill) seq_len
+  // tokens, times min(ratio, 6) when compressed.
   std::vector<TextPiece> retrieval(std::mt19937_64& rng, std::int64_t ratio,
                                    bool compressed = true) const;
 
