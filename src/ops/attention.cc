@@ -226,6 +226,55 @@ void add_attention_residual(const float* q, std::size_t n_q, const AttentionShap
   }
 }
 
+// Decode (one query): one task per kv head, whose query heads (adjacent in
+// q and out, head_dim apart) go through AttendKeyBlock together as its
+// "queries", so each key and value row is read from memory once for the
+// group instead of once per query head. row_max / row_sum, when not empty,
+// get each head's softmax statistics.
+void attend_one_query(const float* q, std::size_t q_pos, const float* k, const float* v,
+                      std::size_t n_keys, const AttentionShape& shape, AttentionMask mask,
+                      float* out, std::vector<float>& row_max, std::vector<float>& row_sum) {
+  using namespace attention_detail;
+  const std::size_t hd = shape.head_dim;
+  const std::size_t group = shape.n_heads / shape.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const std::size_t visible = visible_keys(mask, n_keys, q_pos);
+#pragma omp parallel
+  {
+    std::vector<float> acc(group * hd);
+    const auto keys_t = hwy::AllocateAligned<float>(hd * kKeyBlock);
+#pragma omp for schedule(static)
+    for (std::ptrdiff_t gi = 0; gi < static_cast<std::ptrdiff_t>(shape.n_kv_heads); ++gi) {
+      const auto g = static_cast<std::size_t>(gi);
+      const float* kg = k + g * shape.kv_stride * hd;
+      const float* vg = v + g * shape.kv_stride * hd;
+      BlockState state;
+      std::fill(state.max, state.max + group, -std::numeric_limits<float>::infinity());
+      std::fill(state.sum, state.sum + group, 0.0f);
+      state.out = acc.data();
+      state.keys_t = keys_t.get();
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::size_t block_visible[kQueryBlock];
+      for (std::size_t j0 = 0; j0 < visible; j0 += kKeyBlock) {
+        const std::size_t nk = std::min(kKeyBlock, visible - j0);
+        std::fill(block_visible, block_visible + group, nk);
+        HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
+        (q + g * group * hd, hd, group, kg + j0 * hd, vg + j0 * hd, nk, block_visible, hd, scale,
+         &state);
+      }
+      for (std::size_t i = 0; i < group; ++i) {
+        const std::size_t h = g * group + i;
+        const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;
+        for (std::size_t d = 0; d < hd; ++d) out[h * hd + d] = acc[i * hd + d] * inv;
+        if (!row_max.empty()) {
+          row_max[h] = state.max[i];
+          row_sum[h] = state.sum[i];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void memory_features(const AttentionResidual& r, const float* x, std::size_t head_dim,
@@ -253,50 +302,54 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float*
     row_sum.resize(shape.n_heads * n_q);
   }
 
+  if (n_q == 1 && group <= kQueryBlock) {
+    attend_one_query(q, q_pos0, k, v, n_keys, shape, mask, out, row_max, row_sum);
+  } else {
 #pragma omp parallel
-  {
-    std::vector<float> acc(kQueryBlock * hd);
-    // Rows of kKeyBlock floats from an aligned base: every vector load is aligned.
-    const auto keys_t = hwy::AllocateAligned<float>(hd * kKeyBlock);
+    {
+      std::vector<float> acc(kQueryBlock * hd);
+      // Rows of kKeyBlock floats from an aligned base: every vector load is aligned.
+      const auto keys_t = hwy::AllocateAligned<float>(hd * kKeyBlock);
 #pragma omp for schedule(dynamic, 1)
-    for (std::ptrdiff_t task = 0; task < n_tasks; ++task) {
-      const std::size_t h = static_cast<std::size_t>(task) % shape.n_heads;
-      const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_heads) * kQueryBlock;
-      const std::size_t nq = std::min(kQueryBlock, n_q - i0);
-      const std::size_t kvh = h / group;
-      const float* kh = k + kvh * shape.kv_stride * hd;
-      const float* vh = v + kvh * shape.kv_stride * hd;
-      const float* qb = q + i0 * q_width + h * hd;
+      for (std::ptrdiff_t task = 0; task < n_tasks; ++task) {
+        const std::size_t h = static_cast<std::size_t>(task) % shape.n_heads;
+        const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_heads) * kQueryBlock;
+        const std::size_t nq = std::min(kQueryBlock, n_q - i0);
+        const std::size_t kvh = h / group;
+        const float* kh = k + kvh * shape.kv_stride * hd;
+        const float* vh = v + kvh * shape.kv_stride * hd;
+        const float* qb = q + i0 * q_width + h * hd;
 
-      // Keys each query may see: causal stops at its own position.
-      std::size_t visible[kQueryBlock];
-      for (std::size_t i = 0; i < nq; ++i) {
-        visible[i] = visible_keys(mask, n_keys, q_pos0 + i0 + i);
-      }
-      const std::size_t keys_needed = *std::max_element(visible, visible + nq);
-      BlockState state;
-      std::fill(state.max, state.max + nq, -std::numeric_limits<float>::infinity());
-      std::fill(state.sum, state.sum + nq, 0.0f);
-      state.out = acc.data();
-      state.keys_t = keys_t.get();
-      std::fill(acc.begin(), acc.begin() + static_cast<std::ptrdiff_t>(nq * hd), 0.0f);
+        // Keys each query may see: causal stops at its own position.
+        std::size_t visible[kQueryBlock];
+        for (std::size_t i = 0; i < nq; ++i) {
+          visible[i] = visible_keys(mask, n_keys, q_pos0 + i0 + i);
+        }
+        const std::size_t keys_needed = *std::max_element(visible, visible + nq);
+        BlockState state;
+        std::fill(state.max, state.max + nq, -std::numeric_limits<float>::infinity());
+        std::fill(state.sum, state.sum + nq, 0.0f);
+        state.out = acc.data();
+        state.keys_t = keys_t.get();
+        std::fill(acc.begin(), acc.begin() + static_cast<std::ptrdiff_t>(nq * hd), 0.0f);
 
-      std::size_t block_visible[kQueryBlock];
-      for (std::size_t j0 = 0; j0 < keys_needed; j0 += kKeyBlock) {
-        const std::size_t nk = std::min(kKeyBlock, keys_needed - j0);
-        for (std::size_t i = 0; i < nq; ++i)
-          block_visible[i] = visible[i] > j0 ? visible[i] - j0 : 0;
-        HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
-        (qb, q_width, nq, kh + j0 * hd, vh + j0 * hd, nk, block_visible, hd, scale, &state);
-      }
-      for (std::size_t i = 0; i < nq; ++i) {
-        const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;
-        float* oi = out + (i0 + i) * q_width + h * hd;
-        for (std::size_t d = 0; d < hd; ++d) oi[d] = acc[i * hd + d] * inv;
-      }
-      if (scores) {
-        std::copy_n(state.max, nq, row_max.data() + h * n_q + i0);
-        std::copy_n(state.sum, nq, row_sum.data() + h * n_q + i0);
+        std::size_t block_visible[kQueryBlock];
+        for (std::size_t j0 = 0; j0 < keys_needed; j0 += kKeyBlock) {
+          const std::size_t nk = std::min(kKeyBlock, keys_needed - j0);
+          for (std::size_t i = 0; i < nq; ++i)
+            block_visible[i] = visible[i] > j0 ? visible[i] - j0 : 0;
+          HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
+          (qb, q_width, nq, kh + j0 * hd, vh + j0 * hd, nk, block_visible, hd, scale, &state);
+        }
+        for (std::size_t i = 0; i < nq; ++i) {
+          const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;
+          float* oi = out + (i0 + i) * q_width + h * hd;
+          for (std::size_t d = 0; d < hd; ++d) oi[d] = acc[i * hd + d] * inv;
+        }
+        if (scores) {
+          std::copy_n(state.max, nq, row_max.data() + h * n_q + i0);
+          std::copy_n(state.sum, nq, row_sum.data() + h * n_q + i0);
+        }
       }
     }
   }

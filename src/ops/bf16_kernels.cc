@@ -19,34 +19,6 @@ namespace {
 
 #define LCLM_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-// How far ahead of the current load the weight stream is prefetched: 4 KiB
-// measured best on a 2-core Xeon VM streaming a 311 MB matrix (plain loads
-// 16.5 GB/s, 1 KiB ahead 19.8, 4 KiB 24-27, 8 KiB 23-27; 2 or 4 rows per
-// pass sharing the loads of x were slower).
-constexpr std::size_t kPrefetchBytes = 4096;
-
-// dot(row, hi + lo) over cols bf16 values: two accumulators, one per part.
-LCLM_AVX512_BF16 float dot_row(const std::uint16_t* w, std::size_t cols, const std::uint16_t* hi,
-                               const std::uint16_t* lo) {
-  __m512 acc_hi = _mm512_setzero_ps(), acc_lo = _mm512_setzero_ps();
-  std::size_t i = 0;
-  for (; i + 32 <= cols; i += 32) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + i) + kPrefetchBytes, _MM_HINT_T0);
-    const __m512bh wv = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w + i));
-    acc_hi = _mm512_dpbf16_ps(acc_hi, wv, reinterpret_cast<__m512bh>(_mm512_loadu_si512(hi + i)));
-    acc_lo = _mm512_dpbf16_ps(acc_lo, wv, reinterpret_cast<__m512bh>(_mm512_loadu_si512(lo + i)));
-  }
-  if (i < cols) {
-    const __mmask32 mask = static_cast<__mmask32>((1ull << (cols - i)) - 1);
-    const __m512bh wv = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, w + i));
-    acc_hi = _mm512_dpbf16_ps(acc_hi, wv,
-                              reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, hi + i)));
-    acc_lo = _mm512_dpbf16_ps(acc_lo, wv,
-                              reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, lo + i)));
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc_hi, acc_lo));
-}
-
 std::atomic<bool> native_wanted{[] {
   const char* env = std::getenv("LCLM_NATIVE_BF16");
   return !(env && std::string_view(env) == "0");
@@ -89,11 +61,6 @@ void split_bf16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t*
     hi[i] = f32_to_bf16(x[i]);
     lo[i] = f32_to_bf16(x[i] - bf16_to_f32(hi[i]));
   }
-}
-
-void matvec_bf16_split(const std::uint16_t* w, const std::uint16_t* x_hi, const std::uint16_t* x_lo,
-                       std::size_t rows, std::size_t cols, float* y) {
-  for (std::size_t r = 0; r < rows; ++r) y[r] = dot_row(w + r * cols, cols, x_hi, x_lo);
 }
 
 }  // namespace lclm

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "ops/bf16_kernels.h"
 #include "ops/onednn_matmul.h"
 #include "ops/quant_kernels.h"
 #include "ops/simd.h"
@@ -41,28 +40,14 @@ void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, flo
   }
 }
 
-// One row of x in the forms the weight kernels read: f32, quantized per
-// block (for block-quantized weights) and split into two bf16 parts (for
-// bf16 weights on CPUs with a native bf16 dot product).
-struct ActivationRow {
-  const float* x = nullptr;
-  const std::int16_t* xq = nullptr;
-  const float* xd = nullptr;
-  const std::uint16_t* hi = nullptr;
-  const std::uint16_t* lo = nullptr;
-};
-
-// y[r0..r1) = rows r0..r1 of W times x (one row of x).
-void matvec_range(const WeightMatrix& w, const ActivationRow& a, std::size_t r0, std::size_t r1,
-                  float* y) {
+// y[r0..r1) = rows r0..r1 of W times x (one row of x); xq is x quantized
+// per block, which the block-quantized weights multiply instead.
+void matvec_range(const WeightMatrix& w, const float* x, const std::int16_t* xq, const float* xd,
+                  std::size_t r0, std::size_t r1, float* y) {
   const std::size_t k = w.cols;
-  const float* x = a.x;
-  if (w.dtype == DType::BF16 && a.hi) {
-    matvec_bf16_split(static_cast<const std::uint16_t*>(w.data) + r0 * k, a.hi, a.lo, r1 - r0, k,
-                      y);
-  } else if (is_block_quantized(w.dtype)) {
+  if (is_block_quantized(w.dtype)) {
     matvec_quantized(w.dtype, static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k),
-                     a.xq, a.xd, r1 - r0, k, y);
+                     xq, xd, r1 - r0, k, y);
   } else if (w.dtype == DType::F32) {
     matvec_f32(static_cast<const float*>(w.data) + r0 * k, x, r1 - r0, k, y);
   } else if (w.dtype == DType::BF16) {
@@ -78,26 +63,16 @@ void matvec_range(const WeightMatrix& w, const ActivationRow& a, std::size_t r0,
 void matvec_rows(const float* x, std::size_t m,
                  std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
   std::size_t total = 0;
-  bool any_quantized = false, any_bf16 = false;
+  bool any_quantized = false;
   for (const auto& [w, y] : outputs) {
     total += w->rows;
     any_quantized = any_quantized || is_block_quantized(w->dtype);
-    any_bf16 = any_bf16 || w->dtype == DType::BF16;
   }
-  // Quantized and split once by the calling thread, read by all.
+  // Quantized once by the calling thread, read by all.
   thread_local QuantizedActivations xq_storage;
-  thread_local std::vector<std::uint16_t> split_storage;
   QuantizedActivations& xq = xq_storage;
-  std::vector<std::uint16_t>& split = split_storage;
   const std::size_t k = outputs.begin()->first->cols;
   if (any_quantized) quantize_activations(x, m, k, xq);
-  const bool native_bf16 = any_bf16 && native_bf16_enabled();
-  if (native_bf16) {
-    split.resize(2 * m * k);
-    for (std::size_t i = 0; i < m; ++i) {
-      split_bf16(x + i * k, k, split.data() + 2 * i * k, split.data() + (2 * i + 1) * k);
-    }
-  }
 #pragma omp parallel
   {
     const auto threads = static_cast<std::size_t>(omp_get_num_threads());
@@ -109,16 +84,10 @@ void matvec_rows(const float* x, std::size_t m,
       const std::size_t lo = std::max(begin, offset), hi = std::min(end, offset + w->rows);
       if (lo < hi) {
         for (std::size_t i = 0; i < m; ++i) {
-          ActivationRow a{x + i * k};
-          if (any_quantized) {
-            a.xq = xq.q.data() + i * k;
-            a.xd = xq.d.data() + i * k / kQuantBlock;
-          }
-          if (native_bf16) {
-            a.hi = split.data() + 2 * i * k;
-            a.lo = a.hi + k;
-          }
-          matvec_range(*w, a, lo - offset, hi - offset, y + i * w->rows + lo - offset);
+          const std::int16_t* xq_row = any_quantized ? xq.q.data() + i * k : nullptr;
+          const float* xd_row = any_quantized ? xq.d.data() + i * k / kQuantBlock : nullptr;
+          matvec_range(*w, x + i * k, xq_row, xd_row, lo - offset, hi - offset,
+                       y + i * w->rows + lo - offset);
         }
       }
       offset += w->rows;
