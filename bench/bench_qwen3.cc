@@ -75,11 +75,15 @@ struct BenchArgs {
   bool portable_baseline = false;     // also time the portable kernels, interleaved
 };
 
-// The yardsticks the fractions of peak divide by.
+// The yardsticks the fractions of peak divide by: given, or measured in the
+// run: sgemm once before the warm-up, the read bandwidth before every repeat
+// (its median; a VM's bandwidth drifts by a third within minutes, so one
+// sample at the start would judge later runs against another machine).
 struct Peaks {
   double gflops = 0;
   double gbytes_per_second = 0;
   bool measured_gflops = false, measured_bandwidth = false;
+  std::vector<double> gflops_samples, bandwidth_samples;
 };
 
 Qwen3Config bench_config(int layers) {
@@ -172,6 +176,17 @@ struct Measurements {
   double load_at_end = 0;
 };
 
+// One sample of the memory read bandwidth; its 512 MiB buffer is freed and
+// forgotten by the peak resident size before the next run. (sgemm is
+// sampled once, before the warm-up: OpenBLAS's threads spin for a while
+// after a call, which would slow the run right after it.)
+void sample_bandwidth(const BenchArgs& args, Peaks& peaks) {
+  if (!peaks.measured_bandwidth) return;
+  peaks.bandwidth_samples.push_back(
+      measure_read_bandwidth(args.threads, 3, std::size_t{512} << 20));
+  reset_peak_resident();
+}
+
 // One uncounted warm-up (pages the mmapped weights in, starts the thread
 // pools), then the timed repeats; with a portable baseline each repeat runs
 // the native kernels, then the portable ones, so both see the same machine.
@@ -179,7 +194,8 @@ struct Timings {
   Measurements native, portable;
 };
 Timings measure(const Generator& generator, const std::vector<std::int32_t>& prompt,
-                const BenchArgs& args) {
+                const BenchArgs& args, Peaks& peaks) {
+  if (peaks.measured_gflops) peaks.gflops_samples.push_back(measure_sgemm_gflops());
   std::cerr << "warm-up run\n";
   run_generation(generator, prompt, args.gen_tokens);
   Timings t;
@@ -193,6 +209,7 @@ Timings measure(const Generator& generator, const std::vector<std::int32_t>& pro
               << " s\n";
   };
   for (int r = 0; r < args.repeats; ++r) {
+    sample_bandwidth(args, peaks);
     timed(t.native, "", r);
     if (args.portable_baseline) {
       set_native_bf16(false);
@@ -310,6 +327,13 @@ std::string model_name(const Qwen3Model& model) {
   return dir + " --quant " + type;
 }
 
+// "median of 3 samples (23.9-30.5), one before each repeat".
+std::string sample_range(const std::vector<double>& samples) {
+  const auto [lo, hi] = std::minmax_element(samples.begin(), samples.end());
+  return "median of " + std::to_string(samples.size()) + " samples (" + fixed(*lo, 1) + "-" +
+         fixed(*hi, 1) + "), one before each repeat";
+}
+
 std::vector<std::vector<std::string>> table_rows(const Qwen3Model& model, const Summary& s,
                                                  const BenchArgs& args, const Peaks& peaks,
                                                  const std::string& kernels) {
@@ -336,11 +360,11 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
       << " bytes read per token, " << model.converted_bytes() << " bytes converted at load; load "
       << fixed(m.load_seconds, 2) << " s\n"
       << "yardsticks: fp32 matmul " << fixed(peaks.gflops, 1) << " GFLOP/s ("
-      << (peaks.measured_gflops ? "OpenBLAS sgemm 2048^3, measured in this run" : "given")
+      << (peaks.measured_gflops ? "OpenBLAS sgemm 2048^3, best of 3 before the warm-up" : "given")
       << "), memory read " << fixed(peaks.gbytes_per_second, 1) << " GB/s ("
-      << (peaks.measured_bandwidth
-              ? std::to_string(args.threads) + " threads over 1 GiB, measured in this run"
-              : std::string("given"))
+      << (peaks.measured_bandwidth ? std::to_string(args.threads) + " threads over 512 MiB, " +
+                                         sample_range(peaks.bandwidth_samples)
+                                   : std::string("given"))
       << ")\n\n";
   std::vector<std::vector<std::string>> rows = {
       {"model", "size", "params", "threads", "kernels", "test", "t/s", "achieved", "of peak"}};
@@ -415,8 +439,10 @@ void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
       {"yardsticks",
        {{"sgemm_gflops_per_second", peaks.gflops},
         {"sgemm_measured", peaks.measured_gflops},
+        {"sgemm_samples", peaks.gflops_samples},
         {"read_gbytes_per_second", peaks.gbytes_per_second},
-        {"read_measured", peaks.measured_bandwidth}}},
+        {"read_measured", peaks.measured_bandwidth},
+        {"read_samples", peaks.bandwidth_samples}}},
   };
   const nlohmann::ordered_json speed = speed_json(m, s, peaks);
   report["prefill"] = speed.at("prefill");
@@ -430,25 +456,19 @@ void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
   if (!out) throw Error("cannot write " + args.json_path);
 }
 
-Peaks yardsticks(const BenchArgs& args) {
+Peaks given_peaks(const BenchArgs& args) {
   Peaks p;
   p.measured_bandwidth = args.peak_gbytes_per_second <= 0;
   p.measured_gflops = args.peak_gflops <= 0;
-  if (p.measured_bandwidth) std::cerr << "measuring memory read bandwidth\n";
-  p.gbytes_per_second =
-      p.measured_bandwidth ? measure_read_bandwidth(args.threads) : args.peak_gbytes_per_second;
-  if (p.measured_gflops) std::cerr << "measuring OpenBLAS sgemm\n";
-  p.gflops = p.measured_gflops ? measure_sgemm_gflops() : args.peak_gflops;
+  p.gbytes_per_second = args.peak_gbytes_per_second;
+  p.gflops = args.peak_gflops;
   return p;
 }
 
 int run(const BenchArgs& args) {
   const double load_at_start = load_average();
   set_num_threads(args.threads);
-  // Before the model: the 1 GiB buffer is freed and forgotten by the peak
-  // resident size before the model's runs.
-  const Peaks peaks = yardsticks(args);
-  reset_peak_resident();
+  Peaks peaks = given_peaks(args);
   const Qwen3Config config = bench_config(args.layers);
   const fs::path dir =
       args.model_dir.empty() ? default_model_dir(config) : fs::path(args.model_dir);
@@ -462,7 +482,9 @@ int run(const BenchArgs& args) {
   const Generator generator(model);
   const std::vector<std::int32_t> prompt =
       make_prompt(args.prompt_tokens, model.config().vocab_size);
-  Timings t = measure(generator, prompt, args);
+  Timings t = measure(generator, prompt, args, peaks);
+  if (peaks.measured_bandwidth) peaks.gbytes_per_second = median(peaks.bandwidth_samples);
+  if (peaks.measured_gflops) peaks.gflops = median(peaks.gflops_samples);
   Measurements& m = t.native;
   m.load_seconds = load_seconds;
   m.load_at_start = load_at_start;

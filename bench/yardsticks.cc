@@ -48,8 +48,8 @@ namespace lclm {
 
 HWY_EXPORT(SumFloats);
 
-double measure_read_bandwidth(int threads, int repeats) {
-  const std::size_t n = std::size_t{1} << 28;  // 1 GiB of floats
+double measure_read_bandwidth(int threads, int repeats, std::size_t bytes) {
+  const std::size_t n = bytes / sizeof(float);
   std::vector<float> buffer(n);
   // Each thread first touches the part it reads.
 #pragma omp parallel for num_threads(threads) schedule(static)

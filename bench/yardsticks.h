@@ -3,12 +3,15 @@
 // bandwidth can move by a third between minutes).
 #pragma once
 
+#include <cstddef>
+
 namespace lclm {
 
-// Read bandwidth in GB/s: `threads` threads each sum their share of a 1 GiB
-// buffer with the widest vector loads and software prefetch; best of
-// `repeats` passes.
-double measure_read_bandwidth(int threads, int repeats = 5);
+// Read bandwidth in GB/s: `threads` threads each sum their share of a
+// buffer of `bytes` (allocated and freed here) with the widest vector loads
+// and software prefetch; best of `repeats` passes.
+double measure_read_bandwidth(int threads, int repeats = 5,
+                              std::size_t bytes = std::size_t{1} << 30);
 
 // OpenBLAS sgemm GFLOP/s on 2048 x 2048 x 2048 at its configured threads;
 // best of `repeats`.
