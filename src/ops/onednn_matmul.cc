@@ -53,13 +53,17 @@ bool matmul_bf16_onednn(const float* x, std::size_t m, const WeightMatrix& w, fl
   if (w.dtype != DType::BF16 || !onednn_native_bf16()) return false;
   const std::size_t n = w.rows, k = w.cols;
   // Primitives by shape; oneDNN caches their kernels too, this skips
-  // re-creating the descriptor on every call.
+  // re-creating the descriptor on every call. Prompts of every length bring
+  // new row counts (the last chunk), so the map is emptied when it grows past
+  // kMaxProducts instead of keeping one primitive per length ever seen.
+  constexpr std::size_t kMaxProducts = 64;
   thread_local std::map<std::tuple<std::size_t, std::size_t, std::size_t>, dnnl::matmul> products;
   thread_local dnnl::stream stream(cpu_engine());
   thread_local std::vector<std::uint16_t> src;
   thread_local std::vector<float> dst;
   auto it = products.find({m, n, k});
   if (it == products.end()) {
+    if (products.size() >= kMaxProducts) products.clear();
     it = products.emplace(std::tuple{m, n, k}, dnnl::matmul(product_desc(2 * m, n, k))).first;
   }
   // Rows 0..m-1 hold hi, rows m..2m-1 lo.
