@@ -20,8 +20,9 @@ namespace lclm {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Sum of p[0..n): four accumulators, the stream prefetched 4 KiB ahead as
-// the engine's bf16 decode kernel does.
+// Sum of p[0..n): four accumulators, one prefetch 4 KiB ahead per pass of
+// four vectors, so every page is requested before the loads reach it (the
+// engine's decode kernel prefetches each line 4 KiB ahead).
 float SumFloats(const float* p, std::size_t n) {
   const hn::ScalableTag<float> d;
   const std::size_t N = hn::Lanes(d);
