@@ -90,6 +90,13 @@ int main(int argc, char** argv) {
                  "Ask up to this many of a haystack's needles, each in its own turn (more "
                  "retrieval answers per sequence)")
       ->capture_default_str();
+  std::string pack_attention = "documents";
+  app.add_option("--pack-attention", pack_attention,
+                 "documents: each example packed into a sequence attends only to itself, "
+                 "from position 0, as at inference; all: the whole pack is one causal "
+                 "sequence (runs saved before this flag trained so)")
+      ->check(CLI::IsMember({"documents", "all"}))
+      ->capture_default_str();
   app.add_option("-t,--threads", threads, "Threads for libtorch")->capture_default_str();
   app.add_option("--text", corpus, "Training text files or directories")
       ->default_str("/usr/share/common-licenses");
@@ -129,6 +136,7 @@ int main(int argc, char** argv) {
     if (out.empty()) throw lclm::Error("-o OUT is required");
     opts.out = out;
     opts.ratios = ratios;
+    opts.separate_documents = pack_attention == "documents";
     if (!mix.empty()) opts.mix = lclm::train::parse_task_mix(mix);
     if (!fill.empty()) {
       opts.haystack_fill_lo = fill[0];

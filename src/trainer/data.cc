@@ -404,6 +404,7 @@ Example pack_examples(const DataGenerator& data, const ExampleTokenizer& tokens,
       ex.regions.resize(kept_regions);
       ex.region_ratios.resize(kept_regions);
     }
+    if (!ex.ids.empty()) packed.starts.push_back(packed.ids.size());
     packed.ids.insert(packed.ids.end(), ex.ids.begin(), ex.ids.end());
     packed.loss.insert(packed.loss.end(), ex.loss.begin(), ex.loss.end());
     for (auto& r : ex.regions) packed.regions.push_back(std::move(r));

@@ -30,6 +30,8 @@ struct Example {
   std::vector<std::uint8_t> loss;                  // [L] 1 where ids[i] is predicted with loss
   std::vector<std::vector<std::int32_t>> regions;  // encoder tokens of each memory region
   std::vector<std::int64_t> region_ratios;         // the compression ratio of each region
+  // Where each packed example starts (pack_examples); empty: one document.
+  std::vector<std::size_t> starts;
 };
 
 // Plain text documents; whitespace runs are collapsed to one space.

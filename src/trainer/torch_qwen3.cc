@@ -16,6 +16,28 @@ torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
   return torch::cat({a * rope.cos - b * rope.sin, b * rope.cos + a * rope.sin}, -1);
 }
 
+PackedDocuments packed_documents(std::span<const std::size_t> starts, std::int64_t length) {
+  if (starts.empty() || starts.front() != 0) {
+    throw Error("packed_documents: the first document must start at token 0");
+  }
+  torch::Tensor positions = torch::empty({length}, torch::kLong);
+  torch::Tensor doc = torch::empty({length}, torch::kLong);
+  std::int64_t* pos = positions.data_ptr<std::int64_t>();
+  std::int64_t* d = doc.data_ptr<std::int64_t>();
+  std::size_t k = 0;
+  for (std::int64_t i = 0; i < length; ++i) {
+    const auto at = static_cast<std::size_t>(i);
+    while (k + 1 < starts.size() && starts[k + 1] <= at) {
+      if (starts[k + 1] <= starts[k]) throw Error("packed_documents: starts must increase");
+      ++k;
+    }
+    pos[i] = static_cast<std::int64_t>(at - starts[k]);
+    d[i] = static_cast<std::int64_t>(k);
+  }
+  const torch::Tensor future = torch::ones({length, length}, torch::kBool).triu(1);
+  return {positions, future.logical_or(doc.unsqueeze(1) != doc.unsqueeze(0))};
+}
+
 TorchLinear::TorchLinear(std::int64_t in_features, std::int64_t out_features, bool with_bias) {
   weight = register_parameter("weight", torch::zeros({out_features, in_features}));
   if (with_bias) bias = register_parameter("bias", torch::zeros({out_features}));
@@ -89,7 +111,7 @@ TorchQwen3Attention::Projections TorchQwen3Attention::project(const torch::Tenso
 }
 
 torch::Tensor TorchQwen3Attention::forward(const torch::Tensor& x, const RopeTables& rope,
-                                           AttentionMask mask) const {
+                                           AttentionMask mask, const torch::Tensor& blocked) const {
   const std::int64_t B = x.size(0), L = x.size(1), D = head_dim_;
   // q [B, n_heads, L, D]; k, v [B, n_kv_heads, L, D].
   auto [q, k, v] = project(x, rope);
@@ -103,7 +125,9 @@ torch::Tensor TorchQwen3Attention::forward(const torch::Tensor& x, const RopeTab
   // few thousand tokens afford.
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
-  if (mask == AttentionMask::Causal) {
+  if (blocked.defined()) {
+    scores = scores.masked_fill(blocked, -std::numeric_limits<float>::infinity());
+  } else if (mask == AttentionMask::Causal) {
     const torch::Tensor future = torch::ones({L, L}, torch::kBool).triu(1);
     scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   }
@@ -133,8 +157,8 @@ TorchQwen3Layer::TorchQwen3Layer(const Qwen3Config& c) {
 }
 
 torch::Tensor TorchQwen3Layer::forward(const torch::Tensor& x, const RopeTables& rope,
-                                       AttentionMask mask) const {
-  const torch::Tensor h = x + self_attn->forward(input_layernorm->forward(x), rope, mask);
+                                       AttentionMask mask, const torch::Tensor& blocked) const {
+  const torch::Tensor h = x + self_attn->forward(input_layernorm->forward(x), rope, mask, blocked);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
@@ -170,15 +194,31 @@ torch::Tensor TorchQwen3::embed(const torch::Tensor& ids) const {
   return embed_tokens->forward(ids);
 }
 
-torch::Tensor TorchQwen3::forward(const torch::Tensor& input_embeds, AttentionMask mask) {
+torch::Tensor TorchQwen3::forward(const torch::Tensor& input_embeds, AttentionMask mask,
+                                  const PackedDocuments* docs) {
   const std::int64_t rank = input_embeds.dim();
   if ((rank != 2 && rank != 3) || input_embeds.size(rank - 1) != config_.hidden_size) {
     throw Error("TorchQwen3::forward takes input_embeds [L, H] or [B, L, H] with H = " +
                 std::to_string(config_.hidden_size) + ", not " + shape_string(input_embeds));
   }
   torch::Tensor h = rank == 3 ? input_embeds : input_embeds.unsqueeze(0);  // [B, L, H]
-  const RopeTables rope = rope_.tables(h.size(1));
-  for (const auto& layer : *layers) h = layer->as<TorchQwen3Layer>()->forward(h, rope, mask);
+  RopeTables rope;
+  torch::Tensor blocked;
+  if (docs != nullptr) {
+    if (mask != AttentionMask::Causal || docs->positions.size(0) != h.size(1)) {
+      throw Error("TorchQwen3::forward: packed documents take a causal mask and their " +
+                  std::to_string(docs->positions.size(0)) + " positions, not " +
+                  std::to_string(h.size(1)));
+    }
+    const RopeTables all = rope_.tables(docs->positions.max().item<std::int64_t>() + 1);
+    rope = {all.cos.index_select(0, docs->positions), all.sin.index_select(0, docs->positions)};
+    blocked = docs->blocked;
+  } else {
+    rope = rope_.tables(h.size(1));
+  }
+  for (const auto& layer : *layers) {
+    h = layer->as<TorchQwen3Layer>()->forward(h, rope, mask, blocked);
+  }
   h = norm->forward(h);
   return rank == 3 ? h : h.squeeze(0);
 }

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -66,12 +67,25 @@ class RopeCache {
 // x [B, heads, L, head_dim] rotated by the L positions of `rope`: the pairs (i, i + half).
 torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope);
 
+// Documents packed one after another into a sequence of `length` tokens,
+// the k-th starting at starts[k] (starts[0] == 0, increasing): each token
+// attends only to its own document's tokens up to itself, at positions
+// counted from its document's start, so every document computes what it
+// would alone.
+struct PackedDocuments {
+  torch::Tensor positions;  // [L] int64
+  torch::Tensor blocked;    // [L, L] bool: true where query i must not read key j
+};
+PackedDocuments packed_documents(std::span<const std::size_t> starts, std::int64_t length);
+
 // self_attn: x [B, L, hidden] -> [B, L, hidden].
 class TorchQwen3Attention : public torch::nn::Module {
  public:
   explicit TorchQwen3Attention(const Qwen3Config& c);
-  // Positions 0..L-1 in every sequence of the batch.
-  torch::Tensor forward(const torch::Tensor& x, const RopeTables& rope, AttentionMask mask) const;
+  // Positions 0..L-1 in every sequence of the batch. `blocked` [L, L] (bool,
+  // true: not attended), when defined, replaces the mask's.
+  torch::Tensor forward(const torch::Tensor& x, const RopeTables& rope, AttentionMask mask,
+                        const torch::Tensor& blocked = {}) const;
 
   // The attention's inputs for x [B, L, hidden] at the positions of `rope`
   // (its L rows): q [B, n_heads, L, D], k and v [B, n_kv_heads, L, D], with
@@ -106,8 +120,10 @@ class TorchQwen3Mlp : public torch::nn::Module {
 class TorchQwen3Layer : public torch::nn::Module {
  public:
   explicit TorchQwen3Layer(const Qwen3Config& c);
-  // x [B, L, hidden] -> [B, L, hidden], positions 0..L-1.
-  torch::Tensor forward(const torch::Tensor& x, const RopeTables& rope, AttentionMask mask) const;
+  // x [B, L, hidden] -> [B, L, hidden] at the positions of `rope`; `blocked`
+  // as TorchQwen3Attention::forward takes it.
+  torch::Tensor forward(const torch::Tensor& x, const RopeTables& rope, AttentionMask mask,
+                        const torch::Tensor& blocked = {}) const;
 
   std::shared_ptr<TorchRmsNorm> input_layernorm, post_attention_layernorm;  // [hidden]
   std::shared_ptr<TorchQwen3Attention> self_attn;
@@ -135,8 +151,10 @@ class TorchQwen3 : public torch::nn::Module {
   // ids [...] -> [..., hidden].
   torch::Tensor embed(const torch::Tensor& ids) const;
   // input_embeds [L, hidden] or [B, L, hidden] -> final-norm hidden states of
-  // the same shape; every sequence takes positions 0..L-1.
-  torch::Tensor forward(const torch::Tensor& input_embeds, AttentionMask mask);
+  // the same shape; every sequence takes positions 0..L-1, or, with `docs`
+  // (causal, for the L tokens), those of its packed documents.
+  torch::Tensor forward(const torch::Tensor& input_embeds, AttentionMask mask,
+                        const PackedDocuments* docs = nullptr);
   // hidden [..., hidden] -> logits [..., vocab]; throws lclm::Error for an encoder.
   torch::Tensor logits(const torch::Tensor& hidden) const;
 

@@ -212,16 +212,32 @@ Example Trainer::peek_batch() const {
 
 namespace {
 
+// The decoder's final hidden states [L, D] of ex, its packed examples kept
+// apart when `separate` (each from position 0, reading only itself).
+torch::Tensor decoder_hidden(TorchLclm& model, const Example& ex, bool separate) {
+  const torch::Tensor inputs = model.decoder_inputs(ex.ids, ex.regions, ex.region_ratios);
+  if (!separate || ex.starts.size() < 2) {
+    return model.decoder->forward(inputs, AttentionMask::Causal);
+  }
+  const PackedDocuments docs =
+      packed_documents(ex.starts, static_cast<std::int64_t>(ex.ids.size()));
+  return model.decoder->forward(inputs, AttentionMask::Causal, &docs);
+}
+
 // Mean cross entropy over the positions with loss (0 when there are none).
 // Logits are computed only at the positions that predict a target: with a
 // 151k vocabulary the full [L, vocab] logits would cost most of the step.
-torch::Tensor target_loss(TorchLclm& model, const Example& ex) {
-  const torch::Tensor hidden =  // [L, D]
-      model.decoder->forward(model.decoder_inputs(ex.ids, ex.regions, ex.region_ratios),
-                             AttentionMask::Causal);
+// With separate documents a document's first token has no prediction (the
+// token before it belongs to another document).
+torch::Tensor target_loss(TorchLclm& model, const Example& ex, bool separate) {
+  const torch::Tensor hidden = decoder_hidden(model, ex, separate);  // [L, D]
   std::vector<std::int64_t> rows, targets;
+  std::size_t next_start = 1;
   for (std::size_t i = 1; i < ex.ids.size(); ++i) {
-    if (!ex.loss[i]) continue;
+    const bool starts_document =
+        separate && next_start < ex.starts.size() && ex.starts[next_start] == i;
+    if (starts_document) ++next_start;
+    if (!ex.loss[i] || starts_document) continue;
     rows.push_back(static_cast<std::int64_t>(i) - 1);
     targets.push_back(ex.ids[i]);
   }
@@ -234,7 +250,12 @@ torch::Tensor target_loss(TorchLclm& model, const Example& ex) {
 
 double Trainer::loss_of(const Example& ex) {
   const torch::NoGradGuard no_grad;
-  return target_loss(*model_, ex).item<double>();
+  return target_loss(*model_, ex, opts_.separate_documents).item<double>();
+}
+
+torch::Tensor Trainer::logits_of(const Example& ex) {
+  const torch::NoGradGuard no_grad;
+  return model_->decoder->logits(decoder_hidden(*model_, ex, opts_.separate_documents));
 }
 
 double Trainer::step() {
@@ -262,7 +283,7 @@ double Trainer::step() {
   // does not reach (the encoder, on a pack without regions) then skips the
   // update, as after a resume, so resumed runs match straight ones exactly.
   for (torch::Tensor& p : optim_->trainable) p.mutable_grad().reset();
-  const torch::Tensor loss = target_loss(*model_, batch);
+  const torch::Tensor loss = target_loss(*model_, batch, opts_.separate_documents);
   // A sequence whose loss does not reach the stage's parameters (stage 1 on
   // a pack without memory regions) gives no update.
   if (loss.requires_grad()) {
@@ -301,6 +322,7 @@ void Trainer::save() {
         {"scramble", opts_.scramble},
         {"needles", {opts_.needles_lo, opts_.needles_hi}},
         {"questions", opts_.questions},
+        {"separate_documents", opts_.separate_documents},
         {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
                                                    opts_.mix->retrieval, opts_.mix->plain_retrieval,
                                                    opts_.mix->plain_reconstruction})
@@ -347,6 +369,8 @@ void Trainer::load_state(const fs::path& dir) {
       opts_.needles_hi = state["needles"].at(1).get<std::int64_t>();
     }
     opts_.questions = state.value("questions", std::int64_t{1});
+    // Runs saved before the setting existed trained on whole packs.
+    opts_.separate_documents = state.value("separate_documents", false);
     if (state.contains("mix") && state["mix"].is_array()) {
       const auto& m = state["mix"];
       opts_.mix = TaskMix{m.at(0).get<double>(), m.at(1).get<double>(), m.at(2).get<double>(),

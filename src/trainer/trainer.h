@@ -55,7 +55,10 @@ struct TrainOptions {
   double scramble = 0.0;                                    // DataGenerator::set_scramble
   std::int64_t needles_lo = 1, needles_hi = 3;              // DataGenerator::set_needles
   std::int64_t questions = 1;                               // DataGenerator::set_questions
-  std::int64_t save_every = 0;                              // steps; 0: only at the end
+  // Each packed example attends only to itself, from position 0 (as it runs
+  // at inference); false: the whole pack is one causal sequence.
+  bool separate_documents = true;
+  std::int64_t save_every = 0;  // steps; 0: only at the end
   std::int64_t log_every = 10;
   // Stop (and save) once the plan's global step reaches this, as an
   // interruption would; a later --resume goes on. 0: run the whole plan.
@@ -85,6 +88,9 @@ class Trainer {
 
   // Mean loss over the target tokens of ex, without gradients.
   double loss_of(const Example& ex);
+  // The decoder's logits [L, vocab] of ex, as training computes them
+  // (documents kept apart per separate_documents), without gradients.
+  torch::Tensor logits_of(const Example& ex);
   // The sequence the next step() trains on.
   Example peek_batch() const;
 

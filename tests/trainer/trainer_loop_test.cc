@@ -374,6 +374,55 @@ TEST_F(TrainerStages, DecoderCptAndSftTrainEverything) {
   }
 }
 
+// With separate documents (the default) each example of a pack computes the
+// logits it computes alone: it reads only itself, from position 0.
+TEST_F(TrainerStages, PackedExamplesComputeWhatTheyComputeAlone) {
+  TrainOptions opts;
+  opts.init = tiny_checkpoint("pack-init");
+  opts.out = lclm::testing::scratch_dir("pack-out");
+  opts.stages = {{3, 1}};
+  opts.seq_len = 160;
+  opts.seed = 3;
+  opts.haystack_fill_lo = 0.1;
+  opts.haystack_fill_hi = 0.2;
+  opts.copy_fill_lo = 0.05;
+  opts.copy_fill_hi = 0.1;
+  Trainer trainer(opts);
+  const Example pack = trainer.peek_batch();
+  ASSERT_GE(pack.starts.size(), 3u) << "too few examples in the pack to test";
+  ASSERT_FALSE(pack.regions.empty());
+  const ExampleTokenizer tokens(opts.init);
+  const torch::Tensor packed = trainer.logits_of(pack);  // [L, vocab]
+  const torch::Tensor whole = trainer.model().decoder->logits(trainer.model().decoder->forward(
+      trainer.model().decoder_inputs(pack.ids, pack.regions, pack.region_ratios),
+      AttentionMask::Causal));
+  std::size_t region = 0;
+  for (std::size_t k = 0; k < pack.starts.size(); ++k) {
+    const std::size_t begin = pack.starts[k];
+    const std::size_t end = k + 1 < pack.starts.size() ? pack.starts[k + 1] : pack.ids.size();
+    Example alone;
+    alone.ids.assign(pack.ids.begin() + begin, pack.ids.begin() + end);
+    alone.loss.assign(pack.loss.begin() + begin, pack.loss.begin() + end);
+    for (std::int32_t id : alone.ids) {
+      if (id != tokens.memory_start()) continue;
+      alone.regions.push_back(pack.regions[region]);
+      alone.region_ratios.push_back(pack.region_ratios[region]);
+      ++region;
+    }
+    const torch::Tensor want = trainer.logits_of(alone);
+    const auto rows = static_cast<std::int64_t>(end - begin);
+    const torch::Tensor got = packed.narrow(0, static_cast<std::int64_t>(begin), rows);
+    const double scale = want.abs().max().item<double>();
+    EXPECT_LE((got - want).abs().max().item<double>(), 1e-5 * scale) << "example " << k;
+    if (k > 0) {
+      // The whole-pack causal forward reads earlier examples: not the same.
+      const torch::Tensor mixed = whole.narrow(0, static_cast<std::int64_t>(begin), rows);
+      EXPECT_GT((mixed - want).abs().max().item<double>(), 1e-3 * scale) << "example " << k;
+    }
+  }
+  EXPECT_EQ(region, pack.regions.size());
+}
+
 TEST(TrainerSchedule, WarmsUpThenDecaysToTheFloor) {
   EXPECT_DOUBLE_EQ(scheduled_lr(1e-3, 0, 10, 100), 1e-4);
   EXPECT_DOUBLE_EQ(scheduled_lr(1e-3, 9, 10, 100), 1e-3);
@@ -402,6 +451,8 @@ TEST_F(TrainerStages, ResumeContinuesExactlyAndTheEngineLoadsTheCheckpoint) {
   opts.needles_lo = 2;
   opts.needles_hi = 5;
   opts.questions = 3;
+  // separate_documents keeps its default (true), which a state without it
+  // would not restore.
 
   opts.out = lclm::testing::scratch_dir("resume-straight");
   Trainer straight(opts);
