@@ -5,9 +5,12 @@
 # interrupted run continues with `scripts/train_small.sh` again (--resume),
 # and finished stages are not redone.
 #
-#   scripts/train_small.sh [--out DIR] [--runs DIR] [--scale F]
+#   scripts/train_small.sh [--out DIR] [--runs DIR] [--scale F] [--curriculum DIR]
 #
 # --scale multiplies every stage's step count (e.g. 0.1 for a smoke run).
+# --curriculum DIR also runs the retrieval curriculum s5-s9 on top of s4 and
+# writes its result to DIR (bf16); it is not the shipped model (see
+# docs/training.md, "The retrieval curriculum").
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -15,12 +18,14 @@ cd "$repo_root"
 out=models/lclm-small
 runs=runs/lclm-small
 scale=1
+curriculum=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --scale) scale="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --curriculum) curriculum="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "train_small.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,7 +41,9 @@ mkdir -p "$runs"
 # installed packages a-l; packages m-z are held out for evaluation.
 shopt -s nullglob
 text=(/usr/share/common-licenses /usr/share/doc/[a-l]*/copyright)
-common=(--ratios 4,8,16 --threads 2 --save-every 100 --log-every 20 --text "${text[@]}")
+common=(--threads 2 --save-every 100 --log-every 20 --text "${text[@]}")
+# Stages s0-s4 trained before packed examples were kept apart.
+early=(--ratios 4,8,16 --pack-attention all)
 
 steps() { awk -v s="$1" -v k="$scale" 'BEGIN { n = int(s * k); print (n < 1 ? 1 : n) }'; }
 
@@ -48,13 +55,18 @@ run_stage() {
   while [[ $1 != -- ]]; do init+=("$1"); shift; done
   shift
   args=("$@")
+  # --until is not part of a run's saved state: a resume needs it again.
+  local until=()
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    [[ ${args[i]} == --until ]] && until=(--until "${args[i + 1]}")
+  done
   if [[ -f $dir.done ]]; then
     echo "== $name: done"
     return
   fi
   if [[ -f $dir/trainer_state/state.json ]]; then
     echo "== $name: resuming"
-    $train --resume -o "$dir" --threads 2 2>&1 | tee -a "$runs/train.log"
+    $train --resume -o "$dir" --threads 2 "${until[@]}" 2>&1 | tee -a "$runs/train.log"
   else
     rm -rf "$dir"
     echo "== $name: training"
@@ -67,20 +79,51 @@ run_stage() {
 # starts from a trained one); stages 1-3 use learning rates 15-30x the
 # published ones, which are for fine-tuning billion-parameter models.
 run_stage s0 --init-random --vocab 4096 --window 64 --ratio 4 --random-seed 1 -- \
-  --stages 0 --steps "$(steps 100)" --seq-len 512 --seed 10
+  --stages 0 --steps "$(steps 100)" --seq-len 512 --seed 10 "${early[@]}"
 run_stage s1 --init "$runs/s0" -- \
-  --stages 1 --steps "$(steps 200)" --seq-len 512 --lr-scale 30 --seed 11
+  --stages 1 --steps "$(steps 200)" --seq-len 512 --lr-scale 30 --seed 11 "${early[@]}"
 run_stage s2 --init "$runs/s1" -- \
-  --stages 2 --steps "$(steps 1600)" --seq-len 512 --lr-scale 30 --seed 12
+  --stages 2 --steps "$(steps 1600)" --seq-len 512 --lr-scale 30 --seed 12 "${early[@]}"
 run_stage s3 --init "$runs/s2" -- \
-  --stages 3 --steps "$(steps 700)" --seq-len 1024 --lr-scale 15 --seed 13
+  --stages 3 --steps "$(steps 700)" --seq-len 1024 --lr-scale 15 --seed 13 "${early[@]}"
 
 # A second SFT pass dense in questions: short haystacks (5-50% of the
 # sequence), so each step carries several retrieval answers, half of the
 # haystacks plain so the decoder learns to copy from text it reads.
 run_stage s4 --init "$runs/s3" -- \
   --stages 3 --steps "$(steps 1700)" --seq-len 1024 --lr-scale 20 --seed 14 \
-  --mix 0,0.2,0.45,0.25,0.1 --haystack-fill 0.05,0.5
+  --mix 0,0.2,0.45,0.25,0.1 --haystack-fill 0.05,0.5 "${early[@]}"
 
 $train --init "$runs/s4" --export "$out" --save-dtype bf16
 du -sh "$out"
+[[ -n $curriculum ]] || exit 0
+
+# The retrieval curriculum (docs/training.md): short examples, each attending
+# only to itself. It starts from s4's weights rounded to bf16, the model
+# shipped before it.
+[[ -f $runs/s4-bf16/model_config.json ]] ||
+  $train --init "$runs/s4" --export "$runs/s4-bf16" --save-dtype bf16
+short=(--seq-len 512 --needles 1,4 --questions 4 --haystack-fill 0.02,0.15 --copy-fill 0.03,0.12
+  --warmup 50)
+# s5: plain needle questions only; s6: with plain copying (mostly shuffled
+# words), where the induction-style lookup forms; s7: compressed copying and
+# needles at 4x/8x/16x beside the plain ones; s8 and s9: compressed at 4x.
+run_stage s5 --init "$runs/s4-bf16" -- \
+  --stages 3 --steps "$(steps 3000)" --until "$(steps 1250)" --lr-scale 20 --seed 81 \
+  --mix 0,0,0,1,0 "${short[@]}"
+run_stage s6 --init "$runs/s5" -- \
+  --stages 3 --steps "$(steps 12000)" --until "$(steps 4250)" --lr-scale 30 --seed 82 \
+  --mix 0,0,0,0.4,0.6 --scramble 0.8 "${short[@]}"
+run_stage s7 --init "$runs/s6" -- \
+  --stages 3 --steps "$(steps 8000)" --until "$(steps 1750)" --lr-scale 30 --seed 83 \
+  --mix 0,0.3,0.35,0.15,0.2 --scramble 0.5 --ratios 4,4,8,16 "${short[@]}"
+run_stage s8 --init "$runs/s7" -- \
+  --stages 3 --steps "$(steps 6000)" --lr-scale 30 --seed 84 \
+  --mix 0,0.45,0.4,0.1,0.05 --scramble 0.2 --ratios 4 "${short[@]}"
+# s9: s8's data again with the learning rate warmed up once more.
+run_stage s9 --init "$runs/s8" -- \
+  --stages 3 --steps "$(steps 1800)" --lr-scale 30 --seed 85 \
+  --mix 0,0.45,0.4,0.1,0.05 --scramble 0.2 --ratios 4 "${short[@]}"
+
+$train --init "$runs/s9" --export "$curriculum" --save-dtype bf16
+du -sh "$curriculum"
