@@ -16,6 +16,15 @@ torch::Tensor apply_rope(const torch::Tensor& x, const RopeTables& rope) {
   return torch::cat({a * rope.cos - b * rope.sin, b * rope.cos + a * rope.sin}, -1);
 }
 
+namespace {
+
+// [L, L] bool, true above the diagonal: the keys a causal query must not read.
+torch::Tensor future_positions(std::int64_t length) {
+  return torch::ones({length, length}, torch::kBool).triu(1);
+}
+
+}  // namespace
+
 PackedDocuments packed_documents(std::span<const std::size_t> starts, std::int64_t length) {
   if (starts.empty() || starts.front() != 0) {
     throw Error("packed_documents: the first document must start at token 0");
@@ -34,8 +43,7 @@ PackedDocuments packed_documents(std::span<const std::size_t> starts, std::int64
     pos[i] = static_cast<std::int64_t>(at - starts[k]);
     d[i] = static_cast<std::int64_t>(k);
   }
-  const torch::Tensor future = torch::ones({length, length}, torch::kBool).triu(1);
-  return {positions, future.logical_or(doc.unsqueeze(1) != doc.unsqueeze(0))};
+  return {positions, future_positions(length).logical_or(doc.unsqueeze(1) != doc.unsqueeze(0))};
 }
 
 TorchLinear::TorchLinear(std::int64_t in_features, std::int64_t out_features, bool with_bias) {
@@ -128,8 +136,7 @@ torch::Tensor TorchQwen3Attention::forward(const torch::Tensor& x, const RopeTab
   if (blocked.defined()) {
     scores = scores.masked_fill(blocked, -std::numeric_limits<float>::infinity());
   } else if (mask == AttentionMask::Causal) {
-    const torch::Tensor future = torch::ones({L, L}, torch::kBool).triu(1);
-    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+    scores = scores.masked_fill(future_positions(L), -std::numeric_limits<float>::infinity());
   }
   const torch::Tensor attended = torch::matmul(scores.softmax(-1), v);  // [B, n_heads, L, D]
   return o_proj->forward(attended.transpose(1, 2).reshape({B, L, n_heads_ * D}));
