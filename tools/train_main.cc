@@ -90,6 +90,11 @@ int main(int argc, char** argv) {
                  "Ask up to this many of a haystack's needles, each in its own turn (more "
                  "retrieval answers per sequence)")
       ->capture_default_str();
+  app.add_option("--latent-align", opts.latent_align,
+                 "W: add W x (1 - cosine(latent, mean input embedding of its r tokens)) to "
+                 "the loss, so latents start out as inputs the decoder already reads")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   std::string pack_attention = "documents";
   app.add_option("--pack-attention", pack_attention,
                  "documents: each example packed into a sequence attends only to itself, "

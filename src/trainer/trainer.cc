@@ -212,10 +212,11 @@ Example Trainer::peek_batch() const {
 
 namespace {
 
-// The decoder's final hidden states [L, D] of ex, its packed examples kept
-// apart when `separate` (each from position 0, reading only itself).
-torch::Tensor decoder_hidden(TorchLclm& model, const Example& ex, bool separate) {
-  const torch::Tensor inputs = model.decoder_inputs(ex.ids, ex.regions, ex.region_ratios);
+// The decoder's final hidden states [L, D] from its inputs [L, D] (latents
+// spliced in), ex's packed examples kept apart when `separate` (each from
+// position 0, reading only itself).
+torch::Tensor decoder_hidden(TorchLclm& model, const torch::Tensor& inputs, const Example& ex,
+                             bool separate) {
   if (!separate || ex.starts.size() < 2) {
     return model.decoder->forward(inputs, AttentionMask::Causal);
   }
@@ -224,13 +225,18 @@ torch::Tensor decoder_hidden(TorchLclm& model, const Example& ex, bool separate)
   return model.decoder->forward(inputs, AttentionMask::Causal, &docs);
 }
 
+torch::Tensor decoder_inputs(TorchLclm& model, const Example& ex) {
+  return model.decoder_inputs(ex.ids, ex.regions, ex.region_ratios);
+}
+
 // Mean cross entropy over the positions with loss (0 when there are none).
 // Logits are computed only at the positions that predict a target: with a
 // 151k vocabulary the full [L, vocab] logits would cost most of the step.
 // With separate documents a document's first token has no prediction (the
 // token before it belongs to another document).
-torch::Tensor target_loss(TorchLclm& model, const Example& ex, bool separate) {
-  const torch::Tensor hidden = decoder_hidden(model, ex, separate);  // [L, D]
+torch::Tensor target_loss(TorchLclm& model, const torch::Tensor& inputs, const Example& ex,
+                          bool separate) {
+  const torch::Tensor hidden = decoder_hidden(model, inputs, ex, separate);  // [L, D]
   std::vector<std::int64_t> rows, targets;
   std::size_t next_start = 1;
   for (std::size_t i = 1; i < ex.ids.size(); ++i) {
@@ -248,14 +254,52 @@ torch::Tensor target_loss(TorchLclm& model, const Example& ex, bool separate) {
 
 }  // namespace
 
+torch::Tensor latent_alignment_loss(TorchLclm& model, const torch::Tensor& inputs,
+                                    const Example& ex) {
+  if (ex.regions.empty()) return {};
+  const std::int32_t placeholder = model.token_ids().memory;
+  // Each latent's slot in the sequence.
+  std::vector<std::int64_t> slots;
+  for (std::size_t i = 0; i < ex.ids.size(); ++i) {
+    if (ex.ids[i] == placeholder) slots.push_back(static_cast<std::int64_t>(i));
+  }
+  // Every region token and the latent (group) it belongs to, in order.
+  std::vector<std::int64_t> tokens, group_of;
+  std::int64_t groups = 0;
+  for (std::size_t r = 0; r < ex.regions.size(); ++r) {
+    const auto ratio = static_cast<std::size_t>(
+        ex.region_ratios.empty() ? model.config().compression_ratio : ex.region_ratios[r]);
+    for (std::size_t i = 0; i < ex.regions[r].size(); ++i) {
+      tokens.push_back(ex.regions[r][i]);
+      group_of.push_back(groups + static_cast<std::int64_t>(i / ratio));
+    }
+    groups += static_cast<std::int64_t>((ex.regions[r].size() + ratio - 1) / ratio);
+  }
+  if (groups != static_cast<std::int64_t>(slots.size())) {
+    throw Error("latent_alignment_loss: " + std::to_string(slots.size()) +
+                " <|memory|> positions for " + std::to_string(groups) + " groups of r tokens");
+  }
+  const torch::Tensor table = model.decoder->embed_tokens->weight.detach();  // [V, D]
+  const torch::Tensor index = torch::tensor(group_of);
+  // The mean over each group's rows; the cosine needs only the direction, so
+  // the sum serves.
+  const torch::Tensor want =
+      torch::zeros({groups, table.size(1)})
+          .index_add_(0, index, table.index_select(0, torch::tensor(tokens)));
+  const torch::Tensor latents = inputs.index_select(0, torch::tensor(slots));  // [M, D]
+  return (1.0 - torch::cosine_similarity(latents, want, 1)).mean();
+}
+
 double Trainer::loss_of(const Example& ex) {
   const torch::NoGradGuard no_grad;
-  return target_loss(*model_, ex, opts_.separate_documents).item<double>();
+  return target_loss(*model_, decoder_inputs(*model_, ex), ex, opts_.separate_documents)
+      .item<double>();
 }
 
 torch::Tensor Trainer::logits_of(const Example& ex) {
   const torch::NoGradGuard no_grad;
-  return model_->decoder->logits(decoder_hidden(*model_, ex, opts_.separate_documents));
+  return model_->decoder->logits(
+      decoder_hidden(*model_, decoder_inputs(*model_, ex), ex, opts_.separate_documents));
 }
 
 double Trainer::step() {
@@ -283,11 +327,21 @@ double Trainer::step() {
   // does not reach (the encoder, on a pack without regions) then skips the
   // update, as after a resume, so resumed runs match straight ones exactly.
   for (torch::Tensor& p : optim_->trainable) p.mutable_grad().reset();
-  const torch::Tensor loss = target_loss(*model_, batch, opts_.separate_documents);
+  const torch::Tensor inputs = decoder_inputs(*model_, batch);
+  const torch::Tensor loss = target_loss(*model_, inputs, batch, opts_.separate_documents);
+  torch::Tensor objective = loss;
+  last_align_ = std::nan("");
+  if (opts_.latent_align > 0) {
+    const torch::Tensor align = latent_alignment_loss(*model_, inputs, batch);
+    if (align.defined()) {
+      objective = loss + opts_.latent_align * align;
+      last_align_ = align.item<double>();
+    }
+  }
   // A sequence whose loss does not reach the stage's parameters (stage 1 on
   // a pack without memory regions) gives no update.
-  if (loss.requires_grad()) {
-    loss.backward();
+  if (objective.requires_grad()) {
+    objective.backward();
     if (optim_->row_mask.defined() && optim_->embedding.grad().defined()) {
       optim_->embedding.mutable_grad().mul_(optim_->row_mask);
     }
@@ -323,6 +377,7 @@ void Trainer::save() {
         {"needles", {opts_.needles_lo, opts_.needles_hi}},
         {"questions", opts_.questions},
         {"separate_documents", opts_.separate_documents},
+        {"latent_align", opts_.latent_align},
         {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
                                                    opts_.mix->retrieval, opts_.mix->plain_retrieval,
                                                    opts_.mix->plain_reconstruction})
@@ -371,6 +426,7 @@ void Trainer::load_state(const fs::path& dir) {
     opts_.questions = state.value("questions", std::int64_t{1});
     // Runs saved before the setting existed trained on whole packs.
     opts_.separate_documents = state.value("separate_documents", false);
+    opts_.latent_align = state.value("latent_align", 0.0);
     if (state.contains("mix") && state["mix"].is_array()) {
       const auto& m = state["mix"];
       opts_.mix = TaskMix{m.at(0).get<double>(), m.at(1).get<double>(), m.at(2).get<double>(),
@@ -395,12 +451,16 @@ void Trainer::run() {
   std::int64_t total_steps = 0;
   for (const StageSteps& s : opts_.stages) total_steps += s.steps;
   const std::int64_t first_step = global_step_;
-  double loss_sum = 0;
-  std::int64_t loss_count = 0, tokens = 0;
+  double loss_sum = 0, align_sum = 0;
+  std::int64_t loss_count = 0, align_count = 0, tokens = 0;
   const auto stopped = [&] { return done() || (opts_.until > 0 && global_step_ >= opts_.until); };
   while (!stopped()) {
     loss_sum += step();
     ++loss_count;
+    if (!std::isnan(last_align_)) {
+      align_sum += last_align_;
+      ++align_count;
+    }
     tokens += last_tokens_;
     const bool last = stopped();
     if (opts_.log && (global_step_ % opts_.log_every == 0 || last)) {
@@ -409,12 +469,14 @@ void Trainer::run() {
       const double eta = elapsed / done_here * static_cast<double>(total_steps - global_step_);
       *opts_.log << "step " << global_step_ << "/" << total_steps << " stage " << stage()
                  << " loss " << std::fixed << std::setprecision(4)
-                 << loss_sum / static_cast<double>(loss_count) << " lr " << std::scientific
-                 << std::setprecision(2) << last_lr_ << std::fixed << std::setprecision(0)
-                 << " tok/s " << static_cast<double>(tokens) / elapsed << " elapsed "
-                 << format_seconds(elapsed) << " eta " << format_seconds(eta) << std::endl;
-      loss_sum = 0;
-      loss_count = 0;
+                 << loss_sum / static_cast<double>(loss_count);
+      if (align_count > 0) *opts_.log << " align " << align_sum / static_cast<double>(align_count);
+      *opts_.log << " lr " << std::scientific << std::setprecision(2) << last_lr_ << std::fixed
+                 << std::setprecision(0) << " tok/s " << static_cast<double>(tokens) / elapsed
+                 << " elapsed " << format_seconds(elapsed) << " eta " << format_seconds(eta)
+                 << std::endl;
+      loss_sum = align_sum = 0;
+      loss_count = align_count = 0;
     }
     if (!last && opts_.save_every > 0 && global_step_ % opts_.save_every == 0) save();
   }

@@ -58,6 +58,9 @@ struct TrainOptions {
   // Each packed example attends only to itself, from position 0 (as it runs
   // at inference); false: the whole pack is one causal sequence.
   bool separate_documents = true;
+  // Weight of latent_alignment_loss in each step's loss (0: next-token
+  // prediction alone, as published).
+  double latent_align = 0.0;
   std::int64_t save_every = 0;  // steps; 0: only at the end
   std::int64_t log_every = 10;
   // Stop (and save) once the plan's global step reaches this, as an
@@ -69,6 +72,17 @@ struct TrainOptions {
   std::ostream* log = nullptr;  // progress lines; none when null
 };
 
+// The latent alignment loss of a packed sequence: for every latent,
+// 1 - cosine(latent, mean of the decoder's input embeddings of the r tokens
+// it stands for), averaged over the latents. inputs [L, D] are the decoder
+// inputs of ex with the latents spliced in (TorchLclm::decoder_inputs); the
+// embeddings are a fixed target (no gradient reaches them). It pulls each
+// latent towards the input the decoder already reads for those tokens, so
+// that reading latents can start from reading tokens (docs/training.md).
+// An undefined tensor when ex has no regions.
+torch::Tensor latent_alignment_loss(TorchLclm& model, const torch::Tensor& inputs,
+                                    const Example& ex);
+
 class Trainer {
  public:
   // Loads opts.init (or opts.out's checkpoint and state with opts.resume).
@@ -79,7 +93,8 @@ class Trainer {
   ~Trainer();
 
   bool done() const;
-  // One optimizer step on the next packed sequence; returns its loss.
+  // One optimizer step on the next packed sequence; returns its target loss
+  // (next-token cross entropy; the alignment term is last_alignment_loss()).
   double step();
   // Writes the checkpoint with trainer_state/ to opts.out, atomically.
   void save();
@@ -99,6 +114,9 @@ class Trainer {
   std::int64_t global_step() const { return global_step_; }
   std::int64_t step_in_stage() const { return step_in_stage_; }
   double current_lr() const { return last_lr_; }  // the base group's lr of the last step
+  // latent_alignment_loss of the last step's sequence; NaN when it had no
+  // latents or latent_align is 0.
+  double last_alignment_loss() const { return last_align_; }
   std::uint64_t next_example() const { return next_example_; }
 
  private:
@@ -117,6 +135,7 @@ class Trainer {
   std::int64_t step_in_stage_ = 0, global_step_ = 0;
   std::uint64_t next_example_ = 0;
   double last_lr_ = 0;
+  double last_align_ = 0;
   std::int64_t last_tokens_ = 0;  // of the last step's sequence
 };
 

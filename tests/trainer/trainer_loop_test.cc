@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <string>
 #include <vector>
@@ -421,6 +422,105 @@ TEST_F(TrainerStages, PackedExamplesComputeWhatTheyComputeAlone) {
     }
   }
   EXPECT_EQ(region, pack.regions.size());
+}
+
+// The alignment term, computed again the plain way: each region's latents
+// from the encoder and adapter, each against the mean embedding of its
+// group of r tokens.
+TEST_F(TrainerStages, LatentAlignmentIsOneMinusCosineToTheGroupsMeanEmbedding) {
+  TrainOptions opts;
+  opts.init = tiny_checkpoint("align-init");
+  opts.out = lclm::testing::scratch_dir("align-out");
+  opts.stages = {{3, 1}};
+  opts.seq_len = 160;
+  opts.seed = 4;
+  opts.ratios = {1, 2, 4};
+  opts.mix = TaskMix{0, 0.5, 0.5, 0, 0};
+  opts.haystack_fill_lo = 0.1;
+  opts.haystack_fill_hi = 0.2;
+  opts.copy_fill_lo = 0.05;
+  opts.copy_fill_hi = 0.1;
+  Trainer trainer(opts);
+  const Example pack = trainer.peek_batch();
+  ASSERT_GE(pack.regions.size(), 2u) << "too few regions in the pack to test";
+  ASSERT_NE(std::set<std::int64_t>(pack.region_ratios.begin(), pack.region_ratios.end()).size(), 1u)
+      << "every region at one ratio: the grouping is not exercised";
+  TorchLclm& model = trainer.model();
+  const torch::Tensor inputs = model.decoder_inputs(pack.ids, pack.regions, pack.region_ratios);
+  const torch::Tensor got = latent_alignment_loss(model, inputs, pack);
+  ASSERT_TRUE(got.defined());
+  // The embeddings are the target: the gradient reaches the encoder and
+  // adapter, not the table.
+  got.backward();
+  const torch::Tensor table_grad = model.decoder->embed_tokens->weight.grad();
+  EXPECT_TRUE(!table_grad.defined() || table_grad.abs().max().item<double>() == 0.0);
+  EXPECT_TRUE(model.adapter->fc1->weight.grad().defined());
+
+  const torch::NoGradGuard no_grad;
+  const torch::Tensor table = model.decoder->embed_tokens->weight;
+  double sum = 0;
+  std::int64_t count = 0;
+  for (std::size_t k = 0; k < pack.regions.size(); ++k) {
+    const auto r = static_cast<std::size_t>(pack.region_ratios[k]);
+    const torch::Tensor latents = model.encode_region(pack.regions[k], pack.region_ratios[k]);
+    for (std::int64_t g = 0; g < latents.size(0); ++g) {
+      torch::Tensor mean = torch::zeros({table.size(1)});
+      std::size_t n = 0;
+      for (std::size_t i = g * r; i < std::min(pack.regions[k].size(), (g + 1) * r); ++i, ++n) {
+        mean += table[pack.regions[k][i]];
+      }
+      mean /= static_cast<double>(n);
+      const torch::Tensor v = latents[g];
+      sum += 1.0 - (v.dot(mean) / (v.norm() * mean.norm())).item<double>();
+      ++count;
+    }
+  }
+  EXPECT_NEAR(got.item<double>(), sum / static_cast<double>(count), 1e-5);
+
+  Example plain = pack;
+  plain.regions.clear();
+  plain.region_ratios.clear();
+  EXPECT_FALSE(latent_alignment_loss(model, inputs, plain).defined());
+}
+
+// With --latent-align, steps pull the latents towards their tokens'
+// embeddings; the step still reports the next-token loss.
+TEST_F(TrainerStages, LatentAlignmentMovesTheLatentsNotTheEmbeddings) {
+  TrainOptions opts;
+  opts.init = tiny_checkpoint("align-train-init");
+  opts.out = lclm::testing::scratch_dir("align-train-out");
+  opts.stages = {{1, 8}};
+  opts.seq_len = 128;
+  opts.seed = 6;
+  opts.lr_scale = 30;
+  opts.latent_align = 5;
+  Trainer trainer(opts);
+  const Example pack = trainer.peek_batch();
+  ASSERT_FALSE(pack.regions.empty());
+  const auto alignment = [&] {
+    const torch::NoGradGuard no_grad;
+    TorchLclm& model = trainer.model();
+    return latent_alignment_loss(
+               model, model.decoder_inputs(pack.ids, pack.regions, pack.region_ratios), pack)
+        .item<double>();
+  };
+  const double before = alignment();
+  const double first_loss = trainer.step();
+  EXPECT_NEAR(
+      first_loss,
+      [&] {
+        Trainer fresh([&] {
+          TrainOptions o = opts;
+          o.out = lclm::testing::scratch_dir("align-train-fresh");
+          return o;
+        }());
+        return fresh.loss_of(pack);
+      }(),
+      1e-5)
+      << "step() returns the next-token loss, not the objective";
+  EXPECT_FALSE(std::isnan(trainer.last_alignment_loss()));
+  while (!trainer.done()) trainer.step();
+  EXPECT_LT(alignment(), before - 0.05);
 }
 
 TEST(TrainerSchedule, WarmsUpThenDecaysToTheFloor) {
