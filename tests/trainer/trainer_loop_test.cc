@@ -375,19 +375,25 @@ TEST_F(TrainerStages, DecoderCptAndSftTrainEverything) {
   }
 }
 
-// With separate documents (the default) each example of a pack computes the
-// logits it computes alone: it reads only itself, from position 0.
-TEST_F(TrainerStages, PackedExamplesComputeWhatTheyComputeAlone) {
+// One SFT step on packs of short examples (several to a sequence of 160).
+TrainOptions short_example_options(const std::string& name, std::uint64_t seed) {
   TrainOptions opts;
-  opts.init = tiny_checkpoint("pack-init");
-  opts.out = lclm::testing::scratch_dir("pack-out");
+  opts.init = tiny_checkpoint(name + "-init");
+  opts.out = lclm::testing::scratch_dir(name + "-out");
   opts.stages = {{3, 1}};
   opts.seq_len = 160;
-  opts.seed = 3;
+  opts.seed = seed;
   opts.haystack_fill_lo = 0.1;
   opts.haystack_fill_hi = 0.2;
   opts.copy_fill_lo = 0.05;
   opts.copy_fill_hi = 0.1;
+  return opts;
+}
+
+// With separate documents (the default) each example of a pack computes the
+// logits it computes alone: it reads only itself, from position 0.
+TEST_F(TrainerStages, PackedExamplesComputeWhatTheyComputeAlone) {
+  const TrainOptions opts = short_example_options("pack", 3);
   Trainer trainer(opts);
   const Example pack = trainer.peek_batch();
   ASSERT_GE(pack.starts.size(), 3u) << "too few examples in the pack to test";
@@ -428,18 +434,9 @@ TEST_F(TrainerStages, PackedExamplesComputeWhatTheyComputeAlone) {
 // from the encoder and adapter, each against the mean embedding of its
 // group of r tokens.
 TEST_F(TrainerStages, LatentAlignmentIsOneMinusCosineToTheGroupsMeanEmbedding) {
-  TrainOptions opts;
-  opts.init = tiny_checkpoint("align-init");
-  opts.out = lclm::testing::scratch_dir("align-out");
-  opts.stages = {{3, 1}};
-  opts.seq_len = 160;
-  opts.seed = 4;
+  TrainOptions opts = short_example_options("align", 4);
   opts.ratios = {1, 2, 4};
   opts.mix = TaskMix{0, 0.5, 0.5, 0, 0};
-  opts.haystack_fill_lo = 0.1;
-  opts.haystack_fill_hi = 0.2;
-  opts.copy_fill_lo = 0.05;
-  opts.copy_fill_hi = 0.1;
   Trainer trainer(opts);
   const Example pack = trainer.peek_batch();
   ASSERT_GE(pack.regions.size(), 2u) << "too few regions in the pack to test";
@@ -485,7 +482,7 @@ TEST_F(TrainerStages, LatentAlignmentIsOneMinusCosineToTheGroupsMeanEmbedding) {
 
 // With --latent-align, steps pull the latents towards their tokens'
 // embeddings; the step still reports the next-token loss.
-TEST_F(TrainerStages, LatentAlignmentMovesTheLatentsNotTheEmbeddings) {
+TEST_F(TrainerStages, LatentAlignmentStepsPullLatentsTowardsTheirTokens) {
   TrainOptions opts;
   opts.init = tiny_checkpoint("align-train-init");
   opts.out = lclm::testing::scratch_dir("align-train-out");
