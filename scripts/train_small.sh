@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Re-trains the shipped model models/lclm-small from scratch with lclm-train:
-# the four published stages on Debian text (docs/training.md), then exports
-# the result as bf16. Each stage is its own run directory under RUNS, so an
+# the four published stages on Debian text (s0-s4), then the recall
+# curriculum (s5-s9, docs/training.md) that teaches the decoder to look
+# things up, first in plain text, then in latents, then at length. The result
+# is exported as bf16. Each stage is its own run directory under RUNS, so an
 # interrupted run continues with `scripts/train_small.sh` again (--resume),
 # and finished stages are not redone.
 #
-#   scripts/train_small.sh [--out DIR] [--runs DIR] [--scale F] [--curriculum DIR]
+#   scripts/train_small.sh [--out DIR] [--runs DIR] [--scale F] [--base-only]
 #
-# --scale multiplies every stage's step count (e.g. 0.1 for a smoke run).
-# --curriculum DIR also runs the retrieval curriculum s5-s9 on top of s4 and
-# writes its result to DIR (bf16); it is not the shipped model (see
-# docs/training.md, "The retrieval curriculum").
+# --scale multiplies every stage's step count (e.g. 0.01 for a smoke run).
+# --base-only stops after s4, the model shipped before the recall curriculum.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -18,14 +18,14 @@ cd "$repo_root"
 out=models/lclm-small
 runs=runs/lclm-small
 scale=1
-curriculum=
+base_only=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --scale) scale="$2"; shift 2 ;;
-    --curriculum) curriculum="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --base-only) base_only=1; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "train_small.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -94,36 +94,45 @@ run_stage s4 --init "$runs/s3" -- \
   --stages 3 --steps "$(steps 1700)" --seq-len 1024 --lr-scale 20 --seed 14 \
   --mix 0,0.2,0.45,0.25,0.1 --haystack-fill 0.05,0.5 "${early[@]}"
 
-$train --init "$runs/s4" --export "$out" --save-dtype bf16
-du -sh "$out"
-[[ -n $curriculum ]] || exit 0
+if [[ -n $base_only ]]; then
+  $train --init "$runs/s4" --export "$out" --save-dtype bf16
+  du -sh "$out"
+  exit 0
+fi
 
-# The retrieval curriculum (docs/training.md): short examples, each attending
+# The recall curriculum (docs/training.md): short examples, each attending
 # only to itself. It starts from s4's weights rounded to bf16, the model
 # shipped before it.
 [[ -f $runs/s4-bf16/model_config.json ]] ||
   $train --init "$runs/s4" --export "$runs/s4-bf16" --save-dtype bf16
 short=(--seq-len 512 --needles 1,4 --questions 4 --haystack-fill 0.02,0.15 --copy-fill 0.03,0.12
   --warmup 50)
-# s5: plain needle questions only; s6: with plain copying (mostly shuffled
-# words), where the induction-style lookup forms; s7: compressed copying and
-# needles at 4x/8x/16x beside the plain ones; s8 and s9: compressed at 4x.
+# s5: plain copying (mostly shuffled words) and plain needles, where the
+# induction-style lookup forms, beside copying and needles from latents at
+# 1x and 2x; s6: more of the compressed tasks, 4x too.
 run_stage s5 --init "$runs/s4-bf16" -- \
-  --stages 3 --steps "$(steps 3000)" --until "$(steps 1250)" --lr-scale 20 --seed 81 \
-  --mix 0,0,0,1,0 "${short[@]}"
+  --stages 3 --steps "$(steps 12000)" --until "$(steps 8000)" --lr-scale 30 --seed 91 \
+  --ratios 1,1,2 --mix 0,0.3,0.15,0.2,0.35 --scramble 0.7 "${short[@]}"
 run_stage s6 --init "$runs/s5" -- \
-  --stages 3 --steps "$(steps 12000)" --until "$(steps 4250)" --lr-scale 30 --seed 82 \
-  --mix 0,0,0,0.4,0.6 --scramble 0.8 "${short[@]}"
+  --stages 3 --steps "$(steps 8000)" --until "$(steps 1250)" --lr-scale 30 --seed 92 \
+  --ratios 1,1,2,4 --mix 0,0.45,0.3,0.1,0.15 --scramble 0.6 "${short[@]}"
+# s7: the same with the latent alignment term, which pulls each latent
+# towards the embeddings of its tokens: reading latents starts from reading
+# tokens (1x first). s8: the weight moves to 2x and 4x.
 run_stage s7 --init "$runs/s6" -- \
-  --stages 3 --steps "$(steps 8000)" --until "$(steps 1750)" --lr-scale 30 --seed 83 \
-  --mix 0,0.3,0.35,0.15,0.2 --scramble 0.5 --ratios 4,4,8,16 "${short[@]}"
+  --stages 3 --steps "$(steps 8000)" --until "$(steps 3500)" --lr-scale 30 --seed 93 \
+  --ratios 1,1,2,4 --mix 0,0.45,0.3,0.1,0.15 --scramble 0.6 --latent-align 1 "${short[@]}"
 run_stage s8 --init "$runs/s7" -- \
-  --stages 3 --steps "$(steps 6000)" --lr-scale 30 --seed 84 \
-  --mix 0,0.45,0.4,0.1,0.05 --scramble 0.2 --ratios 4 "${short[@]}"
-# s9: s8's data again with the learning rate warmed up once more.
+  --stages 3 --steps "$(steps 8000)" --until "$(steps 3000)" --lr-scale 30 --seed 94 \
+  --ratios 1,2,2,4,4 --mix 0,0.45,0.3,0.1,0.15 --scramble 0.5 --latent-align 1 "${short[@]}"
+# s9: at length, so that the answer format and the lookup hold on long
+# prompts: sequences of 1,024, haystacks up to half of one (times min(r, 6)
+# when compressed), every ratio the model is used at.
 run_stage s9 --init "$runs/s8" -- \
-  --stages 3 --steps "$(steps 1800)" --lr-scale 30 --seed 85 \
-  --mix 0,0.45,0.4,0.1,0.05 --scramble 0.2 --ratios 4 "${short[@]}"
+  --stages 3 --steps "$(steps 3000)" --until "$(steps 2500)" --seq-len 1024 --lr-scale 20 \
+  --seed 95 --ratios 1,2,4,4,8,16 --mix 0,0.25,0.4,0.2,0.15 --scramble 0.3 \
+  --copy-fill 0.03,0.15 --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 \
+  --latent-align 1
 
-$train --init "$runs/s9" --export "$curriculum" --save-dtype bf16
-du -sh "$curriculum"
+$train --init "$runs/s9" --export "$out" --save-dtype bf16
+du -sh "$out"
