@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <iosfwd>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -135,7 +136,7 @@ class Trainer {
   std::int64_t step_in_stage_ = 0, global_step_ = 0;
   std::uint64_t next_example_ = 0;
   double last_lr_ = 0;
-  double last_align_ = 0;
+  double last_align_ = std::numeric_limits<double>::quiet_NaN();
   std::int64_t last_tokens_ = 0;  // of the last step's sequence
 };
 
