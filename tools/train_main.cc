@@ -3,6 +3,8 @@
 #include <torch/utils.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
+#include <csignal>
 #include <filesystem>
 #include <iostream>
 
@@ -12,6 +14,17 @@
 #include "trainer/lclm_checkpoint.h"
 #include "trainer/trainer.h"
 #include "util/error.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_stop_signal(int sig) {
+  g_stop.store(true);
+  std::signal(sig, SIG_DFL);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Train an LCLM (encoder, adapter, decoder) on packed next-token prediction."};
@@ -48,14 +61,19 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", opts.warmup, "Warm-up steps per stage (-1: min(250, steps/10))")
       ->capture_default_str();
   app.add_option("--seed", opts.seed, "Data seed")->capture_default_str();
-  app.add_option("--save-every", opts.save_every, "Save every N steps (0: at the end only)")
-      ->capture_default_str();
+  std::int64_t save_every = 0, log_every = 10;
+  auto* save_every_opt = app.add_option(
+      "--save-every", save_every,
+      "Save every N steps (0: at the end only; --resume: the saved run's unless given)");
+  save_every_opt->capture_default_str();
   app.add_option("--until", opts.until,
                  "Stop and save once the run reaches this global step (continue later with "
                  "--resume); 0 runs the whole plan")
       ->capture_default_str();
-  app.add_option("--log-every", opts.log_every, "Progress line every N steps")
-      ->capture_default_str();
+  auto* log_every_opt = app.add_option(
+      "--log-every", log_every,
+      "Progress line every N steps (0: none; --resume: the saved run's unless given)");
+  log_every_opt->capture_default_str();
   app.add_flag("--resume", opts.resume, "Continue the run in -o exactly where it was saved");
   app.add_option("--ratios", ratios,
                  "Compress each example at one of these ratios, e.g. 4,8,16 (default: the "
@@ -156,6 +174,13 @@ int main(int argc, char** argv) {
       opts.needles_hi = needles[1];
     }
     opts.log = &std::cerr;
+    if (!opts.resume || save_every_opt->count() > 0) opts.save_every = save_every;
+    if (!opts.resume || log_every_opt->count() > 0) opts.log_every = log_every;
+    // The first SIGINT/SIGTERM ends the run after its current step, saved;
+    // a second one ends the process at once.
+    opts.stop_requested = &g_stop;
+    std::signal(SIGINT, on_stop_signal);
+    std::signal(SIGTERM, on_stop_signal);
     if (!corpus.empty()) opts.corpus.assign(corpus.begin(), corpus.end());
     if (!opts.resume) {
       opts.stages = lclm::train::parse_stage_list(stages, steps);

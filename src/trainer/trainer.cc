@@ -23,6 +23,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kStateDir = "trainer_state";
+constexpr std::int64_t kDefaultLogEvery = 10;
 
 std::vector<torch::Tensor> parameters_of(const torch::nn::Module& m) {
   return m.parameters();
@@ -128,8 +129,13 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
   }
   if (opts_.seq_len < 16) throw Error("--seq-len must be at least 16");
   tokens_ = std::make_unique<ExampleTokenizer>(side_files_);
-  if (!opts_.ratios.empty() && model_->config().pooling == Pooling::Concat) {
-    throw Error("--ratios: concat pooling fixes the ratio (its latents are r x E wide)");
+  if (model_->config().pooling == Pooling::Concat) {
+    for (const std::int64_t r : opts_.ratios) {
+      if (r != static_cast<std::int64_t>(tokens_->checkpoint_ratio())) {
+        throw Error("--ratios: concat pooling fixes the ratio at the checkpoint's " +
+                    std::to_string(tokens_->checkpoint_ratio()) + " (its latents are r x E wide)");
+      }
+    }
   }
   data_ = std::make_unique<DataGenerator>(Corpus::from_paths(opts_.corpus), opts_.seed,
                                           static_cast<std::size_t>(opts_.seq_len),
@@ -378,6 +384,8 @@ void Trainer::save() {
         {"questions", opts_.questions},
         {"separate_documents", opts_.separate_documents},
         {"latent_align", opts_.latent_align},
+        {"save_every", opts_.save_every.value_or(0)},
+        {"log_every", opts_.log_every.value_or(kDefaultLogEvery)},
         {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
                                                    opts_.mix->retrieval, opts_.mix->plain_retrieval,
                                                    opts_.mix->plain_reconstruction})
@@ -427,6 +435,9 @@ void Trainer::load_state(const fs::path& dir) {
     // Runs saved before the setting existed trained on whole packs.
     opts_.separate_documents = state.value("separate_documents", false);
     opts_.latent_align = state.value("latent_align", 0.0);
+    // The command line's cadence wins; runs saved before it was kept get the defaults.
+    if (!opts_.save_every) opts_.save_every = state.value("save_every", std::int64_t{0});
+    if (!opts_.log_every) opts_.log_every = state.value("log_every", kDefaultLogEvery);
     if (state.contains("mix") && state["mix"].is_array()) {
       const auto& m = state["mix"];
       opts_.mix = TaskMix{m.at(0).get<double>(), m.at(1).get<double>(), m.at(2).get<double>(),
@@ -453,7 +464,12 @@ void Trainer::run() {
   const std::int64_t first_step = global_step_;
   double loss_sum = 0, align_sum = 0;
   std::int64_t loss_count = 0, align_count = 0, tokens = 0;
-  const auto stopped = [&] { return done() || (opts_.until > 0 && global_step_ >= opts_.until); };
+  const std::int64_t save_every = opts_.save_every.value_or(0);
+  const std::int64_t log_every = opts_.log_every.value_or(kDefaultLogEvery);
+  const auto interrupted = [&] { return opts_.stop_requested && opts_.stop_requested->load(); };
+  const auto stopped = [&] {
+    return done() || (opts_.until > 0 && global_step_ >= opts_.until) || interrupted();
+  };
   while (!stopped()) {
     loss_sum += step();
     ++loss_count;
@@ -463,7 +479,7 @@ void Trainer::run() {
     }
     tokens += last_tokens_;
     const bool last = stopped();
-    if (opts_.log && (global_step_ % opts_.log_every == 0 || last)) {
+    if (opts_.log && ((log_every > 0 && global_step_ % log_every == 0) || last)) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
       const auto done_here = static_cast<double>(global_step_ - first_step);
       const double eta = elapsed / done_here * static_cast<double>(total_steps - global_step_);
@@ -478,9 +494,13 @@ void Trainer::run() {
       loss_sum = align_sum = 0;
       loss_count = align_count = 0;
     }
-    if (!last && opts_.save_every > 0 && global_step_ % opts_.save_every == 0) save();
+    if (!last && save_every > 0 && global_step_ % save_every == 0) save();
   }
   save();
+  if (opts_.log && interrupted() && !done()) {
+    *opts_.log << "interrupted: saved step " << global_step_ << " to " << opts_.out.string()
+               << "; continue with --resume" << std::endl;
+  }
 }
 
 }  // namespace lclm::train

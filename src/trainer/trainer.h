@@ -5,6 +5,7 @@
 // resume.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <iosfwd>
@@ -62,12 +63,17 @@ struct TrainOptions {
   // Weight of latent_alignment_loss in each step's loss (0: next-token
   // prediction alone, as published).
   double latent_align = 0.0;
-  std::int64_t save_every = 0;  // steps; 0: only at the end
-  std::int64_t log_every = 10;
+  // Save every N steps (0: only at the end) and print a progress line every
+  // N steps (0: none). Unset: 0 and 10 on a new run; a resumed run keeps the
+  // cadence it was saved with.
+  std::optional<std::int64_t> save_every, log_every;
   // Stop (and save) once the plan's global step reaches this, as an
   // interruption would; a later --resume goes on. 0: run the whole plan.
   std::int64_t until = 0;
   bool resume = false;
+  // run() saves and returns after the step during which this turns true
+  // (lclm-train sets it on SIGINT/SIGTERM); a later resume goes on.
+  const std::atomic<bool>* stop_requested = nullptr;
   std::vector<std::filesystem::path> corpus = default_corpus_paths();
   DType dtype = DType::F32;     // of saved weights; F32 keeps resume exact
   std::ostream* log = nullptr;  // progress lines; none when null

@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -575,6 +577,118 @@ TEST_F(TrainerStages, ResumeContinuesExactlyAndTheEngineLoadsTheCheckpoint) {
   const auto engine = LclmModel::load(opts.out);
   EXPECT_EQ(engine->config().compression_ratio, 4);
   EXPECT_THROW(Trainer{opts}, Error) << "a second fresh run into the same directory";
+}
+
+// A short plan on a tiny checkpoint for the run() tests.
+TrainOptions short_run_options(const std::string& name) {
+  TrainOptions opts;
+  opts.init = tiny_checkpoint(name + "-init");
+  opts.out = lclm::testing::scratch_dir(name);
+  opts.stages = {{2, 4}};
+  opts.seq_len = 64;
+  opts.warmup = 0;
+  opts.seed = 6;
+  return opts;
+}
+
+std::int64_t lines_of(const std::string& s) {
+  return std::count(s.begin(), s.end(), '\n');
+}
+
+std::int64_t saved_global_step(const fs::path& out) {
+  return read_json_file(out / "trainer_state" / "state.json").at("global_step").get<std::int64_t>();
+}
+
+TEST_F(TrainerStages, ResumeKeepsTheSavedCadenceUnlessGivenAnother) {
+  TrainOptions opts = short_run_options("cadence");
+  opts.save_every = 3;
+  opts.log_every = 1;
+  opts.until = 1;
+  Trainer(opts).run();
+
+  // Resumed without a cadence: a progress line every step, as saved.
+  TrainOptions again;
+  again.out = opts.out;
+  again.resume = true;
+  again.until = 2;
+  std::ostringstream log;
+  again.log = &log;
+  Trainer(again).run();
+  EXPECT_EQ(lines_of(log.str()), 1) << log.str();
+  EXPECT_NE(log.str().find("step 2/4"), std::string::npos) << log.str();
+  const auto state = read_json_file(opts.out / "trainer_state" / "state.json");
+  EXPECT_EQ(state.at("save_every").get<std::int64_t>(), 3);
+  EXPECT_EQ(state.at("log_every").get<std::int64_t>(), 1);
+
+  // Given one, the resumed run takes it (and saves it for the next).
+  again.until = 0;
+  again.log_every = 0;
+  log.str("");
+  Trainer(again).run();
+  EXPECT_EQ(lines_of(log.str()), 1) << "only the last step's line:\n" << log.str();
+  EXPECT_NE(log.str().find("step 4/4"), std::string::npos) << log.str();
+  EXPECT_EQ(read_json_file(opts.out / "trainer_state" / "state.json").at("log_every"), 0);
+}
+
+// A log that requests a stop when a progress line is flushed, as a SIGINT
+// arriving during the next step would.
+class StopOnFlush : public std::stringbuf {
+ public:
+  explicit StopOnFlush(std::atomic<bool>& stop) : stop_(stop) {}
+
+ protected:
+  int sync() override {
+    stop_.store(true);
+    return std::stringbuf::sync();
+  }
+
+ private:
+  std::atomic<bool>& stop_;
+};
+
+TEST_F(TrainerStages, AStopRequestSavesAfterTheCurrentStepAndResumeGoesOn) {
+  TrainOptions opts = short_run_options("stop-request");
+  opts.log_every = 2;
+  std::atomic<bool> stop{false};
+  opts.stop_requested = &stop;
+  StopOnFlush buffer(stop);
+  std::ostream log(&buffer);
+  opts.log = &log;
+  {
+    Trainer first(opts);
+    first.run();
+    EXPECT_EQ(first.global_step(), 2) << "the step after the request is not taken";
+    EXPECT_FALSE(first.done());
+  }
+  EXPECT_EQ(saved_global_step(opts.out), 2);
+  EXPECT_NE(buffer.str().find("interrupted: saved step 2 to " + opts.out.string() +
+                              "; continue with --resume"),
+            std::string::npos)
+      << buffer.str();
+
+  TrainOptions again;
+  again.out = opts.out;
+  again.resume = true;
+  Trainer resumed(again);
+  resumed.run();
+  EXPECT_TRUE(resumed.done());
+  EXPECT_EQ(saved_global_step(opts.out), 4);
+}
+
+TEST_F(TrainerStages, ConcatPoolingTakesOnlyItsOwnRatio) {
+  TrainOptions opts;
+  opts.init = write_tiny_lclm("concat-init", small_vocab_tokenizer_dir(), DType::F32, 11,
+                              [](RandomLclmSpec& s) { s.config.pooling = Pooling::Concat; });
+  opts.stages = {{3, 1}};
+  opts.seq_len = 64;
+  opts.ratios = {4};
+  opts.out = lclm::testing::scratch_dir("concat-own-ratio");
+  EXPECT_NO_THROW(Trainer{opts});
+  opts.ratios = {4, 8};
+  opts.out = lclm::testing::scratch_dir("concat-other-ratio");
+  EXPECT_EQ(error_of([&] { Trainer{opts}; }),
+            "--ratios: concat pooling fixes the ratio at the checkpoint's 4 (its latents are r x "
+            "E wide)");
 }
 
 }  // namespace
