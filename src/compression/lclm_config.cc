@@ -77,6 +77,11 @@ LclmConfig LclmConfig::from_file(const std::filesystem::path& path) {
 
 LclmConfig LclmConfig::at_ratio(std::int64_t r) const {
   if (r <= 0) throw Error("--ratio must be a positive integer, not " + std::to_string(r));
+  if (pooling == Pooling::Concat && r != compression_ratio) {
+    throw Error("--ratio " + std::to_string(r) +
+                ": this checkpoint pools by concat, which fixes its ratio at " +
+                std::to_string(compression_ratio) + " (its adapter reads r x E values per latent)");
+  }
   LclmConfig c = *this;
   c.compression_ratio = r;
   c.encoder_window_size = std::max(r, encoder_window_size / r * r);

@@ -33,7 +33,7 @@ struct LclmConfig {
 
   // This config run at ratio r (any positive integer; mean pooling works at
   // every ratio): the window shrinks to a multiple of r, at least r. Throws
-  // lclm::Error for r <= 0.
+  // lclm::Error for r <= 0, and for concat pooling at any ratio but its own.
   LclmConfig at_ratio(std::int64_t r) const;
 };
 

@@ -652,5 +652,20 @@ TEST(LclmModel, RatioOverrideShrinksTheWindowToAMultiple) {
   EXPECT_NE(error_of([&] { LclmModel::load(ckpt, options); }).find("ratio"), std::string::npos);
 }
 
+TEST(LclmModel, ConcatPoolingRunsOnlyAtItsOwnRatio) {
+  const fs::path ckpt = write_checkpoint("concat-ratio", 5, [](RandomLclmSpec& s) {
+    s.config.pooling = Pooling::Concat;
+    s.config.compression_ratio = 4;
+    s.config.encoder_window_size = 32;
+  });
+  LclmOptions options;
+  options.compression_ratio = 4;
+  EXPECT_EQ(LclmModel::load(ckpt, options)->compress(kLongText).count(), 13u);
+  options.compression_ratio = 8;
+  EXPECT_EQ(error_of([&] { LclmModel::load(ckpt, options); }),
+            "--ratio 8: this checkpoint pools by concat, which fixes its ratio at 4 (its adapter "
+            "reads r x E values per latent)");
+}
+
 }  // namespace
 }  // namespace lclm
