@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Re-trains the shipped model models/lclm-small from scratch with lclm-train:
 # the four published stages on Debian text (s0-s4), then the recall
-# curriculum (s5-s9, docs/training.md) that teaches the decoder to look
-# things up, first in plain text, then in latents, then at length. The result
-# is exported as bf16. Each stage is its own run directory under RUNS, so an
-# interrupted run continues with `scripts/train_small.sh` again (--resume),
-# and finished stages are not redone.
+# curriculum (s5-s11, docs/training.md) that teaches the decoder to look
+# things up, first in plain text, then in latents, then at length, then at
+# 4x and 8x. The result is exported as bf16. Each stage is its own run
+# directory under RUNS, so an interrupted run (Ctrl-C saves the step in
+# progress and stops the script) continues with `scripts/train_small.sh`
+# again (--resume), and finished stages are not redone.
 #
 #   scripts/train_small.sh [--out DIR] [--runs DIR] [--scale F] [--base-only]
 #
@@ -25,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     --runs) runs="$2"; shift 2 ;;
     --scale) scale="$2"; shift 2 ;;
     --base-only) base_only=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "train_small.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -66,11 +67,11 @@ run_stage() {
   fi
   if [[ -f $dir/trainer_state/state.json ]]; then
     echo "== $name: resuming"
-    $train --resume -o "$dir" --threads 2 "${until[@]}" 2>&1 | tee -a "$runs/train.log"
+    $train --resume -o "$dir" --threads 2 "${until[@]}" 2>&1 | tee -i -a "$runs/train.log"
   else
     rm -rf "$dir"
     echo "== $name: training"
-    $train "${init[@]}" -o "$dir" "${args[@]}" "${common[@]}" 2>&1 | tee -a "$runs/train.log"
+    $train "${init[@]}" -o "$dir" "${args[@]}" "${common[@]}" 2>&1 | tee -i -a "$runs/train.log"
   fi
   touch "$dir.done"
 }
@@ -133,6 +134,15 @@ run_stage s9 --init "$runs/s8" -- \
   --seed 95 --ratios 1,2,4,4,8,16 --mix 0,0.25,0.4,0.2,0.15 --scramble 0.3 \
   --copy-fill 0.03,0.15 --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 \
   --latent-align 1
+# s10: short examples again, the weight on 4x and 8x, a tenth continual text
+# (s5-s9 had none); s11: the same mix from s10 with the alignment term
+# weakened to 0.1, which lets latents carry more than their tokens' mean.
+run_stage s10 --init "$runs/s9" -- \
+  --stages 3 --steps "$(steps 12000)" --until "$(steps 2500)" --lr-scale 30 --seed 101 \
+  --ratios 2,4,4,8 --mix 0.1,0.35,0.35,0.1,0.1 --scramble 0.5 --latent-align 1 "${short[@]}"
+run_stage s11 --init "$runs/s10" -- \
+  --stages 3 --steps "$(steps 9500)" --lr-scale 30 --seed 102 \
+  --ratios 2,4,4,8 --mix 0.1,0.35,0.35,0.1,0.1 --scramble 0.5 --latent-align 0.1 "${short[@]}"
 
-$train --init "$runs/s9" --export "$out" --save-dtype bf16
+$train --init "$runs/s11" --export "$out" --save-dtype bf16
 du -sh "$out"

@@ -18,8 +18,10 @@
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<int> g_signal{0};
 
 extern "C" void on_stop_signal(int sig) {
+  g_signal.store(sig);
   g_stop.store(true);
   std::signal(sig, SIG_DFL);
 }
@@ -208,6 +210,9 @@ int main(int argc, char** argv) {
     }
     lclm::train::Trainer trainer(std::move(opts));
     trainer.run();
+    // Saved: now end as the signal would have, so that a calling shell or
+    // script stops too instead of taking the run for finished.
+    if (const int sig = g_signal.load(); sig != 0) std::raise(sig);
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
