@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Re-trains the shipped model models/lclm-small from scratch with lclm-train:
 # the four published stages on Debian text (s0-s4), then the recall
-# curriculum (s5-s11, docs/training.md) that teaches the decoder to look
+# curriculum (s5-s12, docs/training.md) that teaches the decoder to look
 # things up, first in plain text, then in latents, then at length, then at
-# 4x and 8x. The result is exported as bf16. Each stage is its own run
-# directory under RUNS, so an interrupted run (Ctrl-C saves the step in
-# progress and stops the script) continues with `scripts/train_small.sh`
-# again (--resume), and finished stages are not redone.
+# 4x and 8x, then at length again. The result is exported as bf16. Each
+# stage is its own run directory under RUNS, so an interrupted run (Ctrl-C
+# saves the step in progress and stops the script) continues with
+# `scripts/train_small.sh` again (--resume), and finished stages are not
+# redone.
 #
 #   scripts/train_small.sh [--out DIR] [--runs DIR] [--scale F] [--base-only]
 #
@@ -143,6 +144,12 @@ run_stage s10 --init "$runs/s9" -- \
 run_stage s11 --init "$runs/s10" -- \
   --stages 3 --steps "$(steps 9500)" --lr-scale 30 --seed 102 \
   --ratios 2,4,4,8 --mix 0.1,0.35,0.35,0.1,0.1 --scramble 0.5 --latent-align 0.1 "${short[@]}"
+# s12: a short pass at length again, since s10-s11's sequences of 512 left
+# the plain lookup weak past 512 tokens.
+run_stage s12 --init "$runs/s11" -- \
+  --stages 3 --steps "$(steps 1000)" --seq-len 1024 --lr-scale 20 --seed 103 \
+  --ratios 2,4,4,8,8,16 --mix 0.1,0.25,0.35,0.2,0.1 --scramble 0.3 --copy-fill 0.03,0.15 \
+  --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 --latent-align 0.1
 
-$train --init "$runs/s11" --export "$out" --save-dtype bf16
+$train --init "$runs/s12" --export "$out" --save-dtype bf16
 du -sh "$out"

@@ -29,10 +29,13 @@ TEST(ShippedModelQuantization, LogitErrorAndPerplexityStayClose) {
   const auto H = static_cast<std::size_t>(bf16.config().hidden_size);
   const auto V = static_cast<std::size_t>(bf16.config().vocab_size);
   // Relative RMS bound and the largest perplexity ratio allowed for each type.
-  // q4_0's bound follows the model: 0.275 on the recall-trained s9 (sharper
-  // logits than the s4 it replaced, which measured well under 0.25), so 0.35.
+  // q4_0's bounds follow the model: RMS 0.275 on the recall-trained s9
+  // (sharper logits than the s4 it replaced, which measured well under 0.25),
+  // so 0.35; perplexity x1.16 on s12, which trained on licence text only and
+  // puts this prose at about 1,000 (on held-out licence text, 6.7, q4_0 costs
+  // 7%: docs/quantization.md), so x1.25. A broken q4_0 is far outside both.
   for (const auto& [type, rms_bound, ppl_ratio] :
-       {std::tuple{DType::Q8_0, 0.03, 1.01}, std::tuple{DType::Q4_0, 0.35, 1.15}}) {
+       {std::tuple{DType::Q8_0, 0.03, 1.01}, std::tuple{DType::Q4_0, 0.35, 1.25}}) {
     const Qwen3Model q = Qwen3Model::load(dir, {.quant = type});
     KVCache cache_ref = bf16.make_cache(ids.size()), cache_q = q.make_cache(ids.size());
     std::vector<float> x_ref(H), x_q(H), l_ref(V), l_q(V);

@@ -81,11 +81,11 @@ TEST(ShippedModel, AnswersNeedleQuestionsInTheTrainedFormatWithTheAskedKey) {
 }
 
 // Recall (docs/training.md, "What it can do"): needles in 1,024-token
-// held-out haystacks, found in plain text and from 1x latents, and at 2x and
-// 4x at least a quarter of the number's digits in place, where a guess gets
-// one in ten.
+// held-out haystacks, found in plain text and from 2x latents; at 4x at
+// least 40% of the number's digits in place and at 8x at least 30%, where a
+// guess gets one in ten (these 10 samples measure 10/10, 8/10, 51% and 43%).
 TEST(ShippedModel, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
-  const RecallEvalOptions options = needles_at_1k({0, 1, 2, 4});
+  const RecallEvalOptions options = needles_at_1k({0, 2, 4, 8});
   ASSERT_GE(options.text.size(), 20u) << "too few held-out copyright files under /usr/share/doc";
   const std::vector<RecallResult> results = evaluate_recall(options);
   ASSERT_EQ(results.size(), 4u);
@@ -93,10 +93,18 @@ TEST(ShippedModel, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
     const std::string cell = std::to_string(r.ratio) + "x: " + std::to_string(r.correct) + "/" +
                              std::to_string(r.samples) + ", digits " +
                              std::to_string(r.mean_agreement);
-    if (r.ratio <= 1) {
-      EXPECT_GE(r.correct, 8u) << cell;
-    } else {
-      EXPECT_GE(r.mean_agreement, 0.25) << cell;
+    switch (r.ratio) {
+      case 0:
+        EXPECT_GE(r.correct, 8u) << cell;
+        break;
+      case 2:
+        EXPECT_GE(r.correct, 6u) << cell;
+        break;
+      case 4:
+        EXPECT_GE(r.mean_agreement, 0.4) << cell;
+        break;
+      default:
+        EXPECT_GE(r.mean_agreement, 0.3) << cell;
     }
   }
 }
