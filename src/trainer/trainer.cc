@@ -128,6 +128,9 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
     side_files_ = opts_.init;
   }
   if (opts_.seq_len < 16) throw Error("--seq-len must be at least 16");
+  if (opts_.save_every.value_or(0) < 0 || opts_.log_every.value_or(0) < 0) {
+    throw Error("--save-every and --log-every take a step count >= 0");
+  }
   tokens_ = std::make_unique<ExampleTokenizer>(side_files_);
   if (model_->config().pooling == Pooling::Concat) {
     for (const std::int64_t r : opts_.ratios) {

@@ -628,6 +628,10 @@ TEST_F(TrainerStages, ResumeKeepsTheSavedCadenceUnlessGivenAnother) {
   EXPECT_EQ(lines_of(log.str()), 1) << "only the last step's line:\n" << log.str();
   EXPECT_NE(log.str().find("step 4/4"), std::string::npos) << log.str();
   EXPECT_EQ(read_json_file(opts.out / "trainer_state" / "state.json").at("log_every"), 0);
+
+  again.save_every = -1;
+  EXPECT_EQ(error_of([&] { Trainer{again}; }),
+            "--save-every and --log-every take a step count >= 0");
 }
 
 // A log that requests a stop when a progress line is flushed, as a SIGINT
