@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", opts.warmup, "Warm-up steps per stage (-1: min(250, steps/10))")
       ->capture_default_str();
   app.add_option("--seed", opts.seed, "Data seed")->capture_default_str();
-  std::int64_t save_every = 0, log_every = 10;
+  std::int64_t save_every = 0, log_every = lclm::train::kDefaultLogEvery;
   auto* save_every_opt = app.add_option(
       "--save-every", save_every,
       "Save every N steps (0: at the end only; --resume: the saved run's unless given)");
@@ -176,8 +176,10 @@ int main(int argc, char** argv) {
       opts.needles_hi = needles[1];
     }
     opts.log = &std::cerr;
-    if (!opts.resume || save_every_opt->count() > 0) opts.save_every = save_every;
-    if (!opts.resume || log_every_opt->count() > 0) opts.log_every = log_every;
+    // Unset, the trainer takes the saved run's cadence on --resume and its
+    // defaults (those shown above) otherwise.
+    if (save_every_opt->count() > 0) opts.save_every = save_every;
+    if (log_every_opt->count() > 0) opts.log_every = log_every;
     // The first SIGINT/SIGTERM ends the run after its current step, saved;
     // a second one ends the process at once.
     opts.stop_requested = &g_stop;

@@ -23,7 +23,6 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kStateDir = "trainer_state";
-constexpr std::int64_t kDefaultLogEvery = 10;
 
 std::vector<torch::Tensor> parameters_of(const torch::nn::Module& m) {
   return m.parameters();

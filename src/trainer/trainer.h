@@ -37,6 +37,7 @@ struct StageSettings {
 StageSettings stage_settings(int stage);  // throws lclm::Error outside 0..3
 
 inline constexpr double kMinLr = 1e-6;
+inline constexpr std::int64_t kDefaultLogEvery = 10;  // steps between progress lines
 
 // Linear warm-up over `warmup` steps to base, then cosine decay to
 // min(kMinLr, base) at step `total`; step counts from 0.
@@ -64,8 +65,8 @@ struct TrainOptions {
   // prediction alone, as published).
   double latent_align = 0.0;
   // Save every N steps (0: only at the end) and print a progress line every
-  // N steps (0: none). Unset: 0 and 10 on a new run; a resumed run keeps the
-  // cadence it was saved with.
+  // N steps (0: none). Unset: 0 and kDefaultLogEvery on a new run; a resumed
+  // run keeps the cadence it was saved with.
   std::optional<std::int64_t> save_every, log_every;
   // Stop (and save) once the plan's global step reaches this, as an
   // interruption would; a later --resume goes on. 0: run the whole plan.

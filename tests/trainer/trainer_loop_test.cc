@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "compression/lclm_model.h"
@@ -267,6 +268,19 @@ TEST_F(TrainerData, PackingFillsOneSequenceWithoutSplittingRegions) {
   }
 }
 
+// A run of `stages` on sequences of seq_len from a fresh tiny checkpoint
+// (NAME-init), written to NAME-out.
+TrainOptions tiny_run_options(const std::string& name, std::vector<StageSteps> stages,
+                              std::int64_t seq_len, std::uint64_t seed) {
+  TrainOptions opts;
+  opts.init = tiny_checkpoint(name + "-init");
+  opts.out = lclm::testing::scratch_dir(name + "-out");
+  opts.stages = std::move(stages);
+  opts.seq_len = seq_len;
+  opts.seed = seed;
+  return opts;
+}
+
 // Trains `steps` steps of one stage from a fresh tiny checkpoint.
 struct StageRun {
   double loss_before = 0, loss_after = 0;
@@ -276,18 +290,12 @@ struct StageRun {
 };
 
 StageRun run_stage(int stage, double lr_scale, int steps) {
-  const fs::path init = tiny_checkpoint("stage-init-" + std::to_string(stage));
-  TrainOptions opts;
-  opts.init = init;
-  opts.out = lclm::testing::scratch_dir("stage-out-" + std::to_string(stage));
-  opts.stages = {{stage, steps}};
-  opts.seq_len = 96;
+  TrainOptions opts = tiny_run_options("stage-" + std::to_string(stage), {{stage, steps}}, 96, 2);
   opts.lr_scale = lr_scale;
   opts.warmup = 0;
-  opts.seed = 2;
   StageRun run;
-  run.init = init;
-  run.initial = load_lclm_checkpoint(init);
+  run.init = opts.init;
+  run.initial = load_lclm_checkpoint(opts.init);
   run.trainer = std::make_unique<Trainer>(opts);
   const Example first = run.trainer->peek_batch();
   run.loss_before = run.trainer->loss_of(first);
@@ -351,13 +359,7 @@ TEST_F(TrainerStages, EncoderCptTrainsEncoderAndAdapterOnly) {
 // In stage 1 a pack whose regions were all cut off gives a loss that reaches
 // no trained parameter: the step is skipped, not an error.
 TEST_F(TrainerStages, EncoderCptSkipsPacksWithoutRegions) {
-  TrainOptions opts;
-  opts.init = tiny_checkpoint("stage-init-short");
-  opts.out = lclm::testing::scratch_dir("stage-out-short");
-  opts.stages = {{1, 12}};
-  opts.seq_len = 16;
-  opts.seed = 5;
-  Trainer trainer(opts);
+  Trainer trainer(tiny_run_options("stage-short", {{1, 12}}, 16, 5));
   int without_regions = 0;
   while (!trainer.done()) {
     without_regions += trainer.peek_batch().regions.empty() ? 1 : 0;
@@ -379,12 +381,7 @@ TEST_F(TrainerStages, DecoderCptAndSftTrainEverything) {
 
 // One SFT step on packs of short examples (several to a sequence of 160).
 TrainOptions short_example_options(const std::string& name, std::uint64_t seed) {
-  TrainOptions opts;
-  opts.init = tiny_checkpoint(name + "-init");
-  opts.out = lclm::testing::scratch_dir(name + "-out");
-  opts.stages = {{3, 1}};
-  opts.seq_len = 160;
-  opts.seed = seed;
+  TrainOptions opts = tiny_run_options(name, {{3, 1}}, 160, seed);
   opts.haystack_fill_lo = 0.1;
   opts.haystack_fill_hi = 0.2;
   opts.copy_fill_lo = 0.05;
@@ -485,12 +482,7 @@ TEST_F(TrainerStages, LatentAlignmentIsOneMinusCosineToTheGroupsMeanEmbedding) {
 // With --latent-align, steps pull the latents towards their tokens'
 // embeddings; the step still reports the next-token loss.
 TEST_F(TrainerStages, LatentAlignmentStepsPullLatentsTowardsTheirTokens) {
-  TrainOptions opts;
-  opts.init = tiny_checkpoint("align-train-init");
-  opts.out = lclm::testing::scratch_dir("align-train-out");
-  opts.stages = {{1, 8}};
-  opts.seq_len = 128;
-  opts.seed = 6;
+  TrainOptions opts = tiny_run_options("align-train", {{1, 8}}, 128, 6);
   opts.lr_scale = 30;
   opts.latent_align = 5;
   Trainer trainer(opts);
@@ -581,13 +573,8 @@ TEST_F(TrainerStages, ResumeContinuesExactlyAndTheEngineLoadsTheCheckpoint) {
 
 // A short plan on a tiny checkpoint for the run() tests.
 TrainOptions short_run_options(const std::string& name) {
-  TrainOptions opts;
-  opts.init = tiny_checkpoint(name + "-init");
-  opts.out = lclm::testing::scratch_dir(name);
-  opts.stages = {{2, 4}};
-  opts.seq_len = 64;
+  TrainOptions opts = tiny_run_options(name, {{2, 4}}, 64, 6);
   opts.warmup = 0;
-  opts.seed = 6;
   return opts;
 }
 
