@@ -84,6 +84,12 @@ int main(int argc, char** argv) {
   app.add_option("--export", export_dir,
                  "Only write the --init checkpoint to this directory as --save-dtype, "
                  "without trainer state (to ship a trained model)");
+  std::int64_t deepen_encoder = 0;
+  app.add_option("--deepen-encoder", deepen_encoder,
+                 "With --export: grow the encoder to N layers; each new layer copies an old "
+                 "one with its output projections zero, so the model computes what it did "
+                 "until training gives the new layers a use")
+      ->check(CLI::PositiveNumber);
   app.add_option("--save-dtype", save_dtype,
                  "f32 | bf16 | f16: dtype of saved weights (f32 keeps --resume exact)")
       ->capture_default_str();
@@ -154,10 +160,12 @@ int main(int argc, char** argv) {
     if (!export_dir.empty()) {
       if (init.empty()) throw lclm::Error("--export needs --init CKPT");
       const auto model = lclm::train::load_lclm_checkpoint(init);
+      if (deepen_encoder > 0) model->encoder->deepen(deepen_encoder);
       lclm::train::save_lclm_checkpoint(*model, export_dir, opts.dtype, init);
       std::cerr << "wrote " << export_dir << " (" << save_dtype << ")\n";
       return 0;
     }
+    if (deepen_encoder > 0) throw lclm::Error("--deepen-encoder goes with --export");
     if (out.empty()) throw lclm::Error("-o OUT is required");
     opts.out = out;
     opts.ratios = ratios;

@@ -1,5 +1,7 @@
 #include "trainer/torch_qwen3.h"
 
+#include <torch/utils.h>
+
 #include <cmath>
 #include <limits>
 #include <span>
@@ -228,6 +230,24 @@ torch::Tensor TorchQwen3::forward(const torch::Tensor& input_embeds, AttentionMa
   }
   h = norm->forward(h);
   return rank == 3 ? h : h.squeeze(0);
+}
+
+void TorchQwen3::deepen(std::int64_t n_layers) {
+  const std::int64_t old = config_.num_hidden_layers;
+  if (n_layers <= old) {
+    throw Error("deepen to " + std::to_string(n_layers) + " layers: the model has " +
+                std::to_string(old) + " already; give more");
+  }
+  const torch::NoGradGuard no_grad;
+  for (std::int64_t l = old; l < n_layers; ++l) {
+    auto layer = std::make_shared<TorchQwen3Layer>(config_);
+    const auto source = layers[static_cast<std::size_t>(l % old)]->named_parameters();
+    for (auto& item : layer->named_parameters()) item.value().copy_(source[item.key()]);
+    layer->self_attn->o_proj->weight.zero_();
+    layer->mlp->down_proj->weight.zero_();
+    layers->push_back(layer);
+  }
+  config_.num_hidden_layers = n_layers;
 }
 
 torch::Tensor TorchQwen3::logits(const torch::Tensor& hidden) const {

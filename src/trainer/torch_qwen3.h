@@ -158,6 +158,13 @@ class TorchQwen3 : public torch::nn::Module {
   // hidden [..., hidden] -> logits [..., vocab]; throws lclm::Error for an encoder.
   torch::Tensor logits(const torch::Tensor& hidden) const;
 
+  // Grows the model to n_layers layers, the new ones after the old: layer i
+  // starts as a copy of layer i mod (old count) with o_proj and down_proj
+  // zero, so it adds nothing to the residual stream and the model computes
+  // exactly what it did; training then gives the new layers their own use.
+  // Throws lclm::Error unless n_layers exceeds the current count.
+  void deepen(std::int64_t n_layers);
+
   std::shared_ptr<TorchEmbedding> embed_tokens;
   torch::nn::ModuleList layers;          // of TorchQwen3Layer
   std::shared_ptr<TorchRmsNorm> norm;    // [hidden]
