@@ -81,30 +81,34 @@ TEST(ShippedModel, AnswersNeedleQuestionsInTheTrainedFormatWithTheAskedKey) {
 }
 
 // Recall (docs/training.md, "What it can do"): needles in 1,024-token
-// held-out haystacks, found in plain text and from 2x latents; at 4x at
-// least 40% of the number's digits in place and at 8x at least 30%, where a
-// guess gets one in ten (these 10 samples measure 10/10, 8/10, 51% and 43%).
+// held-out haystacks, found in plain text and from 2x latents; of the
+// number's digits at least 55% in place at 4x, 40% at 8x and 25% at 16x,
+// where a guess gets one in ten (these 10 samples measure 10/10, 10/10, 69%,
+// 49% and 37%).
 TEST(ShippedModel, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
-  const RecallEvalOptions options = needles_at_1k({0, 2, 4, 8});
+  const RecallEvalOptions options = needles_at_1k({0, 2, 4, 8, 16});
   ASSERT_GE(options.text.size(), 20u) << "too few held-out copyright files under /usr/share/doc";
   const std::vector<RecallResult> results = evaluate_recall(options);
-  ASSERT_EQ(results.size(), 4u);
+  ASSERT_EQ(results.size(), 5u);
   for (const RecallResult& r : results) {
     const std::string cell = std::to_string(r.ratio) + "x: " + std::to_string(r.correct) + "/" +
                              std::to_string(r.samples) + ", digits " +
                              std::to_string(r.mean_agreement);
     switch (r.ratio) {
       case 0:
-        EXPECT_GE(r.correct, 8u) << cell;
+        EXPECT_GE(r.correct, 9u) << cell;
         break;
       case 2:
-        EXPECT_GE(r.correct, 6u) << cell;
+        EXPECT_GE(r.correct, 8u) << cell;
         break;
       case 4:
+        EXPECT_GE(r.mean_agreement, 0.55) << cell;
+        break;
+      case 8:
         EXPECT_GE(r.mean_agreement, 0.4) << cell;
         break;
       default:
-        EXPECT_GE(r.mean_agreement, 0.3) << cell;
+        EXPECT_GE(r.mean_agreement, 0.25) << cell;
     }
   }
 }
