@@ -131,14 +131,8 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
     throw Error("--save-every and --log-every take a step count >= 0");
   }
   tokens_ = std::make_unique<ExampleTokenizer>(side_files_);
-  if (model_->config().pooling == Pooling::Concat) {
-    for (const std::int64_t r : opts_.ratios) {
-      if (r != static_cast<std::int64_t>(tokens_->checkpoint_ratio())) {
-        throw Error("--ratios: concat pooling fixes the ratio at the checkpoint's " +
-                    std::to_string(tokens_->checkpoint_ratio()) + " (its latents are r x E wide)");
-      }
-    }
-  }
+  // Each ratio must be one the checkpoint can run at (concat pooling fixes it).
+  for (const std::int64_t r : opts_.ratios) model_->config().at_ratio(r);
   data_ = std::make_unique<DataGenerator>(Corpus::from_paths(opts_.corpus), opts_.seed,
                                           static_cast<std::size_t>(opts_.seq_len),
                                           tokens_->checkpoint_ratio(), opts_.ratios);

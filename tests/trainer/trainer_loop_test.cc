@@ -678,8 +678,8 @@ TEST_F(TrainerStages, ConcatPoolingTakesOnlyItsOwnRatio) {
   opts.ratios = {4, 8};
   opts.out = lclm::testing::scratch_dir("concat-other-ratio");
   EXPECT_EQ(error_of([&] { Trainer{opts}; }),
-            "--ratios: concat pooling fixes the ratio at the checkpoint's 4 (its latents are r x "
-            "E wide)");
+            "--ratio 8: this checkpoint pools by concat, which fixes its ratio at 4 (its adapter "
+            "reads r x E values per latent)");
 }
 
 }  // namespace
