@@ -131,11 +131,12 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
     throw Error("--save-every and --log-every take a step count >= 0");
   }
   tokens_ = std::make_unique<ExampleTokenizer>(side_files_);
-  // Each ratio must be one the checkpoint can run at (concat pooling fixes it).
-  for (const std::int64_t r : opts_.ratios) model_->config().at_ratio(r);
   data_ = std::make_unique<DataGenerator>(Corpus::from_paths(opts_.corpus), opts_.seed,
                                           static_cast<std::size_t>(opts_.seq_len),
                                           tokens_->checkpoint_ratio(), opts_.ratios);
+  // The generator has checked that each ratio is positive; each must also be
+  // one the checkpoint can run at (concat pooling fixes it).
+  for (const std::int64_t r : opts_.ratios) model_->config().at_ratio(r);
   data_->set_haystack_fill(opts_.haystack_fill_lo, opts_.haystack_fill_hi);
   data_->set_copy_fill(opts_.copy_fill_lo, opts_.copy_fill_hi);
   data_->set_scramble(opts_.scramble);

@@ -680,6 +680,9 @@ TEST_F(TrainerStages, ConcatPoolingTakesOnlyItsOwnRatio) {
   EXPECT_EQ(error_of([&] { Trainer{opts}; }),
             "--ratio 8: this checkpoint pools by concat, which fixes its ratio at 4 (its adapter "
             "reads r x E values per latent)");
+  opts.ratios = {0};
+  opts.out = lclm::testing::scratch_dir("concat-zero-ratio");
+  EXPECT_EQ(error_of([&] { Trainer{opts}; }), "--ratios: 0 is not a positive ratio");
 }
 
 }  // namespace
