@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-trains the shipped model models/lclm-small from scratch with lclm-train:
 # the four published stages on Debian text (s0-s4), then the recall
-# curriculum (s5-s13, docs/training.md) that teaches the decoder to look
+# curriculum (s5-s14, docs/training.md) that teaches the decoder to look
 # things up, first in plain text, then in latents, then at length, then at
 # 4x and 8x, then at length again. The result is exported as bf16. Each
 # stage is its own run directory under RUNS, so an interrupted run (Ctrl-C
@@ -151,15 +151,21 @@ run_stage s12 --init "$runs/s11" -- \
   --ratios 2,4,4,8,8,16 --mix 0.1,0.25,0.35,0.2,0.1 --scramble 0.3 --copy-fill 0.03,0.15 \
   --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 --latent-align 0.1
 
-# s13: the encoder grown from 2 to 6 layers (the new ones start as the
-# identity, so s12's function is kept), then trained at length with the
-# weight on 4x, 8x and 16x.
-[[ -f $runs/s12-deep/model_config.json ]] ||
-  $train --init "$runs/s12" --export "$runs/s12-deep" --deepen-encoder 6 --save-dtype f32
-run_stage s13 --init "$runs/s12-deep" -- \
-  --stages 3 --steps "$(steps 5000)" --seq-len 1024 --lr-scale 25 --seed 104 \
-  --ratios 2,4,4,8,8,16,16 --mix 0.1,0.3,0.35,0.15,0.1 --scramble 0.3 --copy-fill 0.03,0.15 \
-  --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 --latent-align 0.1
+# deepen_stage NAME FROM LAYERS SEED STEPS: grows FROM's encoder to LAYERS
+# layers (the new ones start as the identity, so FROM's function is kept),
+# then trains it at length with the weight on 4x, 8x and 16x.
+deepen_stage() {
+  local name=$1 from=$2 layers=$3 seed=$4 n=$5
+  [[ -f $runs/$from-deep/model_config.json ]] ||
+    $train --init "$runs/$from" --export "$runs/$from-deep" --deepen-encoder "$layers" --save-dtype f32
+  run_stage "$name" --init "$runs/$from-deep" -- \
+    --stages 3 --steps "$(steps "$n")" --seq-len 1024 --lr-scale 25 --seed "$seed" \
+    --ratios 2,4,4,8,8,16,16 --mix 0.1,0.3,0.35,0.15,0.1 --scramble 0.3 --copy-fill 0.03,0.15 \
+    --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 --latent-align 0.1
+}
+# s13: the encoder grown from 2 to 6 layers; s14: again, from 6 to 10.
+deepen_stage s13 s12 6 104 5000
+deepen_stage s14 s13 10 105 4000
 
-$train --init "$runs/s13" --export "$out" --save-dtype bf16
+$train --init "$runs/s14" --export "$out" --save-dtype bf16
 du -sh "$out"
