@@ -1,6 +1,7 @@
 #include "compression/latent_encoder.h"
 
 #include <algorithm>
+#include <exception>
 
 #include "ops/simd.h"
 #include "ops/transformer_ops.h"
@@ -37,27 +38,45 @@ std::size_t LatentEncoder::pooled_dim() const {
 }
 
 std::vector<float> LatentEncoder::encode_region(std::span<const std::int32_t> tokens) const {
-  const auto E = static_cast<std::size_t>(encoder_.config().hidden_size);
   const auto windows = tile_windows(tokens.size(), config_);
   std::size_t total = 0;
   for (const EncoderWindow& w : windows) total += w.latents;
   std::vector<float> latents(total * pooled_dim());
 
-  float* out = latents.data();
-  for (const EncoderWindow& w : windows) {
-    // [left context | pooled tokens | right context | eos slots]
-    std::vector<std::int32_t> seq(
-        tokens.begin() + static_cast<std::ptrdiff_t>(w.begin - w.left_context),
-        tokens.begin() + static_cast<std::ptrdiff_t>(w.end + w.right_context));
-    if (config_.pooling == Pooling::Eos) seq.insert(seq.end(), w.latents, pad_id_);
-    std::vector<float> hidden(seq.size() * E);
-    encoder_.embed(seq, hidden.data());
-    KVCache cache = encoder_.make_cache(seq.size(), seq.size());
-    encoder_.forward(hidden.data(), seq.size(), cache, config_.encoder_mask);
-    pool_window(hidden.data(), w, out);
-    out += w.latents * pooled_dim();
+  // Where each window's latents start.
+  std::vector<std::size_t> first(windows.size());
+  for (std::size_t i = 1; i < windows.size(); ++i) first[i] = first[i - 1] + windows[i - 1].latents;
+  // Windows are independent, and one window's matrices (64 rows of a small
+  // encoder) are too small to split across threads, so each thread encodes
+  // whole windows; the ops' own parallel regions inside are then inactive
+  // (nested), and every window is computed as it is on one thread.
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic) if (windows.size() > 1)
+  for (std::size_t i = 0; i < windows.size(); ++i) {
+    try {
+      encode_window(tokens, windows[i], latents.data() + first[i] * pooled_dim());
+    } catch (...) {
+#pragma omp critical(lclm_encode_region_error)
+      if (!error) error = std::current_exception();
+    }
   }
+  if (error) std::rethrow_exception(error);
   return latents;
+}
+
+void LatentEncoder::encode_window(std::span<const std::int32_t> tokens, const EncoderWindow& w,
+                                  float* out) const {
+  const auto E = static_cast<std::size_t>(encoder_.config().hidden_size);
+  // [left context | pooled tokens | right context | eos slots]
+  std::vector<std::int32_t> seq(
+      tokens.begin() + static_cast<std::ptrdiff_t>(w.begin - w.left_context),
+      tokens.begin() + static_cast<std::ptrdiff_t>(w.end + w.right_context));
+  if (config_.pooling == Pooling::Eos) seq.insert(seq.end(), w.latents, pad_id_);
+  std::vector<float> hidden(seq.size() * E);
+  encoder_.embed(seq, hidden.data());
+  KVCache cache = encoder_.make_cache(seq.size(), seq.size());
+  encoder_.forward(hidden.data(), seq.size(), cache, config_.encoder_mask);
+  pool_window(hidden.data(), w, out);
 }
 
 void LatentEncoder::pool_window(const float* hidden, const EncoderWindow& w, float* out) const {

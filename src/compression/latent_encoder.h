@@ -39,6 +39,9 @@ class LatentEncoder {
   std::vector<float> encode_region(std::span<const std::int32_t> tokens) const;
 
  private:
+  // Encodes one window and writes its w.latents pooled rows to out.
+  void encode_window(std::span<const std::int32_t> tokens, const EncoderWindow& w,
+                     float* out) const;
   void pool_window(const float* hidden, const EncoderWindow& w, float* out) const;
 
   const Qwen3Model& encoder_;

@@ -29,6 +29,7 @@
 #include "format/json_file.h"
 #include "model/random_qwen3.h"
 #include "util/error.h"
+#include "util/threads.h"
 
 namespace lclm {
 namespace {
@@ -495,6 +496,39 @@ TEST(LclmModel, PrepareSplicesEachRegionsLatentsInOrder) {
   EXPECT_EQ(p.stats.latents, 14u);
   EXPECT_EQ(p.stats.compressed_tokens, 52u);
   EXPECT_EQ(model->compress("").count(), 0u);
+}
+
+// The windows of a region are encoded in parallel, one thread each: the
+// region's latents are, bit for bit, those of each window compressed alone,
+// in order, and the same on one thread as on two. 64 bytes make four full
+// windows of 4 latents each, so the adapter, which maps all of a call's rows
+// at once, takes the same path for a window alone as for the region.
+TEST(LclmModel, WindowsEncodedInParallelMatchEachWindowAloneInOrder) {
+  const fs::path ckpt = write_checkpoint("parallel_windows", 5, [](RandomLclmSpec& s) {
+    s.config.encoder_mask = AttentionMask::Causal;
+    s.config.boundary_overlap = 0;  // so each window sees only its own tokens
+  });
+  const std::string text = kLongText + "and fourteen..";
+  ASSERT_EQ(text.size(), 64u);
+  const int threads_before = num_threads();
+  set_num_threads(2);
+  const Latents two = LclmModel::load(ckpt)->compress(text);  // 4 windows
+  set_num_threads(1);
+  const Latents one = LclmModel::load(ckpt)->compress(text);
+  ASSERT_EQ(two.count(), 16u);
+  ASSERT_EQ(one.data.size(), two.data.size());
+  EXPECT_TRUE(same_bits(one.data.data(), two.data.data(), two.data.size()));
+  const auto model = LclmModel::load(ckpt);
+  std::size_t row = 0;
+  for (std::size_t begin = 0; begin < text.size(); begin += 16) {
+    const Latents alone = model->compress(text.substr(begin, 16));
+    ASSERT_LE(row + alone.count(), two.count());
+    EXPECT_TRUE(same_bits(alone.data.data(), two.data.data() + row * two.dim, alone.data.size()))
+        << "window at byte " << begin;
+    row += alone.count();
+  }
+  EXPECT_EQ(row, 16u);
+  set_num_threads(threads_before);
 }
 
 TEST(LclmModel, PrepareWithTheRealQwen3Tokenizer) {
