@@ -39,13 +39,15 @@ std::size_t LatentEncoder::pooled_dim() const {
 
 std::vector<float> LatentEncoder::encode_region(std::span<const std::int32_t> tokens) const {
   const auto windows = tile_windows(tokens.size(), config_);
+  // Where each window's latents start, and how many there are in all.
+  std::vector<std::size_t> first(windows.size());
   std::size_t total = 0;
-  for (const EncoderWindow& w : windows) total += w.latents;
+  for (std::size_t i = 0; i < windows.size(); ++i) {
+    first[i] = total;
+    total += windows[i].latents;
+  }
   std::vector<float> latents(total * pooled_dim());
 
-  // Where each window's latents start.
-  std::vector<std::size_t> first(windows.size());
-  for (std::size_t i = 1; i < windows.size(); ++i) first[i] = first[i - 1] + windows[i - 1].latents;
   // Windows are independent, and one window's matrices (64 rows of a small
   // encoder) are too small to split across threads, so each thread encodes
   // whole windows; the ops' own parallel regions inside are then inactive

@@ -510,7 +510,11 @@ TEST(LclmModel, WindowsEncodedInParallelMatchEachWindowAloneInOrder) {
   });
   const std::string text = kLongText + "and fourteen..";
   ASSERT_EQ(text.size(), 64u);
-  const int threads_before = num_threads();
+  // Restores the thread count however the test ends (an ASSERT returns early).
+  struct RestoreThreads {
+    int n = num_threads();
+    ~RestoreThreads() { set_num_threads(n); }
+  } restore;
   set_num_threads(2);
   const Latents two = LclmModel::load(ckpt)->compress(text);  // 4 windows
   set_num_threads(1);
@@ -528,7 +532,6 @@ TEST(LclmModel, WindowsEncodedInParallelMatchEachWindowAloneInOrder) {
     row += alone.count();
   }
   EXPECT_EQ(row, 16u);
-  set_num_threads(threads_before);
 }
 
 TEST(LclmModel, PrepareWithTheRealQwen3Tokenizer) {
