@@ -90,6 +90,10 @@ int main(int argc, char** argv) {
                  "one with its output projections zero, so the model computes what it did "
                  "until training gives the new layers a use")
       ->check(CLI::PositiveNumber);
+  std::int64_t deepen_decoder = 0;
+  app.add_option("--deepen-decoder", deepen_decoder,
+                 "With --export: grow the decoder to N layers the same way")
+      ->check(CLI::PositiveNumber);
   app.add_option("--save-dtype", save_dtype,
                  "f32 | bf16 | f16: dtype of saved weights (f32 keeps --resume exact)")
       ->capture_default_str();
@@ -161,11 +165,13 @@ int main(int argc, char** argv) {
       if (init.empty()) throw lclm::Error("--export needs --init CKPT");
       const auto model = lclm::train::load_lclm_checkpoint(init);
       if (deepen_encoder > 0) model->encoder->deepen(deepen_encoder);
+      if (deepen_decoder > 0) model->decoder->deepen(deepen_decoder);
       lclm::train::save_lclm_checkpoint(*model, export_dir, opts.dtype, init);
       std::cerr << "wrote " << export_dir << " (" << save_dtype << ")\n";
       return 0;
     }
     if (deepen_encoder > 0) throw lclm::Error("--deepen-encoder goes with --export");
+    if (deepen_decoder > 0) throw lclm::Error("--deepen-decoder goes with --export");
     if (out.empty()) throw lclm::Error("-o OUT is required");
     opts.out = out;
     opts.ratios = ratios;

@@ -167,25 +167,29 @@ TEST_F(LclmCheckpoint, SaveReplacesTheCheckpointWholeOrNotAtAll) {
   EXPECT_TRUE(fs::exists(other / "notes.txt"));
 }
 
-// lclm-train --export --deepen-encoder: the grown encoder computes what the
-// old one did, in the trainer and, once saved, in the engine; then training
-// moves its new layers (their gradients are not all zero).
-TEST_F(LclmCheckpoint, DeepenedEncoderComputesTheSameUntilTrained) {
+// lclm-train --export --deepen-encoder / --deepen-decoder: the grown part
+// computes what the old one did, in the trainer and, once saved, in the
+// engine; then training moves its new layers (their gradients are not all
+// zero).
+void expect_deepened_part_computes_the_same_until_trained(
+    const std::string& part, std::shared_ptr<TorchQwen3> TorchLclm::*grown_part,
+    const std::string& tensor_prefix) {
   const fs::path source =
-      write_tiny_lclm("deepen_source", small_vocab_tokenizer_dir(), DType::F32, 56);
-  const fs::path saved = lclm::testing::scratch_dir("deepen") / "saved";
+      write_tiny_lclm("deepen_source_" + part, small_vocab_tokenizer_dir(), DType::F32, 56);
+  const fs::path saved = lclm::testing::scratch_dir("deepen_" + part) / "saved";
   const auto model = load_lclm_checkpoint(source);
-  const std::int64_t old_layers = model->encoder->config().num_hidden_layers;
+  TorchQwen3& grown = *((*model).*grown_part);
+  const std::int64_t old_layers = grown.config().num_hidden_layers;
   auto engine_source = LclmModel::load(source);
   const torch::Tensor before = trainer_logits(*model, *engine_source);
 
-  model->encoder->deepen(old_layers + 2);
-  EXPECT_EQ(model->encoder->config().num_hidden_layers, old_layers + 2);
+  grown.deepen(old_layers + 2);
+  EXPECT_EQ(grown.config().num_hidden_layers, old_layers + 2);
   EXPECT_TRUE(torch::equal(trainer_logits(*model, *engine_source), before));
   save_lclm_checkpoint(*model, saved, DType::F32, source);
-  const TensorStore encoder = TensorStore::open_dir(saved / "encoder");
-  const std::string last = "layers." + std::to_string(old_layers + 1) + ".";
-  EXPECT_NE(encoder.find(last + "self_attn.q_proj.weight"), nullptr);
+  const TensorStore stored = TensorStore::open_dir(saved / part);
+  const std::string last = tensor_prefix + "layers." + std::to_string(old_layers + 1) + ".";
+  EXPECT_NE(stored.find(last + "self_attn.q_proj.weight"), nullptr);
   auto engine_saved = LclmModel::load(saved);
   EXPECT_TRUE(torch::equal(engine_logits(*engine_saved, two_region_prompt()),
                            engine_logits(*engine_source, two_region_prompt())));
@@ -194,13 +198,21 @@ TEST_F(LclmCheckpoint, DeepenedEncoderComputesTheSameUntilTrained) {
   const auto reloaded = load_lclm_checkpoint(saved);
   const testing::TokenizedPrompt tokens = tokenize_prompt(*engine_saved, two_region_prompt());
   reloaded->forward(tokens.decoder_ids, tokens.regions).square().sum().backward();
-  const auto grown =
-      reloaded->encoder->layers[static_cast<std::size_t>(old_layers + 1)]->as<TorchQwen3Layer>();
-  EXPECT_GT(grown->self_attn->o_proj->weight.grad().abs().sum().item<float>(), 0.0f);
-  EXPECT_GT(grown->mlp->down_proj->weight.grad().abs().sum().item<float>(), 0.0f);
+  const auto new_layer = ((*reloaded).*grown_part)
+                             ->layers[static_cast<std::size_t>(old_layers + 1)]
+                             ->as<TorchQwen3Layer>();
+  EXPECT_GT(new_layer->self_attn->o_proj->weight.grad().abs().sum().item<float>(), 0.0f);
+  EXPECT_GT(new_layer->mlp->down_proj->weight.grad().abs().sum().item<float>(), 0.0f);
 
-  EXPECT_NE(error_of([&] { model->encoder->deepen(old_layers + 2); }).find("already"),
-            std::string::npos);
+  EXPECT_NE(error_of([&] { grown.deepen(old_layers + 2); }).find("already"), std::string::npos);
+}
+
+TEST_F(LclmCheckpoint, DeepenedEncoderComputesTheSameUntilTrained) {
+  expect_deepened_part_computes_the_same_until_trained("encoder", &TorchLclm::encoder, "");
+}
+
+TEST_F(LclmCheckpoint, DeepenedDecoderComputesTheSameUntilTrained) {
+  expect_deepened_part_computes_the_same_until_trained("decoder", &TorchLclm::decoder, "model.");
 }
 
 TEST_F(LclmCheckpoint, LoadNamesATensorTheModelHasNoPlaceFor) {
