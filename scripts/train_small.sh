@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-trains the shipped model models/lclm-small from scratch with lclm-train:
 # the four published stages on Debian text (s0-s4), then the recall
-# curriculum (s5-s14, docs/training.md) that teaches the decoder to look
+# curriculum (s5-s15, docs/training.md) that teaches the decoder to look
 # things up, first in plain text, then in latents, then at length, then at
 # 4x and 8x, then at length again. The result is exported as bf16. Each
 # stage is its own run directory under RUNS, so an interrupted run (Ctrl-C
@@ -151,21 +151,25 @@ run_stage s12 --init "$runs/s11" -- \
   --ratios 2,4,4,8,8,16 --mix 0.1,0.25,0.35,0.2,0.1 --scramble 0.3 --copy-fill 0.03,0.15 \
   --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 --latent-align 0.1
 
-# deepen_stage NAME FROM LAYERS SEED STEPS: grows FROM's encoder to LAYERS
-# layers (the new ones start as the identity, so FROM's function is kept),
-# then trains it at length with the weight on 4x, 8x and 16x.
+# deepen_stage NAME FROM PART LAYERS SEED STEPS LR_SCALE [UNTIL]: grows
+# FROM's encoder or decoder (PART) to LAYERS layers (the new ones start as
+# the identity, so FROM's function is kept), then trains it at length with
+# the weight on 4x, 8x and 16x (stopping at step UNTIL of the STEPS plan).
 deepen_stage() {
-  local name=$1 from=$2 layers=$3 seed=$4 n=$5
-  [[ -f $runs/$from-deep/model_config.json ]] ||
-    $train --init "$runs/$from" --export "$runs/$from-deep" --deepen-encoder "$layers" --save-dtype f32
-  run_stage "$name" --init "$runs/$from-deep" -- \
-    --stages 3 --steps "$(steps "$n")" --seq-len 1024 --lr-scale 25 --seed "$seed" \
+  local name=$1 from=$2 part=$3 layers=$4 seed=$5 n=$6 lr=$7 until=(${8:+--until "$(steps "$8")"})
+  local grown=$runs/$from-deep-$part
+  [[ -f $grown/model_config.json ]] ||
+    $train --init "$runs/$from" --export "$grown" "--deepen-$part" "$layers" --save-dtype f32
+  run_stage "$name" --init "$grown" -- \
+    --stages 3 --steps "$(steps "$n")" "${until[@]}" --seq-len 1024 --lr-scale "$lr" --seed "$seed" \
     --ratios 2,4,4,8,8,16,16 --mix 0.1,0.3,0.35,0.15,0.1 --scramble 0.3 --copy-fill 0.03,0.15 \
     --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 --latent-align 0.1
 }
-# s13: the encoder grown from 2 to 6 layers; s14: again, from 6 to 10.
-deepen_stage s13 s12 6 104 5000
-deepen_stage s14 s13 10 105 4000
+# s13: the encoder grown from 2 to 6 layers; s14: again, from 6 to 10;
+# s15: the decoder grown from 4 to 8 layers.
+deepen_stage s13 s12 encoder 6 104 5000 25
+deepen_stage s14 s13 encoder 10 105 4000 25
+deepen_stage s15 s14 decoder 8 107 4000 20 3500
 
-$train --init "$runs/s14" --export "$out" --save-dtype bf16
+$train --init "$runs/s15" --export "$out" --save-dtype bf16
 du -sh "$out"

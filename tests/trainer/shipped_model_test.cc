@@ -82,9 +82,9 @@ TEST(ShippedModel, AnswersNeedleQuestionsInTheTrainedFormatWithTheAskedKey) {
 
 // Recall (docs/training.md, "What it can do"): needles in 1,024-token
 // held-out haystacks, found in plain text and from 2x latents; of the
-// number's digits at least 60% in place at 4x, 45% at 8x and 30% at 16x,
-// where a guess gets one in ten (these 10 samples measure 10/10, 10/10, 74%,
-// 53% and 39% on s14; s13 measured 69%, 49% and 37%).
+// number's digits at least 65% in place at 4x, 50% at 8x and 35% at 16x,
+// where a guess gets one in ten (these 10 samples measure 10/10, 8/10, 76%,
+// 56% and 49% on s15; s14 measured 10/10, 10/10, 74%, 53% and 39%).
 TEST(ShippedModel, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
   const RecallEvalOptions options = needles_at_1k({0, 2, 4, 8, 16});
   ASSERT_GE(options.text.size(), 20u) << "too few held-out copyright files under /usr/share/doc";
@@ -102,13 +102,13 @@ TEST(ShippedModel, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
         EXPECT_GE(r.correct, 8u) << cell;
         break;
       case 4:
-        EXPECT_GE(r.mean_agreement, 0.6) << cell;
+        EXPECT_GE(r.mean_agreement, 0.65) << cell;
         break;
       case 8:
-        EXPECT_GE(r.mean_agreement, 0.45) << cell;
+        EXPECT_GE(r.mean_agreement, 0.5) << cell;
         break;
       default:
-        EXPECT_GE(r.mean_agreement, 0.3) << cell;
+        EXPECT_GE(r.mean_agreement, 0.35) << cell;
     }
   }
 }
