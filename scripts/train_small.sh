@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Re-trains the shipped model models/lclm-small from scratch with lclm-train:
 # the four published stages on Debian text (s0-s4), then the recall
-# curriculum (s5-s15, docs/training.md) that teaches the decoder to look
+# curriculum (s5-s16, docs/training.md) that teaches the decoder to look
 # things up, first in plain text, then in latents, then at length, then at
 # 4x and 8x, then at length again. The result is exported as bf16. Each
 # stage is its own run directory under RUNS, so an interrupted run (Ctrl-C
@@ -170,6 +170,12 @@ deepen_stage() {
 deepen_stage s13 s12 encoder 6 104 5000 25
 deepen_stage s14 s13 encoder 10 105 4000 25
 deepen_stage s15 s14 decoder 8 107 4000 20 3500
+# s16: s15 continued at a third of its peak rate, with two thirds of the
+# compressed examples at 8x or 16x (s15: four sevenths).
+run_stage s16 --init "$runs/s15" -- \
+  --stages 3 --steps "$(steps 2000)" --seq-len 1024 --lr-scale 8 --seed 108 \
+  --ratios 2,4,4,8,8,8,16,16,16 --mix 0.1,0.3,0.35,0.15,0.1 --scramble 0.3 --copy-fill 0.03,0.15 \
+  --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 --latent-align 0.1
 
-$train --init "$runs/s15" --export "$out" --save-dtype bf16
+$train --init "$runs/s16" --export "$out" --save-dtype bf16
 du -sh "$out"

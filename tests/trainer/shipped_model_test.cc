@@ -4,7 +4,9 @@
 // in plain text and in latents (numbers in docs/training.md).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <iostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,7 +26,10 @@ fs::path shipped_model() {
 }
 
 // Text the model never trained on: the copyright files of installed packages
-// m-z (scripts/train_small.sh trains on a-l).
+// m-z (scripts/train_small.sh trains on a-l), sorted as bash sorts
+// /usr/share/doc/[m-z]*/copyright in the C locale (whole strings, so
+// manpages-dev/ before manpages/), so the test's samples are those of
+// `lclm-evaluate` on that glob and do not depend on directory order.
 std::vector<fs::path> held_out_text() {
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator("/usr/share/doc")) {
@@ -34,11 +39,15 @@ std::vector<fs::path> held_out_text() {
       files.push_back(copyright);
     }
   }
+  std::sort(files.begin(), files.end(),
+            [](const fs::path& a, const fs::path& b) { return a.string() < b.string(); });
   return files;
 }
 
-// Needle questions on 10 held-out haystacks of 1,024 tokens at each ratio
-// (0: uncompressed).
+// Needle questions on 20 held-out haystacks of 1,024 tokens at each ratio
+// (0: uncompressed): the samples of `lclm-evaluate --text
+// /usr/share/doc/[m-z]*/copyright --lengths 1024 --samples 20`, so the
+// cells below are those of docs/results/lclm_small_recall.md.
 RecallEvalOptions needles_at_1k(std::vector<std::int64_t> ratios) {
   RecallEvalOptions options;
   options.checkpoint = shipped_model();
@@ -46,7 +55,7 @@ RecallEvalOptions needles_at_1k(std::vector<std::int64_t> ratios) {
   options.ratios = std::move(ratios);
   options.haystack_tokens = {1024};
   options.passage_tokens = {};
-  options.samples = 10;
+  options.samples = 20;
   return options;
 }
 
@@ -74,7 +83,7 @@ TEST(ShippedModel, AnswersNeedleQuestionsInTheTrainedFormatWithTheAskedKey) {
   for (const RecallResult& r : results) {
     // 20 of 20 at 1K tokens in docs/training.md; a random or broken model
     // writes no such sentence.
-    EXPECT_GE(r.prefix_correct, 8u) << r.ratio << "x: " << r.prefix_correct << "/" << r.samples;
+    EXPECT_GE(r.prefix_correct, 16u) << r.ratio << "x: " << r.prefix_correct << "/" << r.samples;
     // The compressed prompt is about 1/r of the text.
     EXPECT_LT(r.mean_prompt_positions, static_cast<double>(r.tokens) / r.ratio + 64);
   }
@@ -82,9 +91,9 @@ TEST(ShippedModel, AnswersNeedleQuestionsInTheTrainedFormatWithTheAskedKey) {
 
 // Recall (docs/training.md, "What it can do"): needles in 1,024-token
 // held-out haystacks, found in plain text and from 2x latents; of the
-// number's digits at least 65% in place at 4x, 50% at 8x and 35% at 16x,
-// where a guess gets one in ten (these 10 samples measure 10/10, 8/10, 76%,
-// 56% and 49% on s15; s14 measured 10/10, 10/10, 74%, 53% and 39%).
+// number's digits at least 75% in place at 4x, 55% at 8x and 28% at 16x,
+// where a guess gets one in ten. These 20 samples measure 20/20, 20/20, 85%,
+// 66% and 34% on s16 (s15: 20/20, 17/20, 85%, 59% and 34%).
 TEST(ShippedModel, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
   const RecallEvalOptions options = needles_at_1k({0, 2, 4, 8, 16});
   ASSERT_GE(options.text.size(), 20u) << "too few held-out copyright files under /usr/share/doc";
@@ -94,21 +103,22 @@ TEST(ShippedModel, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
     const std::string cell = std::to_string(r.ratio) + "x: " + std::to_string(r.correct) + "/" +
                              std::to_string(r.samples) + ", digits " +
                              std::to_string(r.mean_agreement);
+    std::cout << cell << '\n';
     switch (r.ratio) {
       case 0:
-        EXPECT_GE(r.correct, 9u) << cell;
+        EXPECT_GE(r.correct, 18u) << cell;
         break;
       case 2:
-        EXPECT_GE(r.correct, 8u) << cell;
+        EXPECT_GE(r.correct, 16u) << cell;
         break;
       case 4:
-        EXPECT_GE(r.mean_agreement, 0.65) << cell;
+        EXPECT_GE(r.mean_agreement, 0.75) << cell;
         break;
       case 8:
-        EXPECT_GE(r.mean_agreement, 0.5) << cell;
+        EXPECT_GE(r.mean_agreement, 0.55) << cell;
         break;
       default:
-        EXPECT_GE(r.mean_agreement, 0.35) << cell;
+        EXPECT_GE(r.mean_agreement, 0.28) << cell;
     }
   }
 }
