@@ -94,6 +94,13 @@ int main(int argc, char** argv) {
   app.add_option("--deepen-decoder", deepen_decoder,
                  "With --export: grow the decoder to N layers the same way")
       ->check(CLI::PositiveNumber);
+  std::int64_t widen_encoder = 0;
+  app.add_option("--widen-encoder", widen_encoder,
+                 "With --export: widen the encoder to hidden size N (a multiple of its own), "
+                 "with more heads and MLP width and the adapter's input to match; the new "
+                 "dimensions start with nothing written to them, so the latents stay what "
+                 "they were until training gives them a use")
+      ->check(CLI::PositiveNumber);
   app.add_option("--save-dtype", save_dtype,
                  "f32 | bf16 | f16: dtype of saved weights (f32 keeps --resume exact)")
       ->capture_default_str();
@@ -166,12 +173,14 @@ int main(int argc, char** argv) {
       const auto model = lclm::train::load_lclm_checkpoint(init);
       if (deepen_encoder > 0) model->encoder->deepen(deepen_encoder);
       if (deepen_decoder > 0) model->decoder->deepen(deepen_decoder);
+      if (widen_encoder > 0) model->widen_encoder(widen_encoder);
       lclm::train::save_lclm_checkpoint(*model, export_dir, opts.dtype, init);
       std::cerr << "wrote " << export_dir << " (" << save_dtype << ")\n";
       return 0;
     }
     if (deepen_encoder > 0) throw lclm::Error("--deepen-encoder goes with --export");
     if (deepen_decoder > 0) throw lclm::Error("--deepen-decoder goes with --export");
+    if (widen_encoder > 0) throw lclm::Error("--widen-encoder goes with --export");
     if (out.empty()) throw lclm::Error("-o OUT is required");
     opts.out = out;
     opts.ratios = ratios;

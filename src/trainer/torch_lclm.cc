@@ -1,5 +1,6 @@
 #include "trainer/torch_lclm.h"
 
+#include <cmath>
 #include <map>
 #include <string>
 
@@ -41,6 +42,39 @@ torch::Tensor pool_window(const torch::Tensor& hidden, const EncoderWindow& w,
   if (full > 0) groups.push_back(tokens.narrow(0, 0, full * r).view({full, r, E}).mean(1));
   if (rest > 0) groups.push_back(tokens.narrow(0, full * r, rest).mean(0, /*keepdim=*/true));
   return torch::cat(groups, 0);
+}
+
+// Copies `from` into the leading block of `to` (from.size(d) <= to.size(d)).
+void copy_leading(const torch::Tensor& to, const torch::Tensor& from) {
+  torch::Tensor block = to;
+  for (std::int64_t d = 0; d < from.dim(); ++d) block = block.narrow(d, 0, from.size(d));
+  block.copy_(from);
+}
+
+// An RMS norm's weight for a k times wider input whose new entries are zero:
+// the old weights over sqrt(k), so the old entries come out as before, and
+// their mean over sqrt(k) for the new entries.
+void copy_widened_norm(TorchRmsNorm& to, const TorchRmsNorm& from, std::int64_t k) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(k));
+  to.weight.fill_(from.weight.mean().item<double>() * scale);
+  copy_leading(to.weight, from.weight * scale);
+}
+
+// A linear layer widened in its inputs and/or outputs: the old weights in the
+// leading block; the rest random (reads the new inputs, or makes new outputs
+// that nothing reads yet) or zero (writes_new: its new rows and columns feed
+// the residual stream, which must not move).
+void copy_widened_linear(TorchLinear& to, const TorchLinear& from, bool writes_new) {
+  if (writes_new) {
+    to.weight.zero_();
+  } else {
+    to.weight.normal_(0.0, 0.02);
+  }
+  copy_leading(to.weight, from.weight);
+  if (to.bias.defined()) {
+    to.bias.zero_();
+    copy_leading(to.bias, from.bias);
+  }
 }
 
 }  // namespace
@@ -106,6 +140,52 @@ TorchLclm::TorchLclm(const LclmConfig& config, const Qwen3Config& encoder_config
   adapter = register_module(
       "adapter", std::make_shared<TorchAdapter>(config_, encoder_config, decoder_config));
   decoder = register_module("decoder", std::make_shared<TorchQwen3>(decoder_config, true));
+}
+
+void TorchLclm::widen_encoder(std::int64_t hidden_size) {
+  const Qwen3Config old = encoder->config();
+  if (hidden_size <= old.hidden_size || hidden_size % old.hidden_size != 0) {
+    throw Error("widen the encoder to " + std::to_string(hidden_size) +
+                ": give a larger multiple of its hidden size " + std::to_string(old.hidden_size));
+  }
+  if (config_.adapter_type != AdapterType::Mlp || config_.pooling == Pooling::Concat) {
+    throw Error("widening the encoder needs the mlp adapter and mean, last or eos pooling");
+  }
+  const std::int64_t k = hidden_size / old.hidden_size;
+  Qwen3Config wide = old;
+  wide.hidden_size = hidden_size;
+  wide.intermediate_size *= k;
+  wide.num_attention_heads *= k;
+  wide.num_key_value_heads *= k;
+  const torch::NoGradGuard no_grad;
+  auto grown = std::make_shared<TorchQwen3>(wide, false);
+  grown->embed_tokens->weight.zero_();
+  copy_leading(grown->embed_tokens->weight, encoder->embed_tokens->weight);
+  for (std::size_t l = 0; l < encoder->layers->size(); ++l) {
+    const auto& from = *encoder->layers[l]->as<TorchQwen3Layer>();
+    auto& to = *grown->layers[l]->as<TorchQwen3Layer>();
+    copy_widened_norm(*to.input_layernorm, *from.input_layernorm, k);
+    copy_widened_norm(*to.post_attention_layernorm, *from.post_attention_layernorm, k);
+    // New heads follow the old ones, so query head h still reads kv head
+    // h / (n_heads / n_kv_heads).
+    copy_widened_linear(*to.self_attn->q_proj, *from.self_attn->q_proj, false);
+    copy_widened_linear(*to.self_attn->k_proj, *from.self_attn->k_proj, false);
+    copy_widened_linear(*to.self_attn->v_proj, *from.self_attn->v_proj, false);
+    copy_widened_linear(*to.self_attn->o_proj, *from.self_attn->o_proj, true);
+    to.self_attn->q_norm->weight.copy_(from.self_attn->q_norm->weight);
+    to.self_attn->k_norm->weight.copy_(from.self_attn->k_norm->weight);
+    copy_widened_linear(*to.mlp->gate_proj, *from.mlp->gate_proj, false);
+    copy_widened_linear(*to.mlp->up_proj, *from.mlp->up_proj, false);
+    copy_widened_linear(*to.mlp->down_proj, *from.mlp->down_proj, true);
+  }
+  copy_widened_norm(*grown->norm, *encoder->norm, k);
+
+  auto wide_adapter = std::make_shared<TorchAdapter>(config_, wide, decoder->config());
+  copy_widened_norm(*wide_adapter->norm, *adapter->norm, k);
+  copy_widened_linear(*wide_adapter->fc1, *adapter->fc1, false);
+  copy_widened_linear(*wide_adapter->fc2, *adapter->fc2, false);
+  encoder = replace_module("encoder", grown);
+  adapter = replace_module("adapter", wide_adapter);
 }
 
 torch::Tensor TorchLclm::pool_region(std::span<const std::int32_t> tokens, std::int64_t ratio) {

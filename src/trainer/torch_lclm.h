@@ -85,6 +85,17 @@ class TorchLclm : public torch::nn::Module {
                         std::span<const std::vector<std::int32_t>> regions,
                         std::span<const std::int64_t> ratios = {});
 
+  // Widens the encoder to hidden_size, a multiple k of its hidden size, with
+  // k times the heads (head_dim kept) and MLP width, and the mlp adapter's
+  // input with it. The old weights fill the leading blocks; what writes the
+  // new residual dimensions (embedding columns, o_proj and down_proj) starts
+  // at zero, so they stay zero and the latents are the old ones up to the
+  // RMS norms' epsilon (their weights are scaled by 1/sqrt(k), as the mean
+  // square now runs over k times the dimensions); what reads them starts
+  // random, so training gives them a use. Throws lclm::Error for another
+  // size, concat pooling or an adapter with attention layers.
+  void widen_encoder(std::int64_t hidden_size);
+
   std::shared_ptr<TorchQwen3> encoder;
   std::shared_ptr<TorchAdapter> adapter;
   std::shared_ptr<TorchQwen3> decoder;

@@ -215,6 +215,66 @@ TEST_F(LclmCheckpoint, DeepenedDecoderComputesTheSameUntilTrained) {
   expect_deepened_part_computes_the_same_until_trained("decoder", &TorchLclm::decoder, "model.");
 }
 
+// lclm-train --export --widen-encoder: the widened encoder and adapter give
+// the old logits in the trainer and, once saved, in the engine; then training
+// reaches the new dimensions. The encoder's RMS norms differ only through
+// their epsilon (rsqrt(S / 2H + eps) against rsqrt(S / H + eps) / sqrt(2)),
+// which this test makes negligible (1e-12): on the tiny model's small
+// activations (weights of std 0.08) the default 1e-6 moves the logits by
+// about 7e-5; with 1e-12 they agree to about 1.3e-6 (float rounding and the
+// adapter's norm).
+TEST_F(LclmCheckpoint, WidenedEncoderComputesTheSameUntilTrained) {
+  const fs::path source =
+      write_tiny_lclm("widen_source", small_vocab_tokenizer_dir(), DType::F32, 57,
+                      [](RandomLclmSpec& s) { s.encoder.rms_norm_eps = 1e-12; });
+  const fs::path saved = lclm::testing::scratch_dir("widen_encoder") / "saved";
+  const auto model = load_lclm_checkpoint(source);
+  const Qwen3Config narrow = model->encoder->config();
+  const std::int64_t H = narrow.hidden_size;
+  auto engine_source = LclmModel::load(source);
+  const torch::Tensor before = trainer_logits(*model, *engine_source);
+
+  model->widen_encoder(2 * H);
+  const Qwen3Config& wide = model->encoder->config();
+  EXPECT_EQ(wide.hidden_size, 2 * H);
+  EXPECT_EQ(wide.num_attention_heads, 2 * narrow.num_attention_heads);
+  EXPECT_EQ(wide.num_key_value_heads, 2 * narrow.num_key_value_heads);
+  EXPECT_EQ(wide.intermediate_size, 2 * narrow.intermediate_size);
+  EXPECT_EQ(wide.head_dim, narrow.head_dim);
+  EXPECT_EQ(model->adapter->input_dim(), 2 * H);
+  const torch::Tensor after = trainer_logits(*model, *engine_source);
+  EXPECT_LT(relative_error(after, before), 1e-5);
+  save_lclm_checkpoint(*model, saved, DType::F32, source);
+  auto engine_saved = LclmModel::load(saved);
+  EXPECT_LT(relative_error(engine_logits(*engine_saved, two_region_prompt()),
+                           engine_logits(*engine_source, two_region_prompt())),
+            1e-5);
+
+  // What writes the new dimensions starts at zero and gets a gradient.
+  const auto reloaded = load_lclm_checkpoint(saved);
+  const testing::TokenizedPrompt tokens = tokenize_prompt(*engine_saved, two_region_prompt());
+  reloaded->forward(tokens.decoder_ids, tokens.regions).square().sum().backward();
+  const auto& layer = *reloaded->encoder->layers[0]->as<TorchQwen3Layer>();
+  for (const torch::Tensor& writer :
+       {layer.self_attn->o_proj->weight, layer.mlp->down_proj->weight}) {
+    EXPECT_EQ(writer.narrow(0, H, H).abs().sum().item<float>(), 0.0f);
+    EXPECT_GT(writer.grad().narrow(0, H, H).abs().sum().item<float>(), 0.0f);
+  }
+  EXPECT_GT(
+      reloaded->encoder->embed_tokens->weight.grad().narrow(1, H, H).abs().sum().item<float>(),
+      0.0f);
+
+  EXPECT_NE(error_of([&] { model->widen_encoder(3 * H); }).find("multiple"), std::string::npos);
+  const auto attention_adapter =
+      load_lclm_checkpoint(write_tiny_lclm("widen_attention_adapter", small_vocab_tokenizer_dir(),
+                                           DType::F32, 58, [](RandomLclmSpec& s) {
+                                             s.config.adapter_type = AdapterType::MlpAttn;
+                                             s.config.num_adapter_layers = 1;
+                                           }));
+  EXPECT_NE(error_of([&] { attention_adapter->widen_encoder(2 * H); }).find("mlp adapter"),
+            std::string::npos);
+}
+
 TEST_F(LclmCheckpoint, LoadNamesATensorTheModelHasNoPlaceFor) {
   const fs::path dir = write_tiny_lclm("extra_tensor", small_vocab_tokenizer_dir(), DType::F32, 55);
   const fs::path adapter = dir / "adapter" / "adapter.safetensors";
