@@ -183,7 +183,8 @@ void TorchLclm::widen_encoder(std::int64_t hidden_size) {
   auto wide_adapter = std::make_shared<TorchAdapter>(config_, wide, decoder->config());
   copy_widened_norm(*wide_adapter->norm, *adapter->norm, k);
   copy_widened_linear(*wide_adapter->fc1, *adapter->fc1, false);
-  copy_widened_linear(*wide_adapter->fc2, *adapter->fc2, false);
+  wide_adapter->fc2->weight.copy_(adapter->fc2->weight);  // [D, D]: not widened
+  wide_adapter->fc2->bias.copy_(adapter->fc2->bias);
   encoder = replace_module("encoder", grown);
   adapter = replace_module("adapter", wide_adapter);
 }
