@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <utility>
 
 #include "trainer/evaluate.h"
 #include "util/error.h"
@@ -14,7 +15,7 @@ int main(int argc, char** argv) {
       "Evaluate a trained LCLM: needle retrieval on held-out haystacks and verbatim "
       "reconstruction, compressed at each ratio and uncompressed (ratio 0)."};
   lclm::train::RecallEvalOptions opts;
-  std::string checkpoint, json_out, md_out;
+  std::string checkpoint, json_out, md_out, answers_out;
   std::vector<std::string> text;
   int threads = 2;
   app.add_option("-m,--model", checkpoint, "LCLM checkpoint directory")->required();
@@ -32,6 +33,9 @@ int main(int argc, char** argv) {
   app.add_option("--seed", opts.seed, "Sample seed")->capture_default_str();
   app.add_option("--json", json_out, "Write the results as JSON here");
   app.add_option("--markdown", md_out, "Write the tables as markdown here");
+  app.add_option("--answers", answers_out,
+                 "Write every sample's answer here as it comes, one JSON object a line (task, "
+                 "tokens, ratio, sample, expected, answer, correct, agreement, needle_token, ...)");
   app.add_option("-t,--threads", threads, "Threads")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -39,11 +43,24 @@ int main(int argc, char** argv) {
     opts.checkpoint = checkpoint;
     opts.text.assign(text.begin(), text.end());
     opts.progress = &std::cerr;
+    // Every output is opened before the evaluation, which takes minutes to
+    // hours, so a path that cannot be written fails at once.
+    std::ofstream md_file, json_file, answers_file;
+    for (auto [path, file] : {std::pair{&md_out, &md_file}, std::pair{&json_out, &json_file},
+                              std::pair{&answers_out, &answers_file}}) {
+      if (path->empty()) continue;
+      file->open(*path);
+      if (!*file) throw lclm::Error("cannot write " + *path);
+    }
+    if (answers_file.is_open()) opts.answers = &answers_file;
     const auto results = lclm::train::evaluate_recall(opts);
     const std::string md = lclm::train::recall_markdown(results);
     std::cout << md;
-    if (!md_out.empty()) std::ofstream(md_out) << md;
-    if (!json_out.empty()) std::ofstream(json_out) << lclm::train::recall_json(results);
+    if (md_file.is_open()) md_file << md;
+    if (json_file.is_open()) json_file << lclm::train::recall_json(results);
+    for (std::ofstream* file : {&md_file, &json_file, &answers_file}) {
+      if (file->is_open() && !file->flush()) throw lclm::Error("writing the results failed");
+    }
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

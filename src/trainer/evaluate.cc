@@ -26,7 +26,8 @@ struct Sample {
   std::string text;    // haystack or passage
   std::string answer;  // needle: the number; reconstruction: the passage
   std::string question;
-  std::string prefix;  // what a right answer starts with
+  std::string prefix;            // what a right answer starts with
+  std::size_t needle_token = 0;  // needle: encoder token of the number's first digit
 };
 
 // The first `n` space-separated words of text.
@@ -68,8 +69,10 @@ std::vector<Sample> needle_samples(const Corpus& corpus, const Tokenizer& tokeni
         corpus, tokenizer, rng, tokens - std::min(tokens / 2, tokenizer.encode(needle).size() + 1));
     insert_at_sentence_end(rng, haystack, needle);
     const std::string sentence = needle_sentence(key, "");
+    const std::size_t digits = haystack.find(needle) + needle.find(std::to_string(number));
+    const std::size_t needle_token = tokenizer.encode(haystack.substr(0, digits)).size();
     out.push_back({std::move(haystack), std::to_string(number), needle_question(key),
-                   sentence.substr(0, sentence.size() - 1)});
+                   sentence.substr(0, sentence.size() - 1), needle_token});
   }
   return out;
 }
@@ -173,19 +176,39 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
                             const std::vector<Sample>& samples) {
     for (std::int64_t r : options.ratios) {
       RecallResult cell{task, r, tokens, samples.size()};
-      for (const Sample& s : samples) {
+      for (std::size_t i = 0; i < samples.size(); ++i) {
+        const Sample& s = samples[i];
         const bool needle = task == "needle";
         const std::string prompt =
             needle ? needle_prompt(s, r > 0) : reconstruction_prompt(s, r > 0);
         const int max_tokens = needle ? 32 : static_cast<int>(tokens) + 16;
         const Answer a = answer(engine(r), prompt, max_tokens);
         const bool right = needle ? a.text.find(s.answer) != std::string::npos : a.text == s.answer;
-        cell.correct += right ? 1 : 0;
-        cell.prefix_correct += a.text.rfind(s.prefix, 0) == 0 ? 1 : 0;
-        cell.mean_agreement +=
+        const bool prefix_right = a.text.rfind(s.prefix, 0) == 0;
+        const double agreement =
             needle ? digit_agreement(a.text, s.answer, s.prefix) : word_agreement(a.text, s.answer);
+        cell.correct += right ? 1 : 0;
+        cell.prefix_correct += prefix_right ? 1 : 0;
+        cell.mean_agreement += agreement;
         cell.mean_prompt_positions += static_cast<double>(a.prompt_positions);
         cell.mean_ttft_ms += a.ttft_ms;
+        if (options.answers) {
+          nlohmann::json line = {{"task", task},
+                                 {"tokens", tokens},
+                                 {"ratio", r},
+                                 {"sample", i},
+                                 {"expected", s.answer},
+                                 {"answer", a.text},
+                                 {"correct", right},
+                                 {"prefix_correct", prefix_right},
+                                 {"agreement", agreement},
+                                 {"prompt_positions", a.prompt_positions},
+                                 {"ttft_ms", a.ttft_ms}};
+          if (needle) line["needle_token"] = s.needle_token;
+          // Replace: a model may stop inside a multi-byte character.
+          *options.answers << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                           << std::endl;
+        }
       }
       if (!samples.empty()) {
         cell.mean_agreement /= static_cast<double>(samples.size());

@@ -22,6 +22,13 @@ struct RecallEvalOptions {
   std::size_t samples = 20;  // per task and length; every ratio sees the same ones
   std::uint64_t seed = 20261123;
   std::ostream* progress = nullptr;
+  // When set, one JSON object per line for every sample at every ratio, as
+  // it is answered: task, tokens, ratio, sample (its index, the same at every
+  // ratio), expected, answer, correct, prefix_correct, agreement,
+  // prompt_positions, ttft_ms and, for needles, needle_token: the encoder
+  // token at which the number's first digit sits in the haystack (so
+  // needle_token % ratio is its place in its latent's group).
+  std::ostream* answers = nullptr;
 };
 
 // One cell of the result tables: a task at a length and ratio.

@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -74,13 +77,43 @@ TEST(ShippedModel, TrainerAndEngineComputeTheSameLogits) {
 }
 
 // The answer format: the needle sentence with the key the question asks
-// about, from a compressed haystack of held-out text, at 4x and 8x.
+// about, from a compressed haystack of held-out text, at 4x and 8x. The
+// per-sample answers (lclm-evaluate --answers) add up to the cells.
 TEST(ShippedModel, AnswersNeedleQuestionsInTheTrainedFormatWithTheAskedKey) {
-  const RecallEvalOptions options = needles_at_1k({4, 8});
+  RecallEvalOptions options = needles_at_1k({4, 8});
   ASSERT_GE(options.text.size(), 20u) << "too few held-out copyright files under /usr/share/doc";
+  std::stringstream answers;
+  options.answers = &answers;
   const std::vector<RecallResult> results = evaluate_recall(options);
   ASSERT_EQ(results.size(), 2u);
+  std::map<std::int64_t, std::vector<nlohmann::json>> lines;
+  for (std::string line; std::getline(answers, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    lines[j.at("ratio").get<std::int64_t>()].push_back(j);
+  }
   for (const RecallResult& r : results) {
+    const std::vector<nlohmann::json>& mine = lines[r.ratio];
+    ASSERT_EQ(mine.size(), r.samples) << r.ratio << "x";
+    std::size_t correct = 0, prefix_correct = 0;
+    double agreement = 0;
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+      const nlohmann::json& j = mine[i];
+      EXPECT_EQ(j.at("task"), "needle");
+      EXPECT_EQ(j.at("tokens"), 1024);
+      EXPECT_EQ(j.at("sample"), i);
+      // The same haystack and number at every ratio.
+      EXPECT_EQ(j.at("expected"), lines.begin()->second.at(i).at("expected"));
+      const std::string expected = j.at("expected"), answer = j.at("answer");
+      EXPECT_EQ(expected.size(), 7u);
+      EXPECT_EQ(j.at("correct").get<bool>(), answer.find(expected) != std::string::npos) << answer;
+      EXPECT_LT(j.at("needle_token").get<std::size_t>(), 1024u);
+      correct += j.at("correct").get<bool>() ? 1 : 0;
+      prefix_correct += j.at("prefix_correct").get<bool>() ? 1 : 0;
+      agreement += j.at("agreement").get<double>();
+    }
+    EXPECT_EQ(correct, r.correct);
+    EXPECT_EQ(prefix_correct, r.prefix_correct);
+    EXPECT_NEAR(agreement / static_cast<double>(r.samples), r.mean_agreement, 1e-12);
     // 20 of 20 at 1K tokens in docs/training.md; a random or broken model
     // writes no such sentence.
     EXPECT_GE(r.prefix_correct, 16u) << r.ratio << "x: " << r.prefix_correct << "/" << r.samples;
