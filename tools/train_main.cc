@@ -120,6 +120,11 @@ int main(int argc, char** argv) {
                  "P: probability that a reconstruction passage becomes its distinct words, "
                  "shuffled (trains copying that cannot lean on language-model guesses)")
       ->capture_default_str();
+  app.add_option("--numbers", opts.numbers,
+                 "P: probability that a reconstruction passage becomes random numbers of 3-9 "
+                 "digits (trains latents to keep the order of their digits, which needle "
+                 "answers need)")
+      ->capture_default_str();
   app.add_option("--needles", needles, "LO,HI: needles per retrieval haystack (default 1,3)")
       ->delimiter(',')
       ->expected(2);

@@ -61,6 +61,24 @@ double unit(std::mt19937_64& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
 
+// Random numbers of 3-9 digits (no leading zero), ", "-separated, of about
+// `tokens` tokens: Qwen3 makes each digit, the comma and the space a token.
+std::string random_numbers(std::mt19937_64& rng, std::size_t tokens) {
+  std::string out;
+  std::size_t used = 0;
+  do {
+    if (!out.empty()) {
+      out += ", ";
+      used += 2;
+    }
+    const std::size_t digits = 3 + below(rng, 7);
+    out += static_cast<char>('1' + below(rng, 9));
+    for (std::size_t d = 1; d < digits; ++d) out += static_cast<char>('0' + below(rng, 10));
+    used += digits;
+  } while (used < tokens);
+  return out;
+}
+
 // Cuts text into spans of about [lo, hi] characters at spaces; each span
 // keeps its leading space so the pieces concatenate back to the text.
 std::vector<std::string> cut_spans(std::mt19937_64& rng, const std::string& text, std::size_t lo,
@@ -256,6 +274,11 @@ void DataGenerator::set_scramble(double p) {
   scramble_ = p;
 }
 
+void DataGenerator::set_numbers(double p) {
+  if (!(p >= 0 && p <= 1)) throw Error("--numbers: need 0 <= P <= 1, not " + std::to_string(p));
+  numbers_ = p;
+}
+
 void DataGenerator::set_needles(std::size_t lo, std::size_t hi) {
   if (!(lo >= 1 && lo <= hi && hi <= 64)) {
     throw Error("--needles: need 1 <= LO <= HI <= 64, not " + std::to_string(lo) + "," +
@@ -307,8 +330,14 @@ std::vector<TextPiece> DataGenerator::reconstruction(std::mt19937_64& rng, std::
   // By default the region (T / r) and the copy (T) fit about 0.8 of the sequence.
   const auto chars = static_cast<std::size_t>(static_cast<double>(seq_len_) * kCharsPerToken *
                                               (copy_lo_ + (copy_hi_ - copy_lo_) * unit(rng)));
-  std::string text = corpus_.passage(rng, chars);
-  if (scramble_ > 0 && unit(rng) < scramble_) text = shuffle_words(rng, text);
+  std::string text;
+  if (numbers_ > 0 && unit(rng) < numbers_) {
+    text =
+        random_numbers(rng, static_cast<std::size_t>(static_cast<double>(chars) / kCharsPerToken));
+  } else {
+    text = corpus_.passage(rng, chars);
+    if (scramble_ > 0 && unit(rng) < scramble_) text = shuffle_words(rng, text);
+  }
   if (passage) *passage = text;
   return {{TextPiece::Kind::Context, "<|im_start|>user\n"},
           {compressed ? TextPiece::Kind::Memory : TextPiece::Kind::Context, text},

@@ -117,6 +117,13 @@ class DataGenerator {
   // language-model guesses, so it trains the lookup that copying and
   // retrieval need.
   void set_scramble(double p);
+  // The probability that a reconstruction passage becomes random numbers of
+  // 3-9 digits, comma-separated (default 0), with the passage's token count
+  // (each digit is a token). A number's digits have no order a language
+  // model could guess, so copying them back trains each latent to keep the
+  // order of its tokens, not only which tokens it holds; the needle numbers
+  // that retrieval asks for need exactly that. Drawn before --scramble.
+  void set_numbers(double p);
   // Needles per retrieval haystack, drawn in [lo, hi] (default 1-3), and at
   // most `questions` of them asked (default 1), each later one in its own
   // user turn after the first answer: several 7-digit answers per haystack
@@ -156,6 +163,7 @@ class DataGenerator {
   double fill_lo_ = 0.25, fill_hi_ = 0.85;
   double copy_lo_ = 0.2, copy_hi_ = 0.6;
   double scramble_ = 0.0;
+  double numbers_ = 0.0;
   std::size_t needles_lo_ = 1, needles_hi_ = 3, questions_ = 1;
 };
 

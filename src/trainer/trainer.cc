@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <fstream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -140,6 +139,7 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
   data_->set_haystack_fill(opts_.haystack_fill_lo, opts_.haystack_fill_hi);
   data_->set_copy_fill(opts_.copy_fill_lo, opts_.copy_fill_hi);
   data_->set_scramble(opts_.scramble);
+  data_->set_numbers(opts_.numbers);
   if (opts_.needles_lo < 1 || opts_.questions < 1) {
     throw Error("--needles and --questions take positive counts");
   }
@@ -377,6 +377,7 @@ void Trainer::save() {
         {"haystack_fill", {opts_.haystack_fill_lo, opts_.haystack_fill_hi}},
         {"copy_fill", {opts_.copy_fill_lo, opts_.copy_fill_hi}},
         {"scramble", opts_.scramble},
+        {"numbers", opts_.numbers},
         {"needles", {opts_.needles_lo, opts_.needles_hi}},
         {"questions", opts_.questions},
         {"separate_documents", opts_.separate_documents},
@@ -392,7 +393,7 @@ void Trainer::save() {
            for (const fs::path& p : opts_.corpus) paths.push_back(p.string());
            return paths;
          }()}};
-    std::ofstream(dir / "state.json") << state.dump(2) << "\n";
+    write_text_file(dir / "state.json", state.dump(2) + "\n");
     if (optim_ && step_in_stage_ > 0) torch::save(*optim_->adamw, (dir / "optimizer.pt").string());
   };
   save_lclm_checkpoint(*model_, opts_.out, opts_.dtype, side_files_, write_state);
@@ -424,6 +425,7 @@ void Trainer::load_state(const fs::path& dir) {
       opts_.copy_fill_hi = state["copy_fill"].at(1).get<double>();
     }
     opts_.scramble = state.value("scramble", 0.0);
+    opts_.numbers = state.value("numbers", 0.0);
     if (state.contains("needles")) {
       opts_.needles_lo = state["needles"].at(0).get<std::int64_t>();
       opts_.needles_hi = state["needles"].at(1).get<std::int64_t>();

@@ -56,6 +56,7 @@ struct TrainOptions {
   double haystack_fill_lo = 0.25, haystack_fill_hi = 0.85;  // DataGenerator::set_haystack_fill
   double copy_fill_lo = 0.2, copy_fill_hi = 0.6;            // DataGenerator::set_copy_fill
   double scramble = 0.0;                                    // DataGenerator::set_scramble
+  double numbers = 0.0;                                     // DataGenerator::set_numbers
   std::int64_t needles_lo = 1, needles_hi = 3;              // DataGenerator::set_needles
   std::int64_t questions = 1;                               // DataGenerator::set_questions
   // Each packed example attends only to itself, from position 0 (as it runs

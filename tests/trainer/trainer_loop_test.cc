@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -145,6 +146,43 @@ TEST_F(TrainerData, CopyFillSizesPassagesAndScrambleShufflesTheirWords) {
   DataGenerator bad = generator(3);
   EXPECT_NE(error_of([&] { bad.set_scramble(1.5); }).find("--scramble"), std::string::npos);
   EXPECT_NE(error_of([&] { bad.set_copy_fill(0.6, 0.2); }).find("--copy-fill"), std::string::npos);
+}
+
+TEST_F(TrainerData, NumbersReplacePassagesWithRandomDigitsOfTheSameTokenCount) {
+  DataGenerator plain = generator(3), numbers = generator(3), off = generator(3);
+  for (DataGenerator* g : {&plain, &numbers, &off}) g->set_copy_fill(0.5, 0.5);
+  numbers.set_numbers(1.0);
+  off.set_numbers(0.0);
+  const std::regex number_list("[1-9][0-9]{2,8}(, [1-9][0-9]{2,8})*");
+  std::set<std::string> seen;
+  for (std::uint64_t i = 0; i < 6; ++i) {
+    std::mt19937_64 a = numbers.example_rng(i);
+    std::string passage;
+    const std::vector<TextPiece> pieces = numbers.reconstruction(a, &passage);
+    EXPECT_TRUE(std::regex_match(passage, number_list)) << passage;
+    EXPECT_EQ(pieces[1].text, passage);
+    EXPECT_EQ(pieces[3].text, passage);
+    // Each digit, comma and space a token: 0.5 x 128 tokens, plus at most
+    // the last number's overshoot.
+    const std::size_t n_tokens = tokens_->encoder().encode(passage).size();
+    EXPECT_EQ(n_tokens, passage.size()) << passage;
+    EXPECT_GE(n_tokens, 64u);
+    EXPECT_LE(n_tokens, 64u + 10u);
+    seen.insert(passage);
+    std::mt19937_64 again = numbers.example_rng(i);
+    std::string same;
+    numbers.reconstruction(again, &same);
+    EXPECT_EQ(same, passage);
+    // At 0 the data stream is the one without the option.
+    std::mt19937_64 b = plain.example_rng(i), c = off.example_rng(i);
+    std::string want, got;
+    plain.reconstruction(b, &want);
+    off.reconstruction(c, &got);
+    EXPECT_EQ(got, want);
+  }
+  EXPECT_EQ(seen.size(), 6u);
+  DataGenerator bad = generator(3);
+  EXPECT_NE(error_of([&] { bad.set_numbers(-0.1); }).find("--numbers"), std::string::npos);
 }
 
 TEST_F(TrainerData, RetrievalAnswerIsANeedleInTheHaystack) {
@@ -520,7 +558,10 @@ TEST_F(TrainerStages, ResumeContinuesExactlyAndTheEngineLoadsTheCheckpoint) {
   const fs::path init = tiny_checkpoint("resume-init");
   TrainOptions opts;
   opts.init = init;
-  opts.stages = {{0, 3}, {2, 3}};
+  // Six steps of stage 2, four after the stop: enough examples that
+  // reconstruction passages, which --scramble and --numbers change, come
+  // after the resume.
+  opts.stages = {{0, 3}, {2, 6}};
   opts.seq_len = 64;
   opts.lr_scale = 10.0;
   opts.warmup = 1;
@@ -529,6 +570,7 @@ TEST_F(TrainerStages, ResumeContinuesExactlyAndTheEngineLoadsTheCheckpoint) {
   opts.copy_fill_lo = 0.1;
   opts.copy_fill_hi = 0.3;
   opts.scramble = 0.5;
+  opts.numbers = 0.25;
   opts.haystack_fill_lo = 0.1;
   opts.needles_lo = 2;
   opts.needles_hi = 5;
