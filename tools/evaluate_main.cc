@@ -29,6 +29,12 @@ int main(int argc, char** argv) {
   app.add_option("--passages", opts.passage_tokens, "Reconstruction passage lengths in tokens")
       ->delimiter(',')
       ->capture_default_str();
+  app.add_option("--numbers", opts.number_tokens,
+                 "Number-copying passage lengths in tokens: random numbers of 3-9 digits to "
+                 "repeat from latents, whose digits' order no language model can guess "
+                 "(default: none)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 65536));
   app.add_option("--samples", opts.samples, "Samples per task and length")->capture_default_str();
   app.add_option("--seed", opts.seed, "Sample seed")->capture_default_str();
   app.add_option("--json", json_out, "Write the results as JSON here");

@@ -61,24 +61,6 @@ double unit(std::mt19937_64& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
 
-// Random numbers of 3-9 digits (no leading zero), ", "-separated, of about
-// `tokens` tokens: Qwen3 makes each digit, the comma and the space a token.
-std::string random_numbers(std::mt19937_64& rng, std::size_t tokens) {
-  std::string out;
-  std::size_t used = 0;
-  do {
-    if (!out.empty()) {
-      out += ", ";
-      used += 2;
-    }
-    const std::size_t digits = 3 + below(rng, 7);
-    out += static_cast<char>('1' + below(rng, 9));
-    for (std::size_t d = 1; d < digits; ++d) out += static_cast<char>('0' + below(rng, 10));
-    used += digits;
-  } while (used < tokens);
-  return out;
-}
-
 // Cuts text into spans of about [lo, hi] characters at spaces; each span
 // keeps its leading space so the pieces concatenate back to the text.
 std::vector<std::string> cut_spans(std::mt19937_64& rng, const std::string& text, std::size_t lo,
@@ -300,6 +282,22 @@ std::int64_t DataGenerator::example_ratio(std::uint64_t index) const {
   // Its own hash of (seed, index), so the examples' streams do not depend on
   // the list of ratios.
   return ratios_[mix64(seed_ ^ (index * 0xD6E8FEB86659FD93ull)) % ratios_.size()];
+}
+
+std::string random_numbers(std::mt19937_64& rng, std::size_t tokens) {
+  std::string out;
+  std::size_t used = 0;
+  do {
+    if (!out.empty()) {
+      out += ", ";
+      used += 2;
+    }
+    const std::size_t digits = 3 + below(rng, 7);
+    out += static_cast<char>('1' + below(rng, 9));
+    for (std::size_t d = 1; d < digits; ++d) out += static_cast<char>('0' + below(rng, 10));
+    used += digits;
+  } while (used < tokens);
+  return out;
 }
 
 std::mt19937_64 DataGenerator::example_rng(std::uint64_t index) const {

@@ -172,6 +172,10 @@ void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::
 
 // The whitespace-separated words of text.
 std::vector<std::string> words_of(const std::string& text);
+// Random numbers of 3-9 digits (no leading zero), ", "-separated, of at
+// least `tokens` tokens and at most 10 more: Qwen3 makes each digit, the
+// comma and the space a token (the --numbers passages).
+std::string random_numbers(std::mt19937_64& rng, std::size_t tokens);
 // The needle's words (needle_key, needle_sentence, needle_question) are the
 // evaluation's: eval/ruler_tasks.h.
 

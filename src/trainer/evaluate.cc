@@ -88,6 +88,18 @@ std::vector<Sample> passage_samples(const Corpus& corpus, const Tokenizer& token
   return out;
 }
 
+std::vector<Sample> number_samples(std::uint64_t seed, std::size_t tokens, std::size_t n) {
+  std::vector<Sample> out;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::mt19937_64 rng(mix64(seed ^ (tokens * 0xA0761D6478BD642Full) ^ (i + 1)));
+    // One token a character: cut to `tokens`, without a trailing separator.
+    std::string numbers = random_numbers(rng, tokens).substr(0, tokens);
+    while (!numbers.empty() && (numbers.back() == ' ' || numbers.back() == ',')) numbers.pop_back();
+    out.push_back({numbers, numbers, "", numbers.substr(0, numbers.find(','))});
+  }
+  return out;
+}
+
 std::string region(const std::string& text, bool compressed) {
   if (!compressed) return text;
   return std::string(kMemoryStart) + text + std::string(kMemoryEnd);
@@ -143,6 +155,15 @@ double digit_agreement(const std::string& answer, const std::string& number,
   return static_cast<double>(same) / static_cast<double>(number.size());
 }
 
+double char_agreement(const std::string& answer, const std::string& reference) {
+  if (reference.empty()) return 0.0;
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < reference.size() && i < answer.size(); ++i) {
+    same += answer[i] == reference[i] ? 1 : 0;
+  }
+  return static_cast<double>(same) / static_cast<double>(reference.size());
+}
+
 double word_agreement(const std::string& answer, const std::string& reference) {
   const std::vector<std::string> want = words_of(reference), got = words_of(answer);
   if (want.empty()) return 0.0;
@@ -185,8 +206,9 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
         const Answer a = answer(engine(r), prompt, max_tokens);
         const bool right = needle ? a.text.find(s.answer) != std::string::npos : a.text == s.answer;
         const bool prefix_right = a.text.rfind(s.prefix, 0) == 0;
-        const double agreement =
-            needle ? digit_agreement(a.text, s.answer, s.prefix) : word_agreement(a.text, s.answer);
+        const double agreement = needle              ? digit_agreement(a.text, s.answer, s.prefix)
+                                 : task == "numbers" ? char_agreement(a.text, s.answer)
+                                                     : word_agreement(a.text, s.answer);
         cell.correct += right ? 1 : 0;
         cell.prefix_correct += prefix_right ? 1 : 0;
         cell.mean_agreement += agreement;
@@ -232,12 +254,15 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
     run_task("reconstruction", tokens,
              passage_samples(corpus, tokenizer, options.seed, tokens, options.samples));
   }
+  for (std::size_t tokens : options.number_tokens) {
+    run_task("numbers", tokens, number_samples(options.seed, tokens, options.samples));
+  }
   return results;
 }
 
 std::string recall_markdown(const std::vector<RecallResult>& results) {
   std::ostringstream out;
-  for (const char* task : {"needle", "reconstruction"}) {
+  for (const std::string task : {"needle", "reconstruction", "numbers"}) {
     std::vector<std::int64_t> ratios;
     std::vector<std::size_t> lengths;
     for (const RecallResult& r : results) {
@@ -249,11 +274,14 @@ std::string recall_markdown(const std::vector<RecallResult>& results) {
       }
     }
     if (lengths.empty()) continue;
+    const char* title = task == "needle"           ? "Needle retrieval accuracy"
+                        : task == "reconstruction" ? "Reconstruction exact match"
+                                                   : "Number copying exact match";
     out << "\n"
-        << (std::string(task) == "needle" ? "Needle retrieval accuracy"
-                                          : "Reconstruction exact match")
-        << " (correct / samples, answers with the right prefix, "
-        << (std::string(task) == "needle" ? "digits" : "words")
+        << title << " (correct / samples, answers with the right prefix, "
+        << (task == "needle"    ? "digits"
+            : task == "numbers" ? "characters"
+                                : "words")
         << " in place; mean TTFT)\n\n| tokens |";
     for (std::int64_t r : ratios) {
       if (r > 0) {

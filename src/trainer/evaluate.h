@@ -19,6 +19,11 @@ struct RecallEvalOptions {
   std::vector<std::int64_t> ratios{0, 4, 8, 16};  // 0: uncompressed
   std::vector<std::size_t> haystack_tokens{1024, 2048, 4096, 8192};
   std::vector<std::size_t> passage_tokens{32, 64, 128};
+  // Number-copying passages (task "numbers"): random numbers of 3-9 digits
+  // (trainer/data.h random_numbers) cut to this many tokens, to repeat from
+  // latents; a language model cannot guess their digits' order, so this
+  // measures what the latents keep of it. None by default.
+  std::vector<std::size_t> number_tokens{};
   std::size_t samples = 20;  // per task and length; every ratio sees the same ones
   std::uint64_t seed = 20261123;
   std::ostream* progress = nullptr;
@@ -33,19 +38,20 @@ struct RecallEvalOptions {
 
 // One cell of the result tables: a task at a length and ratio.
 struct RecallResult {
-  std::string task;        // "needle" or "reconstruction"
+  std::string task;        // "needle", "reconstruction" or "numbers"
   std::int64_t ratio = 0;  // 0: uncompressed
   std::size_t tokens = 0;  // haystack or passage length in encoder tokens
   std::size_t samples = 0;
   std::size_t correct = 0;  // needle: the number appears in the answer;
-                            // reconstruction: the answer is the passage exactly
+                            // reconstruction, numbers: the answer is the passage exactly
   // needle: answers that begin "The special magic number for KEY is" with the
   // asked KEY (the format and the key copied, whatever the number);
-  // reconstruction: answers whose first 8 words are the passage's.
+  // reconstruction: answers whose first 8 words are the passage's; numbers:
+  // answers that start with the passage's first number.
   std::size_t prefix_correct = 0;
   // Graded, in [0, 1] (mean over samples): needle: digit_agreement of the
   // answer with the number (chance is 0.1); reconstruction: word_agreement
-  // of the answer with the passage.
+  // of the answer with the passage; numbers: char_agreement.
   double mean_agreement = 0;
   double mean_prompt_positions = 0;
   double mean_ttft_ms = 0;  // compression included
@@ -60,6 +66,10 @@ double digit_agreement(const std::string& answer, const std::string& number,
 // The share of `reference`'s space-separated words that `answer` has at the
 // same word index.
 double word_agreement(const std::string& answer, const std::string& reference);
+
+// The share of `reference`'s characters that `answer` has at the same index
+// (numbers: every character is a token, so this is tokens in place).
+double char_agreement(const std::string& answer, const std::string& reference);
 
 // Throws lclm::Error for a missing checkpoint or text.
 std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options);

@@ -34,5 +34,16 @@ TEST(WordAgreement, CountsWordsAtTheSameIndex) {
   EXPECT_DOUBLE_EQ(word_agreement("anything", ""), 0.0);
 }
 
+TEST(CharAgreement, CountsCharactersAtTheSameIndex) {
+  EXPECT_DOUBLE_EQ(char_agreement("4821937, 20315", "4821937, 20315"), 1.0);
+  // Two digits swapped: 12 of 14 in place.
+  EXPECT_DOUBLE_EQ(char_agreement("4281937, 20315", "4821937, 20315"), 12.0 / 14.0);
+  // A dropped digit shifts the rest out of place; a short answer counts what it has.
+  EXPECT_DOUBLE_EQ(char_agreement("482937", "4821937"), 3.0 / 7.0);
+  EXPECT_DOUBLE_EQ(char_agreement("4821937, 20315, 7", "4821937"), 1.0);
+  EXPECT_DOUBLE_EQ(char_agreement("", "48"), 0.0);
+  EXPECT_DOUBLE_EQ(char_agreement("48", ""), 0.0);
+}
+
 }  // namespace
 }  // namespace lclm::train

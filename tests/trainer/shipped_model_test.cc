@@ -9,6 +9,8 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -120,6 +122,41 @@ TEST(ShippedModel, AnswersNeedleQuestionsInTheTrainedFormatWithTheAskedKey) {
     // The compressed prompt is about 1/r of the text.
     EXPECT_LT(r.mean_prompt_positions, static_cast<double>(r.tokens) / r.ratio + 64);
   }
+}
+
+// lclm-evaluate --numbers: passages of random numbers cut to the asked
+// token count, scored by characters in place.
+TEST(ShippedModel, NumberCopyingPassagesAreRandomNumbersOfTheAskedLength) {
+  RecallEvalOptions options = needles_at_1k({0, 4});
+  options.haystack_tokens = {};
+  options.number_tokens = {32};
+  options.samples = 4;
+  std::stringstream answers;
+  options.answers = &answers;
+  const std::vector<RecallResult> results = evaluate_recall(options);
+  ASSERT_EQ(results.size(), 2u);
+  auto engine = LclmModel::load(shipped_model());
+  const std::regex numbers("[1-9][0-9]{2,8}(, [1-9][0-9]{0,8})*");
+  std::set<std::string> passages;
+  std::size_t lines = 0;
+  for (std::string line; std::getline(answers, line); ++lines) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j.at("task"), "numbers");
+    const std::string expected = j.at("expected"), answer = j.at("answer");
+    EXPECT_TRUE(std::regex_match(expected, numbers)) << expected;
+    // One token a character, cut to at most 32 and less only by a separator.
+    EXPECT_EQ(engine->encoder_tokenizer().encode(expected).size(), expected.size());
+    EXPECT_LE(expected.size(), 32u);
+    EXPECT_GE(expected.size(), 30u);
+    EXPECT_EQ(j.at("correct").get<bool>(), answer == expected);
+    EXPECT_EQ(j.at("prefix_correct").get<bool>(),
+              answer.rfind(expected.substr(0, expected.find(',')), 0) == 0);
+    EXPECT_DOUBLE_EQ(j.at("agreement").get<double>(), char_agreement(answer, expected));
+    passages.insert(expected);
+  }
+  EXPECT_EQ(lines, 8u);
+  EXPECT_EQ(passages.size(), 4u) << "the same 4 passages at both ratios, each different";
+  EXPECT_NE(recall_markdown(results).find("Number copying exact match"), std::string::npos);
 }
 
 // Recall (docs/training.md, "What it can do"): needles in 1,024-token
