@@ -24,7 +24,7 @@ namespace {
 // One prompt and what a right answer is, shared by every ratio.
 struct Sample {
   std::string text;    // haystack or passage
-  std::string answer;  // needle: the number; reconstruction: the passage
+  std::string answer;  // needle: the number; reconstruction, numbers: the passage
   std::string question;
   std::string prefix;            // what a right answer starts with
   std::size_t needle_token = 0;  // needle: encoder token of the number's first digit

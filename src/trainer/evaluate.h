@@ -1,8 +1,9 @@
-// What a trained LCLM can recall, measured with the engine: needle retrieval
-// from haystacks of real held-out text and verbatim reconstruction of
-// passages, each compressed at several ratios and, as the baseline, read
-// uncompressed by the same decoder. The prompts are the training tasks'
-// (trainer/data.h); answers are generated greedily.
+// What a trained LCLM can recall, measured with the engine: needle
+// retrieval from haystacks of real held-out text, verbatim reconstruction
+// of passages and (on request) of random numbers, each compressed at
+// several ratios and, as the baseline, read uncompressed by the same
+// decoder. The prompts are the training tasks' (trainer/data.h); answers
+// are generated greedily.
 #pragma once
 
 #include <cstdint>
