@@ -326,14 +326,13 @@ std::vector<TextPiece> DataGenerator::continual(std::mt19937_64& rng) const {
 std::vector<TextPiece> DataGenerator::reconstruction(std::mt19937_64& rng, std::string* passage,
                                                      bool compressed) const {
   // By default the region (T / r) and the copy (T) fit about 0.8 of the sequence.
-  const auto chars = static_cast<std::size_t>(static_cast<double>(seq_len_) * kCharsPerToken *
-                                              (copy_lo_ + (copy_hi_ - copy_lo_) * unit(rng)));
+  const double tokens =
+      static_cast<double>(seq_len_) * (copy_lo_ + (copy_hi_ - copy_lo_) * unit(rng));
   std::string text;
   if (numbers_ > 0 && unit(rng) < numbers_) {
-    text =
-        random_numbers(rng, static_cast<std::size_t>(static_cast<double>(chars) / kCharsPerToken));
+    text = random_numbers(rng, static_cast<std::size_t>(tokens));
   } else {
-    text = corpus_.passage(rng, chars);
+    text = corpus_.passage(rng, static_cast<std::size_t>(tokens * kCharsPerToken));
     if (scramble_ > 0 && unit(rng) < scramble_) text = shuffle_words(rng, text);
   }
   if (passage) *passage = text;

@@ -62,16 +62,16 @@ std::vector<Sample> needle_samples(const Corpus& corpus, const Tokenizer& tokeni
   for (std::size_t i = 0; i < n; ++i) {
     std::mt19937_64 rng(mix64(seed ^ (tokens * 0x9E3779B97F4A7C15ull) ^ (i + 1)));
     const std::string key = needle_key(rng);
-    const std::size_t number = 1000000 + rng() % 9000000;
-    const std::string needle = needle_sentence(key, std::to_string(number));
+    const std::string number = std::to_string(1000000 + rng() % 9000000);
+    const std::string needle = needle_sentence(key, number);
     // The haystack with the needle has `tokens` tokens in all.
     std::string haystack = text_of_tokens(
         corpus, tokenizer, rng, tokens - std::min(tokens / 2, tokenizer.encode(needle).size() + 1));
     insert_at_sentence_end(rng, haystack, needle);
     const std::string sentence = needle_sentence(key, "");
-    const std::size_t digits = haystack.find(needle) + needle.find(std::to_string(number));
+    const std::size_t digits = haystack.find(needle) + needle.find(number);
     const std::size_t needle_token = tokenizer.encode(haystack.substr(0, digits)).size();
-    out.push_back({std::move(haystack), std::to_string(number), needle_question(key),
+    out.push_back({std::move(haystack), number, needle_question(key),
                    sentence.substr(0, sentence.size() - 1), needle_token});
   }
   return out;
@@ -139,6 +139,15 @@ Answer answer(LclmModel& model, const std::string& prompt, int max_tokens) {
   return a;
 }
 
+// The share of `want`'s elements that `got` has at the same index.
+template <typename Sequence>
+double share_in_place(const Sequence& got, const Sequence& want) {
+  if (want.empty()) return 0.0;
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < want.size() && i < got.size(); ++i) same += want[i] == got[i] ? 1 : 0;
+  return static_cast<double>(same) / static_cast<double>(want.size());
+}
+
 }  // namespace
 
 double digit_agreement(const std::string& answer, const std::string& number,
@@ -156,20 +165,11 @@ double digit_agreement(const std::string& answer, const std::string& number,
 }
 
 double char_agreement(const std::string& answer, const std::string& reference) {
-  if (reference.empty()) return 0.0;
-  std::size_t same = 0;
-  for (std::size_t i = 0; i < reference.size() && i < answer.size(); ++i) {
-    same += answer[i] == reference[i] ? 1 : 0;
-  }
-  return static_cast<double>(same) / static_cast<double>(reference.size());
+  return share_in_place(answer, reference);
 }
 
 double word_agreement(const std::string& answer, const std::string& reference) {
-  const std::vector<std::string> want = words_of(reference), got = words_of(answer);
-  if (want.empty()) return 0.0;
-  std::size_t same = 0;
-  for (std::size_t i = 0; i < want.size() && i < got.size(); ++i) same += want[i] == got[i] ? 1 : 0;
-  return static_cast<double>(same) / static_cast<double>(want.size());
+  return share_in_place(words_of(answer), words_of(reference));
 }
 
 std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
@@ -262,7 +262,15 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
 
 std::string recall_markdown(const std::vector<RecallResult>& results) {
   std::ostringstream out;
-  for (const std::string task : {"needle", "reconstruction", "numbers"}) {
+  struct Table {
+    std::string task;
+    const char* title;
+    const char* graded;  // what mean_agreement counts in place
+  };
+  for (const auto& [task, title, graded] :
+       {Table{"needle", "Needle retrieval accuracy", "digits"},
+        Table{"reconstruction", "Reconstruction exact match", "words"},
+        Table{"numbers", "Number copying exact match", "characters"}}) {
     std::vector<std::int64_t> ratios;
     std::vector<std::size_t> lengths;
     for (const RecallResult& r : results) {
@@ -274,14 +282,8 @@ std::string recall_markdown(const std::vector<RecallResult>& results) {
       }
     }
     if (lengths.empty()) continue;
-    const char* title = task == "needle"           ? "Needle retrieval accuracy"
-                        : task == "reconstruction" ? "Reconstruction exact match"
-                                                   : "Number copying exact match";
     out << "\n"
-        << title << " (correct / samples, answers with the right prefix, "
-        << (task == "needle"    ? "digits"
-            : task == "numbers" ? "characters"
-                                : "words")
+        << title << " (correct / samples, answers with the right prefix, " << graded
         << " in place; mean TTFT)\n\n| tokens |";
     for (std::int64_t r : ratios) {
       if (r > 0) {
