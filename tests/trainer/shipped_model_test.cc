@@ -64,6 +64,12 @@ RecallEvalOptions needles_at_1k(std::vector<std::int64_t> ratios) {
   return options;
 }
 
+// "4x: 15/20, digits 0.900000": a cell as the recall tests print it.
+std::string describe(const RecallResult& r, const std::string& graded) {
+  return std::to_string(r.ratio) + "x: " + std::to_string(r.correct) + "/" +
+         std::to_string(r.samples) + ", " + graded + " " + std::to_string(r.mean_agreement);
+}
+
 TEST(ShippedModel, TrainerAndEngineComputeTheSameLogits) {
   testing::use_all_cores();
   auto engine = LclmModel::load(shipped_model());
@@ -173,9 +179,7 @@ TEST(ShippedModel, CopiesRandomNumbersBackFromLatentsInOrder) {
   ASSERT_EQ(results.size(), 4u);
   const std::map<std::int64_t, double> floor = {{2, 0.65}, {4, 0.45}, {8, 0.25}};
   for (const RecallResult& r : results) {
-    const std::string cell = std::to_string(r.ratio) + "x: " + std::to_string(r.correct) + "/" +
-                             std::to_string(r.samples) + ", characters " +
-                             std::to_string(r.mean_agreement);
+    const std::string cell = describe(r, "characters");
     std::cout << cell << '\n';
     if (r.ratio == 0) {
       EXPECT_GE(r.correct, 18u) << cell;
@@ -197,9 +201,7 @@ TEST(ShippedModel, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
   const std::vector<RecallResult> results = evaluate_recall(options);
   ASSERT_EQ(results.size(), 5u);
   for (const RecallResult& r : results) {
-    const std::string cell = std::to_string(r.ratio) + "x: " + std::to_string(r.correct) + "/" +
-                             std::to_string(r.samples) + ", digits " +
-                             std::to_string(r.mean_agreement);
+    const std::string cell = describe(r, "digits");
     std::cout << cell << '\n';
     switch (r.ratio) {
       case 0:
