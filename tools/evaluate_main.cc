@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
       "reconstruction, compressed at each ratio and uncompressed (ratio 0)."};
   lclm::train::RecallEvalOptions opts;
   std::string checkpoint, json_out, md_out, answers_out;
-  std::vector<std::string> text;
+  std::vector<std::string> text, tasks;
   int threads = 2;
   app.add_option("-m,--model", checkpoint, "LCLM checkpoint directory")->required();
   app.add_option("--text", text, "Held-out text files or directories")->required();
@@ -35,6 +35,11 @@ int main(int argc, char** argv) {
                  "(default: none)")
       ->delimiter(',')
       ->check(CLI::Range(1, 65536));
+  app.add_option("--tasks", tasks,
+                 "Run only these tasks, e.g. numbers (default: needle and reconstruction, and "
+                 "numbers when --numbers is given)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"needle", "reconstruction", "numbers"}));
   app.add_option("--samples", opts.samples, "Samples per task and length")->capture_default_str();
   app.add_option("--seed", opts.seed, "Sample seed")->capture_default_str();
   app.add_option("--json", json_out, "Write the results as JSON here");
@@ -46,6 +51,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     lclm::set_num_threads(threads);
+    if (!tasks.empty()) lclm::train::keep_tasks(opts, tasks);
     opts.checkpoint = checkpoint;
     opts.text.assign(text.begin(), text.end());
     opts.progress = &std::cerr;

@@ -1,5 +1,6 @@
 #include "trainer/evaluate.h"
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <map>
@@ -170,6 +171,25 @@ double char_agreement(const std::string& answer, const std::string& reference) {
 
 double word_agreement(const std::string& answer, const std::string& reference) {
   return share_in_place(words_of(answer), words_of(reference));
+}
+
+void keep_tasks(RecallEvalOptions& options, const std::vector<std::string>& tasks) {
+  const std::map<std::string, std::vector<std::size_t>*> lengths = {
+      {"needle", &options.haystack_tokens},
+      {"reconstruction", &options.passage_tokens},
+      {"numbers", &options.number_tokens}};
+  for (const std::string& task : tasks) {
+    const auto it = lengths.find(task);
+    if (it == lengths.end()) {
+      throw Error("unknown task " + task + " (needle, reconstruction or numbers)");
+    }
+    if (it->second->empty()) {
+      throw Error("task " + task + " has no lengths to run (--lengths, --passages, --numbers)");
+    }
+  }
+  for (const auto& [task, task_lengths] : lengths) {
+    if (std::find(tasks.begin(), tasks.end(), task) == tasks.end()) task_lengths->clear();
+  }
 }
 
 std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {

@@ -72,6 +72,11 @@ double word_agreement(const std::string& answer, const std::string& reference);
 // (numbers: every character is a token, so this is tokens in place).
 double char_agreement(const std::string& answer, const std::string& reference);
 
+// Keeps only the listed tasks ("needle", "reconstruction", "numbers") by
+// clearing the other tasks' lengths. Throws lclm::Error for an unknown task
+// or a listed one with no lengths (e.g. "numbers" without number_tokens).
+void keep_tasks(RecallEvalOptions& options, const std::vector<std::string>& tasks);
+
 // Throws lclm::Error for a missing checkpoint or text.
 std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options);
 

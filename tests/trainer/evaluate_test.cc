@@ -3,10 +3,35 @@
 
 #include <gtest/gtest.h>
 
+#include "util/error.h"
+
 namespace lclm::train {
 namespace {
 
 const char* kPrefix = "The special magic number for misty-harbor is";
+
+TEST(KeepTasks, ClearsTheLengthsOfTheTasksNotListed) {
+  RecallEvalOptions options;
+  options.number_tokens = {32};
+  keep_tasks(options, {"numbers"});
+  EXPECT_TRUE(options.haystack_tokens.empty());
+  EXPECT_TRUE(options.passage_tokens.empty());
+  EXPECT_EQ(options.number_tokens, std::vector<std::size_t>{32});
+
+  RecallEvalOptions both;
+  const std::vector<std::size_t> haystacks = both.haystack_tokens, passages = both.passage_tokens;
+  keep_tasks(both, {"reconstruction", "needle"});
+  EXPECT_EQ(both.haystack_tokens, haystacks);
+  EXPECT_EQ(both.passage_tokens, passages);
+}
+
+TEST(KeepTasks, RejectsUnknownTasksAndTasksWithoutLengths) {
+  RecallEvalOptions options;
+  EXPECT_THROW(keep_tasks(options, {"needles"}), Error);
+  // numbers has no lengths unless asked for.
+  EXPECT_THROW(keep_tasks(options, {"needle", "numbers"}), Error);
+  EXPECT_FALSE(options.haystack_tokens.empty()) << "nothing is cleared when the list is wrong";
+}
 
 TEST(DigitAgreement, CountsDigitsInPlaceAfterThePrefix) {
   EXPECT_DOUBLE_EQ(
