@@ -27,7 +27,8 @@ while [[ $# -gt 0 ]]; do
     --runs) runs="$2"; shift 2 ;;
     --scale) scale="$2"; shift 2 ;;
     --base-only) base_only=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    # The header comment, however long it grows.
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "train_small.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
