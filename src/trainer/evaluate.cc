@@ -1,7 +1,6 @@
 #include "trainer/evaluate.h"
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -156,13 +155,11 @@ double digit_agreement(const std::string& answer, const std::string& number,
   if (number.empty()) return 0.0;
   std::size_t at = after.empty() ? 0 : answer.find(after);
   at = at == std::string::npos ? 0 : at + after.size();
-  at = answer.find_first_of("0123456789", at);
-  std::size_t same = 0;
-  for (std::size_t i = 0; at != std::string::npos && i < number.size(); ++i, ++at) {
-    if (at >= answer.size() || !std::isdigit(static_cast<unsigned char>(answer[at]))) break;
-    same += answer[at] == number[i] ? 1 : 0;
-  }
-  return static_cast<double>(same) / static_cast<double>(number.size());
+  // The first run of digits from there, scored against the number.
+  constexpr const char* kDigits = "0123456789";
+  at = answer.find_first_of(kDigits, at);
+  if (at == std::string::npos) return 0.0;
+  return share_in_place(answer.substr(at, answer.find_first_not_of(kDigits, at) - at), number);
 }
 
 double char_agreement(const std::string& answer, const std::string& reference) {
