@@ -64,6 +64,15 @@ RecallEvalOptions needles_at_1k(std::vector<std::int64_t> ratios) {
   return options;
 }
 
+// Number-copying passages of 32 tokens at each ratio, and no other task: the
+// samples of `lclm-evaluate --tasks numbers --numbers 32 --samples 20`.
+RecallEvalOptions numbers_of_32_tokens(std::vector<std::int64_t> ratios) {
+  RecallEvalOptions options = needles_at_1k(std::move(ratios));
+  options.number_tokens = {32};
+  keep_tasks(options, {"numbers"});
+  return options;
+}
+
 // "4x: 15/20, digits 0.900000": a cell as the recall tests print it.
 std::string describe(const RecallResult& r, const std::string& graded) {
   return std::to_string(r.ratio) + "x: " + std::to_string(r.correct) + "/" +
@@ -133,9 +142,7 @@ TEST(ShippedModel, AnswersNeedleQuestionsInTheTrainedFormatWithTheAskedKey) {
 // lclm-evaluate --numbers: passages of random numbers cut to the asked
 // token count, scored by characters in place.
 TEST(ShippedModel, NumberCopyingPassagesAreRandomNumbersOfTheAskedLength) {
-  RecallEvalOptions options = needles_at_1k({0, 4});
-  options.haystack_tokens = {};
-  options.number_tokens = {32};
+  RecallEvalOptions options = numbers_of_32_tokens({0, 4});
   options.samples = 4;
   std::stringstream answers;
   options.answers = &answers;
@@ -173,9 +180,7 @@ TEST(ShippedModel, NumberCopyingPassagesAreRandomNumbersOfTheAskedLength) {
 // 28% (s19 81%, 58%, 33%); s16, trained without --numbers, 9/20, 11%, 8% and
 // 8%.
 TEST(ShippedModel, CopiesRandomNumbersBackFromLatentsInOrder) {
-  RecallEvalOptions options = needles_at_1k({0, 2, 4, 8});
-  options.haystack_tokens = {};
-  options.number_tokens = {32};
+  const RecallEvalOptions options = numbers_of_32_tokens({0, 2, 4, 8});
   const std::vector<RecallResult> results = evaluate_recall(options);
   ASSERT_EQ(results.size(), 4u);
   const std::map<std::int64_t, double> floor = {{2, 0.75}, {4, 0.55}, {8, 0.20}};
