@@ -4,7 +4,7 @@
 // fp32 matmul peak (OpenBLAS sgemm) and memory read bandwidth, both measured
 // in the same run (bench/yardsticks.h) unless given.
 //
-// Every run goes through lclm::Generator (chunked prefill, then greedy decode
+// Every run goes through lclm::Session (chunked prefill, then greedy decode
 // of exactly --gen tokens) with a fresh KV cache. With P = the parameters of
 // one layer's q/k/v/o/gate/up/down projections, V x H the lm_head (the
 // embedding matrix when tied), L the prompt length and G the generated tokens:
@@ -40,11 +40,11 @@
 #include <string>
 #include <vector>
 
+#include "fixtures/random_qwen3.h"
+#include "format/quant_blocks.h"
 #include "model/qwen3_model.h"
-#include "model/random_qwen3.h"
 #include "ops/bf16_kernels.h"
-#include "quant/blocks.h"
-#include "runtime/generator.h"
+#include "runtime/session.h"
 #include "util/error.h"
 #include "util/process_stats.h"
 #include "util/threads.h"
@@ -134,13 +134,14 @@ std::vector<std::int32_t> make_prompt(int n, std::int64_t vocab_size) {
   return ids;
 }
 
-GenerationStats run_generation(const Generator& generator, const std::vector<std::int32_t>& prompt,
+// A fresh Session each run: nothing is reused between repeats.
+GenerationStats run_generation(const Qwen3Model& model, const std::vector<std::int32_t>& prompt,
                                int gen_tokens) {
   GenerationOptions options;
   options.n_predict = gen_tokens;
   // Greedy and no stop ids: decode always runs exactly n_predict tokens.
   options.sampling.temperature = 0.0f;
-  const GenerationStats stats = generator.generate(prompt, options);
+  const GenerationStats stats = Session(model).generate(prompt, options);
   if (stats.generated_tokens != static_cast<std::size_t>(gen_tokens)) {
     throw Error("generation stopped after " + std::to_string(stats.generated_tokens) + " of " +
                 std::to_string(gen_tokens) + " tokens (" +
@@ -193,14 +194,14 @@ void sample_bandwidth(const BenchArgs& args, Peaks& peaks) {
 struct Timings {
   Measurements native, portable;
 };
-Timings measure(const Generator& generator, const std::vector<std::int32_t>& prompt,
+Timings measure(const Qwen3Model& model, const std::vector<std::int32_t>& prompt,
                 const BenchArgs& args, Peaks& peaks) {
   if (peaks.measured_gflops) peaks.gflops = measure_sgemm_gflops();
   std::cerr << "warm-up run\n";
-  run_generation(generator, prompt, args.gen_tokens);
+  run_generation(model, prompt, args.gen_tokens);
   Timings t;
   const auto timed = [&](Measurements& m, const char* what, int r) {
-    const GenerationStats stats = run_generation(generator, prompt, args.gen_tokens);
+    const GenerationStats stats = run_generation(model, prompt, args.gen_tokens);
     m.prefill_seconds.push_back(stats.ttft_seconds);
     m.decode_seconds.push_back(stats.decode_seconds);
     m.kv_cache_bytes = stats.kv_cache_bytes;
@@ -483,10 +484,9 @@ int run(const BenchArgs& args) {
   const Qwen3Model model = Qwen3Model::load(dir, options);
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const Generator generator(model);
   const std::vector<std::int32_t> prompt =
       make_prompt(args.prompt_tokens, model.config().vocab_size);
-  Timings t = measure(generator, prompt, args, peaks);
+  Timings t = measure(model, prompt, args, peaks);
   if (peaks.measured_bandwidth) peaks.gbytes_per_second = median(peaks.bandwidth_samples);
   Measurements& m = t.native;
   m.load_seconds = load_seconds;

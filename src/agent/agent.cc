@@ -145,25 +145,29 @@ std::string_view round_rule_name(RoundRule rule) {
   return "?";
 }
 
-LclmAgentModel::LclmAgentModel(LclmModel& model, GenerationOptions options)
-    : model_(model), options_(std::move(options)) {
-  if (options_.stop_ids.empty()) {
-    options_.stop_ids = Generator::default_stop_ids(model_.decoder(), model_.decoder_tokenizer());
+LclmAgentModel::LclmAgentModel(Engine& engine, GenerationOptions options,
+                               std::optional<std::int64_t> ratio)
+    : engine_(engine), options_(std::move(options)), ratio_(ratio), session_(engine.new_session()) {
+  if (!engine_.lclm()) {
+    throw Error(engine_.dir().string() +
+                " is not an LCLM checkpoint (no model_config.json): the agent compresses the "
+                "document's chunks");
   }
+  engine_.ratio(ratio_);
+  if (options_.stop_ids.empty()) options_.stop_ids = engine_.stop_ids();
 }
 
 ModelReply LclmAgentModel::reply(const std::string& prompt) {
   ModelReply r;
-  const PreparedPrompt p = model_.prepare(prompt);
+  const PreparedPrompt p = engine_.prepare(prompt, ratio_);
   r.prompt = p.stats;
-  r.generation = Generator(model_.decoder())
-                     .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, options_);
-  r.text = model_.decoder_tokenizer().decode(r.generation.tokens);
+  r.generation = session_.generate(p, options_);
+  r.text = engine_.tokenizer().decode(r.generation.tokens);
   return r;
 }
 
 std::size_t LclmAgentModel::count_tokens(std::string_view text) const {
-  return model_.decoder_tokenizer().encode(text).size();
+  return engine_.tokenizer().encode(text).size();
 }
 
 ParsedReply parse_reply(std::string_view reply, std::size_t n_chunks) {
@@ -304,6 +308,8 @@ nlohmann::json agent_transcript_json(const AgentResult& result) {
                       {"reply", r.reply},
                       {"prompt", r.prompt},
                       {"prompt_positions", g.prompt_tokens},
+                      {"reused_positions", g.reused_positions},
+                      {"computed_positions", g.prompt_tokens - g.reused_positions},
                       {"latents", ps.latents},
                       {"compressed_tokens", ps.compressed_tokens},
                       {"cache_hits", ps.cache_hits},

@@ -6,11 +6,13 @@
 
 #include <cstddef>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "compression/lclm_model.h"
+#include "runtime/engine.h"
 #include "runtime/generator.h"
 
 namespace lclm {
@@ -31,16 +33,23 @@ class AgentModel {
   virtual std::size_t count_tokens(std::string_view text) const = 0;
 };
 
+// An LCLM checkpoint behind the agent. Its rounds run in one Session: every
+// round's prompt starts with the same compressed chunks, so a round after the
+// first prefills only what changed (the expanded chunks and the rule).
 class LclmAgentModel : public AgentModel {
  public:
-  // options.stop_ids are filled in from the decoder when empty.
-  LclmAgentModel(LclmModel& model, GenerationOptions options);
+  // options.stop_ids are filled in from the engine when empty; ratio: the
+  // chunks' compression (none: the engine's default).
+  LclmAgentModel(Engine& engine, GenerationOptions options,
+                 std::optional<std::int64_t> ratio = std::nullopt);
   ModelReply reply(const std::string& prompt) override;
   std::size_t count_tokens(std::string_view text) const override;
 
  private:
-  LclmModel& model_;
+  Engine& engine_;
   GenerationOptions options_;
+  std::optional<std::int64_t> ratio_;
+  Session session_;
 };
 
 struct AgentOptions {

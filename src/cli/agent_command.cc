@@ -30,11 +30,11 @@ std::string join_one_based(const std::vector<std::size_t>& indices) {
 
 int run(const AgentArgs& a, std::ostream& out, std::ostream& err) {
   set_num_threads(a.threads);
-  auto model = LclmModel::load(a.model, a.lclm.options());
+  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options());
   const std::string document = read_file(a.document, "document");
   GenerationOptions options = a.options;
   options.sampling.seed = resolve_seed(a.seed);
-  LclmAgentModel agent_model(*model, options);
+  LclmAgentModel agent_model(*engine, options);
   const AgentResult result = run_agent(agent_model, document, a.question, a.agent);
 
   err << result.chunks.size() << " chunks of up to " << a.agent.chunk_tokens << " tokens\n";
@@ -42,10 +42,11 @@ int run(const AgentArgs& a, std::ostream& out, std::ostream& err) {
     const PromptStats& p = r.stats.prompt;
     err << "round " << r.number << " (" << round_rule_name(r.rule) << "): " << r.action;
     if (!r.newly_expanded.empty()) err << " " << join_one_based(r.newly_expanded);
-    err << " | " << r.stats.generation.prompt_tokens << " positions, " << p.latents
+    const GenerationStats& g = r.stats.generation;
+    err << " | " << g.prompt_tokens << " positions (" << g.prompt_tokens - g.reused_positions
+        << " computed, " << g.reused_positions << " reused), " << p.latents
         << " latents, cache hits " << p.cache_hits << "/" << p.regions << " | TTFT "
-        << static_cast<long>((p.compress_seconds + r.stats.generation.ttft_seconds) * 1e3)
-        << " ms\n";
+        << static_cast<long>((p.compress_seconds + g.ttft_seconds) * 1e3) << " ms\n";
   }
   err << "expanded " << join_one_based(result.expanded) << " | seed " << options.sampling.seed
       << "\n";

@@ -7,7 +7,7 @@
 #include <random>
 #include <sstream>
 
-#include "quant/blocks.h"
+#include "format/quant_blocks.h"
 #include "util/error.h"
 #include "util/process_stats.h"
 
@@ -56,6 +56,14 @@ LclmOptions LclmArgs::options() const {
   LclmOptions o;
   if (ratio > 0) o.compression_ratio = ratio;
   if (!latent_cache.empty()) o.cache_db = latent_cache;
+  o.quant = quant.value();
+  return o;
+}
+
+EngineOptions LclmArgs::engine_options() const {
+  EngineOptions o;
+  if (ratio > 0) o.ratio = ratio;
+  if (!latent_cache.empty()) o.latent_db = latent_cache;
   o.quant = quant.value();
   return o;
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "compression/lclm_model.h"
+#include "runtime/engine.h"
 #include "runtime/generator.h"
 
 namespace lclm::cli {
@@ -41,6 +42,7 @@ struct LclmArgs {
 
   void add_options(CLI::App& app);
   LclmOptions options() const;
+  EngineOptions engine_options() const;
 };
 
 // -n, -c, -b, the sampling flags, -s and -t, with the current values as defaults.

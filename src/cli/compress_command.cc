@@ -27,7 +27,7 @@ int run(const CompressArgs& a, std::ostream& err) {
   const auto t0 = std::chrono::steady_clock::now();
   bool cache_hit = false;
   LatentsFile file;
-  file.latents = model->compress(text, &cache_hit);
+  file.latents = model->compress(text, std::nullopt, &cache_hit);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const LclmConfig& c = model->config();

@@ -10,6 +10,7 @@
 #include "kv/indexmem.h"
 #include "kv/kv_policy.h"
 #include "runtime/chat_template.h"
+#include "runtime/engine.h"
 #include "util/error.h"
 #include "util/threads.h"
 
@@ -69,52 +70,27 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
     throw Error("generate needs a prompt: -p TEXT, -f FILE or --compress-file FILE");
   }
   const std::string text = build_prompt(a);
-  const bool has_regions = text.find(kMemoryStart) != std::string::npos;
 
   const auto t0 = std::chrono::steady_clock::now();
-  std::unique_ptr<LclmModel> lclm;
-  std::optional<Qwen3Model> plain;
-  std::optional<Tokenizer> plain_tokenizer;
-  if (LclmModel::is_checkpoint(a.model)) {
-    lclm = LclmModel::load(a.model, a.lclm.options());
-  } else {
-    if (has_regions || a.lclm.ratio > 0 || !a.lclm.latent_cache.empty()) {
-      throw Error(a.model +
-                  " is not an LCLM checkpoint (no model_config.json): memory regions, "
-                  "--ratio and --latent-cache need one");
-    }
-    plain.emplace(Qwen3Model::load(a.model, {.quant = a.lclm.quant.value()}));
-    plain_tokenizer.emplace(Tokenizer::from_dir(a.model));
-  }
-  const Qwen3Model& model = lclm ? lclm->decoder() : *plain;
-  const Tokenizer& tokenizer = lclm ? lclm->decoder_tokenizer() : *plain_tokenizer;
+  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options());
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  PreparedPrompt prompt;
-  if (lclm) {
-    prompt = lclm->prepare(text);
-  } else {
-    prompt.ids = tokenizer.encode(text);
-    prompt.embeddings.resize(prompt.ids.size() *
-                             static_cast<std::size_t>(model.config().hidden_size));
-    model.embed(prompt.ids, prompt.embeddings.data());
-    prompt.stats.plain_tokens = prompt.ids.size();
-  }
+  const PreparedPrompt prompt = engine->prepare(text);
+  const Tokenizer& tokenizer = engine->tokenizer();
 
   GenerationOptions options = a.options;
   options.kv_policy.kind = parse_kv_policy(a.kv_policy);
   if (options.kv_policy.kind == KVPolicyKind::IndexMem) {
     const std::filesystem::path dir =
         a.indexmem.empty() ? default_indexmem_dir(a.model) : std::filesystem::path(a.indexmem);
-    options.kv_policy.indexmem =
-        std::make_shared<const IndexMemWeights>(IndexMemWeights::load(dir, model.config()));
+    options.kv_policy.indexmem = std::make_shared<const IndexMemWeights>(
+        IndexMemWeights::load(dir, engine->decoder().config()));
   }
   options.sampling.seed = resolve_seed(a.seed);
-  options.stop_ids = Generator::default_stop_ids(model, tokenizer);
+  options.stop_ids = engine->stop_ids();
   Utf8Stream stream;
-  const GenerationStats stats = Generator(model).generate_from_embeddings(
-      prompt.embeddings.data(), prompt.ids.size(), prompt.ids, options, [&](std::int32_t id) {
+  const GenerationStats stats =
+      engine->new_session().generate(prompt, options, [&](std::int32_t id) {
         out << stream.push(tokenizer.token_bytes(id)) << std::flush;
         return true;
       });

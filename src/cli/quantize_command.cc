@@ -7,7 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "quant/blocks.h"
+#include "format/quant_blocks.h"
 #include "quant/quantize_checkpoint.h"
 #include "util/process_stats.h"
 #include "util/threads.h"

@@ -38,7 +38,7 @@ int run(ServeArgs& a, std::ostream& err) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  server::Server s(server::ServingModel::load(a.model, a.lclm.options()), a.server);
+  server::Server s(Engine::load(a.model, a.lclm.engine_options()), a.server);
   const int port = s.bind();
   err << "lclm serve: " << a.model << " on http://" << a.server.host << ":" << port << " (queue "
       << a.server.max_queue << ")" << std::endl;
@@ -74,6 +74,11 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--name", args->server.model_name,
                   "Model name the API reports (default: the directory name)");
+  cmd->add_option("--cache-sessions", args->server.cache_sessions,
+                  "Conversations whose KV caches are kept, so that a request starting like one "
+                  "of them (a chat's next turn) prefills only what it adds (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
   args->lclm.add_options(*cmd);
   add_generation_options(*cmd, args->options, args->seed, args->threads);
   return {cmd, [args](std::ostream&, std::ostream& err) { return run(*args, err); }};

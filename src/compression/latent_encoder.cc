@@ -26,19 +26,19 @@ std::vector<EncoderWindow> tile_windows(std::size_t n_tokens, const LclmConfig& 
   return windows;
 }
 
-LatentEncoder::LatentEncoder(const Qwen3Model& encoder, const LclmConfig& config,
-                             std::int32_t pad_id)
-    : encoder_(encoder), config_(config), pad_id_(pad_id) {}
+LatentEncoder::LatentEncoder(const Qwen3Model& encoder, std::int32_t pad_id)
+    : encoder_(encoder), pad_id_(pad_id) {}
 
-std::size_t LatentEncoder::pooled_dim() const {
+std::size_t LatentEncoder::pooled_dim(const LclmConfig& config) const {
   const auto E = static_cast<std::size_t>(encoder_.config().hidden_size);
-  return config_.pooling == Pooling::Concat
-             ? E * static_cast<std::size_t>(config_.compression_ratio)
-             : E;
+  return config.pooling == Pooling::Concat ? E * static_cast<std::size_t>(config.compression_ratio)
+                                           : E;
 }
 
-std::vector<float> LatentEncoder::encode_region(std::span<const std::int32_t> tokens) const {
-  const auto windows = tile_windows(tokens.size(), config_);
+std::vector<float> LatentEncoder::encode_region(std::span<const std::int32_t> tokens,
+                                                const LclmConfig& config) const {
+  const auto windows = tile_windows(tokens.size(), config);
+  const std::size_t dim = pooled_dim(config);
   // Where each window's latents start, and how many there are in all.
   std::vector<std::size_t> first(windows.size());
   std::size_t total = 0;
@@ -46,7 +46,7 @@ std::vector<float> LatentEncoder::encode_region(std::span<const std::int32_t> to
     first[i] = total;
     total += windows[i].latents;
   }
-  std::vector<float> latents(total * pooled_dim());
+  std::vector<float> latents(total * dim);
 
   // Windows are independent, and one window's matrices (64 rows of a small
   // encoder) are too small to split across threads, so each thread encodes
@@ -56,7 +56,7 @@ std::vector<float> LatentEncoder::encode_region(std::span<const std::int32_t> to
 #pragma omp parallel for schedule(dynamic) if (windows.size() > 1)
   for (std::size_t i = 0; i < windows.size(); ++i) {
     try {
-      encode_window(tokens, windows[i], latents.data() + first[i] * pooled_dim());
+      encode_window(tokens, windows[i], config, latents.data() + first[i] * dim);
     } catch (...) {
 #pragma omp critical(lclm_encode_region_error)
       if (!error) error = std::current_exception();
@@ -67,25 +67,26 @@ std::vector<float> LatentEncoder::encode_region(std::span<const std::int32_t> to
 }
 
 void LatentEncoder::encode_window(std::span<const std::int32_t> tokens, const EncoderWindow& w,
-                                  float* out) const {
+                                  const LclmConfig& config, float* out) const {
   const auto E = static_cast<std::size_t>(encoder_.config().hidden_size);
   // [left context | pooled tokens | right context | eos slots]
   std::vector<std::int32_t> seq(
       tokens.begin() + static_cast<std::ptrdiff_t>(w.begin - w.left_context),
       tokens.begin() + static_cast<std::ptrdiff_t>(w.end + w.right_context));
-  if (config_.pooling == Pooling::Eos) seq.insert(seq.end(), w.latents, pad_id_);
+  if (config.pooling == Pooling::Eos) seq.insert(seq.end(), w.latents, pad_id_);
   std::vector<float> hidden(seq.size() * E);
   encoder_.embed(seq, hidden.data());
   KVCache cache = encoder_.make_cache(seq.size(), seq.size());
-  encoder_.forward(hidden.data(), seq.size(), cache, config_.encoder_mask);
-  pool_window(hidden.data(), w, out);
+  encoder_.forward(hidden.data(), seq.size(), cache, config.encoder_mask);
+  pool_window(hidden.data(), w, config, out);
 }
 
-void LatentEncoder::pool_window(const float* hidden, const EncoderWindow& w, float* out) const {
+void LatentEncoder::pool_window(const float* hidden, const EncoderWindow& w,
+                                const LclmConfig& config, float* out) const {
   const auto E = static_cast<std::size_t>(encoder_.config().hidden_size);
-  const auto r = static_cast<std::size_t>(config_.compression_ratio);
+  const auto r = static_cast<std::size_t>(config.compression_ratio);
   const std::size_t len = w.end - w.begin;
-  if (config_.pooling == Pooling::Eos) {
+  if (config.pooling == Pooling::Eos) {
     // The eos slots sit at the end of the window's sequence.
     const std::size_t first = w.left_context + len + w.right_context;
     std::copy_n(hidden + first * E, w.latents * E, out);
@@ -94,7 +95,7 @@ void LatentEncoder::pool_window(const float* hidden, const EncoderWindow& w, flo
   const float* pooled = hidden + w.left_context * E;
   for (std::size_t g = 0; g < w.latents; ++g) {
     const std::size_t g0 = g * r, g1 = std::min(len, g0 + r);
-    if (config_.pooling == Pooling::Concat) {
+    if (config.pooling == Pooling::Concat) {
       // Row-major flatten of the group, zero-padded to r * E when short.
       float* dst = out + g * r * E;
       std::fill(dst, dst + r * E, 0.0f);

@@ -27,25 +27,28 @@ struct EncoderWindow {
 // each window and, with a bidirectional mask, after it.
 std::vector<EncoderWindow> tile_windows(std::size_t n_tokens, const LclmConfig& config);
 
-// Latents of a region, in order: ceil(T / r) rows of pooled_dim() values.
+// Latents of a region, in order: ceil(T / r) rows of pooled_dim(config)
+// values. The config (ratio, window, pooling, mask, overlap) is given per
+// call, so one encoder serves every ratio a checkpoint allows.
 class LatentEncoder {
  public:
   // pad_id: the token eos pooling appends after each window (the encoder
   // tokenizer's pad token, as the reference does).
-  LatentEncoder(const Qwen3Model& encoder, const LclmConfig& config, std::int32_t pad_id);
+  LatentEncoder(const Qwen3Model& encoder, std::int32_t pad_id);
 
   // E, or r * E for concat pooling.
-  std::size_t pooled_dim() const;
-  std::vector<float> encode_region(std::span<const std::int32_t> tokens) const;
+  std::size_t pooled_dim(const LclmConfig& config) const;
+  std::vector<float> encode_region(std::span<const std::int32_t> tokens,
+                                   const LclmConfig& config) const;
 
  private:
   // Encodes one window and writes its w.latents pooled rows to out.
   void encode_window(std::span<const std::int32_t> tokens, const EncoderWindow& w,
-                     float* out) const;
-  void pool_window(const float* hidden, const EncoderWindow& w, float* out) const;
+                     const LclmConfig& config, float* out) const;
+  void pool_window(const float* hidden, const EncoderWindow& w, const LclmConfig& config,
+                   float* out) const;
 
   const Qwen3Model& encoder_;
-  LclmConfig config_;
   std::int32_t pad_id_;
 };
 

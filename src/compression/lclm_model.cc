@@ -16,11 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-LclmConfig load_config(const fs::path& dir, const LclmOptions& options) {
-  const LclmConfig c = LclmConfig::from_file(dir / "model_config.json");
-  return options.compression_ratio ? c.at_ratio(*options.compression_ratio) : c;
-}
-
 void require_memory_tokens(const Tokenizer& tokenizer, const fs::path& decoder_dir) {
   for (std::string_view t : {kMemoryStart, kMemoryEnd, kMemoryPlaceholder}) {
     if (!tokenizer.token_id(t)) {
@@ -38,6 +33,10 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+void LclmModel::XXH3State::operator()(XXH3_state_t* s) const {
+  XXH3_freeState(s);
+}
+
 std::int32_t encoder_pad_token_id(const fs::path& encoder_dir, const Tokenizer& tokenizer) {
   std::string pad = "<|endoftext|>";
   const fs::path config = encoder_dir / "tokenizer_config.json";
@@ -54,16 +53,18 @@ bool LclmModel::is_checkpoint(const fs::path& dir) {
   return fs::is_directory(dir) && fs::exists(dir / "model_config.json");
 }
 
-LclmModel::LclmModel(const fs::path& dir, LclmConfig config, const LclmOptions& options)
+LclmModel::LclmModel(const fs::path& dir, LclmConfig file_config, const LclmOptions& options)
     : dir_(dir),
-      config_(std::move(config)),
+      file_config_(std::move(file_config)),
+      config_(options.compression_ratio ? file_config_.at_ratio(*options.compression_ratio)
+                                        : file_config_),
       decoder_(Qwen3Model::load(dir / "decoder", {.quant = options.quant})),
       encoder_(Qwen3Model::load(dir / "encoder", {.quant = options.quant, .lm_head = false})),
       decoder_tokenizer_(Tokenizer::from_dir(dir / "decoder")),
       encoder_tokenizer_(Tokenizer::from_dir(dir / "encoder")),
       adapter_(Adapter::load(dir / "adapter" / "adapter.safetensors", config_, encoder_.config(),
                              decoder_.config())),
-      latent_encoder_(encoder_, config_, encoder_pad_token_id(dir / "encoder", encoder_tokenizer_)),
+      latent_encoder_(encoder_, encoder_pad_token_id(dir / "encoder", encoder_tokenizer_)),
       cache_(std::make_unique<LatentCache>(options.memory_cache_bytes, options.cache_db)) {
   require_memory_tokens(decoder_tokenizer_, dir / "decoder");
   memory_id_ = *decoder_tokenizer_.token_id(kMemoryPlaceholder);
@@ -81,12 +82,18 @@ std::unique_ptr<LclmModel> LclmModel::load(const fs::path& dir, const LclmOption
       throw Error(dir.string() + " is not an LCLM checkpoint: " + part + "/ is missing");
     }
   }
-  return std::unique_ptr<LclmModel>(new LclmModel(dir, load_config(dir, options), options));
+  return std::unique_ptr<LclmModel>(
+      new LclmModel(dir, LclmConfig::from_file(dir / "model_config.json"), options));
 }
 
-const std::string& LclmModel::fingerprint() {
-  if (!fingerprint_.empty()) return fingerprint_;
-  XXH3_state_t* state = XXH3_createState();
+LclmConfig LclmModel::config_at(std::optional<std::int64_t> ratio) const {
+  if (!ratio || *ratio == config_.compression_ratio) return config_;
+  return file_config_.at_ratio(*ratio);
+}
+
+void LclmModel::hash_files() {
+  files_hash_.reset(XXH3_createState());
+  XXH3_state_t* state = files_hash_.get();
   XXH3_128bits_reset(state);
   const auto hash_file = [&](const fs::path& p) {
     const MappedFile f(p);
@@ -106,39 +113,50 @@ const std::string& LclmModel::fingerprint() {
   }
   std::sort(weights.begin(), weights.end());
   for (const fs::path& p : weights) hash_file(p);
+}
+
+const std::string& LclmModel::fingerprint(std::optional<std::int64_t> ratio) {
+  const LclmConfig config = config_at(ratio);
+  if (const auto it = fingerprints_.find(config.compression_ratio); it != fingerprints_.end()) {
+    return it->second;
+  }
+  if (!files_hash_) hash_files();
+  const std::unique_ptr<XXH3_state_t, XXH3State> state(XXH3_createState());
+  XXH3_copyState(state.get(), files_hash_.get());
   // The encoder's matrix type: latents computed with matrices converted at
   // load (--quant) differ from those of the stored weights.
-  const std::int64_t settings[] = {config_.compression_ratio, config_.encoder_window_size,
+  const std::int64_t settings[] = {config.compression_ratio, config.encoder_window_size,
                                    static_cast<std::int64_t>(encoder_.matrix_dtype())};
-  XXH3_128bits_update(state, settings, sizeof settings);
-  const XXH128_hash_t h = XXH3_128bits_digest(state);
-  XXH3_freeState(state);
+  XXH3_128bits_update(state.get(), settings, sizeof settings);
+  const XXH128_hash_t h = XXH3_128bits_digest(state.get());
   char hex[33];
   std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(h.high64),
                 static_cast<unsigned long long>(h.low64));
-  fingerprint_ = hex;
-  return fingerprint_;
+  return fingerprints_[config.compression_ratio] = hex;
 }
 
-Latents LclmModel::compress(std::string_view text, bool* cache_hit) {
-  const LatentKey key = latent_key(fingerprint(), text);
+Latents LclmModel::compress(std::string_view text, std::optional<std::int64_t> ratio,
+                            bool* cache_hit) {
+  const LclmConfig config = config_at(ratio);
+  const LatentKey key = latent_key(fingerprint(config.compression_ratio), text);
   if (auto cached = cache_->find(key)) {
     if (cache_hit) *cache_hit = true;
     return std::move(*cached);
   }
   if (cache_hit) *cache_hit = false;
   const std::vector<std::int32_t> tokens = encoder_tokenizer_.encode(text);
-  const std::vector<float> pooled = latent_encoder_.encode_region(tokens);
+  const std::vector<float> pooled = latent_encoder_.encode_region(tokens, config);
   Latents latents;
   latents.n_tokens = tokens.size();
   latents.dim = adapter_.output_dim();
-  latents.data = adapter_.apply(pooled.data(), pooled.size() / latent_encoder_.pooled_dim());
+  latents.data = adapter_.apply(pooled.data(), pooled.size() / latent_encoder_.pooled_dim(config));
   cache_->store(key, latents);
   return latents;
 }
 
-PreparedPrompt LclmModel::prepare(std::string_view prompt) {
+PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::int64_t> ratio) {
   const auto t0 = std::chrono::steady_clock::now();
+  const std::int64_t at = config_at(ratio).compression_ratio;  // checked before any work
   const std::vector<PromptSegment> segments = split_memory_regions(prompt);
   PreparedPrompt out;
   std::vector<Latents> region_latents;
@@ -146,7 +164,7 @@ PreparedPrompt LclmModel::prepare(std::string_view prompt) {
   for (const PromptSegment& s : segments) {
     if (!s.compressed) continue;
     bool hit = false;
-    region_latents.push_back(compress(s.text, &hit));
+    region_latents.push_back(compress(s.text, at, &hit));
     counts.push_back(region_latents.back().count());
     out.stats.cache_hits += hit ? 1 : 0;
     out.stats.compressed_tokens += region_latents.back().n_tokens;

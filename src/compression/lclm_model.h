@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,10 +20,14 @@
 #include "model/qwen3_model.h"
 #include "tokenizer/tokenizer.h"
 
+struct XXH3_state_s;
+typedef struct XXH3_state_s XXH3_state_t;
+
 namespace lclm {
 
 struct LclmOptions {
-  std::optional<std::int64_t> compression_ratio;  // overrides model_config.json
+  // The ratio of calls that name none (default: model_config.json's).
+  std::optional<std::int64_t> compression_ratio;
   std::optional<DType> quant;  // decoder and encoder matrices converted at load (Q8_0, Q4_0)
   std::size_t memory_cache_bytes = 256u << 20;    // in-memory latent cache
   std::optional<std::filesystem::path> cache_db;  // on-disk latent cache (SQLite)
@@ -60,7 +65,12 @@ class LclmModel {
   static std::unique_ptr<LclmModel> load(const std::filesystem::path& dir,
                                          const LclmOptions& options = {});
 
+  // The config at the default ratio (the load option's, else the file's).
   const LclmConfig& config() const { return config_; }
+  // The config at `ratio` (none: the default): model_config.json's window cut
+  // to a multiple of it. Throws lclm::Error for a ratio the checkpoint cannot
+  // run (<= 0; any but its own with concat pooling).
+  LclmConfig config_at(std::optional<std::int64_t> ratio) const;
   const Qwen3Model& decoder() const { return decoder_; }
   const Qwen3Model& encoder() const { return encoder_; }
   const Tokenizer& decoder_tokenizer() const { return decoder_tokenizer_; }
@@ -69,32 +79,43 @@ class LclmModel {
   const std::filesystem::path& dir() const { return dir_; }
   std::int32_t memory_token_id() const { return memory_id_; }
 
-  // Adapter outputs for one region's text: ceil(T / r) rows of decoder width.
-  // Looked up in the latent cache first, stored there after.
-  Latents compress(std::string_view text, bool* cache_hit = nullptr);
+  // Adapter outputs for one region's text at `ratio` (none: the default):
+  // ceil(T / r) rows of decoder width. Looked up in the latent cache first,
+  // stored there after.
+  Latents compress(std::string_view text, std::optional<std::int64_t> ratio = std::nullopt,
+                   bool* cache_hit = nullptr);
 
-  // Splits the prompt into regions, compresses each, and splices the latents
-  // into the decoder's embeddings in place of the <|memory|> placeholders.
-  PreparedPrompt prepare(std::string_view prompt);
+  // Splits the prompt into regions, compresses each at `ratio` (none: the
+  // default), and splices the latents into the decoder's embeddings in place
+  // of the <|memory|> placeholders.
+  PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt);
 
   // Hash of everything the latents depend on (model_config, encoder config,
   // tokenizer files and weights, adapter, the decoder config that shapes
-  // mlp_attn layers, the ratio and window in force); computed once.
-  const std::string& fingerprint();
+  // mlp_attn layers, the ratio and window in force at `ratio`); the files are
+  // hashed once, each ratio's settings added to that.
+  const std::string& fingerprint(std::optional<std::int64_t> ratio = std::nullopt);
   const LatentCache& cache() const { return *cache_; }
 
  private:
-  LclmModel(const std::filesystem::path& dir, LclmConfig config, const LclmOptions& options);
+  LclmModel(const std::filesystem::path& dir, LclmConfig file_config, const LclmOptions& options);
 
   std::filesystem::path dir_;
-  LclmConfig config_;
+  LclmConfig file_config_;  // model_config.json as stored
+  LclmConfig config_;       // at the default ratio
   Qwen3Model decoder_, encoder_;
   Tokenizer decoder_tokenizer_, encoder_tokenizer_;
   Adapter adapter_;
   LatentEncoder latent_encoder_;
   std::int32_t memory_id_ = -1;
   std::unique_ptr<LatentCache> cache_;
-  std::string fingerprint_;
+  struct XXH3State {
+    void operator()(XXH3_state_t* s) const;
+  };
+  // The fingerprint's files, hashed once; each ratio's settings go on a copy.
+  void hash_files();
+  std::unique_ptr<XXH3_state_t, XXH3State> files_hash_;
+  std::map<std::int64_t, std::string> fingerprints_;  // by ratio
 };
 
 }  // namespace lclm

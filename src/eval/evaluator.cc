@@ -2,10 +2,10 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "kv/kv_policy.h"
-#include "runtime/generator.h"
 #include "util/error.h"
 #include "util/process_stats.h"
 
@@ -16,11 +16,18 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-LclmOptions uncached(std::optional<std::int64_t> ratio) {
-  LclmOptions o;
-  o.compression_ratio = ratio;
-  o.memory_cache_bytes = 0;  // every latent run compresses: its TTFT is the real cost
+EngineOptions uncached() {
+  EngineOptions o;
+  o.latent_memory_bytes = 0;  // every latent run compresses: its TTFT is the real cost
   return o;
+}
+
+// The checkpoint every method shares, loaded once.
+std::unique_ptr<Engine> load_checkpoint(const std::filesystem::path& dir) {
+  if (!LclmModel::is_checkpoint(dir)) {
+    throw Error(dir.string() + " is not an LCLM checkpoint (no model_config.json)");
+  }
+  return Engine::load(dir, uncached());
 }
 
 }  // namespace
@@ -31,30 +38,23 @@ void check_eval_method(const std::string& method) {
 
 Evaluator::Evaluator(EvalConfig config)
     : config_(std::move(config)),
-      base_(LclmModel::load(config_.checkpoint, uncached(std::nullopt))),
+      engine_(load_checkpoint(config_.checkpoint)),
       haystack_(Haystack::from_paths(config_.haystack)),
-      tasks_(std::make_unique<RulerTaskGenerator>(haystack_, base_->decoder_tokenizer(),
-                                                  config_.seed)) {
+      tasks_(std::make_unique<RulerTaskGenerator>(haystack_, engine_->tokenizer(), config_.seed)) {
   for (const std::string& m : config_.methods) {
     check_eval_method(m);
     if (m == kv_policy_name(KVPolicyKind::IndexMem) && !indexmem_) {
       const std::filesystem::path dir =
           config_.indexmem.empty() ? default_indexmem_dir(config_.checkpoint) : config_.indexmem;
       indexmem_ = std::make_shared<const IndexMemWeights>(
-          IndexMemWeights::load(dir, base_->decoder().config()));
+          IndexMemWeights::load(dir, engine_->decoder().config()));
     }
   }
   for (std::int64_t r : config_.ratios) {
     if (r < 1)
       throw Error("--ratios: every ratio must be a positive integer, not " + std::to_string(r));
+    if (std::count(config_.methods.begin(), config_.methods.end(), "latent")) engine_->ratio(r);
   }
-}
-
-LclmModel& Evaluator::model_for_ratio(std::int64_t ratio) {
-  if (ratio == base_->config().compression_ratio) return *base_;
-  auto& m = latent_models_[ratio];
-  if (!m) m = LclmModel::load(config_.checkpoint, uncached(ratio));
-  return *m;
 }
 
 EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& method,
@@ -64,15 +64,13 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
   rec.ratio = method == "full" ? 1 : ratio;
   rec.task = sample.task;
   const bool latent = method == "latent";
-  LclmModel& model = latent ? model_for_ratio(ratio) : *base_;
-  const Qwen3Model& decoder = model.decoder();
-  const Tokenizer& tokenizer = model.decoder_tokenizer();
+  const Tokenizer& tokenizer = engine_->tokenizer();
 
   GenerationOptions options;
   options.n_predict = sample.n_predict;
   options.prefill_chunk = config_.prefill_chunk;
   options.sampling.temperature = 0;
-  options.stop_ids = Generator::default_stop_ids(decoder, tokenizer);
+  options.stop_ids = engine_->stop_ids();
   if (!latent) {
     options.kv_policy.kind = parse_kv_policy(method);
     options.kv_policy.ratio = static_cast<double>(rec.ratio);
@@ -85,18 +83,10 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
   const bool peak_reset = reset_peak_resident();
   const std::size_t rss_at_start = current_resident_bytes();
   const auto t0 = std::chrono::steady_clock::now();
-  PreparedPrompt prompt;
-  if (latent) {
-    prompt = model.prepare(eval_prompt(sample, true));
-  } else {
-    prompt.ids = tokenizer.encode(eval_prompt(sample, false));
-    prompt.embeddings.resize(prompt.ids.size() *
-                             static_cast<std::size_t>(decoder.config().hidden_size));
-    decoder.embed(prompt.ids, prompt.embeddings.data());
-  }
+  const PreparedPrompt prompt = engine_->prepare(
+      eval_prompt(sample, latent), latent ? std::optional<std::int64_t>(ratio) : std::nullopt);
   const double prepare_seconds = seconds_since(t0);
-  const GenerationStats stats = Generator(decoder).generate_from_embeddings(
-      prompt.embeddings.data(), prompt.ids.size(), prompt.ids, options);
+  const GenerationStats stats = engine_->new_session().generate(prompt, options);
   rec.peak_rss_bytes = peak_resident_bytes();
   rec.peak_extra_bytes =
       peak_reset && rec.peak_rss_bytes > rss_at_start ? rec.peak_rss_bytes - rss_at_start : 0;

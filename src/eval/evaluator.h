@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +18,7 @@
 #include "eval/haystack.h"
 #include "eval/ruler_tasks.h"
 #include "kv/indexmem.h"
+#include "runtime/engine.h"
 
 namespace lclm {
 
@@ -71,11 +71,8 @@ class Evaluator {
   const RulerTaskGenerator& tasks() const { return *tasks_; }
 
  private:
-  LclmModel& model_for_ratio(std::int64_t ratio);
-
   EvalConfig config_;
-  std::unique_ptr<LclmModel> base_;  // the decoder and tokenizer every method shares
-  std::map<std::int64_t, std::unique_ptr<LclmModel>> latent_models_;
+  std::unique_ptr<Engine> engine_;  // one load serves every method and ratio
   Haystack haystack_;
   std::unique_ptr<RulerTaskGenerator> tasks_;
   std::shared_ptr<const IndexMemWeights> indexmem_;  // loaded when a method needs it

@@ -9,7 +9,7 @@
 
 namespace lclm {
 
-// Q8_0 and Q4_0 are block-quantized weights (see quant/blocks.h): never read
+// Q8_0 and Q4_0 are block-quantized weights (see format/quant_blocks.h): never read
 // from a safetensors dtype string, they carry a matrix's rows in memory.
 enum class DType : std::uint8_t { F32, F16, BF16, I32, I64, U8, Q8_0, Q4_0 };
 

@@ -3,8 +3,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "format/quant_blocks.h"
 #include "model/qwen3_block.h"
-#include "quant/blocks.h"
 #include "util/error.h"
 
 namespace lclm {

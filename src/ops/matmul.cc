@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "format/quant_blocks.h"
 #include "ops/onednn_matmul.h"
 #include "ops/quant_kernels.h"
 #include "ops/simd.h"
-#include "quant/blocks.h"
 #include "util/error.h"
 
 namespace lclm {

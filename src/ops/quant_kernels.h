@@ -1,4 +1,4 @@
-// Kernels on block-quantized weight rows (layouts in quant/blocks.h), written
+// Kernels on block-quantized weight rows (layouts in format/quant_blocks.h), written
 // once with Highway like ops/simd.h.
 #pragma once
 

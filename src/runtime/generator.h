@@ -1,5 +1,6 @@
-// The generation loop: chunked prefill of the prompt into the KV cache, then
-// one token at a time until n_predict, a stop token, or the context limit.
+// What a generation is asked to do and what it reports. The loop itself
+// (chunked prefill, then one token at a time until n_predict, a stop token or
+// the context limit) is a Session's (runtime/session.h).
 #pragma once
 
 #include <cstddef>
@@ -31,6 +32,7 @@ std::string_view stop_reason_name(StopReason r);
 
 struct GenerationStats {
   std::size_t prompt_tokens = 0;
+  std::size_t reused_positions = 0;  // prompt positions whose keys and values a Session kept
   std::size_t generated_tokens = 0;
   double ttft_seconds = 0;    // start to the first sampled token (prefill + one sample)
   double decode_seconds = 0;  // the rest
@@ -51,28 +53,9 @@ struct GenerationStats {
 // lets generation run to a stop token or n_predict.
 using TokenCallback = std::function<bool(std::int32_t id)>;
 
-class Generator {
- public:
-  explicit Generator(const Qwen3Model& model);
-
-  // The prompt's stop ids: the model's eos ids plus <|im_end|> and <|endoftext|>
-  // when the tokenizer has them.
-  static std::vector<std::int32_t> default_stop_ids(const Qwen3Model& model,
-                                                    const Tokenizer& tokenizer);
-
-  // inputs [n, hidden]: the prompt's input embeddings; prompt_ids: the ids of
-  // those positions (for the repetition penalty; may be empty).
-  GenerationStats generate_from_embeddings(const float* inputs, std::size_t n,
-                                           std::span<const std::int32_t> prompt_ids,
-                                           const GenerationOptions& options,
-                                           const TokenCallback& on_token = {}) const;
-  GenerationStats generate(std::span<const std::int32_t> prompt_ids,
-                           const GenerationOptions& options,
-                           const TokenCallback& on_token = {}) const;
-
- private:
-  const Qwen3Model& model_;
-};
+// The prompt's stop ids: the model's eos ids plus <|im_end|> and <|endoftext|>
+// when the tokenizer has them.
+std::vector<std::int32_t> default_stop_ids(const Qwen3Model& model, const Tokenizer& tokenizer);
 
 // Turns a stream of token byte strings into complete UTF-8 text: a character
 // split across tokens is held back until its last byte arrives.

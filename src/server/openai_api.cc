@@ -68,6 +68,14 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
   if (r.sampling.repeat_penalty <= 0) {
     bad("'repetition_penalty' must be positive", "repetition_penalty");
   }
+  if (const json* l = field(body, "lclm")) {
+    require(l->is_object(), "lclm", "an object");
+    if (const json* v = field(*l, "ratio")) {
+      require(v->is_number_integer(), "lclm.ratio", "an integer");
+      if (v->get<std::int64_t>() < 1) bad("'lclm.ratio' must be at least 1", "lclm.ratio");
+      r.ratio = v->get<std::int64_t>();
+    }
+  }
   if (const json* v = field(body, "seed")) {
     require(v->is_number_integer(), "seed", "an integer");
     r.sampling.seed = static_cast<std::uint64_t>(v->get<std::int64_t>());
@@ -280,8 +288,10 @@ json usage_json(const CompletionUsage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
           {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}},
           {"lclm",
-           {{"compressed_tokens", u.compressed_tokens},
+           {{"ratio", u.ratio},
+            {"compressed_tokens", u.compressed_tokens},
             {"latents", u.latents},
             {"regions", u.regions},
             {"cache_hits", u.cache_hits},

@@ -57,6 +57,10 @@ struct CompletionRequest {
   std::vector<std::string> stop;  // stop strings
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // "lclm": {"ratio": R}: the ratio memory regions are compressed at (none:
+  // the server's default). Whether the checkpoint can run it is the server's
+  // check.
+  std::optional<std::int64_t> ratio;
 };
 
 // Server-wide defaults a request can override.
@@ -104,7 +108,9 @@ class StopStringFilter {
 // What a finished generation reports.
 struct CompletionUsage {
   std::size_t prompt_tokens = 0;  // decoder positions (latents included)
+  std::size_t cached_tokens = 0;  // of those, kept from an earlier request's KV cache
   std::size_t completion_tokens = 0;
+  std::int64_t ratio = 1;  // regions compressed at (1: a plain model)
   std::size_t compressed_tokens = 0, latents = 0, regions = 0, cache_hits = 0;
   double compress_ms = 0, ttft_ms = 0;
 };

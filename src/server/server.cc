@@ -51,16 +51,21 @@ std::optional<std::string> LatentIds::find(const std::string& id) {
   return it->second->second;
 }
 
-Server::Server(std::unique_ptr<ServingModel> model, ServerOptions options)
-    : model_(std::move(model)),
+Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
+    : engine_(std::move(engine)),
       options_(std::move(options)),
-      stop_ids_(Generator::default_stop_ids(model_->decoder(), model_->tokenizer())),
       http_(std::make_unique<httplib::Server>()),
       scheduler_(options_.max_queue),
       latent_ids_(options_.latent_id_bytes) {
   if (options_.model_name.empty()) {
-    options_.model_name = model_->dir().filename().string();
-    if (options_.model_name.empty()) options_.model_name = model_->dir().parent_path().filename();
+    options_.model_name = engine_->dir().filename().string();
+    if (options_.model_name.empty()) {
+      options_.model_name = engine_->dir().parent_path().filename();
+    }
+  }
+  for (std::size_t i = 0; i < options_.cache_sessions; ++i) {
+    sessions_.push_back(engine_->new_session());
+    session_last_use_.push_back(0);
   }
   if (context() < 2) throw Error("the context (-c) must hold at least two positions");
   // Every request waiting in the queue holds an HTTP thread; four more keep
@@ -76,9 +81,26 @@ Server::~Server() {
 }
 
 std::size_t Server::context() const {
-  return options_.context > 0
-             ? options_.context
-             : static_cast<std::size_t>(model_->decoder().config().max_position_embeddings);
+  return options_.context > 0 ? options_.context : engine_->max_context();
+}
+
+Session& Server::pick_session(const PreparedPrompt& prompt) {
+  if (sessions_.empty()) {
+    scratch_session_.emplace(engine_->new_session());
+    return *scratch_session_;
+  }
+  std::size_t best = 0, best_reuse = 0;
+  for (std::size_t i = 0; i < sessions_.size(); ++i) {
+    const std::size_t reuse =
+        sessions_[i].reusable_positions(prompt.embeddings.data(), prompt.ids.size());
+    if (reuse > best_reuse ||
+        (reuse == best_reuse && session_last_use_[i] < session_last_use_[best])) {
+      best = i;
+      best_reuse = reuse;
+    }
+  }
+  session_last_use_[best] = ++session_clock_;
+  return sessions_[best];
 }
 
 int Server::bind() {
@@ -141,7 +163,7 @@ void Server::routes() {
                         {"object", "model"},
                         {"created", 0},
                         {"owned_by", "lclm"},
-                        {"lclm_checkpoint", model_->lclm() != nullptr},
+                        {"lclm_checkpoint", engine_->lclm() != nullptr},
                         {"context_length", context()}};
     res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(),
                     "application/json");
@@ -186,6 +208,11 @@ void Server::handle_completion(const httplib::Request& req, httplib::Response& r
         chat ? parse_chat_request(body, options_.defaults, lookup)
              : parse_completion_request(body, options_.defaults));
     if (r->model.empty()) r->model = options_.model_name;
+    try {
+      engine_->ratio(r->ratio);
+    } catch (const Error& e) {
+      throw RequestError(400, e.what(), "lclm.ratio", "invalid_ratio");
+    }
     if (!r->seeded) r->sampling.seed = std::random_device{}();
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++);
     const std::int64_t created = std::time(nullptr);
@@ -265,7 +292,7 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
   const auto t0 = std::chrono::steady_clock::now();
   PreparedPrompt p;
   try {
-    p = model_->prepare(r.prompt);
+    p = engine_->prepare(r.prompt, r.ratio);
   } catch (const Error& e) {
     throw RequestError(400, e.what(), r.chat ? "messages" : "prompt", "invalid_prompt");
   }
@@ -295,10 +322,10 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
                              : static_cast<int>(std::min<std::size_t>(
                                    static_cast<std::size_t>(options_.default_max_tokens), ctx - n));
   o.sampling = r.sampling;
-  o.stop_ids = stop_ids_;
+  o.stop_ids = engine_->stop_ids();
   Utf8Stream utf8;
   StopStringFilter filter(r.stop);
-  const Tokenizer& tokenizer = model_->tokenizer();
+  const Tokenizer& tokenizer = engine_->tokenizer();
   const auto send = [&](const std::string& text) {
     if (text.empty()) return;
     Event e;
@@ -306,13 +333,11 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
     e.text = text;
     job.emit(std::move(e));
   };
-  const GenerationStats s =
-      Generator(model_->decoder())
-          .generate_from_embeddings(p.embeddings.data(), n, p.ids, o, [&](std::int32_t id) {
-            if (job.cancelled()) return false;
-            send(filter.push(utf8.push(tokenizer.token_bytes(id))));
-            return !filter.stopped();
-          });
+  const GenerationStats s = pick_session(p).generate(p, o, [&](std::int32_t id) {
+    if (job.cancelled()) return false;
+    send(filter.push(utf8.push(tokenizer.token_bytes(id))));
+    return !filter.stopped();
+  });
   send(filter.push(utf8.flush()));
   send(filter.flush());
 
@@ -321,6 +346,8 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
   done.finish_reason = s.stop == StopReason::StopToken || filter.stopped() ? "stop" : "length";
   CompletionUsage& u = done.usage;
   u.prompt_tokens = n;
+  u.cached_tokens = s.reused_positions;
+  u.ratio = engine_->ratio(r.ratio);
   u.completion_tokens = s.generated_tokens;
   u.compressed_tokens = p.stats.compressed_tokens;
   u.latents = p.stats.latents;
@@ -345,8 +372,8 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
 void Server::handle_compress(const httplib::Request& req, httplib::Response& res) {
   ++metrics_.compress;
   try {
-    if (!model_->lclm()) {
-      throw RequestError(400, model_->dir().string() + " is not an LCLM checkpoint", "model",
+    if (!engine_->lclm()) {
+      throw RequestError(400, engine_->dir().string() + " is not an LCLM checkpoint", "model",
                          "not_an_lclm");
     }
     auto texts =
@@ -361,11 +388,11 @@ void Server::handle_compress(const httplib::Request& req, httplib::Response& res
 }
 
 void Server::run_compress(const std::vector<std::string>& texts, Job& job) {
-  LclmModel& lclm = *model_->lclm();
+  LclmModel& lclm = *engine_->lclm();
   json data = json::array();
   for (std::size_t i = 0; i < texts.size(); ++i) {
     bool hit = false;
-    const Latents l = lclm.compress(texts[i], &hit);
+    const Latents l = lclm.compress(texts[i], std::nullopt, &hit);
     const std::string id = "lat_" + latent_key(lclm.fingerprint(), texts[i]).hex();
     latent_ids_.remember(id, texts[i]);
     metrics_.compressed_tokens += l.n_tokens;
@@ -426,7 +453,7 @@ std::string Server::metrics_text() const {
            "Worker time per generation, summed over generations.");
     m << "lclm_generation_seconds_sum " << metrics_.request_seconds << "\n";
   }
-  if (const LclmModel* lclm = model_->lclm()) {
+  if (const LclmModel* lclm = engine_->lclm()) {
     const LatentCacheStats c = lclm->cache().stats();
     metric("lclm_latent_cache_hits_total", "counter", "Regions found in the latent cache.");
     m << "lclm_latent_cache_hits_total{level=\"memory\"} " << c.memory_hits << "\n"

@@ -4,7 +4,10 @@
 //   GET  /v1/models, /health, /metrics (Prometheus text)
 // HTTP threads parse and validate; one worker thread runs the model, taking
 // requests from a bounded queue in arrival order (see scheduler.h). The latent
-// cache of the model is shared by every request.
+// cache of the model is shared by every request, and the worker keeps the KV
+// caches of the last few conversations (sessions): a request that starts like
+// one of them (the next turn of a chat) prefills only what it adds, and
+// reports the rest as usage.prompt_tokens_details.cached_tokens.
 #pragma once
 
 #include <atomic>
@@ -18,9 +21,9 @@
 #include <string>
 #include <unordered_map>
 
+#include "runtime/engine.h"
 #include "server/openai_api.h"
 #include "server/scheduler.h"
-#include "server/serving_model.h"
 
 namespace httplib {
 class Server;
@@ -41,6 +44,9 @@ struct ServerOptions {
   std::size_t max_body_bytes = 64u << 20;
   std::size_t latent_id_bytes = 64u << 20;  // texts kept for /v1/compress ids
   std::string model_name;                   // reported as "model"; default: the directory name
+  // Conversations whose KV caches the worker keeps for prefix reuse (0: none;
+  // each holds up to the context's keys and values).
+  std::size_t cache_sessions = 2;
 };
 
 // The texts behind /v1/compress ids, bounded in bytes (least recently used
@@ -62,7 +68,7 @@ class LatentIds {
 
 class Server {
  public:
-  Server(std::unique_ptr<ServingModel> model, ServerOptions options);
+  Server(std::unique_ptr<Engine> engine, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -94,10 +100,16 @@ class Server {
   std::shared_ptr<Job> submit(std::function<void(Job&)> work);
   void send_error(httplib::Response& res, int status, const nlohmann::json& error);
   std::size_t context() const;
+  // The session sharing the longest prefix with the prompt, else the one
+  // least recently used (worker thread only).
+  Session& pick_session(const PreparedPrompt& prompt);
 
-  std::unique_ptr<ServingModel> model_;
+  std::unique_ptr<Engine> engine_;
   ServerOptions options_;
-  std::vector<std::int32_t> stop_ids_;
+  std::vector<Session> sessions_;
+  std::vector<std::uint64_t> session_last_use_;
+  std::uint64_t session_clock_ = 0;
+  std::optional<Session> scratch_session_;  // when cache_sessions is 0
   std::unique_ptr<httplib::Server> http_;
   Scheduler scheduler_;
   LatentIds latent_ids_;

@@ -12,7 +12,7 @@
 #include "compression/lclm_model.h"
 #include "compression/memory_regions.h"
 #include "eval/ruler_tasks.h"
-#include "runtime/generator.h"
+#include "runtime/engine.h"
 #include "trainer/data.h"
 #include "util/error.h"
 #include "util/hash.h"
@@ -120,18 +120,18 @@ struct Answer {
   double ttft_ms = 0;
 };
 
-Answer answer(LclmModel& model, const std::string& prompt, int max_tokens) {
+// Greedy answer from a fresh session; ratio 0 reads plain text.
+Answer answer(Engine& engine, const std::string& prompt, std::int64_t ratio, int max_tokens) {
   const auto t0 = std::chrono::steady_clock::now();
-  const PreparedPrompt p = model.prepare(prompt);
+  const PreparedPrompt p =
+      engine.prepare(prompt, ratio > 0 ? std::optional<std::int64_t>(ratio) : std::nullopt);
   GenerationOptions options;
   options.n_predict = max_tokens;
   options.sampling.temperature = 0.0f;
-  options.stop_ids = Generator::default_stop_ids(model.decoder(), model.decoder_tokenizer());
-  const GenerationStats stats =
-      Generator(model.decoder())
-          .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, options);
+  options.stop_ids = engine.stop_ids();
+  const GenerationStats stats = engine.new_session().generate(p, options);
   Answer a;
-  a.text = model.decoder_tokenizer().decode(stats.tokens);
+  a.text = engine.tokenizer().decode(stats.tokens);
   a.prompt_positions = p.ids.size();
   a.ttft_ms = (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() -
                stats.decode_seconds) *
@@ -194,20 +194,12 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
     throw Error(options.checkpoint.string() + " is not an LCLM checkpoint (no model_config.json)");
   }
   const Corpus corpus = Corpus::from_paths(options.text);
-  // One engine per ratio; ratio 0 reads plain text, so any one serves it.
-  std::map<std::int64_t, std::unique_ptr<LclmModel>> models;
+  const std::unique_ptr<Engine> engine = Engine::load(options.checkpoint);
   for (std::int64_t r : options.ratios) {
     if (r < 0) throw Error("ratio " + std::to_string(r) + ": give 0 (uncompressed) or more");
-    if (r == 0 || models.count(r)) continue;
-    LclmOptions o;
-    o.compression_ratio = r;
-    models[r] = LclmModel::load(options.checkpoint, o);
+    if (r > 0) engine->ratio(r);  // one the checkpoint cannot run fails before any work
   }
-  if (models.empty()) models[0] = LclmModel::load(options.checkpoint);
-  const auto engine = [&](std::int64_t r) -> LclmModel& {
-    return r > 0 ? *models.at(r) : *models.begin()->second;
-  };
-  const Tokenizer& tokenizer = models.begin()->second->encoder_tokenizer();
+  const Tokenizer& tokenizer = engine->lclm()->encoder_tokenizer();
 
   std::vector<RecallResult> results;
   const auto run_task = [&](const std::string& task, std::size_t tokens,
@@ -220,7 +212,7 @@ std::vector<RecallResult> evaluate_recall(const RecallEvalOptions& options) {
         const std::string prompt =
             needle ? needle_prompt(s, r > 0) : reconstruction_prompt(s, r > 0);
         const int max_tokens = needle ? 32 : static_cast<int>(tokens) + 16;
-        const Answer a = answer(engine(r), prompt, max_tokens);
+        const Answer a = answer(*engine, prompt, r, max_tokens);
         const bool right = needle ? a.text.find(s.answer) != std::string::npos : a.text == s.answer;
         const bool prefix_right = a.text.rfind(s.prefix, 0) == 0;
         const double agreement = needle              ? digit_agreement(a.text, s.answer, s.prefix)

@@ -12,11 +12,11 @@
 
 #include "compression/lclm_model.h"
 #include "compression/memory_regions.h"
-#include "compression/random_lclm.h"
+#include "fixtures/random_lclm.h"
+#include "fixtures/random_qwen3.h"
 #include "format/json_file.h"
 #include "format/safetensors.h"
 #include "model/qwen3_model.h"
-#include "model/random_qwen3.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 

@@ -2,8 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "agent/agent_cli_check.h"
-#include "compression/random_lclm.h"
 #include "core/test_models.h"
+#include "fixtures/random_lclm.h"
 
 namespace lclm {
 namespace {

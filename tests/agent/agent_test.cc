@@ -8,8 +8,8 @@
 #include <numeric>
 
 #include "agent/chunker.h"
-#include "compression/random_lclm.h"
 #include "core/test_models.h"
+#include "fixtures/random_lclm.h"
 
 namespace lclm {
 namespace {
@@ -248,17 +248,19 @@ TEST(AgentRounds, RejectsBadInput) {
 }
 
 // A real (random) LCLM behind the agent: every chunk is compressed once and
-// found in the latent cache in every later round.
-TEST(AgentLclm, ChunksAreCompressedOnceAcrossRounds) {
+// found in the latent cache in every later round, and a later round prefills
+// only what follows the compressed chunks it shares with the round before.
+TEST(AgentLclm, ChunksAreCompressedOnceAndTheirPositionsReusedAcrossRounds) {
   const auto dir = testing::scratch_dir("agent_lclm");
   RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
   spec.seed = 3;
   write_random_lclm(dir, spec);
-  auto lclm = LclmModel::load(dir);
+  auto engine = Engine::load(dir);
+  const LclmModel* lclm = engine->lclm();
   GenerationOptions g;
   g.n_predict = 8;
   g.sampling.temperature = 0;
-  LclmAgentModel model(*lclm, g);
+  LclmAgentModel model(*engine, g);
   std::string doc;
   for (int i = 0; i < 12; ++i) {
     doc += "Fact " + std::to_string(i) + ": the lighthouse keeper counted " +
@@ -275,8 +277,14 @@ TEST(AgentLclm, ChunksAreCompressedOnceAcrossRounds) {
   const std::size_t n = r.chunks.size();
   EXPECT_EQ(r.rounds[0].stats.prompt.regions, n);
   EXPECT_EQ(r.rounds[0].stats.prompt.cache_hits, 0u);
+  EXPECT_EQ(r.rounds[0].stats.generation.reused_positions, 0u);
   for (std::size_t k = 1; k < r.rounds.size(); ++k) {
     EXPECT_EQ(r.rounds[k].stats.prompt.cache_hits, n);
+    // The chat header and every compressed chunk come before the first
+    // difference: at least one position per latent is kept.
+    const GenerationStats& gen = r.rounds[k].stats.generation;
+    EXPECT_GT(gen.reused_positions, r.rounds[k].stats.prompt.latents);
+    EXPECT_LT(gen.reused_positions, gen.prompt_tokens);
     // Expanded chunks add plain tokens: the prompt grows.
     EXPECT_GT(r.rounds[k].stats.prompt.plain_tokens, r.rounds[0].stats.prompt.plain_tokens);
   }

@@ -10,8 +10,8 @@
 #include "cli/common.h"
 #include "compression/latents_file.h"
 #include "compression/lclm_model.h"
-#include "compression/random_lclm.h"
 #include "core/test_models.h"
+#include "fixtures/random_lclm.h"
 #include "util/error.h"
 
 namespace lclm {

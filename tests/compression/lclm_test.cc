@@ -24,10 +24,10 @@
 #include "compression/lclm_config.h"
 #include "compression/lclm_model.h"
 #include "compression/memory_regions.h"
-#include "compression/random_lclm.h"
 #include "core/test_models.h"
+#include "fixtures/random_lclm.h"
+#include "fixtures/random_qwen3.h"
 #include "format/json_file.h"
-#include "model/random_qwen3.h"
 #include "util/error.h"
 #include "util/threads.h"
 
@@ -592,9 +592,9 @@ TEST(LclmModel, DecoderTokenizerWithoutTheMemoryTokensIsRejected) {
 TEST(LclmCache, SecondCompressionOfTheSameTextIsAMemoryHit) {
   const auto model = LclmModel::load(write_checkpoint("cache_memory"));
   bool hit = true;
-  const Latents first = model->compress(kLongText, &hit);
+  const Latents first = model->compress(kLongText, std::nullopt, &hit);
   EXPECT_FALSE(hit);
-  const Latents second = model->compress(kLongText, &hit);
+  const Latents second = model->compress(kLongText, std::nullopt, &hit);
   EXPECT_TRUE(hit);
   EXPECT_EQ(model->cache().stats().memory_hits, 1u);
   ASSERT_EQ(first.data.size(), second.data.size());
@@ -614,14 +614,14 @@ TEST(LclmCache, DiskCacheServesASecondLoadBitForBit) {
   {
     const auto model = LclmModel::load(ckpt, options);
     bool hit = true;
-    first = model->compress(kLongText, &hit);
+    first = model->compress(kLongText, std::nullopt, &hit);
     EXPECT_FALSE(hit);
     fingerprint = model->fingerprint();
   }
   const auto model = LclmModel::load(ckpt, options);
   EXPECT_EQ(model->fingerprint(), fingerprint);
   bool hit = false;
-  const Latents again = model->compress(kLongText, &hit);
+  const Latents again = model->compress(kLongText, std::nullopt, &hit);
   EXPECT_TRUE(hit);
   EXPECT_EQ(model->cache().stats().disk_hits, 1u);
   EXPECT_EQ(again.n_tokens, first.n_tokens);
@@ -647,7 +647,7 @@ TEST(LclmCache, ANewAdapterChangesTheFingerprintSoOldEntriesDoNotMatch) {
   const auto model = LclmModel::load(ckpt, options);
   EXPECT_NE(model->fingerprint(), old_fingerprint);
   bool hit = true;
-  const Latents fresh = model->compress(kLongText, &hit);
+  const Latents fresh = model->compress(kLongText, std::nullopt, &hit);
   EXPECT_FALSE(hit);
   EXPECT_EQ(model->cache().stats().disk_hits, 0u);
   ASSERT_EQ(fresh.data.size(), old_latents.data.size());

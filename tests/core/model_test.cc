@@ -1,11 +1,10 @@
-#include "model/qwen3_model.h"
-
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "format/json_file.h"
-#include "runtime/generator.h"
+#include "model/qwen3_model.h"
+#include "runtime/session.h"
 #include "test_models.h"
 #include "util/error.h"
 
@@ -43,8 +42,8 @@ std::string load_error(const std::filesystem::path& dir) {
   return "";
 }
 
-std::vector<float> run(const Qwen3Model& m, const std::vector<std::int32_t>& ids,
-                       std::size_t chunk, AttentionMask mask) {
+std::vector<float> run(const Qwen3Model& m, const std::vector<std::int32_t>& ids, std::size_t chunk,
+                       AttentionMask mask) {
   const auto H = static_cast<std::size_t>(m.config().hidden_size);
   auto cache = m.make_cache(64);
   std::vector<float> all(ids.size() * H);
@@ -72,10 +71,16 @@ TEST(Qwen3Config, ErrorsNameTheFileAndKey) {
   EXPECT_NE(missing.find("config.json"), std::string::npos) << missing;
   EXPECT_NE(missing.find("hidden_size"), std::string::npos) << missing;
 
-  edit_config(dir, [](auto& j) { j["hidden_size"] = 64; j["num_key_value_heads"] = 3; });
+  edit_config(dir, [](auto& j) {
+    j["hidden_size"] = 64;
+    j["num_key_value_heads"] = 3;
+  });
   EXPECT_NE(load_error(dir).find("num_key_value_heads"), std::string::npos);
 
-  edit_config(dir, [](auto& j) { j["num_key_value_heads"] = 2; j["model_type"] = "llama"; });
+  edit_config(dir, [](auto& j) {
+    j["num_key_value_heads"] = 2;
+    j["model_type"] = "llama";
+  });
   EXPECT_NE(load_error(dir).find("llama"), std::string::npos);
 
   std::filesystem::remove(dir / "config.json");
@@ -147,7 +152,7 @@ TEST(KVCache, GrowsWithTheRequestAndStopsAtTheLimit) {
   }
 }
 
-TEST(Generator, GreedyGenerationFollowsTheArgmaxOfTheLogits) {
+TEST(Session, GreedyGenerationFollowsTheArgmaxOfTheLogits) {
   const auto m = Qwen3Model::load(write_tiny("greedy"));
   const std::vector<std::int32_t> prompt = {151644, 872, 198, 9707};
   GenerationOptions options;
@@ -155,7 +160,7 @@ TEST(Generator, GreedyGenerationFollowsTheArgmaxOfTheLogits) {
   options.sampling.temperature = 0.0f;
   options.prefill_chunk = 3;
   std::vector<std::int32_t> streamed;
-  const auto stats = Generator(m).generate(prompt, options, [&](std::int32_t id) {
+  const auto stats = Session(m).generate(prompt, options, [&](std::int32_t id) {
     streamed.push_back(id);
     return true;
   });
@@ -180,38 +185,38 @@ TEST(Generator, GreedyGenerationFollowsTheArgmaxOfTheLogits) {
   }
 }
 
-TEST(Generator, StopsOnStopTokenCallbackAndContextLimit) {
+TEST(Session, StopsOnStopTokenCallbackAndContextLimit) {
   const auto m = Qwen3Model::load(write_tiny("stops"));
   const std::vector<std::int32_t> prompt = {1, 2, 3};
   GenerationOptions options;
   options.n_predict = 4;
   options.sampling.temperature = 0.0f;
   const auto always = [](std::int32_t) { return true; };
-  const auto first = Generator(m).generate(prompt, options, always).tokens.at(0);
+  const auto first = Session(m).generate(prompt, options, always).tokens.at(0);
   // No callback: the same run, to n_predict.
-  EXPECT_EQ(Generator(m).generate(prompt, options).tokens.size(), 4u);
-  EXPECT_EQ(Generator(m).generate(prompt, options).tokens,
-            Generator(m).generate(prompt, options, always).tokens);
+  EXPECT_EQ(Session(m).generate(prompt, options).tokens.size(), 4u);
+  EXPECT_EQ(Session(m).generate(prompt, options).tokens,
+            Session(m).generate(prompt, options, always).tokens);
 
   options.stop_ids = {first};
-  const auto stopped = Generator(m).generate(prompt, options, always);
+  const auto stopped = Session(m).generate(prompt, options, always);
   EXPECT_EQ(stopped.stop, StopReason::StopToken);
   EXPECT_TRUE(stopped.tokens.empty());
 
   options.stop_ids.clear();
-  const auto cancelled = Generator(m).generate(prompt, options, [](std::int32_t) { return false; });
+  const auto cancelled = Session(m).generate(prompt, options, [](std::int32_t) { return false; });
   EXPECT_EQ(cancelled.stop, StopReason::Callback);
   EXPECT_EQ(cancelled.tokens.size(), 1u);
 
   options.context = 5;
   options.n_predict = -1;
-  const auto full = Generator(m).generate(prompt, options, always);
+  const auto full = Session(m).generate(prompt, options, always);
   EXPECT_EQ(full.stop, StopReason::ContextFull);
   EXPECT_EQ(full.tokens.size(), 2u);
 
   options.context = 3;
   try {
-    Generator(m).generate(prompt, options, always);
+    Session(m).generate(prompt, options, always);
     FAIL() << "a prompt as long as the context was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("3 tokens"), std::string::npos) << e.what();

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "model/random_qwen3.h"
+#include "fixtures/random_qwen3.h"
 #include "util/error.h"
 
 namespace lclm::testing {

@@ -12,7 +12,6 @@ add_executable(dump_logits ${CMAKE_CURRENT_SOURCE_DIR}/core/dump_logits.cc)
 target_link_libraries(dump_logits PRIVATE lclm)
 target_compile_options(dump_logits PRIVATE ${LCLM_WARNINGS})
 
-set(LCLM_PYTHON /usr/bin/python3 CACHE FILEPATH "Python with Debian's python3-torch")
 set(PARITY_MODELS ${PROJECT_BINARY_DIR}/test-models)
 set(PARITY_VARIANTS "bf16|--dtype bf16" "f32-untied-sharded|--dtype f32 --untied --shards 3"
                     "f16-bare|--dtype f16 --no-prefix")

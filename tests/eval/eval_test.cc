@@ -12,12 +12,12 @@
 
 #include "cli/cli_runner.h"
 #include "cli/common.h"
-#include "compression/random_lclm.h"
 #include "core/test_models.h"
 #include "eval/eval_report.h"
 #include "eval/evaluator.h"
 #include "eval/haystack.h"
 #include "eval/ruler_tasks.h"
+#include "fixtures/random_lclm.h"
 #include "format/json_file.h"
 #include "kv/policy_model.h"
 #include "tokenizer/tokenizer.h"

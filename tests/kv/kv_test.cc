@@ -19,7 +19,7 @@
 #include "kv/policy_model.h"
 #include "model/qwen3_model.h"
 #include "ops/attention.h"
-#include "runtime/generator.h"
+#include "runtime/session.h"
 
 namespace lclm {
 namespace {
@@ -307,7 +307,7 @@ TEST_F(KVPolicyModel, FullBudgetReproducesTheFullCacheExactly) {
   const auto tokens = [&](KVPolicyKind kind) {
     options.kv_policy.kind = kind;
     options.kv_policy.ratio = 1;
-    return Generator(*model_).generate(ids, options).tokens;
+    return Session(*model_).generate(ids, options).tokens;
   };
   const auto reference = tokens(KVPolicyKind::Full);
   for (KVPolicyKind kind : {KVPolicyKind::SnapKV, KVPolicyKind::PyramidKV}) {

@@ -10,10 +10,10 @@
 #include <vector>
 
 #include "core/test_models.h"
+#include "fixtures/random_qwen3.h"
 #include "kv/indexmem.h"
 #include "kv/kv_policy.h"
 #include "model/qwen3_model.h"
-#include "model/random_qwen3.h"
 
 namespace lclm {
 

@@ -1,5 +1,3 @@
-#include "quant/blocks.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +7,7 @@
 
 #include "core/test_models.h"
 #include "format/dtype.h"
+#include "format/quant_blocks.h"
 #include "hwy/targets.h"
 #include "ops/matmul.h"
 #include "ops/quant_kernels.h"

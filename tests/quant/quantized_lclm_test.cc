@@ -4,8 +4,8 @@
 #include <string>
 
 #include "compression/lclm_model.h"
-#include "compression/random_lclm.h"
 #include "core/test_models.h"
+#include "fixtures/random_lclm.h"
 #include "quant/quantize_checkpoint.h"
 #include "util/mapped_file.h"
 

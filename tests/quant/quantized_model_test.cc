@@ -9,7 +9,7 @@
 #include "model/qwen3_model.h"
 #include "quant/logit_error.h"
 #include "quant/quantize_checkpoint.h"
-#include "runtime/generator.h"
+#include "runtime/session.h"
 
 namespace lclm {
 namespace {
@@ -58,7 +58,7 @@ std::vector<std::int32_t> greedy(const Qwen3Model& m, int n) {
   GenerationOptions options;
   options.n_predict = n;
   options.sampling.temperature = 0.0f;
-  return Generator(m).generate(kPrompt, options).tokens;
+  return Session(m).generate(kPrompt, options).tokens;
 }
 
 // On the tiny model: q8_0 logits stay within 3% (relative RMS) of the bf16

@@ -8,8 +8,8 @@
 #include <chrono>
 #include <thread>
 
-#include "compression/random_lclm.h"
 #include "core/test_models.h"
+#include "fixtures/random_lclm.h"
 #include "runtime/chat_template.h"
 
 namespace lclm {
@@ -50,7 +50,7 @@ class ServerTest : public ::testing::Test {
     o.default_max_tokens = 8;
     o.max_queue = 16;
     o.model_name = "tiny";
-    server_ = new server::Server(server::ServingModel::load(dir, {}), o);
+    server_ = new server::Server(Engine::load(dir), o);
     port_ = server_->bind();
     thread_ = new std::thread([] { server_->run(); });
     reference_ = LclmModel::load(dir).release();
@@ -72,17 +72,17 @@ class ServerTest : public ::testing::Test {
     return client().Post(path.c_str(), body.dump(), "application/json");
   }
 
-  // What greedy decoding of prompt gives, run directly on the engine.
-  static std::string greedy(const std::string& prompt, int n) {
-    const PreparedPrompt p = reference_->prepare(prompt);
+  // What greedy decoding of prompt gives, run directly on the engine (at
+  // `ratio`; none: the checkpoint's), in a fresh session.
+  static std::string greedy(const std::string& prompt, int n,
+                            std::optional<std::int64_t> ratio = std::nullopt) {
+    const PreparedPrompt p = reference_->prepare(prompt, ratio);
     GenerationOptions g;
     g.n_predict = n;
     g.context = kContext;
     g.sampling.temperature = 0;
-    g.stop_ids =
-        Generator::default_stop_ids(reference_->decoder(), reference_->decoder_tokenizer());
-    const auto s = Generator(reference_->decoder())
-                       .generate_from_embeddings(p.embeddings.data(), p.ids.size(), p.ids, g);
+    g.stop_ids = default_stop_ids(reference_->decoder(), reference_->decoder_tokenizer());
+    const auto s = Session(reference_->decoder()).generate(p, g);
     return reference_->decoder_tokenizer().decode(s.tokens);
   }
 
@@ -359,6 +359,77 @@ TEST_F(ServerTest, AClientLeavingMidStreamStopsTheGeneration) {
   const auto ok = post("/v1/completions", {{"prompt", "Hello again"}, {"max_tokens", 3}});
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
+}
+
+TEST_F(ServerTest, ARequestChoosesItsCompressionRatio) {
+  const std::string question = "How many ships on the fifth night?";
+  const auto content = json::array(
+      {{{"type", "memory"}, {"text", kDoc}}, {{"type", "text"}, {"text", "\n" + question}}});
+  const std::string prompt = format_chatml(
+      {{"user", std::string("<|memory_start|>") + kDoc + "<|memory_end|>\n" + question}}, true);
+  for (std::int64_t ratio : {2, 8}) {
+    json body = chat(content);
+    body["lclm"] = {{"ratio", ratio}};
+    const auto r = post("/v1/chat/completions", body);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json u = json::parse(r->body)["usage"];
+    EXPECT_EQ(u["lclm"]["ratio"], ratio);
+    const auto tokens = u["lclm"]["compressed_tokens"].get<std::int64_t>();
+    EXPECT_EQ(u["lclm"]["latents"], (tokens + ratio - 1) / ratio);
+    EXPECT_EQ(json::parse(r->body)["choices"][0]["message"]["content"], greedy(prompt, 6, ratio));
+  }
+  const auto plain = post("/v1/chat/completions", chat(content));
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(json::parse(plain->body)["usage"]["lclm"]["ratio"], 4);
+
+  for (const json& bad : {json{{"ratio", 0}}, json{{"ratio", "8"}}, json{{"ratio", 2.5}}}) {
+    json body = chat(content);
+    body["lclm"] = bad;
+    expect_error(post("/v1/chat/completions", body), 400, "", "lclm.ratio");
+  }
+  json not_object = chat(content);
+  not_object["lclm"] = 8;
+  expect_error(post("/v1/chat/completions", not_object), 400, "invalid_type", "lclm");
+  json completion = {{"prompt", "Once upon a time"}, {"max_tokens", 3}, {"lclm", {{"ratio", -1}}}};
+  expect_error(post("/v1/completions", completion), 400, "", "lclm.ratio");
+}
+
+TEST_F(ServerTest, TheNextTurnOfAChatReusesTheCachedPrefix) {
+  const std::string doc = std::string(kDoc) + "This document is this test's own.";
+  const json first_turn = {
+      {"role", "user"},
+      {"content", json::array({{{"type", "memory"}, {"text", doc}},
+                               {{"type", "text"}, {"text", "Who logs ships?"}}})}};
+  json body = chat("");
+  body["messages"] = json::array({first_turn});
+  const auto a = post("/v1/chat/completions", body);
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->status, 200) << a->body;
+  const json ja = json::parse(a->body);
+  // Earlier requests may share the chat header, never this document's latents.
+  EXPECT_LT(ja["usage"]["prompt_tokens_details"]["cached_tokens"].get<std::size_t>(),
+            ja["usage"]["prompt_tokens"].get<std::size_t>() -
+                ja["usage"]["lclm"]["latents"].get<std::size_t>());
+  const std::string reply = ja["choices"][0]["message"]["content"];
+
+  body["messages"] = json::array({first_turn,
+                                  {{"role", "assistant"}, {"content", reply}},
+                                  {{"role", "user"}, {"content", "And on the fifth night?"}}});
+  const auto b = post("/v1/chat/completions", body);
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->status, 200) << b->body;
+  const json jb = json::parse(b->body);
+  const auto cached = jb["usage"]["prompt_tokens_details"]["cached_tokens"].get<std::size_t>();
+  // At least the first turn's prompt, latents included, is not computed again.
+  EXPECT_GE(cached, ja["usage"]["prompt_tokens"].get<std::size_t>() - 1);
+  EXPECT_LT(cached, jb["usage"]["prompt_tokens"].get<std::size_t>());
+  const std::string prompt =
+      format_chatml({{"user", "<|memory_start|>" + doc + "<|memory_end|>Who logs ships?"},
+                     {"assistant", reply},
+                     {"user", "And on the fifth night?"}},
+                    true);
+  EXPECT_EQ(jb["choices"][0]["message"]["content"], greedy(prompt, 6));
 }
 
 }  // namespace

@@ -19,8 +19,8 @@
 
 #include "compression/lclm_model.h"
 #include "compression/memory_regions.h"
-#include "compression/random_lclm.h"
 #include "core/test_models.h"
+#include "fixtures/random_lclm.h"
 #include "format/json_file.h"
 #include "tokenizer/truncated_vocab.h"
 

@@ -1,4 +1,4 @@
-#include "quant/blocks.h"
+#include "format/quant_blocks.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,0 +1,66 @@
+#include "runtime/engine.h"
+
+#include <string>
+
+#include "compression/memory_regions.h"
+#include "util/error.h"
+
+namespace lclm {
+namespace {
+
+std::string not_a_checkpoint(const std::filesystem::path& dir, std::string_view what) {
+  return dir.string() + " is not an LCLM checkpoint (no model_config.json): " + std::string(what) +
+         " need one";
+}
+
+}  // namespace
+
+Engine::Engine(std::filesystem::path dir) : dir_(std::move(dir)) {}
+
+std::unique_ptr<Engine> Engine::load(const std::filesystem::path& dir,
+                                     const EngineOptions& options) {
+  std::unique_ptr<Engine> e(new Engine(dir));
+  if (LclmModel::is_checkpoint(dir)) {
+    LclmOptions o;
+    o.compression_ratio = options.ratio;
+    o.quant = options.quant;
+    o.memory_cache_bytes = options.latent_memory_bytes;
+    o.cache_db = options.latent_db;
+    e->lclm_ = LclmModel::load(dir, o);
+  } else {
+    if (options.ratio) throw Error(not_a_checkpoint(dir, "--ratio and memory regions"));
+    if (options.latent_db) throw Error(not_a_checkpoint(dir, "--latent-cache and memory regions"));
+    e->plain_.emplace(Qwen3Model::load(dir, {.quant = options.quant}));
+    e->plain_tokenizer_.emplace(Tokenizer::from_dir(dir));
+  }
+  e->stop_ids_ = default_stop_ids(e->decoder(), e->tokenizer());
+  return e;
+}
+
+std::size_t Engine::max_context() const {
+  return static_cast<std::size_t>(decoder().config().max_position_embeddings);
+}
+
+std::int64_t Engine::ratio(std::optional<std::int64_t> ratio) const {
+  if (!lclm_) {
+    if (ratio) throw Error(not_a_checkpoint(dir_, "a compression ratio and memory regions"));
+    return 1;
+  }
+  return lclm_->config_at(ratio).compression_ratio;
+}
+
+PreparedPrompt Engine::prepare(std::string_view prompt, std::optional<std::int64_t> ratio) {
+  if (lclm_) return lclm_->prepare(prompt, ratio);
+  if (ratio) throw Error(not_a_checkpoint(dir_, "a compression ratio and memory regions"));
+  if (prompt.find(kMemoryStart) != std::string_view::npos) {
+    throw Error(not_a_checkpoint(dir_, "memory regions"));
+  }
+  PreparedPrompt p;
+  p.ids = plain_tokenizer_->encode(prompt);
+  p.embeddings.resize(p.ids.size() * static_cast<std::size_t>(plain_->config().hidden_size));
+  plain_->embed(p.ids, p.embeddings.data());
+  p.stats.plain_tokens = p.ids.size();
+  return p;
+}
+
+}  // namespace lclm

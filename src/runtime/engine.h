@@ -1,0 +1,81 @@
+// The one way into the model for every front end (CLI, server, agent,
+// evaluation, benchmarks): an Engine loads a model directory once, a plain
+// Qwen3 model or an LCLM checkpoint, and turns prompt text into the decoder's
+// input at any compression ratio the checkpoint allows; a Session
+// (runtime/session.h) holds one conversation's KV cache and runs generation.
+//
+//   auto engine = Engine::load("models/lclm-small");
+//   Session chat = engine->new_session();
+//   GenerationOptions o;  o.stop_ids = engine->stop_ids();
+//   chat.generate(engine->prepare(prompt, /*ratio=*/8), o, on_token);
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "compression/lclm_model.h"
+#include "model/qwen3_model.h"
+#include "runtime/generator.h"
+#include "runtime/session.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lclm {
+
+struct EngineOptions {
+  std::optional<DType> quant;  // matrices converted at load (Q8_0, Q4_0); none: as stored
+  // LCLM checkpoints only (a plain model refuses them):
+  std::optional<std::int64_t> ratio;               // for calls that name none; default: the file's
+  std::size_t latent_memory_bytes = 256u << 20;    // in-memory latent cache (0: off)
+  std::optional<std::filesystem::path> latent_db;  // latent cache file (SQLite)
+};
+
+class Engine {
+ public:
+  // Throws lclm::Error naming the directory, file or option at fault.
+  static std::unique_ptr<Engine> load(const std::filesystem::path& dir,
+                                      const EngineOptions& options = {});
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const std::filesystem::path& dir() const { return dir_; }
+  // The LCLM checkpoint, or null for a plain model.
+  LclmModel* lclm() { return lclm_.get(); }
+  const LclmModel* lclm() const { return lclm_.get(); }
+  const Qwen3Model& decoder() const { return lclm_ ? lclm_->decoder() : *plain_; }
+  const Tokenizer& tokenizer() const {
+    return lclm_ ? lclm_->decoder_tokenizer() : *plain_tokenizer_;
+  }
+  // The decoder's eos ids plus <|im_end|> and <|endoftext|>.
+  const std::vector<std::int32_t>& stop_ids() const { return stop_ids_; }
+  // The decoder's max_position_embeddings.
+  std::size_t max_context() const;
+
+  // The ratio a call at `ratio` runs at: the default when none is given.
+  // Throws lclm::Error for a plain model given a ratio, or a ratio the
+  // checkpoint cannot run.
+  std::int64_t ratio(std::optional<std::int64_t> ratio = std::nullopt) const;
+
+  // The decoder's input for a prompt: its <|memory_start|>...<|memory_end|>
+  // regions compressed at `ratio` (none: the default). Throws lclm::Error for
+  // a region or a ratio with a plain model, or a malformed region.
+  PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt);
+
+  // A new conversation with an empty KV cache.
+  Session new_session() const { return Session(decoder()); }
+
+ private:
+  explicit Engine(std::filesystem::path dir);
+
+  std::filesystem::path dir_;
+  std::unique_ptr<LclmModel> lclm_;
+  std::optional<Qwen3Model> plain_;
+  std::optional<Tokenizer> plain_tokenizer_;
+  std::vector<std::int32_t> stop_ids_;
+};
+
+}  // namespace lclm

@@ -1,0 +1,127 @@
+// The Engine loads a plain Qwen3 model or an LCLM checkpoint once and takes
+// the compression ratio per call: a call at ratio r must give exactly what a
+// checkpoint loaded at r gives, and a Session must keep latents only where
+// they are the same.
+#include "runtime/engine.h"
+
+#include <gtest/gtest.h>
+
+#include "core/test_models.h"
+#include "fixtures/random_lclm.h"
+
+namespace lclm {
+namespace {
+
+const char* kDoc =
+    "The lighthouse stands on the northern cape. Its keeper logs every ship that passes. "
+    "On the fifth night she counted thirty-five ships, and on the sixth none at all. ";
+
+std::filesystem::path tiny_lclm(const std::string& name) {
+  const auto dir = testing::scratch_dir(name);
+  RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+  spec.seed = 9;
+  write_random_lclm(dir, spec);
+  return dir;
+}
+
+std::string prompt_with_memory() {
+  return std::string("<|im_start|>user\n<|memory_start|>") + kDoc +
+         "<|memory_end|>\nHow many ships on the fifth night?<|im_end|>\n<|im_start|>assistant\n";
+}
+
+TEST(Engine, ARatioPerCallGivesWhatACheckpointLoadedAtThatRatioGives) {
+  const auto dir = tiny_lclm("engine_ratio");
+  auto engine = Engine::load(dir);
+  EXPECT_EQ(engine->ratio(), 4);
+  for (std::int64_t r : {2, 4, 8, 16}) {
+    SCOPED_TRACE(r);
+    LclmOptions at_r;
+    at_r.compression_ratio = r;
+    auto loaded = LclmModel::load(dir, at_r);
+    const PreparedPrompt got = engine->prepare(prompt_with_memory(), r);
+    const PreparedPrompt want = loaded->prepare(prompt_with_memory());
+    EXPECT_EQ(got.ids, want.ids);
+    EXPECT_EQ(got.embeddings, want.embeddings);
+    EXPECT_EQ(got.stats.latents, want.stats.latents);
+    // The same latent cache keys: a cache written at load-time ratio r is
+    // found by a call at ratio r.
+    EXPECT_EQ(engine->lclm()->fingerprint(r), loaded->fingerprint());
+    EXPECT_EQ(engine->ratio(r), r);
+  }
+  EXPECT_NE(engine->lclm()->fingerprint(4), engine->lclm()->fingerprint(8));
+  EXPECT_NE(testing::error_of([&] { engine->prepare(prompt_with_memory(), 0); }).find("--ratio"),
+            std::string::npos);
+}
+
+TEST(Engine, TheDefaultRatioIsTheLoadOption) {
+  const auto dir = tiny_lclm("engine_default");
+  EngineOptions o;
+  o.ratio = 8;
+  auto engine = Engine::load(dir, o);
+  EXPECT_EQ(engine->ratio(), 8);
+  EXPECT_EQ(engine->prepare(prompt_with_memory()).embeddings,
+            engine->prepare(prompt_with_memory(), 8).embeddings);
+  EXPECT_NE(engine->prepare(prompt_with_memory()).stats.latents,
+            engine->prepare(prompt_with_memory(), 4).stats.latents);
+}
+
+TEST(Engine, ASessionKeepsLatentsOnlyAtTheRatioTheyWereMadeAt) {
+  const auto dir = tiny_lclm("engine_session");
+  auto engine = Engine::load(dir);
+  GenerationOptions o;
+  o.n_predict = 4;
+  o.sampling.temperature = 0;
+  o.stop_ids = engine->stop_ids();
+  Session s = engine->new_session();
+  const PreparedPrompt at4 = engine->prepare(prompt_with_memory(), 4);
+  const PreparedPrompt at8 = engine->prepare(prompt_with_memory(), 8);
+  s.generate(at4, o);
+  // "<|im_start|>user\n<|memory_start|>" comes before the first latent.
+  const std::size_t first_latent = static_cast<std::size_t>(
+      std::find(at4.ids.begin(), at4.ids.end(), engine->lclm()->memory_token_id()) -
+      at4.ids.begin());
+  ASSERT_GT(first_latent, 0u);
+  const GenerationStats b = s.generate(at8, o);
+  EXPECT_EQ(b.reused_positions, first_latent);
+  EXPECT_EQ(b.tokens, engine->new_session().generate(at8, o).tokens);
+  const GenerationStats c = s.generate(at8, o);
+  EXPECT_EQ(c.reused_positions, at8.ids.size() - 1);
+  EXPECT_EQ(c.tokens, b.tokens);
+}
+
+TEST(Engine, APlainModelRefusesRatiosRegionsAndALatentCache) {
+  const auto dir = testing::tiny_model_with_tokenizer("engine_plain");
+  auto engine = Engine::load(dir);
+  EXPECT_EQ(engine->lclm(), nullptr);
+  EXPECT_EQ(engine->ratio(), 1);
+  EXPECT_EQ(engine->prepare("Hello there").ids, engine->tokenizer().encode("Hello there"));
+  EXPECT_NE(testing::error_of([&] { engine->prepare("Hello", 4); }).find("not an LCLM checkpoint"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] {
+              engine->prepare(prompt_with_memory());
+            }).find("not an LCLM checkpoint"),
+            std::string::npos);
+  EngineOptions with_ratio;
+  with_ratio.ratio = 4;
+  EXPECT_NE(testing::error_of([&] { Engine::load(dir, with_ratio); }).find("--ratio"),
+            std::string::npos);
+  EngineOptions with_cache;
+  with_cache.latent_db = dir / "latents.db";
+  EXPECT_NE(testing::error_of([&] { Engine::load(dir, with_cache); }).find("--latent-cache"),
+            std::string::npos);
+}
+
+TEST(Engine, QuantAppliesToPlainModelsAndCheckpointsAlike) {
+  EngineOptions q8;
+  q8.quant = DType::Q8_0;
+  const auto plain = testing::tiny_model_with_tokenizer("engine_quant_plain");
+  EXPECT_EQ(Engine::load(plain, q8)->decoder().matrix_dtype(), DType::Q8_0);
+  EXPECT_EQ(Engine::load(plain)->decoder().matrix_dtype(), DType::BF16);
+  const auto ckpt = tiny_lclm("engine_quant_lclm");
+  auto engine = Engine::load(ckpt, q8);
+  EXPECT_EQ(engine->decoder().matrix_dtype(), DType::Q8_0);
+  EXPECT_EQ(engine->lclm()->encoder().matrix_dtype(), DType::Q8_0);
+}
+
+}  // namespace
+}  // namespace lclm
