@@ -179,9 +179,10 @@ run_stage s16 --init "$runs/s15" -- \
   --haystack-fill 0.05,0.5 --needles 1,4 --questions 4 --warmup 50 --latent-align 0.1
 
 # s17-s20: s16 continued where its latents lose the order of digits
-# (docs/training.md, "Where the digits go"): reconstruction passages are
-# mostly random numbers (--numbers), which a language model cannot guess
-# back, so the latents must keep each digit's place.
+# (docs/journal/2026-training-runs.md, "Where the digits go"):
+# reconstruction passages are mostly random numbers (--numbers), which a
+# language model cannot guess back, so the latents must keep each digit's
+# place.
 # numbers_stage NAME FROM STEPS SEED NUMBERS MIX: FROM continued at s16's
 # rate and ratios with this share of number passages and task mix.
 numbers_stage() {

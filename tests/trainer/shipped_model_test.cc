@@ -174,9 +174,10 @@ TEST(ShippedModel, NumberCopyingPassagesAreRandomNumbersOfTheAskedLength) {
 
 // Copying 32 tokens of random numbers back (lclm-evaluate --numbers 32
 // --samples 20): exact from plain text, and from latents with the digits'
-// order kept, which no language model can guess (docs/training.md, "Where
-// the digits go"): at least 75%, 55% and 20% of the characters in place at
-// 2x, 4x and 8x, where chance is about 10%. s20 measures 20/20, 88%, 67% and
+// order kept, which no language model can guess
+// (docs/journal/2026-training-runs.md, "Where the digits go"): at least
+// 75%, 55% and 20% of the characters in place at 2x, 4x and 8x, where
+// chance is about 10%. s20 measures 20/20, 88%, 67% and
 // 28% (s19 81%, 58%, 33%); s16, trained without --numbers, 9/20, 11%, 8% and
 // 8%.
 TEST(ShippedModel, CopiesRandomNumbersBackFromLatentsInOrder) {
