@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <iostream>
 
-#include "compression/random_lclm.h"
+#include "fixtures/random_lclm.h"
+#include "fixtures/random_qwen3.h"
 #include "format/dtype.h"
-#include "model/random_qwen3.h"
 #include "util/error.h"
 
 namespace {

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "compression/lclm_model.h"
+#include "format/quant_blocks.h"
 #include "model/qwen3_model.h"
-#include "quant/blocks.h"
 #include "quant/logit_error.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"

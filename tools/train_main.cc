@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <iostream>
 
-#include "compression/random_lclm.h"
+#include "fixtures/random_lclm.h"
 #include "format/dtype.h"
 #include "tokenizer/truncated_vocab.h"
 #include "trainer/lclm_checkpoint.h"
