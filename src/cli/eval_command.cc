@@ -3,7 +3,9 @@
 // docs/evaluation.md). eval writes results.json and results.md; bench runs
 // one length at one ratio by default and adds the comparison with full and
 // the accuracy-vs-TTFT frontier plot.
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <memory>
 #include <ostream>
@@ -12,6 +14,7 @@
 #include "cli/common.h"
 #include "eval/eval_report.h"
 #include "eval/evaluator.h"
+#include "format/json_file.h"
 #include "kv/kv_policy.h"
 #include "util/error.h"
 #include "util/threads.h"
@@ -29,6 +32,7 @@ struct EvalArgs {
   std::uint64_t seed = 0;
   std::size_t batch = 512;
   int threads = 0;
+  bool resume = false;
 };
 
 // A CLI11 check that runs one of the engine's name parsers.
@@ -103,29 +107,127 @@ void add_eval_options(CLI::App& cmd, EvalArgs& a) {
       ->capture_default_str();
   cmd.add_option("-s,--seed", a.seed, "Seed of the generated samples")->capture_default_str();
   cmd.add_option("--haystack", a.haystack,
-                 "Files or directories of haystack text (default: /usr/share/common-licenses)");
+                 "Files or directories of haystack text (default: held-out text the trainer never "
+                 "reads, /usr/share/doc/[m-z]*/copyright)");
   cmd.add_option("--indexmem", a.indexmem,
                  "IndexMem weights directory for the indexmem method (default: MODEL/indexmem)");
   cmd.add_option("-b,--batch-size", a.batch, "Prompt tokens per prefill pass")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd.add_option("-t,--threads", a.threads, "Threads (0: all cores)")->capture_default_str();
+  cmd.add_flag("--resume", a.resume,
+               "Continue an interrupted run in --out: the runs in its records.jsonl are kept, "
+               "the rest are run (the options must be the run's own)");
 }
 
-std::vector<EvalRecord> run_evaluation(const EvalArgs& a, std::ostream& err) {
+// "1h02m", "3m10s", "42s".
+std::string duration_text(double seconds) {
+  const auto s = static_cast<long>(seconds + 0.5);
+  if (s >= 3600)
+    return std::to_string(s / 3600) + "h" + (s % 3600 / 60 < 10 ? "0" : "") +
+           std::to_string(s % 3600 / 60) + "m";
+  if (s >= 60)
+    return std::to_string(s / 60) + "m" + (s % 60 < 10 ? "0" : "") + std::to_string(s % 60) + "s";
+  return std::to_string(s) + "s";
+}
+
+// The records of an earlier run in `dir` (config.json and records.jsonl), to
+// continue it. Its config must be this one's. A last line cut short by the
+// interruption is dropped from the file; any other bad line is an error.
+std::vector<EvalRecord> earlier_records(const std::filesystem::path& config_path,
+                                        const std::filesystem::path& records_path,
+                                        const nlohmann::json& config) {
+  const std::filesystem::path dir = config_path.parent_path();
+  if (!std::filesystem::exists(config_path) || !std::filesystem::exists(records_path)) {
+    throw Error("--resume: " + dir.string() + " holds no interrupted run (" +
+                config_path.filename().string() + " and " + records_path.filename().string() + ")");
+  }
+  const nlohmann::json before = read_json_file(config_path);
+  for (const auto& [key, value] : config.items()) {
+    if (!before.contains(key) || before[key] != value) {
+      throw Error("--resume: the run in " + dir.string() + " had " + key + " " +
+                  (before.contains(key) ? before[key].dump() : std::string("unset")) + ", not " +
+                  value.dump() + "; give its options, or another --out");
+    }
+  }
+  std::vector<EvalRecord> records;
+  const std::string text = read_file(records_path.string(), "records file");
+  std::size_t at = 0, line = 0, good_bytes = 0;
+  while (at < text.size()) {
+    const std::size_t end = text.find('\n', at);
+    ++line;
+    const std::string row = text.substr(at, end == std::string::npos ? end : end - at);
+    const bool last = end == std::string::npos || end + 1 >= text.size();
+    try {
+      if (end == std::string::npos) throw Error("the line is not finished");
+      records.push_back(eval_record_from_json(nlohmann::json::parse(row)));
+      good_bytes = end + 1;
+    } catch (const std::exception& e) {
+      if (!last) {
+        throw Error(records_path.string() + ":" + std::to_string(line) + ": " + e.what());
+      }
+      std::filesystem::resize_file(records_path, good_bytes);  // cut short by the interruption
+    }
+    if (end == std::string::npos) break;
+    at = end + 1;
+  }
+  return records;
+}
+
+// Runs the evaluation, appending each record to OUT/{records} as it comes
+// (OUT/{config} says what the run is: records.jsonl and config.json for eval,
+// bench_records.jsonl and bench_config.json for bench), so an interrupted run
+// loses at most the run in progress and --resume continues it. Progress goes
+// to err: "[k/N] ... ETA".
+std::vector<EvalRecord> run_evaluation(const EvalArgs& a, std::ostream& err,
+                                       const std::string& file_prefix) {
   set_num_threads(a.threads);
-  Evaluator evaluator(eval_config(a));
-  std::filesystem::create_directories(a.out);
-  return evaluator.run([&](const EvalRecord& r) {
-    err << std::fixed << std::setprecision(1) << r.length << " " << ruler_task_name(r.task) << " #"
-        << r.sample << " " << r.method << (r.method == "full" ? "" : " x" + std::to_string(r.ratio))
-        << ": score " << r.score << ", TTFT " << r.ttft_ms << " ms, " << r.positions
-        << " positions\n";
-  });
+  const EvalConfig config = eval_config(a);
+  const std::filesystem::path dir(a.out);
+  const std::filesystem::path config_path = dir / (file_prefix + "config.json"),
+                              records_path = dir / (file_prefix + "records.jsonl");
+  const nlohmann::json config_json = eval_results_json(config, {})["config"];
+  std::vector<EvalRecord> done;
+  if (a.resume) {
+    done = earlier_records(config_path, records_path, config_json);
+  } else if (std::filesystem::exists(records_path)) {
+    throw Error(records_path.string() +
+                " holds the records of an earlier run: --resume continues it, or give another "
+                "--out");
+  }
+  Evaluator evaluator(config);
+  std::filesystem::create_directories(dir);
+  write_text_file(config_path, config_json.dump(2) + "\n");
+  std::ofstream records(records_path, std::ios::app);
+  if (!records) throw Error("cannot write " + records_path.string());
+
+  const std::size_t total = evaluator.run_count();
+  std::size_t k = std::min(done.size(), total), new_runs = 0;
+  if (!done.empty()) err << "resuming: " << k << " of " << total << " runs already done\n";
+  const auto t0 = std::chrono::steady_clock::now();
+  return evaluator.run(
+      [&](const EvalRecord& r) {
+        records << eval_record_json(r).dump(-1, ' ', false,
+                                            nlohmann::json::error_handler_t::replace)
+                << "\n"
+                << std::flush;
+        if (!records) throw Error("cannot write " + records_path.string());
+        ++k;
+        ++new_runs;
+        const double elapsed =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double eta = elapsed / static_cast<double>(new_runs) * static_cast<double>(total - k);
+        err << std::fixed << std::setprecision(1) << "[" << k << "/" << total << "] " << r.prompt_id
+            << " " << r.method << (r.method == "full" ? "" : " x" + std::to_string(r.ratio))
+            << ": score " << r.score << ", TTFT " << r.ttft_ms << " ms, " << r.positions
+            << " positions | " << duration_text(elapsed) << " elapsed, ETA " << duration_text(eta)
+            << "\n";
+      },
+      done);
 }
 
 int run_eval(const EvalArgs& a, std::ostream& out, std::ostream& err) {
-  const std::vector<EvalRecord> records = run_evaluation(a, err);
+  const std::vector<EvalRecord> records = run_evaluation(a, err, "");
   const std::filesystem::path dir(a.out);
   write_text_file((dir / "results.json").string(),
                   eval_results_json(eval_config(a), records)
@@ -143,7 +245,7 @@ int run_bench(const EvalArgs& a, std::ostream& out, std::ostream& err) {
   if (std::find(a.methods.begin(), a.methods.end(), "full") == a.methods.end()) {
     throw Error("--methods: bench compares against full, which must be among them");
   }
-  const std::vector<EvalRecord> records = run_evaluation(a, err);
+  const std::vector<EvalRecord> records = run_evaluation(a, err, "bench_");
   const std::vector<EvalCell> cells = summarize_records(records);
   const std::filesystem::path dir(a.out);
   write_text_file((dir / "bench.json").string(),

@@ -125,22 +125,7 @@ nlohmann::json eval_results_json(const EvalConfig& config, const std::vector<Eva
                           {"prompt_tokens", c.prompt_tokens}});
   }
   j["records"] = nlohmann::json::array();
-  for (const EvalRecord& r : records) {
-    j["records"].push_back({{"method", r.method},
-                            {"ratio", r.ratio},
-                            {"length", r.length},
-                            {"task", std::string(ruler_task_name(r.task))},
-                            {"sample", r.sample},
-                            {"prompt_tokens", r.prompt_tokens},
-                            {"positions", r.positions},
-                            {"score", r.score},
-                            {"ttft_ms", r.ttft_ms},
-                            {"peak_rss_bytes", r.peak_rss_bytes},
-                            {"peak_extra_bytes", r.peak_extra_bytes},
-                            {"kv_bytes", r.kv_bytes},
-                            {"kv_peak_bytes", r.kv_peak_bytes},
-                            {"output", r.output}});
-  }
+  for (const EvalRecord& r : records) j["records"].push_back(eval_record_json(r));
   return j;
 }
 

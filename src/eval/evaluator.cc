@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
+#include <optional>
 
 #include "kv/kv_policy.h"
 #include "util/error.h"
@@ -31,6 +33,57 @@ std::unique_ptr<Engine> load_checkpoint(const std::filesystem::path& dir) {
 }
 
 }  // namespace
+
+nlohmann::json eval_record_json(const EvalRecord& r) {
+  return {{"prompt_id", r.prompt_id},
+          {"method", r.method},
+          {"ratio", r.ratio},
+          {"length", r.length},
+          {"task", std::string(ruler_task_name(r.task))},
+          {"sample", r.sample},
+          {"prompt_tokens", r.prompt_tokens},
+          {"positions", r.positions},
+          {"score", r.score},
+          {"ttft_ms", r.ttft_ms},
+          {"peak_rss_bytes", r.peak_rss_bytes},
+          {"peak_extra_bytes", r.peak_extra_bytes},
+          {"kv_bytes", r.kv_bytes},
+          {"kv_peak_bytes", r.kv_peak_bytes},
+          {"expected", r.expected},
+          {"output", r.output}};
+}
+
+EvalRecord eval_record_from_json(const nlohmann::json& j) {
+  const auto get = [&](const char* key, auto& out) {
+    if (!j.is_object() || !j.contains(key))
+      throw Error(std::string("record lacks \"") + key + "\"");
+    try {
+      j.at(key).get_to(out);
+    } catch (const nlohmann::json::exception&) {
+      throw Error(std::string("record field \"") + key + "\" has the wrong type");
+    }
+  };
+  EvalRecord r;
+  std::string task;
+  get("prompt_id", r.prompt_id);
+  get("method", r.method);
+  get("ratio", r.ratio);
+  get("length", r.length);
+  get("task", task);
+  r.task = parse_ruler_task(task);
+  get("sample", r.sample);
+  get("prompt_tokens", r.prompt_tokens);
+  get("positions", r.positions);
+  get("score", r.score);
+  get("ttft_ms", r.ttft_ms);
+  get("peak_rss_bytes", r.peak_rss_bytes);
+  get("peak_extra_bytes", r.peak_extra_bytes);
+  get("kv_bytes", r.kv_bytes);
+  get("kv_peak_bytes", r.kv_peak_bytes);
+  get("expected", r.expected);
+  get("output", r.output);
+  return r;
+}
 
 void check_eval_method(const std::string& method) {
   if (method != "latent") parse_kv_policy(method);
@@ -95,11 +148,22 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
   rec.kv_bytes = stats.prompt_kv_bytes;
   rec.kv_peak_bytes = stats.kv_peak_bytes;
   rec.output = tokenizer.decode(stats.tokens);
+  rec.expected = sample.answers;
   rec.score = score_answers(rec.output, sample.answers);
   return rec;
 }
 
-std::vector<EvalRecord> Evaluator::run(const std::function<void(const EvalRecord&)>& progress) {
+std::size_t Evaluator::run_count() const {
+  std::size_t per_sample = 0;
+  for (const std::string& m : config_.methods)
+    per_sample += m == "full" ? 1 : config_.ratios.size();
+  return config_.lengths.size() * config_.tasks.size() * config_.samples * per_sample;
+}
+
+std::vector<EvalRecord> Evaluator::run(const std::function<void(const EvalRecord&)>& progress,
+                                       const std::vector<EvalRecord>& done) {
+  std::map<std::string, const EvalRecord*> earlier;
+  for (const EvalRecord& r : done) earlier[r.run_key()] = &r;
   // (method, ratio) pairs: full once, every other method at every ratio.
   std::vector<std::pair<std::string, std::int64_t>> runs;
   for (const std::string& m : config_.methods) {
@@ -109,17 +173,34 @@ std::vector<EvalRecord> Evaluator::run(const std::function<void(const EvalRecord
       for (std::int64_t r : config_.ratios) runs.emplace_back(m, r);
     }
   }
-  const EvalSample warm_up = tasks_->make(RulerTask::SingleNeedle, 128, 0);
-  for (const auto& [method, ratio] : runs) run_one(warm_up, method, ratio);
+  if (earlier.size() < run_count()) {
+    const EvalSample warm_up = tasks_->make(RulerTask::SingleNeedle, 128, 0);
+    for (const auto& [method, ratio] : runs) run_one(warm_up, method, ratio);
+  }
 
   std::vector<EvalRecord> records;
   for (std::size_t length : config_.lengths) {
     for (RulerTask task : config_.tasks) {
       for (std::size_t i = 0; i < config_.samples; ++i) {
-        const EvalSample sample = tasks_->make(task, length, i);
-        const std::size_t tokens = tasks_->prompt_tokens(sample);
+        const std::string prompt_id = std::string(ruler_task_name(task)) + "-" +
+                                      std::to_string(length) + "-" + std::to_string(i);
+        std::optional<EvalSample> sample;
+        std::size_t tokens = 0;
         for (const auto& [method, ratio] : runs) {
-          EvalRecord rec = run_one(sample, method, ratio);
+          EvalRecord key;
+          key.prompt_id = prompt_id;
+          key.method = method;
+          key.ratio = method == "full" ? 1 : ratio;
+          if (const auto it = earlier.find(key.run_key()); it != earlier.end()) {
+            records.push_back(*it->second);
+            continue;
+          }
+          if (!sample) {
+            sample = tasks_->make(task, length, i);
+            tokens = tasks_->prompt_tokens(*sample);
+          }
+          EvalRecord rec = run_one(*sample, method, ratio);
+          rec.prompt_id = prompt_id;
           rec.length = length;
           rec.sample = i;
           rec.prompt_tokens = tokens;

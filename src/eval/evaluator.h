@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,7 @@ struct EvalConfig {
 void check_eval_method(const std::string& method);
 
 struct EvalRecord {
+  std::string prompt_id;  // "TASK-LENGTH-SAMPLE": the same prompt for every method and ratio
   std::string method;
   std::int64_t ratio = 1;  // 1 for full
   std::size_t length = 0;  // the length asked for
@@ -48,21 +50,35 @@ struct EvalRecord {
   std::size_t positions = 0;      // decoder positions prefilled (latent: after the splice)
   double score = 0;               // fraction of the answers found
   double ttft_ms = 0;             // prompt text to first token: tokenize, compress, prefill, sample
-  std::size_t peak_rss_bytes = 0;    // peak resident set during the run
-  std::size_t peak_extra_bytes = 0;  // that peak minus the resident set at the start of the run
-  std::size_t kv_bytes = 0;          // keys and values held once the prompt is in
-  std::size_t kv_peak_bytes = 0;     // the most the KV cache allocated (before eviction)
+  std::size_t peak_rss_bytes = 0;     // peak resident set during the run
+  std::size_t peak_extra_bytes = 0;   // that peak minus the resident set at the start of the run
+  std::size_t kv_bytes = 0;           // keys and values held once the prompt is in
+  std::size_t kv_peak_bytes = 0;      // the most the KV cache allocated (before eviction)
+  std::vector<std::string> expected;  // the answers the output is scored against
   std::string output;
+
+  // The run this record is of: prompt, method and ratio.
+  std::string run_key() const { return prompt_id + " " + method + " " + std::to_string(ratio); }
 };
+
+// A record as one JSON object, and back (throws lclm::Error naming the field).
+nlohmann::json eval_record_json(const EvalRecord& r);
+EvalRecord eval_record_from_json(const nlohmann::json& j);
 
 class Evaluator {
  public:
   explicit Evaluator(EvalConfig config);
 
-  // Every (length, task, sample) x method x ratio, in that order; each record
-  // goes to `progress` as it is made. A short warm-up run per (method, ratio)
-  // comes first, so the first measured run does not pay for paging in weights.
-  std::vector<EvalRecord> run(const std::function<void(const EvalRecord&)>& progress = {});
+  // Every (length, task, sample) x method x ratio, in that order; each new
+  // record goes to `progress` as it is made. Runs found in `done` (records
+  // of an interrupted run of the same config, by run_key()) are not run
+  // again: their records take their place. A short warm-up run per (method,
+  // ratio) comes first, so the first measured run does not pay for paging in
+  // weights.
+  std::vector<EvalRecord> run(const std::function<void(const EvalRecord&)>& progress = {},
+                              const std::vector<EvalRecord>& done = {});
+  // How many runs run() makes in all.
+  std::size_t run_count() const;
 
   // One method on one sample.
   EvalRecord run_one(const EvalSample& sample, const std::string& method, std::int64_t ratio);

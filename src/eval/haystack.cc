@@ -12,6 +12,7 @@ namespace lclm {
 namespace fs = std::filesystem;
 
 Haystack Haystack::from_paths(const std::vector<fs::path>& paths) {
+  if (paths.empty()) throw Error("no haystack text: give files or directories (--haystack)");
   std::vector<fs::path> files;
   for (const fs::path& p : paths) {
     if (fs::is_directory(p)) {
@@ -55,7 +56,15 @@ std::vector<std::string> Haystack::words(std::mt19937_64& rng, std::size_t n) co
 }
 
 std::vector<fs::path> default_haystack_paths() {
-  return {"/usr/share/common-licenses"};
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/usr/share/doc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name[0] < 'm' || name[0] > 'z') continue;
+    if (fs::is_regular_file(e.path() / "copyright", ec)) files.push_back(e.path() / "copyright");
+  }
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 }  // namespace lclm

@@ -1,6 +1,7 @@
-// Real text to hide needles in: the words of files every Debian system has
-// (by default the license texts under /usr/share/common-licenses, the text
-// the trainer draws from), read once and joined with single spaces.
+// Real text to hide needles in: the words of files every Debian system has,
+// read once and joined with single spaces. By default held-out text: the
+// copyright files of packages m-z, which the trainer never reads (it draws
+// from /usr/share/common-licenses and packages a-l, scripts/train_small.sh).
 #pragma once
 
 #include <cstddef>
@@ -30,6 +31,7 @@ class Haystack {
   std::vector<std::string> vocabulary_;
 };
 
+// /usr/share/doc/[m-z]*/copyright, sorted (empty when there are none).
 std::vector<std::filesystem::path> default_haystack_paths();
 
 }  // namespace lclm

@@ -251,5 +251,71 @@ TEST(EvalCli, EvalAndBenchWriteTheirFiles) {
   EXPECT_NE(no_full.err.find("full"), std::string::npos) << no_full.err;
 }
 
+// Every record names its prompt and carries the expected answers and the
+// output; records are written as they come, and --resume runs only what an
+// interrupted run had not done.
+TEST(EvalCli, RecordsComeAsTheyAreMadeAndAnInterruptedRunResumes) {
+  const fs::path ckpt = tiny_checkpoint("eval_resume");
+  const fs::path out = scratch_dir("eval_resume_out");
+  const std::vector<std::string> args = {
+      "eval",        "-m",        ckpt.string(), "--methods", "full,latent",
+      "--ratios",    "4,8",       "--lengths",   "256",       "--tasks",
+      "niah_single", "--samples", "2",           "--out",     out.string(),
+      "-t",          "1"};
+  const auto first = cli(args);
+  ASSERT_EQ(first.code, 0) << first.err;
+  // Progress: one line a run, counted, with an ETA.
+  EXPECT_NE(first.err.find("[1/6] niah_single-256-0 full"), std::string::npos) << first.err;
+  EXPECT_NE(first.err.find("[6/6] niah_single-256-1 latent x8"), std::string::npos) << first.err;
+  EXPECT_NE(first.err.find("ETA"), std::string::npos);
+  const nlohmann::json all = read_json_file(out / "results.json");
+  ASSERT_EQ(all["records"].size(), 6u);
+  const nlohmann::json& r0 = all["records"][0];
+  EXPECT_EQ(r0["prompt_id"], "niah_single-256-0");
+  ASSERT_EQ(r0["expected"].size(), 1u);
+  EXPECT_EQ(r0["expected"][0].get<std::string>().size(), 7u);  // the needle's number
+  EXPECT_TRUE(r0["output"].is_string());
+  const std::string jsonl = cli::read_file((out / "records.jsonl").string(), "records");
+  ASSERT_EQ(testing::count_lines(jsonl), 6);
+
+  // The same --out again without --resume: refused, nothing overwritten.
+  const auto again = cli(args);
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.err.find("--resume"), std::string::npos) << again.err;
+
+  // Interrupted after two runs, in the middle of writing the third.
+  std::size_t cut = 0;
+  for (int i = 0; i < 2; ++i) cut = jsonl.find('\n', cut) + 1;
+  testing::write_text(out / "records.jsonl", jsonl.substr(0, cut) + "{\"prompt_id\": \"nia");
+  std::vector<std::string> resume = args;
+  resume.push_back("--resume");
+  const auto resumed = cli(resume);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resuming: 2 of 6 runs already done"), std::string::npos)
+      << resumed.err;
+  EXPECT_EQ(resumed.err.find("[2/6]"), std::string::npos) << resumed.err;  // not run again
+  EXPECT_NE(resumed.err.find("[6/6]"), std::string::npos) << resumed.err;
+  const nlohmann::json after = read_json_file(out / "results.json");
+  ASSERT_EQ(after["records"].size(), 6u);
+  for (std::size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(after["records"][i]["prompt_id"], all["records"][i]["prompt_id"]);
+    EXPECT_EQ(after["records"][i]["method"], all["records"][i]["method"]);
+    EXPECT_EQ(after["records"][i]["output"], all["records"][i]["output"]);
+  }
+  EXPECT_EQ(after["records"][0]["ttft_ms"], all["records"][0]["ttft_ms"]);  // kept, not re-run
+  EXPECT_EQ(testing::count_lines(cli::read_file((out / "records.jsonl").string(), "records")), 6);
+
+  // --resume with other options names the one that differs.
+  std::vector<std::string> other = resume;
+  other[6] = "4,16";
+  const auto mismatch = cli(other);
+  EXPECT_EQ(mismatch.code, 1);
+  EXPECT_NE(mismatch.err.find("ratios"), std::string::npos) << mismatch.err;
+  const auto nothing = cli({"eval", "-m", ckpt.string(), "--out",
+                            scratch_dir("eval_resume_empty").string(), "--resume"});
+  EXPECT_EQ(nothing.code, 1);
+  EXPECT_NE(nothing.err.find("no interrupted run"), std::string::npos) << nothing.err;
+}
+
 }  // namespace
 }  // namespace lclm
