@@ -8,7 +8,6 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "util/error.h"
-#include "util/threads.h"
 
 namespace lclm::cli {
 namespace {
@@ -29,8 +28,7 @@ std::string join_one_based(const std::vector<std::size_t>& indices) {
 }
 
 int run(const AgentArgs& a, std::ostream& out, std::ostream& err) {
-  set_num_threads(a.threads);
-  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options());
+  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
   const std::string document = read_file(a.document, "document");
   GenerationOptions options = a.options;
   options.sampling.seed = resolve_seed(a.seed);

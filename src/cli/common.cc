@@ -10,6 +10,7 @@
 #include "format/quant_blocks.h"
 #include "util/error.h"
 #include "util/process_stats.h"
+#include "util/threads.h"
 
 namespace lclm::cli {
 
@@ -60,8 +61,9 @@ LclmOptions LclmArgs::options() const {
   return o;
 }
 
-EngineOptions LclmArgs::engine_options() const {
+EngineOptions LclmArgs::engine_options(int threads) const {
   EngineOptions o;
+  o.threads = threads;
   if (ratio > 0) o.ratio = ratio;
   if (!latent_cache.empty()) o.latent_db = latent_cache;
   o.quant = quant.value();
@@ -72,10 +74,12 @@ void add_generation_options(CLI::App& app, GenerationOptions& options, std::int6
                             int& threads) {
   SamplingParams& s = options.sampling;
   app.add_option("-n,--n-predict", options.n_predict, "Tokens to generate (-1: until a stop token)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 1 << 30));
   app.add_option("-c,--ctx-size", options.context,
                  "Context size in tokens (0: the model's maximum)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 30));
   app.add_option("-b,--batch-size", options.prefill_chunk, "Prompt tokens per prefill pass")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -91,7 +95,9 @@ void add_generation_options(CLI::App& app, GenerationOptions& options, std::int6
       ->capture_default_str();
   app.add_option("-s,--seed", seed, "Random seed (-1: random, printed at the end)")
       ->capture_default_str();
-  app.add_option("-t,--threads", threads, "Threads (0: all cores)")->capture_default_str();
+  app.add_option("-t,--threads", threads, "Threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kMaxThreads));
 }
 
 std::uint64_t resolve_seed(std::int64_t seed) {

@@ -42,7 +42,8 @@ struct LclmArgs {
 
   void add_options(CLI::App& app);
   LclmOptions options() const;
-  EngineOptions engine_options() const;
+  // With the -t value, which the engine applies on every thread that runs it.
+  EngineOptions engine_options(int threads) const;
 };
 
 // -n, -c, -b, the sampling flags, -s and -t, with the current values as defaults.

@@ -9,7 +9,6 @@
 #include "compression/latents_file.h"
 #include "util/error.h"
 #include "util/process_stats.h"
-#include "util/threads.h"
 
 namespace lclm::cli {
 namespace {
@@ -21,8 +20,11 @@ struct CompressArgs {
 };
 
 int run(const CompressArgs& a, std::ostream& err) {
-  set_num_threads(a.threads);
-  auto model = LclmModel::load(a.model, a.lclm.options());
+  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
+  LclmModel* model = engine->lclm();
+  if (!model) {
+    throw Error(a.model + " is not an LCLM checkpoint (no model_config.json): compress needs one");
+  }
   const std::string text = read_file(a.input, "input file");
   const auto t0 = std::chrono::steady_clock::now();
   bool cache_hit = false;

@@ -67,6 +67,7 @@ EvalConfig eval_config(const EvalArgs& a) {
   c.samples = a.samples;
   c.seed = a.seed;
   c.prefill_chunk = a.batch;
+  c.threads = a.threads;
   if (!a.haystack.empty()) c.haystack.assign(a.haystack.begin(), a.haystack.end());
   c.indexmem = a.indexmem;
   return c;
@@ -181,7 +182,6 @@ std::vector<EvalRecord> earlier_records(const std::filesystem::path& config_path
 // to err: "[k/N] ... ETA".
 std::vector<EvalRecord> run_evaluation(const EvalArgs& a, std::ostream& err,
                                        const std::string& file_prefix) {
-  set_num_threads(a.threads);
   const EvalConfig config = eval_config(a);
   const std::filesystem::path dir(a.out);
   const std::filesystem::path config_path = dir / (file_prefix + "config.json"),

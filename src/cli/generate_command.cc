@@ -12,7 +12,6 @@
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
 #include "util/error.h"
-#include "util/threads.h"
 
 namespace lclm::cli {
 namespace {
@@ -65,14 +64,13 @@ std::string build_prompt(const GenerateArgs& a) {
 }
 
 int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
-  set_num_threads(a.threads);
   if (!a.prompt.given() && a.compress_file.empty()) {
     throw Error("generate needs a prompt: -p TEXT, -f FILE or --compress-file FILE");
   }
   const std::string text = build_prompt(a);
 
   const auto t0 = std::chrono::steady_clock::now();
-  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options());
+  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const PreparedPrompt prompt = engine->prepare(text);

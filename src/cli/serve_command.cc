@@ -9,7 +9,6 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "server/server.h"
-#include "util/threads.h"
 
 namespace lclm::cli {
 namespace {
@@ -24,7 +23,6 @@ struct ServeArgs {
 };
 
 int run(ServeArgs& a, std::ostream& err) {
-  set_num_threads(a.threads);
   a.server.context = a.options.context;
   a.server.prefill_chunk = a.options.prefill_chunk;
   a.server.default_max_tokens = a.options.n_predict;
@@ -38,7 +36,7 @@ int run(ServeArgs& a, std::ostream& err) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  server::Server s(Engine::load(a.model, a.lclm.engine_options()), a.server);
+  server::Server s(Engine::load(a.model, a.lclm.engine_options(a.threads)), a.server);
   const int port = s.bind();
   err << "lclm serve: " << a.model << " on http://" << a.server.host << ":" << port << " (queue "
       << a.server.max_queue << ")" << std::endl;

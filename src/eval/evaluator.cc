@@ -18,18 +18,19 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-EngineOptions uncached() {
+EngineOptions uncached(int threads) {
   EngineOptions o;
+  o.threads = threads;
   o.latent_memory_bytes = 0;  // every latent run compresses: its TTFT is the real cost
   return o;
 }
 
 // The checkpoint every method shares, loaded once.
-std::unique_ptr<Engine> load_checkpoint(const std::filesystem::path& dir) {
+std::unique_ptr<Engine> load_checkpoint(const std::filesystem::path& dir, int threads) {
   if (!LclmModel::is_checkpoint(dir)) {
     throw Error(dir.string() + " is not an LCLM checkpoint (no model_config.json)");
   }
-  return Engine::load(dir, uncached());
+  return Engine::load(dir, uncached(threads));
 }
 
 }  // namespace
@@ -91,7 +92,7 @@ void check_eval_method(const std::string& method) {
 
 Evaluator::Evaluator(EvalConfig config)
     : config_(std::move(config)),
-      engine_(load_checkpoint(config_.checkpoint)),
+      engine_(load_checkpoint(config_.checkpoint, config_.threads)),
       haystack_(Haystack::from_paths(config_.haystack)),
       tasks_(std::make_unique<RulerTaskGenerator>(haystack_, engine_->tokenizer(), config_.seed)) {
   for (const std::string& m : config_.methods) {

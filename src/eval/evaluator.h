@@ -34,6 +34,7 @@ struct EvalConfig {
   std::size_t prefill_chunk = 512;
   std::vector<std::filesystem::path> haystack = default_haystack_paths();
   std::filesystem::path indexmem;  // IndexMem weights; empty: CHECKPOINT/indexmem
+  int threads = 0;                 // kernel threads (0: every hardware thread)
 };
 
 // "latent" and the KV policy names; throws lclm::Error for anything else.

@@ -4,6 +4,7 @@
 
 #include "compression/memory_regions.h"
 #include "util/error.h"
+#include "util/threads.h"
 
 namespace lclm {
 namespace {
@@ -20,6 +21,8 @@ Engine::Engine(std::filesystem::path dir) : dir_(std::move(dir)) {}
 std::unique_ptr<Engine> Engine::load(const std::filesystem::path& dir,
                                      const EngineOptions& options) {
   std::unique_ptr<Engine> e(new Engine(dir));
+  e->threads_ = resolve_threads(options.threads);
+  set_num_threads(e->threads_);  // loading converts matrices with --quant
   if (LclmModel::is_checkpoint(dir)) {
     LclmOptions o;
     o.compression_ratio = options.ratio;
@@ -50,6 +53,7 @@ std::int64_t Engine::ratio(std::optional<std::int64_t> ratio) const {
 }
 
 PreparedPrompt Engine::prepare(std::string_view prompt, std::optional<std::int64_t> ratio) {
+  set_num_threads(threads_);
   if (lclm_) return lclm_->prepare(prompt, ratio);
   if (ratio) throw Error(not_a_checkpoint(dir_, "a compression ratio and memory regions"));
   if (prompt.find(kMemoryStart) != std::string_view::npos) {

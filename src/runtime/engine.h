@@ -28,6 +28,9 @@ namespace lclm {
 
 struct EngineOptions {
   std::optional<DType> quant;  // matrices converted at load (Q8_0, Q4_0); none: as stored
+  // Kernel threads, applied on whichever thread calls the engine or one of
+  // its sessions (0: every hardware thread).
+  int threads = 0;
   // LCLM checkpoints only (a plain model refuses them):
   std::optional<std::int64_t> ratio;               // for calls that name none; default: the file's
   std::size_t latent_memory_bytes = 256u << 20;    // in-memory latent cache (0: off)
@@ -65,8 +68,9 @@ class Engine {
   // a region or a ratio with a plain model, or a malformed region.
   PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt);
 
-  // A new conversation with an empty KV cache.
-  Session new_session() const { return Session(decoder()); }
+  // A new conversation with an empty KV cache, run on threads().
+  Session new_session() const { return Session(decoder(), threads_); }
+  int threads() const { return threads_; }
 
  private:
   explicit Engine(std::filesystem::path dir);
@@ -76,6 +80,7 @@ class Engine {
   std::optional<Qwen3Model> plain_;
   std::optional<Tokenizer> plain_tokenizer_;
   std::vector<std::int32_t> stop_ids_;
+  int threads_ = 1;
 };
 
 }  // namespace lclm

@@ -9,7 +9,9 @@
 namespace lclm {
 
 void SamplingParams::validate() const {
-  if (!(temperature >= 0.0f)) throw Error("--temp must be >= 0");
+  if (!(temperature >= 0.0f && std::isfinite(temperature))) {
+    throw Error("--temp must be a finite number >= 0");
+  }
   if (!(top_p > 0.0f && top_p <= 1.0f)) throw Error("--top-p must be in (0, 1]");
   if (!(min_p >= 0.0f && min_p < 1.0f)) throw Error("--min-p must be in [0, 1)");
   if (!(repeat_penalty > 0.0f)) throw Error("--repeat-penalty must be > 0");
@@ -20,8 +22,7 @@ Sampler::Sampler(SamplingParams params) : params_(params), rng_(params.seed) {
   params_.validate();
 }
 
-std::int32_t Sampler::sample(std::span<const float> logits,
-                             std::span<const std::int32_t> history) {
+std::int32_t Sampler::sample(std::span<const float> logits, std::span<const std::int32_t> history) {
   candidates_.resize(logits.size());
   for (std::size_t i = 0; i < logits.size(); ++i) {
     candidates_[i] = {logits[i], static_cast<std::int32_t>(i)};
@@ -83,8 +84,8 @@ std::int32_t Sampler::sample(std::span<const float> logits,
   // Temperature rescales the surviving logits before the draw.
   std::vector<double> weights(keep);
   for (std::size_t i = 0; i < keep; ++i) {
-    weights[i] = std::exp((static_cast<double>(candidates_[i].first) - max_logit) /
-                          params_.temperature);
+    weights[i] =
+        std::exp((static_cast<double>(candidates_[i].first) - max_logit) / params_.temperature);
   }
   std::discrete_distribution<std::size_t> draw(weights.begin(), weights.end());
   return candidates_[draw(rng_)].second;

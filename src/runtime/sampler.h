@@ -12,9 +12,9 @@ namespace lclm {
 
 struct SamplingParams {
   float temperature = 0.8f;
-  int top_k = 40;          // <= 0: keep all
-  float top_p = 0.95f;     // >= 1: keep all
-  float min_p = 0.05f;     // <= 0: keep all
+  int top_k = 40;               // <= 0: keep all
+  float top_p = 0.95f;          // >= 1: keep all
+  float min_p = 0.05f;          // <= 0: keep all
   float repeat_penalty = 1.0f;  // 1: off
   int repeat_last_n = 64;       // tokens the penalty looks back over
   std::uint64_t seed = 0;

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "util/error.h"
+#include "util/threads.h"
 
 namespace lclm {
 namespace {
@@ -21,7 +22,7 @@ std::uint64_t row_key(const float* row, std::size_t hidden) {
 
 }  // namespace
 
-Session::Session(const Qwen3Model& model) : model_(model) {}
+Session::Session(const Qwen3Model& model, int threads) : model_(model), threads_(threads) {}
 
 void Session::reset() {
   cache_.reset();
@@ -64,14 +65,18 @@ GenerationStats Session::generate(std::span<const std::int32_t> ids, const float
                                   ? options.context
                                   : static_cast<std::size_t>(config.max_position_embeddings);
   if (n == 0) throw Error("the prompt is empty");
+  if (threads_ > 0) set_num_threads(threads_);
   if (n >= context) {
     throw Error("the prompt is " + std::to_string(n) +
                 " tokens, which does not fit the context of " + std::to_string(context) +
                 " tokens (raise it with -c)");
   }
   const auto t0 = std::chrono::steady_clock::now();
+  // Without a length (-n -1) the cache starts with room for kOpenEndedReserve
+  // tokens and doubles as the answer grows, instead of holding the whole
+  // context for what may be a short answer.
   const std::size_t planned =
-      options.n_predict < 0 ? context : n + static_cast<std::size_t>(options.n_predict);
+      n + (options.n_predict < 0 ? kOpenEndedReserve : static_cast<std::size_t>(options.n_predict));
   const std::size_t capacity = std::min(context, planned);
 
   // What can stay: the cached positions this prompt starts with, short of its

@@ -22,8 +22,13 @@ namespace lclm {
 
 class Session {
  public:
-  // The model must outlive the session.
-  explicit Session(const Qwen3Model& model);
+  // Positions reserved past the prompt when n_predict < 0 (the cache grows
+  // from there as needed).
+  static constexpr std::size_t kOpenEndedReserve = 128;
+
+  // The model must outlive the session. threads > 0: the kernel threads
+  // every call applies on its own thread (0: the calling thread's setting).
+  explicit Session(const Qwen3Model& model, int threads = 0);
 
   // inputs [ids.size(), hidden]: the prompt's input embeddings; ids: the
   // token ids of those positions (placeholders where latents sit), for the
@@ -51,6 +56,7 @@ class Session {
   void keep_prefix(std::size_t n);
 
   const Qwen3Model& model_;
+  int threads_ = 0;
   std::optional<KVCache> cache_;
   std::vector<std::uint64_t> row_keys_;  // hash of each cached position's input row
 };

@@ -60,11 +60,12 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
     require(v->is_number_integer(), "top_k", "an integer");
     r.sampling.top_k = v->get<int>();
   }
-  if (r.sampling.temperature < 0 || r.sampling.temperature > 2) {
+  if (!(r.sampling.temperature >= 0 && r.sampling.temperature <= 2)) {
     bad("'temperature' must be between 0 and 2", "temperature");
   }
   if (r.sampling.top_p <= 0 || r.sampling.top_p > 1) bad("'top_p' must be in (0, 1]", "top_p");
-  if (r.sampling.min_p < 0 || r.sampling.min_p > 1) bad("'min_p' must be in [0, 1]", "min_p");
+  // min_p 1 would drop every token but the most likely ones' exact ties.
+  if (!(r.sampling.min_p >= 0 && r.sampling.min_p < 1)) bad("'min_p' must be in [0, 1)", "min_p");
   if (r.sampling.repeat_penalty <= 0) {
     bad("'repetition_penalty' must be positive", "repetition_penalty");
   }

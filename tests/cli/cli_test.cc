@@ -42,7 +42,13 @@ TEST_F(CliTest, BadUsageExitsTwoWithOneLine) {
            {"frobnicate"},
            {"generate", "-p", "hi"},
            {"generate", "-m", *model_, "-p", "x", "-f", "y"},
-           {"generate", "-m", *model_, "-p", "x", "-n", "many"}}) {
+           {"generate", "-m", *model_, "-p", "x", "-n", "many"},
+           // Out of range: -n below -1, a negative context, a thread count no
+           // machine has (-t 100000 once started 100000 threads and hung).
+           {"generate", "-m", *model_, "-p", "x", "-n", "-2"},
+           {"generate", "-m", *model_, "-p", "x", "-c", "-1"},
+           {"generate", "-m", *model_, "-p", "x", "-t", "100000"},
+           {"serve", "-m", *model_, "-t", "100000"}}) {
     const auto r = cli(args);
     EXPECT_EQ(r.code, 2) << r.err;
     EXPECT_EQ(count_lines(r.err), 1) << r.err;
@@ -68,6 +74,10 @@ TEST_F(CliTest, FailuresExitOneWithOneLineNamingTheCause) {
   const auto bad_top_p = cli({"generate", "-m", *model_, "-p", "x", "--top-p", "0"});
   EXPECT_EQ(bad_top_p.code, 1);
   EXPECT_NE(bad_top_p.err.find("--top-p"), std::string::npos) << bad_top_p.err;
+
+  const auto inf_temp = cli({"generate", "-m", *model_, "-p", "x", "--temp", "inf"});
+  EXPECT_EQ(inf_temp.code, 1);
+  EXPECT_NE(inf_temp.err.find("--temp"), std::string::npos) << inf_temp.err;
 }
 
 TEST_F(CliTest, TokenizePrintsIdsOfTheRealTokenizer) {

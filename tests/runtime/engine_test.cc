@@ -5,6 +5,9 @@
 #include "runtime/engine.h"
 
 #include <gtest/gtest.h>
+#include <omp.h>
+
+#include <thread>
 
 #include "core/test_models.h"
 #include "fixtures/random_lclm.h"
@@ -121,6 +124,33 @@ TEST(Engine, QuantAppliesToPlainModelsAndCheckpointsAlike) {
   auto engine = Engine::load(ckpt, q8);
   EXPECT_EQ(engine->decoder().matrix_dtype(), DType::Q8_0);
   EXPECT_EQ(engine->lclm()->encoder().matrix_dtype(), DType::Q8_0);
+}
+
+// OpenMP's thread count belongs to the calling thread: a count set on main
+// never reaches a server's worker thread. The engine applies its own on the
+// thread of every call.
+TEST(Engine, AppliesItsThreadCountOnTheThreadThatCallsIt) {
+  const auto dir = testing::tiny_model_with_tokenizer("engine_threads");
+  EngineOptions o;
+  o.threads = 1;
+  auto engine = Engine::load(dir, o);
+  EXPECT_EQ(engine->threads(), 1);
+  int in_prepare = -1, in_generate = -1;
+  std::thread worker([&] {
+    const PreparedPrompt p = engine->prepare("Hello there");
+    in_prepare = omp_get_max_threads();
+    omp_set_num_threads(3);  // whatever the thread had before
+    GenerationOptions g;
+    g.n_predict = 2;
+    g.sampling.temperature = 0;
+    engine->new_session().generate(p, g, [&](std::int32_t) {
+      in_generate = omp_get_max_threads();
+      return true;
+    });
+  });
+  worker.join();
+  EXPECT_EQ(in_prepare, 1);
+  EXPECT_EQ(in_generate, 1);
 }
 
 }  // namespace

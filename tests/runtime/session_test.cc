@@ -118,6 +118,28 @@ TEST_F(SessionTest, AnotherContextLimitStartsAgain) {
   EXPECT_EQ(s.generate(prompt, o).reused_positions, 15u);
 }
 
+// -n -1 once reserved keys and values for the whole context (256 MiB for a
+// 3-token prompt on the shipped model): the cache starts with room for the
+// prompt and kOpenEndedReserve tokens and doubles from there.
+TEST_F(SessionTest, AnOpenEndedAnswerDoesNotReserveTheWholeContext) {
+  const std::vector<std::int32_t> prompt = random_ids(3, 8);
+  GenerationOptions o = greedy(-1);
+  int left = 4;
+  const GenerationStats short_answer =
+      Session(*model_).generate(prompt, o, [&](std::int32_t) { return --left > 0; });
+  ASSERT_EQ(short_answer.tokens.size(), 4u);
+  const auto& c = model_->config();
+  const std::size_t per_position =
+      2 * static_cast<std::size_t>(c.num_hidden_layers * c.num_key_value_heads * c.head_dim) *
+      sizeof(float);
+  EXPECT_EQ(short_answer.kv_cache_bytes, (3 + Session::kOpenEndedReserve) * per_position);
+  ASSERT_LT(3 + Session::kOpenEndedReserve, static_cast<std::size_t>(c.max_position_embeddings));
+  // And it still runs to the context's end when nothing stops it.
+  const GenerationStats to_the_end = Session(*model_).generate(prompt, o);
+  EXPECT_EQ(to_the_end.stop, StopReason::ContextFull);
+  EXPECT_EQ(to_the_end.tokens.size(), static_cast<std::size_t>(c.max_position_embeddings) - 3);
+}
+
 TEST_F(SessionTest, AFailedCallLeavesAUsableSession) {
   Session s(*model_);
   const std::vector<std::int32_t> prompt = random_ids(16, 7);

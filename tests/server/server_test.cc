@@ -264,6 +264,10 @@ TEST_F(ServerTest, BadRequestsGetClearErrorsAndTheServerStaysHealthy) {
   json two = chat("hi");
   two["n"] = 2;
   expect_error(post("/v1/chat/completions", two), 400, "unsupported_value", "n");
+  // min_p 1 once passed here and failed in the sampler with a 500 naming a CLI flag.
+  json all_min_p = chat("hi");
+  all_min_p["min_p"] = 1;
+  expect_error(post("/v1/chat/completions", all_min_p), 400, "invalid_value", "min_p");
   json neg = chat("hi");
   neg["max_tokens"] = 0;
   expect_error(post("/v1/chat/completions", neg), 400, "invalid_value", "max_tokens");
