@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iostream>
 
 #include "util/error.h"
 
@@ -12,13 +13,14 @@ namespace lclm {
 namespace {
 
 // Bumped when the meaning of a stored entry changes; older rows are ignored.
-constexpr int kFormatVersion = 1;
-
-std::uint64_t checksum(const std::vector<float>& data) {
-  return XXH3_64bits(data.data(), data.size() * sizeof(float));
-}
+// 2: the checksum is seeded with the row's key.
+constexpr int kFormatVersion = 2;
 
 }  // namespace
+
+std::uint64_t latent_checksum(const LatentKey& key, const std::vector<float>& data) {
+  return XXH3_64bits_withSeed(data.data(), data.size() * sizeof(float), key.high ^ key.low);
+}
 
 std::string LatentKey::hex() const {
   char buf[33];
@@ -47,6 +49,9 @@ class LatentStore {
   explicit LatentStore(const std::filesystem::path& path) : path_(path) {
     if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
     if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) fail("cannot open");
+    // Another process (a second server on the same file) may hold the lock
+    // for a moment: wait for it instead of failing with "database is locked".
+    sqlite3_busy_timeout(db_, 10000);
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
     exec(
@@ -88,7 +93,7 @@ class LatentStore {
       out.dim = static_cast<std::size_t>(dim);
       out.data.resize(blob_bytes / sizeof(float));
       if (blob_bytes > 0) std::memcpy(out.data.data(), blob, blob_bytes);
-      if (checksum(out.data) == sum) return Lookup::kHit;
+      if (latent_checksum(key, out.data) == sum) return Lookup::kHit;
     }
     reset.now();
     erase(k);
@@ -103,7 +108,7 @@ class LatentStore {
     sqlite3_bind_int64(insert_, 3, static_cast<sqlite3_int64>(latents.n_tokens));
     sqlite3_bind_int64(insert_, 4, static_cast<sqlite3_int64>(latents.count()));
     sqlite3_bind_int64(insert_, 5, static_cast<sqlite3_int64>(latents.dim));
-    sqlite3_bind_int64(insert_, 6, static_cast<sqlite3_int64>(checksum(latents.data)));
+    sqlite3_bind_int64(insert_, 6, static_cast<sqlite3_int64>(latent_checksum(key, latents.data)));
     sqlite3_bind_blob64(insert_, 7, latents.data.data(), latents.bytes(), SQLITE_TRANSIENT);
     if (sqlite3_step(insert_) != SQLITE_DONE) fail("cannot write");
   }
@@ -151,7 +156,20 @@ class LatentStore {
 LatentCache::LatentCache(std::size_t memory_budget_bytes,
                          const std::optional<std::filesystem::path>& db_path)
     : budget_(memory_budget_bytes) {
-  if (db_path) disk_ = std::make_unique<LatentStore>(*db_path);
+  if (!db_path) return;
+  try {
+    disk_ = std::make_unique<LatentStore>(*db_path);
+  } catch (const Error& e) {
+    give_up_disk(e.what());  // names the file already
+  } catch (const std::exception& e) {
+    give_up_disk("latent cache " + db_path->string() + ": " + e.what());
+  }
+}
+
+void LatentCache::give_up_disk(const std::string& why) {
+  disk_.reset();
+  disk_error_ = why;
+  std::cerr << "lclm: warning: " << why << "; running without the latent cache file\n";
 }
 
 LatentCache::~LatentCache() = default;
@@ -165,16 +183,20 @@ std::optional<Latents> LatentCache::find(const LatentKey& key) {
   }
   if (disk_) {
     Latents latents;
-    switch (disk_->find(key, latents)) {
-      case LatentStore::Lookup::kHit:
-        ++stats_.disk_hits;
-        remember(key, latents);
-        return latents;
-      case LatentStore::Lookup::kCorrupt:
-        ++stats_.corrupt;
-        break;
-      case LatentStore::Lookup::kMiss:
-        break;
+    try {
+      switch (disk_->find(key, latents)) {
+        case LatentStore::Lookup::kHit:
+          ++stats_.disk_hits;
+          remember(key, latents);
+          return latents;
+        case LatentStore::Lookup::kCorrupt:
+          ++stats_.corrupt;
+          break;
+        case LatentStore::Lookup::kMiss:
+          break;
+      }
+    } catch (const std::exception& e) {
+      give_up_disk(e.what());
     }
   }
   ++stats_.misses;
@@ -184,7 +206,17 @@ std::optional<Latents> LatentCache::find(const LatentKey& key) {
 void LatentCache::store(const LatentKey& key, const Latents& latents) {
   std::lock_guard lock(mutex_);
   remember(key, latents);
-  if (disk_) disk_->store(key, latents);
+  if (!disk_) return;
+  try {
+    disk_->store(key, latents);
+  } catch (const std::exception& e) {
+    give_up_disk(e.what());
+  }
+}
+
+std::string LatentCache::disk_error() const {
+  std::lock_guard lock(mutex_);
+  return disk_error_;
 }
 
 LatentCacheStats LatentCache::stats() const {

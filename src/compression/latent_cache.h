@@ -38,6 +38,9 @@ struct LatentKey {
 };
 
 LatentKey latent_key(std::string_view checkpoint_fingerprint, std::string_view text);
+// The checksum stored with a row: seeded with its key, so a row's payload
+// copied under another key does not pass as that key's.
+std::uint64_t latent_checksum(const LatentKey& key, const std::vector<float>& data);
 
 struct LatentCacheStats {
   std::size_t memory_hits = 0;
@@ -61,6 +64,9 @@ class LatentCache {
   std::optional<Latents> find(const LatentKey& key);
   void store(const LatentKey& key, const Latents& latents);
   LatentCacheStats stats() const;
+  // Why the file was given up (it could not be opened, read or written: the
+  // cache then runs in memory, after one warning on stderr); empty if not.
+  std::string disk_error() const;
 
  private:
   struct KeyHash {
@@ -68,12 +74,14 @@ class LatentCache {
   };
   using Lru = std::list<std::pair<LatentKey, Latents>>;
   void remember(const LatentKey& key, const Latents& latents);
+  void give_up_disk(const std::string& why);
 
   mutable std::mutex mutex_;
   std::size_t budget_, used_ = 0;
   Lru lru_;
   std::unordered_map<LatentKey, Lru::iterator, KeyHash> index_;
   std::unique_ptr<LatentStore> disk_;
+  std::string disk_error_;
   LatentCacheStats stats_;
 };
 

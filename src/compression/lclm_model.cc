@@ -135,11 +135,22 @@ const std::string& LclmModel::fingerprint(std::optional<std::int64_t> ratio) {
   return fingerprints_[config.compression_ratio] = hex;
 }
 
+bool LclmModel::fits(const Latents& latents, const LclmConfig& config) const {
+  // ceil(T / r) per window of W (a multiple of r), at least one per window;
+  // in closed form, so a forged token count costs nothing.
+  const auto W = static_cast<std::size_t>(config.encoder_window_size);
+  const auto r = static_cast<std::size_t>(config.compression_ratio);
+  const std::size_t rest = latents.n_tokens % W;
+  const std::size_t count = latents.n_tokens / W * (W / r) + (rest ? (rest + r - 1) / r : 0);
+  return latents.dim == adapter_.output_dim() && latents.count() == count &&
+         latents.data.size() == count * latents.dim;
+}
+
 Latents LclmModel::compress(std::string_view text, std::optional<std::int64_t> ratio,
                             bool* cache_hit) {
   const LclmConfig config = config_at(ratio);
   const LatentKey key = latent_key(fingerprint(config.compression_ratio), text);
-  if (auto cached = cache_->find(key)) {
+  if (auto cached = cache_->find(key); cached && fits(*cached, config)) {
     if (cache_hit) *cache_hit = true;
     return std::move(*cached);
   }

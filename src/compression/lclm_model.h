@@ -112,6 +112,10 @@ class LclmModel {
   struct XXH3State {
     void operator()(XXH3_state_t* s) const;
   };
+  // Whether cached latents have the shape this model makes for their token
+  // count: a row of another width or count (a damaged or foreign cache file)
+  // is recomputed, never spliced.
+  bool fits(const Latents& latents, const LclmConfig& config) const;
   // The fingerprint's files, hashed once; each ratio's settings go on a copy.
   void hash_files();
   std::unique_ptr<XXH3_state_t, XXH3State> files_hash_;

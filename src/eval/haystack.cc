@@ -63,7 +63,10 @@ std::vector<fs::path> default_haystack_paths() {
     if (name.empty() || name[0] < 'm' || name[0] > 'z') continue;
     if (fs::is_regular_file(e.path() / "copyright", ec)) files.push_back(e.path() / "copyright");
   }
-  std::sort(files.begin(), files.end());
+  // As bash sorts the glob in the C locale, whole strings (manpages-dev/
+  // before manpages/), so the samples are those of the documented commands.
+  std::sort(files.begin(), files.end(),
+            [](const fs::path& a, const fs::path& b) { return a.string() < b.string(); });
   return files;
 }
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <thread>
+
 #include "core/test_models.h"
 
 namespace lclm {
@@ -85,12 +87,66 @@ TEST(LatentCache, CorruptEntriesAreDroppedNeverReturned) {
   EXPECT_EQ(reader.stats().corrupt, 2u);
 }
 
-TEST(LatentCache, UnwritableDatabaseIsAClearError) {
-  try {
-    LatentCache cache(0, std::filesystem::path("/proc/no/such/dir/cache.sqlite"));
-    FAIL() << "opened an impossible path";
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("/proc/no/such/dir"), std::string::npos) << e.what();
+// A cache file that cannot be used once refused the whole run; now the cache
+// says why (and warns once on stderr) and runs in memory.
+TEST(LatentCache, AnUnusableFileLeavesTheCacheInMemory) {
+  const auto dir = testing::scratch_dir("latent_unusable");
+  const auto garbage = dir / "not-a-database.sqlite";
+  testing::write_text(garbage, std::string(4096, 'x'));
+  for (const std::filesystem::path& path :
+       {std::filesystem::path("/proc/no/such/dir/cache.sqlite"), garbage, dir}) {
+    SCOPED_TRACE(path);
+    LatentCache cache(1 << 20, path);
+    EXPECT_NE(cache.disk_error().find(path.string()), std::string::npos) << cache.disk_error();
+    const auto l = make_latents(2, 4, 1.0f);
+    cache.store(latent_key("c", "doc"), l);
+    const auto got = cache.find(latent_key("c", "doc"));
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->data, l.data);
+  }
+  LatentCache fine(0, dir / "fine.sqlite");
+  EXPECT_EQ(fine.disk_error(), "");
+}
+
+// A row's payload moved under another key fails that key's checksum.
+TEST(LatentCache, ARowMovedUnderAnotherKeyIsRejected) {
+  const auto db = testing::scratch_dir("latent_moved") / "cache.sqlite";
+  const auto a = latent_key("c", "a"), b = latent_key("c", "b");
+  {
+    LatentCache writer(0, db);
+    writer.store(a, make_latents(2, 4, 1.0f));
+    writer.store(b, make_latents(2, 4, 9.0f));
+  }
+  run_sql(db, "UPDATE latents SET data = (SELECT data FROM latents WHERE key = '" + a.hex() +
+                  "'), checksum = (SELECT checksum FROM latents WHERE key = '" + a.hex() +
+                  "') WHERE key = '" + b.hex() + "'");
+  LatentCache reader(0, db);
+  EXPECT_TRUE(reader.find(a));
+  EXPECT_FALSE(reader.find(b));
+  EXPECT_EQ(reader.stats().corrupt, 1u);
+}
+
+// Two processes (here two connections on two threads) writing one file: the
+// second waits for the first's lock instead of failing "database is locked".
+TEST(LatentCache, TwoWritersShareOneFile) {
+  const auto db = testing::scratch_dir("latent_shared") / "cache.sqlite";
+  { LatentCache create(0, db); }
+  const auto write = [&](int who) {
+    LatentCache cache(0, db);
+    for (int i = 0; i < 150; ++i) {
+      cache.store(latent_key(std::to_string(who), std::to_string(i)), make_latents(8, 64, 1.0f));
+    }
+    EXPECT_EQ(cache.disk_error(), "");
+  };
+  std::thread first(write, 1), second(write, 2);
+  first.join();
+  second.join();
+  LatentCache reader(0, db);
+  for (int who : {1, 2}) {
+    for (int i = 0; i < 150; i += 37) {
+      EXPECT_TRUE(reader.find(latent_key(std::to_string(who), std::to_string(i))))
+          << who << " " << i;
+    }
   }
 }
 

@@ -629,6 +629,41 @@ TEST(LclmCache, DiskCacheServesASecondLoadBitForBit) {
   EXPECT_TRUE(same_bits(again.data.data(), first.data.data(), first.data.size()));
 }
 
+// A row under the right key whose width or count is not what the model
+// makes (a damaged or foreign cache file) was spliced as it was: a
+// heap-buffer-overflow under ASan, garbage in release. It is recomputed.
+TEST(LclmCache, ARowOfAnotherShapeIsRecomputedNotSpliced) {
+  const fs::path ckpt = write_checkpoint("cache_shape");
+  LclmOptions options;
+  options.cache_db = scratch_dir("cache_shape_db") / "latents.sqlite";
+  const std::string prompt = "x<|memory_start|>" + kLongText + "<|memory_end|>y";
+  PreparedPrompt want;
+  Latents latents;
+  LatentKey key;
+  {
+    const auto model = LclmModel::load(ckpt, options);
+    want = model->prepare(prompt);
+    latents = model->compress(kLongText);
+    key = latent_key(model->fingerprint(), kLongText);
+  }
+  // Well-formed rows (sizes and checksum consistent) of the wrong shape:
+  // half the width, and twice the rows of half the width.
+  Latents narrow = latents;
+  narrow.dim /= 2;
+  narrow.data.resize(narrow.data.size() / 2);
+  Latents more_rows = latents;
+  more_rows.dim /= 2;
+  for (const Latents& forged : {narrow, more_rows}) {
+    LatentCache(0, options.cache_db).store(key, forged);
+    const auto model = LclmModel::load(ckpt, options);
+    const PreparedPrompt got = model->prepare(prompt);
+    EXPECT_EQ(got.stats.cache_hits, 0u);
+    EXPECT_EQ(got.ids, want.ids);
+    ASSERT_EQ(got.embeddings.size(), want.embeddings.size());
+    EXPECT_TRUE(same_bits(got.embeddings.data(), want.embeddings.data(), want.embeddings.size()));
+  }
+}
+
 TEST(LclmCache, ANewAdapterChangesTheFingerprintSoOldEntriesDoNotMatch) {
   const fs::path ckpt = write_checkpoint("cache_stale", 5);
   const fs::path other = write_checkpoint("cache_other", 6);
