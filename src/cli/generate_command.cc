@@ -73,7 +73,9 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
   const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const PreparedPrompt prompt = engine->prepare(text);
+  // Too long for the context: refused before anything is compressed.
+  const std::size_t context = a.options.context > 0 ? a.options.context : engine->max_context();
+  const PreparedPrompt prompt = engine->prepare(text, std::nullopt, context - 1);
   const Tokenizer& tokenizer = engine->tokenizer();
 
   GenerationOptions options = a.options;

@@ -33,6 +33,36 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+std::size_t latent_count(std::size_t n_tokens, const LclmConfig& config) {
+  // ceil(T / r) per window of W (a multiple of r), at least one per window;
+  // in closed form, so a forged or huge token count costs nothing.
+  const auto W = static_cast<std::size_t>(config.encoder_window_size);
+  const auto r = static_cast<std::size_t>(config.compression_ratio);
+  const std::size_t rest = n_tokens % W;
+  return n_tokens / W * (W / r) + (rest ? (rest + r - 1) / r : 0);
+}
+
+std::size_t longest_token_bytes(const Tokenizer& tokenizer) {
+  std::size_t longest = 1;
+  for (std::size_t id = 0; id < tokenizer.size(); ++id) {
+    longest = std::max(longest, tokenizer.token_bytes(static_cast<std::int32_t>(id)).size());
+  }
+  return longest;
+}
+
+PromptTooLong::PromptTooLong(std::size_t positions_, std::size_t limit_, bool at_least_,
+                             std::size_t plain_tokens_, std::size_t latents_)
+    : Error(std::string("the prompt is ") + (at_least_ ? "at least " : "") +
+            std::to_string(positions_) + " positions (" + std::to_string(plain_tokens_) +
+            " tokens + " + std::to_string(latents_) +
+            " latents), which does not fit the context of " + std::to_string(limit_ + 1) +
+            " tokens with room to generate (raise it with -c)"),
+      positions(positions_),
+      limit(limit_),
+      plain_tokens(plain_tokens_),
+      latents(latents_),
+      at_least(at_least_) {}
+
 void LclmModel::XXH3State::operator()(XXH3_state_t* s) const {
   XXH3_freeState(s);
 }
@@ -67,6 +97,8 @@ LclmModel::LclmModel(const fs::path& dir, LclmConfig file_config, const LclmOpti
       latent_encoder_(encoder_, encoder_pad_token_id(dir / "encoder", encoder_tokenizer_)),
       cache_(std::make_unique<LatentCache>(options.memory_cache_bytes, options.cache_db)) {
   require_memory_tokens(decoder_tokenizer_, dir / "decoder");
+  longest_decoder_token_ = longest_token_bytes(decoder_tokenizer_);
+  longest_encoder_token_ = longest_token_bytes(encoder_tokenizer_);
   memory_id_ = *decoder_tokenizer_.token_id(kMemoryPlaceholder);
   if (static_cast<std::int64_t>(decoder_tokenizer_.size()) > decoder_.config().vocab_size) {
     throw Error(
@@ -136,14 +168,19 @@ const std::string& LclmModel::fingerprint(std::optional<std::int64_t> ratio) {
 }
 
 bool LclmModel::fits(const Latents& latents, const LclmConfig& config) const {
-  // ceil(T / r) per window of W (a multiple of r), at least one per window;
-  // in closed form, so a forged token count costs nothing.
-  const auto W = static_cast<std::size_t>(config.encoder_window_size);
-  const auto r = static_cast<std::size_t>(config.compression_ratio);
-  const std::size_t rest = latents.n_tokens % W;
-  const std::size_t count = latents.n_tokens / W * (W / r) + (rest ? (rest + r - 1) / r : 0);
+  const std::size_t count = latent_count(latents.n_tokens, config);
   return latents.dim == adapter_.output_dim() && latents.count() == count &&
          latents.data.size() == count * latents.dim;
+}
+
+Latents LclmModel::encode_latents(std::span<const std::int32_t> tokens,
+                                  const LclmConfig& config) const {
+  const std::vector<float> pooled = latent_encoder_.encode_region(tokens, config);
+  Latents latents;
+  latents.n_tokens = tokens.size();
+  latents.dim = adapter_.output_dim();
+  latents.data = adapter_.apply(pooled.data(), pooled.size() / latent_encoder_.pooled_dim(config));
+  return latents;
 }
 
 Latents LclmModel::compress(std::string_view text, std::optional<std::int64_t> ratio,
@@ -155,44 +192,84 @@ Latents LclmModel::compress(std::string_view text, std::optional<std::int64_t> r
     return std::move(*cached);
   }
   if (cache_hit) *cache_hit = false;
-  const std::vector<std::int32_t> tokens = encoder_tokenizer_.encode(text);
-  const std::vector<float> pooled = latent_encoder_.encode_region(tokens, config);
-  Latents latents;
-  latents.n_tokens = tokens.size();
-  latents.dim = adapter_.output_dim();
-  latents.data = adapter_.apply(pooled.data(), pooled.size() / latent_encoder_.pooled_dim(config));
+  Latents latents = encode_latents(encoder_tokenizer_.encode(text), config);
   cache_->store(key, latents);
   return latents;
 }
 
-PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::int64_t> ratio) {
+PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::int64_t> ratio,
+                                  std::size_t max_positions) {
   const auto t0 = std::chrono::steady_clock::now();
-  const std::int64_t at = config_at(ratio).compression_ratio;  // checked before any work
+  const LclmConfig config = config_at(ratio);  // a bad ratio fails before any work
   const std::vector<PromptSegment> segments = split_memory_regions(prompt);
-  PreparedPrompt out;
-  std::vector<Latents> region_latents;
+
+  // The budget first, cheapest check first: bytes (no token is longer than
+  // the vocabulary's longest), then tokens, and only then the encoder.
+  if (max_positions > 0) {
+    std::size_t plain_bytes = 0, latents = 0;
+    for (const PromptSegment& s : segments) {
+      if (s.compressed) {
+        latents += latent_count(s.text.size() / longest_encoder_token_, config) + 2;
+      } else {
+        plain_bytes += s.text.size();
+      }
+    }
+    const std::size_t plain = plain_bytes / longest_decoder_token_;
+    if (plain + latents > max_positions) {
+      throw PromptTooLong(plain + latents, max_positions, true, plain, latents);
+    }
+  }
+
+  // Each region's latents from the cache, or its tokens to encode.
+  struct Region {
+    LatentKey key;
+    std::optional<Latents> latents;
+    std::vector<std::int32_t> tokens;
+  };
+  std::vector<Region> regions;
   std::vector<std::size_t> counts;
+  PreparedPrompt out;
   for (const PromptSegment& s : segments) {
     if (!s.compressed) continue;
-    bool hit = false;
-    region_latents.push_back(compress(s.text, at, &hit));
-    counts.push_back(region_latents.back().count());
-    out.stats.cache_hits += hit ? 1 : 0;
-    out.stats.compressed_tokens += region_latents.back().n_tokens;
+    Region r;
+    r.key = latent_key(fingerprint(config.compression_ratio), s.text);
+    std::size_t n_tokens = 0;
+    if (auto cached = cache_->find(r.key); cached && fits(*cached, config)) {
+      n_tokens = cached->n_tokens;
+      r.latents = std::move(cached);
+      ++out.stats.cache_hits;
+    } else {
+      r.tokens = encoder_tokenizer_.encode(s.text);
+      n_tokens = r.tokens.size();
+    }
+    counts.push_back(latent_count(n_tokens, config));
+    out.stats.compressed_tokens += n_tokens;
     out.stats.latents += counts.back();
+    regions.push_back(std::move(r));
   }
-  out.stats.regions = region_latents.size();
+  out.stats.regions = regions.size();
+  out.ids = decoder_tokenizer_.encode(placeholder_prompt(segments, counts));
+  out.stats.plain_tokens = out.ids.size() - out.stats.latents;
+  if (max_positions > 0 && out.ids.size() > max_positions) {
+    throw PromptTooLong(out.ids.size(), max_positions, false, out.stats.plain_tokens,
+                        out.stats.latents);
+  }
+  for (Region& r : regions) {
+    if (r.latents) continue;
+    r.latents = encode_latents(r.tokens, config);
+    cache_->store(r.key, *r.latents);
+  }
   out.stats.compress_seconds = seconds_since(t0);
 
-  out.ids = decoder_tokenizer_.encode(placeholder_prompt(segments, counts));
   const auto D = static_cast<std::size_t>(decoder_.config().hidden_size);
   out.embeddings.resize(out.ids.size() * D);
   decoder_.embed(out.ids, out.embeddings.data());
 
   // Splice: the k-th <|memory|> position takes the k-th latent, region by region.
   std::vector<const float*> rows;
-  for (const Latents& l : region_latents) {
-    for (std::size_t r = 0; r < l.count(); ++r) rows.push_back(l.data.data() + r * D);
+  for (const Region& r : regions) {
+    for (std::size_t i = 0; i < r.latents->count(); ++i)
+      rows.push_back(r.latents->data.data() + i * D);
   }
   const auto slots =
       static_cast<std::size_t>(std::count(out.ids.begin(), out.ids.end(), memory_id_));
@@ -204,7 +281,6 @@ PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::in
   for (std::size_t i = 0; i < out.ids.size(); ++i) {
     if (out.ids[i] == memory_id_) std::copy_n(rows[next++], D, out.embeddings.data() + i * D);
   }
-  out.stats.plain_tokens = out.ids.size() - out.stats.latents;
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "compression/lclm_config.h"
 #include "model/qwen3_model.h"
 #include "tokenizer/tokenizer.h"
+#include "util/error.h"
 
 struct XXH3_state_s;
 typedef struct XXH3_state_s XXH3_state_t;
@@ -49,6 +51,25 @@ struct PreparedPrompt {
   std::vector<float> embeddings;  // [ids.size(), decoder hidden]
   PromptStats stats;
 };
+
+// A prompt that would take more decoder positions than allowed (limit: the
+// context less one position to generate into), found before any region is
+// compressed: positions is exact, or a lower bound when at_least (the bytes
+// alone ruled it out, before tokenizing).
+class PromptTooLong : public Error {
+ public:
+  PromptTooLong(std::size_t positions, std::size_t limit, bool at_least, std::size_t plain_tokens,
+                std::size_t latents);
+  std::size_t positions, limit, plain_tokens, latents;
+  bool at_least;
+};
+
+// Latents a region of n encoder tokens yields at `config`: ceil(len / r) per
+// window, at least one per window.
+std::size_t latent_count(std::size_t n_tokens, const LclmConfig& config);
+// The most bytes one token decodes to (every text of B bytes has at least
+// B / this many tokens).
+std::size_t longest_token_bytes(const Tokenizer& tokenizer);
 
 // The token eos pooling appends after each window: the encoder's pad_token
 // from tokenizer_config.json, else <|endoftext|>, as the reference does.
@@ -87,8 +108,11 @@ class LclmModel {
 
   // Splits the prompt into regions, compresses each at `ratio` (none: the
   // default), and splices the latents into the decoder's embeddings in place
-  // of the <|memory|> placeholders.
-  PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt);
+  // of the <|memory|> placeholders. max_positions > 0: throws PromptTooLong
+  // for a prompt of more decoder positions, found from its bytes and then its
+  // tokens before any region is encoded (cached regions cost a lookup).
+  PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt,
+                         std::size_t max_positions = 0);
 
   // Hash of everything the latents depend on (model_config, encoder config,
   // tokenizer files and weights, adapter, the decoder config that shapes
@@ -108,6 +132,7 @@ class LclmModel {
   Adapter adapter_;
   LatentEncoder latent_encoder_;
   std::int32_t memory_id_ = -1;
+  std::size_t longest_decoder_token_ = 1, longest_encoder_token_ = 1;
   std::unique_ptr<LatentCache> cache_;
   struct XXH3State {
     void operator()(XXH3_state_t* s) const;
@@ -116,6 +141,7 @@ class LclmModel {
   // count: a row of another width or count (a damaged or foreign cache file)
   // is recomputed, never spliced.
   bool fits(const Latents& latents, const LclmConfig& config) const;
+  Latents encode_latents(std::span<const std::int32_t> tokens, const LclmConfig& config) const;
   // The fingerprint's files, hashed once; each ratio's settings go on a copy.
   void hash_files();
   std::unique_ptr<XXH3_state_t, XXH3State> files_hash_;

@@ -35,6 +35,7 @@ std::unique_ptr<Engine> Engine::load(const std::filesystem::path& dir,
     if (options.latent_db) throw Error(not_a_checkpoint(dir, "--latent-cache and memory regions"));
     e->plain_.emplace(Qwen3Model::load(dir, {.quant = options.quant}));
     e->plain_tokenizer_.emplace(Tokenizer::from_dir(dir));
+    e->longest_token_ = longest_token_bytes(*e->plain_tokenizer_);
   }
   e->stop_ids_ = default_stop_ids(e->decoder(), e->tokenizer());
   return e;
@@ -52,15 +53,23 @@ std::int64_t Engine::ratio(std::optional<std::int64_t> ratio) const {
   return lclm_->config_at(ratio).compression_ratio;
 }
 
-PreparedPrompt Engine::prepare(std::string_view prompt, std::optional<std::int64_t> ratio) {
+PreparedPrompt Engine::prepare(std::string_view prompt, std::optional<std::int64_t> ratio,
+                               std::size_t max_positions) {
   set_num_threads(threads_);
-  if (lclm_) return lclm_->prepare(prompt, ratio);
+  if (lclm_) return lclm_->prepare(prompt, ratio, max_positions);
   if (ratio) throw Error(not_a_checkpoint(dir_, "a compression ratio and memory regions"));
   if (prompt.find(kMemoryStart) != std::string_view::npos) {
     throw Error(not_a_checkpoint(dir_, "memory regions"));
   }
+  if (max_positions > 0 && prompt.size() / longest_token_ > max_positions) {
+    const std::size_t at_least = prompt.size() / longest_token_;
+    throw PromptTooLong(at_least, max_positions, true, at_least, 0);
+  }
   PreparedPrompt p;
   p.ids = plain_tokenizer_->encode(prompt);
+  if (max_positions > 0 && p.ids.size() > max_positions) {
+    throw PromptTooLong(p.ids.size(), max_positions, false, p.ids.size(), 0);
+  }
   p.embeddings.resize(p.ids.size() * static_cast<std::size_t>(plain_->config().hidden_size));
   plain_->embed(p.ids, p.embeddings.data());
   p.stats.plain_tokens = p.ids.size();

@@ -65,8 +65,11 @@ class Engine {
 
   // The decoder's input for a prompt: its <|memory_start|>...<|memory_end|>
   // regions compressed at `ratio` (none: the default). Throws lclm::Error for
-  // a region or a ratio with a plain model, or a malformed region.
-  PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt);
+  // a region or a ratio with a plain model, or a malformed region; with
+  // max_positions > 0, PromptTooLong for a longer prompt, found from its
+  // bytes and tokens before anything is compressed or embedded.
+  PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt,
+                         std::size_t max_positions = 0);
 
   // A new conversation with an empty KV cache, run on threads().
   Session new_session() const { return Session(decoder(), threads_); }
@@ -81,6 +84,7 @@ class Engine {
   std::optional<Tokenizer> plain_tokenizer_;
   std::vector<std::int32_t> stop_ids_;
   int threads_ = 1;
+  std::size_t longest_token_ = 1;  // plain models: bytes of the longest token
 };
 
 }  // namespace lclm

@@ -292,7 +292,18 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
   const auto t0 = std::chrono::steady_clock::now();
   PreparedPrompt p;
   try {
-    p = engine_->prepare(r.prompt, r.ratio);
+    // The context is checked on the prompt's bytes and tokens before anything
+    // is compressed: a huge message costs a scan, not the encoder's time.
+    p = engine_->prepare(r.prompt, r.ratio, context() - 1);
+  } catch (const PromptTooLong& e) {
+    throw RequestError(400,
+                       std::string("the prompt is ") + (e.at_least ? "at least " : "") +
+                           std::to_string(e.positions) + " positions (" +
+                           std::to_string(e.plain_tokens) + " tokens + " +
+                           std::to_string(e.latents) +
+                           " latents), which leaves no room to generate in the " +
+                           std::to_string(context()) + "-position context",
+                       r.chat ? "messages" : "prompt", "context_length_exceeded");
   } catch (const Error& e) {
     throw RequestError(400, e.what(), r.chat ? "messages" : "prompt", "invalid_prompt");
   }

@@ -92,6 +92,45 @@ TEST(Engine, ASessionKeepsLatentsOnlyAtTheRatioTheyWereMadeAt) {
   EXPECT_EQ(c.tokens, b.tokens);
 }
 
+// The context is checked before anything is compressed: from the bytes when
+// they alone rule the prompt out, else from its tokens and the latents they
+// will make; a refused region is never encoded nor stored.
+TEST(Engine, APromptTooLongIsRefusedBeforeCompression) {
+  const auto dir = tiny_lclm("engine_too_long");
+  auto engine = Engine::load(dir);
+  const std::string big(1 << 20, 'x');
+  try {
+    engine->prepare("<|memory_start|>" + big + "<|memory_end|>", 4, 200);
+    FAIL() << "a 1 MiB region fit 200 positions";
+  } catch (const PromptTooLong& e) {
+    EXPECT_TRUE(e.at_least);
+    EXPECT_GT(e.positions, 200u);
+  }
+  EXPECT_EQ(engine->lclm()->cache().stats().misses, 0u);  // not even looked up
+
+  const PreparedPrompt fits = engine->prepare(prompt_with_memory(), 4);
+  const std::size_t n = fits.ids.size();
+  auto fresh = Engine::load(dir);
+  try {
+    fresh->prepare(prompt_with_memory(), 4, n - 1);
+    FAIL() << "a prompt of " << n << " positions fit " << n - 1;
+  } catch (const PromptTooLong& e) {
+    EXPECT_FALSE(e.at_least);
+    EXPECT_EQ(e.positions, n);
+    EXPECT_EQ(e.latents, fits.stats.latents);
+    EXPECT_NE(std::string(e.what()).find("-c"), std::string::npos);
+  }
+  // Nothing was encoded: the next call finds no latents in the cache.
+  EXPECT_EQ(fresh->prepare(prompt_with_memory(), 4, n).stats.cache_hits, 0u);
+  EXPECT_EQ(fresh->prepare(prompt_with_memory(), 4, n).stats.cache_hits, 1u);
+
+  const auto plain_dir = testing::tiny_model_with_tokenizer("engine_too_long_plain");
+  auto plain = Engine::load(plain_dir);
+  EXPECT_THROW(plain->prepare(big, std::nullopt, 100), PromptTooLong);
+  EXPECT_THROW(plain->prepare("one two three four five six", std::nullopt, 3), PromptTooLong);
+  EXPECT_EQ(plain->prepare("one two", std::nullopt, 3).ids.size(), 2u);
+}
+
 TEST(Engine, APlainModelRefusesRatiosRegionsAndALatentCache) {
   const auto dir = testing::tiny_model_with_tokenizer("engine_plain");
   auto engine = Engine::load(dir);

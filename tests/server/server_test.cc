@@ -284,6 +284,19 @@ TEST_F(ServerTest, BadRequestsGetClearErrorsAndTheServerStaysHealthy) {
                "prompt");
   expect_error(post("/v1/completions", {{"prompt", "Hello"}, {"max_tokens", 600}}), 400,
                "context_length_exceeded", "max_tokens");
+  // A 4 MB memory region is refused from its size, before the encoder runs
+  // (it once was compressed whole first: 2.2 GB for a 10 MB message).
+  const auto latents_before = metric(client().Get("/metrics")->body, "lclm_latents_total");
+  const auto misses_before =
+      metric(client().Get("/metrics")->body, "lclm_latent_cache_misses_total");
+  const std::string huge = "<|memory_start|>" + std::string(4 << 20, 'a') + "<|memory_end|>";
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_error(post("/v1/completions", {{"prompt", huge}}), 400, "context_length_exceeded",
+               "prompt");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  EXPECT_EQ(metric(client().Get("/metrics")->body, "lclm_latents_total"), latents_before);
+  EXPECT_EQ(metric(client().Get("/metrics")->body, "lclm_latent_cache_misses_total"),
+            misses_before);
 
   const auto h = c.Get("/health");
   ASSERT_TRUE(h);
