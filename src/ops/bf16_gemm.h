@@ -8,9 +8,9 @@
 //       of two bf16 each (the lower k in the low half), k_pairs of them used
 //       per row, an odd k padded with a zero
 //   W   [n, k] bf16 as stored (mmapped); no copy is kept: the kernel packs
-//       each thread's W into panels of [kc pairs][32 columns][2] bf16 as it
-//       goes, one L1-sized block at a time, once per call (see bf16_gemm.cc
-//       for why that beats packing at load)
+//       each thread's W into panels of [256 pairs][32 columns][2] bf16 as it
+//       goes, one L1-sized block at a time, once per call (bf16_gemm.cc says
+//       why not once at load)
 //   y   [m, n] f32, row-major
 #pragma once
 

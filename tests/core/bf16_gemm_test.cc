@@ -10,6 +10,8 @@
 
 #include "format/dtype.h"
 #include "ops/bf16_kernels.h"
+#include "ops/matmul.h"
+#include "ops/onednn_matmul.h"
 #include "test_models.h"
 
 namespace lclm {
@@ -129,6 +131,38 @@ TEST(Bf16Gemm, RowsHoldRoundedPairsPaddedWithZero) {
   to_bf16_rows(x.data(), m, k, Bf16Precision::kRounded, rows);
   EXPECT_EQ(rows.hi.size(), m * 48);
   EXPECT_TRUE(rows.lo.empty());
+}
+
+// Where the CPU has AVX512_BF16 and no AMX, prefill products with bf16
+// weights (alone or sharing x) take gemm_bf16 at the precision chosen, and
+// with the native kernels off they do not.
+TEST(Bf16Gemm, MatmulTakesItWithoutAmx) {
+  if (!cpu_has_avx512_bf16() || onednn_uses_amx()) {
+    GTEST_SKIP() << "gemm_bf16 serves CPUs with AVX512_BF16 and without AMX";
+  }
+  const std::size_t m = 17, k = 67, n = 40;
+  std::vector<std::uint16_t> w(n * k);
+  const std::vector<float> w_values = random_vector(n * k, 7);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(w_values[i]);
+  const WeightMatrix matrix{DType::BF16, w.data(), n, k};
+  const std::vector<float> x = random_vector(m * k, 8);
+  const Bf16Precision before = bf16_prefill_precision();
+  for (const Bf16Precision precision : {Bf16Precision::kSplit, Bf16Precision::kRounded}) {
+    set_bf16_prefill_precision(precision);
+    Bf16Rows rows;
+    to_bf16_rows(x.data(), m, k, precision, rows);
+    std::vector<float> expected(m * n), alone(m * n), shared(m * n);
+    gemm_bf16(rows, w.data(), n, expected.data());
+    matmul(x.data(), m, matrix, alone.data());
+    matmul_shared_input(x.data(), m, {{&matrix, shared.data()}});
+    EXPECT_EQ(alone, expected) << precision_name(precision);
+    EXPECT_EQ(shared, expected) << precision_name(precision);
+    set_native_bf16(false);
+    matmul(x.data(), m, matrix, alone.data());
+    set_native_bf16(true);
+    EXPECT_NE(alone, expected) << precision_name(precision);
+  }
+  set_bf16_prefill_precision(before);
 }
 
 }  // namespace
