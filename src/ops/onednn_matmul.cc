@@ -78,11 +78,14 @@ bool matmul_bf16_onednn(const float* x, std::size_t m, const WeightMatrix& w, fl
   }
   // Rows 0..m-1 hold hi, rows m..2m-1 lo.
   src.resize(2 * m * k);
+  // The calling thread's buffer: inside the region `src` would name each
+  // thread's own.
+  std::uint16_t* split = src.data();
   const auto rows = static_cast<std::ptrdiff_t>(m);
 #pragma omp parallel for schedule(static)
   for (std::ptrdiff_t i = 0; i < rows; ++i) {
     const auto r = static_cast<std::size_t>(i);
-    split_bf16(x + r * k, k, src.data() + r * k, src.data() + (m + r) * k);
+    split_bf16(x + r * k, k, split + r * k, split + (m + r) * k);
   }
   dst.resize(2 * m * n);
   const auto M2 = static_cast<dnnl::memory::dim>(2 * m), N = static_cast<dnnl::memory::dim>(n),

@@ -165,5 +165,35 @@ TEST(Bf16Gemm, MatmulTakesItWithoutAmx) {
   set_bf16_prefill_precision(before);
 }
 
+// The oneDNN path (AMX CPUs; here wherever oneDNN multiplies bf16 natively)
+// splits x's rows on every thread into the calling thread's buffer: within
+// 2^-15 of sum |w x| (ops/bf16_kernels.h) at 1 and 2 threads.
+TEST(Bf16Gemm, OneDnnPathSplitsRowsOnAllThreads) {
+  if (!onednn_native_bf16()) GTEST_SKIP() << "oneDNN has no native bf16 matmul on this CPU";
+  const std::size_t m = 33, k = 300, n = 50;
+  std::vector<std::uint16_t> w(n * k);
+  const std::vector<float> w_values = random_vector(n * k, 9);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(w_values[i]);
+  const WeightMatrix matrix{DType::BF16, w.data(), n, k};
+  const std::vector<float> x = random_vector(m * k, 10);
+  for (const int threads : {1, 2}) {
+    const ThreadsScope scope(threads);
+    std::vector<float> y(m * n);
+    ASSERT_TRUE(matmul_bf16_onednn(x.data(), m, matrix, y.data()));
+    for (std::size_t i = 0; i < m; ++i) {
+      for (std::size_t j = 0; j < n; ++j) {
+        double ref = 0, magnitude = 0;
+        for (std::size_t c = 0; c < k; ++c) {
+          const double p = double(bf16_to_f32(w[j * k + c])) * x[i * k + c];
+          ref += p;
+          magnitude += std::abs(p);
+        }
+        ASSERT_LE(std::abs(y[i * n + j] - ref), std::ldexp(magnitude, -15))
+            << threads << " threads, " << i << "," << j;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lclm
