@@ -24,6 +24,13 @@
 //   decode speed = GenerationStats::decode_tokens_per_second() = (G - 1) /
 //   decode_seconds (the engine's definition: the first token belongs to the
 //   prefill)
+//
+// On a CPU with AVX512_BF16 the prefill is also judged against the bf16
+// dot-product peak measured in the same run at --threads threads
+// (measure_bf16_dot_gflops): matmul FLOPs = the projections and the lm_head
+// terms above (no attention), divided by the prefill time and the peak. The
+// default kernels multiply x in two bf16 parts (ops/bf16_gemm.h), twice the
+// dot products of these FLOPs, so they can reach at most half of it.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
@@ -44,6 +51,7 @@
 #include "format/quant_blocks.h"
 #include "model/qwen3_model.h"
 #include "ops/bf16_kernels.h"
+#include "ops/matmul.h"
 #include "runtime/session.h"
 #include "util/error.h"
 #include "util/process_stats.h"
@@ -82,6 +90,7 @@ struct BenchArgs {
 struct Peaks {
   double gflops = 0;
   double gbytes_per_second = 0;
+  double bf16_dot_gflops = 0;  // 0 where the CPU lacks AVX512_BF16
   bool measured_gflops = false, measured_bandwidth = false;
   std::vector<double> bandwidth_samples;
 };
@@ -197,6 +206,7 @@ struct Timings {
 Timings measure(const Qwen3Model& model, const std::vector<std::int32_t>& prompt,
                 const BenchArgs& args, Peaks& peaks) {
   if (peaks.measured_gflops) peaks.gflops = measure_sgemm_gflops();
+  peaks.bf16_dot_gflops = measure_bf16_dot_gflops(args.threads);
   std::cerr << "warm-up run\n";
   run_generation(model, prompt, args.gen_tokens);
   Timings t;
@@ -249,12 +259,17 @@ double checkpoint_params(const Qwen3Config& c) {
          embeddings + static_cast<double>(c.hidden_size);
 }
 
+// The projections and the last token's lm_head.
+double prefill_matmul_flops(const Qwen3Config& c, double prompt_tokens) {
+  const double layers = static_cast<double>(c.num_hidden_layers);
+  return 2.0 * layers * projection_params_per_layer(c) * prompt_tokens + 2.0 * lm_head_params(c);
+}
+
 double prefill_flops(const Qwen3Config& c, double prompt_tokens) {
   const double layers = static_cast<double>(c.num_hidden_layers);
-  const double projections = 2.0 * layers * projection_params_per_layer(c) * prompt_tokens;
   const double attention = layers * 4.0 * static_cast<double>(c.num_attention_heads * c.head_dim) *
                            prompt_tokens * prompt_tokens / 2.0;
-  return projections + 2.0 * lm_head_params(c) + attention;
+  return prefill_matmul_flops(c, prompt_tokens) + attention;
 }
 
 double decode_bytes_per_token(const Qwen3Model& model, double prompt_tokens, double gen_tokens) {
@@ -273,6 +288,8 @@ struct Summary {
   double decode_tokens_per_second = 0;
   double prefill_flops = 0;
   double prefill_gflops = 0;
+  double prefill_matmul_flops = 0;
+  double prefill_matmul_gflops = 0;
   double decode_bytes_per_token = 0;
   double decode_gbytes_per_second = 0;
 };
@@ -287,6 +304,8 @@ Summary summarize(const Qwen3Model& model, const Measurements& m, const BenchArg
   s.decode_tokens_per_second = (gen - 1.0) / s.decode_seconds;
   s.prefill_flops = prefill_flops(model.config(), prompt);
   s.prefill_gflops = s.prefill_flops / s.prefill_seconds / 1e9;
+  s.prefill_matmul_flops = prefill_matmul_flops(model.config(), prompt);
+  s.prefill_matmul_gflops = s.prefill_matmul_flops / s.prefill_seconds / 1e9;
   s.decode_bytes_per_token = decode_bytes_per_token(model, prompt, gen);
   s.decode_gbytes_per_second = s.decode_bytes_per_token * s.decode_tokens_per_second / 1e9;
   return s;
@@ -371,7 +390,9 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
       << (peaks.measured_bandwidth ? std::to_string(args.threads) + " threads over 512 MiB, " +
                                          sample_range(peaks.bandwidth_samples)
                                    : std::string("given"))
-      << ")\n\n";
+      << "), bf16 dot products " << fixed(peaks.bf16_dot_gflops, 1) << " GFLOP/s (" << args.threads
+      << " threads of vdpbf16ps on registers, best of 20)\n"
+      << "bf16 prefill kernel: " << bf16_prefill_kernel() << "\n\n";
   std::vector<std::vector<std::string>> rows = {
       {"model", "size", "params", "threads", "kernels", "test", "t/s", "achieved", "of peak"}};
   for (auto& row : table_rows(model, s, args, peaks, kernels_name()))
@@ -385,6 +406,12 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
   out << "\nmedian of " << args.repeats << " runs after a warm-up; prefill "
       << fixed(s.prefill_flops / 1e9, 1) << " GFLOP in " << fixed(s.prefill_seconds, 3)
       << " s; decode " << fixed(s.decode_bytes_per_token / 1e6, 1) << " MB read per token\n";
+  if (peaks.bf16_dot_gflops > 0) {
+    out << "prefill matmuls: " << fixed(s.prefill_matmul_flops / 1e9, 1) << " GFLOP, "
+        << fixed(s.prefill_matmul_gflops, 1) << " GFLOP/s, "
+        << percent(s.prefill_matmul_gflops / peaks.bf16_dot_gflops) << " of the bf16 peak ("
+        << fixed(peaks.bf16_dot_gflops, 0) << " GFLOP/s)\n";
+  }
   if (portable) {
     out << "native vs portable kernels, repeats interleaved: prefill "
         << fixed(portable->prefill_seconds / s.prefill_seconds, 2) << "x, decode "
@@ -406,7 +433,12 @@ nlohmann::ordered_json speed_json(const Measurements& m, const Summary& s, const
             {"flops", s.prefill_flops},
             {"gflops_per_second", s.prefill_gflops},
             {"peak_gflops_per_second", peaks.gflops},
-            {"fraction_of_peak", s.prefill_gflops / peaks.gflops}}},
+            {"fraction_of_peak", s.prefill_gflops / peaks.gflops},
+            {"matmul_flops", s.prefill_matmul_flops},
+            {"matmul_gflops_per_second", s.prefill_matmul_gflops},
+            {"bf16_peak_gflops_per_second", peaks.bf16_dot_gflops},
+            {"fraction_of_bf16_peak",
+             peaks.bf16_dot_gflops > 0 ? s.prefill_matmul_gflops / peaks.bf16_dot_gflops : 0.0}}},
           {"decode",
            {{"seconds", m.decode_seconds},
             {"median_seconds", s.decode_seconds},
@@ -442,12 +474,14 @@ void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
       {"gen_tokens", args.gen_tokens},
       {"repeats", args.repeats},
       {"kernels", kernels_name()},
+      {"bf16_prefill_kernel", bf16_prefill_kernel()},
       {"yardsticks",
        {{"sgemm_gflops_per_second", peaks.gflops},
         {"sgemm_measured", peaks.measured_gflops},
         {"read_gbytes_per_second", peaks.gbytes_per_second},
         {"read_measured", peaks.measured_bandwidth},
-        {"read_samples", peaks.bandwidth_samples}}},
+        {"read_samples", peaks.bandwidth_samples},
+        {"bf16_dot_gflops_per_second", peaks.bf16_dot_gflops}}},
   };
   const nlohmann::ordered_json speed = speed_json(m, s, peaks);
   report["prefill"] = speed.at("prefill");

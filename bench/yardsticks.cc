@@ -1,6 +1,12 @@
 #include "yardsticks.h"
 
+// GCC 12's AVX-512 headers fill unused lanes from _mm512_undefined_*(),
+// which its own -Wuninitialized then reports inside the intrinsics.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <cblas.h>
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -8,6 +14,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
+#include "ops/bf16_kernels.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "yardsticks.cc"
@@ -46,6 +54,29 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace lclm {
+namespace {
+
+// 24 independent sums, at least the instruction's latency times its
+// throughput on the cores we know, so the loop runs at the throughput (12
+// sums ran at half of it on Zen 5, which issues two a cycle); a and b come
+// from the caller so the compiler cannot fold them.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) float spin_bf16_dots(
+    std::size_t iterations, std::uint32_t a_pair, std::uint32_t b_pair) {
+  constexpr int kSums = 24;
+  const auto a = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(a_pair)));
+  const auto b = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(b_pair)));
+  __m512 sums[kSums];
+  for (auto& s : sums) s = _mm512_setzero_ps();
+  for (std::size_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 24
+    for (auto& s : sums) s = _mm512_dpbf16_ps(s, a, b);
+  }
+  __m512 total = _mm512_setzero_ps();
+  for (const auto& s : sums) total = _mm512_add_ps(total, s);
+  return _mm512_reduce_add_ps(total);
+}
+
+}  // namespace
 
 HWY_EXPORT(SumFloats);
 
@@ -88,5 +119,27 @@ double measure_sgemm_gflops(int repeats) {
   return 2.0 * n * n * n / best / 1e9;
 }
 
+double measure_bf16_dot_gflops(int threads, int repeats) {
+  if (!cpu_has_avx512_bf16()) return 0;
+  // 24 * 2^20 instructions a thread, about 3.5 ms on Zen 5 (two a cycle):
+  // short passes, many of them, so that the best one ran while no other
+  // process held the cores.
+  constexpr std::size_t kIterations = std::size_t{1} << 20;
+  constexpr std::uint32_t kOnes = 0x3f803f80;  // the bf16 pair (1, 1)
+  double best = 1e30;
+  float sink = 0;
+  for (int r = 0; r < repeats + 1; ++r) {  // the first pass starts the threads
+    const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    sink += spin_bf16_dots(kIterations, kOnes, kOnes);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) best = std::min(best, dt);
+  }
+  const double flops = 64.0 * 24.0 * static_cast<double>(kIterations) * threads;
+  return sink < 0 ? 0.0 : flops / best / 1e9;
+}
+
 }  // namespace lclm
 #endif  // HWY_ONCE
+
+#pragma GCC diagnostic pop

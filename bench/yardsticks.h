@@ -17,4 +17,11 @@ double measure_read_bandwidth(int threads, int repeats = 5,
 // best of `repeats`.
 double measure_sgemm_gflops(int repeats = 3);
 
+// The bf16 dot-product peak in GFLOP/s: `threads` threads each run
+// independent `vdpbf16ps` (AVX512_BF16) on registers, no memory, best of
+// `repeats` passes; one instruction is 16 lanes of a pair's dot product,
+// 64 FLOPs. No bf16 GEMM on these instructions can go faster. 0 where the
+// CPU lacks AVX512_BF16.
+double measure_bf16_dot_gflops(int threads, int repeats = 20);
+
 }  // namespace lclm

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "format/quant_blocks.h"
+#include "ops/bf16_gemm.h"
+#include "ops/bf16_kernels.h"
 #include "ops/onednn_matmul.h"
 #include "ops/quant_kernels.h"
 #include "ops/simd.h"
@@ -95,6 +97,25 @@ void matvec_rows(const float* x, std::size_t m,
   }
 }
 
+// Whether many-row products with bf16 weights run on gemm_bf16: native bf16
+// kernels on, AVX512_BF16, and no AMX, where oneDNN's tiles beat
+// `vdpbf16ps` (on a Zen 5 without AMX, gemm_bf16 ran at 1.0-1.1x oneDNN's
+// speed at the same precision; docs/benchmarks.md).
+bool use_bf16_gemm(const WeightMatrix& w) {
+  return w.dtype == DType::BF16 && native_bf16_enabled() && !onednn_uses_amx();
+}
+
+// y_j = x W_j^T on gemm_bf16, x converted once for all the W_j.
+void matmul_bf16_gemm(const float* x, std::size_t m,
+                      std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
+  // The calling thread's: matmul is called from outside parallel regions.
+  thread_local Bf16Rows rows;
+  to_bf16_rows(x, m, outputs.begin()->first->cols, bf16_prefill_precision(), rows);
+  for (const auto& [w, y] : outputs) {
+    gemm_bf16(rows, static_cast<const std::uint16_t*>(w->data), w->rows, y);
+  }
+}
+
 void check_weight_dtype(const WeightMatrix& w) {
   if (w.dtype != DType::F32 && w.dtype != DType::BF16 && w.dtype != DType::F16 &&
       !is_block_quantized(w.dtype)) {
@@ -119,6 +140,10 @@ void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
                 static_cast<int>(n));
     return;
   }
+  if (use_bf16_gemm(w)) {
+    matmul_bf16_gemm(x, m, {{&w, y}});
+    return;
+  }
   if (matmul_bf16_onednn(x, m, w, y)) return;
   std::vector<float> block(std::min(kWidenBlockRows, n) * k);
   for (std::size_t r0 = 0; r0 < n; r0 += kWidenBlockRows) {
@@ -137,7 +162,21 @@ void matmul_shared_input(const float* x, std::size_t m,
     matvec_rows(x, m, outputs);
     return;
   }
+  if (std::all_of(outputs.begin(), outputs.end(),
+                  [](const auto& output) { return use_bf16_gemm(*output.first); })) {
+    matmul_bf16_gemm(x, m, outputs);
+    return;
+  }
   for (const auto& [w, y] : outputs) matmul(x, m, *w, y);
+}
+
+const char* bf16_prefill_kernel() {
+  const WeightMatrix bf16{DType::BF16, nullptr, 0, 0};
+  if (use_bf16_gemm(bf16)) {
+    return bf16_prefill_precision() == Bf16Precision::kSplit ? "vdpbf16ps gemm, x split"
+                                                             : "vdpbf16ps gemm, x rounded";
+  }
+  return onednn_native_bf16() ? "oneDNN bf16 matmul, x split" : "widened to f32, OpenBLAS sgemm";
 }
 
 void gather_rows(const WeightMatrix& w, const std::int32_t* ids, std::size_t n, float* out) {

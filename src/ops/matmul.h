@@ -24,7 +24,10 @@ struct WeightMatrix {
 // x [m, W.cols] -> y [m, W.rows]. Few rows (decode) run a fused
 // convert-and-dot over the weights, streaming them once (block-quantized
 // weights multiply x quantized to int8 per block of 32, as ggml does); many
-// rows (prefill) widen blocks of W to f32 and hand them to OpenBLAS sgemm.
+// rows (prefill) with bf16 weights run on the CPU's native bf16 arithmetic
+// where it has some (oneDNN on AMX, else gemm_bf16 on AVX512_BF16; see
+// ops/bf16_gemm.h), otherwise they widen blocks of W to f32 and hand them
+// to OpenBLAS sgemm.
 void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y);
 
 // y_j = x W_j^T for several weight matrices that read the same x (q/k/v,
@@ -33,6 +36,10 @@ void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y);
 // ends in a barrier, and decode runs hundreds of them per token.
 void matmul_shared_input(const float* x, std::size_t m,
                          std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs);
+
+// Which kernel many-row products with bf16 weights take now, in words (for
+// benchmark reports).
+const char* bf16_prefill_kernel();
 
 // out [n, W.cols] = rows ids[i] of W as f32 (embedding lookup).
 void gather_rows(const WeightMatrix& w, const std::int32_t* ids, std::size_t n, float* out);

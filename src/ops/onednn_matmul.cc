@@ -36,17 +36,27 @@ bool is_native(const std::string& impl) {
          impl.find("avx512_core_bf16") != std::string::npos;
 }
 
+// The implementation oneDNN picks for a bf16 product on this CPU; empty
+// where it has none.
+const std::string& bf16_impl() {
+  static const std::string impl = [] {
+    try {
+      return std::string(product_desc(64, 64, 64).impl_info_str());
+    } catch (const dnnl::error&) {
+      return std::string();
+    }
+  }();
+  return impl;
+}
+
 }  // namespace
 
 bool onednn_native_bf16() {
-  static const bool native = [] {
-    try {
-      return is_native(product_desc(64, 64, 64).impl_info_str());
-    } catch (const dnnl::error&) {
-      return false;
-    }
-  }();
-  return native && native_bf16_enabled();
+  return is_native(bf16_impl()) && native_bf16_enabled();
+}
+
+bool onednn_uses_amx() {
+  return bf16_impl().find("amx") != std::string::npos;
 }
 
 bool matmul_bf16_onednn(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
@@ -68,8 +78,14 @@ bool matmul_bf16_onednn(const float* x, std::size_t m, const WeightMatrix& w, fl
   }
   // Rows 0..m-1 hold hi, rows m..2m-1 lo.
   src.resize(2 * m * k);
-  for (std::size_t i = 0; i < m; ++i) {
-    split_bf16(x + i * k, k, src.data() + i * k, src.data() + (m + i) * k);
+  // The calling thread's buffer: inside the region `src` would name each
+  // thread's own.
+  std::uint16_t* split = src.data();
+  const auto rows = static_cast<std::ptrdiff_t>(m);
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t i = 0; i < rows; ++i) {
+    const auto r = static_cast<std::size_t>(i);
+    split_bf16(x + r * k, k, split + r * k, split + (m + r) * k);
   }
   dst.resize(2 * m * n);
   const auto M2 = static_cast<dnnl::memory::dim>(2 * m), N = static_cast<dnnl::memory::dim>(n),

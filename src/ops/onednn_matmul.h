@@ -17,6 +17,9 @@ namespace lclm {
 // Whether oneDNN has a native bf16 matmul on this CPU (not an emulation)
 // and native bf16 kernels are enabled (ops/bf16_kernels.h).
 bool onednn_native_bf16();
+// Whether oneDNN's bf16 matmul runs on AMX tiles on this CPU (and may: the
+// kernel grants the tile state), whatever the native kernels' switch says.
+bool onednn_uses_amx();
 
 // y [m, W.rows] = x [m, W.cols] W^T for bf16 W. Returns false, touching
 // nothing, where onednn_native_bf16() is false.
