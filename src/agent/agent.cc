@@ -192,8 +192,20 @@ ParsedReply parse_reply(std::string_view reply, std::size_t n_chunks) {
     p.answer = trim(std::string_view(text).substr(0, expand_at), "*");
     return p;
   }
+  // The answer is one line: the rest of the directive's line, or the next
+  // non-empty line when the directive ends its own; what follows is not
+  // part of it (a model may ramble on).
   p.kind = ParsedReply::Kind::Answer;
-  p.answer = trim(std::string_view(text).substr(answer), "*");
+  std::string_view rest = std::string_view(text).substr(answer);
+  while (!rest.empty()) {
+    const std::size_t eol = rest.find('\n');
+    const std::string line = trim(rest.substr(0, eol), "*");
+    if (!line.empty() || eol == std::string_view::npos) {
+      p.answer = line;
+      break;
+    }
+    rest.remove_prefix(eol + 1);
+  }
   return p;
 }
 

@@ -70,8 +70,9 @@ struct ParsedReply {
 
 // Finds the last `EXPAND:` or `ANSWER:` directive (case-insensitive, anywhere
 // in the reply: models often explain first). EXPAND takes the numbers on the
-// rest of its line; ANSWER takes the rest of the reply, trimmed. Chat
-// artifacts (<|im_end|> and what follows) are dropped first.
+// rest of its line; ANSWER takes the rest of its line (or the next non-empty
+// line), trimmed. Chat artifacts (<|im_end|> and what follows) are dropped
+// first.
 ParsedReply parse_reply(std::string_view reply, std::size_t n_chunks);
 
 // What the round asked of the model.

@@ -1,7 +1,9 @@
 #include "cli/common.h"
 
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <random>
@@ -14,17 +16,39 @@
 
 namespace lclm::cli {
 
+namespace {
+
+// Reads at most kMaxInputBytes from `in`: /dev/zero or an endless pipe ends
+// in an error instead of taking all memory.
+std::string read_bounded(std::istream& in, const std::string& what, const std::string& path) {
+  std::string out;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    out.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (out.size() > kMaxInputBytes) {
+      throw Error(what + " " + path + " is larger than " + std::to_string(kMaxInputBytes >> 20) +
+                  " MiB");
+    }
+  }
+  if (in.bad()) throw Error("cannot read " + what + " " + path);
+  return out;
+}
+
+}  // namespace
+
 std::string read_file(const std::string& path, const std::string& what) {
+  if (path == "-") return read_bounded(std::cin, what, "(standard input)");
+  if (std::filesystem::is_directory(path)) {
+    throw Error(what + " " + path + " is a directory, not a file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open " + what + " " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return read_bounded(in, what, path);
 }
 
 void PromptSource::add_options(CLI::App& app) {
   auto* p = app.add_option("-p,--prompt", text, "Prompt text");
-  auto* f = app.add_option("-f,--file", file, "Read the prompt from this file");
+  auto* f = app.add_option("-f,--file", file, "Read the prompt from this file (-: standard input)");
   p->excludes(f);
 }
 

@@ -24,6 +24,10 @@ struct PromptSource {
   bool given() const { return !text.empty() || !file.empty(); }
 };
 
+// A text input: a file, a pipe (-f <(cmd)) or, for "-", standard input;
+// `what` names it in errors. A directory, or more than kMaxInputBytes, is an
+// error naming the path.
+inline constexpr std::size_t kMaxInputBytes = std::size_t{256} << 20;
 std::string read_file(const std::string& path, const std::string& what);
 
 // --quant q8_0|q4_0: the block type matrices are converted to at load.

@@ -117,6 +117,16 @@ TEST(ParseReply, FindsTheLastDirective) {
   p = parse_reply("**ANSWER:** the river **", 5);
   EXPECT_EQ(p.kind, Kind::Answer);
   EXPECT_EQ(p.answer, "the river");
+
+  // The answer ends with its line; a model rambling on after it is cut.
+  p = parse_reply("ANSWER: 4821937\nThe complete text of the licence follows", 5);
+  EXPECT_EQ(p.kind, Kind::Answer);
+  EXPECT_EQ(p.answer, "4821937");
+  p = parse_reply("ANSWER:\n\n  Paris \nand more", 5);
+  EXPECT_EQ(p.answer, "Paris");
+  p = parse_reply("ANSWER:   \n", 5);
+  EXPECT_EQ(p.kind, Kind::Answer);
+  EXPECT_EQ(p.answer, "");
 }
 
 TEST(ParseReply, MalformedRepliesDoNotCrashOrInventChunks) {

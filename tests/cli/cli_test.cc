@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
+#include <filesystem>
+#include <iostream>
 #include <sstream>
 
 #include "cli/cli_runner.h"
@@ -75,9 +78,40 @@ TEST_F(CliTest, FailuresExitOneWithOneLineNamingTheCause) {
   EXPECT_EQ(bad_top_p.code, 1);
   EXPECT_NE(bad_top_p.err.find("--top-p"), std::string::npos) << bad_top_p.err;
 
+  // Inputs that are not text files: a directory once ran as an empty prompt,
+  // /dev/zero read until memory ran out, a FIFO as the weights hung forever.
+  const std::string dir = testing::scratch_dir("cli_inputs").string();
+  const auto directory = cli({"generate", "-m", *model_, "-f", dir});
+  EXPECT_EQ(directory.code, 1);
+  EXPECT_NE(directory.err.find("is a directory"), std::string::npos) << directory.err;
+  const auto zeros = cli({"generate", "-m", *model_, "-f", "/dev/zero"});
+  EXPECT_EQ(zeros.code, 1);
+  EXPECT_NE(zeros.err.find("larger than 256 MiB"), std::string::npos) << zeros.err;
+  const std::string fifo_model = testing::scratch_dir("cli_fifo_model").string();
+  for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json"}) {
+    std::filesystem::copy_file(std::filesystem::path(*model_) / f,
+                               std::filesystem::path(fifo_model) / f);
+  }
+  ASSERT_EQ(::mkfifo((fifo_model + "/model.safetensors").c_str(), 0600), 0);
+  const auto fifo = cli({"generate", "-m", fifo_model, "-p", "x"});
+  EXPECT_EQ(fifo.code, 1);
+  EXPECT_NE(fifo.err.find("not a regular file"), std::string::npos) << fifo.err;
+
   const auto inf_temp = cli({"generate", "-m", *model_, "-p", "x", "--temp", "inf"});
   EXPECT_EQ(inf_temp.code, 1);
   EXPECT_NE(inf_temp.err.find("--temp"), std::string::npos) << inf_temp.err;
+}
+
+// -f - reads the prompt from standard input, as llama.cpp's users expect.
+TEST_F(CliTest, APromptFromStandardInput) {
+  const auto from_text =
+      cli({"generate", "-m", *model_, "-p", "Hello there", "-n", "4", "--temp", "0"});
+  std::istringstream in("Hello there");
+  std::streambuf* saved = std::cin.rdbuf(in.rdbuf());
+  const auto from_stdin = cli({"generate", "-m", *model_, "-f", "-", "-n", "4", "--temp", "0"});
+  std::cin.rdbuf(saved);
+  ASSERT_EQ(from_stdin.code, 0) << from_stdin.err;
+  EXPECT_EQ(from_stdin.out, from_text.out);
 }
 
 TEST_F(CliTest, TokenizePrintsIdsOfTheRealTokenizer) {
