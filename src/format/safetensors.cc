@@ -32,6 +32,23 @@ std::vector<std::int64_t> parse_shape(const json& j, const std::string& context)
   return shape;
 }
 
+// Elements times the dtype's size, or an error when the product does not fit
+// 64 bits: a wrapped product once let a shape of 2^32 x 2^32 pass as 0 bytes.
+std::uint64_t checked_nbytes(std::span<const std::int64_t> shape, DType dtype,
+                             const std::string& context) {
+  std::int64_t numel = 1;
+  for (std::int64_t d : shape) {
+    if (__builtin_mul_overflow(numel, d, &numel)) {
+      throw Error(context + ": shape " + shape_string(shape) + " is too large");
+    }
+  }
+  std::uint64_t bytes = 0;
+  if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel), dtype_size(dtype), &bytes)) {
+    throw Error(context + ": shape " + shape_string(shape) + " is too large");
+  }
+  return bytes;
+}
+
 }  // namespace
 
 std::int64_t TensorView::numel() const {
@@ -104,8 +121,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
                   std::to_string(end) + "] fall outside the " + std::to_string(data_size) +
                   "-byte data section (truncated file?)");
     }
-    const std::uint64_t expected =
-        static_cast<std::uint64_t>(view.numel()) * dtype_size(view.dtype);
+    const std::uint64_t expected = checked_nbytes(view.shape, view.dtype, context);
     if (end - begin != expected) {
       throw Error(context + ": holds " + std::to_string(end - begin) + " bytes but shape " +
                   shape_string(view.shape) + " of " + std::string(dtype_name(view.dtype)) +
@@ -228,9 +244,8 @@ void write_safetensors(const std::filesystem::path& path, std::span<const Tensor
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::uint64_t offset = 0;
   for (const TensorToWrite& t : tensors) {
-    std::int64_t numel = 1;
-    for (std::int64_t d : t.shape) numel *= d;
-    const std::uint64_t nbytes = static_cast<std::uint64_t>(numel) * dtype_size(t.dtype);
+    const std::uint64_t nbytes =
+        checked_nbytes(t.shape, t.dtype, "write_safetensors: tensor \"" + t.name + "\"");
     if (nbytes != t.data.size()) {
       throw Error("write_safetensors: tensor \"" + t.name + "\" has " +
                   std::to_string(t.data.size()) + " bytes, shape " + shape_string(t.shape) +

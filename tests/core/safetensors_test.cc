@@ -115,6 +115,12 @@ TEST(Safetensors, TensorDataOutOfBoundsOrMissizedIsRejected) {
   const std::string size = error_of([&] { SafetensorsFile(dir / "size"); });
   EXPECT_NE(size.find("needs 6"), std::string::npos) << size;
 
+  // 2^32 x 2^32 elements wrapped to 0 bytes and passed as an empty tensor.
+  write_text(dir / "huge", raw_file(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],)"
+                                    R"("data_offsets":[0,0]}})",
+                                    ""));
+  EXPECT_NE(error_of([&] { SafetensorsFile(dir / "huge"); }).find("too large"), std::string::npos);
+
   write_text(dir / "dtype",
              raw_file(R"({"w":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}})", "1"));
   EXPECT_NE(error_of([&] { SafetensorsFile(dir / "dtype"); }).find("F8_E4M3"), std::string::npos);
