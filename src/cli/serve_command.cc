@@ -2,6 +2,7 @@
 #include <pthread.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <memory>
 #include <ostream>
 #include <thread>
@@ -9,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "server/server.h"
+#include "util/error.h"
 
 namespace lclm::cli {
 namespace {
@@ -20,9 +22,29 @@ struct ServeArgs {
   GenerationOptions options;
   std::int64_t seed = -1;
   int threads = 0;
+  std::string api_key_file;
 };
 
+// --api-key, else the first line of --api-key-file, else $LCLM_API_KEY.
+std::string api_key(const ServeArgs& a) {
+  if (!a.server.api_key.empty()) return a.server.api_key;
+  if (!a.api_key_file.empty()) {
+    std::string key = read_file(a.api_key_file, "API key file");
+    key = key.substr(0, key.find_first_of("\r\n"));
+    if (key.empty()) throw Error("--api-key-file " + a.api_key_file + " holds no key");
+    return key;
+  }
+  const char* env = std::getenv("LCLM_API_KEY");
+  return env ? env : "";
+}
+
 int run(ServeArgs& a, std::ostream& err) {
+  a.server.api_key = api_key(a);
+  if (!server::is_loopback_host(a.server.host)) {
+    err << "lclm serve: warning: listening on " << a.server.host
+        << ", reachable from other machines"
+        << (a.server.api_key.empty() ? ", with no API key (--api-key)" : "") << std::endl;
+  }
   a.server.context = a.options.context;
   a.server.prefill_chunk = a.options.prefill_chunk;
   a.server.default_max_tokens = a.options.n_predict;
@@ -72,6 +94,11 @@ Command add_serve_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--name", args->server.model_name,
                   "Model name the API reports (default: the directory name)");
+  auto* key = cmd->add_option("--api-key", args->server.api_key,
+                              "Require \"Authorization: Bearer KEY\" on every endpoint but "
+                              "/health (also --api-key-file or $LCLM_API_KEY)");
+  cmd->add_option("--api-key-file", args->api_key_file, "Read the API key from this file")
+      ->excludes(key);
   cmd->add_option("--cache-sessions", args->server.cache_sessions,
                   "Conversations whose KV caches are kept, so that a request starting like one "
                   "of them (a chat's next turn) prefills only what it adds (0: none)")

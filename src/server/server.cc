@@ -146,7 +146,40 @@ std::shared_ptr<Job> Server::submit(std::function<void(Job&)> work) {
   return job;
 }
 
+bool is_loopback_host(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
+namespace {
+
+// Compares in time independent of where the strings differ.
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  }
+  return diff == 0;
+}
+
+}  // namespace
+
 void Server::routes() {
+  if (!options_.api_key.empty()) {
+    http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+      const std::string auth = req.get_header_value("Authorization");
+      const std::string_view prefix = "Bearer ";
+      if (auth.rfind(prefix, 0) == 0 &&
+          same_secret(std::string_view(auth).substr(prefix.size()), options_.api_key)) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      send_error(res, 401,
+                 error_json(auth.empty() ? "missing API key: send Authorization: Bearer KEY"
+                                         : "invalid API key",
+                            "invalid_request_error", "", "invalid_api_key"));
+      return httplib::Server::HandlerResponse::Handled;
+    });
+  }
   http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(json{{"status", "ok"},
                          {"model", options_.model_name},
@@ -208,6 +241,12 @@ void Server::handle_completion(const httplib::Request& req, httplib::Response& r
         chat ? parse_chat_request(body, options_.defaults, lookup)
              : parse_completion_request(body, options_.defaults));
     if (r->model.empty()) r->model = options_.model_name;
+    if (r->model != options_.model_name) {
+      throw RequestError(404,
+                         "the model '" + r->model + "' does not exist; this server runs '" +
+                             options_.model_name + "' (GET /v1/models)",
+                         "model", "model_not_found");
+    }
     try {
       engine_->ratio(r->ratio);
     } catch (const Error& e) {

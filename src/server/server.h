@@ -47,7 +47,14 @@ struct ServerOptions {
   // Conversations whose KV caches the worker keeps for prefix reuse (0: none;
   // each holds up to the context's keys and values).
   std::size_t cache_sessions = 2;
+  // Non-empty: every endpoint but /health needs "Authorization: Bearer KEY"
+  // (401 otherwise).
+  std::string api_key;
 };
+
+// Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): the
+// server warns when bound anywhere else.
+bool is_loopback_host(const std::string& host);
 
 // The texts behind /v1/compress ids, bounded in bytes (least recently used
 // dropped first). A latent id is the latent cache key of its text, so a

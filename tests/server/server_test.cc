@@ -449,5 +449,58 @@ TEST_F(ServerTest, TheNextTurnOfAChatReusesTheCachedPrefix) {
   EXPECT_EQ(jb["choices"][0]["message"]["content"], greedy(prompt, 6));
 }
 
+TEST_F(ServerTest, AnUnknownModelNameIsNotFound) {
+  json body = chat("hi");
+  body["model"] = "gpt-4o";
+  expect_error(post("/v1/chat/completions", body), 404, "model_not_found", "model");
+  json completion = {{"prompt", "Hello"}, {"max_tokens", 2}, {"model", "other"}};
+  expect_error(post("/v1/completions", completion), 404, "model_not_found", "model");
+}
+
+// --api-key: every endpoint but /health wants "Authorization: Bearer KEY".
+TEST(ServerAuth, AnApiKeyIsRequiredEverywhereButHealth) {
+  const auto dir = testing::scratch_dir("server_auth");
+  RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+  spec.seed = 12;
+  write_random_lclm(dir, spec);
+  server::ServerOptions o;
+  o.port = 0;
+  o.context = kContext;
+  o.model_name = "tiny";
+  o.api_key = "s3cret-key";
+  server::Server s(Engine::load(dir), o);
+  const int port = s.bind();
+  std::thread t([&] { s.run(); });
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  const std::string body = json{{"prompt", "Hello"}, {"max_tokens", 2}}.dump();
+
+  auto r = c.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(json::parse(r->body)["error"]["code"], "invalid_api_key");
+  r = c.Post("/v1/completions", {{"Authorization", "Bearer s3cret-kex"}}, body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  r = c.Get("/v1/models");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  r = c.Get("/health");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  r = c.Post("/v1/completions", {{"Authorization", "Bearer s3cret-key"}}, body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  s.stop();
+  t.join();
+
+  EXPECT_TRUE(server::is_loopback_host("127.0.0.1"));
+  EXPECT_TRUE(server::is_loopback_host("127.5.6.7"));
+  EXPECT_TRUE(server::is_loopback_host("::1"));
+  EXPECT_TRUE(server::is_loopback_host("localhost"));
+  EXPECT_FALSE(server::is_loopback_host("0.0.0.0"));
+  EXPECT_FALSE(server::is_loopback_host("192.168.1.4"));
+}
+
 }  // namespace
 }  // namespace lclm
