@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <ctime>
 #include <random>
 #include <sstream>
@@ -82,6 +83,14 @@ Server::~Server() {
 
 std::size_t Server::context() const {
   return options_.context > 0 ? options_.context : engine_->max_context();
+}
+
+std::string Server::response_id(const char* prefix) {
+  std::lock_guard lock(id_mutex_);
+  char hex[25];
+  std::snprintf(hex, sizeof hex, "%016llx%08llx", static_cast<unsigned long long>(id_rng_()),
+                static_cast<unsigned long long>(id_rng_() & 0xffffffffu));
+  return prefix + std::string(hex);
 }
 
 Session& Server::pick_session(const PreparedPrompt& prompt) {
@@ -253,7 +262,7 @@ void Server::handle_completion(const httplib::Request& req, httplib::Response& r
       throw RequestError(400, e.what(), "lclm.ratio", "invalid_ratio");
     }
     if (!r->seeded) r->sampling.seed = std::random_device{}();
-    const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++);
+    const std::string id = response_id(chat ? "chatcmpl-" : "cmpl-");
     const std::int64_t created = std::time(nullptr);
     auto job = submit([this, r](Job& j) { run_completion(*r, j); });
 

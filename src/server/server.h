@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <unordered_map>
 
@@ -121,7 +122,11 @@ class Server {
   Scheduler scheduler_;
   LatentIds latent_ids_;
   Metrics metrics_;
-  std::atomic<std::uint64_t> next_id_{1};
+  // Response ids: 96 random bits each, so ids from a restarted server (or
+  // another replica) never repeat earlier ones as a counter's did.
+  std::string response_id(const char* prefix);
+  std::mutex id_mutex_;
+  std::mt19937_64 id_rng_{std::random_device{}()};
 };
 
 }  // namespace lclm::server

@@ -6,6 +6,8 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <regex>
+#include <set>
 #include <thread>
 
 #include "core/test_models.h"
@@ -447,6 +449,25 @@ TEST_F(ServerTest, TheNextTurnOfAChatReusesTheCachedPrefix) {
                      {"user", "And on the fifth night?"}},
                     true);
   EXPECT_EQ(jb["choices"][0]["message"]["content"], greedy(prompt, 6));
+}
+
+// Ids are random (24 hex digits), not a counter that restarts with the server.
+TEST_F(ServerTest, ResponseIdsAreRandom) {
+  std::set<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    const auto r = post("/v1/completions", {{"prompt", "Hi"}, {"max_tokens", 1}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const std::string id = json::parse(r->body)["id"];
+    EXPECT_TRUE(std::regex_match(id, std::regex("cmpl-[0-9a-f]{24}"))) << id;
+    ids.insert(id);
+  }
+  EXPECT_EQ(ids.size(), 3u);
+  const auto c = post("/v1/chat/completions", chat("hi", 1));
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(std::regex_match(json::parse(c->body)["id"].get<std::string>(),
+                               std::regex("chatcmpl-[0-9a-f]{24}")))
+      << c->body;
 }
 
 TEST_F(ServerTest, AnUnknownModelNameIsNotFound) {
