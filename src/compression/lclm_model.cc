@@ -50,18 +50,26 @@ std::size_t longest_token_bytes(const Tokenizer& tokenizer) {
   return longest;
 }
 
+std::string describe_positions(std::size_t positions, std::size_t plain_tokens, std::size_t latents,
+                               bool at_least) {
+  return (at_least ? "at least " : "") + std::to_string(positions) + " positions (" +
+         std::to_string(plain_tokens) + " tokens + " + std::to_string(latents) + " latents)";
+}
+
 PromptTooLong::PromptTooLong(std::size_t positions_, std::size_t limit_, bool at_least_,
                              std::size_t plain_tokens_, std::size_t latents_)
-    : Error(std::string("the prompt is ") + (at_least_ ? "at least " : "") +
-            std::to_string(positions_) + " positions (" + std::to_string(plain_tokens_) +
-            " tokens + " + std::to_string(latents_) +
-            " latents), which does not fit the context of " + std::to_string(limit_ + 1) +
+    : Error("the prompt is " + describe_positions(positions_, plain_tokens_, latents_, at_least_) +
+            ", which does not fit the context of " + std::to_string(limit_ + 1) +
             " tokens with room to generate (raise it with -c)"),
       positions(positions_),
       limit(limit_),
       plain_tokens(plain_tokens_),
       latents(latents_),
       at_least(at_least_) {}
+
+std::string PromptTooLong::sizes() const {
+  return describe_positions(positions, plain_tokens, latents, at_least);
+}
 
 void LclmModel::XXH3State::operator()(XXH3_state_t* s) const {
   XXH3_freeState(s);
@@ -167,10 +175,13 @@ const std::string& LclmModel::fingerprint(std::optional<std::int64_t> ratio) {
   return fingerprints_[config.compression_ratio] = hex;
 }
 
-bool LclmModel::fits(const Latents& latents, const LclmConfig& config) const {
-  const std::size_t count = latent_count(latents.n_tokens, config);
-  return latents.dim == adapter_.output_dim() && latents.count() == count &&
-         latents.data.size() == count * latents.dim;
+std::optional<Latents> LclmModel::cached_latents(const LatentKey& key, const LclmConfig& config) {
+  std::optional<Latents> cached = cache_->find(key);
+  if (!cached) return cached;
+  const std::size_t count = latent_count(cached->n_tokens, config);
+  const bool fits = cached->dim == adapter_.output_dim() && cached->count() == count &&
+                    cached->data.size() == count * cached->dim;
+  return fits ? cached : std::nullopt;
 }
 
 Latents LclmModel::encode_latents(std::span<const std::int32_t> tokens,
@@ -187,7 +198,7 @@ Latents LclmModel::compress(std::string_view text, std::optional<std::int64_t> r
                             bool* cache_hit) {
   const LclmConfig config = config_at(ratio);
   const LatentKey key = latent_key(fingerprint(config.compression_ratio), text);
-  if (auto cached = cache_->find(key); cached && fits(*cached, config)) {
+  if (auto cached = cached_latents(key, config)) {
     if (cache_hit) *cache_hit = true;
     return std::move(*cached);
   }
@@ -229,12 +240,13 @@ PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::in
   std::vector<Region> regions;
   std::vector<std::size_t> counts;
   PreparedPrompt out;
+  const std::string& fp = fingerprint(config.compression_ratio);
   for (const PromptSegment& s : segments) {
     if (!s.compressed) continue;
     Region r;
-    r.key = latent_key(fingerprint(config.compression_ratio), s.text);
+    r.key = latent_key(fp, s.text);
     std::size_t n_tokens = 0;
-    if (auto cached = cache_->find(r.key); cached && fits(*cached, config)) {
+    if (auto cached = cached_latents(r.key, config)) {
       n_tokens = cached->n_tokens;
       r.latents = std::move(cached);
       ++out.stats.cache_hits;

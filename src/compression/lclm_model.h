@@ -60,9 +60,15 @@ class PromptTooLong : public Error {
  public:
   PromptTooLong(std::size_t positions, std::size_t limit, bool at_least, std::size_t plain_tokens,
                 std::size_t latents);
+  // "[at least ]N positions (P tokens + L latents)".
+  std::string sizes() const;
   std::size_t positions, limit, plain_tokens, latents;
   bool at_least;
 };
+
+// "412 positions (12 tokens + 400 latents)", with "at least " before a lower bound.
+std::string describe_positions(std::size_t positions, std::size_t plain_tokens, std::size_t latents,
+                               bool at_least = false);
 
 // Latents a region of n encoder tokens yields at `config`: ceil(len / r) per
 // window, at least one per window.
@@ -137,10 +143,10 @@ class LclmModel {
   struct XXH3State {
     void operator()(XXH3_state_t* s) const;
   };
-  // Whether cached latents have the shape this model makes for their token
-  // count: a row of another width or count (a damaged or foreign cache file)
-  // is recomputed, never spliced.
-  bool fits(const Latents& latents, const LclmConfig& config) const;
+  // The cache's latents for `key`, if they have the shape this model makes
+  // for their token count: a row of another width or count (a damaged or
+  // foreign cache file) is recomputed, never spliced.
+  std::optional<Latents> cached_latents(const LatentKey& key, const LclmConfig& config);
   Latents encode_latents(std::span<const std::int32_t> tokens, const LclmConfig& config) const;
   // The fingerprint's files, hashed once; each ratio's settings go on a copy.
   void hash_files();

@@ -104,10 +104,12 @@ Evaluator::Evaluator(EvalConfig config)
           IndexMemWeights::load(dir, engine_->decoder().config()));
     }
   }
+  const bool latent =
+      std::find(config_.methods.begin(), config_.methods.end(), "latent") != config_.methods.end();
   for (std::int64_t r : config_.ratios) {
     if (r < 1)
       throw Error("--ratios: every ratio must be a positive integer, not " + std::to_string(r));
-    if (std::count(config_.methods.begin(), config_.methods.end(), "latent")) engine_->ratio(r);
+    if (latent) engine_->ratio(r);  // one the checkpoint cannot run fails before any work
   }
 }
 

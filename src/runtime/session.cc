@@ -20,6 +20,17 @@ std::uint64_t row_key(const float* row, std::size_t hidden) {
   return XXH3_64bits(row, hidden * sizeof(float));
 }
 
+// The positions of a prompt of n that the cache can keep: those whose keys
+// (key_at(i)) match the cached ones, short of the prompt's last position,
+// whose hidden state the first token is sampled from.
+template <typename KeyAt>
+std::size_t shared_prefix(const std::vector<std::uint64_t>& cached, std::size_t n, KeyAt key_at) {
+  const std::size_t most = std::min(n > 0 ? n - 1 : 0, cached.size());
+  std::size_t reuse = 0;
+  while (reuse < most && cached[reuse] == key_at(reuse)) ++reuse;
+  return reuse;
+}
+
 }  // namespace
 
 Session::Session(const Qwen3Model& model, int threads) : model_(model), threads_(threads) {}
@@ -31,10 +42,7 @@ void Session::reset() {
 
 std::size_t Session::reusable_positions(const float* inputs, std::size_t n) const {
   const auto H = static_cast<std::size_t>(model_.config().hidden_size);
-  std::size_t reuse = 0;
-  const std::size_t most = std::min(n > 0 ? n - 1 : 0, row_keys_.size());
-  while (reuse < most && row_keys_[reuse] == row_key(inputs + reuse * H, H)) ++reuse;
-  return reuse;
+  return shared_prefix(row_keys_, n, [&](std::size_t i) { return row_key(inputs + i * H, H); });
 }
 
 void Session::keep_prefix(std::size_t n) {
@@ -44,8 +52,7 @@ void Session::keep_prefix(std::size_t n) {
 
 GenerationStats Session::generate(const PreparedPrompt& prompt, const GenerationOptions& options,
                                   const TokenCallback& on_token) {
-  GenerationStats stats = generate(prompt.ids, prompt.embeddings.data(), options, on_token);
-  return stats;
+  return generate(prompt.ids, prompt.embeddings.data(), options, on_token);
 }
 
 GenerationStats Session::generate(std::span<const std::int32_t> ids,
@@ -79,16 +86,14 @@ GenerationStats Session::generate(std::span<const std::int32_t> ids, const float
       n + (options.n_predict < 0 ? kOpenEndedReserve : static_cast<std::size_t>(options.n_predict));
   const std::size_t capacity = std::min(context, planned);
 
-  // What can stay: the cached positions this prompt starts with, short of its
-  // last one, whose hidden state the first token is sampled from. A policy
+  // What can stay: the cached positions this prompt starts with. A policy
   // that evicts leaves nothing to extend, and another context limit needs
   // another cache.
   std::vector<std::uint64_t> keys(n);
   for (std::size_t i = 0; i < n; ++i) keys[i] = row_key(inputs + i * H, H);
   const bool full = options.kv_policy.kind == KVPolicyKind::Full;
   if (!full || (cache_ && cache_->max_positions() != context)) reset();
-  std::size_t reuse = 0;
-  while (reuse < std::min(n - 1, row_keys_.size()) && row_keys_[reuse] == keys[reuse]) ++reuse;
+  const std::size_t reuse = shared_prefix(row_keys_, n, [&](std::size_t i) { return keys[i]; });
   if (cache_) {
     keep_prefix(reuse);
     cache_->reserve_more(capacity - reuse);

@@ -345,31 +345,20 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
     p = engine_->prepare(r.prompt, r.ratio, context() - 1);
   } catch (const PromptTooLong& e) {
     throw RequestError(400,
-                       std::string("the prompt is ") + (e.at_least ? "at least " : "") +
-                           std::to_string(e.positions) + " positions (" +
-                           std::to_string(e.plain_tokens) + " tokens + " +
-                           std::to_string(e.latents) +
-                           " latents), which leaves no room to generate in the " +
+                       "the prompt is " + e.sizes() + ", which leaves no room to generate in the " +
                            std::to_string(context()) + "-position context",
                        r.chat ? "messages" : "prompt", "context_length_exceeded");
   } catch (const Error& e) {
     throw RequestError(400, e.what(), r.chat ? "messages" : "prompt", "invalid_prompt");
   }
+  // prepare() has left room for at least one token; max_tokens may ask more.
   const std::size_t ctx = context(), n = p.ids.size();
-  const std::string sizes = std::to_string(n) + " positions (" +
-                            std::to_string(p.stats.plain_tokens) + " tokens + " +
-                            std::to_string(p.stats.latents) + " latents)";
-  if (n + 1 > ctx) {
-    throw RequestError(400,
-                       "the prompt is " + sizes + ", which leaves no room to generate in the " +
-                           std::to_string(ctx) + "-position context",
-                       r.chat ? "messages" : "prompt", "context_length_exceeded");
-  }
   if (r.max_tokens && n + static_cast<std::size_t>(*r.max_tokens) > ctx) {
     throw RequestError(400,
-                       "the prompt is " + sizes + " and max_tokens is " +
-                           std::to_string(*r.max_tokens) + ": more than the " +
-                           std::to_string(ctx) + "-position context",
+                       "the prompt is " +
+                           describe_positions(n, p.stats.plain_tokens, p.stats.latents) +
+                           " and max_tokens is " + std::to_string(*r.max_tokens) +
+                           ": more than the " + std::to_string(ctx) + "-position context",
                        "max_tokens", "context_length_exceeded");
   }
   job.emit(Event{});  // Started

@@ -39,19 +39,30 @@ double metric(const std::string& text, const std::string& name) {
   return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
 }
 
+// A tiny random LCLM checkpoint in a scratch directory, and the options every
+// test server starts from (any free port, a short context, model "tiny").
+std::filesystem::path tiny_checkpoint(const std::string& name, std::uint64_t seed) {
+  const auto dir = testing::scratch_dir(name);
+  RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+  spec.seed = seed;
+  write_random_lclm(dir, spec);
+  return dir;
+}
+server::ServerOptions test_server_options() {
+  server::ServerOptions o;
+  o.port = 0;
+  o.context = kContext;
+  o.model_name = "tiny";
+  return o;
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const auto dir = testing::scratch_dir("server_lclm");
-    RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
-    spec.seed = 11;
-    write_random_lclm(dir, spec);
-    server::ServerOptions o;
-    o.port = 0;
-    o.context = kContext;
+    const auto dir = tiny_checkpoint("server_lclm", 11);
+    server::ServerOptions o = test_server_options();
     o.default_max_tokens = 8;
     o.max_queue = 16;
-    o.model_name = "tiny";
     server_ = new server::Server(Engine::load(dir), o);
     port_ = server_->bind();
     thread_ = new std::thread([] { server_->run(); });
@@ -480,16 +491,9 @@ TEST_F(ServerTest, AnUnknownModelNameIsNotFound) {
 
 // --api-key: every endpoint but /health wants "Authorization: Bearer KEY".
 TEST(ServerAuth, AnApiKeyIsRequiredEverywhereButHealth) {
-  const auto dir = testing::scratch_dir("server_auth");
-  RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
-  spec.seed = 12;
-  write_random_lclm(dir, spec);
-  server::ServerOptions o;
-  o.port = 0;
-  o.context = kContext;
-  o.model_name = "tiny";
+  server::ServerOptions o = test_server_options();
   o.api_key = "s3cret-key";
-  server::Server s(Engine::load(dir), o);
+  server::Server s(Engine::load(tiny_checkpoint("server_auth", 12)), o);
   const int port = s.bind();
   std::thread t([&] { s.run(); });
   httplib::Client c("127.0.0.1", port);
