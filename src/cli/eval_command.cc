@@ -27,7 +27,7 @@ struct EvalArgs {
   std::vector<std::string> methods, tasks, haystack;
   std::string indexmem;
   std::vector<std::int64_t> ratios;
-  std::vector<std::size_t> lengths;
+  std::vector<std::size_t> lengths, passages = {32, 64, 128};
   std::size_t samples = 1;
   std::uint64_t seed = 0;
   std::size_t batch = 512;
@@ -56,6 +56,7 @@ EvalConfig eval_config(const EvalArgs& a) {
   c.methods = a.methods;
   c.ratios = a.ratios;
   c.lengths = a.lengths;
+  c.passages = a.passages;
   c.tasks.clear();
   for (const std::string& t : a.tasks) {
     if (t == "all") {
@@ -94,9 +95,16 @@ void add_eval_options(CLI::App& cmd, EvalArgs& a) {
       ->delimiter(',')
       ->check(CLI::Range(std::size_t{128}, std::size_t{1} << 20))
       ->capture_default_str();
+  cmd.add_option("--passages", a.passages,
+                 "Passage lengths in tokens for the copy tasks (reconstruction, numbers)")
+      ->delimiter(',')
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 16))
+      ->capture_default_str();
   cmd.add_option("--tasks", a.tasks,
-                 "Comma-separated tasks, or all: niah_single, niah_multi, niah_multikey, "
-                 "niah_multivalue, vt, cwe")
+                 "Comma-separated tasks, or all: niah_single (or needle), niah_multi, "
+                 "niah_multikey, niah_multivalue, vt, cwe at each of --lengths; reconstruction "
+                 "(a passage of haystack text, word for word) and numbers (random numbers, "
+                 "character for character) at each of --passages")
       ->delimiter(',')
       ->check(name_check("TASK",
                          [](const std::string& t) {
@@ -219,7 +227,7 @@ std::vector<EvalRecord> run_evaluation(const EvalArgs& a, std::ostream& err,
         const double eta = elapsed / static_cast<double>(new_runs) * static_cast<double>(total - k);
         err << std::fixed << std::setprecision(1) << "[" << k << "/" << total << "] " << r.prompt_id
             << " " << r.method << (r.method == "full" ? "" : " x" + std::to_string(r.ratio))
-            << ": score " << r.score << ", TTFT " << r.ttft_ms << " ms, " << r.positions
+            << ": score " << r.score << ", in place " << r.agreement << ", TTFT " << r.ttft_ms << " ms, " << r.positions
             << " positions | " << duration_text(elapsed) << " elapsed, ETA " << duration_text(eta)
             << "\n";
       },
@@ -233,7 +241,7 @@ int run_eval(const EvalArgs& a, std::ostream& out, std::ostream& err) {
                   eval_results_json(eval_config(a), records)
                           .dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
                       "\n");
-  const std::string md = eval_results_markdown(summarize_records(records));
+  const std::string md = eval_results_markdown(summarize_records(records)) + recall_markdown(records);
   write_text_file((dir / "results.md").string(), md);
   out << md;
   err << "wrote " << (dir / "results.json").string() << " and " << (dir / "results.md").string()

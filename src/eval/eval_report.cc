@@ -103,6 +103,7 @@ nlohmann::json eval_results_json(const EvalConfig& config, const std::vector<Eva
                  {"methods", config.methods},
                  {"ratios", config.ratios},
                  {"lengths", config.lengths},
+                 {"passages", config.passages},
                  {"tasks", tasks},
                  {"samples", config.samples},
                  {"seed", config.seed},
@@ -162,6 +163,63 @@ std::string eval_results_markdown(const std::vector<EvalCell>& cells) {
         "(after a policy's eviction). KV peak MiB: the most the KV cache allocated during the run "
         "(a "
         "policy prefills the whole prompt before it evicts).\n";
+  return md.str();
+}
+
+std::string recall_markdown(const std::vector<EvalRecord>& records) {
+  // task -> length -> column -> (runs, exact, agreement sum); columns and
+  // rows in the order they first come.
+  struct Sum {
+    std::size_t runs = 0, exact = 0;
+    double agreement = 0;
+  };
+  std::vector<std::string> task_order, columns;
+  std::map<std::string, std::vector<std::size_t>> lengths;
+  std::map<std::string, std::map<std::size_t, std::map<std::string, Sum>>> sums;
+  const auto add_once = [](auto& list, const auto& item) {
+    if (std::find(list.begin(), list.end(), item) == list.end()) list.push_back(item);
+  };
+  for (const EvalRecord& r : records) {
+    const std::string task(ruler_task_name(r.task));
+    const std::string column = r.method == "full" ? "full" : r.method + " " + std::to_string(r.ratio) + "x";
+    add_once(task_order, task);
+    add_once(columns, column);
+    add_once(lengths[task], r.length);
+    Sum& sum = sums[task][r.length][column];
+    ++sum.runs;
+    sum.exact += r.score >= 1.0 ? 1 : 0;
+    sum.agreement += r.agreement;
+  }
+  std::ostringstream md;
+  for (const std::string& task : task_order) {
+    const RulerTask t = parse_ruler_task(task);
+    const char* graded = t == RulerTask::Reconstruction ? "words"
+                         : t == RulerTask::Numbers      ? "characters"
+                         : t == RulerTask::SingleNeedle || t == RulerTask::MultiKey
+                             ? "digits of the number"
+                             : "answers found";
+    md << "\n" << task << ": runs answered in full / runs, " << graded << " in place (mean %)\n\n| "
+       << (is_copy_task(t) ? "passage tokens" : "length") << " |";
+    for (const std::string& c : columns) md << " " << c << " |";
+    md << "\n|---|";
+    for (std::size_t i = 0; i < columns.size(); ++i) md << "---|";
+    md << "\n";
+    for (std::size_t length : lengths[task]) {
+      md << "| " << length << " |";
+      for (const std::string& c : columns) {
+        const auto& row = sums[task][length];
+        const auto it = row.find(c);
+        if (it == row.end()) {
+          md << " |";
+          continue;
+        }
+        const Sum& sum = it->second;
+        md << " " << sum.exact << "/" << sum.runs << ", "
+           << fixed(100 * sum.agreement / static_cast<double>(sum.runs), 0) << "% |";
+      }
+      md << "\n";
+    }
+  }
   return md.str();
 }
 

@@ -37,6 +37,10 @@ std::vector<EvalCell> summarize_records(const std::vector<EvalRecord>& records);
 nlohmann::json eval_results_json(const EvalConfig& config, const std::vector<EvalRecord>& records);
 // method x ratio x length -> accuracy (and per task), TTFT, peak memory, KV bytes.
 std::string eval_results_markdown(const std::vector<EvalCell>& cells);
+// One table per task: rows = lengths, columns = method and ratio, each cell
+// "runs with every answer / runs, mean agreement in place" (the graded
+// scores of grade_answer).
+std::string recall_markdown(const std::vector<EvalRecord>& records);
 // Each method against full at the same length: TTFT speed-up, peak memory and
 // KV ratios; needs "full" among the cells.
 std::string bench_markdown(const std::vector<EvalCell>& cells);

@@ -36,7 +36,7 @@ std::unique_ptr<Engine> load_checkpoint(const std::filesystem::path& dir, int th
 }  // namespace
 
 nlohmann::json eval_record_json(const EvalRecord& r) {
-  return {{"prompt_id", r.prompt_id},
+  nlohmann::json j = {{"prompt_id", r.prompt_id},
           {"method", r.method},
           {"ratio", r.ratio},
           {"length", r.length},
@@ -45,6 +45,7 @@ nlohmann::json eval_record_json(const EvalRecord& r) {
           {"prompt_tokens", r.prompt_tokens},
           {"positions", r.positions},
           {"score", r.score},
+          {"agreement", r.agreement},
           {"ttft_ms", r.ttft_ms},
           {"peak_rss_bytes", r.peak_rss_bytes},
           {"peak_extra_bytes", r.peak_extra_bytes},
@@ -52,6 +53,9 @@ nlohmann::json eval_record_json(const EvalRecord& r) {
           {"kv_peak_bytes", r.kv_peak_bytes},
           {"expected", r.expected},
           {"output", r.output}};
+  if (r.prefix_correct) j["prefix_correct"] = *r.prefix_correct;
+  if (r.needle_token) j["needle_token"] = *r.needle_token;
+  return j;
 }
 
 EvalRecord eval_record_from_json(const nlohmann::json& j) {
@@ -76,6 +80,7 @@ EvalRecord eval_record_from_json(const nlohmann::json& j) {
   get("prompt_tokens", r.prompt_tokens);
   get("positions", r.positions);
   get("score", r.score);
+  get("agreement", r.agreement);
   get("ttft_ms", r.ttft_ms);
   get("peak_rss_bytes", r.peak_rss_bytes);
   get("peak_extra_bytes", r.peak_extra_bytes);
@@ -83,6 +88,8 @@ EvalRecord eval_record_from_json(const nlohmann::json& j) {
   get("kv_peak_bytes", r.kv_peak_bytes);
   get("expected", r.expected);
   get("output", r.output);
+  if (j.contains("prefix_correct")) get("prefix_correct", r.prefix_correct.emplace());
+  if (j.contains("needle_token")) get("needle_token", r.needle_token.emplace());
   return r;
 }
 
@@ -103,6 +110,14 @@ Evaluator::Evaluator(EvalConfig config)
       indexmem_ = std::make_shared<const IndexMemWeights>(
           IndexMemWeights::load(dir, engine_->decoder().config()));
     }
+  }
+  for (RulerTask t : config_.tasks) {
+    if (is_copy_task(t) && config_.passages.empty()) {
+      throw Error("--passages: " + std::string(ruler_task_name(t)) + " needs a passage length");
+    }
+  }
+  for (std::size_t p : config_.passages) {
+    if (p == 0) throw Error("--passages: a passage needs at least 1 token");
   }
   const bool latent =
       std::find(config_.methods.begin(), config_.methods.end(), "latent") != config_.methods.end();
@@ -152,15 +167,34 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
   rec.kv_peak_bytes = stats.kv_peak_bytes;
   rec.output = tokenizer.decode(stats.tokens);
   rec.expected = sample.answers;
-  rec.score = score_answers(rec.output, sample.answers);
+  const Grade grade = grade_answer(sample, rec.output);
+  rec.score = grade.score;
+  rec.agreement = grade.agreement;
+  rec.prefix_correct = grade.prefix_correct;
+  rec.needle_token = sample.needle_token;
   return rec;
+}
+
+std::vector<std::pair<RulerTask, std::size_t>> Evaluator::task_lengths() const {
+  std::vector<std::pair<RulerTask, std::size_t>> out;
+  for (std::size_t length : config_.lengths) {
+    for (RulerTask task : config_.tasks) {
+      if (!is_copy_task(task)) out.emplace_back(task, length);
+    }
+  }
+  for (std::size_t length : config_.passages) {
+    for (RulerTask task : config_.tasks) {
+      if (is_copy_task(task)) out.emplace_back(task, length);
+    }
+  }
+  return out;
 }
 
 std::size_t Evaluator::run_count() const {
   std::size_t per_sample = 0;
   for (const std::string& m : config_.methods)
     per_sample += m == "full" ? 1 : config_.ratios.size();
-  return config_.lengths.size() * config_.tasks.size() * config_.samples * per_sample;
+  return task_lengths().size() * config_.samples * per_sample;
 }
 
 std::vector<EvalRecord> Evaluator::run(const std::function<void(const EvalRecord&)>& progress,
@@ -182,34 +216,32 @@ std::vector<EvalRecord> Evaluator::run(const std::function<void(const EvalRecord
   }
 
   std::vector<EvalRecord> records;
-  for (std::size_t length : config_.lengths) {
-    for (RulerTask task : config_.tasks) {
-      for (std::size_t i = 0; i < config_.samples; ++i) {
-        const std::string prompt_id = std::string(ruler_task_name(task)) + "-" +
-                                      std::to_string(length) + "-" + std::to_string(i);
-        std::optional<EvalSample> sample;
-        std::size_t tokens = 0;
-        for (const auto& [method, ratio] : runs) {
-          EvalRecord key;
-          key.prompt_id = prompt_id;
-          key.method = method;
-          key.ratio = method == "full" ? 1 : ratio;
-          if (const auto it = earlier.find(key.run_key()); it != earlier.end()) {
-            records.push_back(*it->second);
-            continue;
-          }
-          if (!sample) {
-            sample = tasks_->make(task, length, i);
-            tokens = tasks_->prompt_tokens(*sample);
-          }
-          EvalRecord rec = run_one(*sample, method, ratio);
-          rec.prompt_id = prompt_id;
-          rec.length = length;
-          rec.sample = i;
-          rec.prompt_tokens = tokens;
-          if (progress) progress(rec);
-          records.push_back(std::move(rec));
+  for (const auto& [task, length] : task_lengths()) {
+    for (std::size_t i = 0; i < config_.samples; ++i) {
+      const std::string prompt_id = std::string(ruler_task_name(task)) + "-" +
+                                    std::to_string(length) + "-" + std::to_string(i);
+      std::optional<EvalSample> sample;
+      std::size_t tokens = 0;
+      for (const auto& [method, ratio] : runs) {
+        EvalRecord key;
+        key.prompt_id = prompt_id;
+        key.method = method;
+        key.ratio = method == "full" ? 1 : ratio;
+        if (const auto it = earlier.find(key.run_key()); it != earlier.end()) {
+          records.push_back(*it->second);
+          continue;
         }
+        if (!sample) {
+          sample = tasks_->make(task, length, i);
+          tokens = tasks_->prompt_tokens(*sample);
+        }
+        EvalRecord rec = run_one(*sample, method, ratio);
+        rec.prompt_id = prompt_id;
+        rec.length = length;
+        rec.sample = i;
+        rec.prompt_tokens = tokens;
+        if (progress) progress(rec);
+        records.push_back(std::move(rec));
       }
     }
   }

@@ -12,7 +12,9 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "compression/lclm_model.h"
@@ -28,6 +30,7 @@ struct EvalConfig {
   std::vector<std::string> methods = {"full"};    // "full", "latent", or a KV policy
   std::vector<std::int64_t> ratios = {4, 8, 16};  // compression ratios (not for "full")
   std::vector<std::size_t> lengths = {1024};      // prompt lengths in decoder tokens
+  std::vector<std::size_t> passages = {32, 64, 128};  // copy tasks: passage lengths in tokens
   std::vector<RulerTask> tasks = {RulerTask::SingleNeedle};
   std::size_t samples = 1;  // per (length, task)
   std::uint64_t seed = 0;
@@ -44,12 +47,15 @@ struct EvalRecord {
   std::string prompt_id;  // "TASK-LENGTH-SAMPLE": the same prompt for every method and ratio
   std::string method;
   std::int64_t ratio = 1;  // 1 for full
-  std::size_t length = 0;  // the length asked for
+  std::size_t length = 0;  // the length asked for (copy tasks: the passage's)
   RulerTask task = RulerTask::SingleNeedle;
   std::size_t sample = 0;
   std::size_t prompt_tokens = 0;  // decoder tokens of the uncompressed prompt
   std::size_t positions = 0;      // decoder positions prefilled (latent: after the splice)
-  double score = 0;               // fraction of the answers found
+  double score = 0;               // fraction of the answers found (copy tasks: exact match)
+  double agreement = 0;           // graded in place (grade_answer: digits, words, characters)
+  std::optional<bool> prefix_correct;     // the output starts as a right one does (grade_answer)
+  std::optional<std::size_t> needle_token;  // niah_single: the number's token in the context
   double ttft_ms = 0;             // prompt text to first token: tokenize, compress, prefill, sample
   std::size_t peak_rss_bytes = 0;     // peak resident set during the run
   std::size_t peak_extra_bytes = 0;   // that peak minus the resident set at the start of the run
@@ -70,7 +76,8 @@ class Evaluator {
  public:
   explicit Evaluator(EvalConfig config);
 
-  // Every (length, task, sample) x method x ratio, in that order; each new
+  // Every (length, task, sample) x method x ratio, in that order (the copy
+  // tasks' passages after the other tasks' lengths); each new
   // record goes to `progress` as it is made. Runs found in `done` (records
   // of an interrupted run of the same config, by run_key()) are not run
   // again: their records take their place. A short warm-up run per (method,
@@ -80,6 +87,9 @@ class Evaluator {
                               const std::vector<EvalRecord>& done = {});
   // How many runs run() makes in all.
   std::size_t run_count() const;
+  // The (task, length) pairs run() goes through, in its order: every task at
+  // every length, and the copy tasks at every passage length.
+  std::vector<std::pair<RulerTask, std::size_t>> task_lengths() const;
 
   // One method on one sample.
   EvalRecord run_one(const EvalSample& sample, const std::string& method, std::int64_t ratio);

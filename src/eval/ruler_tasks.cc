@@ -76,6 +76,52 @@ std::string join_quoted(const std::vector<std::string>& keys) {
   return out;
 }
 
+// Whether `s` ends inside a UTF-8 character (a token cut can split one).
+bool ends_mid_character(const std::string& s) {
+  std::size_t continuation = 0;
+  for (auto it = s.rbegin(); it != s.rend() && continuation < 4; ++it) {
+    const auto c = static_cast<unsigned char>(*it);
+    if ((c & 0xC0) == 0x80) {
+      ++continuation;
+      continue;
+    }
+    const std::size_t length = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+    return continuation + 1 < length;
+  }
+  return continuation > 0;
+}
+
+// The share of `want`'s elements that `got` has at the same index.
+template <typename Sequence>
+double share_in_place(const Sequence& got, const Sequence& want) {
+  if (want.empty()) return 0.0;
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < want.size() && i < got.size(); ++i) same += want[i] == got[i] ? 1 : 0;
+  return static_cast<double>(same) / static_cast<double>(want.size());
+}
+
+std::vector<std::string_view> words_of(std::string_view text) {
+  std::vector<std::string_view> words;
+  constexpr std::string_view kSpace = " \t\n\r\f\v";
+  for (std::size_t at = text.find_first_not_of(kSpace); at != std::string_view::npos;) {
+    const std::size_t end = text.find_first_of(kSpace, at);
+    words.push_back(text.substr(at, end == std::string_view::npos ? end : end - at));
+    at = end == std::string_view::npos ? end : text.find_first_not_of(kSpace, end);
+  }
+  return words;
+}
+
+// The first `n` words of text, joined by single spaces.
+std::string first_words(std::string_view text, std::size_t n) {
+  std::string out;
+  for (std::string_view w : words_of(text)) {
+    if (n-- == 0) break;
+    if (!out.empty()) out += ' ';
+    out += w;
+  }
+  return out;
+}
+
 std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -98,19 +144,29 @@ std::string_view ruler_task_name(RulerTask task) {
       return "vt";
     case RulerTask::CommonWords:
       return "cwe";
+    case RulerTask::Reconstruction:
+      return "reconstruction";
+    case RulerTask::Numbers:
+      return "numbers";
   }
   return "?";
 }
 
 const std::vector<RulerTask>& all_ruler_tasks() {
-  static const std::vector<RulerTask> all = {RulerTask::SingleNeedle,     RulerTask::MultiNeedle,
-                                             RulerTask::MultiKey,         RulerTask::MultiValue,
-                                             RulerTask::VariableTracking, RulerTask::CommonWords};
+  static const std::vector<RulerTask> all = {
+      RulerTask::SingleNeedle,     RulerTask::MultiNeedle, RulerTask::MultiKey,
+      RulerTask::MultiValue,       RulerTask::VariableTracking, RulerTask::CommonWords,
+      RulerTask::Reconstruction,   RulerTask::Numbers};
   return all;
 }
 
+bool is_copy_task(RulerTask task) {
+  return task == RulerTask::Reconstruction || task == RulerTask::Numbers;
+}
+
 RulerTask parse_ruler_task(std::string_view name) {
-  std::string known;
+  if (name == "needle") return RulerTask::SingleNeedle;
+  std::string known = "needle";
   for (RulerTask t : all_ruler_tasks()) {
     if (ruler_task_name(t) == name) return t;
     known += (known.empty() ? "" : ", ") + std::string(ruler_task_name(t));
@@ -146,6 +202,65 @@ double score_answers(std::string_view output, const std::vector<std::string>& an
   std::size_t found = 0;
   for (const std::string& a : answers) found += text.find(lower(a)) != std::string::npos;
   return static_cast<double>(found) / static_cast<double>(answers.size());
+}
+
+double digit_agreement(std::string_view answer, std::string_view number, std::string_view after) {
+  if (number.empty()) return 0.0;
+  std::size_t at = after.empty() ? 0 : answer.find(after);
+  at = at == std::string_view::npos ? 0 : at + after.size();
+  // The first run of digits from there, scored against the number.
+  constexpr std::string_view kDigits = "0123456789";
+  at = answer.find_first_of(kDigits, at);
+  if (at == std::string_view::npos) return 0.0;
+  return share_in_place(answer.substr(at, answer.find_first_not_of(kDigits, at) - at), number);
+}
+
+double word_agreement(std::string_view answer, std::string_view reference) {
+  return share_in_place(words_of(answer), words_of(reference));
+}
+
+double char_agreement(std::string_view answer, std::string_view reference) {
+  return share_in_place(answer, reference);
+}
+
+std::string random_numbers(std::mt19937_64& rng, std::size_t tokens) {
+  std::string out;
+  std::size_t used = 0;
+  do {
+    if (!out.empty()) {
+      out += ", ";
+      used += 2;
+    }
+    const std::size_t digits = 3 + below(rng, 7);
+    out += static_cast<char>('1' + below(rng, 9));
+    for (std::size_t d = 1; d < digits; ++d) out += static_cast<char>('0' + below(rng, 10));
+    used += digits;
+  } while (used < tokens);
+  return out;
+}
+
+Grade grade_answer(const EvalSample& sample, std::string_view output) {
+  Grade g;
+  if (!sample.prefix.empty()) g.prefix_correct = output.substr(0, sample.prefix.size()) == sample.prefix;
+  switch (sample.task) {
+    case RulerTask::Reconstruction:
+    case RulerTask::Numbers: {
+      const std::string& passage = sample.answers.at(0);
+      g.score = output == passage ? 1.0 : 0.0;
+      g.agreement = sample.task == RulerTask::Numbers ? char_agreement(output, passage)
+                                                      : word_agreement(output, passage);
+      return g;
+    }
+    case RulerTask::SingleNeedle:
+    case RulerTask::MultiKey:
+      g.score = score_answers(output, sample.answers);
+      g.agreement = digit_agreement(output, sample.answers.at(0), sample.prefix);
+      return g;
+    default:
+      g.score = score_answers(output, sample.answers);
+      g.agreement = g.score;
+      return g;
+  }
 }
 
 RulerTaskGenerator::RulerTaskGenerator(const Haystack& haystack, const Tokenizer& tokenizer,
@@ -185,6 +300,8 @@ EvalSample RulerTaskGenerator::build(RulerTask task, std::size_t size,
         s.question = needle_question(keys.front());
         s.answers.resize(1);  // multikey: the other needles are distractors
         s.n_predict = 32;
+        const std::string sentence = needle_sentence(keys.front(), "");
+        s.prefix = sentence.substr(0, sentence.size() - 1);  // "... for KEY is "
       }
       std::shuffle(statements.begin(), statements.end(), rng);
       break;
@@ -216,6 +333,9 @@ EvalSample RulerTaskGenerator::build(RulerTask task, std::size_t size,
       s.n_predict = 48;
       break;
     }
+    case RulerTask::Reconstruction:
+    case RulerTask::Numbers:
+      throw Error(std::string(ruler_task_name(task)) + " is a copy task (passage)");
     case RulerTask::CommonWords: {
       std::vector<std::string> vocabulary = haystack_.vocabulary();
       std::shuffle(vocabulary.begin(), vocabulary.end(), rng);
@@ -250,9 +370,49 @@ EvalSample RulerTaskGenerator::build(RulerTask task, std::size_t size,
   return s;
 }
 
+// A copy task's passage of `tokens` tokens: haystack words cut at that
+// token, or random numbers cut at that character.
+EvalSample RulerTaskGenerator::passage(RulerTask task, std::size_t tokens,
+                                       std::uint64_t sample_seed) const {
+  std::mt19937_64 rng(sample_seed);
+  EvalSample s;
+  s.task = task;
+  std::string text;
+  if (task == RulerTask::Numbers) {
+    // One token a character: cut to `tokens`, without a trailing separator.
+    text = random_numbers(rng, tokens).substr(0, tokens);
+    while (!text.empty() && (text.back() == ' ' || text.back() == ',')) text.pop_back();
+    s.prefix = text.substr(0, text.find(','));
+  } else {
+    // Every word is at least one token, so `tokens` words are enough.
+    std::string words;
+    for (const std::string& w : haystack_.words(rng, tokens)) {
+      if (!words.empty()) words += ' ';
+      words += w;
+    }
+    std::vector<std::int32_t> ids = tokenizer_.encode(words);
+    if (ids.size() > tokens) ids.resize(tokens);
+    text = tokenizer_.decode(ids);
+    while (!ids.empty() && ends_mid_character(text)) {
+      ids.pop_back();
+      text = tokenizer_.decode(ids);
+    }
+    s.prefix = first_words(text, 8);
+  }
+  s.context = text;
+  s.answers = {std::move(text)};
+  s.question = kCopyQuestion;
+  s.n_predict = static_cast<int>(tokens) + 16;
+  return s;
+}
+
 EvalSample RulerTaskGenerator::make(RulerTask task, std::size_t tokens, std::size_t index) const {
   const std::uint64_t sample_seed = mix64(mix64(seed_ ^ (static_cast<std::uint64_t>(task) << 56)) +
                                           tokens * 0x9E3779B97F4A7C15ull + index);
+  if (is_copy_task(task)) {
+    if (tokens == 0) throw Error(std::string(ruler_task_name(task)) + ": a passage of 0 tokens");
+    return passage(task, tokens, sample_seed);
+  }
   // Sizes start at ~0.7 words (or 0.25 list entries) per token and are
   // rescaled by the measured count, then trimmed until the prompt fits.
   const double per_token = task == RulerTask::CommonWords ? 0.25 : 0.7;
@@ -273,6 +433,10 @@ EvalSample RulerTaskGenerator::make(RulerTask task, std::size_t tokens, std::siz
     size -= std::clamp<std::size_t>((got - tokens) / 2, 1, size - 1);
     s = build(task, size, sample_seed);
     got = prompt_tokens(s);
+  }
+  if (task == RulerTask::SingleNeedle) {
+    const std::size_t digits = s.context.find(s.prefix + s.answers[0]) + s.prefix.size();
+    s.needle_token = tokenizer_.encode(s.context.substr(0, digits)).size();
   }
   return s;
 }

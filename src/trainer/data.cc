@@ -284,22 +284,6 @@ std::int64_t DataGenerator::example_ratio(std::uint64_t index) const {
   return ratios_[mix64(seed_ ^ (index * 0xD6E8FEB86659FD93ull)) % ratios_.size()];
 }
 
-std::string random_numbers(std::mt19937_64& rng, std::size_t tokens) {
-  std::string out;
-  std::size_t used = 0;
-  do {
-    if (!out.empty()) {
-      out += ", ";
-      used += 2;
-    }
-    const std::size_t digits = 3 + below(rng, 7);
-    out += static_cast<char>('1' + below(rng, 9));
-    for (std::size_t d = 1; d < digits; ++d) out += static_cast<char>('0' + below(rng, 10));
-    used += digits;
-  } while (used < tokens);
-  return out;
-}
-
 std::mt19937_64 DataGenerator::example_rng(std::uint64_t index) const {
   // splitmix64 of (seed, index): neighbouring indices get unrelated streams.
   return std::mt19937_64(mix64(seed_ * 0x9E3779B97F4A7C15ull + index + 0x632BE59BD9B4E019ull));

@@ -172,12 +172,8 @@ void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::
 
 // The whitespace-separated words of text.
 std::vector<std::string> words_of(const std::string& text);
-// Random numbers of 3-9 digits (no leading zero), ", "-separated, of at
-// least `tokens` tokens and at most 10 more: Qwen3 makes each digit, the
-// comma and the space a token (the --numbers passages).
-std::string random_numbers(std::mt19937_64& rng, std::size_t tokens);
-// The needle's words (needle_key, needle_sentence, needle_question) are the
-// evaluation's: eval/ruler_tasks.h.
+// The needle's words (needle_key, needle_sentence, needle_question) and the
+// --numbers passages (random_numbers) are the evaluation's: eval/ruler_tasks.h.
 
 // Packs examples next_index, next_index + 1, ... into one sequence of at most
 // seq_len tokens and advances next_index past them. The last example is cut

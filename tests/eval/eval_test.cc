@@ -8,7 +8,9 @@
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <regex>
+#include <sstream>
 
 #include "cli/cli_runner.h"
 #include "cli/common.h"
@@ -21,6 +23,7 @@
 #include "format/json_file.h"
 #include "kv/policy_model.h"
 #include "tokenizer/tokenizer.h"
+#include "util/error.h"
 
 namespace lclm {
 namespace {
@@ -35,6 +38,90 @@ TEST(EvalScoring, CountsTheShareOfAnswersFoundIgnoringCase) {
   EXPECT_EQ(score_answers("VAR qwert and ASDFG", {"QWERT", "ASDFG", "ZXCVB", "POIUY"}), 0.5);
   EXPECT_EQ(score_answers("", {"x"}), 0.0);
   EXPECT_EQ(score_answers("anything", {}), 0.0);
+}
+
+const char* kPrefix = "The special magic number for misty-harbor is";
+
+TEST(DigitAgreement, CountsDigitsInPlaceAfterThePrefix) {
+  EXPECT_DOUBLE_EQ(
+      digit_agreement("The special magic number for misty-harbor is 4821937.", "4821937", kPrefix),
+      1.0);
+  // Three of seven in place; the key's digits before the prefix end are ignored.
+  EXPECT_DOUBLE_EQ(
+      digit_agreement("The special magic number for misty-harbor is 4820000.", "4821937", kPrefix),
+      3.0 / 7.0);
+  // A shorter number counts only the digits given; a missing one scores 0.
+  EXPECT_DOUBLE_EQ(digit_agreement("... is 48.", "4821937", "is"), 2.0 / 7.0);
+  EXPECT_DOUBLE_EQ(digit_agreement("no number here", "4821937", kPrefix), 0.0);
+  // Without the prefix the first digits of the answer count.
+  EXPECT_DOUBLE_EQ(digit_agreement("4821930 and 4821937", "4821937"), 6.0 / 7.0);
+  EXPECT_DOUBLE_EQ(digit_agreement("4821937", ""), 0.0);
+}
+
+TEST(WordAgreement, CountsWordsAtTheSameIndex) {
+  EXPECT_DOUBLE_EQ(word_agreement("the quick brown fox", "the quick brown fox"), 1.0);
+  EXPECT_DOUBLE_EQ(word_agreement("the slow brown fox", "the quick brown fox"), 0.75);
+  // A dropped word shifts the rest out of place.
+  EXPECT_DOUBLE_EQ(word_agreement("the brown fox", "the quick brown fox"), 0.25);
+  EXPECT_DOUBLE_EQ(word_agreement("the quick brown fox jumps", "the quick"), 1.0);
+  EXPECT_DOUBLE_EQ(word_agreement(" the\n quick\t", "the quick"), 1.0);
+  EXPECT_DOUBLE_EQ(word_agreement("", "the quick"), 0.0);
+  EXPECT_DOUBLE_EQ(word_agreement("anything", ""), 0.0);
+}
+
+TEST(CharAgreement, CountsCharactersAtTheSameIndex) {
+  EXPECT_DOUBLE_EQ(char_agreement("4821937, 20315", "4821937, 20315"), 1.0);
+  // Two digits swapped: 12 of 14 in place.
+  EXPECT_DOUBLE_EQ(char_agreement("4281937, 20315", "4821937, 20315"), 12.0 / 14.0);
+  // A dropped digit shifts the rest out of place; a short answer counts what it has.
+  EXPECT_DOUBLE_EQ(char_agreement("482937", "4821937"), 3.0 / 7.0);
+  EXPECT_DOUBLE_EQ(char_agreement("4821937, 20315, 7", "4821937"), 1.0);
+  EXPECT_DOUBLE_EQ(char_agreement("", "48"), 0.0);
+  EXPECT_DOUBLE_EQ(char_agreement("48", ""), 0.0);
+}
+
+// Each task's score, graded agreement and prefix on known outputs.
+TEST(GradeAnswer, ScoresEachTaskItsOwnWay) {
+  EvalSample needle;
+  needle.task = RulerTask::SingleNeedle;
+  needle.answers = {"4821937"};
+  needle.prefix = std::string(kPrefix) + " ";
+  Grade g = grade_answer(needle, "The special magic number for misty-harbor is 4821900.");
+  EXPECT_EQ(g.score, 0.0);
+  EXPECT_DOUBLE_EQ(g.agreement, 5.0 / 7.0);
+  EXPECT_EQ(g.prefix_correct, std::optional<bool>(true));
+  g = grade_answer(needle, "It is 4821937, the special magic number for calm-ember.");
+  EXPECT_EQ(g.score, 1.0);
+  EXPECT_DOUBLE_EQ(g.agreement, 1.0);
+  EXPECT_EQ(g.prefix_correct, std::optional<bool>(false));
+
+  EvalSample copy;
+  copy.task = RulerTask::Reconstruction;
+  copy.answers = {"the quick brown fox"};
+  copy.prefix = "the quick brown fox";
+  g = grade_answer(copy, "the quick brown fox");
+  EXPECT_EQ(g.score, 1.0);
+  EXPECT_DOUBLE_EQ(g.agreement, 1.0);
+  g = grade_answer(copy, "the quick brown fox jumps");  // more than the passage is not exact
+  EXPECT_EQ(g.score, 0.0);
+  EXPECT_DOUBLE_EQ(g.agreement, 1.0);
+  EXPECT_EQ(g.prefix_correct, std::optional<bool>(true));
+
+  copy.task = RulerTask::Numbers;
+  copy.answers = {"4821937, 20315"};
+  copy.prefix = "4821937";
+  g = grade_answer(copy, "4281937, 20315");
+  EXPECT_EQ(g.score, 0.0);
+  EXPECT_DOUBLE_EQ(g.agreement, 12.0 / 14.0);
+  EXPECT_EQ(g.prefix_correct, std::optional<bool>(false));
+
+  EvalSample vt;
+  vt.task = RulerTask::VariableTracking;
+  vt.answers = {"QWERT", "ASDFG"};
+  g = grade_answer(vt, "qwert");
+  EXPECT_EQ(g.score, 0.5);
+  EXPECT_EQ(g.agreement, 0.5);
+  EXPECT_FALSE(g.prefix_correct.has_value());
 }
 
 class RulerTasks : public ::testing::Test {
@@ -56,6 +143,7 @@ Haystack* RulerTasks::haystack_ = nullptr;
 TEST_F(RulerTasks, FitTheLengthAndHideTheirAnswers) {
   const RulerTaskGenerator gen(*haystack_, *tokenizer_, 7);
   for (RulerTask task : all_ruler_tasks()) {
+    if (is_copy_task(task)) continue;  // their length is the passage's: CopyTasks below
     for (std::size_t length : {512, 2048}) {
       const EvalSample s = gen.make(task, length, 0);
       const std::size_t tokens = tokenizer_->encode(eval_prompt(s, false)).size();
@@ -83,6 +171,71 @@ TEST_F(RulerTasks, SingleNeedleUsesTheTrainersWording) {
   EXPECT_EQ(eval_prompt(s, true), "<|im_start|>user\n<|memory_start|>" + s.context +
                                       "<|memory_end|>\n" + s.question +
                                       "<|im_end|>\n<|im_start|>assistant\n");
+}
+
+// The needle sample knows where its number sits and what a right answer
+// starts with; "needle" names the same task.
+TEST_F(RulerTasks, SingleNeedleKnowsItsPrefixAndTheNumbersToken) {
+  EXPECT_EQ(parse_ruler_task("needle"), RulerTask::SingleNeedle);
+  const RulerTaskGenerator gen(*haystack_, *tokenizer_, 5);
+  for (std::size_t i = 0; i < 3; ++i) {
+    const EvalSample s = gen.make(RulerTask::SingleNeedle, 1024, i);
+    const std::string number = s.answers.at(0);
+    ASSERT_EQ(s.prefix.rfind("The special magic number for ", 0), 0u) << s.prefix;
+    const std::size_t at = s.context.find(s.prefix + number);
+    ASSERT_NE(at, std::string::npos);
+    EXPECT_NE(s.question.find(s.prefix.substr(29, s.prefix.size() - 33)), std::string::npos)
+        << "the key asked is the prefix's: " << s.question;
+    ASSERT_TRUE(s.needle_token.has_value());
+    EXPECT_EQ(*s.needle_token,
+              tokenizer_->encode(s.context.substr(0, at + s.prefix.size())).size());
+    EXPECT_LT(*s.needle_token, 1024u);
+  }
+  EXPECT_FALSE(gen.make(RulerTask::MultiNeedle, 512, 0).needle_token.has_value());
+  EXPECT_TRUE(gen.make(RulerTask::MultiNeedle, 512, 0).prefix.empty());
+}
+
+// reconstruction: haystack text of exactly the passage's tokens; numbers:
+// random numbers one token a character; both asked with the trainer's
+// reconstruction instruction and answered by the passage itself.
+TEST_F(RulerTasks, CopyTasksArePassagesOfTheirLength) {
+  const RulerTaskGenerator gen(*haystack_, *tokenizer_, 3);
+  const std::regex numbers("[1-9][0-9]{2,8}(, [1-9][0-9]{2,8})*(, [1-9][0-9]{0,8})?");
+  for (std::size_t tokens : {16, 32, 128}) {
+    for (std::size_t i = 0; i < 4; ++i) {
+      const EvalSample text = gen.make(RulerTask::Reconstruction, tokens, i);
+      EXPECT_EQ(text.answers, std::vector<std::string>{text.context});
+      EXPECT_EQ(text.n_predict, static_cast<int>(tokens) + 16);
+      EXPECT_EQ(tokenizer_->encode(text.context).size(), tokens) << text.context;
+      EXPECT_EQ(text.context.find("<|"), std::string::npos);
+      const std::vector<std::string> words = [&] {
+        std::vector<std::string> w;
+        std::istringstream in(text.context);
+        for (std::string x; in >> x;) w.push_back(x);
+        return w;
+      }();
+      std::string first8;
+      for (std::size_t k = 0; k < std::min<std::size_t>(8, words.size()); ++k)
+        first8 += (k ? " " : "") + words[k];
+      EXPECT_EQ(text.prefix, first8);
+      EXPECT_EQ(eval_prompt(text, true),
+                "<|im_start|>user\n<|memory_start|>" + text.context +
+                    "<|memory_end|>\nRepeat the compressed text above word for "
+                    "word.<|im_end|>\n<|im_start|>assistant\n");
+
+      const EvalSample digits = gen.make(RulerTask::Numbers, tokens, i);
+      EXPECT_TRUE(std::regex_match(digits.context, numbers)) << digits.context;
+      EXPECT_EQ(tokenizer_->encode(digits.context).size(), digits.context.size());
+      EXPECT_LE(digits.context.size(), tokens);
+      EXPECT_GE(digits.context.size() + 2, tokens);  // short only by a trailing ", "
+      EXPECT_EQ(digits.prefix, digits.context.substr(0, digits.context.find(',')));
+      EXPECT_EQ(digits.question, text.question);
+      EXPECT_EQ(gen.make(RulerTask::Numbers, tokens, i).context, digits.context);
+      EXPECT_NE(gen.make(RulerTask::Numbers, tokens, i + 1).context, digits.context);
+      EXPECT_NE(gen.make(RulerTask::Reconstruction, tokens, i + 1).context, text.context);
+    }
+  }
+  EXPECT_THROW(gen.make(RulerTask::Numbers, 0, 0), Error);
 }
 
 TEST_F(RulerTasks, VariableChainAndCommonWordsAreWellFormed) {
@@ -315,6 +468,69 @@ TEST(EvalCli, RecordsComeAsTheyAreMadeAndAnInterruptedRunResumes) {
                             scratch_dir("eval_resume_empty").string(), "--resume"});
   EXPECT_EQ(nothing.code, 1);
   EXPECT_NE(nothing.err.find("no interrupted run"), std::string::npos) << nothing.err;
+}
+
+// What lclm-evaluate measured, in lclm eval: needles at --lengths, copy
+// tasks at --passages, each record graded and with its expected answer, and
+// a recall table per task in results.md.
+TEST(EvalCli, CopyTasksRunAtTheirPassageLengthsWithGradedRecords) {
+  const fs::path ckpt = tiny_checkpoint("eval_copy");
+  const fs::path out = scratch_dir("eval_copy_out");
+  const auto run = cli({"eval", "-m", ckpt.string(), "--methods", "full,latent", "--ratios", "4",
+                        "--lengths", "256", "--passages", "16,24", "--tasks",
+                        "needle,reconstruction,numbers", "--samples", "2", "--out", out.string(),
+                        "-t", "1"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  // (1 length x needle + 2 passages x 2 copy tasks) x 2 samples x 2 runs.
+  EXPECT_NE(run.err.find("[20/20] numbers-24-1 latent x4"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("[5/20] reconstruction-16-0 full"), std::string::npos) << run.err;
+  const nlohmann::json j = read_json_file(out / "results.json");
+  ASSERT_EQ(j["records"].size(), 20u);
+  EXPECT_EQ(j["config"]["passages"], nlohmann::json({16, 24}));
+  std::map<std::string, std::string> passages;
+  for (const nlohmann::json& r : j["records"]) {
+    const EvalRecord rec = eval_record_from_json(r);
+    EXPECT_EQ(eval_record_json(rec), r) << "a record's JSON round-trips";
+    EXPECT_GE(rec.agreement, 0.0);
+    EXPECT_LE(rec.agreement, 1.0);
+    if (rec.task == RulerTask::SingleNeedle) {
+      EXPECT_EQ(rec.length, 256u);
+      EXPECT_TRUE(rec.needle_token.has_value());
+      EXPECT_TRUE(rec.prefix_correct.has_value());
+      continue;
+    }
+    ASSERT_EQ(rec.expected.size(), 1u);
+    EXPECT_TRUE(rec.length == 16 || rec.length == 24) << rec.length;
+    EXPECT_EQ(rec.score, rec.output == rec.expected[0] ? 1.0 : 0.0);
+    EXPECT_DOUBLE_EQ(rec.agreement, rec.task == RulerTask::Numbers
+                                        ? char_agreement(rec.output, rec.expected[0])
+                                        : word_agreement(rec.output, rec.expected[0]));
+    EXPECT_FALSE(rec.needle_token.has_value());
+    // The same passage for full and latent.
+    const auto [it, first] = passages.emplace(rec.prompt_id, rec.expected[0]);
+    if (!first) {
+      EXPECT_EQ(it->second, rec.expected[0]) << rec.prompt_id;
+    }
+  }
+  EXPECT_EQ(passages.size(), 8u);
+  const std::string md = cli::read_file((out / "results.md").string(), "results");
+  for (const char* want : {"niah_single: runs answered in full / runs, digits of the number",
+                           "reconstruction: runs answered in full / runs, words in place",
+                           "numbers: runs answered in full / runs, characters in place",
+                           "| passage tokens | full | latent 4x |", "| 24 |"}) {
+    EXPECT_NE(md.find(want), std::string::npos) << want << "\n" << md;
+  }
+  // A copy task without a passage length is refused before any work.
+  const auto none = cli({"eval", "-m", ckpt.string(), "--tasks", "numbers", "--passages", "0",
+                         "--out", scratch_dir("eval_copy_none").string()});
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.err.find("--passages"), std::string::npos) << none.err;
+  EvalConfig config;
+  config.checkpoint = ckpt;
+  config.tasks = {RulerTask::Numbers};
+  config.passages = {};
+  EXPECT_NE(testing::error_of([&] { Evaluator evaluator(config); }).find("--passages"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -8,11 +8,11 @@ lclm_add_test(trainer_test
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/torch_lclm_test.cc
           ${CMAKE_CURRENT_SOURCE_DIR}/trainer/lclm_checkpoint_test.cc
           ${CMAKE_CURRENT_SOURCE_DIR}/trainer/trainer_loop_test.cc
-          ${CMAKE_CURRENT_SOURCE_DIR}/trainer/evaluate_test.cc
   LABELS trainer)
 target_link_libraries(trainer_test PRIVATE lclm_train)
 
-# The shipped model (models/lclm-small): trainer/engine parity and recall.
+# The shipped model (models/lclm-small): trainer/engine parity (its recall:
+# tests/eval/shipped_recall_test.cc).
 lclm_add_test(shipped_model_test
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/shipped_model_test.cc
   LABELS "trainer;e2e;slow")
