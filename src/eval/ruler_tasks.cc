@@ -413,27 +413,45 @@ EvalSample RulerTaskGenerator::make(RulerTask task, std::size_t tokens, std::siz
     if (tokens == 0) throw Error(std::string(ruler_task_name(task)) + ": a passage of 0 tokens");
     return passage(task, tokens, sample_seed);
   }
-  // Sizes start at ~0.7 words (or 0.25 list entries) per token and are
-  // rescaled by the measured count, then trimmed until the prompt fits.
+  // The largest size whose prompt fits: sizes start at ~0.7 words (or 0.25
+  // list entries) per token and are rescaled by the measured count, which
+  // brackets the answer when the text's density holds; then bisection, since
+  // it need not (a file of short lines or non-English text changes it). A
+  // sample's draws do not depend on its size, so more words only add text
+  // and the count grows with the size.
   const double per_token = task == RulerTask::CommonWords ? 0.25 : 0.7;
-  auto size = std::max<std::size_t>(1, static_cast<std::size_t>(per_token * tokens));
-  EvalSample s = build(task, size, sample_seed);
-  std::size_t got = prompt_tokens(s);
-  for (int round = 0; round < 3 && got != tokens; ++round) {
+  std::size_t size = std::max<std::size_t>(1, static_cast<std::size_t>(per_token * tokens));
+  std::size_t fits = 0, too_big = 0;  // 0: none known yet
+  std::size_t best_got = 0;
+  std::optional<EvalSample> best;
+  const auto try_size = [&](std::size_t n) {
+    EvalSample s = build(task, n, sample_seed);
+    const std::size_t got = prompt_tokens(s);
+    if (got <= tokens) {
+      if (n > fits) {
+        fits = n;
+        best_got = got;
+        best = std::move(s);
+      }
+    } else if (too_big == 0 || n < too_big) {
+      too_big = n;
+    }
+    return got;
+  };
+  for (int round = 0; round < 3; ++round) {
+    const std::size_t got = try_size(size);
+    if (got == tokens) break;
     size = std::max<std::size_t>(
         1, static_cast<std::size_t>(static_cast<double>(size) * tokens / got * 0.995));
-    s = build(task, size, sample_seed);
-    got = prompt_tokens(s);
+    if ((too_big != 0 && size >= too_big) || size <= fits) break;
   }
-  while (got > tokens) {
-    if (size == 1) {
-      throw Error(std::string(ruler_task_name(task)) + " does not fit in " +
-                  std::to_string(tokens) + " tokens");
-    }
-    size -= std::clamp<std::size_t>((got - tokens) / 2, 1, size - 1);
-    s = build(task, size, sample_seed);
-    got = prompt_tokens(s);
+  if (fits == 0 && try_size(1) > tokens) {
+    throw Error(std::string(ruler_task_name(task)) + " does not fit in " + std::to_string(tokens) +
+                " tokens");
   }
+  while (too_big == 0) try_size(fits + fits / 8 + 1);  // the text wraps, so this ends
+  while (too_big - fits > 1 && best_got != tokens) try_size(fits + (too_big - fits) / 2);
+  EvalSample s = std::move(*best);
   if (task == RulerTask::SingleNeedle) {
     const std::size_t digits = s.context.find(s.prefix + s.answers[0]) + s.prefix.size();
     s.needle_token = tokenizer_.encode(s.context.substr(0, digits)).size();
