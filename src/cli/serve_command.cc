@@ -104,6 +104,9 @@ Command add_serve_command(CLI::App& app) {
                   "of them (a chat's next turn) prefills only what it adds (0: none)")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
+  cmd->add_flag("--allow-control-tokens", args->server.allow_control_tokens,
+                "Let chat messages hold the model's control tokens (<|im_start|>, <|im_end|>, "
+                "...); by default such a message is refused, so that a user cannot forge a turn");
   args->lclm.add_options(*cmd);
   add_generation_options(*cmd, args->options, args->seed, args->threads);
   return {cmd, [args](std::ostream&, std::ostream& err) { return run(*args, err); }};

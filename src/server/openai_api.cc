@@ -168,6 +168,18 @@ void check_regions(const std::string& prompt, const std::string& param) {
 
 }  // namespace
 
+std::vector<std::string> control_token_texts(const Tokenizer& tokenizer) {
+  std::vector<std::string> out;
+  const auto n = static_cast<std::int32_t>(tokenizer.size());
+  for (std::int32_t id = 0; id < n; ++id) {
+    if (!tokenizer.is_special(id)) continue;
+    std::string text = tokenizer.token_bytes(id);
+    if (text.empty() || text == kMemoryStart || text == kMemoryEnd) continue;
+    out.push_back(std::move(text));
+  }
+  return out;
+}
+
 json error_json(const std::string& message, const std::string& type, const std::string& param,
                 const std::string& code) {
   return {{"error",
@@ -206,6 +218,14 @@ CompletionRequest parse_chat_request(const json& body, const RequestDefaults& de
     }
     const json* content = field(m, "content");
     const std::string text = content ? message_content(*content, p + ".content", lookup) : "";
+    for (const std::string& token : defaults.refused_in_content) {
+      if (text.find(token) != std::string::npos) {
+        bad("'" + p + ".content' holds the control token " + token +
+                ", which would end or start a turn; the server refuses it in messages (plain "
+                "/v1/completions take a whole prompt, control tokens included)",
+            p + ".content", "control_token_in_content");
+      }
+    }
     check_regions(text, p + ".content");
     chat.push_back({*role, text});
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/generator.h"
+#include "tokenizer/tokenizer.h"
 
 namespace lclm::server {
 
@@ -67,7 +68,17 @@ struct CompletionRequest {
 struct RequestDefaults {
   SamplingParams sampling;
   std::optional<std::uint64_t> seed;  // none: a random seed per request
+  // Texts a chat message's content may not hold: the model's control tokens
+  // (<|im_start|>, <|im_end|>, <|endoftext|>, ...), which would let a user
+  // message forge another turn. Memory markers are not among them. Empty:
+  // anything goes (serve --allow-control-tokens).
+  std::vector<std::string> refused_in_content;
 };
+
+// The special tokens of a tokenizer that message content may not hold: all
+// but the memory markers (<|memory_start|>, <|memory_end|>), which mark text
+// to compress.
+std::vector<std::string> control_token_texts(const Tokenizer& tokenizer);
 
 // Throws RequestError (400) naming the field at fault. Unknown fields are
 // ignored, as OpenAI clients send many; known fields of the wrong type are not.

@@ -64,6 +64,9 @@ Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
       options_.model_name = engine_->dir().parent_path().filename();
     }
   }
+  if (!options_.allow_control_tokens) {
+    options_.defaults.refused_in_content = control_token_texts(engine_->tokenizer());
+  }
   for (std::size_t i = 0; i < options_.cache_sessions; ++i) {
     sessions_.push_back(engine_->new_session());
     session_last_use_.push_back(0);
@@ -210,15 +213,46 @@ void Server::routes() {
     res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(),
                     "application/json");
   });
-  http_->Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_completion(req, res, true);
-  });
-  http_->Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_completion(req, res, false);
-  });
-  http_->Post("/v1/compress", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_compress(req, res);
-  });
+  // Bodies are read here, not by httplib, so that the size limit holds for
+  // chunked bodies too (httplib 0.11 checks it only against Content-Length:
+  // a 200 MB chunked body was read whole).
+  const auto post = [this](const char* path, auto handle) {
+    http_->Post(path, [this, handle](const httplib::Request& req, httplib::Response& res,
+                                     const httplib::ContentReader& read) {
+      std::string body;
+      bool too_large = false;
+      const bool whole = read([&](const char* data, std::size_t size) {
+        if (body.size() + size > options_.max_body_bytes) {
+          too_large = true;
+          return false;  // stops reading
+        }
+        body.append(data, size);
+        return true;
+      });
+      // httplib skips a body whose Content-Length is over the limit unread.
+      too_large = too_large || (!whole && req.get_header_value<std::uint64_t>("Content-Length") >
+                                              options_.max_body_bytes);
+      if (too_large) {
+        res.set_header("Connection", "close");
+        return send_error(res, 413,
+                          error_json("the request body is larger than " +
+                                         std::to_string(options_.max_body_bytes) + " bytes",
+                                     "invalid_request_error", "", "body_too_large"));
+      }
+      if (!whole) {
+        return send_error(res, 400,
+                          error_json("the request body could not be read", "invalid_request_error",
+                                     "", "invalid_body"));
+      }
+      handle(body, res);
+    });
+  };
+  post("/v1/chat/completions",
+       [this](const std::string& body, httplib::Response& res) { handle_completion(body, res, true); });
+  post("/v1/completions",
+       [this](const std::string& body, httplib::Response& res) { handle_completion(body, res, false); });
+  post("/v1/compress",
+       [this](const std::string& body, httplib::Response& res) { handle_compress(body, res); });
   http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     const int status = res.status;
@@ -241,10 +275,11 @@ void Server::routes() {
       });
 }
 
-void Server::handle_completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+void Server::handle_completion(const std::string& request_body, httplib::Response& res,
+                               bool chat) {
   ++(chat ? metrics_.chat : metrics_.completions);
   try {
-    const json body = parse_body(req.body);
+    const json body = parse_body(request_body);
     const auto lookup = [this](const std::string& id) { return latent_ids_.find(id); };
     auto r = std::make_shared<CompletionRequest>(
         chat ? parse_chat_request(body, options_.defaults, lookup)
@@ -417,7 +452,7 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
   job.emit(std::move(done));
 }
 
-void Server::handle_compress(const httplib::Request& req, httplib::Response& res) {
+void Server::handle_compress(const std::string& request_body, httplib::Response& res) {
   ++metrics_.compress;
   try {
     if (!engine_->lclm()) {
@@ -425,7 +460,7 @@ void Server::handle_compress(const httplib::Request& req, httplib::Response& res
                          "not_an_lclm");
     }
     auto texts =
-        std::make_shared<std::vector<std::string>>(parse_compress_request(parse_body(req.body)));
+        std::make_shared<std::vector<std::string>>(parse_compress_request(parse_body(request_body)));
     auto job = submit([this, texts](Job& j) { run_compress(*texts, j); });
     const Event e = job->next();
     if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);

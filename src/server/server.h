@@ -51,6 +51,10 @@ struct ServerOptions {
   // Non-empty: every endpoint but /health needs "Authorization: Bearer KEY"
   // (401 otherwise).
   std::string api_key;
+  // Let chat message content hold the model's control tokens (<|im_start|>
+  // and the like). Off: such content is a 400 control_token_in_content, so a
+  // user message cannot forge a system or assistant turn.
+  bool allow_control_tokens = false;
 };
 
 // Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): the
@@ -101,8 +105,8 @@ class Server {
   };
 
   void routes();
-  void handle_completion(const httplib::Request& req, httplib::Response& res, bool chat);
-  void handle_compress(const httplib::Request& req, httplib::Response& res);
+  void handle_completion(const std::string& body, httplib::Response& res, bool chat);
+  void handle_compress(const std::string& body, httplib::Response& res);
   void run_completion(const CompletionRequest& r, Job& job);
   void run_compress(const std::vector<std::string>& texts, Job& job);
   std::shared_ptr<Job> submit(std::function<void(Job&)> work);
