@@ -1,6 +1,8 @@
 // lclm serve: the OpenAI-compatible HTTP server (see docs/server.md).
 #include <pthread.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <memory>
@@ -23,6 +25,7 @@ struct ServeArgs {
   std::int64_t seed = -1;
   int threads = 0;
   std::string api_key_file;
+  double shutdown_timeout = 10;  // seconds the running request has on SIGTERM
 };
 
 // --api-key, else the first line of --api-key-file, else $LCLM_API_KEY.
@@ -62,12 +65,18 @@ int run(ServeArgs& a, std::ostream& err) {
   const int port = s.bind();
   err << "lclm serve: " << a.model << " on http://" << a.server.host << ":" << port << " (queue "
       << a.server.max_queue << ")" << std::endl;
+  std::atomic<bool> run_returned{false};
   std::thread waiter([&] {
     int signal = 0;
     sigwait(&stop_signals, &signal);
-    s.stop();
+    if (run_returned) return;  // woken below, not by a user's signal
+    err << "lclm serve: " << (signal == SIGINT ? "SIGINT" : "SIGTERM")
+        << ": not taking requests; the running one has " << a.shutdown_timeout
+        << " s to finish" << std::endl;
+    s.stop(std::chrono::milliseconds(static_cast<long>(a.shutdown_timeout * 1000)));
   });
   s.run();
+  run_returned = true;
   pthread_kill(waiter.native_handle(), SIGTERM);  // no-op when a signal already stopped it
   waiter.join();
   return 0;
@@ -104,6 +113,11 @@ Command add_serve_command(CLI::App& app) {
                   "of them (a chat's next turn) prefills only what it adds (0: none)")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
+  cmd->add_option("--shutdown-timeout", args->shutdown_timeout,
+                  "On SIGTERM or SIGINT, seconds the running request has to finish before it is "
+                  "failed with 503 shutting_down (waiting ones get it at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
   cmd->add_flag("--allow-control-tokens", args->server.allow_control_tokens,
                 "Let chat messages hold the model's control tokens (<|im_start|>, <|im_end|>, "
                 "...); by default such a message is refused, so that a user cannot forge a turn");

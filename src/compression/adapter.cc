@@ -32,12 +32,6 @@ Adapter Adapter::load(const std::filesystem::path& file, const LclmConfig& confi
   a.type_ = config.adapter_type;
   const std::int64_t E = encoder.hidden_size, D = decoder.hidden_size;
   const std::int64_t in = config.pooling == Pooling::Concat ? config.compression_ratio * E : E;
-  if (config.adapter_type == AdapterType::AttnMlp && config.pooling == Pooling::Concat) {
-    throw Error(file.string() +
-                ": adapter_type attn_mlp runs encoder-sized attention before the "
-                "MLP, which cannot take concat-pooled latents of " +
-                std::to_string(in) + " values");
-  }
   a.input_dim_ = static_cast<std::size_t>(in);
   a.output_dim_ = static_cast<std::size_t>(D);
   const TensorStore& s = a.store_;

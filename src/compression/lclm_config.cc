@@ -97,6 +97,11 @@ void LclmConfig::validate(const std::string& where) const {
          " is not a multiple of compression_ratio " + std::to_string(compression_ratio));
   }
   if (boundary_overlap < 0) fail("boundary_overlap must be >= 0");
+  if (adapter_type == AdapterType::AttnMlp && pooling == Pooling::Concat) {
+    fail("adapter_type attn_mlp runs encoder-sized attention before the MLP, which cannot take "
+         "concat-pooled latents (compression_ratio x the encoder's width); use mean or eos "
+         "pooling, or adapter_type mlp or mlp_attn");
+  }
   if (adapter_type != AdapterType::Mlp && num_adapter_layers <= 0) {
     fail("num_adapter_layers must be positive for adapter_type " + adapter_type_name(adapter_type));
   }

@@ -47,19 +47,23 @@ bool Scheduler::submit(std::shared_ptr<Job> job) {
   return true;
 }
 
-void Scheduler::stop() {
+void Scheduler::drain(std::chrono::milliseconds grace) {
   std::deque<std::shared_ptr<Job>> dropped;
   {
     std::lock_guard lock(mutex_);
     if (stopping_ && !worker_.joinable()) return;
     stopping_ = true;
     dropped.swap(queue_);
-    if (current_) current_->cancel();
   }
   wake_.notify_all();
   for (const auto& job : dropped) {
     job->emit(failed_event(
         RequestError(503, "the server is shutting down", "", "shutting_down", "server_error")));
+  }
+  {
+    std::unique_lock lock(mutex_);
+    idle_.wait_for(lock, grace, [&] { return !current_; });
+    if (current_) current_->cancel_for_shutdown();
   }
   if (worker_.joinable()) worker_.join();
 }
@@ -87,9 +91,12 @@ void Scheduler::work() {
     } catch (const std::exception& e) {
       job->emit(failed_event(RequestError(500, e.what(), "", "internal_error", "server_error")));
     }
-    std::lock_guard lock(mutex_);
-    current_.reset();
-    running_ = false;
+    {
+      std::lock_guard lock(mutex_);
+      current_.reset();
+      running_ = false;
+    }
+    idle_.notify_all();
   }
 }
 

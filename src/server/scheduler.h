@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -44,10 +45,17 @@ class Job {
   // The HTTP thread's side: blocks until the next event.
   Event next();
   void cancel() { cancelled_.store(true); }
+  // Cancelled because the server is shutting down: the worker fails the job
+  // (503 shutting_down) instead of finishing it as if it had run its length.
+  void cancel_for_shutdown() {
+    shutdown_.store(true);
+    cancel();
+  }
+  bool shutting_down() const { return shutdown_.load(); }
 
  private:
   std::function<void(Job&)> work_;
-  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> cancelled_{false}, shutdown_{false};
   std::mutex mutex_;
   std::condition_variable ready_;
   std::deque<Event> events_;
@@ -62,8 +70,11 @@ class Scheduler {
 
   // False when max_queue jobs are already waiting.
   bool submit(std::shared_ptr<Job> job);
-  // Fails the waiting jobs (503), cancels the running one, joins the worker.
-  void stop();
+  // Stops taking jobs (503 shutting_down from then on) and fails the waiting
+  // ones the same way; the running one has up to `grace` to finish, then is
+  // cancelled for shutdown. Joins the worker.
+  void drain(std::chrono::milliseconds grace);
+  void stop() { drain(std::chrono::milliseconds(0)); }
 
   std::size_t waiting() const;
   bool running_job() const { return running_.load(); }
@@ -74,7 +85,7 @@ class Scheduler {
 
   const std::size_t max_queue_;
   mutable std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_, idle_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::shared_ptr<Job> current_;
   std::atomic<bool> running_{false};

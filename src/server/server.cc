@@ -133,9 +133,9 @@ void Server::run() {
   http_->listen_after_bind();
 }
 
-void Server::stop() {
-  scheduler_.stop();
-  http_->stop();
+void Server::stop(std::chrono::milliseconds grace) {
+  scheduler_.drain(grace);
+  http_->stop();  // once the handlers have written their last responses
 }
 
 void Server::send_error(httplib::Response& res, int status, const json& error) {
@@ -424,6 +424,13 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
   send(filter.push(utf8.flush()));
   send(filter.flush());
 
+  if (job.shutting_down()) {
+    ++metrics_.cancelled;
+    throw RequestError(503,
+                       "the server shut down before the answer was finished (" +
+                           std::to_string(s.generated_tokens) + " tokens generated)",
+                       "", "shutting_down", "server_error");
+  }
   Event done;
   done.kind = Event::Kind::Finished;
   done.finish_reason = s.stop == StopReason::StopToken || filter.stopped() ? "stop" : "length";

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <list>
@@ -89,8 +90,11 @@ class Server {
   int bind();
   // Serves until stop(); call bind() first.
   void run();
-  // Stops accepting, fails waiting requests, cancels the running one.
-  void stop();
+  // Drains and stops: new and waiting requests get 503 shutting_down, the
+  // running one has up to `grace` to finish and is then failed the same way
+  // (streaming: an error event before [DONE]), never cut short as if it had
+  // run its length; run() returns once the responses are written.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 
   std::string metrics_text() const;
 

@@ -355,6 +355,15 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json) {
   std::size_t size = 0;
   for (const auto& [token, id] : vocab) size = std::max<std::size_t>(size, id + 1);
   for (const auto& token : added_tokens) size = std::max<std::size_t>(size, token.id + 1);
+  // The tables are indexed by id, so a stray huge id would allocate gigabytes
+  // (one of 2e9 asked 64 GB); real vocabularies number their tokens densely.
+  const std::size_t entries = vocab.size() + added_tokens.size();
+  if (size > 2 * entries + 1024) {
+    reader.fail("token id " + std::to_string(size - 1) + " is far past the " +
+                std::to_string(entries) +
+                " tokens the file defines (ids may leave gaps, but the largest must be below "
+                "2 x tokens + 1024)");
+  }
   std::vector<std::string> token_bytes(size);
   std::vector<TokenKind> token_kinds(size, TokenKind::kUnused);
   for (const auto& [token, id] : vocab) {

@@ -413,9 +413,21 @@ TEST(LclmAdapter, AttnMlpCannotTakeConcatPooledLatents) {
   // attn_mlp runs encoder-width attention first; concat latents are r * E wide.
   const fs::path ckpt = write_checkpoint("adapter_attn_concat", 5, [](RandomLclmSpec& s) {
     s.config.adapter_type = AdapterType::AttnMlp;
-    s.config.pooling = Pooling::Concat;
   });
-  expect_load_error(ckpt, {"attn_mlp", "concat"});
+  auto j = read_json_file(ckpt / "model_config.json");
+  j["pooling"] = "concat";
+  write_text(ckpt / "model_config.json", j.dump());
+  expect_load_error(ckpt, {"model_config.json", "attn_mlp", "concat"});
+  // lclm-make-model --pooling concat --adapter attn_mlp once wrote such a
+  // checkpoint for lclm to refuse; the writer now refuses it, writing nothing.
+  RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+  spec.config.adapter_type = AdapterType::AttnMlp;
+  spec.config.pooling = Pooling::Concat;
+  const fs::path dir = testing::scratch_dir("adapter_attn_concat_written");
+  const std::string message = testing::error_of([&] { write_random_lclm(dir / "ckpt", spec); });
+  EXPECT_NE(message.find("attn_mlp"), std::string::npos) << message;
+  EXPECT_NE(message.find("concat"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(dir / "ckpt"));
 }
 
 TEST(LclmAdapter, MissingAttentionLayerIsNamed) {

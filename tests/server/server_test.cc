@@ -557,6 +557,74 @@ TEST(ServerBodyLimit, ChunkedBodiesAreCutAtTheLimit) {
   EXPECT_EQ(small->status, 200) << small->body;
 }
 
+// SIGTERM once cut the running generation off and answered 200 with
+// finish_reason "length". Now a draining server lets the running request
+// finish within the grace period, and past it fails the request with 503
+// shutting_down (in a stream, an error event before [DONE]).
+TEST(ServerShutdown, TheRunningRequestFinishesOrFailsDistinctly) {
+  const json long_request = {{"prompt", "Keep talking"}, {"max_tokens", 400}, {"temperature", 0}};
+  const auto busy = [](httplib::Client& c) {
+    for (int i = 0; i < 5000; ++i) {
+      const auto h = c.Get("/health");
+      if (h && json::parse(h->body)["busy"] == true) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
+  };
+  {
+    server::Server s(Engine::load(tiny_checkpoint("server_drain", 15)), test_server_options());
+    const int port = s.bind();
+    std::thread t([&] { s.run(); });
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    const auto whole = c.Post("/v1/completions", long_request.dump(), "application/json");
+    ASSERT_TRUE(whole);
+    ASSERT_EQ(whole->status, 200) << whole->body;
+    std::optional<httplib::Result> drained;
+    std::thread client([&] {
+      httplib::Client c2("127.0.0.1", port);
+      c2.set_read_timeout(60, 0);
+      drained = c2.Post("/v1/completions", long_request.dump(), "application/json");
+    });
+    httplib::Client probe("127.0.0.1", port);
+    EXPECT_TRUE(busy(probe));
+    s.stop(std::chrono::seconds(60));
+    client.join();
+    t.join();
+    ASSERT_TRUE(drained && *drained);
+    EXPECT_EQ((*drained)->status, 200) << (*drained)->body;
+    EXPECT_EQ(json::parse((*drained)->body)["choices"], json::parse(whole->body)["choices"]);
+  }
+  {
+    server::Server s(Engine::load(tiny_checkpoint("server_drain_now", 15)), test_server_options());
+    const int port = s.bind();
+    std::thread t([&] { s.run(); });
+    json streaming = long_request;
+    streaming["stream"] = true;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = streaming.dump();
+    std::string events;
+    std::thread stopper;
+    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+      if (events.empty()) stopper = std::thread([&] { s.stop(std::chrono::milliseconds(0)); });
+      events.append(data, n);
+      return true;
+    };
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    const auto r = c.send(req);
+    if (stopper.joinable()) stopper.join();
+    t.join();
+    ASSERT_TRUE(r);
+    EXPECT_NE(events.find("\"shutting_down\""), std::string::npos) << events;
+    EXPECT_EQ(events.find("\"finish_reason\":\"length\""), std::string::npos) << events;
+    EXPECT_NE(events.find("[DONE]"), std::string::npos) << events;
+  }
+}
+
 // --allow-control-tokens lets them through, as before.
 TEST(ServerControlTokens, AnOptionAllowsThem) {
   server::ServerOptions o = test_server_options();

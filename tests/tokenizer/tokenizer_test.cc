@@ -333,6 +333,13 @@ TEST(TokenizerErrors, MalformedModelsAreNamed) {
                  root["added_tokens"].push_back({{"id", 400}, {"content", ""}});
                }),
                "added_tokens[0] has no content");
+  // One huge id once sized the tables: 3.2 GB for 1e8, std::bad_alloc for 2e9.
+  expect_error(load_error([](json& root) { root["model"]["vocab"]["a"] = 2000000000; }),
+               "token id 2000000000 is far past");
+  expect_error(load_error([](json& root) {
+                 root["added_tokens"].push_back({{"id", 100000000}, {"content", "<|x|>"}});
+               }),
+               "token id 100000000 is far past");
 }
 
 // The real Qwen3 tokenizer, fetched by scripts/fetch_tokenizer.sh. The
