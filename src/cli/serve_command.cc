@@ -113,6 +113,17 @@ Command add_serve_command(CLI::App& app) {
                   "of them (a chat's next turn) prefills only what it adds (0: none)")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
+  cmd->add_option("--max-connections", args->server.max_connections,
+                  "Connections read and answered at once (at least --max-queue + 4); slow "
+                  "clients hold one each")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--request-deadline", args->server.request_deadline_seconds,
+                  "Seconds a connection may go without a request running on it (sending its "
+                  "headers slowly, or idle) before it is shut down, and a body may take to "
+                  "arrive (408 after); 0: no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
   cmd->add_option("--shutdown-timeout", args->shutdown_timeout,
                   "On SIGTERM or SIGINT, seconds the running request has to finish before it is "
                   "failed with 503 shutting_down (waiting ones get it at once)")

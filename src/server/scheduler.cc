@@ -26,6 +26,14 @@ Event Job::next() {
   return e;
 }
 
+std::optional<Event> Job::next_for(std::chrono::milliseconds wait) {
+  std::unique_lock lock(mutex_);
+  if (!ready_.wait_for(lock, wait, [&] { return !events_.empty(); })) return std::nullopt;
+  Event e = std::move(events_.front());
+  events_.pop_front();
+  return e;
+}
+
 Scheduler::Scheduler(std::size_t max_queue) : max_queue_(max_queue), worker_([this] { work(); }) {}
 
 Scheduler::~Scheduler() {

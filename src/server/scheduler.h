@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -42,8 +43,10 @@ class Job {
   void emit(Event e);
   bool cancelled() const { return cancelled_.load(); }
 
-  // The HTTP thread's side: blocks until the next event.
+  // The HTTP thread's side: blocks until the next event, or (next_for)
+  // until one comes or `wait` passes.
   Event next();
+  std::optional<Event> next_for(std::chrono::milliseconds wait);
   void cancel() { cancelled_.store(true); }
   // Cancelled because the server is shutting down: the worker fails the job
   // (503 shutting_down) instead of finishing it as if it had run its length.

@@ -1,7 +1,9 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -9,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "server/connection.h"
 #include "util/error.h"
 
 namespace lclm::server {
@@ -74,7 +77,7 @@ Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
   if (context() < 2) throw Error("the context (-c) must hold at least two positions");
   // Every request waiting in the queue holds an HTTP thread; four more keep
   // /health and /metrics answering when the queue is full.
-  const std::size_t threads = options_.max_queue + 4;
+  const std::size_t threads = std::max(options_.max_connections, options_.max_queue + 4);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(options_.max_body_bytes);
   routes();
@@ -126,11 +129,57 @@ int Server::bind() {
     throw Error("cannot bind " + options_.host + ":" + std::to_string(options_.port) +
                 " (in use? try --port 0)");
   }
+  // cpp-httplib 0.11 listens with a backlog of 5, so a burst of connections
+  // lost SYNs and waited a second for the retry; listening again on the
+  // same socket raises it.
+  if (const std::optional<int> fd = listening_fd(options_.port)) ::listen(*fd, SOMAXCONN);
   return options_.port;
 }
 
 void Server::run() {
+  {
+    std::lock_guard lock(watch_mutex_);
+    watch_stop_ = false;
+  }
+  if (options_.request_deadline_seconds > 0) watchdog_ = std::thread([this] { watch_connections(); });
   http_->listen_after_bind();
+  {
+    std::lock_guard lock(watch_mutex_);
+    watch_stop_ = true;
+  }
+  watch_wake_.notify_all();
+  if (watchdog_.joinable()) watchdog_.join();
+}
+
+void Server::note_activity(const std::string& peer, int running_delta) {
+  std::lock_guard lock(watch_mutex_);
+  Activity& a = activity_[peer];
+  a.running += running_delta;
+  a.since = std::chrono::steady_clock::now();
+}
+
+void Server::watch_connections() {
+  const auto deadline = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(options_.request_deadline_seconds));
+  std::unique_lock lock(watch_mutex_);
+  while (!watch_wake_.wait_for(lock, std::chrono::milliseconds(250), [&] { return watch_stop_; })) {
+    const auto now = std::chrono::steady_clock::now();
+    std::map<std::string, Activity> seen;
+    for (const Connection& c : connections_on(options_.port)) {
+      const std::string peer = c.peer_host + " " + std::to_string(c.peer_port);
+      const auto it = activity_.find(peer);
+      Activity a = it == activity_.end() ? Activity{0, now} : it->second;
+      if (a.running == 0 && now - a.since > deadline) {
+        ::shutdown(c.fd, SHUT_RDWR);  // httplib's read fails, and it closes the socket
+        a.since = now;                // once is enough
+      }
+      seen[peer] = a;
+    }
+    for (const auto& [peer, a] : activity_) {
+      if (a.running > 0) seen.emplace(peer, a);  // mid-request, whatever the scan saw
+    }
+    activity_.swap(seen);
+  }
 }
 
 void Server::stop(std::chrono::milliseconds grace) {
@@ -192,6 +241,9 @@ void Server::routes() {
       return httplib::Server::HandlerResponse::Handled;
     });
   }
+  http_->set_logger([this](const httplib::Request& req, const httplib::Response&) {
+    note_activity(req.remote_addr + " " + std::to_string(req.remote_port), 0);
+  });
   http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(json{{"status", "ok"},
                          {"model", options_.model_name},
@@ -219,12 +271,26 @@ void Server::routes() {
   const auto post = [this](const char* path, auto handle) {
     http_->Post(path, [this, handle](const httplib::Request& req, httplib::Response& res,
                                      const httplib::ContentReader& read) {
+      // The connection counts as busy (the watchdog leaves it alone) until
+      // the last holder of `busy` lets go: a stream holds it until it ends.
+      const std::string peer = req.remote_addr + " " + std::to_string(req.remote_port);
+      note_activity(peer, +1);
+      const std::shared_ptr<void> busy(nullptr,
+                                       [this, peer](void*) { note_activity(peer, -1); });
       std::string body;
-      bool too_large = false;
+      bool too_large = false, too_slow = false;
+      const auto read_until =
+          std::chrono::steady_clock::now() +
+          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+              std::chrono::duration<double>(options_.request_deadline_seconds));
       const bool whole = read([&](const char* data, std::size_t size) {
         if (body.size() + size > options_.max_body_bytes) {
           too_large = true;
           return false;  // stops reading
+        }
+        if (options_.request_deadline_seconds > 0 && std::chrono::steady_clock::now() > read_until) {
+          too_slow = true;
+          return false;
         }
         body.append(data, size);
         return true;
@@ -239,20 +305,33 @@ void Server::routes() {
                                          std::to_string(options_.max_body_bytes) + " bytes",
                                      "invalid_request_error", "", "body_too_large"));
       }
+      if (too_slow) {
+        res.set_header("Connection", "close");
+        return send_error(res, 408,
+                          error_json("the request body took longer than " +
+                                         std::to_string(options_.request_deadline_seconds) +
+                                         " s to arrive",
+                                     "invalid_request_error", "", "request_timeout"));
+      }
       if (!whole) {
         return send_error(res, 400,
                           error_json("the request body could not be read", "invalid_request_error",
                                      "", "invalid_body"));
       }
-      handle(body, res);
+      handle(req, body, res, busy);
     });
   };
-  post("/v1/chat/completions",
-       [this](const std::string& body, httplib::Response& res) { handle_completion(body, res, true); });
-  post("/v1/completions",
-       [this](const std::string& body, httplib::Response& res) { handle_completion(body, res, false); });
-  post("/v1/compress",
-       [this](const std::string& body, httplib::Response& res) { handle_compress(body, res); });
+  using Busy = std::shared_ptr<void>;
+  post("/v1/chat/completions", [this](const httplib::Request& req, const std::string& body,
+                                      httplib::Response& res, const Busy& busy) {
+    handle_completion(req, body, res, true, busy);
+  });
+  post("/v1/completions", [this](const httplib::Request& req, const std::string& body,
+                                 httplib::Response& res, const Busy& busy) {
+    handle_completion(req, body, res, false, busy);
+  });
+  post("/v1/compress", [this](const httplib::Request&, const std::string& body,
+                              httplib::Response& res, const Busy&) { handle_compress(body, res); });
   http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     const int status = res.status;
@@ -275,8 +354,9 @@ void Server::routes() {
       });
 }
 
-void Server::handle_completion(const std::string& request_body, httplib::Response& res,
-                               bool chat) {
+void Server::handle_completion(const httplib::Request& req, const std::string& request_body,
+                               httplib::Response& res, bool chat,
+                               const std::shared_ptr<void>& busy) {
   ++(chat ? metrics_.chat : metrics_.completions);
   try {
     const json body = parse_body(request_body);
@@ -301,11 +381,36 @@ void Server::handle_completion(const std::string& request_body, httplib::Respons
     const std::int64_t created = std::time(nullptr);
     auto job = submit([this, r](Job& j) { run_completion(*r, j); });
 
-    Event first = job->next();
-    if (first.kind == Event::Kind::Failed) return send_error(res, first.status, first.error);
+    // cpp-httplib does not tell a handler that its client has gone, so the
+    // socket is watched while the request waits or runs (every 200 ms, events
+    // or not): a client that hangs up cancels its request instead of costing
+    // the whole generation. The socket is looked up at the first check.
+    std::optional<std::optional<int>> fd;
+    auto checked = std::chrono::steady_clock::now();
+    const auto next_event = [&]() -> std::optional<Event> {
+      for (;;) {
+        std::optional<Event> e = job->next_for(std::chrono::milliseconds(200));
+        const auto now = std::chrono::steady_clock::now();
+        if (now - checked >= std::chrono::milliseconds(200)) {
+          checked = now;
+          if (!fd) fd = find_connection_fd(req.remote_addr, req.remote_port, req.local_port);
+          if (*fd && peer_closed(**fd)) {
+            job->cancel();
+            return std::nullopt;
+          }
+        }
+        if (e) return e;
+      }
+    };
+    const std::optional<Event> first = next_event();
+    if (!first) return;
+    if (first->kind == Event::Kind::Failed) return send_error(res, first->status, first->error);
     if (!r->stream) {
       std::string text;
-      for (Event e = job->next();; e = job->next()) {
+      for (;;) {
+        const std::optional<Event> next = next_event();
+        if (!next) return;
+        const Event& e = *next;
         if (e.kind == Event::Kind::Text) text += e.text;
         if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
         if (e.kind == Event::Kind::Finished) {
@@ -323,7 +428,7 @@ void Server::handle_completion(const std::string& request_body, httplib::Respons
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, r, job, id, created, role_sent](std::size_t, httplib::DataSink& sink) {
+        [this, r, job, id, created, role_sent, busy](std::size_t, httplib::DataSink& sink) {
           const auto give_up = [&] {
             job->cancel();
             return false;
@@ -372,6 +477,10 @@ void Server::handle_completion(const std::string& request_body, httplib::Respons
 }
 
 void Server::run_completion(const CompletionRequest& r, Job& job) {
+  if (job.cancelled()) {  // its client left while it waited
+    ++metrics_.cancelled;
+    return;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   PreparedPrompt p;
   try {

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <list>
@@ -56,6 +57,13 @@ struct ServerOptions {
   // and the like). Off: such content is a 400 control_token_in_content, so a
   // user message cannot forge a system or assistant turn.
   bool allow_control_tokens = false;
+  // Threads that read and answer connections (at least max_queue + 4): slow
+  // clients hold one each, so there are more than requests that can run.
+  std::size_t max_connections = 64;
+  // A connection that spends this long without a request running on it
+  // (sending its headers a byte at a time, or idle) is shut down; a body
+  // still arriving after this long is a 408. 0: no limit.
+  double request_deadline_seconds = 30;
 };
 
 // Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): the
@@ -109,7 +117,10 @@ class Server {
   };
 
   void routes();
-  void handle_completion(const std::string& body, httplib::Response& res, bool chat);
+  // `busy` marks the connection as running a request for the watchdog; a
+  // stream keeps it until it ends.
+  void handle_completion(const httplib::Request& req, const std::string& body,
+                         httplib::Response& res, bool chat, const std::shared_ptr<void>& busy);
   void handle_compress(const std::string& body, httplib::Response& res);
   void run_completion(const CompletionRequest& r, Job& job);
   void run_compress(const std::vector<std::string>& texts, Job& job);
@@ -119,6 +130,20 @@ class Server {
   // The session sharing the longest prefix with the prompt, else the one
   // least recently used (worker thread only).
   Session& pick_session(const PreparedPrompt& prompt);
+
+  // The connection watchdog (run() starts it, stop() ends it): shuts down
+  // connections with no request running for longer than the deadline.
+  void watch_connections();
+  void note_activity(const std::string& peer, int running_delta);
+  struct Activity {
+    int running = 0;
+    std::chrono::steady_clock::time_point since;  // first seen, or the last request's end
+  };
+  std::mutex watch_mutex_;
+  std::condition_variable watch_wake_;
+  bool watch_stop_ = false;
+  std::map<std::string, Activity> activity_;  // by the peer's "host port"
+  std::thread watchdog_;
 
   std::unique_ptr<Engine> engine_;
   ServerOptions options_;

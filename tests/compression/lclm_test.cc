@@ -260,15 +260,25 @@ TEST(LclmConfigFile, ReadsTheReleasedConfiguration) {
   auto j = released_config_json();
   j["pooling"] = "concat";
   j["encoder_mask_type"] = "bidirectional";
-  j["adapter_type"] = "attn_mlp";
+  j["adapter_type"] = "mlp_attn";
   j["num_adapter_layers"] = 3;
   j["boundary_overlap"] = 8;
   const LclmConfig d = config_from(j);
   EXPECT_EQ(d.pooling, Pooling::Concat);
   EXPECT_EQ(d.encoder_mask, AttentionMask::Bidirectional);
-  EXPECT_EQ(d.adapter_type, AdapterType::AttnMlp);
+  EXPECT_EQ(d.adapter_type, AdapterType::MlpAttn);
   EXPECT_EQ(d.num_adapter_layers, 3);
   EXPECT_EQ(d.boundary_overlap, 8);
+  j["pooling"] = "eos";
+  j["adapter_type"] = "attn_mlp";
+  const LclmConfig e = config_from(j);
+  EXPECT_EQ(e.pooling, Pooling::Eos);
+  EXPECT_EQ(e.adapter_type, AdapterType::AttnMlp);
+  // attn_mlp cannot take concat-pooled latents: refused naming both.
+  j["pooling"] = "concat";
+  const std::string message = testing::error_of([&] { config_from(j); });
+  EXPECT_NE(message.find("attn_mlp"), std::string::npos) << message;
+  EXPECT_NE(message.find("concat"), std::string::npos) << message;
 }
 
 // The benchmark's scaled-down published LCLM keeps every matrix of the

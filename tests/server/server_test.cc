@@ -2,9 +2,16 @@
 // server in-process on a background thread, bound to a free port.
 #include "server/server.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <regex>
 #include <set>
@@ -391,6 +398,46 @@ TEST_F(ServerTest, AClientLeavingMidStreamStopsTheGeneration) {
   EXPECT_EQ(ok->status, 200) << ok->body;
 }
 
+// A non-streaming client that hangs up once cost the whole generation
+// (cpp-httplib does not report the disconnect); the server now watches the
+// socket and cancels.
+TEST(ServerDisconnect, ANonStreamingClientLeavingStopsTheGeneration) {
+  // A long answer (8,000 tokens take seconds even on the tiny model).
+  server::ServerOptions o = test_server_options();
+  o.context = 8192;
+  server::Server s(Engine::load(tiny_checkpoint("server_disconnect", 18)), o);
+  const int port = s.bind();
+  std::thread t([&] { s.run(); });
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  httplib::Client impatient("127.0.0.1", port);
+  impatient.set_read_timeout(0, 100000);  // gives up after 0.1 s
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = impatient.Post(
+      "/v1/completions",
+      json{{"prompt", "Keep talking"}, {"max_tokens", 8000}, {"temperature", 0}}.dump(),
+      "application/json");
+  EXPECT_FALSE(r);  // timed out
+  impatient.stop();
+  std::string after;
+  for (int i = 0; i < 400; ++i) {
+    after = c.Get("/metrics")->body;
+    if (metric(after, "lclm_requests_cancelled_total") > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(metric(after, "lclm_requests_cancelled_total"), 1);
+  EXPECT_LT(metric(after, "lclm_completion_tokens_total"), 8000);
+  EXPECT_LT(seconds, 3.0) << "noticed within a few polls";
+  const auto ok = c.Post("/v1/completions", json{{"prompt", "Hello"}, {"max_tokens", 3}}.dump(),
+                         "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  s.stop();
+  t.join();
+}
+
 TEST_F(ServerTest, ARequestChoosesItsCompressionRatio) {
   const std::string question = "How many ships on the fifth night?";
   const auto content = json::array(
@@ -623,6 +670,100 @@ TEST(ServerShutdown, TheRunningRequestFinishesOrFailsDistinctly) {
     EXPECT_EQ(events.find("\"finish_reason\":\"length\""), std::string::npos) << events;
     EXPECT_NE(events.find("[DONE]"), std::string::npos) << events;
   }
+}
+
+// A TCP connection to 127.0.0.1:port, non-blocking when asked (then the
+// handshake may still be under way).
+int raw_connect(int port, bool nonblocking = false) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (nonblocking) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  return fd;
+}
+
+// Clients that send their headers a byte at a time once held every HTTP
+// thread (24 of them made /health unreachable); now there are more threads
+// than requests that can run, and the watchdog shuts down a connection that
+// goes --request-deadline without a request.
+TEST(ServerSlowClients, CannotStarveOthersAndAreCutOffAtTheDeadline) {
+  server::ServerOptions o = test_server_options();
+  o.request_deadline_seconds = 2;
+  server::Server s(Engine::load(tiny_checkpoint("server_slow", 16)), o);
+  const int port = s.bind();
+  std::thread t([&] { s.run(); });
+  std::vector<int> slow;
+  for (int i = 0; i < 24; ++i) slow.push_back(raw_connect(port));
+  std::atomic<bool> trickling{true};
+  std::thread trickle([&] {
+    const std::string request = "GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    for (std::size_t k = 0; trickling && k < 200; ++k) {
+      for (int fd : slow) ::send(fd, request.data() + std::min(k, request.size() - 1), 1, MSG_NOSIGNAL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(5, 0);
+  c.set_read_timeout(5, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto h = c.Get("/health");
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  // At once, not when the watchdog frees a thread (at about 1.5 s from here).
+  EXPECT_LT(waited, 1.0);
+  // Past the deadline every slow connection has been shut down: reads end.
+  std::size_t closed = 0;
+  for (int fd : slow) {
+    pollfd p{fd, POLLIN, 0};
+    char buf[256];
+    if (::poll(&p, 1, 5000) > 0 && ::recv(fd, buf, sizeof buf, 0) <= 0) ++closed;
+  }
+  trickling = false;
+  trickle.join();
+  for (int fd : slow) ::close(fd);
+  EXPECT_EQ(closed, slow.size());
+  // A request that runs longer than the deadline is left alone.
+  const auto ok = c.Post("/v1/completions",
+                         json{{"prompt", "Hello"}, {"max_tokens", 3}}.dump(), "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  s.stop();
+  t.join();
+}
+
+// cpp-httplib 0.11 listened with a backlog of 5: a burst of connections lost
+// SYNs and waited a second for the retry. 128 at once all connect at once.
+TEST(ServerBacklog, ABurstOfConnectionsIsAcceptedAtOnce) {
+  server::Server s(Engine::load(tiny_checkpoint("server_backlog", 17)), test_server_options());
+  const int port = s.bind();
+  std::thread t([&] { s.run(); });
+  std::vector<pollfd> fds;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 128; ++i) fds.push_back({raw_connect(port, true), POLLOUT, 0});
+  std::size_t connected = 0;
+  while (connected < fds.size() &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(700)) {
+    connected = 0;
+    ::poll(fds.data(), fds.size(), 50);
+    for (pollfd& p : fds) {
+      int error = 0;
+      socklen_t len = sizeof error;
+      if ((p.revents & POLLOUT) && ::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 &&
+          error == 0) {
+        ++connected;
+      }
+    }
+  }
+  for (const pollfd& p : fds) ::close(p.fd);
+  s.stop();
+  t.join();
+  EXPECT_EQ(connected, fds.size());
 }
 
 // --allow-control-tokens lets them through, as before.
