@@ -92,11 +92,21 @@ void LclmConfig::validate(const std::string& where) const {
   const auto fail = [&](const std::string& why) { throw Error(where + ": " + why); };
   if (compression_ratio <= 0) fail("compression_ratio must be a positive integer");
   if (encoder_window_size <= 0) fail("encoder_window_size must be positive");
+  if (compression_ratio > 1024) {
+    fail("compression_ratio " + std::to_string(compression_ratio) + " is past 1024");
+  }
+  if (encoder_window_size > (std::int64_t{1} << 20)) {
+    fail("encoder_window_size " + std::to_string(encoder_window_size) + " is past 2^20");
+  }
   if (encoder_window_size % compression_ratio != 0) {
     fail("encoder_window_size " + std::to_string(encoder_window_size) +
          " is not a multiple of compression_ratio " + std::to_string(compression_ratio));
   }
   if (boundary_overlap < 0) fail("boundary_overlap must be >= 0");
+  if (boundary_overlap >= encoder_window_size) {
+    fail("boundary_overlap " + std::to_string(boundary_overlap) +
+         " must be smaller than encoder_window_size " + std::to_string(encoder_window_size));
+  }
   if (adapter_type == AdapterType::AttnMlp && pooling == Pooling::Concat) {
     fail("adapter_type attn_mlp runs encoder-sized attention before the MLP, which cannot take "
          "concat-pooled latents (compression_ratio x the encoder's width); use mean or eos "

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <type_traits>
 
 #include "util/error.h"
 
@@ -24,6 +25,13 @@ void write_text_file(const std::filesystem::path& path, const std::string& text)
 template <typename T>
 T require_key(const nlohmann::json& j, const std::string& key, const std::filesystem::path& file) {
   if (!j.contains(key)) throw Error(file.string() + ": missing key \"" + key + "\"");
+  // nlohmann converts 4.5 to 4 when asked for an integer: refuse it instead.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (j[key].is_number_float()) {
+      throw Error(file.string() + ": key \"" + key + "\" must be an integer, not " +
+                  j[key].dump());
+    }
+  }
   try {
     return j[key].get<T>();
   } catch (const nlohmann::json::exception&) {

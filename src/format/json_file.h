@@ -11,10 +11,11 @@ namespace lclm {
 // Throws lclm::Error when the file is missing or not valid JSON.
 nlohmann::json read_json_file(const std::filesystem::path& path);
 
-// j[key] as T; throws lclm::Error naming the file and key when absent or mistyped.
 // Writes text to path (replacing it); throws lclm::Error when it cannot.
 void write_text_file(const std::filesystem::path& path, const std::string& text);
 
+// j[key] as T; throws lclm::Error naming the file and key when absent or
+// mistyped (a number with a fraction where an integer is wanted included).
 template <typename T>
 T require_key(const nlohmann::json& j, const std::string& key, const std::filesystem::path& file);
 

@@ -1,6 +1,7 @@
 #include "format/safetensors.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -107,7 +108,12 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
     if (!entry["dtype"].is_string()) throw Error(context + ": dtype is not a string");
     TensorView view;
     view.name = it.key();
-    view.dtype = parse_dtype(entry["dtype"].get<std::string>(), context);
+    const std::string dtype = entry["dtype"].get<std::string>();
+    view.dtype = parse_dtype(dtype, context);
+    if (dtype != dtype_name(view.dtype)) {  // flags may say bf16; files say BF16
+      throw Error(context + ": dtype \"" + dtype + "\" is not a safetensors dtype (they are " +
+                  "upper case: \"" + std::string(dtype_name(view.dtype)) + "\")");
+    }
     view.shape = parse_shape(entry["shape"], context);
     const json& offsets = entry["data_offsets"];
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
@@ -130,6 +136,20 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
     view.data = data_begin + begin;
     view.nbytes = end - begin;
     tensors_.push_back(std::move(view));
+  }
+  // No two tensors may share bytes: a write through one (or a quantizer
+  // reading one) would see the other.
+  std::vector<const TensorView*> by_start;
+  for (const TensorView& t : tensors_) {
+    if (t.nbytes > 0) by_start.push_back(&t);
+  }
+  std::sort(by_start.begin(), by_start.end(),
+            [](const TensorView* a, const TensorView* b) { return a->data < b->data; });
+  for (std::size_t i = 1; i < by_start.size(); ++i) {
+    if (by_start[i - 1]->data + by_start[i - 1]->nbytes > by_start[i]->data) {
+      throw Error(where + ": tensors \"" + by_start[i - 1]->name + "\" and \"" +
+                  by_start[i]->name + "\" overlap in the data section");
+    }
   }
 }
 

@@ -183,6 +183,11 @@ IndexMemWeights IndexMemWeights::load(const std::filesystem::path& dir,
   }
   const std::filesystem::path config_path = dir / "config.json";
   const nlohmann::json j = read_json_file(config_path);
+  const std::string method = key_or<std::string>(j, "method", "indexmem", config_path);
+  if (method != "indexmem") {
+    throw Error(config_path.string() + ": method \"" + method +
+                "\" is not indexmem (the weights of another policy?)");
+  }
   IndexMemConfig c;
   c.num_layers = require_key<std::int64_t>(j, "num_layers", config_path);
   c.num_attention_heads = require_key<std::int64_t>(j, "num_attention_heads", config_path);

@@ -1,6 +1,8 @@
 #include "model/qwen3_config.h"
 
 #include <algorithm>
+#include <string>
+#include <utility>
 
 #include "format/json_file.h"
 #include "util/error.h"
@@ -70,8 +72,29 @@ void Qwen3Config::validate(const std::string& where) const {
          ")");
   }
   if (head_dim % 2 != 0) fail("head_dim must be even for rotate-half RoPE");
-  if (rms_norm_eps <= 0) fail("rms_norm_eps must be positive");
-  if (rope_theta <= 0) fail("rope_theta must be positive");
+  if (!(rms_norm_eps > 0 && rms_norm_eps < 1)) fail("rms_norm_eps must be in (0, 1)");
+  // Real models use 1e4 to 1e8; past 1e12 every frequency but the first is
+  // zero in float, and infinity or NaN computes nothing at all.
+  if (!(rope_theta > 1 && rope_theta <= 1e12)) {
+    fail("rope_theta must be in (1, 1e12], not " + std::to_string(rope_theta));
+  }
+  if (max_position_embeddings < 1 || max_position_embeddings > (std::int64_t{1} << 24)) {
+    fail("max_position_embeddings must be in [1, 2^24], not " +
+         std::to_string(max_position_embeddings));
+  }
+  // Beyond these no checkpoint exists, and the products of sizes overflow.
+  constexpr std::int64_t kMaxSize = std::int64_t{1} << 20;
+  for (const auto& [name, value] :
+       {std::pair<const char*, std::int64_t>{"vocab_size", vocab_size},
+        {"hidden_size", hidden_size},
+        {"intermediate_size", intermediate_size},
+        {"num_hidden_layers", num_hidden_layers},
+        {"num_attention_heads", num_attention_heads},
+        {"head_dim", head_dim}}) {
+    if (value > kMaxSize * (std::string(name) == "vocab_size" ? 16 : 1)) {
+      fail(std::string(name) + " " + std::to_string(value) + " is beyond any model's");
+    }
+  }
 }
 
 }  // namespace lclm

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <unordered_set>
 
 #include "util/error.h"
@@ -25,6 +26,13 @@ Sampler::Sampler(SamplingParams params) : params_(params), rng_(params.seed) {
 std::int32_t Sampler::sample(std::span<const float> logits, std::span<const std::int32_t> history) {
   candidates_.resize(logits.size());
   for (std::size_t i = 0; i < logits.size(); ++i) {
+    // NaN or +Inf comes from broken weights (NaN or Inf in a file) and
+    // would be sampled as token 0 or whatever compares first.
+    if (std::isnan(logits[i]) || logits[i] == INFINITY) {
+      throw Error("the model computed a " + std::string(std::isnan(logits[i]) ? "NaN" : "infinite") +
+                  " logit (token " + std::to_string(i) +
+                  "): its weights hold NaN or Inf values, or overflow");
+    }
     candidates_[i] = {logits[i], static_cast<std::int32_t>(i)};
   }
   // Repetition penalty (CTRL-style): shrink positive logits, grow negative ones.

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include "cli/cli_runner.h"
@@ -103,6 +104,23 @@ TEST_F(CliTest, FailuresExitOneWithOneLineNamingTheCause) {
 }
 
 // -f - reads the prompt from standard input, as llama.cpp's users expect.
+// A model whose weights hold NaN once ran to exit 0, printing token 0.
+TEST(CliBrokenWeights, NaNWeightsAreAnErrorNotAnAnswer) {
+  const auto dir = testing::scratch_dir("cli_nan");
+  RandomQwen3Spec spec;
+  spec.config = testing::tiny_config();
+  spec.weight_std = std::numeric_limits<float>::quiet_NaN();
+  write_random_qwen3(dir, spec);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    std::filesystem::copy_file(testing::qwen3_tokenizer_dir() / f, dir / f);
+  }
+  const auto r = cli({"generate", "-m", dir.string(), "-p", "Hello", "-n", "3"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("NaN"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+}
+
 TEST_F(CliTest, APromptFromStandardInput) {
   const auto from_text =
       cli({"generate", "-m", *model_, "-p", "Hello there", "-n", "4", "--temp", "0"});

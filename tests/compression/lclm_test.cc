@@ -11,6 +11,8 @@
 // runs the real Qwen3 tokenizer.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -315,6 +317,22 @@ TEST(LclmConfigFile, WindowMustBeAMultipleOfTheRatio) {
   EXPECT_NE(e.find("model_config.json"), std::string::npos) << e;
   EXPECT_NE(e.find("1022"), std::string::npos) << e;
   EXPECT_NE(e.find("not a multiple"), std::string::npos) << e;
+}
+
+// Nonsense once passed: a ratio of 4.5 read as 4, a window of 2^40, an
+// overlap as wide as the window.
+TEST(LclmConfigFile, NonsenseValuesAreRefusedNamingTheKey) {
+  for (const auto& [key, value, part] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+           {"compression_ratio", 4.5, "must be an integer, not 4.5"},
+           {"encoder_window_size", std::int64_t{1} << 40, "past 2^20"},
+           {"compression_ratio", 4096, "past 1024"},
+           {"boundary_overlap", 1024, "smaller than encoder_window_size"}}) {
+    auto j = released_config_json();
+    j[key] = value;
+    const std::string e = config_error(j);
+    EXPECT_NE(e.find(key), std::string::npos) << e;
+    EXPECT_NE(e.find(part), std::string::npos) << e;
+  }
 }
 
 TEST(LclmConfigFile, UnknownNamesAreRejectedWithTheKeyAndValue) {

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <nlohmann/json.hpp>
 
 #include "format/json_file.h"
@@ -82,6 +84,29 @@ TEST(Qwen3Config, ErrorsNameTheFileAndKey) {
     j["model_type"] = "llama";
   });
   EXPECT_NE(load_error(dir).find("llama"), std::string::npos);
+
+  // Nonsense values once loaded and ran.
+  nlohmann::json original;
+  edit_config(dir, [&](auto& j) {
+    j["model_type"] = "qwen3";
+    original = j;
+  });
+  for (const auto& [key, value, part] :
+       std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+           {"max_position_embeddings", -1, "max_position_embeddings must be in [1, 2^24]"},
+           {"rope_theta", 1e308, "rope_theta must be in (1, 1e12]"},
+           {"rope_theta", 0.5, "rope_theta"},
+           {"num_hidden_layers", 2.5, "\"num_hidden_layers\" must be an integer, not 2.5"},
+           {"hidden_size", std::int64_t{1} << 40, "hidden_size 1099511627776 is beyond"},
+           {"rms_norm_eps", 2.0, "rms_norm_eps must be in (0, 1)"}}) {
+    edit_config(dir, [&](auto& j) {
+      j = original;
+      j[key] = value;
+    });
+    const std::string e = load_error(dir);
+    EXPECT_NE(e.find(part), std::string::npos) << key << ": " << e;
+    EXPECT_NE(e.find("config.json"), std::string::npos) << e;
+  }
 
   std::filesystem::remove(dir / "config.json");
   EXPECT_NE(load_error(dir).find("config.json is missing"), std::string::npos);

@@ -124,6 +124,25 @@ TEST(Safetensors, TensorDataOutOfBoundsOrMissizedIsRejected) {
   write_text(dir / "dtype",
              raw_file(R"({"w":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}})", "1"));
   EXPECT_NE(error_of([&] { SafetensorsFile(dir / "dtype"); }).find("F8_E4M3"), std::string::npos);
+
+  // A lower-case dtype, and two tensors sharing bytes, once loaded.
+  write_text(dir / "lower",
+             raw_file(R"({"w":{"dtype":"bf16","shape":[2],"data_offsets":[0,4]}})", "1234"));
+  const std::string lower = error_of([&] { SafetensorsFile(dir / "lower"); });
+  EXPECT_NE(lower.find("\"bf16\" is not a safetensors dtype"), std::string::npos) << lower;
+  write_text(dir / "overlap",
+             raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                      R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                      "123456789012"));
+  const std::string overlap = error_of([&] { SafetensorsFile(dir / "overlap"); });
+  EXPECT_NE(overlap.find("\"a\" and \"b\" overlap"), std::string::npos) << overlap;
+  // Adjacent tensors and empty ones at the same offset are fine.
+  write_text(dir / "adjacent",
+             raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                      R"("e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},)"
+                      R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                      "12345678"));
+  EXPECT_EQ(SafetensorsFile(dir / "adjacent").tensors().size(), 3u);
 }
 
 TEST(TensorStore, ShardedIndexAndShapeErrorsNameTheTensor) {

@@ -2,11 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "runtime/chat_template.h"
 #include "runtime/generator.h"
+#include "util/error.h"
 
 namespace lclm {
 namespace {
@@ -23,6 +27,29 @@ std::map<std::int32_t, int> histogram(SamplingParams p, const std::vector<float>
   std::map<std::int32_t, int> counts;
   for (int i = 0; i < draws; ++i) ++counts[s.sample(logits, {})];
   return counts;
+}
+
+// NaN weights once ran to exit 0, printing token 0 over and over.
+TEST(Sampler, NaNOrInfiniteLogitsAreAnErrorNamingTheCause) {
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    for (float temperature : {0.0f, 0.8f}) {
+      SamplingParams p;
+      p.temperature = temperature;
+      Sampler s(p);
+      const std::vector<float> logits = {0.1f, bad, -1.0f};
+      std::string message;
+      try {
+        s.sample(logits, {});
+      } catch (const Error& e) {
+        message = e.what();
+      }
+      EXPECT_NE(message.find("weights hold NaN or Inf"), std::string::npos) << message;
+      EXPECT_NE(message.find("token 1"), std::string::npos) << message;
+    }
+  }
+  // -Inf is a masked token, not an error.
+  Sampler s(greedy());
+  EXPECT_EQ(s.sample(std::vector<float>{-INFINITY, 0.5f}, {}), 1);
 }
 
 TEST(Sampler, GreedyTakesArgmaxAndBreaksTiesByLowestId) {

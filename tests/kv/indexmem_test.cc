@@ -274,6 +274,14 @@ TEST(IndexMemWeightsTest, ErrorsNameWhatIsWrong) {
   write_text_file(no_key / "config.json", j.dump());
   expect_error(no_key, "recent", decoder);
 
+  // Another method's weights once loaded as IndexMem's.
+  const auto other_method = root / "other_method";
+  w.save(other_method);
+  j = read_json_file(other_method / "config.json");
+  j["method"] = "zzz";
+  write_text_file(other_method / "config.json", j.dump());
+  expect_error(other_method, "method \"zzz\" is not indexmem", decoder);
+
   const auto truncated = root / "truncated";
   w.save(truncated);
   std::filesystem::resize_file(truncated / "model.safetensors",
