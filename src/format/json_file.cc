@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <type_traits>
 
 #include "util/error.h"
@@ -27,9 +28,18 @@ T require_key(const nlohmann::json& j, const std::string& key, const std::filesy
   if (!j.contains(key)) throw Error(file.string() + ": missing key \"" + key + "\"");
   // nlohmann converts 4.5 to 4 when asked for an integer: refuse it instead.
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    if (j[key].is_number_float()) {
-      throw Error(file.string() + ": key \"" + key + "\" must be an integer, not " +
-                  j[key].dump());
+    const nlohmann::json& v = j[key];
+    if (v.is_number_float()) {
+      throw Error(file.string() + ": key \"" + key + "\" must be an integer, not " + v.dump());
+    }
+    // ... and wraps 2^64 - 1 to -1: refuse what T cannot hold.
+    const bool too_big = v.is_number_unsigned() &&
+                         v.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<T>::max());
+    const bool too_small = v.is_number_integer() && !v.is_number_unsigned() &&
+                           (v.get<std::int64_t>() < static_cast<std::int64_t>(std::numeric_limits<T>::min()) ||
+                            v.get<std::int64_t>() > static_cast<std::int64_t>(std::numeric_limits<T>::max()));
+    if (too_big || too_small) {
+      throw Error(file.string() + ": key \"" + key + "\" is out of range: " + v.dump());
     }
   }
   try {

@@ -41,8 +41,12 @@ Qwen3Config Qwen3Config::from_dir(const std::filesystem::path& dir) {
   c.num_attention_heads = require_key<std::int64_t>(j, "num_attention_heads", path);
   c.num_key_value_heads =
       key_or<std::int64_t>(j, "num_key_value_heads", c.num_attention_heads, path);
+  // (The default is computed whether or not it is used: only from sizes
+  // that can divide, INT64_MIN / -1 traps.)
   c.head_dim = key_or<std::int64_t>(
-      j, "head_dim", c.num_attention_heads ? c.hidden_size / c.num_attention_heads : 0, path);
+      j, "head_dim",
+      c.num_attention_heads > 0 && c.hidden_size > 0 ? c.hidden_size / c.num_attention_heads : 0,
+      path);
   c.max_position_embeddings = key_or<std::int64_t>(j, "max_position_embeddings", 40960, path);
   c.rms_norm_eps = key_or<double>(j, "rms_norm_eps", 1e-6, path);
   c.rope_theta = key_or<double>(j, "rope_theta", 1e6, path);

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -98,7 +99,9 @@ TEST(Qwen3Config, ErrorsNameTheFileAndKey) {
            {"rope_theta", 0.5, "rope_theta"},
            {"num_hidden_layers", 2.5, "\"num_hidden_layers\" must be an integer, not 2.5"},
            {"hidden_size", std::int64_t{1} << 40, "hidden_size 1099511627776 is beyond"},
-           {"rms_norm_eps", 2.0, "rms_norm_eps must be in (0, 1)"}}) {
+           {"rms_norm_eps", 2.0, "rms_norm_eps must be in (0, 1)"},
+           // 2^64 - 1 was read as -1 (found by tests/fuzz).
+           {"num_attention_heads", std::numeric_limits<std::uint64_t>::max(), "out of range"}}) {
     edit_config(dir, [&](auto& j) {
       j = original;
       j[key] = value;
@@ -107,6 +110,14 @@ TEST(Qwen3Config, ErrorsNameTheFileAndKey) {
     EXPECT_NE(e.find(part), std::string::npos) << key << ": " << e;
     EXPECT_NE(e.find("config.json"), std::string::npos) << e;
   }
+
+  // INT64_MIN / -1 traps (SIGFPE); the fuzzer's config once killed the process.
+  edit_config(dir, [&](auto& j) {
+    j = original;
+    j["hidden_size"] = std::numeric_limits<std::int64_t>::min();
+    j["num_attention_heads"] = -1;
+  });
+  EXPECT_NE(load_error(dir).find("sizes must be positive"), std::string::npos);
 
   std::filesystem::remove(dir / "config.json");
   EXPECT_NE(load_error(dir).find("config.json is missing"), std::string::npos);
