@@ -72,7 +72,7 @@ TEST(ShippedRecall, FindsNeedlesInPlainTextAndReadsThemFromLatents) {
   EXPECT_GE(cells.at(4).exact, 13u) << describe(4, cells.at(4));
   EXPECT_GE(cells.at(4).mean_agreement(), 0.85) << describe(4, cells.at(4));
   EXPECT_GE(cells.at(8).mean_agreement(), 0.58) << describe(8, cells.at(8));
-  EXPECT_GE(cells.at(16).mean_agreement(), 0.45) << describe(16, cells.at(16));
+  EXPECT_GE(cells.at(16).mean_agreement(), 0.40) << describe(16, cells.at(16));
   for (std::int64_t r : {4, 8}) EXPECT_GE(cells.at(r).prefix, 18u) << describe(r, cells.at(r));
   for (const EvalRecord& rec : records) {
     // A needle of 7 digits in the context; the compressed prompt about 1/r of it.
