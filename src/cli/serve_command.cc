@@ -1,7 +1,7 @@
 // lclm serve: the OpenAI-compatible HTTP server (see docs/server.md).
-#include <pthread.h>
+#include <unistd.h>
 
-#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -41,6 +41,9 @@ std::string api_key(const ServeArgs& a) {
   return env ? env : "";
 }
 
+// The shutdown pipe: written by the signal handler, read by the waiter.
+int g_stop_pipe[2] = {-1, -1};
+
 int run(ServeArgs& a, std::ostream& err) {
   a.server.api_key = api_key(a);
   if (!server::is_loopback_host(a.server.host)) {
@@ -54,31 +57,41 @@ int run(ServeArgs& a, std::ostream& err) {
   a.server.defaults.sampling = a.options.sampling;
   if (a.seed >= 0) a.server.defaults.seed = static_cast<std::uint64_t>(a.seed);
   a.options.sampling.validate();
-  // SIGINT and SIGTERM stop the server cleanly: every thread blocks them and
-  // one waits for them (a handler may not take the locks stop() takes).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGINT and SIGTERM drain the server. Blocking them for sigwait() is not
+  // enough: threads started before this point (OpenBLAS starts its pool when
+  // the library loads) keep the default action, and the signal killed the
+  // process there. A handler applies in every thread; it only writes the
+  // signal's number to a pipe, and a waiter thread does the stopping (a
+  // handler may not take the locks stop() takes).
+  if (::pipe(g_stop_pipe) != 0) throw Error("cannot create the shutdown pipe");
+  struct sigaction action {};
+  action.sa_handler = [](int signo) {
+    const char byte = static_cast<char>(signo);
+    [[maybe_unused]] const ssize_t n = ::write(g_stop_pipe[1], &byte, 1);
+  };
+  sigemptyset(&action.sa_mask);
+  for (int signo : {SIGINT, SIGTERM}) ::sigaction(signo, &action, nullptr);
   server::Server s(Engine::load(a.model, a.lclm.engine_options(a.threads)), a.server);
   const int port = s.bind();
   err << "lclm serve: " << a.model << " on http://" << a.server.host << ":" << port << " (queue "
       << a.server.max_queue << ")" << std::endl;
-  std::atomic<bool> run_returned{false};
   std::thread waiter([&] {
-    int signal = 0;
-    sigwait(&stop_signals, &signal);
-    if (run_returned) return;  // woken below, not by a user's signal
-    err << "lclm serve: " << (signal == SIGINT ? "SIGINT" : "SIGTERM")
+    char signo = 0;
+    while (::read(g_stop_pipe[0], &signo, 1) < 0 && errno == EINTR) {
+    }
+    if (signo == 0) return;  // run() returned on its own
+    err << "lclm serve: " << (signo == SIGINT ? "SIGINT" : "SIGTERM")
         << ": not taking requests; the running one has " << a.shutdown_timeout
         << " s to finish" << std::endl;
     s.stop(std::chrono::milliseconds(static_cast<long>(a.shutdown_timeout * 1000)));
   });
   s.run();
-  run_returned = true;
-  pthread_kill(waiter.native_handle(), SIGTERM);  // no-op when a signal already stopped it
+  const char done = 0;
+  [[maybe_unused]] const ssize_t n = ::write(g_stop_pipe[1], &done, 1);  // no-op if a signal came
   waiter.join();
+  for (int signo : {SIGINT, SIGTERM}) ::signal(signo, SIG_DFL);
+  ::close(g_stop_pipe[0]);
+  ::close(g_stop_pipe[1]);
   return 0;
 }
 

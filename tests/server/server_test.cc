@@ -9,10 +9,12 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <regex>
 #include <set>
 #include <thread>
@@ -764,6 +766,65 @@ TEST(ServerBacklog, ABurstOfConnectionsIsAcceptedAtOnce) {
   s.stop();
   t.join();
   EXPECT_EQ(connected, fds.size());
+}
+
+// `lclm serve` as a user runs it, in its own process: off loopback it warns,
+// the key comes from --api-key-file, and SIGTERM drains it to exit 0.
+TEST(ServeCommand, KeyFileWarningAndSigtermDrain) {
+  const auto dir = tiny_checkpoint("serve_cli", 19);
+  const auto key_file = testing::scratch_dir("serve_cli_key") / "key";
+  testing::write_text(key_file, "file-key-123\n");
+  int err_pipe[2];
+  ASSERT_EQ(::pipe(err_pipe), 0);
+  const std::string lclm = std::string(LCLM_BINARY_DIR) + "/bin/lclm";
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(err_pipe[1], 2);
+    ::close(err_pipe[0]);
+    ::execl(lclm.c_str(), "lclm", "serve", "-m", dir.c_str(), "--port", "0", "--host", "0.0.0.0",
+            "--api-key-file", key_file.c_str(), "-t", "1", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(err_pipe[1]);
+  // Reads stderr until a line holding `want` (or EOF / 60 s).
+  std::string err;
+  const auto read_until = [&](const std::string& want) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (err.find(want) == std::string::npos && std::chrono::steady_clock::now() < until) {
+      pollfd p{err_pipe[0], POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
+      char buf[512];
+      const ssize_t n = ::read(err_pipe[0], buf, sizeof buf);
+      if (n <= 0) break;
+      err.append(buf, static_cast<std::size_t>(n));
+    }
+    return err.find(want) != std::string::npos;
+  };
+  ASSERT_TRUE(read_until(" (queue ")) << err;
+  EXPECT_NE(err.find("warning: listening on 0.0.0.0, reachable from other machines"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("with no API key"), std::string::npos) << err;
+  const std::size_t colon = err.rfind(':', err.find(" (queue "));
+  const int port = std::stoi(err.substr(colon + 1));
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  const std::string body = json{{"prompt", "Hello"}, {"max_tokens", 2}}.dump();
+  const auto refused = c.Post("/v1/completions", body, "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
+  const auto ok = c.Post("/v1/completions", {{"Authorization", "Bearer file-key-123"}}, body,
+                         "application/json");
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  ::kill(pid, SIGTERM);
+  EXPECT_TRUE(read_until("SIGTERM: not taking requests")) << err;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ::close(err_pipe[0]);
+  EXPECT_TRUE(WIFEXITED(status)) << err;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << err;
 }
 
 // --allow-control-tokens lets them through, as before.
