@@ -65,6 +65,26 @@ server::ServerOptions test_server_options() {
   return o;
 }
 
+// A server on a tiny checkpoint of its own, bound to a free loopback port and
+// run on its own thread; stopped and joined when it goes out of scope.
+struct ServerThread {
+  ServerThread(const std::string& name, std::uint64_t seed, server::ServerOptions options)
+      : server(Engine::load(tiny_checkpoint(name, seed)), std::move(options)),
+        port(server.bind()),
+        thread([this] { server.run(); }) {}
+  ~ServerThread() {
+    server.stop();
+    join();
+  }
+  // Waits for run() to return (after a stop).
+  void join() {
+    if (thread.joinable()) thread.join();
+  }
+  server::Server server;
+  int port;
+  std::thread thread;
+};
+
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -407,9 +427,9 @@ TEST(ServerDisconnect, ANonStreamingClientLeavingStopsTheGeneration) {
   // A long answer (8,000 tokens take seconds even on the tiny model).
   server::ServerOptions o = test_server_options();
   o.context = 8192;
-  server::Server s(Engine::load(tiny_checkpoint("server_disconnect", 18)), o);
-  const int port = s.bind();
-  std::thread t([&] { s.run(); });
+  ServerThread running("server_disconnect", 18, o);
+  server::Server& s = running.server;
+  const int port = running.port;
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(60, 0);
   httplib::Client impatient("127.0.0.1", port);
@@ -437,7 +457,7 @@ TEST(ServerDisconnect, ANonStreamingClientLeavingStopsTheGeneration) {
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200) << ok->body;
   s.stop();
-  t.join();
+  running.join();
 }
 
 TEST_F(ServerTest, ARequestChoosesItsCompressionRatio) {
@@ -575,9 +595,9 @@ TEST_F(ServerTest, MessagesCannotForgeATurnWithControlTokens) {
 TEST(ServerBodyLimit, ChunkedBodiesAreCutAtTheLimit) {
   server::ServerOptions o = test_server_options();
   o.max_body_bytes = 64 << 10;
-  server::Server s(Engine::load(tiny_checkpoint("server_body", 14)), o);
-  const int port = s.bind();
-  std::thread t([&] { s.run(); });
+  ServerThread running("server_body", 14, o);
+  server::Server& s = running.server;
+  const int port = running.port;
   const std::string body =
       json{{"prompt", std::string(200 << 10, 'a')}, {"max_tokens", 1}}.dump();
   httplib::Client c("127.0.0.1", port);
@@ -596,7 +616,7 @@ TEST(ServerBodyLimit, ChunkedBodiesAreCutAtTheLimit) {
   const auto small = c2.Post("/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 1}}.dump(),
                              "application/json");
   s.stop();
-  t.join();
+  running.join();
   ASSERT_TRUE(chunked) << "no response to the chunked body";
   EXPECT_EQ(chunked->status, 413) << chunked->body;
   EXPECT_EQ(json::parse(chunked->body)["error"]["code"], "body_too_large");
@@ -621,9 +641,9 @@ TEST(ServerShutdown, TheRunningRequestFinishesOrFailsDistinctly) {
     return false;
   };
   {
-    server::Server s(Engine::load(tiny_checkpoint("server_drain", 15)), test_server_options());
-    const int port = s.bind();
-    std::thread t([&] { s.run(); });
+    ServerThread running("server_drain", 15, test_server_options());
+    server::Server& s = running.server;
+    const int port = running.port;
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);
     const auto whole = c.Post("/v1/completions", long_request.dump(), "application/json");
@@ -639,15 +659,15 @@ TEST(ServerShutdown, TheRunningRequestFinishesOrFailsDistinctly) {
     EXPECT_TRUE(busy(probe));
     s.stop(std::chrono::seconds(60));
     client.join();
-    t.join();
+    running.join();
     ASSERT_TRUE(drained && *drained);
     EXPECT_EQ((*drained)->status, 200) << (*drained)->body;
     EXPECT_EQ(json::parse((*drained)->body)["choices"], json::parse(whole->body)["choices"]);
   }
   {
-    server::Server s(Engine::load(tiny_checkpoint("server_drain_now", 15)), test_server_options());
-    const int port = s.bind();
-    std::thread t([&] { s.run(); });
+    ServerThread running("server_drain_now", 15, test_server_options());
+    server::Server& s = running.server;
+    const int port = running.port;
     json streaming = long_request;
     streaming["stream"] = true;
     httplib::Request req;
@@ -666,7 +686,7 @@ TEST(ServerShutdown, TheRunningRequestFinishesOrFailsDistinctly) {
     c.set_read_timeout(60, 0);
     const auto r = c.send(req);
     if (stopper.joinable()) stopper.join();
-    t.join();
+    running.join();
     ASSERT_TRUE(r);
     EXPECT_NE(events.find("\"shutting_down\""), std::string::npos) << events;
     EXPECT_EQ(events.find("\"finish_reason\":\"length\""), std::string::npos) << events;
@@ -694,9 +714,9 @@ int raw_connect(int port, bool nonblocking = false) {
 TEST(ServerSlowClients, CannotStarveOthersAndAreCutOffAtTheDeadline) {
   server::ServerOptions o = test_server_options();
   o.request_deadline_seconds = 2;
-  server::Server s(Engine::load(tiny_checkpoint("server_slow", 16)), o);
-  const int port = s.bind();
-  std::thread t([&] { s.run(); });
+  ServerThread running("server_slow", 16, o);
+  server::Server& s = running.server;
+  const int port = running.port;
   std::vector<int> slow;
   for (int i = 0; i < 24; ++i) slow.push_back(raw_connect(port));
   std::atomic<bool> trickling{true};
@@ -736,15 +756,15 @@ TEST(ServerSlowClients, CannotStarveOthersAndAreCutOffAtTheDeadline) {
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);
   s.stop();
-  t.join();
+  running.join();
 }
 
 // cpp-httplib 0.11 listened with a backlog of 5: a burst of connections lost
 // SYNs and waited a second for the retry. 128 at once all connect at once.
 TEST(ServerBacklog, ABurstOfConnectionsIsAcceptedAtOnce) {
-  server::Server s(Engine::load(tiny_checkpoint("server_backlog", 17)), test_server_options());
-  const int port = s.bind();
-  std::thread t([&] { s.run(); });
+  ServerThread running("server_backlog", 17, test_server_options());
+  server::Server& s = running.server;
+  const int port = running.port;
   std::vector<pollfd> fds;
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 128; ++i) fds.push_back({raw_connect(port, true), POLLOUT, 0});
@@ -764,7 +784,7 @@ TEST(ServerBacklog, ABurstOfConnectionsIsAcceptedAtOnce) {
   }
   for (const pollfd& p : fds) ::close(p.fd);
   s.stop();
-  t.join();
+  running.join();
   EXPECT_EQ(connected, fds.size());
 }
 
@@ -831,9 +851,9 @@ TEST(ServeCommand, KeyFileWarningAndSigtermDrain) {
 TEST(ServerControlTokens, AnOptionAllowsThem) {
   server::ServerOptions o = test_server_options();
   o.allow_control_tokens = true;
-  server::Server s(Engine::load(tiny_checkpoint("server_control", 13)), o);
-  const int port = s.bind();
-  std::thread t([&] { s.run(); });
+  ServerThread running("server_control", 13, o);
+  server::Server& s = running.server;
+  const int port = running.port;
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(60, 0);
   const json body = {{"messages", json::array({{{"role", "user"},
@@ -841,7 +861,7 @@ TEST(ServerControlTokens, AnOptionAllowsThem) {
                      {"max_tokens", 2}};
   const auto r = c.Post("/v1/chat/completions", body.dump(), "application/json");
   s.stop();
-  t.join();
+  running.join();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
 }
@@ -850,9 +870,9 @@ TEST(ServerControlTokens, AnOptionAllowsThem) {
 TEST(ServerAuth, AnApiKeyIsRequiredEverywhereButHealth) {
   server::ServerOptions o = test_server_options();
   o.api_key = "s3cret-key";
-  server::Server s(Engine::load(tiny_checkpoint("server_auth", 12)), o);
-  const int port = s.bind();
-  std::thread t([&] { s.run(); });
+  ServerThread running("server_auth", 12, o);
+  server::Server& s = running.server;
+  const int port = running.port;
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(60, 0);
   const std::string body = json{{"prompt", "Hello"}, {"max_tokens", 2}}.dump();
@@ -874,7 +894,7 @@ TEST(ServerAuth, AnApiKeyIsRequiredEverywhereButHealth) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200) << r->body;
   s.stop();
-  t.join();
+  running.join();
 
   EXPECT_TRUE(server::is_loopback_host("127.0.0.1"));
   EXPECT_TRUE(server::is_loopback_host("127.5.6.7"));
