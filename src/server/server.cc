@@ -163,9 +163,14 @@ void Server::watch_connections() {
       std::chrono::duration<double>(options_.request_deadline_seconds));
   std::unique_lock lock(watch_mutex_);
   while (!watch_wake_.wait_for(lock, std::chrono::milliseconds(250), [&] { return watch_stop_; })) {
+    // The scan reads /proc without the lock: requests note their activity
+    // under it, and should not wait on the file system.
+    lock.unlock();
+    const std::vector<Connection> connections = connections_on(options_.port);
+    lock.lock();
     const auto now = std::chrono::steady_clock::now();
     std::map<std::string, Activity> seen;
-    for (const Connection& c : connections_on(options_.port)) {
+    for (const Connection& c : connections) {
       const std::string peer = c.peer_host + " " + std::to_string(c.peer_port);
       const auto it = activity_.find(peer);
       Activity a = it == activity_.end() ? Activity{0, now} : it->second;
