@@ -73,19 +73,23 @@ float* sized(std::vector<float>& buffer, std::size_t n) {
 
 void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t layer,
                          AttentionMask mask, const RopeTable& rope) const {
+  const SequenceRows one{&cache, n};
+  forward(x, std::span(&one, 1), layer, mask, rope);
+}
+
+void Qwen3Block::forward(float* x, std::span<const SequenceRows> sequences, std::size_t layer,
+                         AttentionMask mask, const RopeTable& rope) const {
   const std::size_t H = hidden_, I = intermediate_, D = head_dim_;
-  // pos0: the position (RoPE) of the first input; e0: the cache row it goes
-  // to, fewer than pos0 once a KV policy has dropped entries.
-  const std::size_t pos0 = cache.size();
-  const std::size_t e0 = cache.entries(layer);
-  const std::size_t stride = cache.capacity();
+  const std::size_t QW = n_heads_ * D, KW = n_kv_heads_ * D;
+  std::size_t n = 0;
+  for (const SequenceRows& s : sequences) n += s.rows;
 
   thread_local BlockScratch scratch;
   float* h = sized(scratch.h, n * H);
-  float* q = sized(scratch.q, n * n_heads_ * D);
-  float* k = sized(scratch.k, n * n_kv_heads_ * D);
-  float* v = sized(scratch.v, n * n_kv_heads_ * D);
-  float* attn = sized(scratch.attn, n * n_heads_ * D);
+  float* q = sized(scratch.q, n * QW);
+  float* k = sized(scratch.k, n * KW);
+  float* v = sized(scratch.v, n * KW);
+  float* attn = sized(scratch.attn, n * QW);
   float* gate = sized(scratch.gate, n * I);
   float* up = sized(scratch.up, n * I);
 
@@ -94,6 +98,32 @@ void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t la
   matmul_shared_input(h, n, {{&q_proj_, q}, {&k_proj_, k}, {&v_proj_, v}});
   rms_norm(q, q_norm_.data(), q, n * n_heads_, D, eps_);
   rms_norm(k, k_norm_.data(), k, n * n_kv_heads_, D, eps_);
+  std::size_t row0 = 0;  // the sequence's first row in x
+  for (const SequenceRows& s : sequences) {
+    attend(q + row0 * QW, k + row0 * KW, v + row0 * KW, s.rows, *s.cache, layer, mask, rope,
+           attn + row0 * QW);
+    row0 += s.rows;
+  }
+  matmul(attn, n, o_proj_, h);
+  add_inplace(x, h, n * H);
+
+  // MLP: x += down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x).
+  rms_norm(x, post_attention_layernorm_.data(), h, n, H, eps_);
+  matmul_shared_input(h, n, {{&gate_proj_, gate}, {&up_proj_, up}});
+  silu_mul(gate, up, n * I);
+  matmul(gate, n, down_proj_, h);
+  add_inplace(x, h, n * H);
+}
+
+void Qwen3Block::attend(float* q, float* k, const float* v, std::size_t n, KVCache& cache,
+                        std::size_t layer, AttentionMask mask, const RopeTable& rope,
+                        float* out) const {
+  const std::size_t D = head_dim_;
+  // pos0: the position (RoPE) of the first input; e0: the cache row it goes
+  // to, fewer than pos0 once a KV policy has dropped entries.
+  const std::size_t pos0 = cache.size();
+  const std::size_t e0 = cache.entries(layer);
+  const std::size_t stride = cache.capacity();
   float* k_cache = cache.keys(layer);
   float* v_cache = cache.values(layer);
   std::int32_t* positions = cache.positions(layer);
@@ -114,17 +144,8 @@ void Qwen3Block::forward(float* x, std::size_t n, KVCache& cache, std::size_t la
   // score_from_position() on) add their probabilities to the key scores.
   KeyScoreAccumulator accumulate{0, key_scores};
   if (key_scores) accumulate.first_query = std::max(cache.score_from_position(), pos0) - pos0;
-  attention(q, n, e0, k_cache, v_cache, e0 + n, shape, mask, attn,
+  attention(q, n, e0, k_cache, v_cache, e0 + n, shape, mask, out,
             key_scores ? &accumulate : nullptr, cache.attention_residual(layer));
-  matmul(attn, n, o_proj_, h);
-  add_inplace(x, h, n * H);
-
-  // MLP: x += down_proj(silu(gate_proj(h)) * up_proj(h)), h = post_attention_layernorm(x).
-  rms_norm(x, post_attention_layernorm_.data(), h, n, H, eps_);
-  matmul_shared_input(h, n, {{&gate_proj_, gate}, {&up_proj_, up}});
-  silu_mul(gate, up, n * I);
-  matmul(gate, n, down_proj_, h);
-  add_inplace(x, h, n * H);
 }
 
 }  // namespace lclm

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,14 @@
 #include "ops/transformer_ops.h"
 
 namespace lclm {
+
+// Consecutive rows of a forward pass's input that belong to one sequence:
+// they are appended to `cache` and attend to it (a decode batch is one row
+// for each of several sequences).
+struct SequenceRows {
+  KVCache* cache = nullptr;
+  std::size_t rows = 0;
+};
 
 class Qwen3Block {
  public:
@@ -38,8 +47,22 @@ class Qwen3Block {
   // probabilities of the scored queries are added to the layer's key scores.
   void forward(float* x, std::size_t n, KVCache& cache, std::size_t layer, AttentionMask mask,
                const RopeTable& rope) const;
+  // The same for rows of several sequences at once: x [sum of rows, hidden],
+  // the sequences' rows one after another. The projections read each weight
+  // once for all rows; attention runs per sequence on its own cache. Each
+  // row comes out as it would in a pass of its sequence alone (bit for bit
+  // up to kMatvecMaxRows rows in all, ops/matmul.h).
+  void forward(float* x, std::span<const SequenceRows> sequences, std::size_t layer,
+               AttentionMask mask, const RopeTable& rope) const;
 
  private:
+  // One sequence's part of attention: q [n, n_heads * head_dim] and k, v
+  // [n, n_kv_heads * head_dim] of its n rows get RoPE at its next positions,
+  // k and v go to the cache's layer after its entries, and out [n, n_heads *
+  // head_dim] = attention of q over the cache.
+  void attend(float* q, float* k, const float* v, std::size_t n, KVCache& cache, std::size_t layer,
+              AttentionMask mask, const RopeTable& rope, float* out) const;
+
   std::size_t hidden_ = 0, intermediate_ = 0, head_dim_ = 0, n_heads_ = 0, n_kv_heads_ = 0;
   float eps_ = 1e-6f;
   std::vector<float> input_layernorm_;           // [hidden]

@@ -70,10 +70,23 @@ void Qwen3Model::embed(std::span<const std::int32_t> ids, float* out) const {
 }
 
 void Qwen3Model::forward(float* x, std::size_t n, KVCache& cache, AttentionMask mask) const {
+  const SequenceRows one{&cache, n};
+  forward(x, std::span(&one, 1), mask);
+}
+
+void Qwen3Model::forward(float* x, std::span<const SequenceRows> sequences,
+                         AttentionMask mask) const {
+  std::size_t n = 0;
+  for (const SequenceRows& s : sequences) {
+    for (const SequenceRows& t : sequences) {
+      if (&t != &s && t.cache == s.cache) throw Error("forward: two sequences share one KV cache");
+    }
+    s.cache->reserve_more(s.rows);
+    n += s.rows;
+  }
   if (n == 0) return;
-  cache.reserve_more(n);
-  for (std::size_t l = 0; l < layers_.size(); ++l) layers_[l].forward(x, n, cache, l, mask, rope_);
-  cache.advance(n);
+  for (std::size_t l = 0; l < layers_.size(); ++l) layers_[l].forward(x, sequences, l, mask, rope_);
+  for (const SequenceRows& s : sequences) s.cache->advance(s.rows);
   const auto H = static_cast<std::size_t>(config_.hidden_size);
   rms_norm(x, final_norm_.data(), x, n, H, static_cast<float>(config_.rms_norm_eps));
 }

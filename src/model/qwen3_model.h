@@ -68,6 +68,11 @@ class Qwen3Model {
   // cache.size() .. cache.size()+n-1 and their keys/values are appended to the
   // cache. On return x holds the final-norm hidden states.
   void forward(float* x, std::size_t n, KVCache& cache, AttentionMask mask) const;
+  // The same for rows of several sequences at once (a decode batch): x [sum
+  // of rows, hidden], each sequence's rows appended to its own cache. Every
+  // weight is read once for all rows; each row comes out as in a pass of its
+  // sequence alone (bit for bit up to kMatvecMaxRows rows in all).
+  void forward(float* x, std::span<const SequenceRows> sequences, AttentionMask mask) const;
 
   // logits [n, vocab] = lm_head(hidden [n, hidden]).
   void logits(const float* hidden, std::size_t n, float* out) const;

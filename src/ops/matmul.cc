@@ -17,8 +17,6 @@
 namespace lclm {
 namespace {
 
-// Below this many rows of x, streaming W once per row beats widening it.
-constexpr std::size_t kGemmMinRows = 4;
 // Rows of W widened to f32 per sgemm call: 256 rows of a 4096-wide matrix is
 // 4 MiB, which stays in cache while OpenBLAS reuses it across all m rows of x.
 constexpr std::size_t kWidenBlockRows = 256;
@@ -42,26 +40,28 @@ void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, flo
   }
 }
 
-// y[r0..r1) = rows r0..r1 of W times x (one row of x); xq is x quantized
-// per block, which the block-quantized weights multiply instead.
-void matvec_range(const WeightMatrix& w, const float* x, const std::int16_t* xq, const float* xd,
-                  std::size_t r0, std::size_t r1, float* y) {
-  const std::size_t k = w.cols;
+// y[i, r0..r1) = rows r0..r1 of W times x_i for the m rows of x (y rows
+// w.rows apart); xq/xd are x quantized per block, which block-quantized
+// weights multiply instead.
+void matvec_range(const WeightMatrix& w, const float* x, const QuantizedActivations* xq,
+                  std::size_t m, std::size_t r0, std::size_t r1, float* y) {
+  const std::size_t k = w.cols, n = r1 - r0;
   if (is_block_quantized(w.dtype)) {
     matvec_quantized(w.dtype, static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k),
-                     xq, xd, r1 - r0, k, y);
+                     xq->q.data(), xq->d.data(), m, n, k, y, w.rows);
   } else if (w.dtype == DType::F32) {
-    matvec_f32(static_cast<const float*>(w.data) + r0 * k, x, r1 - r0, k, y);
+    matvec_f32(static_cast<const float*>(w.data) + r0 * k, x, m, n, k, y, w.rows);
   } else if (w.dtype == DType::BF16) {
-    matvec_bf16(static_cast<const std::uint16_t*>(w.data) + r0 * k, x, r1 - r0, k, y);
+    matvec_bf16(static_cast<const std::uint16_t*>(w.data) + r0 * k, x, m, n, k, y, w.rows);
   } else {
-    matvec_f16(static_cast<const std::uint16_t*>(w.data) + r0 * k, x, r1 - r0, k, y);
+    matvec_f16(static_cast<const std::uint16_t*>(w.data) + r0 * k, x, m, n, k, y, w.rows);
   }
 }
 
 // Each thread takes one contiguous block of the rows of all matrices taken
-// together (contiguous in each y too), so the weights are streamed once per
-// row of x with one kernel call per thread and matrix.
+// together (contiguous in each y too) and multiplies it with every row of
+// x, so the weights are streamed once per call, with one kernel call per
+// thread and matrix.
 void matvec_rows(const float* x, std::size_t m,
                  std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
   std::size_t total = 0;
@@ -84,14 +84,7 @@ void matvec_rows(const float* x, std::size_t m,
     for (const auto& [w, y] : outputs) {
       // This thread's share of the matrix: [begin, end) meets [offset, offset + rows).
       const std::size_t lo = std::max(begin, offset), hi = std::min(end, offset + w->rows);
-      if (lo < hi) {
-        for (std::size_t i = 0; i < m; ++i) {
-          const std::int16_t* xq_row = any_quantized ? xq.q.data() + i * k : nullptr;
-          const float* xd_row = any_quantized ? xq.d.data() + i * k / kQuantBlock : nullptr;
-          matvec_range(*w, x + i * k, xq_row, xd_row, lo - offset, hi - offset,
-                       y + i * w->rows + lo - offset);
-        }
-      }
+      if (lo < hi) matvec_range(*w, x, &xq, m, lo - offset, hi - offset, y + lo - offset);
       offset += w->rows;
     }
   }
@@ -128,7 +121,7 @@ void check_weight_dtype(const WeightMatrix& w) {
 
 void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
   check_weight_dtype(w);
-  if (m < kGemmMinRows) {
+  if (m <= kMatvecMaxRows) {
     matvec_rows(x, m, {{&w, y}});
     return;
   }
@@ -158,7 +151,7 @@ void matmul(const float* x, std::size_t m, const WeightMatrix& w, float* y) {
 void matmul_shared_input(const float* x, std::size_t m,
                          std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
   for (const auto& [w, y] : outputs) check_weight_dtype(*w);
-  if (m < kGemmMinRows) {
+  if (m <= kMatvecMaxRows) {
     matvec_rows(x, m, outputs);
     return;
   }

@@ -21,6 +21,11 @@ struct WeightMatrix {
   std::size_t bytes() const { return rows * row_bytes(dtype, cols); }
 };
 
+// Products of up to this many rows of x (decode, and decode batches of up to
+// eight sequences) run the fused matvec: W is streamed once for all rows, and
+// each row's result is bit for bit what it would be alone.
+inline constexpr std::size_t kMatvecMaxRows = 8;
+
 // x [m, W.cols] -> y [m, W.rows]. Few rows (decode) run a fused
 // convert-and-dot over the weights, streaming them once (block-quantized
 // weights multiply x quantized to int8 per block of 32, as ggml does); many

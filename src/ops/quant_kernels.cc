@@ -1,6 +1,7 @@
 #include "ops/quant_kernels.h"
 
 #include <cstring>
+#include <tuple>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/quant_kernels.cc"
@@ -72,45 +73,82 @@ HWY_INLINE hn::Vec<D32> BlockDot(const std::uint8_t* qs, const std::int16_t* xq)
   return hn::Add(sum0, sum1);
 }
 
-// Two float accumulators, alternate blocks, hide the multiply-add latency.
-template <DType kType>
-float DotQuantizedRow(const std::uint8_t* row, const std::int16_t* xq, const float* xd,
-                      std::size_t n_blocks) {
+// dot(row, x_i) for R rows x_i of the quantized activations (xq_stride
+// and xd_stride apart): each block of the row is loaded once for all R. Per
+// row two float accumulators take alternate blocks (hiding the multiply-add
+// latency) in one fixed order whatever R is, so a row's result does not
+// depend on the rows decoded beside it.
+template <DType kType, std::size_t R>
+void DotQuantizedRows(const std::uint8_t* row, const std::int16_t* xq, std::size_t xq_stride,
+                      const float* xd, std::size_t xd_stride, std::size_t n_blocks, float* out,
+                      std::size_t out_stride) {
   constexpr std::size_t kBlockBytes = kType == DType::Q8_0 ? kQ8_0BlockBytes : kQ4_0BlockBytes;
   const hn::Rebind<float, D32> df;
-  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
-  std::size_t b = 0;
-  for (; b + 2 <= n_blocks; b += 2) {
-    const std::uint8_t* b0 = row + b * kBlockBytes;
-    const std::uint8_t* b1 = b0 + kBlockBytes;
-    const auto s0 = hn::ConvertTo(df, BlockDot<kType>(b0 + 2, xq + b * kQuantBlock));
-    const auto s1 = hn::ConvertTo(df, BlockDot<kType>(b1 + 2, xq + (b + 1) * kQuantBlock));
-    acc0 = hn::MulAdd(hn::Set(df, BlockScale(b0) * xd[b]), s0, acc0);
-    acc1 = hn::MulAdd(hn::Set(df, BlockScale(b1) * xd[b + 1]), s1, acc1);
+  hn::Vec<decltype(df)> acc[R][2];
+  for (std::size_t r = 0; r < R; ++r) acc[r][0] = acc[r][1] = hn::Zero(df);
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    const std::uint8_t* block = row + b * kBlockBytes;
+    const float scale = BlockScale(block);
+    for (std::size_t r = 0; r < R; ++r) {
+      const auto dot =
+          hn::ConvertTo(df, BlockDot<kType>(block + 2, xq + r * xq_stride + b * kQuantBlock));
+      acc[r][b % 2] = hn::MulAdd(hn::Set(df, scale * xd[r * xd_stride + b]), dot, acc[r][b % 2]);
+    }
   }
-  if (b < n_blocks) {
-    const std::uint8_t* b0 = row + b * kBlockBytes;
-    const auto s0 = hn::ConvertTo(df, BlockDot<kType>(b0 + 2, xq + b * kQuantBlock));
-    acc0 = hn::MulAdd(hn::Set(df, BlockScale(b0) * xd[b]), s0, acc0);
+  for (std::size_t r = 0; r < R; ++r) {
+    out[r * out_stride] = hn::GetLane(hn::SumOfLanes(df, hn::Add(acc[r][0], acc[r][1])));
   }
-  return hn::GetLane(hn::SumOfLanes(df, hn::Add(acc0, acc1)));
 }
 
+#if HWY_HAVE_SCALABLE  // no arrays of scalable vectors: one row of x per pass
+constexpr std::size_t kSharedRows = 1;
+#else
+constexpr std::size_t kSharedRows = 4;
+#endif
+
+// Row by row of W, each multiplied with up to kSharedRows rows of x per
+// load (from cache for the next group): W comes from memory once.
 template <DType kType>
 void MatVecQuantizedT(const std::uint8_t* w, const std::int16_t* xq, const float* xd,
-                      std::size_t rows, std::size_t cols, float* y) {
+                      std::size_t m, std::size_t rows, std::size_t cols, float* y,
+                      std::size_t y_stride) {
   const std::size_t n_blocks = cols / kQuantBlock;
   const std::size_t stride = row_bytes(kType, cols);
-  for (std::size_t r = 0; r < rows; ++r)
-    y[r] = DotQuantizedRow<kType>(w + r * stride, xq, xd, n_blocks);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const std::uint8_t* row = w + r * stride;
+    const auto rows_from = [&](std::size_t i) {
+      return std::tuple(row, xq + i * cols, cols, xd + i * n_blocks, n_blocks, n_blocks,
+                        y + i * y_stride + r, y_stride);
+    };
+    std::size_t i = 0;
+    for (; i + kSharedRows <= m; i += kSharedRows) {
+      std::apply(DotQuantizedRows<kType, kSharedRows>, rows_from(i));
+    }
+#if !HWY_HAVE_SCALABLE
+    switch (m - i) {
+      case 3:
+        std::apply(DotQuantizedRows<kType, 3>, rows_from(i));
+        break;
+      case 2:
+        std::apply(DotQuantizedRows<kType, 2>, rows_from(i));
+        break;
+      case 1:
+        std::apply(DotQuantizedRows<kType, 1>, rows_from(i));
+        break;
+      default:
+        break;
+    }
+#endif
+  }
 }
 
 void MatVecQuantized(DType type, const std::uint8_t* w, const std::int16_t* xq, const float* xd,
-                     std::size_t rows, std::size_t cols, float* y) {
+                     std::size_t m, std::size_t rows, std::size_t cols, float* y,
+                     std::size_t y_stride) {
   if (type == DType::Q8_0) {
-    MatVecQuantizedT<DType::Q8_0>(w, xq, xd, rows, cols, y);
+    MatVecQuantizedT<DType::Q8_0>(w, xq, xd, m, rows, cols, y, y_stride);
   } else {
-    MatVecQuantizedT<DType::Q4_0>(w, xq, xd, rows, cols, y);
+    MatVecQuantizedT<DType::Q4_0>(w, xq, xd, m, rows, cols, y, y_stride);
   }
 }
 
@@ -165,8 +203,9 @@ HWY_EXPORT(MatVecQuantized);
 HWY_EXPORT(DequantizeRows);
 
 void matvec_quantized(DType type, const std::uint8_t* w, const std::int16_t* xq, const float* xd,
-                      std::size_t rows, std::size_t cols, float* y) {
-  HWY_DYNAMIC_DISPATCH(MatVecQuantized)(type, w, xq, xd, rows, cols, y);
+                      std::size_t m, std::size_t rows, std::size_t cols, float* y,
+                      std::size_t y_stride) {
+  HWY_DYNAMIC_DISPATCH(MatVecQuantized)(type, w, xq, xd, m, rows, cols, y, y_stride);
 }
 
 void dequantize_rows(DType type, const std::uint8_t* w, std::size_t n_rows, std::size_t cols,

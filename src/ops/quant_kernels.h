@@ -9,13 +9,16 @@
 
 namespace lclm {
 
-// y[r] = dot(row r of W, x) for W [rows, cols] of block type `type` (Q8_0 or
-// Q4_0, rows of row_bytes(type, cols) bytes) and x quantized per block of 32
-// (xq [cols] int16 in [-127, 127], xd [cols / 32] scales): per block an
-// integer multiply-add (int8/int4 widened to int16, pairs summed into int32),
-// then one float multiply-add by d_w * d_x.
+// y[i * y_stride + r] = dot(row r of W, x_i) for W [rows, cols] of block
+// type `type` (Q8_0 or Q4_0, rows of row_bytes(type, cols) bytes) and the m
+// rows of x quantized per block of 32 (xq [m, cols] int16 in [-127, 127],
+// xd [m, cols / 32] scales): per block an integer multiply-add (int8/int4
+// widened to int16, pairs summed into int32), then one float multiply-add by
+// d_w * d_x. W is streamed once for all m rows, and y[i, r] comes out bit
+// for bit the same whatever m is.
 void matvec_quantized(DType type, const std::uint8_t* w, const std::int16_t* xq, const float* xd,
-                      std::size_t rows, std::size_t cols, float* y);
+                      std::size_t m, std::size_t rows, std::size_t cols, float* y,
+                      std::size_t y_stride);
 
 // out [n_rows, cols] = the rows of W widened to f32.
 void dequantize_rows(DType type, const std::uint8_t* w, std::size_t n_rows, std::size_t cols,

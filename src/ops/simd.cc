@@ -51,52 +51,105 @@ float RowTail(const Stored* w, const float* x, std::size_t from, std::size_t n) 
 // streaming weights from memory).
 constexpr std::size_t kPrefetchBytes = 4096;
 
-// dot(w[0..n), x[0..n)) for weights stored as f32 (Half16 = void) or as the
-// bits of a 16-bit float. Four accumulators hide the FMA latency.
-template <typename Half16, typename Stored>
-float DotRow(const Stored* w, const float* x, std::size_t n) {
+// dot(W[r], x_i) for R rows x_i of x (x_stride apart), weights stored as
+// f32 (Half16 = void) or as the bits of a 16-bit float: each load of w serves
+// all R rows. Per row the sums run in one fixed order (four accumulators over
+// blocks of 4N, the rest into the first, then the scalar tail), whatever R
+// is, so a row's result does not depend on the rows decoded beside it.
+// Highway's scalable vectors (SVE, RVV) cannot form arrays: there R is 1.
+template <std::size_t R, typename Half16, typename Stored>
+void DotRows(const Stored* w, const float* x, std::size_t x_stride, std::size_t n, float* out,
+             std::size_t out_stride) {
   const hn::ScalableTag<float> df;
   const std::size_t N = hn::Lanes(df);
-  auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
+  hn::Vec<decltype(df)> s[R][4];
+  for (std::size_t r = 0; r < R; ++r) {
+    for (auto& acc : s[r]) acc = hn::Zero(df);
+  }
   std::size_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {
     const char* ahead = reinterpret_cast<const char*>(w + i) + kPrefetchBytes;
     for (std::size_t line = 0; line < 4 * N * sizeof(Stored); line += 64) {
       hwy::Prefetch(ahead + line);
     }
-    s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
-    s1 = hn::MulAdd(LoadWeights<Half16>(df, w + i + N), hn::LoadU(df, x + i + N), s1);
-    s2 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);
-    s3 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 3 * N), hn::LoadU(df, x + i + 3 * N), s3);
+    for (std::size_t j = 0; j < 4; ++j) {
+      const auto wv = LoadWeights<Half16>(df, w + i + j * N);
+      for (std::size_t r = 0; r < R; ++r) {
+        s[r][j] = hn::MulAdd(wv, hn::LoadU(df, x + r * x_stride + i + j * N), s[r][j]);
+      }
+    }
   }
-  for (; i + N <= n; i += N)
-    s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
-  return hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3)))) +
-         RowTail<Half16>(w, x, i, n);
+  for (; i + N <= n; i += N) {
+    const auto wv = LoadWeights<Half16>(df, w + i);
+    for (std::size_t r = 0; r < R; ++r) {
+      s[r][0] = hn::MulAdd(wv, hn::LoadU(df, x + r * x_stride + i), s[r][0]);
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r) {
+    const auto sum = hn::Add(hn::Add(s[r][0], s[r][1]), hn::Add(s[r][2], s[r][3]));
+    out[r * out_stride] =
+        hn::GetLane(hn::SumOfLanes(df, sum)) + RowTail<Half16>(w, x + r * x_stride, i, n);
+  }
 }
 
 float DotF32(const float* a, const float* b, std::size_t n) {
-  return DotRow<void>(a, b, n);
+  float out = 0.0f;
+  DotRows<1, void>(a, b, 0, n, &out, 0);
+  return out;
 }
 
-// One row at a time (measured faster than sharing loads of x across four
-// rows, which splits the prefetcher's attention over four streams), all rows
-// in one call so the dispatch is paid once per block.
+// The rows of x a pass over W serves at once: R accumulator sets of four
+// vectors, 16 of AVX-512's 32 registers at R = 4.
+#if HWY_HAVE_SCALABLE
+constexpr std::size_t kSharedRows = 1;
+#else
+constexpr std::size_t kSharedRows = 4;
+#endif
+
+// y[i * y_stride + r] = dot(W[r], x_i) for the m rows of x: W row by row
+// (measured faster than sharing loads of x across four rows of W, which
+// splits the prefetcher's attention over four streams), and each row of W
+// multiplied with up to kSharedRows rows of x per load, from cache for the
+// next group, so W comes from memory once whatever m is. All rows in one
+// call so the dispatch is paid once per block.
 template <typename Half16, typename Stored>
-void MatVec(const Stored* w, const float* x, std::size_t rows, std::size_t cols, float* y) {
-  for (std::size_t r = 0; r < rows; ++r) y[r] = DotRow<Half16>(w + r * cols, x, cols);
+void MatVec(const Stored* w, const float* x, std::size_t m, std::size_t rows, std::size_t cols,
+            float* y, std::size_t y_stride) {
+  for (std::size_t r = 0; r < rows; ++r) {
+    const Stored* row = w + r * cols;
+    std::size_t i = 0;
+    for (; i + kSharedRows <= m; i += kSharedRows) {
+      DotRows<kSharedRows, Half16>(row, x + i * cols, cols, cols, y + i * y_stride + r, y_stride);
+    }
+#if !HWY_HAVE_SCALABLE
+    switch (m - i) {
+      case 3:
+        DotRows<3, Half16>(row, x + i * cols, cols, cols, y + i * y_stride + r, y_stride);
+        break;
+      case 2:
+        DotRows<2, Half16>(row, x + i * cols, cols, cols, y + i * y_stride + r, y_stride);
+        break;
+      case 1:
+        DotRows<1, Half16>(row, x + i * cols, cols, cols, y + i * y_stride + r, y_stride);
+        break;
+      default:
+        break;
+    }
+#endif
+  }
 }
 
-void MatVecBF16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
-                float* y) {
-  MatVec<hwy::bfloat16_t>(w, x, rows, cols, y);
+void MatVecBF16(const std::uint16_t* w, const float* x, std::size_t m, std::size_t rows,
+                std::size_t cols, float* y, std::size_t y_stride) {
+  MatVec<hwy::bfloat16_t>(w, x, m, rows, cols, y, y_stride);
 }
-void MatVecF16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
-               float* y) {
-  MatVec<hwy::float16_t>(w, x, rows, cols, y);
+void MatVecF16(const std::uint16_t* w, const float* x, std::size_t m, std::size_t rows,
+               std::size_t cols, float* y, std::size_t y_stride) {
+  MatVec<hwy::float16_t>(w, x, m, rows, cols, y, y_stride);
 }
-void MatVecF32(const float* w, const float* x, std::size_t rows, std::size_t cols, float* y) {
-  MatVec<void>(w, x, rows, cols, y);
+void MatVecF32(const float* w, const float* x, std::size_t m, std::size_t rows, std::size_t cols,
+               float* y, std::size_t y_stride) {
+  MatVec<void>(w, x, m, rows, cols, y, y_stride);
 }
 
 template <typename Half16>
@@ -155,16 +208,17 @@ HWY_EXPORT(ScaleF32);
 float dot_f32(const float* a, const float* b, std::size_t n) {
   return HWY_DYNAMIC_DISPATCH(DotF32)(a, b, n);
 }
-void matvec_bf16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
-                 float* y) {
-  HWY_DYNAMIC_DISPATCH(MatVecBF16)(w, x, rows, cols, y);
+void matvec_bf16(const std::uint16_t* w, const float* x, std::size_t m, std::size_t rows,
+                 std::size_t cols, float* y, std::size_t y_stride) {
+  HWY_DYNAMIC_DISPATCH(MatVecBF16)(w, x, m, rows, cols, y, y_stride);
 }
-void matvec_f16(const std::uint16_t* w, const float* x, std::size_t rows, std::size_t cols,
-                float* y) {
-  HWY_DYNAMIC_DISPATCH(MatVecF16)(w, x, rows, cols, y);
+void matvec_f16(const std::uint16_t* w, const float* x, std::size_t m, std::size_t rows,
+                std::size_t cols, float* y, std::size_t y_stride) {
+  HWY_DYNAMIC_DISPATCH(MatVecF16)(w, x, m, rows, cols, y, y_stride);
 }
-void matvec_f32(const float* w, const float* x, std::size_t rows, std::size_t cols, float* y) {
-  HWY_DYNAMIC_DISPATCH(MatVecF32)(w, x, rows, cols, y);
+void matvec_f32(const float* w, const float* x, std::size_t m, std::size_t rows, std::size_t cols,
+                float* y, std::size_t y_stride) {
+  HWY_DYNAMIC_DISPATCH(MatVecF32)(w, x, m, rows, cols, y, y_stride);
 }
 void convert_bf16_to_f32(const std::uint16_t* in, float* out, std::size_t n) {
   HWY_DYNAMIC_DISPATCH(ConvertBF16ToF32)(in, out, n);

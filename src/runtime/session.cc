@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <utility>
 
 #include "util/error.h"
 #include "util/threads.h"
@@ -64,118 +65,157 @@ GenerationStats Session::generate(std::span<const std::int32_t> ids,
 
 GenerationStats Session::generate(std::span<const std::int32_t> ids, const float* inputs,
                                   const GenerationOptions& options, const TokenCallback& on_token) {
+  Generation g(*this, ids, inputs, options, on_token);
+  while (g.prefilling()) g.prefill_step();
+  std::vector<float> logits(static_cast<std::size_t>(model_.config().vocab_size));
+  while (!g.done()) {
+    model_.logits(g.row(), 1, logits.data());
+    if (g.accept(logits.data())) {
+      model_.forward(g.row(), 1, g.cache(), AttentionMask::Causal);
+      g.forwarded();
+    }
+  }
+  return g.finish();
+}
+
+Generation::Generation(Session& session, std::span<const std::int32_t> ids, const float* inputs,
+                       const GenerationOptions& options, TokenCallback on_token)
+    : session_(session),
+      model_(session.model_),
+      options_(options),
+      on_token_(std::move(on_token)),
+      sampler_(options.sampling),
+      inputs_(inputs),
+      ids_count_(ids.size()),
+      history_(ids.begin(), ids.end()) {
   const auto& config = model_.config();
   const auto H = static_cast<std::size_t>(config.hidden_size);
-  const auto V = static_cast<std::size_t>(config.vocab_size);
   const std::size_t n = ids.size();
-  const std::size_t context = options.context > 0
-                                  ? options.context
-                                  : static_cast<std::size_t>(config.max_position_embeddings);
+  context_ = options.context > 0 ? options.context
+                                 : static_cast<std::size_t>(config.max_position_embeddings);
+  if (session.busy_) throw Error("the session is already running a generation");
   if (n == 0) throw Error("the prompt is empty");
-  if (threads_ > 0) set_num_threads(threads_);
-  if (n >= context) {
+  if (session.threads_ > 0) set_num_threads(session.threads_);
+  if (n >= context_) {
     throw Error("the prompt is " + std::to_string(n) +
-                " tokens, which does not fit the context of " + std::to_string(context) +
+                " tokens, which does not fit the context of " + std::to_string(context_) +
                 " tokens (raise it with -c)");
   }
-  const auto t0 = std::chrono::steady_clock::now();
+  t0_ = decode_start_ = std::chrono::steady_clock::now();
   // Without a length (-n -1) the cache starts with room for kOpenEndedReserve
   // tokens and doubles as the answer grows, instead of holding the whole
   // context for what may be a short answer.
-  const std::size_t planned =
-      n + (options.n_predict < 0 ? kOpenEndedReserve : static_cast<std::size_t>(options.n_predict));
-  const std::size_t capacity = std::min(context, planned);
+  const std::size_t planned = n + (options.n_predict < 0 ? Session::kOpenEndedReserve
+                                                         : static_cast<std::size_t>(options.n_predict));
+  capacity_ = std::min(context_, planned);
 
   // What can stay: the cached positions this prompt starts with. A policy
   // that evicts leaves nothing to extend, and another context limit needs
   // another cache.
-  std::vector<std::uint64_t> keys(n);
-  for (std::size_t i = 0; i < n; ++i) keys[i] = row_key(inputs + i * H, H);
+  keys_.resize(n);
+  for (std::size_t i = 0; i < n; ++i) keys_[i] = row_key(inputs + i * H, H);
   const bool full = options.kv_policy.kind == KVPolicyKind::Full;
-  if (!full || (cache_ && cache_->max_positions() != context)) reset();
-  const std::size_t reuse = shared_prefix(row_keys_, n, [&](std::size_t i) { return keys[i]; });
-  if (cache_) {
-    keep_prefix(reuse);
-    cache_->reserve_more(capacity - reuse);
+  if (!full || (session.cache_ && session.cache_->max_positions() != context_)) session.reset();
+  const std::size_t reuse =
+      shared_prefix(session.row_keys_, n, [&](std::size_t i) { return keys_[i]; });
+  if (session.cache_) {
+    session.keep_prefix(reuse);
+    session.cache_->reserve_more(capacity_ - reuse);
   } else {
-    cache_.emplace(model_.make_cache(context, capacity));
+    session.cache_.emplace(model_.make_cache(context_, capacity_));
   }
-  KVCache& cache = *cache_;
+  stats_.prompt_tokens = n;
+  stats_.reused_positions = reuse;
+  next_ = reuse;
+  // Prefill in chunks so activation memory stays bounded by the chunk size;
+  // then the KV policy cuts the prompt's entries down to its budget.
+  policy_ = make_kv_policy(options.kv_policy);
+  policy_->begin_prompt(cache(), n);
+  session.busy_ = true;
+}
 
-  GenerationStats stats;
-  stats.prompt_tokens = n;
-  stats.reused_positions = reuse;
-  Sampler sampler(options.sampling);
-  std::vector<std::int32_t> history(ids.begin(), ids.end());
-  try {
-    // Prefill in chunks so activation memory stays bounded by the chunk
-    // size; then the KV policy cuts the prompt's entries down to its budget.
-    const std::unique_ptr<KVPolicy> policy = make_kv_policy(options.kv_policy);
-    policy->begin_prompt(cache, n);
-    const std::size_t chunk = std::max<std::size_t>(1, options.prefill_chunk);
-    std::vector<float> x;
-    for (std::size_t start = reuse; start < n; start += chunk) {
-      const std::size_t len = std::min(chunk, n - start);
-      x.assign(inputs + start * H, inputs + (start + len) * H);
-      model_.forward(x.data(), len, cache, AttentionMask::Causal);
-    }
-    row_keys_ = std::move(keys);
-    policy->end_prompt(cache);
-    cache.shrink_to_fit(capacity - n);
-    stats.prompt_kv_bytes = cache.entry_bytes() + policy->state_bytes();
-    std::vector<float> last(x.end() - static_cast<std::ptrdiff_t>(H), x.end());
-    std::vector<float> logits(V);
+Generation::~Generation() {
+  if (!finished_) session_.reset();  // a pass cut short leaves the cache and the keys out of step
+  session_.busy_ = false;
+}
 
-    const auto is_stop = [&](std::int32_t id) {
-      return std::find(options.stop_ids.begin(), options.stop_ids.end(), id) !=
-             options.stop_ids.end();
-    };
-    auto decode_start = t0;
-    for (std::size_t step = 0;; ++step) {
-      if (options.n_predict >= 0 && step >= static_cast<std::size_t>(options.n_predict)) {
-        stats.stop = StopReason::Length;
-        break;
-      }
-      model_.logits(last.data(), 1, logits.data());
-      const std::int32_t id = sampler.sample(logits, history);
-      if (step == 0) {
-        stats.ttft_seconds = seconds_since(t0);
-        decode_start = std::chrono::steady_clock::now();
-      }
-      if (is_stop(id)) {
-        stats.stop = StopReason::StopToken;
-        break;
-      }
-      stats.tokens.push_back(id);
-      history.push_back(id);
-      if (on_token && !on_token(id)) {
-        stats.stop = StopReason::Callback;
-        break;
-      }
-      // The last token's keys and values would never be read: skip its pass.
-      if (options.n_predict >= 0 && step + 1 >= static_cast<std::size_t>(options.n_predict)) {
-        stats.stop = StopReason::Length;
-        break;
-      }
-      if (cache.size() + 1 >= context) {
-        stats.stop = StopReason::ContextFull;
-        break;
-      }
-      model_.embed(std::span<const std::int32_t>(&id, 1), last.data());
-      row_keys_.push_back(row_key(last.data(), H));
-      model_.forward(last.data(), 1, cache, AttentionMask::Causal);
-      policy->after_token(cache);
-    }
-    stats.decode_seconds = seconds_since(decode_start);
-  } catch (...) {
-    reset();  // a pass cut short leaves the cache and the keys out of step
-    throw;
+void Generation::prefill_step() {
+  const auto H = static_cast<std::size_t>(model_.config().hidden_size);
+  const std::size_t n = ids_count_;
+  const std::size_t len = std::min(std::max<std::size_t>(1, options_.prefill_chunk), n - next_);
+  x_.assign(inputs_ + next_ * H, inputs_ + (next_ + len) * H);
+  model_.forward(x_.data(), len, cache(), AttentionMask::Causal);
+  next_ += len;
+  if (next_ < n) return;
+  session_.row_keys_ = std::move(keys_);
+  policy_->end_prompt(cache());
+  cache().shrink_to_fit(capacity_ - n);
+  stats_.prompt_kv_bytes = cache().entry_bytes() + policy_->state_bytes();
+  row_.assign(x_.end() - static_cast<std::ptrdiff_t>(H), x_.end());
+  x_ = {};
+  if (options_.n_predict == 0) end(StopReason::Length);
+}
+
+void Generation::end(StopReason reason) {
+  stats_.stop = reason;
+  stats_.decode_seconds = seconds_since(decode_start_);
+  done_ = true;
+}
+
+bool Generation::accept(const float* logits) {
+  const auto V = static_cast<std::size_t>(model_.config().vocab_size);
+  const std::int32_t id = sampler_.sample(std::span(logits, V), history_);
+  const std::size_t step = step_++;
+  if (step == 0) {
+    stats_.ttft_seconds = seconds_since(t0_);
+    decode_start_ = std::chrono::steady_clock::now();
   }
-  stats.generated_tokens = stats.tokens.size();
-  stats.kv_cache_bytes = cache.bytes();
-  stats.kv_peak_bytes = cache.peak_bytes();
-  if (!full) reset();  // evicted entries and the policy's memory cannot be extended
-  return stats;
+  const auto& stops = options_.stop_ids;
+  if (std::find(stops.begin(), stops.end(), id) != stops.end()) {
+    end(StopReason::StopToken);
+    return false;
+  }
+  stats_.tokens.push_back(id);
+  history_.push_back(id);
+  if (on_token_ && !on_token_(id)) {
+    end(StopReason::Callback);
+    return false;
+  }
+  // The last token's keys and values would never be read: skip its pass.
+  if (options_.n_predict >= 0 && step + 1 >= static_cast<std::size_t>(options_.n_predict)) {
+    end(StopReason::Length);
+    return false;
+  }
+  if (cache().size() + 1 >= context_) {
+    end(StopReason::ContextFull);
+    return false;
+  }
+  const auto H = static_cast<std::size_t>(model_.config().hidden_size);
+  model_.embed(std::span<const std::int32_t>(&id, 1), row_.data());
+  session_.row_keys_.push_back(row_key(row_.data(), H));
+  return true;
+}
+
+void Generation::forwarded() {
+  policy_->after_token(cache());
+}
+
+void Generation::fail(std::exception_ptr error) {
+  error_ = std::move(error);
+  done_ = true;
+}
+
+GenerationStats Generation::finish() {
+  if (!done_) throw Error("finish: the generation is still running");
+  if (finished_) throw Error("finish: called twice");
+  if (error_) std::rethrow_exception(error_);  // the session is reset when g goes
+  stats_.generated_tokens = stats_.tokens.size();
+  stats_.kv_cache_bytes = cache().bytes();
+  stats_.kv_peak_bytes = cache().peak_bytes();
+  finished_ = true;
+  // Evicted entries and the policy's memory cannot be extended.
+  if (options_.kv_policy.kind != KVPolicyKind::Full) session_.reset();
+  return std::move(stats_);
 }
 
 }  // namespace lclm

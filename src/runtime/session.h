@@ -5,10 +5,15 @@
 //
 // The loop: chunked prefill of the prompt's new positions, then one token at
 // a time until n_predict, a stop token, a callback's stop or the context limit.
+// A Generation is that loop taken a step at a time, so that a DecodeBatch
+// (runtime/decode_batch.h) can run several sessions' generations together.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -16,9 +21,13 @@
 #include "compression/lclm_model.h"
 #include "model/kv_cache.h"
 #include "model/qwen3_model.h"
+#include "kv/kv_policy.h"
 #include "runtime/generator.h"
+#include "runtime/sampler.h"
 
 namespace lclm {
+
+class Generation;
 
 class Session {
  public:
@@ -52,13 +61,86 @@ class Session {
   const Qwen3Model& model() const { return model_; }
 
  private:
+  friend class Generation;
   // Drops every cached position from `n` on.
   void keep_prefix(std::size_t n);
 
   const Qwen3Model& model_;
   int threads_ = 0;
+  bool busy_ = false;  // a Generation runs on it
   std::optional<KVCache> cache_;
   std::vector<std::uint64_t> row_keys_;  // hash of each cached position's input row
+};
+
+// One generation on a session, a step at a time. The caller drives it:
+//
+//   Generation g(session, ids, inputs, options, on_token);
+//   while (g.prefilling()) g.prefill_step();
+//   while (!g.done()) {
+//     model.logits(g.row(), 1, logits);           // row(): the last hidden state
+//     if (g.accept(logits)) {                     // samples; row() = next input
+//       model.forward(g.row(), 1, g.cache(), AttentionMask::Causal);
+//       g.forwarded();
+//     }
+//   }
+//   GenerationStats stats = g.finish();
+//
+// which is Session::generate; a DecodeBatch computes the logits and the
+// forward pass of several generations' rows in one call each. The session
+// runs one generation at a time; one dropped before finish() (an error, a
+// cancelled request) leaves the session empty, since its cache is then out
+// of step with what it read.
+class Generation {
+ public:
+  // inputs [ids.size(), hidden] must stay valid until prefilling() is false.
+  // Throws lclm::Error for an empty prompt, one that does not fit the
+  // context, or a session already running a generation.
+  Generation(Session& session, std::span<const std::int32_t> ids, const float* inputs,
+             const GenerationOptions& options, TokenCallback on_token = {});
+  ~Generation();
+  Generation(const Generation&) = delete;
+  Generation& operator=(const Generation&) = delete;
+
+  // The prompt has positions left to read: prefill_step() reads the next
+  // options.prefill_chunk of them.
+  bool prefilling() const { return !done_ && next_ < ids_count_; }
+  void prefill_step();
+  // Past its prefill and not done: row() is the hidden state [hidden] the
+  // next token is sampled from.
+  bool done() const { return done_; }
+  float* row() { return row_.data(); }
+  // Samples a token from logits [vocab] of row(), hands it to the callback
+  // and checks the stops. True when the generation goes on: row() then holds
+  // the token's embedding, which a forward pass on cache() turns (in place)
+  // into the next hidden state, after which forwarded() is called.
+  bool accept(const float* logits);
+  void forwarded();
+  KVCache& cache() { return *session_.cache_; }
+  // Ends the generation with an error (its step failed), which finish()
+  // throws.
+  void fail(std::exception_ptr error);
+  // The stats of a generation that is done; throws the error of one that
+  // failed.
+  GenerationStats finish();
+
+ private:
+  void end(StopReason reason);
+
+  Session& session_;
+  const Qwen3Model& model_;
+  GenerationOptions options_;
+  TokenCallback on_token_;
+  Sampler sampler_;
+  std::unique_ptr<KVPolicy> policy_;
+  const float* inputs_;
+  std::size_t ids_count_, context_, capacity_, next_ = 0, step_ = 0;
+  std::vector<std::uint64_t> keys_;    // the prompt's row keys, the session's once read
+  std::vector<std::int32_t> history_;  // prompt and answer ids, for the repetition penalty
+  std::vector<float> x_, row_;
+  std::chrono::steady_clock::time_point t0_, decode_start_;
+  GenerationStats stats_;
+  std::exception_ptr error_;
+  bool done_ = false, finished_ = false;
 };
 
 }  // namespace lclm

@@ -5,16 +5,18 @@
 #include <random>
 #include <vector>
 
+#include "core/highway_targets.h"
 #include "core/test_models.h"
 #include "format/dtype.h"
 #include "format/quant_blocks.h"
-#include "hwy/targets.h"
 #include "ops/matmul.h"
 #include "ops/quant_kernels.h"
 #include "quant/logit_error.h"
 
 namespace lclm {
 namespace {
+
+using testing::for_each_target;
 
 std::vector<float> random_vector(std::size_t n, unsigned seed, float std = 1.0f) {
   std::mt19937 rng(seed);
@@ -34,21 +36,6 @@ float block_scale(const std::uint8_t* block) {
   std::uint16_t h;
   std::memcpy(&h, block, 2);
   return f16_to_f32(h);
-}
-
-// Runs f once for every instruction set the kernels were compiled for and
-// this CPU runs (AVX-512, AVX2, SSE4, ... here), so that each target's code
-// path (one, two or four vectors a block) is tested, then restores the best.
-template <typename F>
-void for_each_target(F&& f) {
-  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    hwy::GetChosenTarget().Update(hwy::SupportedTargets());
-    SCOPED_TRACE(hwy::TargetName(target));
-    f();
-  }
-  hwy::SetSupportedTargetsForTest(0);
-  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
 }
 
 class BlockTypeTest : public ::testing::TestWithParam<DType> {};
@@ -133,7 +120,7 @@ TEST_P(BlockTypeTest, MatvecMatchesTheScalarReference) {
     quantize_activations(x.data(), 1, cols, xq);
     for_each_target([&] {
       std::vector<float> y(rows);
-      matvec_quantized(type, wq.data(), xq.q.data(), xq.d.data(), rows, cols, y.data());
+      matvec_quantized(type, wq.data(), xq.q.data(), xq.d.data(), 1, rows, cols, y.data(), rows);
       for (std::size_t r = 0; r < rows; ++r) {
         const float ref = dot_quantized_reference(type, wq.data() + r * row_bytes(type, cols),
                                                   xq.q.data(), xq.d.data(), cols);
@@ -156,11 +143,11 @@ TEST_P(BlockTypeTest, MatmulOnBothPathsMatchesTheDequantizedProduct) {
   dequantize_row(type, wq.data(), w.size(), wd.data());
   const WeightMatrix matrix{type, wq.data(), rows, cols};
   EXPECT_EQ(matrix.bytes(), wq.size());
-  for (std::size_t m : {1u, 2u, 5u}) {
+  for (std::size_t m : {std::size_t{1}, std::size_t{5}, kMatvecMaxRows + 3}) {
     const std::vector<float> x = random_vector(m * cols, 2);
     std::vector<float> y(m * rows);
     matmul(x.data(), m, matrix, y.data());
-    const double tolerance = m < 4 ? 2e-2 : 1e-4;  // decode: x rounded to 8 bits
+    const double tolerance = m <= kMatvecMaxRows ? 2e-2 : 1e-4;  // decode: x rounded to 8 bits
     for (std::size_t i = 0; i < m; ++i) {
       for (std::size_t r = 0; r < rows; ++r) {
         double ref = 0, scale = 0;
@@ -171,6 +158,37 @@ TEST_P(BlockTypeTest, MatmulOnBothPathsMatchesTheDequantizedProduct) {
         ASSERT_NEAR(y[i * rows + r], ref, tolerance * scale) << "m " << m << " row " << r;
       }
     }
+  }
+}
+
+// Several rows of x in one call (a decode batch) give each row bit for bit
+// what it gets alone: W is loaded once for up to four rows, and the groups
+// of four, three, two and one row keep the one-row summation order.
+TEST_P(BlockTypeTest, ManyRowsOfXGiveEachRowItsOwnResultExactly) {
+  const DType type = GetParam();
+  for (std::size_t cols : {32u, 96u, 1056u}) {
+    const std::size_t rows = 5, max_m = 9;
+    const auto wq = quantized(type, random_vector(rows * cols, 41, 0.05f));
+    QuantizedActivations xq;
+    quantize_activations(random_vector(max_m * cols, 42).data(), max_m, cols, xq);
+    const std::size_t n_blocks = cols / kQuantBlock;
+    for_each_target([&] {
+      for (std::size_t m = 1; m <= max_m; ++m) {
+        std::vector<float> batched(m * rows);
+        matvec_quantized(type, wq.data(), xq.q.data(), xq.d.data(), m, rows, cols,
+                         batched.data(), rows);
+        for (std::size_t i = 0; i < m; ++i) {
+          std::vector<float> alone(rows);
+          matvec_quantized(type, wq.data(), xq.q.data() + i * cols, xq.d.data() + i * n_blocks, 1,
+                           rows, cols, alone.data(), rows);
+          for (std::size_t r = 0; r < rows; ++r) {
+            ASSERT_EQ(std::memcmp(&batched[i * rows + r], &alone[r], sizeof(float)), 0)
+                << "cols " << cols << " m " << m << " x row " << i << " row " << r << ": "
+                << batched[i * rows + r] << " vs " << alone[r];
+          }
+        }
+      }
+    });
   }
 }
 
