@@ -25,6 +25,13 @@
 //   decode_seconds (the engine's definition: the first token belongs to the
 //   prefill)
 //
+// With --batch 1,2,4,8, decode is also timed for B sequences at once
+// (runtime/decode_batch.h: one forward pass per step for all B, each weight
+// read once): B prompts of --batch-prompt tokens are prefilled, then B * G
+// tokens decoded greedily; batch tokens/s = B * (G - 1) / the time of steps
+// 2..G (step 1 samples the prefill's token, as above), and the speed-up is
+// over batch 1 in the same run.
+//
 // On a CPU with AVX512_BF16 the prefill is also judged against the bf16
 // dot-product peak measured in the same run at --threads threads
 // (measure_bf16_dot_gflops): matmul FLOPs = the projections and the lm_head
@@ -52,6 +59,7 @@
 #include "model/qwen3_model.h"
 #include "ops/bf16_kernels.h"
 #include "ops/matmul.h"
+#include "runtime/decode_batch.h"
 #include "runtime/session.h"
 #include "util/error.h"
 #include "util/process_stats.h"
@@ -81,6 +89,8 @@ struct BenchArgs {
   double peak_gflops = 0;             // 0: measured in this run
   double peak_gbytes_per_second = 0;  // 0: measured in this run
   bool portable_baseline = false;     // also time the portable kernels, interleaved
+  std::vector<int> batches;           // decode batch sizes to time (none: skip)
+  int batch_prompt_tokens = 64;
 };
 
 // The yardsticks the fractions of peak divide by: given, or measured in the
@@ -231,10 +241,84 @@ Timings measure(const Qwen3Model& model, const std::vector<std::int32_t>& prompt
   return t;
 }
 
+// Decode of B sequences at once: each B's median over the repeats of
+// B * (G - 1) tokens over the time of decode steps 2..G.
+struct BatchedDecode {
+  int batch = 0;
+  std::vector<double> seconds;
+  double tokens_per_second = 0;
+};
+
+double time_batched_decode(const Qwen3Model& model, int batch, const BenchArgs& args) {
+  std::vector<Session> sessions;
+  std::vector<std::vector<std::int32_t>> prompts;
+  std::vector<std::vector<float>> inputs;
+  const auto H = static_cast<std::size_t>(model.config().hidden_size);
+  for (int b = 0; b < batch; ++b) {
+    sessions.emplace_back(model);
+    std::mt19937_64 rng(kPromptSeed + 1 + static_cast<std::uint64_t>(b));
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(args.batch_prompt_tokens));
+    const auto range = static_cast<std::uint64_t>(std::min(model.config().vocab_size, kOrdinaryVocab));
+    for (auto& id : ids) id = static_cast<std::int32_t>(rng() % range);
+    std::vector<float> x(ids.size() * H);
+    model.embed(ids, x.data());
+    prompts.push_back(std::move(ids));
+    inputs.push_back(std::move(x));
+  }
+  GenerationOptions options;
+  options.n_predict = args.gen_tokens;
+  options.sampling.temperature = 0.0f;
+  std::vector<std::unique_ptr<Generation>> gens;
+  std::vector<Generation*> running;
+  for (int b = 0; b < batch; ++b) {
+    const auto i = static_cast<std::size_t>(b);
+    gens.push_back(std::make_unique<Generation>(sessions[i], prompts[i], inputs[i].data(), options));
+    while (gens.back()->prefilling()) gens.back()->prefill_step();
+    running.push_back(gens.back().get());
+  }
+  DecodeBatch decode(model);
+  decode.step(running);  // samples the prefills' tokens
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::any_of(running.begin(), running.end(), [](Generation* g) { return !g->done(); })) {
+    decode.step(running);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& g : gens) {
+    const GenerationStats stats = g->finish();
+    if (stats.generated_tokens != static_cast<std::size_t>(args.gen_tokens)) {
+      throw Error("a batched generation stopped after " + std::to_string(stats.generated_tokens) +
+                  " of " + std::to_string(args.gen_tokens) + " tokens");
+    }
+  }
+  return seconds;
+}
+
+std::vector<BatchedDecode> measure_batched_decode(const Qwen3Model& model, const BenchArgs& args);
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   const std::size_t mid = values.size() / 2;
   return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+std::vector<BatchedDecode> measure_batched_decode(const Qwen3Model& model, const BenchArgs& args) {
+  std::vector<BatchedDecode> out;
+  for (int b : args.batches) out.push_back({b, {}, 0});
+  if (out.empty()) return out;
+  std::cerr << "batched decode warm-up\n";
+  time_batched_decode(model, args.batches.back(), args);
+  // Interleaved: each repeat times every batch size, so all see the same machine.
+  for (int r = 0; r < args.repeats; ++r) {
+    for (BatchedDecode& d : out) {
+      d.seconds.push_back(time_batched_decode(model, d.batch, args));
+      std::cerr << "repeat " << r + 1 << "/" << args.repeats << ": batch " << d.batch << " decode "
+                << fixed(d.seconds.back(), 3) << " s\n";
+    }
+  }
+  for (BatchedDecode& d : out) {
+    d.tokens_per_second = d.batch * (args.gen_tokens - 1) / median(d.seconds);
+  }
+  return out;
 }
 
 // Parameters of one layer's projection matrices (P in the header comment).
@@ -449,8 +533,24 @@ nlohmann::ordered_json speed_json(const Measurements& m, const Summary& s, const
             {"fraction_of_peak", s.decode_gbytes_per_second / peaks.gbytes_per_second}}}};
 }
 
+void print_batched(const std::vector<BatchedDecode>& batched, const BenchArgs& args,
+                   std::ostream& out) {
+  if (batched.empty()) return;
+  out << "\nbatched decode (" << args.batch_prompt_tokens << "-token prompts, " << args.gen_tokens
+      << " tokens each, median of " << args.repeats << ", batch sizes interleaved):\n";
+  std::vector<std::vector<std::string>> rows = {{"batch", "t/s (all sequences)", "per sequence",
+                                                 "vs batch " + std::to_string(batched[0].batch)}};
+  for (const BatchedDecode& d : batched) {
+    rows.push_back({std::to_string(d.batch), fixed(d.tokens_per_second, 2),
+                    fixed(d.tokens_per_second / d.batch, 2),
+                    fixed(d.tokens_per_second / batched[0].tokens_per_second, 2) + "x"});
+  }
+  print_table(rows, out);
+}
+
 void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
-                const Summary* portable, const BenchArgs& args, const Peaks& peaks) {
+                const Summary* portable, const std::vector<BatchedDecode>& batched,
+                const BenchArgs& args, const Peaks& peaks) {
   const Qwen3Config& c = model.config();
   const Measurements& m = t.native;
   nlohmann::ordered_json report = {
@@ -487,6 +587,16 @@ void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
   report["prefill"] = speed.at("prefill");
   report["decode"] = speed.at("decode");
   if (portable) report["portable"] = speed_json(t.portable, *portable, peaks);
+  if (!batched.empty()) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (const BatchedDecode& d : batched) {
+      list.push_back({{"batch", d.batch},
+                      {"seconds", d.seconds},
+                      {"tokens_per_second", d.tokens_per_second},
+                      {"speedup", d.tokens_per_second / batched[0].tokens_per_second}});
+    }
+    report["batched_decode"] = {{"prompt_tokens", args.batch_prompt_tokens}, {"runs", list}};
+  }
   report["kv_cache_bytes"] = m.kv_cache_bytes;
   report["peak_resident_bytes"] = peak_resident_bytes();
   report["load_average"] = {{"start", m.load_at_start}, {"end", m.load_at_end}};
@@ -521,6 +631,7 @@ int run(const BenchArgs& args) {
   const std::vector<std::int32_t> prompt =
       make_prompt(args.prompt_tokens, model.config().vocab_size);
   Timings t = measure(model, prompt, args, peaks);
+  const std::vector<BatchedDecode> batched = measure_batched_decode(model, args);
   if (peaks.measured_bandwidth) peaks.gbytes_per_second = median(peaks.bandwidth_samples);
   Measurements& m = t.native;
   m.load_seconds = load_seconds;
@@ -530,7 +641,8 @@ int run(const BenchArgs& args) {
   const Summary portable = args.portable_baseline ? summarize(model, t.portable, args) : Summary{};
   const Summary* baseline = args.portable_baseline ? &portable : nullptr;
   print_report(model, m, s, baseline, args, peaks, std::cout);
-  if (!args.json_path.empty()) write_json(model, t, s, baseline, args, peaks);
+  print_batched(batched, args, std::cout);
+  if (!args.json_path.empty()) write_json(model, t, s, baseline, batched, args, peaks);
   return 0;
 }
 
@@ -574,6 +686,15 @@ int main(int argc, char** argv) {
   app.add_flag("--portable-baseline", args.portable_baseline,
                "Also time the portable (Highway + OpenBLAS) kernels with the native bf16 ones "
                "off, each repeat right after the native one, and print both");
+  app.add_option("--batch", args.batches,
+                 "Also time decode of this many sequences at once, for each size given "
+                 "(e.g. --batch 1,2,4,8): one forward pass per step for all of them")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 256));
+  app.add_option("--batch-prompt", args.batch_prompt_tokens,
+                 "Prompt tokens of each sequence in the batched decode runs")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     return lclm::run(args);

@@ -114,6 +114,12 @@ Command add_serve_command(CLI::App& app) {
                   "Requests that may wait for the worker; more are refused with 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--parallel", args->server.parallel,
+                  "Requests decoded together (continuous batching: each step reads every "
+                  "weight once for all of them; a new prompt is read one -b chunk per "
+                  "step between their tokens). Up to 8 each get the tokens they would alone")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--name", args->server.model_name,
                   "Model name the API reports (default: the directory name)");
   auto* key = cmd->add_option("--api-key", args->server.api_key,

@@ -58,6 +58,8 @@ class Session {
   std::size_t reusable_positions(const float* inputs, std::size_t n) const;
   // Forgets the conversation (the cache's memory is freed).
   void reset();
+  // A Generation runs on it.
+  bool busy() const { return busy_; }
   const Qwen3Model& model() const { return model_; }
 
  private:

@@ -1,5 +1,10 @@
 #include "server/scheduler.h"
 
+#include <algorithm>
+#include <exception>
+
+#include "util/error.h"
+
 namespace lclm::server {
 
 Event failed_event(const RequestError& e) {
@@ -34,7 +39,11 @@ std::optional<Event> Job::next_for(std::chrono::milliseconds wait) {
   return e;
 }
 
-Scheduler::Scheduler(std::size_t max_queue) : max_queue_(max_queue), worker_([this] { work(); }) {}
+Scheduler::Scheduler(std::size_t max_queue, std::size_t parallel, const Qwen3Model& model)
+    : max_queue_(max_queue),
+      parallel_(std::max<std::size_t>(1, parallel)),
+      batch_(model),
+      worker_([this] { work(); }) {}
 
 Scheduler::~Scheduler() {
   stop();
@@ -70,8 +79,8 @@ void Scheduler::drain(std::chrono::milliseconds grace) {
   }
   {
     std::unique_lock lock(mutex_);
-    idle_.wait_for(lock, grace, [&] { return !current_; });
-    if (current_) current_->cancel_for_shutdown();
+    idle_.wait_for(lock, grace, [&] { return active_.empty(); });
+    for (const auto& job : active_) job->cancel_for_shutdown();
   }
   if (worker_.joinable()) worker_.join();
 }
@@ -81,30 +90,100 @@ std::size_t Scheduler::waiting() const {
   return queue_.size();
 }
 
+void Scheduler::set_running(std::size_t n) {
+  running_count_ = n;
+  if (n == 0) idle_.notify_all();
+}
+
+namespace {
+
+void fail_job(Job& job, std::exception_ptr error) {
+  try {
+    std::rethrow_exception(std::move(error));
+  } catch (const RequestError& e) {
+    job.emit(failed_event(e));
+  } catch (const std::exception& e) {
+    job.emit(failed_event(RequestError(500, e.what(), "", "internal_error", "server_error")));
+  }
+}
+
+}  // namespace
+
+void Scheduler::begin(const std::shared_ptr<Job>& job) {
+  try {
+    if (!job->batched()) {
+      job->run();
+      return;
+    }
+    if (Generation* g = job->start()) {
+      slots_.push_back({job, g});
+      return;
+    }
+  } catch (...) {
+    fail_job(*job, std::current_exception());
+  }
+  std::lock_guard lock(mutex_);
+  std::erase(active_, job);
+  set_running(active_.size());
+}
+
+void Scheduler::end(const Slot& slot) {
+  try {
+    slot.job->finish();
+  } catch (...) {
+    fail_job(*slot.job, std::current_exception());
+  }
+  std::lock_guard lock(mutex_);
+  std::erase(active_, slot.job);
+  set_running(active_.size());
+}
+
 void Scheduler::work() {
+  std::vector<Generation*> generations;
   for (;;) {
-    std::shared_ptr<Job> job;
+    std::shared_ptr<Job> next;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      job = current_ = queue_.front();
-      queue_.pop_front();
-      running_ = true;
+      // A free slot takes the next job; with every slot busy the queue
+      // waits for one to end.
+      if (slots_.empty()) wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (slots_.empty() && queue_.empty()) return;  // stopping, nothing left
+      if (slots_.size() < parallel_ && !queue_.empty()) {
+        next = queue_.front();
+        queue_.pop_front();
+        active_.push_back(next);
+        set_running(active_.size());
+      }
     }
-    try {
-      job->run();
-    } catch (const RequestError& e) {
-      job->emit(failed_event(e));
-    } catch (const std::exception& e) {
-      job->emit(failed_event(RequestError(500, e.what(), "", "internal_error", "server_error")));
+    if (next) {
+      begin(next);
+      // Fill every free slot before the step, so that requests arriving
+      // together decode together from their first token.
+      if (slots_.size() < parallel_) continue;
     }
-    {
-      std::lock_guard lock(mutex_);
-      current_.reset();
-      running_ = false;
+    if (slots_.empty()) continue;
+
+    // A generation cancelled while its prompt is read stops here; one that
+    // decodes stops at its next token (its callback sees the cancel).
+    for (const Slot& s : slots_) {
+      if (s.job->cancelled() && s.generation->prefilling()) {
+        s.generation->fail(std::make_exception_ptr(Error("cancelled")));
+      }
     }
-    idle_.notify_all();
+    generations.clear();
+    for (const Slot& s : slots_) {
+      if (!s.generation->done()) generations.push_back(s.generation);
+    }
+    if (!generations.empty()) batch_.step(generations);
+    std::vector<Slot> running;
+    for (const Slot& s : slots_) {
+      if (s.generation->done()) {
+        end(s);
+      } else {
+        running.push_back(s);
+      }
+    }
+    slots_.swap(running);
   }
 }
 

@@ -1,7 +1,12 @@
-// The request queue of `lclm serve`: one worker thread runs the jobs in
-// arrival order (the engine already spreads one request over every core), and
-// a bounded queue refuses work beyond its size instead of growing without end.
-// A job talks back to its HTTP thread through a queue of events.
+// The request queue of `lclm serve`: one worker thread runs the model, taking
+// jobs in arrival order from a bounded queue that refuses work beyond its
+// size instead of growing without end. Up to `parallel` generations run at
+// once (continuous batching, runtime/decode_batch.h): every step reads one
+// prefill chunk of a new prompt and decodes one token for each running
+// generation in one forward pass; a new job joins between steps, and one
+// that ends or is cancelled frees its slot for the next at once. Other jobs
+// (compress) run whole between steps. A job talks back to its HTTP thread
+// through a queue of events.
 #pragma once
 
 #include <atomic>
@@ -17,6 +22,8 @@
 #include <string>
 #include <thread>
 
+#include "runtime/decode_batch.h"
+#include "runtime/session.h"
 #include "server/openai_api.h"
 
 namespace lclm::server {
@@ -36,10 +43,20 @@ Event failed_event(const RequestError& e);
 
 class Job {
  public:
+  // A job run whole by the worker.
   explicit Job(std::function<void(Job&)> work) : work_(std::move(work)) {}
+  // A generation: `start` runs when the job takes a slot and returns the
+  // generation to decode with the others (null: nothing to decode, the job
+  // is over); `finish` runs once that generation is done (its finish()
+  // throws the error of one that failed).
+  Job(std::function<Generation*(Job&)> start, std::function<void(Job&)> finish)
+      : start_(std::move(start)), finish_(std::move(finish)) {}
 
   // The worker's side.
+  bool batched() const { return static_cast<bool>(start_); }
   void run() { work_(*this); }
+  Generation* start() { return start_(*this); }
+  void finish() { finish_(*this); }
   void emit(Event e);
   bool cancelled() const { return cancelled_.load(); }
 
@@ -58,6 +75,8 @@ class Job {
 
  private:
   std::function<void(Job&)> work_;
+  std::function<Generation*(Job&)> start_;
+  std::function<void(Job&)> finish_;
   std::atomic<bool> cancelled_{false}, shutdown_{false};
   std::mutex mutex_;
   std::condition_variable ready_;
@@ -66,7 +85,9 @@ class Job {
 
 class Scheduler {
  public:
-  explicit Scheduler(std::size_t max_queue);
+  // parallel: generations decoded together (slots); `model` the decoder they
+  // run on.
+  Scheduler(std::size_t max_queue, std::size_t parallel, const Qwen3Model& model);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -74,24 +95,37 @@ class Scheduler {
   // False when max_queue jobs are already waiting.
   bool submit(std::shared_ptr<Job> job);
   // Stops taking jobs (503 shutting_down from then on) and fails the waiting
-  // ones the same way; the running one has up to `grace` to finish, then is
-  // cancelled for shutdown. Joins the worker.
+  // ones the same way; the running ones have up to `grace` to finish, then
+  // are cancelled for shutdown. Joins the worker.
   void drain(std::chrono::milliseconds grace);
   void stop() { drain(std::chrono::milliseconds(0)); }
 
   std::size_t waiting() const;
-  bool running_job() const { return running_.load(); }
+  // Jobs running now (in a slot, or a whole job between steps).
+  std::size_t running() const { return running_count_.load(); }
   std::size_t max_queue() const { return max_queue_; }
+  std::size_t parallel() const { return parallel_; }
 
  private:
+  struct Slot {
+    std::shared_ptr<Job> job;
+    Generation* generation;
+  };
   void work();
+  // Runs a job's start (a batched one joins `slots_` if it has a generation)
+  // or the whole of it, turning what it throws into its failed event.
+  void begin(const std::shared_ptr<Job>& job);
+  void end(const Slot& slot);
+  void set_running(std::size_t n);
 
-  const std::size_t max_queue_;
+  const std::size_t max_queue_, parallel_;
+  DecodeBatch batch_;
   mutable std::mutex mutex_;
   std::condition_variable wake_, idle_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::shared_ptr<Job> current_;
-  std::atomic<bool> running_{false};
+  std::vector<Slot> slots_;                  // the worker's
+  std::vector<std::shared_ptr<Job>> active_;  // the running jobs, for drain (under mutex_)
+  std::atomic<std::size_t> running_count_{0};
   bool stopping_ = false;
   std::thread worker_;
 };

@@ -23,12 +23,30 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+void send_text(Job& job, const std::string& text) {
+  if (text.empty()) return;
+  Event e;
+  e.kind = Event::Kind::Text;
+  e.text = text;
+  job.emit(std::move(e));
+}
+
 bool write_event(httplib::DataSink& sink, const std::string& data) {
   const std::string s = "data: " + data + "\n\n";
   return sink.write(s.data(), s.size());
 }
 
 }  // namespace
+
+struct Server::CompletionRun {
+  std::shared_ptr<const CompletionRequest> r;
+  std::chrono::steady_clock::time_point t0;
+  PreparedPrompt p;
+  Session* session = nullptr;
+  Utf8Stream utf8;
+  std::optional<StopStringFilter> filter;
+  std::optional<Generation> generation;
+};
 
 void LatentIds::remember(const std::string& id, const std::string& text) {
   std::lock_guard lock(mutex_);
@@ -59,7 +77,6 @@ Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
     : engine_(std::move(engine)),
       options_(std::move(options)),
       http_(std::make_unique<httplib::Server>()),
-      scheduler_(options_.max_queue),
       latent_ids_(options_.latent_id_bytes) {
   if (options_.model_name.empty()) {
     options_.model_name = engine_->dir().filename().string();
@@ -70,7 +87,8 @@ Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
   if (!options_.allow_control_tokens) {
     options_.defaults.refused_in_content = control_token_texts(engine_->tokenizer());
   }
-  for (std::size_t i = 0; i < options_.cache_sessions; ++i) {
+  options_.parallel = std::max<std::size_t>(1, options_.parallel);
+  for (std::size_t i = 0; i < std::max(options_.cache_sessions, options_.parallel); ++i) {
     sessions_.push_back(engine_->new_session());
     session_last_use_.push_back(0);
   }
@@ -80,6 +98,8 @@ Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
   const std::size_t threads = std::max(options_.max_connections, options_.max_queue + 4);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(options_.max_body_bytes);
+  scheduler_ =
+      std::make_unique<Scheduler>(options_.max_queue, options_.parallel, engine_->decoder());
   routes();
 }
 
@@ -100,22 +120,22 @@ std::string Server::response_id(const char* prefix) {
 }
 
 Session& Server::pick_session(const PreparedPrompt& prompt) {
-  if (sessions_.empty()) {
-    scratch_session_.emplace(engine_->new_session());
-    return *scratch_session_;
-  }
-  std::size_t best = 0, best_reuse = 0;
+  // One slot per running generation and a session per slot: one is free.
+  std::optional<std::size_t> best;
+  std::size_t best_reuse = 0;
   for (std::size_t i = 0; i < sessions_.size(); ++i) {
+    if (sessions_[i].busy()) continue;
     const std::size_t reuse =
         sessions_[i].reusable_positions(prompt.embeddings.data(), prompt.ids.size());
-    if (reuse > best_reuse ||
-        (reuse == best_reuse && session_last_use_[i] < session_last_use_[best])) {
+    if (!best || reuse > best_reuse ||
+        (reuse == best_reuse && session_last_use_[i] < session_last_use_[*best])) {
       best = i;
       best_reuse = reuse;
     }
   }
-  session_last_use_[best] = ++session_clock_;
-  return sessions_[best];
+  if (!best) throw Error("no free session: more generations run than --parallel");
+  session_last_use_[*best] = ++session_clock_;
+  return sessions_[*best];
 }
 
 int Server::bind() {
@@ -188,7 +208,7 @@ void Server::watch_connections() {
 }
 
 void Server::stop(std::chrono::milliseconds grace) {
-  scheduler_.drain(grace);
+  scheduler_->drain(grace);
   http_->stop();  // once the handlers have written their last responses
 }
 
@@ -201,11 +221,10 @@ void Server::send_error(httplib::Response& res, int status, const json& error) {
   res.set_content(dump_json(error), "application/json");
 }
 
-std::shared_ptr<Job> Server::submit(std::function<void(Job&)> work) {
-  auto job = std::make_shared<Job>(std::move(work));
-  if (!scheduler_.submit(job)) {
+std::shared_ptr<Job> Server::submit(std::shared_ptr<Job> job) {
+  if (!scheduler_->submit(job)) {
     throw RequestError(503,
-                       "the server is busy: " + std::to_string(scheduler_.max_queue()) +
+                       "the server is busy: " + std::to_string(scheduler_->max_queue()) +
                            " requests are already waiting; retry later",
                        "", "queue_full", "server_error");
   }
@@ -252,8 +271,10 @@ void Server::routes() {
   http_->Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(json{{"status", "ok"},
                          {"model", options_.model_name},
-                         {"queue_depth", scheduler_.waiting()},
-                         {"busy", scheduler_.running_job()}}
+                         {"queue_depth", scheduler_->waiting()},
+                         {"running", scheduler_->running()},
+                         {"parallel", scheduler_->parallel()},
+                         {"busy", scheduler_->running() > 0}}
                         .dump(),
                     "application/json");
   });
@@ -384,7 +405,11 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
     if (!r->seeded) r->sampling.seed = std::random_device{}();
     const std::string id = response_id(chat ? "chatcmpl-" : "cmpl-");
     const std::int64_t created = std::time(nullptr);
-    auto job = submit([this, r](Job& j) { run_completion(*r, j); });
+    auto run = std::make_shared<CompletionRun>();
+    run->r = r;
+    auto job = submit(std::make_shared<Job>(
+        [this, run](Job& j) { return start_completion(*run, j); },
+        [this, run](Job& j) { finish_completion(*run, j); }));
 
     // cpp-httplib does not tell a handler that its client has gone, so the
     // socket is watched while the request waits or runs (every 200 ms, events
@@ -481,13 +506,14 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
   }
 }
 
-void Server::run_completion(const CompletionRequest& r, Job& job) {
+Generation* Server::start_completion(CompletionRun& run, Job& job) {
+  const CompletionRequest& r = *run.r;
   if (job.cancelled()) {  // its client left while it waited
     ++metrics_.cancelled;
-    return;
+    return nullptr;
   }
-  const auto t0 = std::chrono::steady_clock::now();
-  PreparedPrompt p;
+  run.t0 = std::chrono::steady_clock::now();
+  PreparedPrompt& p = run.p;
   try {
     // The context is checked on the prompt's bytes and tokens before anything
     // is compressed: a huge message costs a scan, not the encoder's time.
@@ -520,23 +546,46 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
                                    static_cast<std::size_t>(options_.default_max_tokens), ctx - n));
   o.sampling = r.sampling;
   o.stop_ids = engine_->stop_ids();
-  Utf8Stream utf8;
-  StopStringFilter filter(r.stop);
-  const Tokenizer& tokenizer = engine_->tokenizer();
-  const auto send = [&](const std::string& text) {
-    if (text.empty()) return;
-    Event e;
-    e.kind = Event::Kind::Text;
-    e.text = text;
-    job.emit(std::move(e));
-  };
-  const GenerationStats s = pick_session(p).generate(p, o, [&](std::int32_t id) {
+  run.filter.emplace(r.stop);
+  run.session = &pick_session(p);
+  run.generation.emplace(*run.session, p.ids, p.embeddings.data(), o,
+                         [this, &run, &job](std::int32_t id) {
     if (job.cancelled()) return false;
-    send(filter.push(utf8.push(tokenizer.token_bytes(id))));
-    return !filter.stopped();
+    send_text(job, run.filter->push(run.utf8.push(engine_->tokenizer().token_bytes(id))));
+    return !run.filter->stopped();
   });
-  send(filter.push(utf8.flush()));
-  send(filter.flush());
+  return &*run.generation;
+}
+
+void Server::finish_completion(CompletionRun& run, Job& job) {
+  const CompletionRequest& r = *run.r;
+  // The generation lets go of its session here, whatever happens next (the
+  // job, and with it this run, may outlive the request's slot).
+  struct Release {
+    CompletionRun& run;
+    bool keep_cache;
+    ~Release() {
+      run.generation.reset();
+      if (!keep_cache) run.session->reset();
+    }
+  } release{run, options_.cache_sessions > 0};
+  GenerationStats s;
+  try {
+    s = run.generation->finish();
+  } catch (...) {
+    if (job.shutting_down()) {
+      ++metrics_.cancelled;
+      throw RequestError(503, "the server shut down before the answer was finished", "",
+                         "shutting_down", "server_error");
+    }
+    if (job.cancelled()) {  // its client left while the prompt was read
+      ++metrics_.cancelled;
+      return;
+    }
+    throw;
+  }
+  send_text(job, run.filter->push(run.utf8.flush()));
+  send_text(job, run.filter->flush());
 
   if (job.shutting_down()) {
     ++metrics_.cancelled;
@@ -545,9 +594,11 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
                            std::to_string(s.generated_tokens) + " tokens generated)",
                        "", "shutting_down", "server_error");
   }
+  const PreparedPrompt& p = run.p;
+  const std::size_t n = p.ids.size();
   Event done;
   done.kind = Event::Kind::Finished;
-  done.finish_reason = s.stop == StopReason::StopToken || filter.stopped() ? "stop" : "length";
+  done.finish_reason = s.stop == StopReason::StopToken || run.filter->stopped() ? "stop" : "length";
   CompletionUsage& u = done.usage;
   u.prompt_tokens = n;
   u.cached_tokens = s.reused_positions;
@@ -568,7 +619,7 @@ void Server::run_completion(const CompletionRequest& r, Job& job) {
   {
     std::lock_guard lock(metrics_.mutex);
     metrics_.ttft_seconds += u.ttft_ms / 1e3;
-    metrics_.request_seconds += seconds_since(t0);
+    metrics_.request_seconds += seconds_since(run.t0);
   }
   job.emit(std::move(done));
 }
@@ -582,7 +633,7 @@ void Server::handle_compress(const std::string& request_body, httplib::Response&
     }
     auto texts =
         std::make_shared<std::vector<std::string>>(parse_compress_request(parse_body(request_body)));
-    auto job = submit([this, texts](Job& j) { run_compress(*texts, j); });
+    auto job = submit(std::make_shared<Job>([this, texts](Job& j) { run_compress(*texts, j); }));
     const Event e = job->next();
     if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
     res.set_content(dump_json(e.payload), "application/json");
@@ -645,9 +696,9 @@ std::string Server::metrics_text() const {
   metric("lclm_latents_total", "counter", "Latents those regions became.");
   m << "lclm_latents_total " << metrics_.latents << "\n";
   metric("lclm_queue_depth", "gauge", "Requests waiting for the worker.");
-  m << "lclm_queue_depth " << scheduler_.waiting() << "\n";
+  m << "lclm_queue_depth " << scheduler_->waiting() << "\n";
   metric("lclm_requests_running", "gauge", "Requests the worker is running (0 or 1).");
-  m << "lclm_requests_running " << (scheduler_.running_job() ? 1 : 0) << "\n";
+  m << "lclm_requests_running " << scheduler_->running() << "\n";
   {
     std::lock_guard lock(metrics_.mutex);
     metric("lclm_time_to_first_token_seconds_sum", "counter",

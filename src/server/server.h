@@ -3,11 +3,12 @@
 //   POST /v1/compress                             (latent ids for reuse)
 //   GET  /v1/models, /health, /metrics (Prometheus text)
 // HTTP threads parse and validate; one worker thread runs the model, taking
-// requests from a bounded queue in arrival order (see scheduler.h). The latent
-// cache of the model is shared by every request, and the worker keeps the KV
-// caches of the last few conversations (sessions): a request that starts like
-// one of them (the next turn of a chat) prefills only what it adds, and
-// reports the rest as usage.prompt_tokens_details.cached_tokens.
+// requests from a bounded queue in arrival order and decoding up to
+// --parallel of them together (continuous batching, see scheduler.h). The
+// latent cache of the model is shared by every request, and the worker keeps
+// the KV caches of the last few conversations (sessions): a request that
+// starts like one of them (the next turn of a chat) prefills only what it
+// adds, and reports the rest as usage.prompt_tokens_details.cached_tokens.
 #pragma once
 
 #include <atomic>
@@ -39,7 +40,10 @@ namespace lclm::server {
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;               // 0: any free port (see bind())
-  std::size_t max_queue = 16;    // requests waiting beyond the running one; more get 503
+  std::size_t max_queue = 16;    // requests waiting beyond the running ones; more get 503
+  // Generations decoded together, each step reading every weight once for
+  // all of them (llama-server's --parallel).
+  std::size_t parallel = 4;
   std::size_t context = 0;       // 0: the model's max_position_embeddings
   int default_max_tokens = 256;  // when a request gives no max_tokens
   std::size_t prefill_chunk = 512;
@@ -48,7 +52,8 @@ struct ServerOptions {
   std::size_t latent_id_bytes = 64u << 20;  // texts kept for /v1/compress ids
   std::string model_name;                   // reported as "model"; default: the directory name
   // Conversations whose KV caches the worker keeps for prefix reuse (0: none;
-  // each holds up to the context's keys and values).
+  // each holds up to the context's keys and values). Every slot (parallel)
+  // needs a session of its own, so max(parallel, cache_sessions) are kept.
   std::size_t cache_sessions = 2;
   // Non-empty: every endpoint but /health needs "Authorization: Bearer KEY"
   // (401 otherwise).
@@ -122,13 +127,19 @@ class Server {
   void handle_completion(const httplib::Request& req, const std::string& body,
                          httplib::Response& res, bool chat, const std::shared_ptr<void>& busy);
   void handle_compress(const std::string& body, httplib::Response& res);
-  void run_completion(const CompletionRequest& r, Job& job);
+  // A completion in the worker: start() prepares the prompt and returns its
+  // generation for the batch (null when the client has gone); finish() sends
+  // the end and the usage. Both throw RequestError for the client.
+  struct CompletionRun;
+  Generation* start_completion(CompletionRun& run, Job& job);
+  void finish_completion(CompletionRun& run, Job& job);
   void run_compress(const std::vector<std::string>& texts, Job& job);
-  std::shared_ptr<Job> submit(std::function<void(Job&)> work);
+  std::shared_ptr<Job> submit(std::shared_ptr<Job> job);
   void send_error(httplib::Response& res, int status, const nlohmann::json& error);
   std::size_t context() const;
-  // The session sharing the longest prefix with the prompt, else the one
-  // least recently used (worker thread only).
+  // Of the sessions not running a generation, the one sharing the longest
+  // prefix with the prompt, else the one least recently used (worker thread
+  // only).
   Session& pick_session(const PreparedPrompt& prompt);
 
   // The connection watchdog (run() starts it, stop() ends it): shuts down
@@ -150,9 +161,8 @@ class Server {
   std::vector<Session> sessions_;
   std::vector<std::uint64_t> session_last_use_;
   std::uint64_t session_clock_ = 0;
-  std::optional<Session> scratch_session_;  // when cache_sessions is 0
   std::unique_ptr<httplib::Server> http_;
-  Scheduler scheduler_;
+  std::unique_ptr<Scheduler> scheduler_;
   LatentIds latent_ids_;
   Metrics metrics_;
   // Response ids: 96 random bits each, so ids from a restarted server (or

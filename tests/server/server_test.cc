@@ -630,6 +630,99 @@ TEST(ServerBodyLimit, ChunkedBodiesAreCutAtTheLimit) {
 // finish_reason "length". Now a draining server lets the running request
 // finish within the grace period, and past it fails the request with 503
 // shutting_down (in a stream, an error event before [DONE]).
+// Continuous batching: four sampled requests sent together decode together
+// (/health reports four running) and each gets the text it gets alone.
+TEST(ServerBatching, RequestsDecodedTogetherGetTheAnswersTheyGetAlone) {
+  server::ServerOptions o = test_server_options();
+  o.parallel = 4;
+  ServerThread running("server_batching", 21, o);
+  const int port = running.port;
+  const auto request = [](int i) {
+    return json{{"prompt", "Story " + std::to_string(i) + ": once"},
+                {"max_tokens", 60},
+                {"temperature", 0.9},
+                {"seed", 100 + i}};
+  };
+  const auto text = [&](int i) {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    const auto r = c.Post("/v1/completions", request(i).dump(), "application/json");
+    EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
+    return r && r->status == 200 ? json::parse(r->body)["choices"][0]["text"].get<std::string>()
+                                 : std::string();
+  };
+  std::vector<std::string> together(4);
+  std::atomic<std::size_t> most_running{0};
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    httplib::Client c("127.0.0.1", port);
+    while (!done) {
+      if (const auto h = c.Get("/health")) {
+        const std::size_t n = json::parse(h->body)["running"];
+        if (n > most_running) most_running = n;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) clients.emplace_back([&, i] { together[i] = text(i); });
+  for (auto& t : clients) t.join();
+  done = true;
+  watcher.join();
+  EXPECT_EQ(most_running, 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_FALSE(together[i].empty()) << i;
+    EXPECT_EQ(together[i], text(i)) << "request " << i << " alone";
+  }
+}
+
+// A cancelled request frees its slot at once: with two slots held by long
+// streams, one client leaving lets a third request through while the other
+// stream still runs.
+TEST(ServerBatching, ACancelledRequestFreesItsSlotAtOnce) {
+  server::ServerOptions o = test_server_options();
+  o.context = 8192;
+  o.parallel = 2;
+  ServerThread running("server_slots", 22, o);
+  const int port = running.port;
+  const auto stream = [&](std::atomic<bool>& leave, std::atomic<int>& events) {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.body = json{{"prompt", "Keep talking"},
+                    {"max_tokens", 8000},
+                    {"temperature", 0},
+                    {"stream", true}}
+                   .dump();
+    req.content_receiver = [&](const char*, std::size_t, std::uint64_t, std::uint64_t) {
+      ++events;
+      return !leave;
+    };
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(60, 0);
+    c.send(req);
+  };
+  std::atomic<bool> leave_a{false}, leave_b{false};
+  std::atomic<int> events_a{0}, events_b{0};
+  std::thread a([&] { stream(leave_a, events_a); });
+  std::thread b([&] { stream(leave_b, events_b); });
+  while (events_a < 3 || events_b < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  leave_a = true;
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  const auto third = c.Post("/v1/completions",
+                            json{{"prompt", "Hello"}, {"max_tokens", 3}}.dump(), "application/json");
+  const int b_events_when_third_done = events_b;
+  leave_b = true;
+  a.join();
+  b.join();
+  ASSERT_TRUE(third);
+  EXPECT_EQ(third->status, 200) << third->body;
+  // b was still streaming: far from its 8,000 tokens.
+  EXPECT_LT(b_events_when_third_done, 4000);
+}
+
 TEST(ServerShutdown, TheRunningRequestFinishesOrFailsDistinctly) {
   const json long_request = {{"prompt", "Keep talking"}, {"max_tokens", 400}, {"temperature", 0}};
   const auto busy = [](httplib::Client& c) {
