@@ -258,7 +258,8 @@ double time_batched_decode(const Qwen3Model& model, int batch, const BenchArgs& 
     sessions.emplace_back(model);
     std::mt19937_64 rng(kPromptSeed + 1 + static_cast<std::uint64_t>(b));
     std::vector<std::int32_t> ids(static_cast<std::size_t>(args.batch_prompt_tokens));
-    const auto range = static_cast<std::uint64_t>(std::min(model.config().vocab_size, kOrdinaryVocab));
+    const auto range =
+        static_cast<std::uint64_t>(std::min(model.config().vocab_size, kOrdinaryVocab));
     for (auto& id : ids) id = static_cast<std::int32_t>(rng() % range);
     std::vector<float> x(ids.size() * H);
     model.embed(ids, x.data());
@@ -272,7 +273,8 @@ double time_batched_decode(const Qwen3Model& model, int batch, const BenchArgs& 
   std::vector<Generation*> running;
   for (int b = 0; b < batch; ++b) {
     const auto i = static_cast<std::size_t>(b);
-    gens.push_back(std::make_unique<Generation>(sessions[i], prompts[i], inputs[i].data(), options));
+    gens.push_back(
+        std::make_unique<Generation>(sessions[i], prompts[i], inputs[i].data(), options));
     while (gens.back()->prefilling()) gens.back()->prefill_step();
     running.push_back(gens.back().get());
   }
@@ -282,7 +284,8 @@ double time_batched_decode(const Qwen3Model& model, int batch, const BenchArgs& 
   while (std::any_of(running.begin(), running.end(), [](Generation* g) { return !g->done(); })) {
     decode.step(running);
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (auto& g : gens) {
     const GenerationStats stats = g->finish();
     if (stats.generated_tokens != static_cast<std::size_t>(args.gen_tokens)) {

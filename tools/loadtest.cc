@@ -101,8 +101,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   int total_failed = 0;
-  std::printf("| clients | requests | failed | req/s | tokens/s | TTFT p50 ms | TTFT p99 ms | "
-              "latency p50 ms | latency p99 ms |\n|---|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| clients | requests | failed | req/s | tokens/s | TTFT p50 ms | TTFT p99 ms | "
+      "latency p50 ms | latency p99 ms |\n|---|---|---|---|---|---|---|---|---|\n");
   int numbered = 0;
   for (const int c : concurrency) {
     std::atomic<int> next{0};
@@ -116,16 +117,16 @@ int main(int argc, char** argv) {
         httplib::Client client("127.0.0.1", port);
         client.set_read_timeout(600, 0);
         for (int i = next++; i < requests; i = next++) {
-          const std::string body =
-              nlohmann::json{
-                  {"messages",
-                   {{{"role", "user"},
-                     {"content", prompt + " (request " + std::to_string(first + i) + ")"}}}},
-                  {"max_tokens", max_tokens},
-                  {"temperature", 0},
-                  {"stream", true},
-                  {"stream_options", {{"include_usage", true}}}}
-                  .dump();
+          const std::string body = nlohmann::json{
+              {"messages",
+               {{{"role", "user"},
+                 {"content", prompt + " (request " + std::to_string(first + i) + ")"}}}},
+              {"max_tokens", max_tokens},
+              {"temperature", 0},
+              {"stream", true},
+              {"stream_options",
+               {{"include_usage",
+                 true}}}}.dump();
           samples[static_cast<std::size_t>(i)] = send(client, body);
         }
       });
@@ -142,10 +143,10 @@ int main(int argc, char** argv) {
       tokens += s.tokens;
     }
     total_failed += failed;
-    std::printf("| %d | %d | %d | %.2f | %.1f | %.0f | %.0f | %.0f | %.0f |\n", c, requests,
-                failed, static_cast<double>(requests - failed) / wall,
-                static_cast<double>(tokens) / wall, percentile(ttft, 0.5), percentile(ttft, 0.99),
-                percentile(latency, 0.5), percentile(latency, 0.99));
+    std::printf("| %d | %d | %d | %.2f | %.1f | %.0f | %.0f | %.0f | %.0f |\n", c, requests, failed,
+                static_cast<double>(requests - failed) / wall, static_cast<double>(tokens) / wall,
+                percentile(ttft, 0.5), percentile(ttft, 0.99), percentile(latency, 0.5),
+                percentile(latency, 0.99));
     std::fflush(stdout);
   }
   return total_failed > 0 ? 1 : 0;

@@ -81,8 +81,8 @@ int run(ServeArgs& a, std::ostream& err) {
     }
     if (signo == 0) return;  // run() returned on its own
     err << "lclm serve: " << (signo == SIGINT ? "SIGINT" : "SIGTERM")
-        << ": not taking requests; the running one has " << a.shutdown_timeout
-        << " s to finish" << std::endl;
+        << ": not taking requests; the running one has " << a.shutdown_timeout << " s to finish"
+        << std::endl;
     s.stop(std::chrono::milliseconds(static_cast<long>(a.shutdown_timeout * 1000)));
   });
   s.run();

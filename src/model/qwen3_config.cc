@@ -88,13 +88,12 @@ void Qwen3Config::validate(const std::string& where) const {
   }
   // Beyond these no checkpoint exists, and the products of sizes overflow.
   constexpr std::int64_t kMaxSize = std::int64_t{1} << 20;
-  for (const auto& [name, value] :
-       {std::pair<const char*, std::int64_t>{"vocab_size", vocab_size},
-        {"hidden_size", hidden_size},
-        {"intermediate_size", intermediate_size},
-        {"num_hidden_layers", num_hidden_layers},
-        {"num_attention_heads", num_attention_heads},
-        {"head_dim", head_dim}}) {
+  for (const auto& [name, value] : {std::pair<const char*, std::int64_t>{"vocab_size", vocab_size},
+                                    {"hidden_size", hidden_size},
+                                    {"intermediate_size", intermediate_size},
+                                    {"num_hidden_layers", num_hidden_layers},
+                                    {"num_attention_heads", num_attention_heads},
+                                    {"head_dim", head_dim}}) {
     if (value > kMaxSize * (std::string(name) == "vocab_size" ? 16 : 1)) {
       fail(std::string(name) + " " + std::to_string(value) + " is beyond any model's");
     }

@@ -109,9 +109,8 @@ constexpr std::size_t kSharedRows = 4;
 // Row by row of W, each multiplied with up to kSharedRows rows of x per
 // load (from cache for the next group): W comes from memory once.
 template <DType kType>
-void MatVecQuantizedT(const std::uint8_t* w, const std::int16_t* xq, const float* xd,
-                      std::size_t m, std::size_t rows, std::size_t cols, float* y,
-                      std::size_t y_stride) {
+void MatVecQuantizedT(const std::uint8_t* w, const std::int16_t* xq, const float* xd, std::size_t m,
+                      std::size_t rows, std::size_t cols, float* y, std::size_t y_stride) {
   const std::size_t n_blocks = cols / kQuantBlock;
   const std::size_t stride = row_bytes(kType, cols);
   for (std::size_t r = 0; r < rows; ++r) {

@@ -14,8 +14,8 @@ constexpr std::size_t kMaxHalf = 512;
 
 }  // namespace
 
-void rms_norm(const float* x, const float* weight, float* out, std::size_t n_rows,
-              std::size_t dim, float eps) {
+void rms_norm(const float* x, const float* weight, float* out, std::size_t n_rows, std::size_t dim,
+              float eps) {
   for (std::size_t r = 0; r < n_rows; ++r) {
     const float* xr = x + r * dim;
     float* yr = out + r * dim;
@@ -63,7 +63,9 @@ void silu_mul(float* gate, const float* up, std::size_t n) {
   }
 }
 
-void add_inplace(float* x, const float* y, std::size_t n) { axpy_f32(1.0f, y, x, n); }
+void add_inplace(float* x, const float* y, std::size_t n) {
+  axpy_f32(1.0f, y, x, n);
+}
 
 void softmax(float* x, std::size_t n) {
   if (n == 0) return;

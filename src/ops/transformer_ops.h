@@ -8,8 +8,8 @@ namespace lclm {
 
 // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight, for n_rows rows
 // of width dim. out may alias x.
-void rms_norm(const float* x, const float* weight, float* out, std::size_t n_rows,
-              std::size_t dim, float eps);
+void rms_norm(const float* x, const float* weight, float* out, std::size_t n_rows, std::size_t dim,
+              float eps);
 
 // Rotate-half RoPE: pairs (i, i + head_dim/2) of each head are rotated by the
 // angle position * inv_freq[i]. cos/sin tables are built per position in f32,

@@ -29,9 +29,9 @@ std::int32_t Sampler::sample(std::span<const float> logits, std::span<const std:
     // NaN or +Inf comes from broken weights (NaN or Inf in a file) and
     // would be sampled as token 0 or whatever compares first.
     if (std::isnan(logits[i]) || logits[i] == INFINITY) {
-      throw Error("the model computed a " + std::string(std::isnan(logits[i]) ? "NaN" : "infinite") +
-                  " logit (token " + std::to_string(i) +
-                  "): its weights hold NaN or Inf values, or overflow");
+      throw Error("the model computed a " +
+                  std::string(std::isnan(logits[i]) ? "NaN" : "infinite") + " logit (token " +
+                  std::to_string(i) + "): its weights hold NaN or Inf values, or overflow");
     }
     candidates_[i] = {logits[i], static_cast<std::int32_t>(i)};
   }

@@ -105,8 +105,9 @@ Generation::Generation(Session& session, std::span<const std::int32_t> ids, cons
   // Without a length (-n -1) the cache starts with room for kOpenEndedReserve
   // tokens and doubles as the answer grows, instead of holding the whole
   // context for what may be a short answer.
-  const std::size_t planned = n + (options.n_predict < 0 ? Session::kOpenEndedReserve
-                                                         : static_cast<std::size_t>(options.n_predict));
+  const std::size_t planned =
+      n + (options.n_predict < 0 ? Session::kOpenEndedReserve
+                                 : static_cast<std::size_t>(options.n_predict));
   capacity_ = std::min(context_, planned);
 
   // What can stay: the cached positions this prompt starts with. A policy

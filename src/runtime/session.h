@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "compression/lclm_model.h"
+#include "kv/kv_policy.h"
 #include "model/kv_cache.h"
 #include "model/qwen3_model.h"
-#include "kv/kv_policy.h"
 #include "runtime/generator.h"
 #include "runtime/sampler.h"
 

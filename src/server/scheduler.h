@@ -123,7 +123,7 @@ class Scheduler {
   mutable std::mutex mutex_;
   std::condition_variable wake_, idle_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::vector<Slot> slots_;                  // the worker's
+  std::vector<Slot> slots_;                   // the worker's
   std::vector<std::shared_ptr<Job>> active_;  // the running jobs, for drain (under mutex_)
   std::atomic<std::size_t> running_count_{0};
   bool stopping_ = false;

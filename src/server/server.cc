@@ -161,7 +161,8 @@ void Server::run() {
     std::lock_guard lock(watch_mutex_);
     watch_stop_ = false;
   }
-  if (options_.request_deadline_seconds > 0) watchdog_ = std::thread([this] { watch_connections(); });
+  if (options_.request_deadline_seconds > 0)
+    watchdog_ = std::thread([this] { watch_connections(); });
   http_->listen_after_bind();
   {
     std::lock_guard lock(watch_mutex_);
@@ -301,20 +302,19 @@ void Server::routes() {
       // the last holder of `busy` lets go: a stream holds it until it ends.
       const std::string peer = req.remote_addr + " " + std::to_string(req.remote_port);
       note_activity(peer, +1);
-      const std::shared_ptr<void> busy(nullptr,
-                                       [this, peer](void*) { note_activity(peer, -1); });
+      const std::shared_ptr<void> busy(nullptr, [this, peer](void*) { note_activity(peer, -1); });
       std::string body;
       bool too_large = false, too_slow = false;
-      const auto read_until =
-          std::chrono::steady_clock::now() +
-          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-              std::chrono::duration<double>(options_.request_deadline_seconds));
+      const auto read_until = std::chrono::steady_clock::now() +
+                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  std::chrono::duration<double>(options_.request_deadline_seconds));
       const bool whole = read([&](const char* data, std::size_t size) {
         if (body.size() + size > options_.max_body_bytes) {
           too_large = true;
           return false;  // stops reading
         }
-        if (options_.request_deadline_seconds > 0 && std::chrono::steady_clock::now() > read_until) {
+        if (options_.request_deadline_seconds > 0 &&
+            std::chrono::steady_clock::now() > read_until) {
           too_slow = true;
           return false;
         }
@@ -333,11 +333,11 @@ void Server::routes() {
       }
       if (too_slow) {
         res.set_header("Connection", "close");
-        return send_error(res, 408,
-                          error_json("the request body took longer than " +
-                                         std::to_string(options_.request_deadline_seconds) +
-                                         " s to arrive",
-                                     "invalid_request_error", "", "request_timeout"));
+        return send_error(
+            res, 408,
+            error_json("the request body took longer than " +
+                           std::to_string(options_.request_deadline_seconds) + " s to arrive",
+                       "invalid_request_error", "", "request_timeout"));
       }
       if (!whole) {
         return send_error(res, 400,
@@ -348,14 +348,12 @@ void Server::routes() {
     });
   };
   using Busy = std::shared_ptr<void>;
-  post("/v1/chat/completions", [this](const httplib::Request& req, const std::string& body,
-                                      httplib::Response& res, const Busy& busy) {
-    handle_completion(req, body, res, true, busy);
-  });
-  post("/v1/completions", [this](const httplib::Request& req, const std::string& body,
-                                 httplib::Response& res, const Busy& busy) {
-    handle_completion(req, body, res, false, busy);
-  });
+  post("/v1/chat/completions",
+       [this](const httplib::Request& req, const std::string& body, httplib::Response& res,
+              const Busy& busy) { handle_completion(req, body, res, true, busy); });
+  post("/v1/completions",
+       [this](const httplib::Request& req, const std::string& body, httplib::Response& res,
+              const Busy& busy) { handle_completion(req, body, res, false, busy); });
   post("/v1/compress", [this](const httplib::Request&, const std::string& body,
                               httplib::Response& res, const Busy&) { handle_compress(body, res); });
   http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -407,9 +405,9 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
     const std::int64_t created = std::time(nullptr);
     auto run = std::make_shared<CompletionRun>();
     run->r = r;
-    auto job = submit(std::make_shared<Job>(
-        [this, run](Job& j) { return start_completion(*run, j); },
-        [this, run](Job& j) { finish_completion(*run, j); }));
+    auto job =
+        submit(std::make_shared<Job>([this, run](Job& j) { return start_completion(*run, j); },
+                                     [this, run](Job& j) { finish_completion(*run, j); }));
 
     // cpp-httplib does not tell a handler that its client has gone, so the
     // socket is watched while the request waits or runs (every 200 ms, events
@@ -548,12 +546,12 @@ Generation* Server::start_completion(CompletionRun& run, Job& job) {
   o.stop_ids = engine_->stop_ids();
   run.filter.emplace(r.stop);
   run.session = &pick_session(p);
-  run.generation.emplace(*run.session, p.ids, p.embeddings.data(), o,
-                         [this, &run, &job](std::int32_t id) {
-    if (job.cancelled()) return false;
-    send_text(job, run.filter->push(run.utf8.push(engine_->tokenizer().token_bytes(id))));
-    return !run.filter->stopped();
-  });
+  run.generation.emplace(
+      *run.session, p.ids, p.embeddings.data(), o, [this, &run, &job](std::int32_t id) {
+        if (job.cancelled()) return false;
+        send_text(job, run.filter->push(run.utf8.push(engine_->tokenizer().token_bytes(id))));
+        return !run.filter->stopped();
+      });
   return &*run.generation;
 }
 
@@ -631,8 +629,8 @@ void Server::handle_compress(const std::string& request_body, httplib::Response&
       throw RequestError(400, engine_->dir().string() + " is not an LCLM checkpoint", "model",
                          "not_an_lclm");
     }
-    auto texts =
-        std::make_shared<std::vector<std::string>>(parse_compress_request(parse_body(request_body)));
+    auto texts = std::make_shared<std::vector<std::string>>(
+        parse_compress_request(parse_body(request_body)));
     auto job = submit(std::make_shared<Job>([this, texts](Job& j) { run_compress(*texts, j); }));
     const Event e = job->next();
     if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);

@@ -39,8 +39,8 @@ namespace lclm::server {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;               // 0: any free port (see bind())
-  std::size_t max_queue = 16;    // requests waiting beyond the running ones; more get 503
+  int port = 8080;             // 0: any free port (see bind())
+  std::size_t max_queue = 16;  // requests waiting beyond the running ones; more get 503
   // Generations decoded together, each step reading every weight once for
   // all of them (llama-server's --parallel).
   std::size_t parallel = 4;

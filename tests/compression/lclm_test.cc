@@ -11,8 +11,6 @@
 // runs the real Qwen3 tokenizer.
 #include <gtest/gtest.h>
 
-#include <tuple>
-
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "compression/latent_encoder.h"
@@ -323,7 +322,8 @@ TEST(LclmConfigFile, WindowMustBeAMultipleOfTheRatio) {
 // Nonsense once passed: a ratio of 4.5 read as 4, a window of 2^40, an
 // overlap as wide as the window.
 TEST(LclmConfigFile, NonsenseValuesAreRefusedNamingTheKey) {
-  for (const auto& [key, value, part] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+  for (const auto& [key, value, part] :
+       std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
            {"compression_ratio", 4.5, "must be an integer, not 4.5"},
            {"encoder_window_size", std::int64_t{1} << 40, "past 2^20"},
            {"compression_ratio", 4096, "past 1024"},

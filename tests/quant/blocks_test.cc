@@ -175,8 +175,8 @@ TEST_P(BlockTypeTest, ManyRowsOfXGiveEachRowItsOwnResultExactly) {
     for_each_target([&] {
       for (std::size_t m = 1; m <= max_m; ++m) {
         std::vector<float> batched(m * rows);
-        matvec_quantized(type, wq.data(), xq.q.data(), xq.d.data(), m, rows, cols,
-                         batched.data(), rows);
+        matvec_quantized(type, wq.data(), xq.q.data(), xq.d.data(), m, rows, cols, batched.data(),
+                         rows);
         for (std::size_t i = 0; i < m; ++i) {
           std::vector<float> alone(rows);
           matvec_quantized(type, wq.data(), xq.q.data() + i * cols, xq.d.data() + i * n_blocks, 1,
