@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "hwy/aligned_allocator.h"
 #include "util/error.h"
 
 namespace lclm {
@@ -60,13 +61,22 @@ namespace {
 
 // Activations of one forward call, kept per thread and grown, never shrunk:
 // allocating them afresh for every layer cost a page fault per 4 KiB touched.
+// They start on a cache line (Highway's allocator), so the matvec's vector
+// loads of their rows (widths of whole lines) never straddle two lines.
+struct AlignedFloats {
+  hwy::AlignedFreeUniquePtr<float[]> data;
+  std::size_t size = 0;
+};
 struct BlockScratch {
-  std::vector<float> h, q, k, v, attn, gate, up;
+  AlignedFloats h, q, k, v, attn, gate, up;
 };
 
-float* sized(std::vector<float>& buffer, std::size_t n) {
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
+float* sized(AlignedFloats& buffer, std::size_t n) {
+  if (buffer.size < n) {
+    buffer.data = hwy::AllocateAligned<float>(n);
+    buffer.size = n;
+  }
+  return buffer.data.get();
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <span>
 #include <vector>
 
+#include "hwy/aligned_allocator.h"
 #include "model/qwen3_model.h"
 #include "runtime/session.h"
 
@@ -34,7 +35,10 @@ class DecodeBatch {
 
  private:
   const Qwen3Model& model_;
-  std::vector<float> x_, logits_;
+  // The rows of one pass [n, hidden], on a cache line (see qwen3_block.cc).
+  hwy::AlignedFreeUniquePtr<float[]> x_;
+  std::size_t x_size_ = 0;
+  std::vector<float> logits_;
   std::vector<Generation*> decoding_;
   std::vector<SequenceRows> sequences_;
 };
