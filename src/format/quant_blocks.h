@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "util/aligned_vector.h"
 
 namespace lclm {
 
@@ -31,9 +32,11 @@ void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y
 // An activation row quantized for the integer dot products: per block of 32
 // a float scale d and q = round(x / d) in [-127, 127], stored as int16 so the
 // kernels multiply them without widening.
+// Rows start on cache lines (cols * 2 bytes apart: whole lines for the
+// models' widths), like the float activations they come from.
 struct QuantizedActivations {
-  std::vector<std::int16_t> q;  // [rows * cols]
-  std::vector<float> d;         // [rows * cols / 32]
+  AlignedVector<std::int16_t> q;  // [rows * cols]
+  std::vector<float> d;           // [rows * cols / 32]
 };
 // x [rows, cols] -> a (cols a multiple of 32).
 void quantize_activations(const float* x, std::size_t rows, std::size_t cols,

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "hwy/aligned_allocator.h"
+#include "util/aligned_vector.h"
 #include "util/error.h"
 
 namespace lclm {
@@ -61,22 +61,15 @@ namespace {
 
 // Activations of one forward call, kept per thread and grown, never shrunk:
 // allocating them afresh for every layer cost a page fault per 4 KiB touched.
-// They start on a cache line (Highway's allocator), so the matvec's vector
-// loads of their rows (widths of whole lines) never straddle two lines.
-struct AlignedFloats {
-  hwy::AlignedFreeUniquePtr<float[]> data;
-  std::size_t size = 0;
-};
+// They start on a cache line, so the matvec's vector loads of their rows
+// (widths of whole lines) never straddle two lines.
 struct BlockScratch {
-  AlignedFloats h, q, k, v, attn, gate, up;
+  AlignedVector<float> h, q, k, v, attn, gate, up;
 };
 
-float* sized(AlignedFloats& buffer, std::size_t n) {
-  if (buffer.size < n) {
-    buffer.data = hwy::AllocateAligned<float>(n);
-    buffer.size = n;
-  }
-  return buffer.data.get();
+float* sized(AlignedVector<float>& buffer, std::size_t n) {
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
 }
 
 }  // namespace

@@ -29,14 +29,11 @@ void DecodeBatch::step(std::span<Generation* const> generations) {
   }
   if (decoding_.empty()) return;
   std::size_t n = decoding_.size();
-  if (x_size_ < n * H) {
-    x_ = hwy::AllocateAligned<float>(n * H);
-    x_size_ = n * H;
-  }
+  x_.resize(n * H);
   logits_.resize(n * V);
-  for (std::size_t i = 0; i < n; ++i) std::copy_n(decoding_[i]->row(), H, x_.get() + i * H);
+  for (std::size_t i = 0; i < n; ++i) std::copy_n(decoding_[i]->row(), H, x_.data() + i * H);
   try {
-    model_.logits(x_.get(), n, logits_.data());
+    model_.logits(x_.data(), n, logits_.data());
   } catch (...) {
     return fail_all(std::current_exception());
   }
@@ -57,17 +54,17 @@ void DecodeBatch::step(std::span<Generation* const> generations) {
   if (n == 0) return;
   sequences_.clear();
   for (std::size_t i = 0; i < n; ++i) {
-    std::copy_n(decoding_[i]->row(), H, x_.get() + i * H);
+    std::copy_n(decoding_[i]->row(), H, x_.data() + i * H);
     sequences_.push_back({&decoding_[i]->cache(), 1});
   }
   try {
-    model_.forward(x_.get(), sequences_, AttentionMask::Causal);
+    model_.forward(x_.data(), sequences_, AttentionMask::Causal);
   } catch (...) {
     return fail_all(std::current_exception());
   }
   for (std::size_t i = 0; i < n; ++i) {
     Generation* g = decoding_[i];
-    std::copy_n(x_.get() + i * H, H, g->row());
+    std::copy_n(x_.data() + i * H, H, g->row());
     try {
       g->forwarded();
     } catch (...) {

@@ -17,9 +17,9 @@
 #include <span>
 #include <vector>
 
-#include "hwy/aligned_allocator.h"
 #include "model/qwen3_model.h"
 #include "runtime/session.h"
+#include "util/aligned_vector.h"
 
 namespace lclm {
 
@@ -35,9 +35,7 @@ class DecodeBatch {
 
  private:
   const Qwen3Model& model_;
-  // The rows of one pass [n, hidden], on a cache line (see qwen3_block.cc).
-  hwy::AlignedFreeUniquePtr<float[]> x_;
-  std::size_t x_size_ = 0;
+  AlignedVector<float> x_;  // the rows of one pass [n, hidden]
   std::vector<float> logits_;
   std::vector<Generation*> decoding_;
   std::vector<SequenceRows> sequences_;
