@@ -19,10 +19,10 @@ struct CacheLineAllocator {
   template <typename U>
   constexpr CacheLineAllocator(const CacheLineAllocator<U>&) noexcept {}
   T* allocate(std::size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{kCacheLineBytes}));
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{kCacheLineBytes}));
   }
   void deallocate(T* p, std::size_t) noexcept {
-    ::operator delete(p, std::align_val_t{kCacheLineBytes});
+    ::operator delete (p, std::align_val_t{kCacheLineBytes});
   }
   template <typename U>
   bool operator==(const CacheLineAllocator<U>&) const noexcept {
