@@ -157,6 +157,11 @@ int Server::bind() {
 }
 
 void Server::run() {
+  running_ = true;
+  if (stop_requested_) {
+    running_ = false;
+    return;
+  }
   {
     std::lock_guard lock(watch_mutex_);
     watch_stop_ = false;
@@ -170,6 +175,7 @@ void Server::run() {
   }
   watch_wake_.notify_all();
   if (watchdog_.joinable()) watchdog_.join();
+  running_ = false;
 }
 
 void Server::note_activity(const std::string& peer, int running_delta) {
@@ -210,7 +216,16 @@ void Server::watch_connections() {
 
 void Server::stop(std::chrono::milliseconds grace) {
   scheduler_->drain(grace);
-  http_->stop();  // once the handlers have written their last responses
+  // Once the handlers have written their last responses. cpp-httplib's stop()
+  // does nothing before listen() has started, so a stop that comes while
+  // run() is on its way there (a test that stops at once, a slow machine)
+  // is repeated until run() returns.
+  stop_requested_ = true;
+  http_->stop();
+  while (running_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    http_->stop();
+  }
 }
 
 void Server::send_error(httplib::Response& res, int status, const json& error) {

@@ -155,6 +155,7 @@ class Server {
   bool watch_stop_ = false;
   std::map<std::string, Activity> activity_;  // by the peer's "host port"
   std::thread watchdog_;
+  std::atomic<bool> running_{false}, stop_requested_{false};  // run(), stop()
 
   std::unique_ptr<Engine> engine_;
   ServerOptions options_;
