@@ -1,7 +1,8 @@
 #include "ops/quant_kernels.h"
 
 #include <cstring>
-#include <tuple>
+
+#include "ops/row_groups.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/quant_kernels.cc"
@@ -114,30 +115,11 @@ void MatVecQuantizedT(const std::uint8_t* w, const std::int16_t* xq, const float
   const std::size_t n_blocks = cols / kQuantBlock;
   const std::size_t stride = row_bytes(kType, cols);
   for (std::size_t r = 0; r < rows; ++r) {
-    const std::uint8_t* row = w + r * stride;
-    const auto rows_from = [&](std::size_t i) {
-      return std::tuple(row, xq + i * cols, cols, xd + i * n_blocks, n_blocks, n_blocks,
-                        y + i * y_stride + r, y_stride);
-    };
-    std::size_t i = 0;
-    for (; i + kSharedRows <= m; i += kSharedRows) {
-      std::apply(DotQuantizedRows<kType, kSharedRows>, rows_from(i));
-    }
-#if !HWY_HAVE_SCALABLE
-    switch (m - i) {
-      case 3:
-        std::apply(DotQuantizedRows<kType, 3>, rows_from(i));
-        break;
-      case 2:
-        std::apply(DotQuantizedRows<kType, 2>, rows_from(i));
-        break;
-      case 1:
-        std::apply(DotQuantizedRows<kType, 1>, rows_from(i));
-        break;
-      default:
-        break;
-    }
-#endif
+    for_row_groups<kSharedRows>(m, [&](auto group, std::size_t i) {
+      DotQuantizedRows<kType, decltype(group)::value>(w + r * stride, xq + i * cols, cols,
+                                                      xd + i * n_blocks, n_blocks, n_blocks,
+                                                      y + i * y_stride + r, y_stride);
+    });
   }
 }
 

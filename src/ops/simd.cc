@@ -2,6 +2,8 @@
 
 #include <type_traits>
 
+#include "ops/row_groups.h"
+
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/simd.cc"
 #include "hwy/cache_control.h"
@@ -116,26 +118,10 @@ template <typename Half16, typename Stored>
 void MatVec(const Stored* w, const float* x, std::size_t m, std::size_t rows, std::size_t cols,
             float* y, std::size_t y_stride) {
   for (std::size_t r = 0; r < rows; ++r) {
-    const Stored* row = w + r * cols;
-    std::size_t i = 0;
-    for (; i + kSharedRows <= m; i += kSharedRows) {
-      DotRows<kSharedRows, Half16>(row, x + i * cols, cols, cols, y + i * y_stride + r, y_stride);
-    }
-#if !HWY_HAVE_SCALABLE
-    switch (m - i) {
-      case 3:
-        DotRows<3, Half16>(row, x + i * cols, cols, cols, y + i * y_stride + r, y_stride);
-        break;
-      case 2:
-        DotRows<2, Half16>(row, x + i * cols, cols, cols, y + i * y_stride + r, y_stride);
-        break;
-      case 1:
-        DotRows<1, Half16>(row, x + i * cols, cols, cols, y + i * y_stride + r, y_stride);
-        break;
-      default:
-        break;
-    }
-#endif
+    for_row_groups<kSharedRows>(m, [&](auto group, std::size_t i) {
+      DotRows<decltype(group)::value, Half16>(w + r * cols, x + i * cols, cols, cols,
+                                              y + i * y_stride + r, y_stride);
+    });
   }
 }
 
