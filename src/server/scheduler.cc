@@ -90,9 +90,15 @@ std::size_t Scheduler::waiting() const {
   return queue_.size();
 }
 
-void Scheduler::set_running(std::size_t n) {
-  running_count_ = n;
-  if (n == 0) idle_.notify_all();
+std::size_t Scheduler::running() const {
+  std::lock_guard lock(mutex_);
+  return active_.size();
+}
+
+void Scheduler::retire(const std::shared_ptr<Job>& job) {
+  std::lock_guard lock(mutex_);
+  std::erase(active_, job);
+  if (active_.empty()) idle_.notify_all();
 }
 
 namespace {
@@ -122,9 +128,7 @@ void Scheduler::begin(const std::shared_ptr<Job>& job) {
   } catch (...) {
     fail_job(*job, std::current_exception());
   }
-  std::lock_guard lock(mutex_);
-  std::erase(active_, job);
-  set_running(active_.size());
+  retire(job);
 }
 
 void Scheduler::end(const Slot& slot) {
@@ -133,9 +137,7 @@ void Scheduler::end(const Slot& slot) {
   } catch (...) {
     fail_job(*slot.job, std::current_exception());
   }
-  std::lock_guard lock(mutex_);
-  std::erase(active_, slot.job);
-  set_running(active_.size());
+  retire(slot.job);
 }
 
 void Scheduler::work() {
@@ -152,7 +154,6 @@ void Scheduler::work() {
         next = queue_.front();
         queue_.pop_front();
         active_.push_back(next);
-        set_running(active_.size());
       }
     }
     if (next) {

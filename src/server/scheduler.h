@@ -102,7 +102,7 @@ class Scheduler {
 
   std::size_t waiting() const;
   // Jobs running now (in a slot, or a whole job between steps).
-  std::size_t running() const { return running_count_.load(); }
+  std::size_t running() const;
   std::size_t max_queue() const { return max_queue_; }
   std::size_t parallel() const { return parallel_; }
 
@@ -116,7 +116,8 @@ class Scheduler {
   // or the whole of it, turning what it throws into its failed event.
   void begin(const std::shared_ptr<Job>& job);
   void end(const Slot& slot);
-  void set_running(std::size_t n);
+  // Takes a job that is over out of active_.
+  void retire(const std::shared_ptr<Job>& job);
 
   const std::size_t max_queue_, parallel_;
   DecodeBatch batch_;
@@ -124,8 +125,7 @@ class Scheduler {
   std::condition_variable wake_, idle_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::vector<Slot> slots_;                   // the worker's
-  std::vector<std::shared_ptr<Job>> active_;  // the running jobs, for drain (under mutex_)
-  std::atomic<std::size_t> running_count_{0};
+  std::vector<std::shared_ptr<Job>> active_;  // the running jobs (under mutex_)
   bool stopping_ = false;
   std::thread worker_;
 };

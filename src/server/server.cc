@@ -87,8 +87,9 @@ Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
   if (!options_.allow_control_tokens) {
     options_.defaults.refused_in_content = control_token_texts(engine_->tokenizer());
   }
-  options_.parallel = std::max<std::size_t>(1, options_.parallel);
-  for (std::size_t i = 0; i < std::max(options_.cache_sessions, options_.parallel); ++i) {
+  scheduler_ =
+      std::make_unique<Scheduler>(options_.max_queue, options_.parallel, engine_->decoder());
+  for (std::size_t i = 0; i < std::max(options_.cache_sessions, scheduler_->parallel()); ++i) {
     sessions_.push_back(engine_->new_session());
     session_last_use_.push_back(0);
   }
@@ -98,8 +99,6 @@ Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
   const std::size_t threads = std::max(options_.max_connections, options_.max_queue + 4);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http_->set_payload_max_length(options_.max_body_bytes);
-  scheduler_ =
-      std::make_unique<Scheduler>(options_.max_queue, options_.parallel, engine_->decoder());
   routes();
 }
 
