@@ -145,8 +145,9 @@ void write_bench_model(const fs::path& dir, const Qwen3Config& config) {
   reset_peak_resident();
 }
 
-std::vector<std::int32_t> make_prompt(int n, std::int64_t vocab_size) {
-  std::mt19937_64 rng(kPromptSeed);
+std::vector<std::int32_t> make_prompt(int n, std::int64_t vocab_size,
+                                      std::uint64_t seed = kPromptSeed) {
+  std::mt19937_64 rng(seed);
   const auto range = static_cast<std::uint64_t>(std::min(vocab_size, kOrdinaryVocab));
   std::vector<std::int32_t> ids(static_cast<std::size_t>(n));
   for (auto& id : ids) id = static_cast<std::int32_t>(rng() % range);
@@ -241,6 +242,12 @@ Timings measure(const Qwen3Model& model, const std::vector<std::int32_t>& prompt
   return t;
 }
 
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
 // Decode of B sequences at once: each B's median over the repeats of
 // B * (G - 1) tokens over the time of decode steps 2..G.
 struct BatchedDecode {
@@ -256,11 +263,8 @@ double time_batched_decode(const Qwen3Model& model, int batch, const BenchArgs& 
   const auto H = static_cast<std::size_t>(model.config().hidden_size);
   for (int b = 0; b < batch; ++b) {
     sessions.emplace_back(model);
-    std::mt19937_64 rng(kPromptSeed + 1 + static_cast<std::uint64_t>(b));
-    std::vector<std::int32_t> ids(static_cast<std::size_t>(args.batch_prompt_tokens));
-    const auto range =
-        static_cast<std::uint64_t>(std::min(model.config().vocab_size, kOrdinaryVocab));
-    for (auto& id : ids) id = static_cast<std::int32_t>(rng() % range);
+    std::vector<std::int32_t> ids = make_prompt(args.batch_prompt_tokens, model.config().vocab_size,
+                                                kPromptSeed + 1 + static_cast<std::uint64_t>(b));
     std::vector<float> x(ids.size() * H);
     model.embed(ids, x.data());
     prompts.push_back(std::move(ids));
@@ -294,14 +298,6 @@ double time_batched_decode(const Qwen3Model& model, int batch, const BenchArgs& 
     }
   }
   return seconds;
-}
-
-std::vector<BatchedDecode> measure_batched_decode(const Qwen3Model& model, const BenchArgs& args);
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 == 1 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
 }
 
 std::vector<BatchedDecode> measure_batched_decode(const Qwen3Model& model, const BenchArgs& args) {
