@@ -51,6 +51,19 @@ double metric(const std::string& text, const std::string& name) {
   return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
 }
 
+// A POST of `body` to /v1/completions whose response body goes to
+// `receive` as it arrives (return false to hang up), for client.send().
+httplib::Request completion_request(const json& body,
+                                    httplib::ContentReceiverWithProgress receive) {
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.set_header("Content-Type", "application/json");
+  req.body = body.dump();
+  req.content_receiver = std::move(receive);
+  return req;
+}
+
 // A tiny random LCLM checkpoint in a scratch directory, and the options every
 // test server starts from (any free port, a short context, model "tiny").
 std::filesystem::path tiny_checkpoint(const std::string& name, std::uint64_t seed) {
@@ -387,18 +400,12 @@ TEST_F(ServerTest, EightConcurrentClientsEachGetTheirOwnAnswer) {
 TEST_F(ServerTest, AClientLeavingMidStreamStopsTheGeneration) {
   auto c = client();
   const auto before = c.Get("/metrics")->body;
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/completions";
-  req.set_header("Content-Type", "application/json");
-  req.body =
-      json{{"prompt", "Keep talking"}, {"max_tokens", 400}, {"temperature", 0}, {"stream", true}}
-          .dump();
   int chunks = 0;
-  req.content_receiver = [&](const char*, std::size_t, std::uint64_t, std::uint64_t) {
-    return ++chunks < 3;  // hang up after a few events
-  };
-  const auto r = client().send(req);
+  const auto r = client().send(completion_request(
+      {{"prompt", "Keep talking"}, {"max_tokens", 400}, {"temperature", 0}, {"stream", true}},
+      [&](const char*, std::size_t, std::uint64_t, std::uint64_t) {
+        return ++chunks < 3;  // hang up after a few events
+      }));
   EXPECT_FALSE(r);  // the client cancelled
   EXPECT_EQ(chunks, 3);
 
@@ -688,20 +695,14 @@ TEST(ServerBatching, ACancelledRequestFreesItsSlotAtOnce) {
   ServerThread running("server_slots", 22, o);
   const int port = running.port;
   const auto stream = [&](std::atomic<bool>& leave, std::atomic<int>& events) {
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/completions";
-    req.set_header("Content-Type", "application/json");
-    req.body =
-        json{{"prompt", "Keep talking"}, {"max_tokens", 8000}, {"temperature", 0}, {"stream", true}}
-            .dump();
-    req.content_receiver = [&](const char*, std::size_t, std::uint64_t, std::uint64_t) {
-      ++events;
-      return !leave;
-    };
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);
-    c.send(req);
+    c.send(completion_request(
+        {{"prompt", "Keep talking"}, {"max_tokens", 8000}, {"temperature", 0}, {"stream", true}},
+        [&](const char*, std::size_t, std::uint64_t, std::uint64_t) {
+          ++events;
+          return !leave;
+        }));
   };
   std::atomic<bool> leave_a{false}, leave_b{false};
   std::atomic<int> events_a{0}, events_b{0};
@@ -763,18 +764,14 @@ TEST(ServerShutdown, TheRunningRequestFinishesOrFailsDistinctly) {
     const int port = running.port;
     json streaming = long_request;
     streaming["stream"] = true;
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/completions";
-    req.set_header("Content-Type", "application/json");
-    req.body = streaming.dump();
     std::string events;
     std::thread stopper;
-    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
-      if (events.empty()) stopper = std::thread([&] { s.stop(std::chrono::milliseconds(0)); });
-      events.append(data, n);
-      return true;
-    };
+    const httplib::Request req = completion_request(
+        streaming, [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+          if (events.empty()) stopper = std::thread([&] { s.stop(std::chrono::milliseconds(0)); });
+          events.append(data, n);
+          return true;
+        });
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);
     const auto r = c.send(req);
@@ -967,16 +964,10 @@ TEST(ServerSoak, MixedClientsGetTheirAnswersWhileHealthStaysUp) {
   }
   threads.emplace_back([&] {
     while (!stop) {
-      httplib::Request req;
-      req.method = "POST";
-      req.path = "/v1/completions";
-      req.set_header("Content-Type", "application/json");
-      req.body = json{{"prompt", "Leave early"}, {"max_tokens", 400}, {"stream", true}}.dump();
       int events = 0;
-      req.content_receiver = [&](const char*, std::size_t, std::uint64_t, std::uint64_t) {
-        return ++events < 3;
-      };
-      connect()->send(req);
+      connect()->send(completion_request(
+          {{"prompt", "Leave early"}, {"max_tokens", 400}, {"stream", true}},
+          [&](const char*, std::size_t, std::uint64_t, std::uint64_t) { return ++events < 3; }));
       ++left;
     }
   });
