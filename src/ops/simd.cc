@@ -53,77 +53,163 @@ float RowTail(const Stored* w, const float* x, std::size_t from, std::size_t n) 
 // streaming weights from memory).
 constexpr std::size_t kPrefetchBytes = 4096;
 
-// dot(W[r], x_i) for R rows x_i of x (x_stride apart), weights stored as
-// f32 (Half16 = void) or as the bits of a 16-bit float: each load of w serves
-// all R rows. Per row the sums run in one fixed order (four accumulators over
-// blocks of 4N, the rest into the first, then the scalar tail), whatever R
-// is, so a row's result does not depend on the rows decoded beside it.
-// Highway's scalable vectors (SVE, RVV) cannot form arrays: there R is 1.
-template <std::size_t R, typename Half16, typename Stored>
-void DotRows(const Stored* w, const float* x, std::size_t x_stride, std::size_t n, float* out,
-             std::size_t out_stride) {
+// dot(w, x) for one row of weights stored as f32 (Half16 = void) or as the
+// bits of a 16-bit float. The sums run in one fixed order (four accumulators
+// over blocks of 4N, the rest into the first, then the scalar tail), which
+// DotTile keeps for rows decoded in a batch.
+template <typename Half16, typename Stored>
+float DotRow(const Stored* w, const float* x, std::size_t n) {
   const hn::ScalableTag<float> df;
   const std::size_t N = hn::Lanes(df);
-  hn::Vec<decltype(df)> s[R][4];
-  for (std::size_t r = 0; r < R; ++r) {
-    for (auto& acc : s[r]) acc = hn::Zero(df);
-  }
+  auto s0 = hn::Zero(df), s1 = hn::Zero(df), s2 = hn::Zero(df), s3 = hn::Zero(df);
   std::size_t i = 0;
   for (; i + 4 * N <= n; i += 4 * N) {
     const char* ahead = reinterpret_cast<const char*>(w + i) + kPrefetchBytes;
     for (std::size_t line = 0; line < 4 * N * sizeof(Stored); line += 64) {
       hwy::Prefetch(ahead + line);
     }
-    for (std::size_t j = 0; j < 4; ++j) {
-      const auto wv = LoadWeights<Half16>(df, w + i + j * N);
-      for (std::size_t r = 0; r < R; ++r) {
-        s[r][j] = hn::MulAdd(wv, hn::LoadU(df, x + r * x_stride + i + j * N), s[r][j]);
-      }
-    }
+    s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
+    s1 = hn::MulAdd(LoadWeights<Half16>(df, w + i + N), hn::LoadU(df, x + i + N), s1);
+    s2 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);
+    s3 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 3 * N), hn::LoadU(df, x + i + 3 * N), s3);
   }
-  for (; i + N <= n; i += N) {
-    const auto wv = LoadWeights<Half16>(df, w + i);
-    for (std::size_t r = 0; r < R; ++r) {
-      s[r][0] = hn::MulAdd(wv, hn::LoadU(df, x + r * x_stride + i), s[r][0]);
-    }
-  }
-  for (std::size_t r = 0; r < R; ++r) {
-    const auto sum = hn::Add(hn::Add(s[r][0], s[r][1]), hn::Add(s[r][2], s[r][3]));
-    out[r * out_stride] =
-        hn::GetLane(hn::SumOfLanes(df, sum)) + RowTail<Half16>(w, x + r * x_stride, i, n);
-  }
+  for (; i + N <= n; i += N) s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
+  const auto sum = hn::Add(hn::Add(s0, s1), hn::Add(s2, s3));
+  return hn::GetLane(hn::SumOfLanes(df, sum)) + RowTail<Half16>(w, x, i, n);
 }
 
 float DotF32(const float* a, const float* b, std::size_t n) {
-  float out = 0.0f;
-  DotRows<1, void>(a, b, 0, n, &out, 0);
-  return out;
+  return DotRow<void>(a, b, n);
 }
 
-// The rows of x a pass over W serves at once: R accumulator sets of four
-// vectors, 16 of AVX-512's 32 registers at R = 4.
 #if HWY_HAVE_SCALABLE
-constexpr std::size_t kSharedRows = 1;
-#else
-constexpr std::size_t kSharedRows = 4;
-#endif
-
-// y[i * y_stride + r] = dot(W[r], x_i) for the m rows of x: W row by row
-// (measured faster than sharing loads of x across four rows of W, which
-// splits the prefetcher's attention over four streams), and each row of W
-// multiplied with up to kSharedRows rows of x per load, from cache for the
-// next group, so W comes from memory once whatever m is. All rows in one
-// call so the dispatch is paid once per block.
+// Highway's scalable vectors (SVE, RVV) cannot form arrays: one row of x at
+// a time, each by DotRow.
 template <typename Half16, typename Stored>
 void MatVec(const Stored* w, const float* x, std::size_t m, std::size_t rows, std::size_t cols,
             float* y, std::size_t y_stride) {
-  for (std::size_t r = 0; r < rows; ++r) {
-    for_row_groups<kSharedRows>(m, [&](auto group, std::size_t i) {
-      DotRows<decltype(group)::value, Half16>(w + r * cols, x + i * cols, cols, cols,
-                                              y + i * y_stride + r, y_stride);
-    });
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t r = 0; r < rows; ++r) {
+      y[i * y_stride + r] = DotRow<Half16>(w + r * cols, x + i * cols, cols);
+    }
   }
 }
+#else
+// One of DotTile's four passes: acc[a][q] += W[a] x_q over the vectors
+// `first`, first + 4N, ... below `full` (and, in the pass for accumulator 0,
+// the whole vectors after `full`: DotRow's "rest into the first"). Beside
+// it, the pass prefetches `ahead_rows` rows of weights from `ahead` (w_stride
+// apart), the part of the next tile it is given: the tile's own weights come
+// from cache, so the stream from memory overlaps the multiply-adds instead
+// of stalling the first pass.
+template <std::size_t RW, std::size_t R, typename Half16, typename Stored, class V>
+HWY_INLINE void TilePass(const Stored* w, std::size_t w_stride, const float* x,
+                         std::size_t x_stride, std::size_t first, std::size_t full, std::size_t n,
+                         const Stored* ahead, std::size_t ahead_rows, V (&acc)[RW][R]) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  for (auto& row : acc) {
+    for (auto& v : row) v = hn::Zero(df);
+  }
+  const auto step = [&](std::size_t i) HWY_ATTR {
+    V wv[RW];
+    for (std::size_t a = 0; a < RW; ++a) wv[a] = LoadWeights<Half16>(df, w + a * w_stride + i);
+    for (std::size_t q = 0; q < R; ++q) {
+      const auto xv = hn::LoadU(df, x + q * x_stride + i);
+      for (std::size_t a = 0; a < RW; ++a) acc[a][q] = hn::MulAdd(wv[a], xv, acc[a][q]);
+    }
+  };
+  for (std::size_t i = first; i < full; i += 4 * N) {
+    for (std::size_t a = 0; a < ahead_rows; ++a) {
+      const char* block = reinterpret_cast<const char*>(ahead + a * w_stride + i - first);
+      for (std::size_t line = 0; line < 4 * N * sizeof(Stored); line += 64) {
+        hwy::Prefetch(block + line);
+      }
+    }
+    step(i);
+  }
+  if (first == 0) {
+    for (std::size_t i = full; i + N <= n; i += N) step(i);
+  }
+}
+
+// dot(W[a], x_q) for RW rows of W (w_stride apart) and R rows of x: each
+// load of W serves R rows of x and each load of x RW rows of W, so batched
+// decode is bound by neither. The sums are DotRow's, bit for bit: its four
+// accumulators are formed one after another (accumulator j over the vectors
+// j, j + 4, ... of each 4N block, then the rest into the first), one
+// register per (a, q) at a time, and combined as it combines them. Passes 1
+// and 2 prefetch the next RW rows of W (`next`, null for none).
+template <std::size_t RW, std::size_t R, typename Half16, typename Stored>
+void DotTile(const Stored* w, std::size_t w_stride, const Stored* next, const float* x,
+             std::size_t x_stride, std::size_t n, float* out, std::size_t out_stride) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  using V = hn::Vec<decltype(df)>;
+  const std::size_t full = n / (4 * N) * (4 * N);
+  // Pass j prefetches rows [j RW / 4, (j + 1) RW / 4) of the next tile.
+  const auto ahead = [&](std::size_t j) { return next == nullptr ? next : next + j * RW / 4 * w_stride; };
+  const auto ahead_rows = [&](std::size_t j) {
+    return next == nullptr ? 0 : (j + 1) * RW / 4 - j * RW / 4;
+  };
+  V acc[RW][R], s01[RW][R], s23[RW][R];
+  TilePass<RW, R, Half16>(w, w_stride, x, x_stride, 0, full, n, ahead(0), ahead_rows(0), acc);
+  for (std::size_t a = 0; a < RW; ++a) {
+    for (std::size_t q = 0; q < R; ++q) s01[a][q] = acc[a][q];
+  }
+  TilePass<RW, R, Half16>(w, w_stride, x, x_stride, N, full, n, ahead(1), ahead_rows(1), acc);
+  for (std::size_t a = 0; a < RW; ++a) {
+    for (std::size_t q = 0; q < R; ++q) s01[a][q] = hn::Add(s01[a][q], acc[a][q]);
+  }
+  TilePass<RW, R, Half16>(w, w_stride, x, x_stride, 2 * N, full, n, ahead(2), ahead_rows(2), acc);
+  for (std::size_t a = 0; a < RW; ++a) {
+    for (std::size_t q = 0; q < R; ++q) s23[a][q] = acc[a][q];
+  }
+  TilePass<RW, R, Half16>(w, w_stride, x, x_stride, 3 * N, full, n, ahead(3), ahead_rows(3), acc);
+  const std::size_t tail = full + (n - full) / N * N;
+  for (std::size_t a = 0; a < RW; ++a) {
+    for (std::size_t q = 0; q < R; ++q) {
+      const auto sum = hn::Add(s01[a][q], hn::Add(s23[a][q], acc[a][q]));
+      out[q * out_stride + a] = hn::GetLane(hn::SumOfLanes(df, sum)) +
+                                RowTail<Half16>(w + a * w_stride, x + q * x_stride, tail, n);
+    }
+  }
+}
+
+// The rows of W and of x a tile takes at once: 16 accumulators, 4 weight
+// vectors and one of x in AVX-512's 32 registers.
+constexpr std::size_t kTileRowsW = 4;
+constexpr std::size_t kTileRowsX = 4;
+
+// y[i * y_stride + r] = dot(W[r], x_i) for the m rows of x. One row of x
+// (decode) runs DotRow over W row by row: the stream from memory is the
+// limit, and one stream per thread suits the prefetcher better than four
+// (measured). Several rows run tiles of 4 rows of W by up to 4 of x, from
+// cache for the next group of x, so W comes from memory once whatever m is
+// and the loads stay below the multiply-adds. All rows in one call so the
+// dispatch is paid once per block.
+template <typename Half16, typename Stored>
+void MatVec(const Stored* w, const float* x, std::size_t m, std::size_t rows, std::size_t cols,
+            float* y, std::size_t y_stride) {
+  if (m == 1) {
+    for (std::size_t r = 0; r < rows; ++r) y[r] = DotRow<Half16>(w + r * cols, x, cols);
+    return;
+  }
+  const auto tiles = [&](auto rows_w, std::size_t r) {
+    constexpr std::size_t kRowsW = decltype(rows_w)::value;
+    const Stored* next = r + 2 * kRowsW <= rows ? w + (r + kRowsW) * cols : nullptr;
+    for_row_groups<kTileRowsX>(m, [&](auto group, std::size_t i) {
+      DotTile<kRowsW, decltype(group)::value, Half16>(w + r * cols, cols, next, x + i * cols, cols,
+                                                      cols, y + i * y_stride + r, y_stride);
+    });
+  };
+  std::size_t r = 0;
+  for (; r + kTileRowsW <= rows; r += kTileRowsW) {
+    tiles(std::integral_constant<std::size_t, kTileRowsW>{}, r);
+  }
+  for (; r < rows; ++r) tiles(std::integral_constant<std::size_t, 1>{}, r);
+}
+#endif
 
 void MatVecBF16(const std::uint16_t* w, const float* x, std::size_t m, std::size_t rows,
                 std::size_t cols, float* y, std::size_t y_stride) {

@@ -88,9 +88,10 @@ INSTANTIATE_TEST_SUITE_P(AllDtypesBothPaths, MatmulTest,
 // The fused matvec over several rows of x (a decode batch): within rounding
 // of a double-precision loop, and each row bit for bit what it gets alone,
 // for every dtype, Highway target, batch size 1-9 (groups of four, three,
-// two, one) and lengths that leave every tail of the unrolled loop.
+// two, one), rows of W in tiles of four (each prefetching the next) and one
+// left over, and lengths that leave every tail of the unrolled loop.
 TEST(Matvec, ManyRowsOfXGiveEachRowItsOwnResultExactly) {
-  const std::size_t rows = 5, max_m = 9;
+  const std::size_t rows = 13, max_m = 9;
   for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
     for (std::size_t cols : {1u, 15u, 67u, 1000u, 1029u}) {
       const StoredWeights w = store(random_vector(rows * cols, 51), rows, cols, dtype);
