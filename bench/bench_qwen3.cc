@@ -40,6 +40,7 @@
 // dot products of these FLOPs, so they can reach at most half of it.
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cstdint>
@@ -49,9 +50,11 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fixtures/random_qwen3.h"
@@ -91,6 +94,29 @@ struct BenchArgs {
   bool portable_baseline = false;     // also time the portable kernels, interleaved
   std::vector<int> batches;           // decode batch sizes to time (none: skip)
   int batch_prompt_tokens = 64;
+  int busy_threads = 0;  // threads of this process spinning while the runs are timed
+};
+
+// Threads that keep cores busy, as other processes on a shared machine do,
+// from construction to destruction.
+class BusyThreads {
+ public:
+  explicit BusyThreads(int n) {
+    for (int i = 0; i < n; ++i) {
+      threads_.emplace_back([this] {
+        while (!stop_.load(std::memory_order_relaxed)) {
+        }
+      });
+    }
+  }
+  ~BusyThreads() {
+    stop_ = true;
+    for (std::thread& t : threads_) t.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
 };
 
 // The yardsticks the fractions of peak divide by: given, or measured in the
@@ -506,6 +532,10 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
       << "load average (1 min): " << fixed(m.load_at_start, 2) << " at start, "
       << fixed(m.load_at_end, 2) << " at end (this run adds up to " << args.threads
       << "; more means other processes shared the cores)\n";
+  if (args.busy_threads > 0) {
+    out << "busy: " << args.busy_threads
+        << " thread(s) of this run spun on a core each while the runs were timed (--busy)\n";
+  }
 }
 
 nlohmann::ordered_json speed_json(const Measurements& m, const Summary& s, const Peaks& peaks) {
@@ -572,6 +602,7 @@ void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
       {"prompt_tokens", args.prompt_tokens},
       {"gen_tokens", args.gen_tokens},
       {"repeats", args.repeats},
+      {"busy_threads", args.busy_threads},
       {"kernels", kernels_name()},
       {"bf16_prefill_kernel", bf16_prefill_kernel()},
       {"yardsticks",
@@ -629,8 +660,11 @@ int run(const BenchArgs& args) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::vector<std::int32_t> prompt =
       make_prompt(args.prompt_tokens, model.config().vocab_size);
+  std::optional<BusyThreads> busy;
+  if (args.busy_threads > 0) busy.emplace(args.busy_threads);
   Timings t = measure(model, prompt, args, peaks);
   const std::vector<BatchedDecode> batched = measure_batched_decode(model, args);
+  busy.reset();
   if (peaks.measured_bandwidth) peaks.gbytes_per_second = median(peaks.bandwidth_samples);
   Measurements& m = t.native;
   m.load_seconds = load_seconds;
@@ -693,6 +727,11 @@ int main(int argc, char** argv) {
   app.add_option("--batch-prompt", args.batch_prompt_tokens,
                  "Prompt tokens of each sequence in the batched decode runs")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--busy", args.busy_threads,
+                 "Keep this many cores busy while the runs are timed (threads spinning), as "
+                 "other work on a shared machine does: how much decode keeps when it loses a core")
+      ->check(CLI::Range(0, 1024))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {

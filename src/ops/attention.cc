@@ -15,6 +15,7 @@
 // clang-format on
 #include "hwy/aligned_allocator.h"
 #include "ops/simd.h"
+#include "util/thread_pool.h"
 
 // Highway compiles this file once per SIMD target; the shared definitions
 // must appear once.
@@ -239,40 +240,42 @@ void attend_one_query(const float* q, std::size_t q_pos, const float* k, const f
   const std::size_t group = shape.n_heads / shape.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::size_t visible = visible_keys(mask, n_keys, q_pos);
-#pragma omp parallel
-  {
-    std::vector<float> acc(group * hd);
-    const auto keys_t = hwy::AllocateAligned<float>(hd * kKeyBlock);
-#pragma omp for schedule(static)
-    for (std::ptrdiff_t gi = 0; gi < static_cast<std::ptrdiff_t>(shape.n_kv_heads); ++gi) {
-      const auto g = static_cast<std::size_t>(gi);
-      const float* kg = k + g * shape.kv_stride * hd;
-      const float* vg = v + g * shape.kv_stride * hd;
-      BlockState state;
-      std::fill(state.max, state.max + group, -std::numeric_limits<float>::infinity());
-      std::fill(state.sum, state.sum + group, 0.0f);
-      state.out = acc.data();
-      state.keys_t = keys_t.get();
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      std::size_t block_visible[kQueryBlock];
-      for (std::size_t j0 = 0; j0 < visible; j0 += kKeyBlock) {
-        const std::size_t nk = std::min(kKeyBlock, visible - j0);
-        std::fill(block_visible, block_visible + group, nk);
-        HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
-        (q + g * group * hd, hd, group, kg + j0 * hd, vg + j0 * hd, nk, block_visible, hd, scale,
-         &state);
-      }
-      for (std::size_t i = 0; i < group; ++i) {
-        const std::size_t h = g * group + i;
-        const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;
-        for (std::size_t d = 0; d < hd; ++d) out[h * hd + d] = acc[i * hd + d] * inv;
-        if (!row_max.empty()) {
-          row_max[h] = state.max[i];
-          row_sum[h] = state.sum[i];
-        }
+  // Scratch per thread of the pool, kept between calls.
+  thread_local std::vector<float> acc_storage;
+  thread_local hwy::AlignedFreeUniquePtr<float[]> keys_storage;
+  thread_local std::size_t keys_size = 0;
+  parallel_for(shape.n_kv_heads, [&](std::size_t g) {
+    std::vector<float>& acc = acc_storage;
+    acc.assign(group * hd, 0.0f);
+    if (keys_size < hd * kKeyBlock) {
+      keys_storage = hwy::AllocateAligned<float>(hd * kKeyBlock);
+      keys_size = hd * kKeyBlock;
+    }
+    const float* kg = k + g * shape.kv_stride * hd;
+    const float* vg = v + g * shape.kv_stride * hd;
+    BlockState state;
+    std::fill(state.max, state.max + group, -std::numeric_limits<float>::infinity());
+    std::fill(state.sum, state.sum + group, 0.0f);
+    state.out = acc.data();
+    state.keys_t = keys_storage.get();
+    std::size_t block_visible[kQueryBlock];
+    for (std::size_t j0 = 0; j0 < visible; j0 += kKeyBlock) {
+      const std::size_t nk = std::min(kKeyBlock, visible - j0);
+      std::fill(block_visible, block_visible + group, nk);
+      HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
+      (q + g * group * hd, hd, group, kg + j0 * hd, vg + j0 * hd, nk, block_visible, hd, scale,
+       &state);
+    }
+    for (std::size_t i = 0; i < group; ++i) {
+      const std::size_t h = g * group + i;
+      const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;
+      for (std::size_t d = 0; d < hd; ++d) out[h * hd + d] = acc[i * hd + d] * inv;
+      if (!row_max.empty()) {
+        row_max[h] = state.max[i];
+        row_sum[h] = state.sum[i];
       }
     }
-  }
+  });
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 #include "ops/matmul.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "ops/quant_kernels.h"
 #include "ops/simd.h"
 #include "util/error.h"
+#include "util/thread_pool.h"
 
 namespace lclm {
 namespace {
@@ -58,16 +58,23 @@ void matvec_range(const WeightMatrix& w, const float* x, const QuantizedActivati
   }
 }
 
-// Each thread takes one contiguous block of the rows of all matrices taken
-// together (contiguous in each y too) and multiplies it with every row of
-// x, so the weights are streamed once per call, with one kernel call per
-// thread and matrix.
+// Rows of W per item of the decode products' parallel loop: 64 rows of a
+// 1024-wide bf16 matrix stream 128 KiB, long enough for the prefetchers and
+// short enough that a thread that loses its core holds up little (a
+// multiple of the kernels' tile of four rows).
+constexpr std::size_t kMatvecItemRows = 64;
+
+// The rows of all matrices taken together, in items of kMatvecItemRows
+// rows of one matrix, claimed one at a time by the threads of the pool
+// (util/thread_pool.h): the weights are streamed once per call, every item
+// multiplies its rows with every row of x, and one parallel loop serves all
+// the matrices.
 void matvec_rows(const float* x, std::size_t m,
                  std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
-  std::size_t total = 0;
+  std::size_t items = 0;
   bool any_quantized = false;
   for (const auto& [w, y] : outputs) {
-    total += w->rows;
+    items += (w->rows + kMatvecItemRows - 1) / kMatvecItemRows;
     any_quantized = any_quantized || is_block_quantized(w->dtype);
   }
   // Quantized once by the calling thread, read by all.
@@ -75,19 +82,18 @@ void matvec_rows(const float* x, std::size_t m,
   QuantizedActivations& xq = xq_storage;
   const std::size_t k = outputs.begin()->first->cols;
   if (any_quantized) quantize_activations(x, m, k, xq);
-#pragma omp parallel
-  {
-    const auto threads = static_cast<std::size_t>(omp_get_num_threads());
-    const auto t = static_cast<std::size_t>(omp_get_thread_num());
-    const std::size_t begin = total * t / threads, end = total * (t + 1) / threads;
-    std::size_t offset = 0;  // where the current matrix starts in the joint rows
+  parallel_for(items, [&](std::size_t item) {
     for (const auto& [w, y] : outputs) {
-      // This thread's share of the matrix: [begin, end) meets [offset, offset + rows).
-      const std::size_t lo = std::max(begin, offset), hi = std::min(end, offset + w->rows);
-      if (lo < hi) matvec_range(*w, x, &xq, m, lo - offset, hi - offset, y + lo - offset);
-      offset += w->rows;
+      const std::size_t w_items = (w->rows + kMatvecItemRows - 1) / kMatvecItemRows;
+      if (item < w_items) {
+        const std::size_t r0 = item * kMatvecItemRows;
+        const std::size_t r1 = std::min(w->rows, r0 + kMatvecItemRows);
+        matvec_range(*w, x, &xq, m, r0, r1, y + r0);
+        return;
+      }
+      item -= w_items;
     }
-  }
+  });
 }
 
 // Whether many-row products with bf16 weights run on gemm_bf16: native bf16
