@@ -4,10 +4,12 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 
 #include "format/quant_blocks.h"
 #include "util/error.h"
@@ -94,6 +96,29 @@ EngineOptions LclmArgs::engine_options(int threads) const {
   return o;
 }
 
+std::pair<std::int32_t, float> parse_logit_bias(const std::string& value) {
+  const std::size_t sign = value.find_first_of("+-", 1);
+  const auto fail = [&]() -> std::pair<std::int32_t, float> {
+    throw Error("--logit-bias '" + value + "': expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1");
+  };
+  if (sign == std::string::npos || sign == 0) return fail();
+  std::size_t used = 0;
+  long long id = 0;
+  float bias = 0;
+  try {
+    id = std::stoll(value.substr(0, sign), &used);
+    if (used != sign || id < 0 || id > std::numeric_limits<std::int32_t>::max()) return fail();
+    bias = std::stof(value.substr(sign), &used);
+    if (used != value.size() - sign) return fail();
+  } catch (const std::logic_error&) {
+    return fail();
+  }
+  if (!(bias >= -100.0f && bias <= 100.0f)) {
+    throw Error("--logit-bias '" + value + "': the bias must be in [-100, 100]");
+  }
+  return {static_cast<std::int32_t>(id), bias};
+}
+
 void add_generation_options(CLI::App& app, GenerationOptions& options, std::int64_t& seed,
                             int& threads) {
   SamplingParams& s = options.sampling;
@@ -115,8 +140,29 @@ void add_generation_options(CLI::App& app, GenerationOptions& options, std::int6
       ->capture_default_str();
   app.add_option("--repeat-penalty", s.repeat_penalty, "Penalty on recent tokens (1: off)")
       ->capture_default_str();
-  app.add_option("--repeat-last-n", s.repeat_last_n, "How many recent tokens the penalty covers")
+  app.add_option("--repeat-last-n", s.repeat_last_n,
+                 "How many recent tokens the penalties cover")
       ->capture_default_str();
+  app.add_option("--frequency-penalty", s.frequency_penalty,
+                 "Subtracted from a token's logit per occurrence in the last --repeat-last-n "
+                 "tokens, in [-2, 2] (0: off)")
+      ->capture_default_str();
+  app.add_option("--presence-penalty", s.presence_penalty,
+                 "Subtracted once from the logit of each token in the last --repeat-last-n "
+                 "tokens, in [-2, 2] (0: off)")
+      ->capture_default_str();
+  app.add_option_function<std::vector<std::string>>(
+         "-l,--logit-bias",
+         [&s](const std::vector<std::string>& values) {
+           try {
+             for (const std::string& v : values) s.logit_bias.push_back(parse_logit_bias(v));
+           } catch (const Error& e) {
+             throw CLI::ValidationError(e.what());
+           }
+         },
+         "Add BIAS to the logit of token TOKEN_ID, written TOKEN_ID+BIAS or TOKEN_ID-BIAS "
+         "(llama.cpp's form; -l 15043-100 bans token 15043); repeatable")
+      ->type_name("TOKEN_ID(+/-)BIAS");
   app.add_option("-s,--seed", seed, "Random seed (-1: random, printed at the end)")
       ->capture_default_str();
   app.add_option("-t,--threads", threads, "Threads (0: all cores)")

@@ -53,6 +53,9 @@ struct LclmArgs {
 // -n, -c, -b, the sampling flags, -s and -t, with the current values as defaults.
 void add_generation_options(CLI::App& app, GenerationOptions& options, std::int64_t& seed,
                             int& threads);
+// "15043+1" / "15043-100" (llama.cpp's --logit-bias form) -> (token id,
+// bias); throws lclm::Error naming the flag and the value otherwise.
+std::pair<std::int32_t, float> parse_logit_bias(const std::string& value);
 // A seed of -1 picks a random one.
 std::uint64_t resolve_seed(std::int64_t seed);
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "util/error.h"
 
@@ -17,6 +17,19 @@ void SamplingParams::validate() const {
   if (!(min_p >= 0.0f && min_p < 1.0f)) throw Error("--min-p must be in [0, 1)");
   if (!(repeat_penalty > 0.0f)) throw Error("--repeat-penalty must be > 0");
   if (repeat_last_n < 0) throw Error("--repeat-last-n must be >= 0");
+  if (!(frequency_penalty >= -2.0f && frequency_penalty <= 2.0f)) {
+    throw Error("--frequency-penalty must be in [-2, 2]");
+  }
+  if (!(presence_penalty >= -2.0f && presence_penalty <= 2.0f)) {
+    throw Error("--presence-penalty must be in [-2, 2]");
+  }
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0) throw Error("--logit-bias: token id " + std::to_string(id) + " is negative");
+    if (!(bias >= -100.0f && bias <= 100.0f)) {
+      throw Error("--logit-bias: the bias of token " + std::to_string(id) +
+                  " must be in [-100, 100]");
+    }
+  }
 }
 
 Sampler::Sampler(SamplingParams params) : params_(params), rng_(params.seed) {
@@ -35,15 +48,29 @@ std::int32_t Sampler::sample(std::span<const float> logits, std::span<const std:
     }
     candidates_[i] = {logits[i], static_cast<std::int32_t>(i)};
   }
-  // Repetition penalty (CTRL-style): shrink positive logits, grow negative ones.
-  if (params_.repeat_penalty != 1.0f && params_.repeat_last_n > 0) {
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (static_cast<std::size_t>(id) >= candidates_.size()) {
+      throw Error("logit bias for token " + std::to_string(id) + ", past the vocabulary (" +
+                  std::to_string(candidates_.size()) + " tokens)");
+    }
+    candidates_[static_cast<std::size_t>(id)].first += bias;
+  }
+  // The penalties over the last repeat_last_n tokens, each distinct token
+  // once: the repetition penalty (CTRL-style) shrinks positive logits and
+  // grows negative ones, then frequency x count and presence are subtracted.
+  const bool penalize = params_.repeat_penalty != 1.0f || params_.frequency_penalty != 0.0f ||
+                        params_.presence_penalty != 0.0f;
+  if (penalize && params_.repeat_last_n > 0) {
     const std::size_t n = std::min(history.size(), static_cast<std::size_t>(params_.repeat_last_n));
-    const std::unordered_set<std::int32_t> recent(history.end() - static_cast<std::ptrdiff_t>(n),
-                                                  history.end());
-    for (std::int32_t id : recent) {
+    std::unordered_map<std::int32_t, int> counts;
+    for (auto it = history.end() - static_cast<std::ptrdiff_t>(n); it != history.end(); ++it) {
+      ++counts[*it];
+    }
+    for (const auto& [id, count] : counts) {
       if (id < 0 || static_cast<std::size_t>(id) >= candidates_.size()) continue;
       float& l = candidates_[static_cast<std::size_t>(id)].first;
       l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
+      l -= static_cast<float>(count) * params_.frequency_penalty + params_.presence_penalty;
     }
   }
   auto by_logit_desc = [](const auto& a, const auto& b) {

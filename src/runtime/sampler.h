@@ -1,6 +1,7 @@
-// Picks the next token from logits. The filters apply in llama.cpp's order:
-// repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw.
-// temperature <= 0 means greedy (argmax after the repetition penalty).
+// Picks the next token from logits. The steps apply in llama.cpp's order:
+// logit bias -> penalties (repetition, frequency, presence) -> top-k ->
+// top-p -> min-p -> temperature -> draw. temperature <= 0 means greedy
+// (argmax after the bias and the penalties).
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,15 @@ struct SamplingParams {
   float top_p = 0.95f;          // >= 1: keep all
   float min_p = 0.05f;          // <= 0: keep all
   float repeat_penalty = 1.0f;  // 1: off
-  int repeat_last_n = 64;       // tokens the penalty looks back over
+  // OpenAI's penalties, subtracted from the logit of each token in the
+  // window: frequency_penalty once per occurrence, presence_penalty once.
+  // In [-2, 2]; 0: off.
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  int repeat_last_n = 64;  // tokens the penalties look back over
+  // (token id, bias in [-100, 100]) added to the logits first; -100 in
+  // effect bans a token. Ids past the vocabulary are an error at sampling.
+  std::vector<std::pair<std::int32_t, float>> logit_bias;
   std::uint64_t seed = 0;
 
   // Throws lclm::Error naming the flag when a value is out of range.

@@ -11,6 +11,9 @@ namespace {
 
 using nlohmann::json;
 
+// At most this many tokens in one request's logit_bias (OpenAI allows 300).
+constexpr std::size_t kMaxLogitBias = 1024;
+
 [[noreturn]] void bad(const std::string& message, const std::string& param,
                       const std::string& code = "invalid_value") {
   throw RequestError(400, message, param, code);
@@ -25,8 +28,54 @@ void require(bool ok, const std::string& param, const char* what) {
   if (!ok) bad("'" + param + "' must be " + what, param, "invalid_type");
 }
 
-// max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed,
-// stop, stream, stream_options, n: the fields both endpoints share.
+// OpenAI request fields lclm does not implement yet. A request that uses one
+// is refused naming it, never answered as if it were absent; the neutral
+// values SDKs send by default pass.
+void refuse_unsupported(const json& body) {
+  const auto refuse = [](const std::string& name, const std::string& what) {
+    throw RequestError(400, "'" + name + "' is not supported by lclm yet (" + what + ")", name,
+                       "unsupported_parameter");
+  };
+  for (const char* name : {"tools", "functions"}) {
+    const json* v = field(body, name);
+    if (v && !(v->is_array() && v->empty())) refuse(name, "no tool calling");
+  }
+  for (const char* name : {"tool_choice", "function_call"}) {
+    const json* v = field(body, name);
+    if (v && !(v->is_string() && (*v == "none" || *v == "auto"))) refuse(name, "no tool calling");
+  }
+  if (const json* v = field(body, "response_format")) {
+    const json* type = v->is_object() ? field(*v, "type") : nullptr;
+    if (!(type && *type == "text")) refuse("response_format", "only {\"type\": \"text\"}");
+  }
+  if (const json* v = field(body, "logprobs")) {
+    // Chat takes a boolean, completions a count.
+    if (!(*v == false || *v == 0)) refuse("logprobs", "no log-probabilities in responses");
+  }
+  if (const json* v = field(body, "top_logprobs")) {
+    if (*v != 0) refuse("top_logprobs", "no log-probabilities in responses");
+  }
+  if (const json* v = field(body, "echo")) {
+    if (*v != false) refuse("echo", "the prompt is not echoed");
+  }
+  if (const json* v = field(body, "best_of")) {
+    if (*v != 1) refuse("best_of", "one completion per request");
+  }
+  if (const json* v = field(body, "suffix")) {
+    if (!(v->is_string() && v->get<std::string>().empty())) refuse("suffix", "no insertion");
+  }
+  if (const json* v = field(body, "modalities")) {
+    if (*v != json::array({"text"})) refuse("modalities", "text only");
+  }
+  for (const char* name : {"audio", "prediction", "web_search_options"}) {
+    if (field(body, name)) refuse(name, "text generation only");
+  }
+}
+
+// max_tokens, temperature, top_p, top_k, min_p, repetition_penalty,
+// frequency_penalty, presence_penalty, logit_bias, seed, stop, stream,
+// stream_options, n: the fields both endpoints share; unsupported fields
+// are refused.
 void parse_common(const json& body, const RequestDefaults& defaults, CompletionRequest& r) {
   if (!body.is_object()) bad("the request body must be a JSON object", "", "invalid_type");
   r.sampling = defaults.sampling;
@@ -69,6 +118,30 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
   if (r.sampling.repeat_penalty <= 0) {
     bad("'repetition_penalty' must be positive", "repetition_penalty");
   }
+  number("frequency_penalty", r.sampling.frequency_penalty);
+  number("presence_penalty", r.sampling.presence_penalty);
+  for (const char* name : {"frequency_penalty", "presence_penalty"}) {
+    const float v = name[0] == 'f' ? r.sampling.frequency_penalty : r.sampling.presence_penalty;
+    if (!(v >= -2.0f && v <= 2.0f)) bad(std::string("'") + name + "' must be in [-2, 2]", name);
+  }
+  if (const json* v = field(body, "logit_bias")) {
+    require(v->is_object(), "logit_bias", "an object mapping token ids to biases");
+    if (v->size() > kMaxLogitBias) {
+      bad("'logit_bias' may name at most " + std::to_string(kMaxLogitBias) + " tokens",
+          "logit_bias");
+    }
+    for (const auto& [key, bias] : v->items()) {
+      const std::string p = "logit_bias." + key;
+      const bool digits = !key.empty() && key.size() <= 9 &&
+                          std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+      if (!digits) bad("'logit_bias' keys must be token ids (decimal digits)", p);
+      require(bias.is_number(), p, "a number");
+      const float b = bias.get<float>();
+      if (!(b >= -100.0f && b <= 100.0f)) bad("'" + p + "' must be in [-100, 100]", p);
+      r.sampling.logit_bias.emplace_back(std::stoi(key), b);
+    }
+  }
+  refuse_unsupported(body);
   if (const json* l = field(body, "lclm")) {
     require(l->is_object(), "lclm", "an object");
     if (const json* v = field(*l, "ratio")) {
@@ -213,8 +286,14 @@ CompletionRequest parse_chat_request(const json& body, const RequestDefaults& de
     require(m.is_object(), p, "an object");
     const json* role = field(m, "role");
     require(role && role->is_string(), p + ".role", "a string");
-    if (*role != "system" && *role != "user" && *role != "assistant") {
-      bad("'" + p + ".role' must be \"system\", \"user\" or \"assistant\"", p + ".role");
+    if (*role == "tool" || *role == "function") {
+      throw RequestError(400, "'" + p + ".role' \"" + role->get<std::string>() +
+                                  "\" is not supported by lclm yet (no tool calling)",
+                         p + ".role", "unsupported_value");
+    }
+    if (*role != "system" && *role != "developer" && *role != "user" && *role != "assistant") {
+      bad("'" + p + ".role' must be \"system\", \"developer\", \"user\" or \"assistant\"",
+          p + ".role");
     }
     const json* content = field(m, "content");
     const std::string text = content ? message_content(*content, p + ".content", lookup) : "";
@@ -227,7 +306,8 @@ CompletionRequest parse_chat_request(const json& body, const RequestDefaults& de
       }
     }
     check_regions(text, p + ".content");
-    chat.push_back({*role, text});
+    // "developer" is OpenAI's newer name for the system turn.
+    chat.push_back({*role == "developer" ? std::string("system") : role->get<std::string>(), text});
   }
   r.prompt = format_chatml(chat, true);
   return r;

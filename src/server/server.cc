@@ -414,6 +414,16 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
     } catch (const Error& e) {
       throw RequestError(400, e.what(), "lclm.ratio", "invalid_ratio");
     }
+    const auto vocab = static_cast<std::int64_t>(engine_->decoder().config().vocab_size);
+    for (const auto& [token, bias] : r->sampling.logit_bias) {
+      if (token >= vocab) {
+        const std::string param = "logit_bias." + std::to_string(token);
+        throw RequestError(400,
+                           "'" + param + "' names a token past the vocabulary (" +
+                               std::to_string(vocab) + " tokens)",
+                           param, "invalid_value");
+      }
+    }
     if (!r->seeded) r->sampling.seed = std::random_device{}();
     const std::string id = response_id(chat ? "chatcmpl-" : "cmpl-");
     const std::int64_t created = std::time(nullptr);

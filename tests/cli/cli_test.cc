@@ -132,6 +132,29 @@ TEST_F(CliTest, APromptFromStandardInput) {
   EXPECT_EQ(from_stdin.out, from_text.out);
 }
 
+// llama.cpp's -l/--logit-bias form: +100 on "H" (39) makes greedy decoding
+// print it every time; malformed values and out-of-range biases are usage
+// errors naming the flag.
+TEST_F(CliTest, LogitBiasAndPenaltyFlags) {
+  const auto biased = cli({"generate", "-m", *model_, "-p", "Hello there", "-n", "3", "--temp",
+                           "0", "-l", "39+100"});
+  ASSERT_EQ(biased.code, 0) << biased.err;
+  EXPECT_EQ(biased.out, "HHH\n");
+  const auto banned = cli({"generate", "-m", *model_, "-p", "Hello there", "-n", "3", "--temp",
+                           "0", "-l", "39+100", "--logit-bias", "39-100"});
+  ASSERT_EQ(banned.code, 0) << banned.err;
+  EXPECT_EQ(banned.out.find('H'), std::string::npos) << banned.out;
+  for (const char* bad : {"39", "x+1", "39+", "39+1x", "-5+1", "39+101"}) {
+    const auto r = cli({"generate", "-m", *model_, "-p", "x", "-l", bad});
+    EXPECT_EQ(r.code, 2) << bad << ": " << r.err;
+    EXPECT_NE(r.err.find("--logit-bias"), std::string::npos) << r.err;
+  }
+  const auto penalty = cli({"generate", "-m", *model_, "-p", "x", "--presence-penalty", "3"});
+  EXPECT_NE(penalty.code, 0);
+  EXPECT_NE(penalty.err.find("--presence-penalty must be in [-2, 2]"), std::string::npos)
+      << penalty.err;
+}
+
 TEST_F(CliTest, TokenizePrintsIdsOfTheRealTokenizer) {
   const auto r = cli({"tokenize", "-m", *model_, "-p", "Hello world<|im_end|>", "--ids"});
   ASSERT_EQ(r.code, 0) << r.err;

@@ -71,6 +71,60 @@ TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
   EXPECT_EQ(window.sample(std::vector<float>{3.0f, 2.0f}, std::vector<std::int32_t>{0, 1}), 0);
 }
 
+// OpenAI's penalties over the window: frequency x count, presence once per
+// distinct token; the margins (0.1) show the exact amounts subtracted.
+TEST(Sampler, FrequencyAndPresencePenaltiesSubtractPerCountAndOnce) {
+  const std::vector<float> logits{3.0f, 2.0f, 1.0f};
+  const std::vector<std::int32_t> three_zeros{0, 0, 0};
+  const auto pick = [&](float frequency, float presence, const std::vector<std::int32_t>& history) {
+    SamplingParams p = greedy();
+    p.frequency_penalty = frequency;
+    p.presence_penalty = presence;
+    return Sampler(p).sample(logits, history);
+  };
+  EXPECT_EQ(pick(0.4f, 0.0f, three_zeros), 1);  // 3 - 3 x 0.4 = 1.8 < 2
+  EXPECT_EQ(pick(0.3f, 0.0f, three_zeros), 0);  // 3 - 0.9 = 2.1
+  EXPECT_EQ(pick(0.0f, 1.1f, three_zeros), 1);  // 3 - 1.1 = 1.9: once, not per count
+  EXPECT_EQ(pick(0.0f, 0.9f, three_zeros), 0);  // 2.1
+  EXPECT_EQ(pick(0.2f, 0.5f, three_zeros), 1);  // 3 - 0.6 - 0.5 = 1.9
+  // A negative penalty favours repeats: 2 + 1.5 > 3.
+  EXPECT_EQ(pick(0.0f, -1.5f, std::vector<std::int32_t>{1}), 1);
+  // Outside repeat_last_n nothing is subtracted.
+  SamplingParams p = greedy();
+  p.frequency_penalty = 2.0f;
+  p.repeat_last_n = 1;
+  EXPECT_EQ(Sampler(p).sample(logits, std::vector<std::int32_t>{0, 0, 2}), 0);
+}
+
+// The bias is added before everything else: +2.5 lifts token 2 (1.0) over
+// token 0 (3.0), -100 bans the top one, and an id past the vocabulary is
+// an error naming it.
+TEST(Sampler, LogitBiasIsAddedFirst) {
+  const std::vector<float> logits{3.0f, 2.0f, 1.0f};
+  SamplingParams p = greedy();
+  p.logit_bias = {{2, 2.5f}};
+  EXPECT_EQ(Sampler(p).sample(logits, {}), 2);
+  p.logit_bias = {{2, 1.9f}};
+  EXPECT_EQ(Sampler(p).sample(logits, {}), 0);
+  p.logit_bias = {{0, -100.0f}};
+  EXPECT_EQ(Sampler(p).sample(logits, {}), 1);
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  Sampler sampled(p);
+  for (int i = 0; i < 200; ++i) EXPECT_NE(sampled.sample(logits, {}), 0);
+  p.logit_bias = {{3, 1.0f}};
+  try {
+    Sampler(p).sample(logits, {});
+    FAIL() << "no error for a bias past the vocabulary";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("token 3, past the vocabulary (3 tokens)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Sampler, TopKOneIsGreedy) {
   SamplingParams p;
   p.temperature = 5.0f;
@@ -151,6 +205,17 @@ TEST(Sampler, RejectsOutOfRangeParameters) {
   EXPECT_THROW(Sampler{p}, std::runtime_error);
   p = {};
   p.min_p = 1.0f;
+  EXPECT_THROW(Sampler{p}, std::runtime_error);
+  p = {};
+  p.frequency_penalty = 2.5f;
+  EXPECT_THROW(Sampler{p}, std::runtime_error);
+  p = {};
+  p.presence_penalty = -2.5f;
+  EXPECT_THROW(Sampler{p}, std::runtime_error);
+  p = {};
+  p.logit_bias = {{5, 101.0f}};
+  EXPECT_THROW(Sampler{p}, std::runtime_error);
+  p.logit_bias = {{-1, 1.0f}};
   EXPECT_THROW(Sampler{p}, std::runtime_error);
 }
 

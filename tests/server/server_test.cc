@@ -133,11 +133,13 @@ class ServerTest : public ::testing::Test {
   // What greedy decoding of prompt gives, run directly on the engine (at
   // `ratio`; none: the checkpoint's), in a fresh session.
   static std::string greedy(const std::string& prompt, int n,
-                            std::optional<std::int64_t> ratio = std::nullopt) {
+                            std::optional<std::int64_t> ratio = std::nullopt,
+                            SamplingParams sampling = {}) {
     const PreparedPrompt p = reference_->prepare(prompt, ratio);
     GenerationOptions g;
     g.n_predict = n;
     g.context = kContext;
+    g.sampling = sampling;
     g.sampling.temperature = 0;
     g.stop_ids = default_stop_ids(reference_->decoder(), reference_->decoder_tokenizer());
     const auto s = Session(reference_->decoder()).generate(p, g);
@@ -364,6 +366,105 @@ TEST_F(ServerTest, BadRequestsGetClearErrorsAndTheServerStaysHealthy) {
   EXPECT_EQ(ok->status, 200) << ok->body;
   const auto m = c.Get("/metrics");
   EXPECT_NE(m->body.find("lclm_request_errors_total{status=\"400\"}"), std::string::npos);
+}
+
+// logit_bias, frequency_penalty and presence_penalty reach the sampler;
+// "developer" is the system turn; fields lclm does not implement are a 400
+// naming them (LangChain's withStructuredOutput once got a 200 that ignored
+// response_format), while the neutral values SDKs send pass.
+TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
+  const std::vector<std::int32_t> h = reference_->decoder_tokenizer().encode("H");
+  ASSERT_EQ(h.size(), 1u);
+  const std::string id = std::to_string(h[0]);
+  json biased = chat("hi", 3);
+  biased["logit_bias"] = {{id, 100}};
+  auto r = post("/v1/chat/completions", biased);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["message"]["content"], "HHH");
+  // The penalties: the server's text is the engine's with the same
+  // penalties, which differs from plain greedy decoding.
+  SamplingParams penalties;
+  penalties.temperature = 0;
+  penalties.frequency_penalty = 2;
+  penalties.presence_penalty = 1.5;
+  const std::string expected = greedy("Once upon a time", 12, std::nullopt, penalties);
+  ASSERT_NE(expected, greedy("Once upon a time", 12)) << "the penalties change nothing here";
+  r = post("/v1/completions", {{"prompt", "Once upon a time"},
+                               {"max_tokens", 12},
+                               {"temperature", 0},
+                               {"frequency_penalty", 2},
+                               {"presence_penalty", 1.5}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["choices"][0]["text"], expected);
+
+  json developer = chat("hi");
+  developer["messages"] = json::array(
+      {{{"role", "developer"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "hi"}}});
+  json system = developer;
+  system["messages"][0]["role"] = "system";
+  const auto a = post("/v1/chat/completions", developer), b = post("/v1/chat/completions", system);
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(a->status, 200) << a->body;
+  EXPECT_EQ(json::parse(a->body)["choices"][0]["message"]["content"],
+            json::parse(b->body)["choices"][0]["message"]["content"]);
+  EXPECT_EQ(json::parse(a->body)["usage"]["prompt_tokens"],
+            json::parse(b->body)["usage"]["prompt_tokens"]);
+
+  json neutral = chat("hi", 2);
+  neutral["tools"] = json::array();
+  neutral["tool_choice"] = "none";
+  neutral["response_format"] = {{"type", "text"}};
+  neutral["logprobs"] = false;
+  neutral["top_logprobs"] = 0;
+  neutral["n"] = 1;
+  neutral["frequency_penalty"] = 0;
+  neutral["presence_penalty"] = 0;
+  neutral["logit_bias"] = json::object();
+  r = post("/v1/chat/completions", neutral);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+
+  const std::vector<std::pair<std::string, json>> unsupported = {
+      {"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}})},
+      {"tool_choice", "required"},
+      {"functions", json::array({{{"name", "f"}}})},
+      {"response_format", {{"type", "json_object"}}},
+      {"logprobs", true},
+      {"top_logprobs", 3},
+      {"modalities", json::array({"text", "audio"})},
+      {"audio", {{"voice", "alloy"}}}};
+  for (const auto& [name, value] : unsupported) {
+    json body = chat("hi");
+    body[name] = value;
+    expect_error(post("/v1/chat/completions", body), 400, "unsupported_parameter", name);
+  }
+  for (const auto& [name, value] : std::vector<std::pair<std::string, json>>{
+           {"logprobs", 2}, {"echo", true}, {"best_of", 3}, {"suffix", "end"}}) {
+    expect_error(post("/v1/completions", {{"prompt", "x"}, {name, value}}), 400,
+                 "unsupported_parameter", name);
+  }
+  json tool_turn = chat("hi");
+  tool_turn["messages"][0]["role"] = "tool";
+  expect_error(post("/v1/chat/completions", tool_turn), 400, "unsupported_value",
+               "messages[0].role");
+
+  json bad = chat("hi");
+  bad["presence_penalty"] = 2.5;
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_value", "presence_penalty");
+  bad = chat("hi");
+  bad["frequency_penalty"] = "lots";
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_type", "frequency_penalty");
+  bad = chat("hi");
+  bad["logit_bias"] = {{"abc", 1}};
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_value", "logit_bias.abc");
+  bad["logit_bias"] = {{id, 101}};
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_value", "logit_bias." + id);
+  bad["logit_bias"] = {{"999999999", 1}};
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_value", "logit_bias.999999999");
+  bad["logit_bias"] = json::array({1});
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_type", "logit_bias");
 }
 
 TEST_F(ServerTest, EightConcurrentClientsEachGetTheirOwnAnswer) {
