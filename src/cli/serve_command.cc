@@ -103,7 +103,8 @@ Command add_serve_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "serve",
       "OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions (streaming or "
-      "not), /v1/compress, /v1/models, /health, /metrics");
+      "not), /v1/compress, /v1/models, /health, /metrics, and llama-server's /tokenize, "
+      "/detokenize, /apply-template, /props");
   cmd->add_option("-m,--model", args->model, "LCLM checkpoint or Qwen3 model directory")
       ->required();
   cmd->add_option("--host", args->server.host, "Address to listen on")->capture_default_str();
@@ -148,6 +149,11 @@ Command add_serve_command(CLI::App& app) {
                   "failed with 503 shutting_down (waiting ones get it at once)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
+  cmd->add_option("--cors", args->server.cors_origins,
+                  "Let browser pages from ORIGIN call the API (Access-Control-Allow-Origin; "
+                  "preflight requests are answered without the API key); repeatable, \"*\" for "
+                  "any origin")
+      ->type_name("ORIGIN");
   cmd->add_flag("--allow-control-tokens", args->server.allow_control_tokens,
                 "Let chat messages hold the model's control tokens (<|im_start|>, <|im_end|>, "
                 "...); by default such a message is refused, so that a user cannot forge a turn");

@@ -13,6 +13,8 @@ using nlohmann::json;
 
 // At most this many tokens in one request's logit_bias (OpenAI allows 300).
 constexpr std::size_t kMaxLogitBias = 1024;
+// At most this much text per /tokenize request.
+constexpr std::size_t kMaxTokenizeBytes = 8u << 20;
 
 [[noreturn]] void bad(const std::string& message, const std::string& param,
                       const std::string& code = "invalid_value") {
@@ -324,6 +326,50 @@ CompletionRequest parse_completion_request(const json& body, const RequestDefaul
   if (r.prompt.empty()) bad("'prompt' is empty", "prompt");
   check_regions(r.prompt, "prompt");
   return r;
+}
+
+TokenizeRequest parse_tokenize_request(const json& body) {
+  if (!body.is_object()) bad("the request body must be a JSON object", "", "invalid_type");
+  const json* content = field(body, "content");
+  if (!content) bad("'content' is required", "content", "missing_field");
+  require(content->is_string(), "content", "a string");
+  // The answer holds a JSON number (or object) per token: bounded so that a
+  // 64 MiB body cannot make a reply of gigabytes.
+  if (content->get_ref<const std::string&>().size() > kMaxTokenizeBytes) {
+    bad("'content' is longer than " + std::to_string(kMaxTokenizeBytes) +
+            " bytes; tokenize it in parts",
+        "content", "content_too_long");
+  }
+  TokenizeRequest r;
+  r.content = *content;
+  if (const json* v = field(body, "add_special")) require(v->is_boolean(), "add_special", "a boolean");
+  if (const json* v = field(body, "with_pieces")) {
+    require(v->is_boolean(), "with_pieces", "a boolean");
+    r.with_pieces = *v;
+  }
+  return r;
+}
+
+std::vector<std::int32_t> parse_detokenize_request(const json& body, std::size_t vocab) {
+  if (!body.is_object()) bad("the request body must be a JSON object", "", "invalid_type");
+  const json* tokens = field(body, "tokens");
+  if (!tokens) bad("'tokens' is required", "tokens", "missing_field");
+  require(tokens->is_array(), "tokens", "an array of token ids");
+  std::vector<std::int32_t> ids;
+  ids.reserve(tokens->size());
+  for (std::size_t i = 0; i < tokens->size(); ++i) {
+    const json& t = (*tokens)[i];
+    const std::string p = "tokens[" + std::to_string(i) + "]";
+    require(t.is_number_integer(), p, "a token id (an integer)");
+    const auto id = t.get<std::int64_t>();
+    if (id < 0 || static_cast<std::uint64_t>(id) >= vocab) {
+      bad("'" + p + "' = " + std::to_string(id) + " is not a token id (the vocabulary has " +
+              std::to_string(vocab) + ")",
+          p);
+    }
+    ids.push_back(static_cast<std::int32_t>(id));
+  }
+  return ids;
 }
 
 std::vector<std::string> parse_compress_request(const json& body) {

@@ -97,6 +97,19 @@ std::vector<std::string> parse_compress_request(const nlohmann::json& body);
 // Parses a request body: RequestError 400 for invalid JSON or a non-object.
 nlohmann::json parse_body(const std::string& body);
 
+// POST /tokenize {"content": TEXT, "add_special": bool, "with_pieces": bool}
+// (llama-server's fields; Qwen3 adds no special tokens, so add_special
+// changes nothing).
+struct TokenizeRequest {
+  std::string content;
+  bool with_pieces = false;
+};
+TokenizeRequest parse_tokenize_request(const nlohmann::json& body);
+// POST /detokenize {"tokens": [ids]}: ids in [0, vocab), else a 400 naming
+// the element.
+std::vector<std::int32_t> parse_detokenize_request(const nlohmann::json& body,
+                                                   std::size_t vocab);
+
 // Holds back generated text that could be the start of a stop string, so that
 // a stop string never reaches the client. Text is cut at UTF-8 boundaries.
 class StopStringFilter {

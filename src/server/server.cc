@@ -263,23 +263,79 @@ bool same_secret(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-void Server::routes() {
-  if (!options_.api_key.empty()) {
-    http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
-      const std::string auth = req.get_header_value("Authorization");
-      const std::string_view prefix = "Bearer ";
-      if (auth.rfind(prefix, 0) == 0 &&
-          same_secret(std::string_view(auth).substr(prefix.size()), options_.api_key)) {
-        return httplib::Server::HandlerResponse::Unhandled;
-      }
-      send_error(res, 401,
-                 error_json(auth.empty() ? "missing API key: send Authorization: Bearer KEY"
-                                         : "invalid API key",
-                            "invalid_request_error", "", "invalid_api_key"));
-      return httplib::Server::HandlerResponse::Handled;
-    });
+std::string Server::allowed_origin(const std::string& origin) const {
+  for (const std::string& allowed : options_.cors_origins) {
+    if (allowed == "*") return "*";
+    if (!origin.empty() && allowed == origin) return origin;
   }
+  return "";
+}
+
+json Server::props() const {
+  const SamplingParams& s = options_.defaults.sampling;
+  json params = {{"n_predict", options_.default_max_tokens},
+                 {"temperature", s.temperature},
+                 {"top_k", s.top_k},
+                 {"top_p", s.top_p},
+                 {"min_p", s.min_p},
+                 {"repeat_penalty", s.repeat_penalty},
+                 {"repeat_last_n", s.repeat_last_n},
+                 {"frequency_penalty", s.frequency_penalty},
+                 {"presence_penalty", s.presence_penalty}};
+  if (options_.defaults.seed) params["seed"] = *options_.defaults.seed;
+  json lclm = {{"checkpoint", engine_->lclm() != nullptr}};
+  if (engine_->lclm() != nullptr) lclm["ratio"] = engine_->ratio();
+  return {{"default_generation_settings", {{"n_ctx", context()}, {"params", params}}},
+          {"total_slots", scheduler_->parallel()},
+          {"model_alias", options_.model_name},
+          {"model_path", engine_->dir().string()},
+          // What the server renders: ChatML (the model's own template is not
+          // read yet), as the Jinja template it is equivalent to.
+          {"chat_template",
+           "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
+           "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+           "{% endif %}"},
+          {"build_info", "lclm"},
+          {"lclm", lclm}};
+}
+
+void Server::routes() {
+  http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    // With --cors, every answer (errors included: the handlers keep the
+    // headers set here) carries the origin's permission, and a preflight is
+    // answered here, before the API key is asked for (browsers send none
+    // with it).
+    if (!options_.cors_origins.empty()) {
+      const std::string origin = allowed_origin(req.get_header_value("Origin"));
+      if (!origin.empty()) {
+        res.set_header("Access-Control-Allow-Origin", origin);
+        if (origin != "*") res.set_header("Vary", "Origin");
+      }
+      if (req.method == "OPTIONS") {
+        res.status = 204;
+        if (!origin.empty()) {
+          res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+          res.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+          res.set_header("Access-Control-Max-Age", "600");
+        }
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if (options_.api_key.empty() || req.path == "/health") {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    const std::string auth = req.get_header_value("Authorization");
+    const std::string_view prefix = "Bearer ";
+    if (auth.rfind(prefix, 0) == 0 &&
+        same_secret(std::string_view(auth).substr(prefix.size()), options_.api_key)) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    send_error(res, 401,
+               error_json(auth.empty() ? "missing API key: send Authorization: Bearer KEY"
+                                       : "invalid API key",
+                          "invalid_request_error", "", "invalid_api_key"));
+    return httplib::Server::HandlerResponse::Handled;
+  });
   http_->set_logger([this](const httplib::Request& req, const httplib::Response&) {
     note_activity(req.remote_addr + " " + std::to_string(req.remote_port), 0);
   });
@@ -370,6 +426,16 @@ void Server::routes() {
               const Busy& busy) { handle_completion(req, body, res, false, busy); });
   post("/v1/compress", [this](const httplib::Request&, const std::string& body,
                               httplib::Response& res, const Busy&) { handle_compress(body, res); });
+  post("/tokenize", [this](const httplib::Request&, const std::string& body,
+                           httplib::Response& res, const Busy&) { handle_tokenize(body, res); });
+  post("/detokenize", [this](const httplib::Request&, const std::string& body,
+                             httplib::Response& res, const Busy&) { handle_detokenize(body, res); });
+  post("/apply-template",
+       [this](const httplib::Request&, const std::string& body, httplib::Response& res,
+              const Busy&) { handle_apply_template(body, res); });
+  http_->Get("/props", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(props().dump(), "application/json");
+  });
   http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     const int status = res.status;
@@ -659,6 +725,47 @@ void Server::handle_compress(const std::string& request_body, httplib::Response&
     const Event e = job->next();
     if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
     res.set_content(dump_json(e.payload), "application/json");
+  } catch (const RequestError& e) {
+    send_error(res, e.status, error_json(e));
+  }
+}
+
+void Server::handle_tokenize(const std::string& request_body, httplib::Response& res) {
+  try {
+    const TokenizeRequest r = parse_tokenize_request(parse_body(request_body));
+    const Tokenizer& tokenizer = engine_->tokenizer();
+    const std::vector<std::int32_t> ids = tokenizer.encode(r.content);
+    json tokens = json::array();
+    for (const std::int32_t id : ids) {
+      if (r.with_pieces) {
+        tokens.push_back({{"id", id}, {"piece", tokenizer.decode(std::span(&id, 1))}});
+      } else {
+        tokens.push_back(id);
+      }
+    }
+    res.set_content(dump_json(json{{"tokens", tokens}}), "application/json");
+  } catch (const RequestError& e) {
+    send_error(res, e.status, error_json(e));
+  }
+}
+
+void Server::handle_detokenize(const std::string& request_body, httplib::Response& res) {
+  try {
+    const std::vector<std::int32_t> ids = parse_detokenize_request(
+        parse_body(request_body), engine_->decoder().config().vocab_size);
+    res.set_content(dump_json(json{{"content", engine_->tokenizer().decode(ids)}}),
+                    "application/json");
+  } catch (const RequestError& e) {
+    send_error(res, e.status, error_json(e));
+  }
+}
+
+void Server::handle_apply_template(const std::string& request_body, httplib::Response& res) {
+  try {
+    const auto lookup = [this](const std::string& id) { return latent_ids_.find(id); };
+    const CompletionRequest r =
+        parse_chat_request(parse_body(request_body), options_.defaults, lookup);
+    res.set_content(dump_json(json{{"prompt", r.prompt}}), "application/json");
   } catch (const RequestError& e) {
     send_error(res, e.status, error_json(e));
   }

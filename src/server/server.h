@@ -69,6 +69,10 @@ struct ServerOptions {
   // (sending its headers a byte at a time, or idle) is shut down; a body
   // still arriving after this long is a 408. 0: no limit.
   double request_deadline_seconds = 30;
+  // Origins browsers may call the API from (Access-Control-Allow-Origin, and
+  // preflight OPTIONS requests answered without the API key); "*" for any.
+  // Empty: no CORS headers.
+  std::vector<std::string> cors_origins;
 };
 
 // Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): the
@@ -127,6 +131,13 @@ class Server {
   void handle_completion(const httplib::Request& req, const std::string& body,
                          httplib::Response& res, bool chat, const std::shared_ptr<void>& busy);
   void handle_compress(const std::string& body, httplib::Response& res);
+  // llama-server's utility endpoints: /tokenize, /detokenize, /apply-template.
+  void handle_tokenize(const std::string& body, httplib::Response& res);
+  void handle_detokenize(const std::string& body, httplib::Response& res);
+  void handle_apply_template(const std::string& body, httplib::Response& res);
+  nlohmann::json props() const;
+  // The Access-Control-Allow-Origin value for a request's Origin (empty: none).
+  std::string allowed_origin(const std::string& origin) const;
   // A completion in the worker: start() prepares the prompt and returns its
   // generation for the batch (null when the client has gone); finish() sends
   // the end and the usage. Both throw RequestError for the client.

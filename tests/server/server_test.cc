@@ -467,6 +467,60 @@ TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
   expect_error(post("/v1/chat/completions", bad), 400, "invalid_type", "logit_bias");
 }
 
+// llama-server's utility endpoints: /tokenize and /detokenize round-trip
+// through the model's tokenizer, /apply-template gives the prompt a chat
+// request is decoded from, /props the defaults and slots.
+TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
+  const std::string text = "Hello world, ünïcode and <|im_end|>";
+  const std::vector<std::int32_t> ids = reference_->decoder_tokenizer().encode(text);
+  auto r = post("/tokenize", {{"content", text}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["tokens"], json(ids));
+  r = post("/tokenize", {{"content", "Hello world"}, {"with_pieces", true}, {"add_special", false}});
+  ASSERT_TRUE(r);
+  const json pieces = json::parse(r->body)["tokens"];
+  ASSERT_EQ(pieces.size(), 2u) << r->body;
+  EXPECT_EQ(pieces[0]["piece"], "Hello");
+  EXPECT_EQ(pieces[1]["piece"], " world");
+  EXPECT_EQ(pieces[1]["id"], reference_->decoder_tokenizer().encode(" world")[0]);
+
+  r = post("/detokenize", {{"tokens", ids}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["content"], text);
+
+  const json messages = json::array({{{"role", "system"}, {"content", "Be brief."}},
+                                     {{"role", "user"}, {"content", "hi"}}});
+  r = post("/apply-template", {{"messages", messages}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["prompt"],
+            format_chatml({{"system", "Be brief."}, {"user", "hi"}}, true));
+
+  r = client().Get("/props");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  const json props = json::parse(r->body);
+  EXPECT_EQ(props["default_generation_settings"]["n_ctx"], kContext);
+  EXPECT_GE(props["total_slots"].get<int>(), 1);
+  EXPECT_EQ(props["model_alias"], "tiny");
+  EXPECT_TRUE(props["lclm"]["checkpoint"].get<bool>());
+  EXPECT_NE(props["chat_template"].get<std::string>().find("<|im_start|>"), std::string::npos);
+
+  expect_error(post("/tokenize", {{"text", "x"}}), 400, "missing_field", "content");
+  expect_error(post("/tokenize", {{"content", 5}}), 400, "invalid_type", "content");
+  expect_error(post("/tokenize", {{"content", std::string((8 << 20) + 1, 'a')}}), 400,
+               "content_too_long", "content");
+  expect_error(post("/detokenize", {{"tokens", json::array({1, -1})}}), 400, "invalid_value",
+               "tokens[1]");
+  expect_error(post("/detokenize", {{"tokens", json::array({1, 1 << 30})}}), 400,
+               "invalid_value", "tokens[1]");
+  expect_error(post("/detokenize", {{"tokens", json::array({"a"})}}), 400, "invalid_type",
+               "tokens[0]");
+  expect_error(post("/apply-template", {{"messages", "hi"}}), 400, "invalid_type", "messages");
+}
+
 TEST_F(ServerTest, EightConcurrentClientsEachGetTheirOwnAnswer) {
   constexpr int kClients = 10;
   std::vector<std::string> prompts, got(kClients);
@@ -1217,6 +1271,56 @@ TEST(ServerControlTokens, AnOptionAllowsThem) {
 }
 
 // --api-key: every endpoint but /health wants "Authorization: Bearer KEY".
+// --cors: answers carry Access-Control-Allow-Origin for an allowed origin
+// (errors and 401s too), a preflight gets 204 with the methods and headers
+// without the API key, another origin gets no permission; without --cors no
+// header is sent.
+TEST(ServerCors, AllowedOriginsGetPermissionAndPreflights) {
+  server::ServerOptions o = test_server_options();
+  o.api_key = "k";
+  o.cors_origins = {"http://app.example"};
+  ServerThread running("server_cors", 15, o);
+  httplib::Client c("127.0.0.1", running.port);
+  c.set_read_timeout(60, 0);
+  const httplib::Headers from_app = {{"Origin", "http://app.example"}};
+  auto r = c.Get("/health", from_app);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Origin"), "http://app.example");
+  EXPECT_EQ(r->get_header_value("Vary"), "Origin");
+  r = c.Get("/v1/models", from_app);  // no key: 401, still with the permission
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Origin"), "http://app.example");
+  httplib::Headers with_key = from_app;
+  with_key.emplace("Authorization", "Bearer k");
+  r = c.Post("/v1/completions", with_key, json{{"prompt", "Hi"}, {"max_tokens", 2}}.dump(),
+             "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Origin"), "http://app.example");
+  r = c.Options("/v1/chat/completions",
+                {{"Origin", "http://app.example"}, {"Access-Control-Request-Method", "POST"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Origin"), "http://app.example");
+  EXPECT_NE(r->get_header_value("Access-Control-Allow-Methods").find("POST"), std::string::npos);
+  EXPECT_NE(r->get_header_value("Access-Control-Allow-Headers").find("Authorization"),
+            std::string::npos);
+  r = c.Get("/health", {{"Origin", "http://evil.example"}});
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->has_header("Access-Control-Allow-Origin"));
+  running.server.stop();
+  running.join();
+
+  ServerThread plain("server_no_cors", 16, test_server_options());
+  httplib::Client p("127.0.0.1", plain.port);
+  r = p.Get("/health", from_app);
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(r->has_header("Access-Control-Allow-Origin"));
+  plain.server.stop();
+  plain.join();
+}
+
 TEST(ServerAuth, AnApiKeyIsRequiredEverywhereButHealth) {
   server::ServerOptions o = test_server_options();
   o.api_key = "s3cret-key";
