@@ -25,6 +25,9 @@ struct GenerationOptions {
   SamplingParams sampling;
   std::vector<std::int32_t> stop_ids;
   KVPolicyConfig kv_policy;  // which entries the KV cache keeps (full: all)
+  // >= 0: each sampled token's log-probability and this many alternatives
+  // are computed (Generation::logprobs(), during the token's callback).
+  int top_logprobs = -1;
 };
 
 enum class StopReason { Length, StopToken, ContextFull, Callback };

@@ -36,7 +36,41 @@ Sampler::Sampler(SamplingParams params) : params_(params), rng_(params.seed) {
   params_.validate();
 }
 
-std::int32_t Sampler::sample(std::span<const float> logits, std::span<const std::int32_t> history) {
+std::int32_t Sampler::sample(std::span<const float> logits, std::span<const std::int32_t> history,
+                             TokenLogprobs* logprobs, int top_logprobs) {
+  const std::int32_t id = draw(logits, history, logprobs != nullptr);
+  if (logprobs != nullptr) {
+    // log softmax of the adjusted logits, in double: log(sum exp(l - max)).
+    const float max_logit = *std::max_element(adjusted_.begin(), adjusted_.end());
+    double sum = 0;
+    for (const float l : adjusted_) sum += std::exp(static_cast<double>(l) - max_logit);
+    const double log_z = max_logit + std::log(sum);
+    const auto logprob = [&](std::int32_t t) {
+      return static_cast<float>(adjusted_[static_cast<std::size_t>(t)] - log_z);
+    };
+    logprobs->id = id;
+    logprobs->logprob = logprob(id);
+    logprobs->top.clear();
+    const auto k = static_cast<std::size_t>(std::clamp(top_logprobs, 0, kMaxTopLogprobs));
+    if (k > 0) {
+      std::vector<std::int32_t> ids(adjusted_.size());
+      for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
+      const auto more_likely = [&](std::int32_t a, std::int32_t b) {
+        const float la = adjusted_[static_cast<std::size_t>(a)];
+        const float lb = adjusted_[static_cast<std::size_t>(b)];
+        return la > lb || (la == lb && a < b);
+      };
+      const std::size_t n = std::min(k, ids.size());
+      std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(n), ids.end(),
+                        more_likely);
+      for (std::size_t i = 0; i < n; ++i) logprobs->top.emplace_back(ids[i], logprob(ids[i]));
+    }
+  }
+  return id;
+}
+
+std::int32_t Sampler::draw(std::span<const float> logits, std::span<const std::int32_t> history,
+                           bool keep_adjusted) {
   candidates_.resize(logits.size());
   for (std::size_t i = 0; i < logits.size(); ++i) {
     // NaN or +Inf comes from broken weights (NaN or Inf in a file) and
@@ -72,6 +106,10 @@ std::int32_t Sampler::sample(std::span<const float> logits, std::span<const std:
       l = l > 0 ? l / params_.repeat_penalty : l * params_.repeat_penalty;
       l -= static_cast<float>(count) * params_.frequency_penalty + params_.presence_penalty;
     }
+  }
+  if (keep_adjusted) {
+    adjusted_.resize(candidates_.size());
+    for (std::size_t i = 0; i < candidates_.size(); ++i) adjusted_[i] = candidates_[i].first;
   }
   auto by_logit_desc = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);

@@ -32,19 +32,42 @@ struct SamplingParams {
   void validate() const;
 };
 
+// A sampled token's log-probability and the most likely alternatives, from
+// the distribution the sampler drew from before its filters: softmax of the
+// logits after the logit bias and the penalties, at temperature 1 (what
+// OpenAI's logprobs report). top: the k most likely, most likely first
+// (ties: lower id first).
+struct TokenLogprobs {
+  std::int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<std::int32_t, float>> top;
+};
+
+// The most top_logprobs a request may ask (OpenAI's limit).
+inline constexpr int kMaxTopLogprobs = 20;
+
 class Sampler {
  public:
   explicit Sampler(SamplingParams params);
 
   // history: the tokens so far (prompt and generated), for the penalty.
-  std::int32_t sample(std::span<const float> logits, std::span<const std::int32_t> history);
+  // logprobs (when given): the drawn token's log-probability and the
+  // top_logprobs (0 to kMaxTopLogprobs) most likely tokens.
+  std::int32_t sample(std::span<const float> logits, std::span<const std::int32_t> history,
+                      TokenLogprobs* logprobs = nullptr, int top_logprobs = 0);
 
   const SamplingParams& params() const { return params_; }
 
  private:
+  // The token, from the logits after bias and penalties (kept in adjusted_
+  // when asked).
+  std::int32_t draw(std::span<const float> logits, std::span<const std::int32_t> history,
+                    bool keep_adjusted);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, std::int32_t>> candidates_;
+  std::vector<float> adjusted_;  // the logits after bias and penalties, for logprobs
 };
 
 }  // namespace lclm

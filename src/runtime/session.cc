@@ -165,7 +165,10 @@ void Generation::end(StopReason reason) {
 
 bool Generation::accept(const float* logits) {
   const auto V = static_cast<std::size_t>(model_.config().vocab_size);
-  const std::int32_t id = sampler_.sample(std::span(logits, V), history_);
+  const bool want_logprobs = options_.top_logprobs >= 0;
+  const std::int32_t id = sampler_.sample(std::span(logits, V), history_,
+                                          want_logprobs ? &logprobs_ : nullptr,
+                                          options_.top_logprobs);
   const std::size_t step = step_++;
   if (step == 0) {
     stats_.ttft_seconds = seconds_since(t0_);

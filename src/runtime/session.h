@@ -117,6 +117,11 @@ class Generation {
   // into the next hidden state, after which forwarded() is called.
   bool accept(const float* logits);
   void forwarded();
+  // The last sampled token's log-probabilities, when options.top_logprobs
+  // >= 0 (else null): valid in the token's callback.
+  const TokenLogprobs* logprobs() const {
+    return options_.top_logprobs >= 0 ? &logprobs_ : nullptr;
+  }
   KVCache& cache() { return *session_.cache_; }
   // Ends the generation with an error (its step failed), which finish()
   // throws.
@@ -138,6 +143,7 @@ class Generation {
   std::size_t ids_count_, context_, capacity_, next_ = 0, step_ = 0;
   std::vector<std::uint64_t> keys_;    // the prompt's row keys, the session's once read
   std::vector<std::int32_t> history_;  // prompt and answer ids, for the repetition penalty
+  TokenLogprobs logprobs_;
   std::vector<float> x_, row_;
   std::chrono::steady_clock::time_point t0_, decode_start_;
   GenerationStats stats_;

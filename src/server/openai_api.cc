@@ -4,6 +4,7 @@
 
 #include "compression/memory_regions.h"
 #include "runtime/chat_template.h"
+#include "runtime/sampler.h"
 #include "util/error.h"
 
 namespace lclm::server {
@@ -49,13 +50,6 @@ void refuse_unsupported(const json& body) {
   if (const json* v = field(body, "response_format")) {
     const json* type = v->is_object() ? field(*v, "type") : nullptr;
     if (!(type && *type == "text")) refuse("response_format", "only {\"type\": \"text\"}");
-  }
-  if (const json* v = field(body, "logprobs")) {
-    // Chat takes a boolean, completions a count.
-    if (!(*v == false || *v == 0)) refuse("logprobs", "no log-probabilities in responses");
-  }
-  if (const json* v = field(body, "top_logprobs")) {
-    if (*v != 0) refuse("top_logprobs", "no log-probabilities in responses");
   }
   if (const json* v = field(body, "echo")) {
     if (*v != false) refuse("echo", "the prompt is not echoed");
@@ -164,6 +158,26 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
   if (const json* v = field(body, "stream")) {
     require(v->is_boolean(), "stream", "a boolean");
     r.stream = *v;
+  }
+  const std::string most = std::to_string(kMaxTopLogprobs);
+  if (r.chat) {  // logprobs: bool, top_logprobs: 0-20 with it
+    const json* v = field(body, "logprobs");
+    if (v) require(v->is_boolean(), "logprobs", "a boolean");
+    const bool on = v && *v == true;
+    if (const json* t = field(body, "top_logprobs")) {
+      require(t->is_number_integer(), "top_logprobs", "an integer");
+      const auto k = t->get<std::int64_t>();
+      if (k < 0 || k > kMaxTopLogprobs) bad("'top_logprobs' must be in [0, " + most + "]", "top_logprobs");
+      if (k > 0 && !on) bad("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+      r.top_logprobs = static_cast<int>(k);
+    }
+    if (on && r.top_logprobs < 0) r.top_logprobs = 0;
+    if (!on) r.top_logprobs = -1;
+  } else if (const json* v = field(body, "logprobs")) {  // logprobs: the count of alternatives
+    require(v->is_number_integer(), "logprobs", "an integer");
+    const auto k = v->get<std::int64_t>();
+    if (k < 0 || k > kMaxTopLogprobs) bad("'logprobs' must be in [0, " + most + "]", "logprobs");
+    r.top_logprobs = static_cast<int>(k);
   }
   if (const json* v = field(body, "stream_options")) {
     require(v->is_object(), "stream_options", "an object");
@@ -446,15 +460,53 @@ json usage_json(const CompletionUsage& u) {
             {"ttft_ms", u.ttft_ms}}}};
 }
 
+json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprob>& tokens,
+                   std::size_t text_offset) {
+  const auto bytes = [](const std::string& t) {
+    json b = json::array();
+    for (const char c : t) b.push_back(static_cast<unsigned char>(c));
+    return b;
+  };
+  if (r.chat) {
+    json content = json::array();
+    for (const TokenLogprob& t : tokens) {
+      json top = json::array();
+      for (const auto& [token, logprob] : t.top) {
+        top.push_back({{"token", token}, {"logprob", logprob}, {"bytes", bytes(token)}});
+      }
+      content.push_back({{"token", t.token},
+                         {"logprob", t.logprob},
+                         {"bytes", bytes(t.token)},
+                         {"top_logprobs", top}});
+    }
+    return {{"content", content}};
+  }
+  json out = {{"tokens", json::array()},
+              {"token_logprobs", json::array()},
+              {"top_logprobs", json::array()},
+              {"text_offset", json::array()}};
+  for (const TokenLogprob& t : tokens) {
+    out["tokens"].push_back(t.token);
+    out["token_logprobs"].push_back(t.logprob);
+    json top = json::object();
+    for (const auto& [token, logprob] : t.top) top[token] = logprob;
+    out["top_logprobs"].push_back(t.top.empty() ? json(nullptr) : top);
+    out["text_offset"].push_back(text_offset);
+    text_offset += t.token.size();
+  }
+  return out;
+}
+
 json completion_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
                      const std::string& text, const std::string& finish_reason,
-                     const CompletionUsage& usage) {
+                     const CompletionUsage& usage, const std::vector<TokenLogprob>& logprobs) {
   json choice = {{"index", 0}, {"finish_reason", finish_reason}};
   if (r.chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
     choice["text"] = text;
   }
+  choice["logprobs"] = r.top_logprobs >= 0 ? logprobs_json(r, logprobs) : json(nullptr);
   return {{"id", id},
           {"object", r.chat ? "chat.completion" : "text_completion"},
           {"created", created},
@@ -464,7 +516,8 @@ json completion_json(const CompletionRequest& r, const std::string& id, std::int
 }
 
 json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
-                const std::string* text, const std::string* finish_reason, bool role) {
+                const std::string* text, const std::string* finish_reason, bool role,
+                const std::vector<TokenLogprob>* logprobs, std::size_t text_offset) {
   json choice = {{"index", 0},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json(nullptr)}};
   if (r.chat) {
@@ -475,6 +528,7 @@ json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t 
   } else {
     choice["text"] = text ? *text : std::string();
   }
+  if (logprobs != nullptr) choice["logprobs"] = logprobs_json(r, *logprobs, text_offset);
   return {{"id", id},
           {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
           {"created", created},

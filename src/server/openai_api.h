@@ -62,6 +62,9 @@ struct CompletionRequest {
   // the server's default). Whether the checkpoint can run it is the server's
   // check.
   std::optional<std::int64_t> ratio;
+  // >= 0: report each token's log-probability and this many alternatives
+  // (chat: logprobs true + top_logprobs; completions: logprobs N).
+  int top_logprobs = -1;
 };
 
 // Server-wide defaults a request can override.
@@ -141,14 +144,29 @@ struct CompletionUsage {
 
 nlohmann::json usage_json(const CompletionUsage& u);
 
+// One generated token as logprobs report it: its bytes (which may be part of
+// a UTF-8 character), its log-probability and the top alternatives.
+struct TokenLogprob {
+  std::string token;
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;
+};
+// A choice's "logprobs": chat's {"content": [{token, logprob, bytes,
+// top_logprobs}]}, or the completions' {tokens, token_logprobs,
+// top_logprobs, text_offset} with offsets counted from text_offset.
+nlohmann::json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprob>& tokens,
+                             std::size_t text_offset = 0);
+
 // A full (non-streaming) answer.
 nlohmann::json completion_json(const CompletionRequest& r, const std::string& id,
                                std::int64_t created, const std::string& text,
-                               const std::string& finish_reason, const CompletionUsage& usage);
+                               const std::string& finish_reason, const CompletionUsage& usage,
+                               const std::vector<TokenLogprob>& logprobs = {});
 // One server-sent event's data: a piece of text (delta), or the end
 // (finish_reason set), or the usage chunk (choices empty).
 nlohmann::json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
                           const std::string* text, const std::string* finish_reason,
-                          bool role = false);
+                          bool role = false, const std::vector<TokenLogprob>* logprobs = nullptr,
+                          std::size_t text_offset = 0);
 
 }  // namespace lclm::server

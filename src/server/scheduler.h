@@ -32,6 +32,7 @@ struct Event {
   enum class Kind { Started, Text, Finished, Failed };
   Kind kind = Kind::Started;
   std::string text;           // Text: a piece of the answer
+  std::vector<TokenLogprob> logprobs;  // Text: the tokens the piece completes (when asked)
   std::string finish_reason;  // Finished: "stop" or "length"
   CompletionUsage usage;      // Finished
   nlohmann::json payload;     // Finished: a whole answer (compress)

@@ -8,6 +8,8 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <deque>
+#include <iterator>
 #include <random>
 #include <sstream>
 
@@ -23,13 +25,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void send_text(Job& job, const std::string& text) {
-  if (text.empty()) return;
-  Event e;
-  e.kind = Event::Kind::Text;
-  e.text = text;
-  job.emit(std::move(e));
-}
 
 bool write_event(httplib::DataSink& sink, const std::string& data) {
   const std::string s = "data: " + data + "\n\n";
@@ -46,6 +41,23 @@ struct Server::CompletionRun {
   Utf8Stream utf8;
   std::optional<StopStringFilter> filter;
   std::optional<Generation> generation;
+  // With logprobs: the tokens not yet sent, each with the byte of the
+  // answer its text ends at; a token goes out with the piece of text that
+  // completes it (stop strings hold text back, and cut it).
+  std::deque<std::pair<TokenLogprob, std::size_t>> pending;
+  std::size_t token_bytes = 0, sent_bytes = 0;
+
+  void send(Job& job, const std::string& text) {
+    sent_bytes += text.size();
+    Event e;
+    e.kind = Event::Kind::Text;
+    e.text = text;
+    while (!pending.empty() && pending.front().second <= sent_bytes) {
+      e.logprobs.push_back(std::move(pending.front().first));
+      pending.pop_front();
+    }
+    if (!e.text.empty() || !e.logprobs.empty()) job.emit(std::move(e));
+  }
 };
 
 void LatentIds::remember(const std::string& id, const std::string& text) {
@@ -525,16 +537,20 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
     if (first->kind == Event::Kind::Failed) return send_error(res, first->status, first->error);
     if (!r->stream) {
       std::string text;
+      std::vector<TokenLogprob> logprobs;
       for (;;) {
-        const std::optional<Event> next = next_event();
+        std::optional<Event> next = next_event();
         if (!next) return;
-        const Event& e = *next;
-        if (e.kind == Event::Kind::Text) text += e.text;
+        Event& e = *next;
+        if (e.kind == Event::Kind::Text) {
+          text += e.text;
+          std::move(e.logprobs.begin(), e.logprobs.end(), std::back_inserter(logprobs));
+        }
         if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
         if (e.kind == Event::Kind::Finished) {
-          res.set_content(
-              dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage)),
-              "application/json");
+          res.set_content(dump_json(completion_json(*r, id, created, text, e.finish_reason,
+                                                    e.usage, logprobs)),
+                          "application/json");
           return;
         }
       }
@@ -543,10 +559,12 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
     // optionally the usage, and [DONE]. A failed write means the client left:
     // the job is cancelled and the worker stops generating at the next token.
     auto role_sent = std::make_shared<bool>(false);
+    auto text_offset = std::make_shared<std::size_t>(0);  // completions' logprobs.text_offset
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, r, job, id, created, role_sent, busy](std::size_t, httplib::DataSink& sink) {
+        [this, r, job, id, created, role_sent, text_offset, busy](std::size_t,
+                                                                  httplib::DataSink& sink) {
           const auto give_up = [&] {
             job->cancel();
             return false;
@@ -563,9 +581,11 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
           }
           const Event e = job->next();
           if (e.kind == Event::Kind::Text) {
-            return write_event(sink, dump_json(chunk_json(*r, id, created, &e.text, nullptr)))
-                       ? true
-                       : give_up();
+            const json chunk =
+                chunk_json(*r, id, created, &e.text, nullptr, false,
+                           r->top_logprobs >= 0 ? &e.logprobs : nullptr, *text_offset);
+            *text_offset += e.text.size();
+            return write_event(sink, dump_json(chunk)) ? true : give_up();
           }
           if (e.kind == Event::Kind::Failed) {
             std::lock_guard lock(metrics_.mutex);
@@ -633,13 +653,24 @@ Generation* Server::start_completion(CompletionRun& run, Job& job) {
                              : static_cast<int>(std::min<std::size_t>(
                                    static_cast<std::size_t>(options_.default_max_tokens), ctx - n));
   o.sampling = r.sampling;
+  o.top_logprobs = r.top_logprobs;
   o.stop_ids = engine_->stop_ids();
   run.filter.emplace(r.stop);
   run.session = &pick_session(p);
   run.generation.emplace(
       *run.session, p.ids, p.embeddings.data(), o, [this, &run, &job](std::int32_t id) {
         if (job.cancelled()) return false;
-        send_text(job, run.filter->push(run.utf8.push(engine_->tokenizer().token_bytes(id))));
+        const Tokenizer& tokenizer = engine_->tokenizer();
+        const std::string bytes = tokenizer.token_bytes(id);
+        if (const TokenLogprobs* lp = run.generation->logprobs()) {
+          TokenLogprob t{bytes, lp->logprob, {}};
+          for (const auto& [alt, logprob] : lp->top) {
+            t.top.emplace_back(tokenizer.token_bytes(alt), logprob);
+          }
+          run.token_bytes += bytes.size();
+          run.pending.emplace_back(std::move(t), run.token_bytes);
+        }
+        run.send(job, run.filter->push(run.utf8.push(bytes)));
         return !run.filter->stopped();
       });
   return &*run.generation;
@@ -672,8 +703,8 @@ void Server::finish_completion(CompletionRun& run, Job& job) {
     }
     throw;
   }
-  send_text(job, run.filter->push(run.utf8.flush()));
-  send_text(job, run.filter->flush());
+  run.send(job, run.filter->push(run.utf8.flush()));
+  run.send(job, run.filter->flush());
 
   if (job.shutting_down()) {
     ++metrics_.cancelled;

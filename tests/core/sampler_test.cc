@@ -125,6 +125,37 @@ TEST(Sampler, LogitBiasIsAddedFirst) {
   }
 }
 
+// log softmax of the logits after the bias (and penalties), at temperature
+// 1 whatever the sampling temperature; the top alternatives most likely
+// first, ties by lower id.
+TEST(Sampler, LogprobsAreTheLogSoftmaxAfterBiasAndPenalties) {
+  const std::vector<float> logits{1.0f, 3.0f, 2.0f, 3.0f};
+  const double log_z = std::log(std::exp(1.0) + 2 * std::exp(3.0) + std::exp(2.0));
+  SamplingParams p = greedy();
+  TokenLogprobs lp;
+  EXPECT_EQ(Sampler(p).sample(logits, {}, &lp, 3), 1);
+  EXPECT_EQ(lp.id, 1);
+  EXPECT_NEAR(lp.logprob, 3.0 - log_z, 1e-6);
+  ASSERT_EQ(lp.top.size(), 3u);
+  EXPECT_EQ(lp.top[0].first, 1);
+  EXPECT_EQ(lp.top[1].first, 3);
+  EXPECT_EQ(lp.top[2].first, 2);
+  EXPECT_NEAR(lp.top[2].second, 2.0 - log_z, 1e-6);
+  // A bias moves the distribution reported, not only the choice.
+  p.logit_bias = {{0, 3.0f}};
+  p.temperature = 0.1f;
+  EXPECT_EQ(Sampler(p).sample(logits, {}, &lp, 0), 0);
+  const double biased_z = std::log(std::exp(4.0) + 2 * std::exp(3.0) + std::exp(2.0));
+  EXPECT_NEAR(lp.logprob, 4.0 - biased_z, 1e-6);
+  EXPECT_TRUE(lp.top.empty());
+  // Without the out-parameter the draws are the same (same seed, same rng use).
+  SamplingParams s;
+  s.seed = 3;
+  s.temperature = 1.0f;
+  Sampler a(s), b(s);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(a.sample(logits, {}, &lp, 5), b.sample(logits, {}));
+}
+
 TEST(Sampler, TopKOneIsGreedy) {
   SamplingParams p;
   p.temperature = 5.0f;

@@ -431,8 +431,6 @@ TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
       {"tool_choice", "required"},
       {"functions", json::array({{{"name", "f"}}})},
       {"response_format", {{"type", "json_object"}}},
-      {"logprobs", true},
-      {"top_logprobs", 3},
       {"modalities", json::array({"text", "audio"})},
       {"audio", {{"voice", "alloy"}}}};
   for (const auto& [name, value] : unsupported) {
@@ -441,7 +439,7 @@ TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
     expect_error(post("/v1/chat/completions", body), 400, "unsupported_parameter", name);
   }
   for (const auto& [name, value] : std::vector<std::pair<std::string, json>>{
-           {"logprobs", 2}, {"echo", true}, {"best_of", 3}, {"suffix", "end"}}) {
+           {"echo", true}, {"best_of", 3}, {"suffix", "end"}}) {
     expect_error(post("/v1/completions", {{"prompt", "x"}, {name, value}}), 400,
                  "unsupported_parameter", name);
   }
@@ -519,6 +517,94 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
   expect_error(post("/detokenize", {{"tokens", json::array({"a"})}}), 400, "invalid_type",
                "tokens[0]");
   expect_error(post("/apply-template", {{"messages", "hi"}}), 400, "invalid_type", "messages");
+}
+
+// logprobs: one entry per generated token whose bytes make up the answer,
+// the greedy choice the most likely of its alternatives, the same entries
+// streamed as in one response; completions' legacy layout with offsets.
+TEST_F(ServerTest, LogprobsReportEveryTokenOfTheAnswer) {
+  json body = chat("Tell me a story", 8);
+  body["logprobs"] = true;
+  body["top_logprobs"] = 3;
+  auto r = post("/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json choice = json::parse(r->body)["choices"][0];
+  const json content = choice["logprobs"]["content"];
+  ASSERT_FALSE(content.empty()) << r->body;
+  std::string joined;
+  for (const json& t : content) {
+    joined += t["token"].get<std::string>();
+    ASSERT_EQ(t["top_logprobs"].size(), 3u);
+    EXPECT_LE(t["logprob"].get<float>(), 0.0f);
+    EXPECT_EQ(t["top_logprobs"][0]["logprob"], t["logprob"]) << "greedy takes the most likely";
+    EXPECT_GE(t["top_logprobs"][0]["logprob"], t["top_logprobs"][1]["logprob"]);
+    EXPECT_GE(t["top_logprobs"][1]["logprob"], t["top_logprobs"][2]["logprob"]);
+    std::string from_bytes;
+    for (const json& b : t["bytes"]) from_bytes += static_cast<char>(b.get<int>());
+    EXPECT_EQ(from_bytes, t["token"]);
+  }
+  EXPECT_EQ(joined, choice["message"]["content"]);
+  EXPECT_EQ(content.size(), json::parse(r->body)["usage"]["completion_tokens"]);
+
+  // Streamed: the same entries, spread over the chunks (the log-probabilities
+  // within float rounding: this request reuses the first one's cached
+  // prompt, computed in another chunking).
+  body["stream"] = true;
+  const std::string sse = post("/v1/chat/completions", body)->body;
+  json streamed = json::array();
+  std::istringstream lines(sse);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: {", 0) != 0) continue;
+    const json chunk = json::parse(line.substr(6));
+    if (chunk["choices"].empty()) continue;
+    const json& lp = chunk["choices"][0]["logprobs"];
+    if (lp.is_object()) {
+      for (const json& t : lp["content"]) streamed.push_back(t);
+    }
+  }
+  ASSERT_EQ(streamed.size(), content.size());
+  for (std::size_t i = 0; i < content.size(); ++i) {
+    EXPECT_EQ(streamed[i]["token"], content[i]["token"]);
+    EXPECT_EQ(streamed[i]["bytes"], content[i]["bytes"]);
+    EXPECT_NEAR(streamed[i]["logprob"].get<double>(), content[i]["logprob"].get<double>(), 1e-4);
+    ASSERT_EQ(streamed[i]["top_logprobs"].size(), 3u);
+    for (std::size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(streamed[i]["top_logprobs"][k]["token"], content[i]["top_logprobs"][k]["token"]);
+    }
+  }
+
+  // Without logprobs the field is null.
+  r = post("/v1/chat/completions", chat("Tell me a story", 2));
+  EXPECT_TRUE(json::parse(r->body)["choices"][0]["logprobs"].is_null());
+
+  r = post("/v1/completions",
+           {{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json c = json::parse(r->body)["choices"][0];
+  const json& lp = c["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), lp["token_logprobs"].size());
+  ASSERT_EQ(lp["tokens"].size(), lp["text_offset"].size());
+  std::string text;
+  for (std::size_t i = 0; i < lp["tokens"].size(); ++i) {
+    EXPECT_EQ(lp["text_offset"][i], text.size());
+    text += lp["tokens"][i].get<std::string>();
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 2u);
+  }
+  EXPECT_EQ(text, c["text"]);
+
+  json bad = chat("hi");
+  bad["logprobs"] = true;
+  bad["top_logprobs"] = 21;
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_value", "top_logprobs");
+  bad["logprobs"] = false;
+  bad["top_logprobs"] = 2;
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_value", "top_logprobs");
+  bad["logprobs"] = "yes";
+  expect_error(post("/v1/chat/completions", bad), 400, "invalid_type", "logprobs");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"logprobs", 21}}), 400, "invalid_value",
+               "logprobs");
 }
 
 TEST_F(ServerTest, EightConcurrentClientsEachGetTheirOwnAnswer) {
