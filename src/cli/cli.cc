@@ -2,10 +2,60 @@
 
 #include <CLI/CLI.hpp>
 #include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "cli/commands.h"
 
 namespace lclm {
+namespace {
+
+// llama.cpp's flags people type out of habit. Some are several letters after
+// one dash, which CLI11 would read as a one-letter flag and a value (-sys as
+// -s ys, a seed): each gets a one-line hint instead.
+struct LlamaFlag {
+  std::vector<std::string_view> names;
+  std::string_view hint;
+};
+const std::vector<LlamaFlag>& llama_cpp_flags() {
+  static const std::vector<LlamaFlag> flags = {
+      {{"-sys", "--system-prompt"}, "use `--system TEXT` with `--chat`"},
+      {{"-cnv", "--conversation", "-no-cnv", "--no-conversation"},
+       "lclm has no interactive mode yet: `lclm generate --chat` answers one turn, `lclm serve` "
+       "serves chat clients"},
+      {{"-ngl", "--gpu-layers", "--n-gpu-layers", "-dev", "--device", "-sm", "--split-mode", "-mg",
+        "--main-gpu", "-ts", "--tensor-split"},
+       "lclm runs on the CPU only; leave it out"},
+      {{"-fa", "--flash-attn"}, "lclm has no flash-attention switch; leave it out"},
+      {{"-ctk", "--cache-type-k", "-ctv", "--cache-type-v"},
+       "the KV cache holds f32 in lclm; there are no cache types yet"},
+      {{"-np"}, "use `--parallel N` (lclm serve)"},
+      {{"-cb", "--cont-batching", "-nocb", "--no-cont-batching"},
+       "lclm serve always batches the running requests (`--parallel N`)"},
+      {{"-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-mu", "--model-url"},
+       "lclm loads a local directory (`-m DIR`) and downloads nothing"},
+      {{"-tb", "--threads-batch"}, "use `-t N` (one thread count for prefill and decode)"},
+      {{"-ub", "--ubatch-size"}, "use `-b N` (prompt tokens per prefill pass)"},
+      {{"-co", "--color"}, "lclm prints plain text; leave it out"},
+  };
+  return flags;
+}
+
+// The hint for the first llama.cpp flag among args ("" if none).
+std::string llama_cpp_hint(const std::vector<std::string>& args) {
+  for (const std::string& arg : args) {
+    const std::string_view name = std::string_view(arg).substr(0, arg.find('='));
+    for (const LlamaFlag& f : llama_cpp_flags()) {
+      for (const std::string_view n : f.names) {
+        if (name == n) return std::string(name) + " is llama.cpp's flag: " + std::string(f.hint);
+      }
+    }
+  }
+  return "";
+}
+
+}  // namespace
 
 int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   CLI::App app{
@@ -21,6 +71,10 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       cli::add_eval_command(app),     cli::add_bench_command(app),
       cli::add_quantize_command(app)};
 
+  if (const std::string hint = llama_cpp_hint(args); !hint.empty()) {
+    err << "error: " << hint << " (see lclm --help)\n";
+    return 2;
+  }
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);

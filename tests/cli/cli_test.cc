@@ -60,6 +60,30 @@ TEST_F(CliTest, BadUsageExitsTwoWithOneLine) {
   }
 }
 
+// llama.cpp's flags get a one-line hint naming the flag; -sys once parsed
+// as -s ys (a seed) and failed with a confusing error.
+TEST_F(CliTest, LlamaCppFlagsGetAHint) {
+  for (const auto& [flag, words] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"-sys", "Be brief."}, "--system TEXT"},
+           {{"-cnv"}, "no interactive mode"},
+           {{"-ngl", "99"}, "CPU only"},
+           {{"--n-gpu-layers=99"}, "CPU only"},
+           {{"-fa"}, "flash-attention"},
+           {{"-ctk", "q8_0"}, "no cache types"},
+           {{"-np", "4"}, "--parallel"},
+           {{"-hf", "Qwen/Qwen3-0.6B"}, "downloads nothing"},
+           {{"-ub", "512"}, "-b N"}}) {
+    std::vector<std::string> args = {"generate", "-m", *model_, "-p", "x"};
+    args.insert(args.end(), flag.begin(), flag.end());
+    const auto r = cli(args);
+    EXPECT_EQ(r.code, 2) << flag[0] << ": " << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    const std::string name = flag[0].substr(0, flag[0].find('='));
+    EXPECT_NE(r.err.find(name + " is llama.cpp's flag"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(words), std::string::npos) << r.err;
+  }
+}
+
 TEST_F(CliTest, FailuresExitOneWithOneLineNamingTheCause) {
   const auto missing = cli({"generate", "-m", "/nonexistent/model", "-p", "hi"});
   EXPECT_EQ(missing.code, 1);
