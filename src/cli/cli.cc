@@ -22,8 +22,7 @@ const std::vector<LlamaFlag>& llama_cpp_flags() {
   static const std::vector<LlamaFlag> flags = {
       {{"-sys", "--system-prompt"}, "use `--system TEXT` with `--chat`"},
       {{"-cnv", "--conversation", "-no-cnv", "--no-conversation"},
-       "lclm has no interactive mode yet: `lclm generate --chat` answers one turn, `lclm serve` "
-       "serves chat clients"},
+       "use `lclm chat` for a conversation, `lclm generate --chat` for one turn"},
       {{"-ngl", "--gpu-layers", "--n-gpu-layers", "-dev", "--device", "-sm", "--split-mode", "-mg",
         "--main-gpu", "-ts", "--tensor-split"},
        "lclm runs on the CPU only; leave it out"},
@@ -69,7 +68,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       cli::add_info_command(app),     cli::add_tokenize_command(app),
       cli::add_agent_command(app),    cli::add_serve_command(app),
       cli::add_eval_command(app),     cli::add_bench_command(app),
-      cli::add_quantize_command(app)};
+      cli::add_quantize_command(app), cli::add_chat_command(app)};
 
   if (const std::string hint = llama_cpp_hint(args); !hint.empty()) {
     err << "error: " << hint << " (see lclm --help)\n";

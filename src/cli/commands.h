@@ -22,5 +22,6 @@ Command add_serve_command(CLI::App& app);
 Command add_eval_command(CLI::App& app);
 Command add_bench_command(CLI::App& app);
 Command add_quantize_command(CLI::App& app);
+Command add_chat_command(CLI::App& app);
 
 }  // namespace lclm::cli

@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include <utf8proc.h>
+
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte_level.h"
@@ -442,6 +444,27 @@ bool Tokenizer::is_special(std::int32_t id) const {
 
 std::size_t Tokenizer::size() const {
   return impl_->token_kinds.size();
+}
+
+std::string valid_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  const auto* cursor = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+  auto remaining = static_cast<utf8proc_ssize_t>(text.size());
+  while (remaining > 0) {
+    utf8proc_int32_t code_point = 0;
+    const utf8proc_ssize_t length = utf8proc_iterate(cursor, remaining, &code_point);
+    if (length <= 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD for the byte that starts no valid sequence
+      ++cursor;
+      --remaining;
+      continue;
+    }
+    out.append(reinterpret_cast<const char*>(cursor), static_cast<std::size_t>(length));
+    cursor += length;
+    remaining -= length;
+  }
+  return out;
 }
 
 }  // namespace lclm

@@ -8,6 +8,8 @@
 
 #include "cli/cli_runner.h"
 #include "core/test_models.h"
+#include "runtime/chat_template.h"
+#include "tokenizer/tokenizer.h"
 
 namespace lclm {
 namespace {
@@ -177,6 +179,45 @@ TEST_F(CliTest, LogitBiasAndPenaltyFlags) {
   EXPECT_NE(penalty.code, 0);
   EXPECT_NE(penalty.err.find("--presence-penalty must be in [-2, 2]"), std::string::npos)
       << penalty.err;
+}
+
+// lclm chat: each reply is what generate gives for the whole conversation
+// so far in ChatML, the second turn reuses the first's positions, /reset
+// starts over (the same first reply again, nothing reused).
+TEST_F(CliTest, ChatKeepsTheConversationAndReusesItsCache) {
+  const auto chat = [&](const std::string& input) {
+    std::istringstream in(input);
+    std::streambuf* saved = std::cin.rdbuf(in.rdbuf());
+    const auto r = cli({"chat", "-m", *model_, "--system", "Be brief.", "-n", "5", "--temp", "0"});
+    std::cin.rdbuf(saved);
+    return r;
+  };
+  const auto r = chat("Hello there\n\nWhat next?\n/reset\nHello there\n/exit\nignored\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto generate = [&](const std::vector<ChatMessage>& messages) {
+    const auto g = cli({"generate", "-m", *model_, "-p", format_chatml(messages, true), "-n", "5",
+                        "--temp", "0"});
+    EXPECT_EQ(g.code, 0) << g.err;
+    return g.out;  // the reply and a newline, as chat prints it
+  };
+  const std::string first = generate({{"system", "Be brief."}, {"user", "Hello there"}});
+  const std::string second = generate({{"system", "Be brief."},
+                                       {"user", "Hello there"},
+                                       {"assistant", valid_utf8(first.substr(0, first.size() - 1))},
+                                       {"user", "What next?"}});
+  EXPECT_EQ(r.out, first + second + first);
+  // One stats line per turn: nothing reused, then the first turn's positions, then (after
+  // /reset) nothing again.
+  std::vector<std::string> stats;
+  std::istringstream lines(r.err);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("[", 0) == 0) stats.push_back(line);
+  }
+  ASSERT_EQ(stats.size(), 3u) << r.err;
+  EXPECT_NE(stats[0].find(" 0 reused"), std::string::npos) << stats[0];
+  EXPECT_EQ(stats[1].find(" 0 reused"), std::string::npos) << stats[1];
+  EXPECT_NE(stats[2].find(" 0 reused"), std::string::npos) << stats[2];
+  EXPECT_NE(r.err.find("(conversation reset)"), std::string::npos);
 }
 
 TEST_F(CliTest, TokenizePrintsIdsOfTheRealTokenizer) {

@@ -117,6 +117,17 @@ class TinyTokenizer {
   json root_;
 };
 
+// Valid text passes unchanged; each byte that starts no valid sequence (a
+// character cut off, a stray continuation byte, an overlong form) becomes
+// U+FFFD, and the result encodes.
+TEST(ValidUtf8, ReplacesEachIllFormedByte) {
+  EXPECT_EQ(valid_utf8("plain ü 世界 😀"), "plain ü 世界 😀");
+  EXPECT_EQ(valid_utf8("ab\xE4\xB8"), "ab\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(valid_utf8("\x80x"), "\xEF\xBF\xBDx");
+  EXPECT_EQ(valid_utf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(valid_utf8(""), "");
+}
+
 TEST(TokenizerByteLevel, EveryByteIsItsOwnTokenWithoutMerges) {
   const Tokenizer tokenizer = TinyTokenizer().load();
   EXPECT_EQ(tokenizer.size(), 256u);
