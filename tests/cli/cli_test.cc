@@ -67,7 +67,7 @@ TEST_F(CliTest, BadUsageExitsTwoWithOneLine) {
 TEST_F(CliTest, LlamaCppFlagsGetAHint) {
   for (const auto& [flag, words] : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"-sys", "Be brief."}, "--system TEXT"},
-           {{"-cnv"}, "no interactive mode"},
+           {{"-cnv"}, "lclm chat"},
            {{"-ngl", "99"}, "CPU only"},
            {{"--n-gpu-layers=99"}, "CPU only"},
            {{"-fa"}, "flash-attention"},
