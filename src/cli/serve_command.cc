@@ -149,6 +149,12 @@ Command add_serve_command(CLI::App& app) {
                   "failed with 503 shutting_down (waiting ones get it at once)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 3600.0));
+  cmd->add_option("--max-body-bytes-in-flight", args->server.max_body_bytes_in_flight,
+                  "Request body bytes held at once, all connections together (a body that would "
+                  "pass it gets 503 server_busy); bounds the memory clients can make the server "
+                  "hold")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1} << 20, std::size_t{1} << 40));
   cmd->add_option("--cors", args->server.cors_origins,
                   "Let browser pages from ORIGIN call the API (Access-Control-Allow-Origin; "
                   "preflight requests are answered without the API key); repeatable, \"*\" for "

@@ -110,6 +110,8 @@ Server::Server(std::unique_ptr<Engine> engine, ServerOptions options)
   // /health and /metrics answering when the queue is full.
   const std::size_t threads = std::max(options_.max_connections, options_.max_queue + 4);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // One body alone may not pass the budget of all of them.
+  options_.max_body_bytes = std::min(options_.max_body_bytes, options_.max_body_bytes_in_flight);
   http_->set_payload_max_length(options_.max_body_bytes);
   routes();
 }
@@ -382,11 +384,16 @@ void Server::routes() {
                                      const httplib::ContentReader& read) {
       // The connection counts as busy (the watchdog leaves it alone) until
       // the last holder of `busy` lets go: a stream holds it until it ends.
+      // Its body's bytes count against the server-wide budget for as long.
       const std::string peer = req.remote_addr + " " + std::to_string(req.remote_port);
       note_activity(peer, +1);
-      const std::shared_ptr<void> busy(nullptr, [this, peer](void*) { note_activity(peer, -1); });
+      auto held = std::make_shared<std::size_t>(0);
+      const std::shared_ptr<void> busy(nullptr, [this, peer, held](void*) {
+        body_bytes_ -= *held;
+        note_activity(peer, -1);
+      });
       std::string body;
-      bool too_large = false, too_slow = false;
+      bool too_large = false, too_slow = false, too_busy = false;
       const auto read_until = std::chrono::steady_clock::now() +
                               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                   std::chrono::duration<double>(options_.request_deadline_seconds));
@@ -400,6 +407,12 @@ void Server::routes() {
           too_slow = true;
           return false;
         }
+        if (body_bytes_.fetch_add(size) + size > options_.max_body_bytes_in_flight) {
+          body_bytes_ -= size;
+          too_busy = true;
+          return false;
+        }
+        *held += size;
         body.append(data, size);
         return true;
       });
@@ -420,6 +433,16 @@ void Server::routes() {
             error_json("the request body took longer than " +
                            std::to_string(options_.request_deadline_seconds) + " s to arrive",
                        "invalid_request_error", "", "request_timeout"));
+      }
+      if (too_busy) {
+        res.set_header("Connection", "close");
+        res.set_header("Retry-After", "1");
+        return send_error(
+            res, 503,
+            error_json("the server holds as many request bytes as it may (" +
+                           std::to_string(options_.max_body_bytes_in_flight) +
+                           ", --max-body-bytes-in-flight); retry when running requests finish",
+                       "server_error", "", "server_busy"));
       }
       if (!whole) {
         return send_error(res, 400,
@@ -857,8 +880,11 @@ std::string Server::metrics_text() const {
   m << "lclm_latents_total " << metrics_.latents << "\n";
   metric("lclm_queue_depth", "gauge", "Requests waiting for the worker.");
   m << "lclm_queue_depth " << scheduler_->waiting() << "\n";
-  metric("lclm_requests_running", "gauge", "Requests the worker is running (0 or 1).");
+  metric("lclm_requests_running", "gauge", "Requests decoded together now (up to --parallel).");
   m << "lclm_requests_running " << scheduler_->running() << "\n";
+  metric("lclm_request_body_bytes", "gauge",
+         "Request body bytes held now (at most --max-body-bytes-in-flight).");
+  m << "lclm_request_body_bytes " << body_bytes_.load() << "\n";
   {
     std::lock_guard lock(metrics_.mutex);
     metric("lclm_time_to_first_token_seconds_sum", "counter",

@@ -49,6 +49,12 @@ struct ServerOptions {
   std::size_t prefill_chunk = 512;
   RequestDefaults defaults;  // sampling when a request does not say
   std::size_t max_body_bytes = 64u << 20;
+  // Request bodies held at once, all connections together, from the first
+  // byte read until the answer is sent (a stream: until it ends). A body
+  // that would pass it is refused with 503 server_busy, so that 64
+  // connections of 64 MiB each cannot take 4 GiB; parsing holds up to about
+  // two more copies of a body.
+  std::size_t max_body_bytes_in_flight = 256u << 20;
   std::size_t latent_id_bytes = 64u << 20;  // texts kept for /v1/compress ids
   std::string model_name;                   // reported as "model"; default: the directory name
   // Conversations whose KV caches the worker keeps for prefix reuse (0: none;
@@ -167,6 +173,7 @@ class Server {
   std::map<std::string, Activity> activity_;  // by the peer's "host port"
   std::thread watchdog_;
   std::atomic<bool> running_{false}, stop_requested_{false};  // run(), stop()
+  std::atomic<std::size_t> body_bytes_{0};  // request body bytes held (max_body_bytes_in_flight)
 
   std::unique_ptr<Engine> engine_;
   ServerOptions options_;

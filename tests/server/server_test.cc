@@ -1042,6 +1042,58 @@ int raw_connect(int port, bool nonblocking = false) {
 // thread (24 of them made /health unreachable); now there are more threads
 // than requests that can run, and the watchdog shuts down a connection that
 // goes --request-deadline without a request.
+// The request bodies all connections hold at once are bounded: while a
+// slow client holds 300 KB of a body, another 300 KB body passes the 500 KB
+// budget and is refused with 503 server_busy (Retry-After); once the slow
+// client has gone, the same request is answered. /metrics shows the bytes
+// held, back to 0 at the end.
+TEST(ServerBodyBudget, BodiesHeldAtOnceAreBounded) {
+  server::ServerOptions o = test_server_options();
+  o.max_body_bytes_in_flight = 500'000;
+  ServerThread running("server_body_budget", 17, o);
+  const int port = running.port;
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(30, 0);
+  const std::string content(300'000, 'a');
+  const std::string body = json{{"content", content}}.dump();
+
+  const int slow = raw_connect(port);
+  const std::string head = "POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           "Content-Length: " + std::to_string(body.size() + 10) + "\r\n\r\n";
+  ASSERT_EQ(::send(slow, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  std::size_t sent = 0;
+  while (sent < body.size()) {
+    const ssize_t n = ::send(slow, body.data() + sent, body.size() - sent, MSG_NOSIGNAL);
+    ASSERT_GT(n, 0);
+    sent += static_cast<std::size_t>(n);
+  }
+  // The server has read the slow body (all but the 10 bytes never sent).
+  for (int i = 0; i < 100; ++i) {
+    if (metric(c.Get("/metrics")->body, "lclm_request_body_bytes") >= 300'000) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_GE(metric(c.Get("/metrics")->body, "lclm_request_body_bytes"), 300'000);
+
+  auto r = c.Post("/tokenize", body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503) << r->body;
+  EXPECT_EQ(json::parse(r->body)["error"]["code"], "server_busy");
+  EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+
+  ::close(slow);
+  for (int i = 0; i < 100; ++i) {
+    if (metric(c.Get("/metrics")->body, "lclm_request_body_bytes") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  r = c.Post("/tokenize", body, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_FALSE(json::parse(r->body)["tokens"].empty());
+  EXPECT_EQ(metric(c.Get("/metrics")->body, "lclm_request_body_bytes"), 0);
+  running.server.stop();
+  running.join();
+}
+
 TEST(ServerSlowClients, CannotStarveOthersAndAreCutOffAtTheDeadline) {
   server::ServerOptions o = test_server_options();
   o.request_deadline_seconds = 2;
