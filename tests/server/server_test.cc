@@ -557,10 +557,12 @@ TEST_F(ServerTest, LogprobsReportEveryTokenOfTheAnswer) {
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind("data: {", 0) != 0) continue;
     const json chunk = json::parse(line.substr(6));
-    if (chunk["choices"].empty()) continue;
-    const json& lp = chunk["choices"][0]["logprobs"];
-    if (lp.is_object()) {
-      for (const json& t : lp["content"]) streamed.push_back(t);
+    if (chunk.at("choices").empty()) continue;
+    // The role chunk and the end have no logprobs (a const json's [] on a
+    // missing key is undefined: at/contains).
+    const json& choice0 = chunk.at("choices").at(0);
+    if (choice0.contains("logprobs") && choice0.at("logprobs").is_object()) {
+      for (const json& t : choice0.at("logprobs").at("content")) streamed.push_back(t);
     }
   }
   ASSERT_EQ(streamed.size(), content.size());
