@@ -53,7 +53,8 @@ std::int32_t Sampler::sample(std::span<const float> logits, std::span<const std:
     logprobs->top.clear();
     const auto k = static_cast<std::size_t>(std::clamp(top_logprobs, 0, kMaxTopLogprobs));
     if (k > 0) {
-      std::vector<std::int32_t> ids(adjusted_.size());
+      std::vector<std::int32_t>& ids = order_;
+      ids.resize(adjusted_.size());
       for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int32_t>(i);
       const auto more_likely = [&](std::int32_t a, std::int32_t b) {
         const float la = adjusted_[static_cast<std::size_t>(a)];

@@ -68,6 +68,7 @@ class Sampler {
   std::mt19937_64 rng_;
   std::vector<std::pair<float, std::int32_t>> candidates_;
   std::vector<float> adjusted_;  // the logits after bias and penalties, for logprobs
+  std::vector<std::int32_t> order_;  // token ids, partly sorted for top_logprobs (kept per call)
 };
 
 }  // namespace lclm

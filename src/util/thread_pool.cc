@@ -10,7 +10,6 @@
 #include <exception>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 #include "util/threads.h"
 
@@ -67,10 +66,8 @@ class Pool {
     std::unique_lock<std::mutex> lock(call_mutex_, std::try_to_lock);
     if (!lock.owns_lock()) return alone();
     const std::size_t helpers = std::min(threads, n) - 1;
-    while (workers_.size() < helpers) {
-      const std::size_t index = workers_.size();
-      workers_.emplace_back([this, index] { work_loop(index); });
-      workers_.back().detach();
+    for (; workers_ < helpers; ++workers_) {
+      std::thread([this, index = workers_] { work_loop(index); }).detach();
     }
     fn_ = fn;
     context_ = context;
@@ -144,7 +141,7 @@ class Pool {
 
   const std::chrono::microseconds spin_;
   std::mutex call_mutex_;  // one call uses the workers at a time
-  std::vector<std::thread> workers_;
+  std::size_t workers_ = 0;  // started (detached: they live as long as the process)
   std::uint32_t generation_counter_ = 0;
   // Each on its own cache line: idle workers spin reading wake_ while the
   // working threads update state_ and done_.
