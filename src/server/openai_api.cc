@@ -1,6 +1,7 @@
 #include "server/openai_api.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "compression/memory_regions.h"
 #include "runtime/chat_template.h"
@@ -114,11 +115,12 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
   if (r.sampling.repeat_penalty <= 0) {
     bad("'repetition_penalty' must be positive", "repetition_penalty");
   }
-  number("frequency_penalty", r.sampling.frequency_penalty);
-  number("presence_penalty", r.sampling.presence_penalty);
-  for (const char* name : {"frequency_penalty", "presence_penalty"}) {
-    const float v = name[0] == 'f' ? r.sampling.frequency_penalty : r.sampling.presence_penalty;
-    if (!(v >= -2.0f && v <= 2.0f)) bad(std::string("'") + name + "' must be in [-2, 2]", name);
+  for (const auto& [name, penalty] : {std::pair{"frequency_penalty", &r.sampling.frequency_penalty},
+                                      std::pair{"presence_penalty", &r.sampling.presence_penalty}}) {
+    number(name, *penalty);
+    if (!(*penalty >= -2.0f && *penalty <= 2.0f)) {
+      bad(std::string("'") + name + "' must be in [-2, 2]", name);
+    }
   }
   if (const json* v = field(body, "logit_bias")) {
     require(v->is_object(), "logit_bias", "an object mapping token ids to biases");
@@ -164,15 +166,14 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
     const json* v = field(body, "logprobs");
     if (v) require(v->is_boolean(), "logprobs", "a boolean");
     const bool on = v && *v == true;
+    std::int64_t k = 0;
     if (const json* t = field(body, "top_logprobs")) {
       require(t->is_number_integer(), "top_logprobs", "an integer");
-      const auto k = t->get<std::int64_t>();
+      k = t->get<std::int64_t>();
       if (k < 0 || k > kMaxTopLogprobs) bad("'top_logprobs' must be in [0, " + most + "]", "top_logprobs");
       if (k > 0 && !on) bad("'top_logprobs' needs 'logprobs': true", "top_logprobs");
-      r.top_logprobs = static_cast<int>(k);
     }
-    if (on && r.top_logprobs < 0) r.top_logprobs = 0;
-    if (!on) r.top_logprobs = -1;
+    r.top_logprobs = on ? static_cast<int>(k) : -1;
   } else if (const json* v = field(body, "logprobs")) {  // logprobs: the count of alternatives
     require(v->is_number_integer(), "logprobs", "an integer");
     const auto k = v->get<std::int64_t>();
