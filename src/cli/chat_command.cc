@@ -73,12 +73,7 @@ int run(const ChatArgs& a, std::istream& in, std::ostream& out, std::ostream& er
       continue;
     }
     options.sampling.seed = seed + static_cast<std::uint64_t>(turn++);
-    Utf8Stream stream;
-    const GenerationStats stats = session.generate(prompt, options, [&](std::int32_t id) {
-      out << stream.push(tokenizer.token_bytes(id)) << std::flush;
-      return true;
-    });
-    out << stream.flush() << "\n" << std::flush;
+    const GenerationStats stats = generate_to(out, session, prompt, options, tokenizer);
     messages.push_back({"assistant", valid_utf8(tokenizer.decode(stats.tokens))});
     err << "[" << stats.prompt_tokens << " positions, " << stats.reused_positions
         << " reused | TTFT " << static_cast<long>((stats.ttft_seconds + prompt.stats.compress_seconds) * 1e3)

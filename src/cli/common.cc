@@ -190,6 +190,17 @@ void print_prompt_stats(std::ostream& err, const PromptStats& s) {
       << "x), cache hits " << s.cache_hits << ", compress " << s.compress_seconds * 1e3 << " ms | ";
 }
 
+GenerationStats generate_to(std::ostream& out, Session& session, const PreparedPrompt& prompt,
+                            const GenerationOptions& options, const Tokenizer& tokenizer) {
+  Utf8Stream stream;
+  const GenerationStats stats = session.generate(prompt, options, [&](std::int32_t id) {
+    out << stream.push(tokenizer.token_bytes(id)) << std::flush;
+    return true;
+  });
+  out << stream.flush() << "\n" << std::flush;
+  return stats;
+}
+
 void print_generation_stats(std::ostream& err, const GenerationStats& s, double ttft_extra_seconds,
                             std::uint64_t seed) {
   const double ttft = s.ttft_seconds + ttft_extra_seconds;

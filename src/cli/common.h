@@ -67,6 +67,10 @@ void print_load_time(std::ostream& err, double seconds);
 // compression, cache hits and compression time.
 void print_prompt_stats(std::ostream& err, const PromptStats& s);
 // TTFT, decode speed, stop reason, seed, KV cache, peak RSS.
+// Generates on `session`, writing each piece of the answer to `out` as it
+// comes (whole UTF-8 characters), then a newline.
+GenerationStats generate_to(std::ostream& out, Session& session, const PreparedPrompt& prompt,
+                            const GenerationOptions& options, const Tokenizer& tokenizer);
 void print_generation_stats(std::ostream& err, const GenerationStats& s, double ttft_extra_seconds,
                             std::uint64_t seed);
 

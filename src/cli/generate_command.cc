@@ -88,13 +88,8 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
   }
   options.sampling.seed = resolve_seed(a.seed);
   options.stop_ids = engine->stop_ids();
-  Utf8Stream stream;
-  const GenerationStats stats =
-      engine->new_session().generate(prompt, options, [&](std::int32_t id) {
-        out << stream.push(tokenizer.token_bytes(id)) << std::flush;
-        return true;
-      });
-  out << stream.flush() << "\n";
+  Session session = engine->new_session();
+  const GenerationStats stats = generate_to(out, session, prompt, options, tokenizer);
 
   print_load_time(err, load_seconds);
   print_prompt_stats(err, prompt.stats);
