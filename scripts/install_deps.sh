@@ -9,12 +9,19 @@ packages=(
   # engine libraries
   libopenblas-dev libhwy-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev
   libsqlite3-dev libxxhash-dev libcpp-httplib-dev libdnnl-dev
+  # the latent store shared over the network (--latent-cache redis://...), and
+  # the server its tests start on a loopback port
+  libhiredis-dev redis-server
+  # the Python module (build/python/lclm)
+  python3-dev pybind11-dev python3-pybind11
   # the trainer
   libtorch-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # independent references: PyTorch for the forward pass, Node.js for the tokenizer
   python3 python3-torch python3-numpy nodejs npm
+  # the reference for chat templates: Hugging Face renders them with jinja2
+  python3-jinja2
   # real text for the tokenizer parity corpus (Chinese man pages, emoji sequences)
   manpages-zh unicode-data
   # real English text for the trainer's examples (/usr/share/common-licenses)
