@@ -1,8 +1,10 @@
 #include "runtime/engine.h"
 
+#include <algorithm>
 #include <string>
 
 #include "compression/memory_regions.h"
+#include "runtime/scoring.h"
 #include "util/error.h"
 #include "util/threads.h"
 
@@ -74,6 +76,30 @@ PreparedPrompt Engine::prepare(std::string_view prompt, std::optional<std::int64
   plain_->embed(p.ids, p.embeddings.data());
   p.stats.plain_tokens = p.ids.size();
   return p;
+}
+
+ScoredText Engine::score(std::string_view context, std::string_view text,
+                         std::optional<std::int64_t> ratio) {
+  if (text.empty()) throw Error("the text to score is empty");
+  PreparedPrompt p = context.empty() ? PreparedPrompt{} : prepare(context, ratio, max_context());
+  const std::vector<std::int32_t> text_ids = tokenizer().encode(text);
+  const std::size_t first = std::max<std::size_t>(1, p.ids.size());
+  const std::size_t n = p.ids.size() + text_ids.size();
+  if (n > max_context()) {
+    throw Error("context and text are " + std::to_string(n) +
+                " positions, more than the model's context of " + std::to_string(max_context()));
+  }
+  const auto H = static_cast<std::size_t>(decoder().config().hidden_size);
+  p.ids.insert(p.ids.end(), text_ids.begin(), text_ids.end());
+  p.embeddings.resize(n * H);
+  decoder().embed(text_ids, p.embeddings.data() + (n - text_ids.size()) * H);
+  ScoredText s;
+  s.context_positions = n - text_ids.size();
+  if (first >= n) return s;  // one token and no context: nothing to score
+  set_num_threads(threads_);
+  s.logprobs = score_tokens(decoder(), p.ids, p.embeddings.data(), first);
+  s.ids.assign(p.ids.begin() + static_cast<std::ptrdiff_t>(first), p.ids.end());
+  return s;
 }
 
 }  // namespace lclm

@@ -37,6 +37,14 @@ struct EngineOptions {
   std::optional<std::filesystem::path> latent_db;  // latent cache file (SQLite)
 };
 
+// Engine::score's result: the scored tokens and, for each, log p(token |
+// everything before it).
+struct ScoredText {
+  std::vector<std::int32_t> ids;
+  std::vector<float> logprobs;
+  std::size_t context_positions = 0;  // decoder positions before the text (latents included)
+};
+
 class Engine {
  public:
   // Throws lclm::Error naming the directory, file or option at fault.
@@ -70,6 +78,14 @@ class Engine {
   // bytes and tokens before anything is compressed or embedded.
   PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt,
                          std::size_t max_positions = 0);
+
+  // The log-probability of each token of `text` read after `context` (whose
+  // memory regions are compressed at `ratio`): the two are tokenized apart
+  // and joined, as an answer is scored after its question. With an empty
+  // context the text's first token is not scored (nothing predicts it).
+  // Throws lclm::Error for an empty text or one past the context limit.
+  ScoredText score(std::string_view context, std::string_view text,
+                   std::optional<std::int64_t> ratio = std::nullopt);
 
   // A new conversation with an empty KV cache, run on threads().
   Session new_session() const { return Session(decoder(), threads_); }
