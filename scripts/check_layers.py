@@ -9,7 +9,7 @@ directories below it (docs/architecture.md draws the picture).
     fixtures    fixtures (random checkpoint writers for tests, tools and the trainer)
     runtime     runtime (Engine, Session, sampling, chat template)
     services    eval, agent, server, quant, trainer
-    apps        cli (and tools/, bench/, tests/ outside src/)
+    apps        cli, python (and tools/, bench/, tests/ outside src/)
 
 Usage: check_layers.py [SRC_DIR]   (default: the src/ beside this script)
 Exit 0 when every include points down or sideways within a directory, 1 with
@@ -45,6 +45,7 @@ ALLOWED = {
     "quant": RUNTIME,
     "trainer": RUNTIME | {"eval", "fixtures"},
     "cli": SERVICES,
+    "python": RUNTIME,
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_]+)/')
