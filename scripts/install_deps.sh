@@ -12,6 +12,8 @@ packages=(
   # the latent store shared over the network (--latent-cache redis://...), and
   # the server its tests start on a loopback port
   libhiredis-dev redis-server
+  # torch.save's zip container (lclm compress --format prompt-embeds)
+  libzip-dev
   # the Python module (build/python/lclm)
   python3-dev pybind11-dev python3-pybind11
   # the trainer

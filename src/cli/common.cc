@@ -11,7 +11,9 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "compression/memory_regions.h"
 #include "format/quant_blocks.h"
+#include "runtime/chat_template.h"
 #include "util/error.h"
 #include "util/process_stats.h"
 #include "util/threads.h"
@@ -46,6 +48,19 @@ std::string read_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open " + what + " " + path);
   return read_bounded(in, what, path);
+}
+
+std::string compose_prompt(std::string text, const std::optional<std::string>& document, bool chat,
+                           const std::string& system) {
+  if (document) {
+    text = std::string(kMemoryStart) + *document + std::string(kMemoryEnd) +
+           (text.empty() ? "" : "\n" + text);
+  }
+  if (!chat) return text;
+  std::vector<ChatMessage> messages;
+  if (!system.empty()) messages.push_back({"system", system});
+  messages.push_back({"user", std::move(text)});
+  return format_chatml(messages, true);
 }
 
 void PromptSource::add_options(CLI::App& app) {
@@ -99,7 +114,8 @@ EngineOptions LclmArgs::engine_options(int threads) const {
 std::pair<std::int32_t, float> parse_logit_bias(const std::string& value) {
   const std::size_t sign = value.find_first_of("+-", 1);
   const auto fail = [&]() -> std::pair<std::int32_t, float> {
-    throw Error("--logit-bias '" + value + "': expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1");
+    throw Error("--logit-bias '" + value +
+                "': expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1");
   };
   if (sign == std::string::npos || sign == 0) return fail();
   std::size_t used = 0;
@@ -140,8 +156,7 @@ void add_generation_options(CLI::App& app, GenerationOptions& options, std::int6
       ->capture_default_str();
   app.add_option("--repeat-penalty", s.repeat_penalty, "Penalty on recent tokens (1: off)")
       ->capture_default_str();
-  app.add_option("--repeat-last-n", s.repeat_last_n,
-                 "How many recent tokens the penalties cover")
+  app.add_option("--repeat-last-n", s.repeat_last_n, "How many recent tokens the penalties cover")
       ->capture_default_str();
   app.add_option("--frequency-penalty", s.frequency_penalty,
                  "Subtracted from a token's logit per occurrence in the last --repeat-last-n "

@@ -30,6 +30,12 @@ struct PromptSource {
 inline constexpr std::size_t kMaxInputBytes = std::size_t{256} << 20;
 std::string read_file(const std::string& path, const std::string& what);
 
+// The prompt a run reads: `document` (when given) as one memory region
+// before `text`, then with `chat` the ChatML user turn (after a system turn
+// when `system` is not empty) and the assistant's turn opened.
+std::string compose_prompt(std::string text, const std::optional<std::string>& document, bool chat,
+                           const std::string& system);
+
 // --quant q8_0|q4_0: the block type matrices are converted to at load.
 struct QuantArg {
   std::string type;  // empty: as stored

@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "compression/memory_regions.h"
+#include "format/torch_file.h"
 #include "kv/indexmem.h"
 #include "kv/kv_policy.h"
 #include "runtime/chat_template.h"
@@ -20,6 +21,7 @@ struct GenerateArgs {
   std::string model;
   PromptSource prompt;
   std::string compress_file;
+  std::string prompt_embeds;
   LclmArgs lclm;
   GenerationOptions options;
   std::int64_t seed = -1;
@@ -48,26 +50,44 @@ void add_kv_policy_options(CLI::App& app, GenerateArgs& a) {
 
 // The prompt text: --compress-file becomes one memory region before the -p/-f text.
 std::string build_prompt(const GenerateArgs& a) {
-  std::string text = a.prompt.read();
-  if (!a.compress_file.empty()) {
-    const std::string document = read_file(a.compress_file, "file to compress");
-    text = std::string(kMemoryStart) + document + std::string(kMemoryEnd) +
-           (text.empty() ? "" : "\n" + text);
+  return compose_prompt(a.prompt.read(),
+                        a.compress_file.empty() ? std::optional<std::string>()
+                                                : read_file(a.compress_file, "file to compress"),
+                        a.chat, a.system);
+}
+
+// --prompt-embeds: the decoder's input as `lclm compress --format
+// prompt-embeds` (or torch.save) wrote it. Its positions carry a placeholder
+// id (the memory token, else <|endoftext|>), which only the repetition
+// penalties read.
+PreparedPrompt read_prompt_embeds(const std::string& path, const Engine& engine,
+                                  std::size_t max_positions) {
+  const auto hidden = static_cast<std::int64_t>(engine.decoder().config().hidden_size);
+  TorchTensor t = read_torch_tensor(path);
+  if (t.shape.size() != 2 || t.shape[1] != hidden || t.shape[0] == 0) {
+    std::string shape;
+    for (const auto d : t.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+    throw Error("--prompt-embeds " + path + ": a tensor [" + shape + "], not [positions, " +
+                std::to_string(hidden) + "] for this decoder");
   }
-  if (a.chat) {
-    std::vector<ChatMessage> messages;
-    if (!a.system.empty()) messages.push_back({"system", a.system});
-    messages.push_back({"user", text});
-    text = format_chatml(messages, true);
-  }
-  return text;
+  const auto n = static_cast<std::size_t>(t.shape[0]);
+  if (n > max_positions) throw PromptTooLong(n, max_positions, false, 0, n);
+  const auto endoftext = engine.tokenizer().token_id("<|endoftext|>");
+  const std::int32_t placeholder =
+      engine.lclm() ? engine.lclm()->memory_token_id() : endoftext.value_or(0);
+  PreparedPrompt p;
+  p.ids.assign(n, placeholder);
+  p.embeddings = std::move(t.data);
+  p.stats.plain_tokens = n;
+  return p;
 }
 
 int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
-  if (!a.prompt.given() && a.compress_file.empty()) {
-    throw Error("generate needs a prompt: -p TEXT, -f FILE or --compress-file FILE");
+  if (!a.prompt.given() && a.compress_file.empty() && a.prompt_embeds.empty()) {
+    throw Error(
+        "generate needs a prompt: -p TEXT, -f FILE, --compress-file FILE or --prompt-embeds FILE");
   }
-  const std::string text = build_prompt(a);
+  const std::string text = a.prompt_embeds.empty() ? build_prompt(a) : std::string();
 
   const auto t0 = std::chrono::steady_clock::now();
   const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
@@ -75,7 +95,9 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Too long for the context: refused before anything is compressed.
   const std::size_t context = a.options.context > 0 ? a.options.context : engine->max_context();
-  const PreparedPrompt prompt = engine->prepare(text, std::nullopt, context - 1);
+  const PreparedPrompt prompt = a.prompt_embeds.empty()
+                                    ? engine->prepare(text, std::nullopt, context - 1)
+                                    : read_prompt_embeds(a.prompt_embeds, *engine, context - 1);
   const Tokenizer& tokenizer = engine->tokenizer();
 
   GenerationOptions options = a.options;
@@ -114,8 +136,17 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--compress-file", args->compress_file,
                   "Wrap this file in one memory region placed before the prompt");
   args->lclm.add_options(*cmd);
-  cmd->add_flag("--chat", args->chat, "Wrap the prompt in the ChatML template as a user turn");
-  cmd->add_option("--system", args->system, "System message for --chat");
+  CLI::Option* chat =
+      cmd->add_flag("--chat", args->chat, "Wrap the prompt in the ChatML template as a user turn");
+  CLI::Option* system = cmd->add_option("--system", args->system, "System message for --chat");
+  cmd->add_option("--prompt-embeds", args->prompt_embeds,
+                  "Read the decoder's input embeddings [positions, hidden] from this torch.save'd "
+                  "tensor (lclm compress --format prompt-embeds) instead of a prompt")
+      ->excludes(chat)
+      ->excludes(system)
+      ->excludes("--compress-file")
+      ->excludes("--prompt")
+      ->excludes("--file");
   cmd->add_option("--stats-json", args->stats_json,
                   "Also write the run's statistics to this JSON file");
   add_generation_options(*cmd, args->options, args->seed, args->threads);

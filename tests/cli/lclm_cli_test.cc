@@ -12,6 +12,7 @@
 #include "compression/lclm_model.h"
 #include "core/test_models.h"
 #include "fixtures/random_lclm.h"
+#include "format/torch_file.h"
 #include "util/error.h"
 
 namespace lclm {
@@ -132,6 +133,81 @@ TEST_F(LclmCliTest, InfoDescribesBothModelsAndTheMemoryTokens) {
                         "decoder: ", "hidden 96, intermediate 192", "vocab 151672"}) {
     EXPECT_NE(r.out.find(s), std::string::npos) << s << " in\n" << r.out;
   }
+}
+
+// The export vLLM's prompt_embeds takes: the decoder's input for the whole
+// prompt. Decoded by lclm's own decoder it must give what the normal path
+// gives (exactly in f32; bf16 rounds the latents as a bf16 decoder would).
+TEST_F(LclmCliTest, PromptEmbedsDecodeToTheTokensOfTheNormalPath) {
+  const auto model = LclmModel::load(ckpt());
+  const std::string question = "Which way does the river run?";
+  const std::string doc = cli::read_file(path("doc.txt"), "document");
+  const PreparedPrompt want = model->prepare(cli::compose_prompt(question, doc, true, "Be brief."));
+  const auto r = cli({"compress", "-m", ckpt(), "-f", path("doc.txt"), "--format", "prompt-embeds",
+                      "--prompt", question, "--chat", "--system", "Be brief.", "--embeds-dtype",
+                      "f32", "-o", path("embeds.pt")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find(std::to_string(want.ids.size()) + " positions x 96 F32"), std::string::npos)
+      << r.err;
+  const TorchTensor t = read_torch_tensor(path("embeds.pt"));
+  EXPECT_EQ(t.shape, (std::vector<std::int64_t>{static_cast<std::int64_t>(want.ids.size()), 96}));
+  EXPECT_EQ(t.data, want.embeddings);
+
+  const std::vector<std::string> sampling = {"-n", "12", "--temp", "0"};
+  std::vector<std::string> normal = {"generate",      "-m",       ckpt(),   "--compress-file",
+                                     path("doc.txt"), "-p",       question, "--chat",
+                                     "--system",      "Be brief."};
+  std::vector<std::string> from_embeds = {"generate", "-m", ckpt(), "--prompt-embeds",
+                                          path("embeds.pt")};
+  normal.insert(normal.end(), sampling.begin(), sampling.end());
+  from_embeds.insert(from_embeds.end(), sampling.begin(), sampling.end());
+  const auto a = cli(normal);
+  const auto b = cli(from_embeds);
+  ASSERT_EQ(a.code, 0) << a.err;
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_FALSE(a.out.empty());
+
+  // The default dtype is the decoder's (bf16 here): each value rounded.
+  const auto bf16 = cli({"compress", "-m", ckpt(), "-f", path("doc.txt"), "--format",
+                         "prompt-embeds", "--prompt", question, "-o", path("embeds16.pt")});
+  ASSERT_EQ(bf16.code, 0) << bf16.err;
+  const TorchTensor h = read_torch_tensor(path("embeds16.pt"));
+  EXPECT_EQ(h.dtype, DType::BF16);
+  const PreparedPrompt plain = model->prepare(cli::compose_prompt(question, doc, false, ""));
+  ASSERT_EQ(h.data.size(), plain.embeddings.size());
+  for (std::size_t i = 0; i < h.data.size(); ++i) {
+    ASSERT_EQ(h.data[i], bf16_to_f32(f32_to_bf16(plain.embeddings[i]))) << i;
+  }
+  const auto run16 = cli(
+      {"generate", "-m", ckpt(), "--prompt-embeds", path("embeds16.pt"), "-n", "3", "--temp", "0"});
+  EXPECT_EQ(run16.code, 0) << run16.err;
+}
+
+TEST_F(LclmCliTest, PromptEmbedsErrorsNameTheFileAndTheShape) {
+  const auto missing = cli({"generate", "-m", ckpt(), "--prompt-embeds", path("nope.pt")});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("nope.pt"), std::string::npos) << missing.err;
+  const std::vector<float> x(3 * 64, 0.5f);
+  write_torch_tensor(path("narrow.pt"), x.data(), 3, 64, DType::F32);
+  const auto narrow = cli({"generate", "-m", ckpt(), "--prompt-embeds", path("narrow.pt")});
+  EXPECT_EQ(narrow.code, 1);
+  EXPECT_NE(narrow.err.find("a tensor [3, 64], not [positions, 96]"), std::string::npos)
+      << narrow.err;
+  testing::write_text(*dir_ / "text.pt", "not a zip");
+  const auto text = cli({"generate", "-m", ckpt(), "--prompt-embeds", path("text.pt")});
+  EXPECT_NE(text.err.find("text.pt: not a torch.save file"), std::string::npos) << text.err;
+  const auto both =
+      cli({"generate", "-m", ckpt(), "--prompt-embeds", path("narrow.pt"), "-p", "x"});
+  EXPECT_EQ(both.code, 2);
+  const auto stray =
+      cli({"compress", "-m", ckpt(), "-f", path("doc.txt"), "-o", path("x.lat"), "--chat"});
+  EXPECT_EQ(stray.code, 1);
+  EXPECT_NE(stray.err.find("--format prompt-embeds"), std::string::npos) << stray.err;
+  const auto bad_out = cli({"compress", "-m", ckpt(), "-f", path("doc.txt"), "--format",
+                            "prompt-embeds", "-o", path("no/such/dir/x.pt")});
+  EXPECT_EQ(bad_out.code, 1);
+  EXPECT_NE(bad_out.err.find("no/such/dir"), std::string::npos) << bad_out.err;
 }
 
 TEST_F(LclmCliTest, BadInputGivesOneLineErrors) {

@@ -13,7 +13,6 @@ target_link_libraries(compression_test PRIVATE PkgConfig::SQLITE3)
 add_executable(lclm_dump ${CMAKE_CURRENT_SOURCE_DIR}/compression/lclm_dump.cc)
 target_link_libraries(lclm_dump PRIVATE lclm)
 target_compile_options(lclm_dump PRIVATE ${LCLM_WARNINGS})
-set(LCLM_PYTHON /usr/bin/python3 CACHE FILEPATH "Python with Debian's python3-torch")
 
 set(LCLM_PARITY_VARIANTS
     # The released configuration (mean pooling, causal encoder, MLP adapter).
