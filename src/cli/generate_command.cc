@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "compression/latents_file.h"
 #include "compression/memory_regions.h"
 #include "format/torch_file.h"
 #include "kv/indexmem.h"
@@ -22,6 +23,7 @@ struct GenerateArgs {
   PromptSource prompt;
   std::string compress_file;
   std::string prompt_embeds;
+  std::string latents;
   LclmArgs lclm;
   GenerationOptions options;
   std::int64_t seed = -1;
@@ -48,14 +50,44 @@ void add_kv_policy_options(CLI::App& app, GenerateArgs& a) {
                  "beside the decoder)");
 }
 
-// The prompt text: --compress-file becomes one memory region before the -p/-f text.
+// The prompt text: --compress-file becomes one memory region before the
+// -p/-f text, and --latents a slot region there for the file's latents.
 std::string build_prompt(const GenerateArgs& a) {
-  return compose_prompt(a.prompt.read(),
-                        a.compress_file.empty() ? std::optional<std::string>()
-                                                : read_file(a.compress_file, "file to compress"),
-                        a.chat, a.system);
+  std::optional<std::string> document;
+  if (!a.compress_file.empty()) document = read_file(a.compress_file, "file to compress");
+  // compose_prompt wraps a document in the region markers: for --latents
+  // the slot's inside.
+  if (!a.latents.empty()) document = std::string(kMemoryPlaceholder);
+  return compose_prompt(a.prompt.read(), document, a.chat, a.system);
 }
 
+// --latents: a file `lclm compress` wrote, checked against this checkpoint
+// at the ratio it was made at.
+Latents read_checked_latents(const std::string& path, Engine& engine) {
+  LclmModel* model = engine.lclm();
+  if (!model)
+    throw Error("--latents needs an LCLM checkpoint; " + engine.dir().string() +
+                " is a plain model");
+  LatentsFile file = read_latents_file(path);
+  const auto field = [&](const char* name) {
+    const auto it = file.metadata.find(name);
+    if (it == file.metadata.end()) throw Error("--latents " + path + ": no " + name + " metadata");
+    return it->second;
+  };
+  const std::string ratio = field("compression_ratio"), made_by = field("checkpoint_fingerprint");
+  if (ratio.empty() || ratio.find_first_not_of("0123456789") != std::string::npos ||
+      ratio.size() > 6) {
+    throw Error("--latents " + path + ": compression_ratio '" + ratio + "' is not a ratio");
+  }
+  if (made_by != model->fingerprint(std::stoll(ratio))) {
+    throw Error("--latents " + path +
+                " was made by another checkpoint (or another encoder "
+                "configuration): its fingerprint " +
+                made_by + " is not this one's at ratio " + ratio + " (" +
+                model->fingerprint(std::stoll(ratio)) + "); compress it again");
+  }
+  return std::move(file.latents);
+}
 // --prompt-embeds: the decoder's input as `lclm compress --format
 // prompt-embeds` (or torch.save) wrote it. Its positions carry a placeholder
 // id (the memory token, else <|endoftext|>), which only the repetition
@@ -83,6 +115,7 @@ PreparedPrompt read_prompt_embeds(const std::string& path, const Engine& engine,
 }
 
 int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
+  if (!a.latents.empty() && !a.prompt.given()) throw Error("--latents needs a question: -p or -f");
   if (!a.prompt.given() && a.compress_file.empty() && a.prompt_embeds.empty()) {
     throw Error(
         "generate needs a prompt: -p TEXT, -f FILE, --compress-file FILE or --prompt-embeds FILE");
@@ -95,8 +128,10 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Too long for the context: refused before anything is compressed.
   const std::size_t context = a.options.context > 0 ? a.options.context : engine->max_context();
+  std::vector<Latents> supplied;
+  if (!a.latents.empty()) supplied.push_back(read_checked_latents(a.latents, *engine));
   const PreparedPrompt prompt = a.prompt_embeds.empty()
-                                    ? engine->prepare(text, std::nullopt, context - 1)
+                                    ? engine->prepare(text, std::nullopt, context - 1, supplied)
                                     : read_prompt_embeds(a.prompt_embeds, *engine, context - 1);
   const Tokenizer& tokenizer = engine->tokenizer();
 
@@ -133,8 +168,13 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("-m,--model", args->model, "Qwen3 model directory or LCLM checkpoint")
       ->required();
   args->prompt.add_options(*cmd);
-  cmd->add_option("--compress-file", args->compress_file,
-                  "Wrap this file in one memory region placed before the prompt");
+  CLI::Option* compress_file =
+      cmd->add_option("--compress-file", args->compress_file,
+                      "Wrap this file in one memory region placed before the prompt");
+  cmd->add_option("--latents", args->latents,
+                  "Read these latents (written by lclm compress -o) as one memory region before "
+                  "the prompt, instead of compressing a file")
+      ->excludes(compress_file);
   args->lclm.add_options(*cmd);
   CLI::Option* chat =
       cmd->add_flag("--chat", args->chat, "Wrap the prompt in the ChatML template as a user turn");

@@ -209,23 +209,38 @@ Latents LclmModel::compress(std::string_view text, std::optional<std::int64_t> r
 }
 
 PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::int64_t> ratio,
-                                  std::size_t max_positions) {
+                                  std::size_t max_positions, std::span<const Latents> supplied) {
   const auto t0 = std::chrono::steady_clock::now();
   const LclmConfig config = config_at(ratio);  // a bad ratio fails before any work
-  const std::vector<PromptSegment> segments = split_memory_regions(prompt);
+  const std::vector<PromptSegment> segments = split_memory_regions(prompt, !supplied.empty());
+  const auto latent_slots = static_cast<std::size_t>(std::count_if(
+      segments.begin(), segments.end(), [](const PromptSegment& s) { return s.slot; }));
+  if (latent_slots != supplied.size()) {
+    throw Error(std::to_string(supplied.size()) + " set(s) of latents given for " +
+                std::to_string(latent_slots) + " latent slot(s) in the prompt");
+  }
+  for (const Latents& l : supplied) {
+    if (l.dim != adapter_.output_dim() || l.count() == 0 || l.data.size() != l.count() * l.dim) {
+      throw Error("latents of width " + std::to_string(l.dim) + " (" + std::to_string(l.count()) +
+                  " rows) do not fit this decoder's " + std::to_string(adapter_.output_dim()));
+    }
+  }
 
   // The budget first, cheapest check first: bytes (no token is longer than
   // the vocabulary's longest), then tokens, and only then the encoder.
   if (max_positions > 0) {
     std::size_t plain_bytes = 0, latents = 0;
     for (const PromptSegment& s : segments) {
-      if (s.compressed) {
+      if (s.slot) {
+        latents += 2;  // the markers; the slot's own rows are added below
+      } else if (s.compressed) {
         latents += latent_count(s.text.size() / longest_encoder_token_, config) + 2;
       } else {
         plain_bytes += s.text.size();
       }
     }
     const std::size_t plain = plain_bytes / longest_decoder_token_;
+    for (const Latents& l : supplied) latents += l.count();
     if (plain + latents > max_positions) {
       throw PromptTooLong(plain + latents, max_positions, true, plain, latents);
     }
@@ -239,6 +254,7 @@ PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::in
   };
   std::vector<Region> regions;
   std::vector<std::size_t> counts;
+  std::size_t next_supplied = 0;
   PreparedPrompt out;
   const std::string& fp = fingerprint(config.compression_ratio);
   for (const PromptSegment& s : segments) {
@@ -246,6 +262,16 @@ PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::in
     Region r;
     r.key = latent_key(fp, s.text);
     std::size_t n_tokens = 0;
+    if (s.slot) {
+      const Latents& given = supplied[next_supplied++];
+      n_tokens = given.n_tokens;
+      counts.push_back(given.count());
+      out.stats.compressed_tokens += n_tokens;
+      out.stats.latents += given.count();
+      r.latents = given;
+      regions.push_back(std::move(r));
+      continue;
+    }
     if (auto cached = cached_latents(r.key, config)) {
       n_tokens = cached->n_tokens;
       r.latents = std::move(cached);

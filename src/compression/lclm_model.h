@@ -117,8 +117,11 @@ class LclmModel {
   // of the <|memory|> placeholders. max_positions > 0: throws PromptTooLong
   // for a prompt of more decoder positions, found from its bytes and then its
   // tokens before any region is encoded (cached regions cost a lookup).
+  // supplied: latents computed earlier (a latents file, checked by the
+  // caller against fingerprint()), one for each kLatentSlot region of the
+  // prompt, in order; a count that differs is an error.
   PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt,
-                         std::size_t max_positions = 0);
+                         std::size_t max_positions = 0, std::span<const Latents> supplied = {});
 
   // Hash of everything the latents depend on (model_config, encoder config,
   // tokenizer files and weights, adapter, the decoder config that shapes

@@ -4,8 +4,23 @@
 
 namespace lclm {
 
-std::vector<PromptSegment> split_memory_regions(std::string_view prompt) {
-  if (const auto at = prompt.find(kMemoryPlaceholder); at != std::string_view::npos) {
+namespace {
+
+// The first <|memory|> that is not the middle of a kLatentSlot (when slots are allowed).
+std::size_t stray_placeholder(std::string_view prompt, bool latent_slots) {
+  for (std::size_t at = prompt.find(kMemoryPlaceholder); at != std::string_view::npos;
+       at = prompt.find(kMemoryPlaceholder, at + 1)) {
+    const bool in_slot = latent_slots && at >= kMemoryStart.size() &&
+                         prompt.substr(at - kMemoryStart.size()).starts_with(kLatentSlot);
+    if (!in_slot) return at;
+  }
+  return std::string_view::npos;
+}
+
+}  // namespace
+
+std::vector<PromptSegment> split_memory_regions(std::string_view prompt, bool latent_slots) {
+  if (const auto at = stray_placeholder(prompt, latent_slots); at != std::string_view::npos) {
     throw Error("the prompt contains " + std::string(kMemoryPlaceholder) + " at byte " +
                 std::to_string(at) + "; latent slots are made from " + std::string(kMemoryStart) +
                 "..." + std::string(kMemoryEnd) + " regions, not written by hand");
@@ -35,7 +50,12 @@ std::vector<PromptSegment> split_memory_regions(std::string_view prompt) {
                   std::to_string(nested) + " is inside the region opened at byte " +
                   std::to_string(start));
     }
-    segments.push_back({true, std::string(prompt.substr(text_begin, end - text_begin))});
+    const std::string_view text = prompt.substr(text_begin, end - text_begin);
+    if (latent_slots && text == kMemoryPlaceholder) {
+      segments.push_back({true, {}, true});
+    } else {
+      segments.push_back({true, std::string(text)});
+    }
     pos = end + kMemoryEnd.size();
   }
   return segments;

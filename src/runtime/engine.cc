@@ -56,9 +56,10 @@ std::int64_t Engine::ratio(std::optional<std::int64_t> ratio) const {
 }
 
 PreparedPrompt Engine::prepare(std::string_view prompt, std::optional<std::int64_t> ratio,
-                               std::size_t max_positions) {
+                               std::size_t max_positions, std::span<const Latents> supplied) {
   set_num_threads(threads_);
-  if (lclm_) return lclm_->prepare(prompt, ratio, max_positions);
+  if (lclm_) return lclm_->prepare(prompt, ratio, max_positions, supplied);
+  if (!supplied.empty()) throw Error(not_a_checkpoint(dir_, "latents"));
   if (ratio) throw Error(not_a_checkpoint(dir_, "a compression ratio and memory regions"));
   if (prompt.find(kMemoryStart) != std::string_view::npos) {
     throw Error(not_a_checkpoint(dir_, "memory regions"));

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -76,8 +77,9 @@ class Engine {
   // a region or a ratio with a plain model, or a malformed region; with
   // max_positions > 0, PromptTooLong for a longer prompt, found from its
   // bytes and tokens before anything is compressed or embedded.
+  // supplied: latents for the prompt's kLatentSlot regions (LclmModel::prepare).
   PreparedPrompt prepare(std::string_view prompt, std::optional<std::int64_t> ratio = std::nullopt,
-                         std::size_t max_positions = 0);
+                         std::size_t max_positions = 0, std::span<const Latents> supplied = {});
 
   // The log-probability of each token of `text` read after `context` (whose
   // memory regions are compressed at `ratio`): the two are tokenized apart

@@ -184,6 +184,44 @@ TEST_F(LclmCliTest, PromptEmbedsDecodeToTheTokensOfTheNormalPath) {
   EXPECT_EQ(run16.code, 0) << run16.err;
 }
 
+// lclm compress -o's file read back: the same answer as compressing the file
+// in the run, for any ratio it was made at; another checkpoint's is refused.
+TEST_F(LclmCliTest, GenerateReadsLatentsFilesBack) {
+  for (const char* ratio : {"4", "8"}) {
+    SCOPED_TRACE(ratio);
+    const std::string file = path("back.lat");
+    ASSERT_EQ(
+        cli({"compress", "-m", ckpt(), "-f", path("doc.txt"), "-o", file, "--ratio", ratio}).code,
+        0);
+    const std::vector<std::string> common = {"-p",     "Which way?", "--chat",  "-n", "8",
+                                             "--temp", "0",          "--ratio", ratio};
+    std::vector<std::string> normal = {"generate", "-m", ckpt(), "--compress-file",
+                                       path("doc.txt")};
+    std::vector<std::string> back = {"generate", "-m", ckpt(), "--latents", file};
+    normal.insert(normal.end(), common.begin(), common.end());
+    back.insert(back.end(), common.begin(), common.end());
+    const auto a = cli(normal);
+    const auto b = cli(back);
+    ASSERT_EQ(a.code, 0) << a.err;
+    ASSERT_EQ(b.code, 0) << b.err;
+    EXPECT_EQ(a.out, b.out);
+    EXPECT_NE(b.err.find("in 1 region(s) compressed to"), std::string::npos) << b.err;
+  }
+  RandomLclmSpec other = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+  other.config.encoder_window_size = 32;
+  other.seed = 6;
+  write_random_lclm(*dir_ / "other", other);
+  const auto foreign =
+      cli({"generate", "-m", path("other"), "--latents", path("back.lat"), "-p", "x"});
+  EXPECT_EQ(foreign.code, 1);
+  EXPECT_NE(foreign.err.find("made by another checkpoint"), std::string::npos) << foreign.err;
+  const auto no_question = cli({"generate", "-m", ckpt(), "--latents", path("back.lat")});
+  EXPECT_NE(no_question.err.find("needs a question"), std::string::npos) << no_question.err;
+  const auto both = cli({"generate", "-m", ckpt(), "--latents", path("back.lat"), "--compress-file",
+                         path("doc.txt"), "-p", "x"});
+  EXPECT_EQ(both.code, 2);
+}
+
 TEST_F(LclmCliTest, PromptEmbedsErrorsNameTheFileAndTheShape) {
   const auto missing = cli({"generate", "-m", ckpt(), "--prompt-embeds", path("nope.pt")});
   EXPECT_EQ(missing.code, 1);

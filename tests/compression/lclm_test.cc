@@ -539,6 +539,35 @@ TEST(LclmModel, PrepareSplicesEachRegionsLatentsInOrder) {
   EXPECT_EQ(model->compress("").count(), 0u);
 }
 
+// Latents computed earlier (a latents file) fill a slot region exactly as
+// compressing the text there would.
+TEST(LclmModel, SuppliedLatentsFillTheSlotsAsTheirTextWould) {
+  const auto model = LclmModel::load(write_checkpoint("supplied"));
+  const std::vector<Latents> given = {model->compress(kLongText), model->compress("ab")};
+  const PreparedPrompt want = model->prepare(
+      "Q: <|memory_start|>" + kLongText + "<|memory_end|> and <|memory_start|>ab<|memory_end|>.");
+  const std::string slot(kLatentSlot);
+  const PreparedPrompt got =
+      model->prepare("Q: " + slot + " and " + slot + ".", std::nullopt, 0, given);
+  EXPECT_EQ(got.ids, want.ids);
+  EXPECT_EQ(got.embeddings, want.embeddings);
+  EXPECT_EQ(got.stats.latents, want.stats.latents);
+  EXPECT_EQ(got.stats.compressed_tokens, want.stats.compressed_tokens);
+
+  const auto error = [&](const std::string& prompt, std::span<const Latents> latents) {
+    return testing::error_of([&] { model->prepare(prompt, std::nullopt, 0, latents); });
+  };
+  EXPECT_NE(
+      error("Q: " + slot, std::span(given)).find("2 set(s) of latents given for 1 latent slot"),
+      std::string::npos);
+  Latents narrow = given[1];
+  narrow.dim = 4;
+  narrow.data.resize(8);
+  EXPECT_NE(error("Q: " + slot, std::span(&narrow, 1)).find("width 4"), std::string::npos);
+  // Without latents a slot is the hand-written <|memory|> it always was.
+  EXPECT_NE(error("Q: " + slot, {}).find("not written by hand"), std::string::npos);
+}
+
 // The windows of a region are encoded in parallel, one thread each: the
 // region's latents are, bit for bit, those of each window compressed alone,
 // in order, and the same on one thread as on two. 64 bytes make four full

@@ -51,6 +51,24 @@ TEST(MemoryRegions, UnbalancedOrNestedMarkersAreErrorsWithOffsets) {
   EXPECT_NE(error_of("x<|memory|>").find("<|memory|> at byte 1"), std::string::npos);
 }
 
+TEST(MemoryRegions, ALatentSlotIsASegmentOnlyWhenSlotsAreAllowed) {
+  const std::string prompt =
+      "Q<|memory_start|><|memory|><|memory_end|>A<|memory_start|>x<|memory_end|>";
+  EXPECT_NE(error_of(prompt).find("<|memory|> at byte 17"), std::string::npos);
+  const auto s = split_memory_regions(prompt, true);
+  ASSERT_EQ(s.size(), 4u);
+  EXPECT_TRUE(s[1].compressed);
+  EXPECT_TRUE(s[1].slot);
+  EXPECT_EQ(s[1].text, "");
+  EXPECT_FALSE(s[3].slot);
+  EXPECT_EQ(s[3].text, "x");
+  // Only a region that is exactly the slot: <|memory|> anywhere else is still refused.
+  for (const char* bad : {"<|memory_start|> <|memory|><|memory_end|>",
+                          "<|memory_start|><|memory|>x<|memory_end|>", "a<|memory|>"}) {
+    EXPECT_THROW(split_memory_regions(bad, true), Error) << bad;
+  }
+}
+
 TEST(MemoryRegions, PlaceholderPromptRepeatsTheSlotPerLatent) {
   const auto s =
       split_memory_regions("A<|memory_start|>long<|memory_end|>B<|memory_start|>e<|memory_end|>");
