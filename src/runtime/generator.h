@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -13,6 +14,7 @@
 
 #include "kv/kv_policy.h"
 #include "model/qwen3_model.h"
+#include "runtime/json_schema.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -28,6 +30,10 @@ struct GenerationOptions {
   // >= 0: each sampled token's log-probability and this many alternatives
   // are computed (Generation::logprobs(), during the token's callback).
   int top_logprobs = -1;
+  // Tokens the answer may take (response_format's JSON); none: any. A token
+  // the sampler draws that the constraint refuses is drawn again from the
+  // logits masked to the allowed ones. Stateful: one per generation.
+  std::shared_ptr<JsonConstraint> constraint;
 };
 
 enum class StopReason { Length, StopToken, ContextFull, Callback };

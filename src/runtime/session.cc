@@ -166,9 +166,23 @@ void Generation::end(StopReason reason) {
 bool Generation::accept(const float* logits) {
   const auto V = static_cast<std::size_t>(model_.config().vocab_size);
   const bool want_logprobs = options_.top_logprobs >= 0;
-  const std::int32_t id = sampler_.sample(std::span(logits, V), history_,
-                                          want_logprobs ? &logprobs_ : nullptr,
-                                          options_.top_logprobs);
+  std::int32_t id = sampler_.sample(std::span(logits, V), history_,
+                                    want_logprobs ? &logprobs_ : nullptr, options_.top_logprobs);
+  if (JsonConstraint* constraint = options_.constraint.get()) {
+    if (!constraint->allows(id)) {
+      // Drawn again from the allowed tokens only: for plain sampling that is
+      // exactly the distribution masked from the start, at the cost of a
+      // vocabulary walk only when the first draw is refused.
+      masked_.assign(logits, logits + V);
+      if (constraint->mask(masked_) == 0) {
+        end(StopReason::StopToken);  // the document is whole and nothing may follow
+        return false;
+      }
+      id = sampler_.sample(masked_, history_, want_logprobs ? &logprobs_ : nullptr,
+                           options_.top_logprobs);
+    }
+    constraint->accept(id);
+  }
   const std::size_t step = step_++;
   if (step == 0) {
     stats_.ttft_seconds = seconds_since(t0_);

@@ -145,6 +145,7 @@ class Generation {
   std::vector<std::int32_t> history_;  // prompt and answer ids, for the repetition penalty
   TokenLogprobs logprobs_;
   std::vector<float> x_, row_;
+  std::vector<float> masked_;  // logits masked by options_.constraint, when a draw was refused
   std::chrono::steady_clock::time_point t0_, decode_start_;
   GenerationStats stats_;
   std::exception_ptr error_;
