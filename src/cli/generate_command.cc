@@ -13,6 +13,7 @@
 #include "kv/kv_policy.h"
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
+#include "runtime/json_schema.h"
 #include "util/error.h"
 
 namespace lclm::cli {
@@ -24,6 +25,7 @@ struct GenerateArgs {
   std::string compress_file;
   std::string prompt_embeds;
   std::string latents;
+  std::string json_schema, json_schema_file;
   LclmArgs lclm;
   GenerationOptions options;
   std::int64_t seed = -1;
@@ -145,6 +147,22 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
   }
   options.sampling.seed = resolve_seed(a.seed);
   options.stop_ids = engine->stop_ids();
+  if (!a.json_schema.empty() || !a.json_schema_file.empty()) {
+    const std::string schema_text =
+        a.json_schema_file.empty() ? a.json_schema : read_file(a.json_schema_file, "JSON schema");
+    const std::string flag = a.json_schema_file.empty() ? "--json-schema" : "--json-schema-file";
+    nlohmann::json schema;
+    try {
+      schema = nlohmann::json::parse(schema_text);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw Error(flag + ": not JSON (" + e.what() + ")");
+    }
+    // {} asks for any JSON object, as llama.cpp's -j '{}' does.
+    const auto grammar = schema == nlohmann::json::object() ? JsonGrammar::any_object()
+                                                            : JsonGrammar::from_schema(schema);
+    options.constraint =
+        std::make_shared<JsonConstraint>(grammar, engine->tokenizer(), options.stop_ids);
+  }
   Session session = engine->new_session();
   const GenerationStats stats = generate_to(out, session, prompt, options, tokenizer);
 
@@ -189,6 +207,13 @@ Command add_generate_command(CLI::App& app) {
       ->excludes("--file");
   cmd->add_option("--stats-json", args->stats_json,
                   "Also write the run's statistics to this JSON file");
+  CLI::Option* schema =
+      cmd->add_option("-j,--json-schema", args->json_schema,
+                      "Constrain the answer to JSON matching this JSON Schema ('{}': any object; "
+                      "the subset in docs/server.md)");
+  cmd->add_option("--json-schema-file", args->json_schema_file,
+                  "Read the JSON Schema for --json-schema from this file")
+      ->excludes(schema);
   add_generation_options(*cmd, args->options, args->seed, args->threads);
   add_kv_policy_options(*cmd, *args);
   return {cmd, [args](std::ostream& out, std::ostream& err) { return run(*args, out, err); }};

@@ -24,6 +24,7 @@
 #include "format/dtype.h"
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
+#include "runtime/json_schema.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 #include "util/threads.h"
@@ -79,6 +80,7 @@ struct GenerateArgs {
   float repeat_penalty = 1.0f;
   std::optional<std::uint64_t> seed;
   std::optional<std::int64_t> ratio;
+  std::optional<std::string> json_schema;  // JSON text; "{}": any object
 };
 
 class Model;
@@ -206,6 +208,13 @@ Stream::Stream(Model& model, py::object owner, std::string prompt, const Generat
   o.sampling.seed = args.seed ? *args.seed : std::random_device{}();
   o.stop_ids = model.engine().stop_ids();
   o.sampling.validate();
+  if (args.json_schema) {
+    const nlohmann::json schema = nlohmann::json::parse(*args.json_schema);
+    const auto grammar = schema == nlohmann::json::object() ? JsonGrammar::any_object()
+                                                            : JsonGrammar::from_schema(schema);
+    o.constraint =
+        std::make_shared<JsonConstraint>(grammar, model.engine().tokenizer(), o.stop_ids);
+  }
   Engine& engine = model.engine();
   logits_.resize(static_cast<std::size_t>(engine.decoder().config().vocab_size));
   py::gil_scoped_release unlocked;
@@ -328,20 +337,27 @@ PYBIND11_MODULE(lclm, m) {
           [](const py::object& self, const py::object& prompt, int max_tokens, float temperature,
              int top_k, float top_p, float min_p, float repeat_penalty,
              std::optional<std::uint64_t> seed, bool chat, std::optional<std::int64_t> ratio,
-             bool stream) {
-            GenerateArgs a{max_tokens, temperature,    top_k, top_p,
-                           min_p,      repeat_penalty, seed,  ratio};
+             bool stream, const py::object& json_schema) {
+            GenerateArgs a{max_tokens,     temperature, top_k, top_p,       min_p,
+                           repeat_penalty, seed,        ratio, std::nullopt};
+            if (!json_schema.is_none()) {
+              a.json_schema =
+                  py::module_::import("json").attr("dumps")(json_schema).cast<std::string>();
+            }
             return self.cast<Model&>().generate(self, prompt, a, chat, stream);
           },
           py::arg("prompt"), py::arg("max_tokens") = 128, py::arg("temperature") = 0.8f,
           py::arg("top_k") = 40, py::arg("top_p") = 0.95f, py::arg("min_p") = 0.05f,
           py::arg("repeat_penalty") = 1.0f, py::arg("seed") = py::none(), py::arg("chat") = false,
           py::arg("ratio") = py::none(), py::arg("stream") = false,
+          py::arg("json_schema") = py::none(),
           "Generates text after prompt, to a stop token or max_tokens (< 0: to the context's "
           "end). chat=True: prompt is one user message (a str) or a list of {'role', "
           "'content'} dicts, put in the chat format. temperature=0 is greedy; seed=None picks a "
           "random one. Memory regions in the prompt are compressed at ratio (None: the "
-          "default). Returns the text, or with stream=True a Stream of its pieces.")
+          "default). json_schema: a JSON Schema (a dict; {} for any object) the answer must "
+          "match, by constrained decoding (docs/server.md lists the subset). Returns the text, "
+          "or with stream=True a Stream of its pieces.")
       .def("logprobs", &Model::logprobs, py::arg("text"), py::arg("context") = "",
            py::arg("ratio") = py::none(),
            "[(token_id, log p)] for each token of text read after context (whose memory "

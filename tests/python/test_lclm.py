@@ -127,6 +127,28 @@ class ModelTest(unittest.TestCase):
                    "Answer briefly.", "--temp", "0", "-n", "8", "-t", "1").decode()
         self.assertEqual(with_system + "\n", want)
 
+    def test_json_schema_constrains_the_answer(self):
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"},
+                                                   "size": {"enum": ["S", "M", "L"]}},
+                  "required": ["ok", "size"], "additionalProperties": False}
+        done = 0
+        for seed in range(1, 5):
+            text = self.model.generate("Answer in JSON.", chat=True, seed=seed, max_tokens=64,
+                                       json_schema=schema)
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError:
+                continue  # cut off by max_tokens
+            done += 1
+            self.assertEqual(set(doc), {"ok", "size"})
+            self.assertIsInstance(doc["ok"], bool)
+            self.assertIn(doc["size"], ("S", "M", "L"))
+        self.assertGreater(done, 0)
+        any_object = self.model.generate("x", seed=1, max_tokens=8, json_schema={})
+        self.assertTrue(any_object.lstrip().startswith("{"), any_object)
+        with self.assertRaisesRegex(lclm.Error, "'pattern' is not supported"):
+            self.model.generate("x", json_schema={"type": "string", "pattern": "a"})
+
     def test_logprobs_score_each_token_of_the_text(self):
         context = lclm.memory(DOC) + "\n" + QUESTION + "\n"
         scored = self.model.logprobs(" The pass key is 48213.", context=context)
