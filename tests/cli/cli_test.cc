@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "cli/cli_runner.h"
@@ -39,6 +40,32 @@ TEST_F(CliTest, HelpListsCommandsAndFlags) {
                            "--n-predict", "--ctx-size", "--repeat-penalty", "--file"}) {
     EXPECT_NE(gen.out.find(flag), std::string::npos) << flag;
   }
+}
+
+// -j (llama.cpp's flag): the answer is JSON of the schema, or an error names
+// what the schema asks that lclm cannot do.
+TEST_F(CliTest, JsonSchemaConstrainsTheAnswer) {
+  const std::string schema =
+      R"({"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"],)"
+      R"("additionalProperties":false})";
+  int parsed = 0;
+  for (const char* seed : {"1", "2", "3", "4"}) {
+    const auto r =
+        cli({"generate", "-m", *model_, "-p", "JSON:", "-n", "24", "-s", seed, "-j", schema});
+    ASSERT_EQ(r.code, 0) << r.err;
+    if (r.err.find("| stop stop |") == std::string::npos) continue;  // cut off by -n
+    const auto doc = nlohmann::json::parse(r.out);
+    EXPECT_TRUE(doc.is_object() && doc.size() == 1 && doc["ok"].is_boolean()) << r.out;
+    ++parsed;
+  }
+  EXPECT_GT(parsed, 0);
+  const auto bad =
+      cli({"generate", "-m", *model_, "-p", "x", "-j", R"({"type":"string","pattern":"a"})"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("#/pattern: the keyword 'pattern' is not supported"), std::string::npos)
+      << bad.err;
+  const auto not_json = cli({"generate", "-m", *model_, "-p", "x", "-j", "{oops"});
+  EXPECT_NE(not_json.err.find("--json-schema: not JSON"), std::string::npos) << not_json.err;
 }
 
 TEST_F(CliTest, BadUsageExitsTwoWithOneLine) {
@@ -162,12 +189,12 @@ TEST_F(CliTest, APromptFromStandardInput) {
 // print it every time; malformed values and out-of-range biases are usage
 // errors naming the flag.
 TEST_F(CliTest, LogitBiasAndPenaltyFlags) {
-  const auto biased = cli({"generate", "-m", *model_, "-p", "Hello there", "-n", "3", "--temp",
-                           "0", "-l", "39+100"});
+  const auto biased = cli(
+      {"generate", "-m", *model_, "-p", "Hello there", "-n", "3", "--temp", "0", "-l", "39+100"});
   ASSERT_EQ(biased.code, 0) << biased.err;
   EXPECT_EQ(biased.out, "HHH\n");
-  const auto banned = cli({"generate", "-m", *model_, "-p", "Hello there", "-n", "3", "--temp",
-                           "0", "-l", "39+100", "--logit-bias", "39-100"});
+  const auto banned = cli({"generate", "-m", *model_, "-p", "Hello there", "-n", "3", "--temp", "0",
+                           "-l", "39+100", "--logit-bias", "39-100"});
   ASSERT_EQ(banned.code, 0) << banned.err;
   EXPECT_EQ(banned.out.find('H'), std::string::npos) << banned.out;
   for (const char* bad : {"39", "x+1", "39+", "39+1x", "-5+1", "39+101"}) {
@@ -195,8 +222,8 @@ TEST_F(CliTest, ChatKeepsTheConversationAndReusesItsCache) {
   const auto r = chat("Hello there\n\nWhat next?\n/reset\nHello there\n/exit\nignored\n");
   ASSERT_EQ(r.code, 0) << r.err;
   const auto generate = [&](const std::vector<ChatMessage>& messages) {
-    const auto g = cli({"generate", "-m", *model_, "-p", format_chatml(messages, true), "-n", "5",
-                        "--temp", "0"});
+    const auto g = cli(
+        {"generate", "-m", *model_, "-p", format_chatml(messages, true), "-n", "5", "--temp", "0"});
     EXPECT_EQ(g.code, 0) << g.err;
     return g.out;  // the reply and a newline, as chat prints it
   };
