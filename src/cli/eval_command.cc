@@ -4,6 +4,7 @@
 // one length at one ratio by default and adds the comparison with full and
 // the accuracy-vs-TTFT frontier plot.
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -17,6 +18,7 @@
 #include "format/json_file.h"
 #include "kv/kv_policy.h"
 #include "util/error.h"
+#include "util/machine.h"
 #include "util/threads.h"
 
 namespace lclm::cli {
@@ -249,6 +251,20 @@ int run_eval(const EvalArgs& a, std::ostream& out, std::ostream& err) {
   return 0;
 }
 
+// Under the plot: what was measured, on what, when.
+std::string frontier_caption(const EvalArgs& a, std::size_t runs) {
+  std::string tasks, methods;
+  for (const std::string& t : a.tasks) tasks += (tasks.empty() ? "" : ", ") + t;
+  const std::time_t now = std::time(nullptr);
+  char date[16];
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  return "Model " + std::filesystem::path(a.model).filename().string() + " (" + a.model +
+         "); tasks " + tasks + "; " + std::to_string(a.samples) + " sample(s) per task and length, " +
+         std::to_string(runs) + " runs in all (n per point in frontier.csv and each point's tooltip); "
+         "error bars: 95% Wilson intervals of the mean score. Machine: " + machine_description() +
+         ", " + std::to_string(resolve_threads(a.threads)) + " thread(s); " + date + ".";
+}
+
 int run_bench(const EvalArgs& a, std::ostream& out, std::ostream& err) {
   if (std::find(a.methods.begin(), a.methods.end(), "full") == a.methods.end()) {
     throw Error("--methods: bench compares against full, which must be among them");
@@ -262,14 +278,13 @@ int run_bench(const EvalArgs& a, std::ostream& out, std::ostream& err) {
                       "\n");
   const std::string md = bench_markdown(cells);
   write_text_file((dir / "bench.md").string(), md);
-  std::string title = "accuracy vs TTFT, " + std::to_string(records.size()) + " runs at ";
-  for (std::size_t i = 0; i < a.lengths.size(); ++i) {
-    title += (i ? "/" : "") + std::to_string(a.lengths[i]);
-  }
+  const std::vector<FrontierPoint> points = frontier_points(cells);
   write_text_file((dir / "frontier.svg").string(),
-                  frontier_svg(frontier_points(cells), title + " tokens"));
+                  frontier_svg(points, "Accuracy against time to first token",
+                               frontier_caption(a, records.size())));
+  write_text_file((dir / "frontier.csv").string(), frontier_csv(points));
   out << md;
-  err << "wrote bench.json, bench.md and frontier.svg to " << dir.string() << "\n";
+  err << "wrote bench.json, bench.md, frontier.svg and frontier.csv to " << dir.string() << "\n";
   return 0;
 }
 

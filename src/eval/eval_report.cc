@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "util/error.h"
 
@@ -181,7 +182,8 @@ std::string recall_markdown(const std::vector<EvalRecord>& records) {
   };
   for (const EvalRecord& r : records) {
     const std::string task(ruler_task_name(r.task));
-    const std::string column = r.method == "full" ? "full" : r.method + " " + std::to_string(r.ratio) + "x";
+    const std::string column =
+        r.method == "full" ? "full" : r.method + " " + std::to_string(r.ratio) + "x";
     add_once(task_order, task);
     add_once(columns, column);
     add_once(lengths[task], r.length);
@@ -198,7 +200,8 @@ std::string recall_markdown(const std::vector<EvalRecord>& records) {
                          : t == RulerTask::SingleNeedle || t == RulerTask::MultiKey
                              ? "digits of the number"
                              : "answers found";
-    md << "\n" << task << ": runs answered in full / runs, " << graded << " in place (mean %)\n\n| "
+    md << "\n"
+       << task << ": runs answered in full / runs, " << graded << " in place (mean %)\n\n| "
        << (is_copy_task(t) ? "passage tokens" : "length") << " |";
     for (const std::string& c : columns) md << " " << c << " |";
     md << "\n|---|";
@@ -244,29 +247,28 @@ std::string bench_markdown(const std::vector<EvalCell>& cells) {
   return md.str();
 }
 
+std::pair<double, double> wilson_interval(double p, std::size_t n) {
+  if (n == 0) return {0.0, 1.0};
+  constexpr double z = 1.959963984540054;  // the 97.5th percentile of the normal
+  const double nn = static_cast<double>(n), z2 = z * z;
+  const double centre = (p + z2 / (2 * nn)) / (1 + z2 / nn);
+  const double half = z / (1 + z2 / nn) * std::sqrt(p * (1 - p) / nn + z2 / (4 * nn * nn));
+  return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
+}
+
 std::vector<FrontierPoint> frontier_points(const std::vector<EvalCell>& cells) {
   std::vector<FrontierPoint> points;
-  std::vector<std::size_t> counts;
   for (const EvalCell& c : cells) {
-    const std::string label = c.method == "full" ? "full" : c.method + " " + ratio_label(c);
-    auto it = std::find_if(points.begin(), points.end(),
-                           [&](const FrontierPoint& p) { return p.label == label; });
-    if (it == points.end()) {
-      FrontierPoint p;
-      p.label = label;
-      p.method = c.method;
-      points.push_back(std::move(p));
-      counts.push_back(0);
-      it = points.end() - 1;
-    }
-    const auto i = static_cast<std::size_t>(it - points.begin());
-    it->ttft_ms += c.ttft_ms;
-    it->accuracy += c.accuracy;
-    ++counts[i];
-  }
-  for (std::size_t i = 0; i < points.size(); ++i) {
-    points[i].ttft_ms /= static_cast<double>(counts[i]);
-    points[i].accuracy /= static_cast<double>(counts[i]);
+    FrontierPoint p;
+    p.label = c.method == "full" ? "full" : c.method + " " + ratio_label(c);
+    p.method = c.method;
+    p.ratio = c.method == "full" ? 1 : c.ratio;
+    p.length = c.length;
+    p.runs = c.runs;
+    p.ttft_ms = c.ttft_ms;
+    p.accuracy = c.accuracy;
+    std::tie(p.ci_low, p.ci_high) = wilson_interval(c.accuracy, c.runs);
+    points.push_back(std::move(p));
   }
   return points;
 }
@@ -282,63 +284,254 @@ std::vector<FrontierPoint> pareto_frontier(std::vector<FrontierPoint> points) {
   return frontier;
 }
 
-std::string frontier_svg(const std::vector<FrontierPoint>& points, const std::string& title) {
-  constexpr double W = 640, H = 420, left = 60, right = 150, top = 40, bottom = 50;
-  const double pw = W - left - right, ph = H - top - bottom;
+namespace {
+
+std::vector<std::size_t> lengths_of(const std::vector<FrontierPoint>& points) {
+  std::vector<std::size_t> lengths;
+  for (const FrontierPoint& p : points) lengths.push_back(p.length);
+  std::sort(lengths.begin(), lengths.end());
+  lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
+  return lengths;
+}
+
+std::vector<FrontierPoint> at_length(const std::vector<FrontierPoint>& points, std::size_t length) {
+  std::vector<FrontierPoint> out;
+  for (const FrontierPoint& p : points) {
+    if (p.length == length) out.push_back(p);
+  }
+  return out;
+}
+
+bool on_frontier(const FrontierPoint& p, const std::vector<FrontierPoint>& frontier) {
+  return std::any_of(frontier.begin(), frontier.end(), [&](const FrontierPoint& f) {
+    return f.method == p.method && f.ratio == p.ratio && f.length == p.length;
+  });
+}
+
+// A marker per ratio, centred at (x, y): full a square, 2x a downward
+// triangle, 4x a circle, 8x an upward triangle, 16x a diamond, others a cross.
+std::string marker(std::int64_t ratio, double x, double y, const std::string& fill) {
+  std::ostringstream m;
+  const double r = 4.5;
+  const auto polygon = [&](std::initializer_list<std::pair<double, double>> corners) {
+    m << "<polygon points=\"";
+    for (const auto& [dx, dy] : corners) m << fixed(x + dx, 1) << "," << fixed(y + dy, 1) << " ";
+    m << "\" fill=\"" << fill << "\" stroke=\"black\" stroke-width=\"0.5\"";
+  };
+  switch (ratio) {
+    case 1:
+      polygon({{-r, -r}, {r, -r}, {r, r}, {-r, r}});
+      break;
+    case 2:
+      polygon({{-r, -r}, {r, -r}, {0, r}});
+      break;
+    case 4:
+      m << "<circle cx=\"" << fixed(x, 1) << "\" cy=\"" << fixed(y, 1) << "\" r=\"" << r
+        << "\" fill=\"" << fill << "\" stroke=\"black\" stroke-width=\"0.5\"";
+      break;
+    case 8:
+      polygon({{0, -r}, {r, r}, {-r, r}});
+      break;
+    case 16:
+      polygon({{0, -r - 1}, {r + 1, 0}, {0, r + 1}, {-r - 1, 0}});
+      break;
+    default:
+      m << "<path d=\"M" << fixed(x - r, 1) << " " << fixed(y - r, 1) << " L" << fixed(x + r, 1)
+        << " " << fixed(y + r, 1) << " M" << fixed(x - r, 1) << " " << fixed(y + r, 1) << " L"
+        << fixed(x + r, 1) << " " << fixed(y - r, 1) << "\" stroke=\"" << fill
+        << "\" stroke-width=\"2\"";
+  }
+  return m.str();
+}
+
+// Ticks of a log axis from lo to hi: 1, 2 and 5 times each power of ten.
+std::vector<double> log_ticks(double lo, double hi) {
+  std::vector<double> ticks;
+  for (double decade = std::pow(10.0, std::floor(std::log10(lo))); decade <= hi * 10;
+       decade *= 10) {
+    for (const double m : {1.0, 2.0, 5.0}) {
+      const double t = decade * m;
+      if (t >= lo * 0.999 && t <= hi * 1.001) ticks.push_back(t);
+    }
+  }
+  return ticks;
+}
+
+std::string tick_label(double v) {
+  if (v >= 1000) return fixed(v / 1000, v >= 10000 ? 0 : (std::fmod(v, 1000) == 0 ? 0 : 1)) + "k";
+  return fixed(v, v >= 1 ? 0 : (v >= 0.1 ? 1 : 3));
+}
+
+}  // namespace
+
+std::string frontier_svg(const std::vector<FrontierPoint>& points, const std::string& title,
+                         const std::string& caption) {
+  const std::vector<std::size_t> lengths = lengths_of(points);
+  const std::size_t panels = std::max<std::size_t>(1, lengths.size());
+  constexpr double pw = 300, ph = 260, gap = 70, left = 60, top = 50, legend_w = 190;
+  const double W = left + panels * pw + (panels - 1) * gap + 30 + legend_w;
+  const double H = top + ph + 110;
+
+  // One x range for every panel, so they compare at a glance: padded to
+  // whole 1-2-5 steps around the data.
   double lo = 1e300, hi = 0;
   for (const FrontierPoint& p : points) {
     lo = std::min(lo, std::max(p.ttft_ms, 1e-3));
     hi = std::max(hi, std::max(p.ttft_ms, 1e-3));
   }
   if (points.empty()) lo = hi = 1;
-  // A log axis over whole decades around the data.
-  const double x0 = std::floor(std::log10(lo)), x1 = std::max(x0 + 1, std::ceil(std::log10(hi)));
-  const auto sx = [&](double ms) {
-    return left + (std::log10(std::max(ms, 1e-3)) - x0) / (x1 - x0) * pw;
-  };
-  const auto sy = [&](double acc) { return top + (1.0 - acc) * ph; };
+  const std::vector<double> around = log_ticks(lo / 10, hi * 10);
+  double x_lo = lo, x_hi = hi;
+  for (const double t : around) {
+    if (t <= lo) x_lo = t;
+  }
+  for (auto it = around.rbegin(); it != around.rend(); ++it) {
+    if (*it >= hi) x_hi = *it;
+  }
+  if (x_hi <= x_lo) x_hi = x_lo * 2;
+  const double lx0 = std::log10(x_lo), lx1 = std::log10(x_hi);
+
   std::ostringstream s;
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
-    << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << fixed(W, 0) << "\" height=\""
+    << fixed(H, 0) << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    << "<text x=\"" << W / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" << xml(title)
-    << "</text>\n";
-  for (int i = 0; i <= 5; ++i) {  // accuracy grid: 0, 20, ... 100 %
-    const double y = sy(i / 5.0);
-    s << "<line x1=\"" << left << "\" y1=\"" << y << "\" x2=\"" << left + pw << "\" y2=\"" << y
-      << "\" stroke=\"#dddddd\"/>\n<text x=\"" << left - 6 << "\" y=\"" << y + 4
-      << "\" text-anchor=\"end\">" << i * 20 << "</text>\n";
+    << "<text x=\"" << fixed(W / 2, 0) << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">"
+    << xml(title) << "</text>\n";
+  for (std::size_t k = 0; k < panels; ++k) {
+    const double x0 = left + static_cast<double>(k) * (pw + gap);
+    const auto sx = [&](double ms) {
+      return x0 + (std::log10(std::max(ms, 1e-3)) - lx0) / (lx1 - lx0) * pw;
+    };
+    const auto sy = [&](double acc) { return top + (1.0 - acc) * ph; };
+    const std::vector<FrontierPoint> here =
+        lengths.empty() ? std::vector<FrontierPoint>{} : at_length(points, lengths[k]);
+    if (!lengths.empty()) {
+      s << "<text x=\"" << fixed(x0 + pw / 2, 0) << "\" y=\"" << top - 8
+        << "\" text-anchor=\"middle\" font-size=\"13\">" << lengths[k] << " tokens</text>\n";
+    }
+    for (int i = 0; i <= 10; ++i) {  // accuracy grid every 10 %, labels every 20 %
+      const double y = sy(i / 10.0);
+      s << "<line x1=\"" << x0 << "\" y1=\"" << fixed(y, 1) << "\" x2=\"" << x0 + pw << "\" y2=\""
+        << fixed(y, 1) << "\" stroke=\"" << (i % 2 ? "#f0f0f0" : "#dddddd") << "\"/>\n";
+      if (i % 2 == 0) {
+        s << "<text x=\"" << x0 - 6 << "\" y=\"" << fixed(y + 4, 1) << "\" text-anchor=\"end\">"
+          << i * 10 << "</text>\n";
+      }
+    }
+    for (const double t : log_ticks(x_lo, x_hi)) {
+      const double x = sx(t);
+      s << "<line x1=\"" << fixed(x, 1) << "\" y1=\"" << top << "\" x2=\"" << fixed(x, 1)
+        << "\" y2=\"" << top + ph << "\" stroke=\"#eeeeee\"/>\n<text x=\"" << fixed(x, 1)
+        << "\" y=\"" << top + ph + 16 << "\" text-anchor=\"middle\">" << tick_label(t)
+        << "</text>\n";
+    }
+    s << "<rect x=\"" << x0 << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
+      << "\" fill=\"none\" stroke=\"black\"/>\n"
+      << "<text x=\"" << fixed(x0 + pw / 2, 0) << "\" y=\"" << top + ph + 36
+      << "\" text-anchor=\"middle\">time to first token (ms, log scale)</text>\n";
+    if (k == 0) {
+      s << "<text transform=\"translate(18 " << top + ph / 2
+        << ") rotate(-90)\" text-anchor=\"middle\">accuracy (%)</text>\n";
+    }
+    const std::vector<FrontierPoint> frontier = pareto_frontier(here);
+    s << "<polyline fill=\"none\" stroke=\"#666666\" stroke-dasharray=\"5 3\" points=\"";
+    for (const FrontierPoint& p : frontier) {
+      s << fixed(sx(p.ttft_ms), 1) << "," << fixed(sy(p.accuracy), 1) << " ";
+    }
+    s << "\"/>\n";
+    for (const FrontierPoint& p : here) {
+      const double x = sx(p.ttft_ms);
+      const std::string colour = method_colour(p.method);
+      s << "<g><title>" << xml(p.label) << " at " << p.length
+        << " tokens: " << fixed(100 * p.accuracy, 1) << " % (95% CI " << fixed(100 * p.ci_low, 1)
+        << "-" << fixed(100 * p.ci_high, 1) << ", n = " << p.runs << "), TTFT "
+        << fixed(p.ttft_ms, 1) << " ms</title>\n"
+        << "<line class=\"error-bar\" x1=\"" << fixed(x, 1) << "\" y1=\"" << fixed(sy(p.ci_low), 1)
+        << "\" x2=\"" << fixed(x, 1) << "\" y2=\"" << fixed(sy(p.ci_high), 1) << "\" stroke=\""
+        << colour << "\"/>\n";
+      for (const double c : {p.ci_low, p.ci_high}) {
+        s << "<line x1=\"" << fixed(x - 3, 1) << "\" y1=\"" << fixed(sy(c), 1) << "\" x2=\""
+          << fixed(x + 3, 1) << "\" y2=\"" << fixed(sy(c), 1) << "\" stroke=\"" << colour
+          << "\"/>\n";
+      }
+      s << marker(p.ratio, x, sy(p.accuracy), colour) << " class=\"point\"/>\n</g>\n";
+    }
   }
-  for (double d = x0; d <= x1; ++d) {  // TTFT decades
-    const double x = sx(std::pow(10.0, d));
-    s << "<line x1=\"" << x << "\" y1=\"" << top << "\" x2=\"" << x << "\" y2=\"" << top + ph
-      << "\" stroke=\"#dddddd\"/>\n<text x=\"" << x << "\" y=\"" << top + ph + 16
-      << "\" text-anchor=\"middle\">" << fixed(std::pow(10.0, d), d < 0 ? 3 : 0) << "</text>\n";
-  }
-  s << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
-    << "\" fill=\"none\" stroke=\"black\"/>\n"
-    << "<text x=\"" << left + pw / 2 << "\" y=\"" << H - 12
-    << "\" text-anchor=\"middle\">time to first token (ms, log scale)</text>\n"
-    << "<text transform=\"translate(16 " << top + ph / 2
-    << ") rotate(-90)\" text-anchor=\"middle\">accuracy (%)</text>\n";
-  const std::vector<FrontierPoint> frontier = pareto_frontier(points);
-  s << "<polyline fill=\"none\" stroke=\"#888888\" stroke-dasharray=\"4 3\" points=\"";
-  for (const FrontierPoint& p : frontier) s << sx(p.ttft_ms) << "," << sy(p.accuracy) << " ";
-  s << "\"/>\n";
+
+  // The legend: methods by colour, ratios by marker, the frontier, the bars.
+  const double lx = left + panels * pw + (panels - 1) * gap + 30;
+  double ly = top + 4;
+  const auto heading = [&](const char* text) {
+    s << "<text x=\"" << lx << "\" y=\"" << fixed(ly, 0) << "\" font-weight=\"bold\">" << text
+      << "</text>\n";
+    ly += 16;
+  };
+  std::vector<std::string> methods;
+  std::vector<std::int64_t> ratios;
   for (const FrontierPoint& p : points) {
-    s << "<circle cx=\"" << sx(p.ttft_ms) << "\" cy=\"" << sy(p.accuracy) << "\" r=\"4\" fill=\""
-      << method_colour(p.method) << "\"><title>" << xml(p.label) << ": " << fixed(p.ttft_ms, 1)
-      << " ms, " << fixed(100 * p.accuracy, 1) << " %</title></circle>\n";
+    if (std::find(methods.begin(), methods.end(), p.method) == methods.end()) {
+      methods.push_back(p.method);
+    }
+    if (std::find(ratios.begin(), ratios.end(), p.ratio) == ratios.end()) ratios.push_back(p.ratio);
   }
-  double ly = top + 8;  // legend: one line per point
-  for (const FrontierPoint& p : points) {
-    s << "<circle cx=\"" << left + pw + 14 << "\" cy=\"" << ly - 4 << "\" r=\"4\" fill=\""
-      << method_colour(p.method) << "\"/><text x=\"" << left + pw + 24 << "\" y=\"" << ly << "\">"
-      << xml(p.label) << "</text>\n";
+  std::sort(ratios.begin(), ratios.end());
+  heading("method");
+  for (const std::string& m : methods) {
+    s << "<rect x=\"" << lx << "\" y=\"" << fixed(ly - 9, 0)
+      << "\" width=\"10\" height=\"10\" fill=\"" << method_colour(m) << "\"/><text x=\"" << lx + 16
+      << "\" y=\"" << fixed(ly, 0) << "\">" << xml(m) << "</text>\n";
     ly += 16;
   }
+  ly += 6;
+  heading("ratio");
+  for (const std::int64_t r : ratios) {
+    s << marker(r, lx + 5, ly - 4, "#999999") << "/><text x=\"" << lx + 16 << "\" y=\""
+      << fixed(ly, 0) << "\">" << (r == 1 ? std::string("uncompressed") : std::to_string(r) + "x")
+      << "</text>\n";
+    ly += 16;
+  }
+  ly += 6;
+  s << "<line x1=\"" << lx << "\" y1=\"" << fixed(ly - 4, 0) << "\" x2=\"" << lx + 12 << "\" y2=\""
+    << fixed(ly - 4, 0) << "\" stroke=\"#666666\" stroke-dasharray=\"5 3\"/><text x=\"" << lx + 16
+    << "\" y=\"" << fixed(ly, 0) << "\">Pareto frontier</text>\n";
+  ly += 16;
+  s << "<line x1=\"" << lx + 6 << "\" y1=\"" << fixed(ly - 10, 0) << "\" x2=\"" << lx + 6
+    << "\" y2=\"" << fixed(ly + 2, 0) << "\" stroke=\"#666666\"/><text x=\"" << lx + 16 << "\" y=\""
+    << fixed(ly, 0) << "\">95% Wilson interval</text>\n";
+
+  // The caption, wrapped at about 150 characters a line.
+  double cy = top + ph + 62;
+  std::string line;
+  std::istringstream words(caption);
+  const auto flush = [&] {
+    if (line.empty()) return;
+    s << "<text class=\"caption\" x=\"" << left << "\" y=\"" << fixed(cy, 0)
+      << "\" font-size=\"11\" fill=\"#333333\">" << xml(line) << "</text>\n";
+    cy += 14;
+    line.clear();
+  };
+  for (std::string w; words >> w;) {
+    if (line.size() + w.size() + 1 > 150) flush();
+    line += (line.empty() ? "" : " ") + w;
+  }
+  flush();
   s << "</svg>\n";
   return s.str();
+}
+
+std::string frontier_csv(const std::vector<FrontierPoint>& points) {
+  std::ostringstream csv;
+  csv << "method,ratio,length,runs,accuracy,ci_low,ci_high,ttft_ms,on_frontier\n";
+  for (const std::size_t length : lengths_of(points)) {
+    const std::vector<FrontierPoint> here = at_length(points, length);
+    const std::vector<FrontierPoint> frontier = pareto_frontier(here);
+    for (const FrontierPoint& p : here) {
+      csv << p.method << "," << p.ratio << "," << p.length << "," << p.runs << ","
+          << fixed(p.accuracy, 4) << "," << fixed(p.ci_low, 4) << "," << fixed(p.ci_high, 4) << ","
+          << fixed(p.ttft_ms, 2) << "," << (on_frontier(p, frontier) ? 1 : 0) << "\n";
+    }
+  }
+  return csv.str();
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

@@ -45,20 +45,35 @@ std::string recall_markdown(const std::vector<EvalRecord>& records);
 // KV ratios; needs "full" among the cells.
 std::string bench_markdown(const std::vector<EvalCell>& cells);
 
-// A point of the frontier plot.
+// A point of the frontier plot: one (method, ratio, length) cell.
 struct FrontierPoint {
-  std::string label;
+  std::string label;  // "latent 8x" ("full" for the full cache)
   std::string method;
-  double ttft_ms = 0;
-  double accuracy = 0;  // 0..1
+  std::int64_t ratio = 1;
+  std::size_t length = 0;
+  std::size_t runs = 0;            // samples behind the point
+  double ttft_ms = 0;              // mean
+  double accuracy = 0;             // mean score, 0..1
+  double ci_low = 0, ci_high = 1;  // 95% Wilson interval of the accuracy
 };
-// One point per (method, ratio), averaged over lengths.
+
+// The 95% Wilson score interval of a proportion p over n trials (n = 0: [0, 1]).
+std::pair<double, double> wilson_interval(double p, std::size_t n);
+
+// One point per cell (method, ratio, length), in the cells' order.
 std::vector<FrontierPoint> frontier_points(const std::vector<EvalCell>& cells);
 // The points not beaten by another one that is at least as accurate and at
-// least as fast, by ascending TTFT.
+// least as fast, by ascending TTFT (call it on the points of one length).
 std::vector<FrontierPoint> pareto_frontier(std::vector<FrontierPoint> points);
-// Accuracy (y) against TTFT (x, logarithmic) with the frontier drawn through.
-std::string frontier_svg(const std::vector<FrontierPoint>& points, const std::string& title);
+// Accuracy (y, with 95% Wilson error bars) against TTFT (x, log scale, 1-2-5
+// ticks), one panel per prompt length with that length's Pareto frontier;
+// colour by method, marker shape by ratio; the caption (model, machine,
+// tasks) under the panels.
+std::string frontier_svg(const std::vector<FrontierPoint>& points, const std::string& title,
+                         const std::string& caption);
+// The plotted data: method, ratio, length, runs, accuracy, ci_low, ci_high,
+// ttft_ms, on_frontier (1 when the point is on its length's frontier).
+std::string frontier_csv(const std::vector<FrontierPoint>& points);
 
 void write_text_file(const std::string& path, const std::string& text);
 

@@ -11,6 +11,7 @@
 #include <optional>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
 #include "cli/cli_runner.h"
 #include "cli/common.h"
@@ -284,24 +285,105 @@ TEST_F(RulerTasks, VariableChainAndCommonWordsAreWellFormed) {
   EXPECT_GT(least_common, most_rare);
 }
 
+FrontierPoint point(const char* method, std::int64_t ratio, std::size_t length, double ttft,
+                    double accuracy, std::size_t runs = 20) {
+  FrontierPoint p;
+  p.label = method;
+  p.method = method;
+  p.ratio = ratio;
+  p.length = length;
+  p.ttft_ms = ttft;
+  p.accuracy = accuracy;
+  p.runs = runs;
+  std::tie(p.ci_low, p.ci_high) = wilson_interval(accuracy, runs);
+  return p;
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t i = text.find(what); i != std::string::npos; i = text.find(what, i + 1)) ++n;
+  return n;
+}
+
 TEST(EvalFrontier, KeepsOnlyPointsNoOtherBeats) {
-  std::vector<FrontierPoint> points = {{"a", "full", 100, 0.9},
-                                       {"b", "latent", 10, 0.8},
-                                       {"c", "h2o", 50, 0.5},
-                                       {"d", "snapkv", 20, 0.85},
-                                       {"e", "streaming", 5, 0.1}};
-  std::vector<std::string> labels;
-  for (const FrontierPoint& p : pareto_frontier(points)) labels.push_back(p.label);
-  EXPECT_EQ(labels, (std::vector<std::string>{"e", "b", "d", "a"}));
-  const std::string svg = frontier_svg(points, "t <1>");
+  std::vector<FrontierPoint> points = {
+      point("full", 1, 1024, 100, 0.9), point("latent", 8, 1024, 10, 0.8),
+      point("h2o", 8, 1024, 50, 0.5), point("snapkv", 8, 1024, 20, 0.85),
+      point("streaming", 8, 1024, 5, 0.1)};
+  std::vector<std::string> methods;
+  for (const FrontierPoint& p : pareto_frontier(points)) methods.push_back(p.method);
+  EXPECT_EQ(methods, (std::vector<std::string>{"streaming", "latent", "snapkv", "full"}));
+}
+
+// Wilson's interval, against values computed by hand from its formula (and
+// statsmodels' proportion_confint(method="wilson")).
+TEST(EvalFrontier, WilsonIntervals) {
+  const auto [lo, hi] = wilson_interval(0.5, 20);
+  EXPECT_NEAR(lo, 0.2993, 1e-4);
+  EXPECT_NEAR(hi, 0.7007, 1e-4);
+  const auto [lo0, hi0] = wilson_interval(0.0, 20);
+  EXPECT_EQ(lo0, 0.0);
+  EXPECT_NEAR(hi0, 0.1611, 1e-4);
+  const auto [lo1, hi1] = wilson_interval(1.0, 3);
+  EXPECT_NEAR(lo1, 0.4385, 1e-4);
+  EXPECT_DOUBLE_EQ(hi1, 1.0);
+  EXPECT_EQ(wilson_interval(0.3, 0), (std::pair<double, double>{0.0, 1.0}));
+}
+
+// One point per method x ratio x length, a panel per length with its own
+// frontier, markers by ratio, error bars, a legend that names the frontier,
+// the caption, and the same data as CSV.
+TEST(EvalFrontier, PlotsEveryCellWithItsIntervalAndWritesTheData) {
+  std::vector<EvalCell> cells;
+  const auto cell = [&](const char* method, std::int64_t ratio, std::size_t length, double ttft,
+                        double acc, std::size_t runs) {
+    EvalCell c;
+    c.method = method;
+    c.ratio = ratio;
+    c.length = length;
+    c.ttft_ms = ttft;
+    c.accuracy = acc;
+    c.runs = runs;
+    cells.push_back(c);
+  };
+  cell("full", 1, 1024, 900, 0.95, 20);
+  cell("latent", 4, 1024, 150, 0.8, 20);
+  cell("latent", 8, 1024, 90, 0.3, 20);
+  cell("full", 1, 4096, 5200, 0.1, 20);
+  cell("latent", 4, 4096, 700, 0.55, 20);
+  cell("latent", 8, 4096, 400, 0.3, 20);
+  cell("snapkv", 8, 4096, 5100, 0.05, 20);
+  const std::vector<FrontierPoint> points = frontier_points(cells);
+  ASSERT_EQ(points.size(), cells.size());
+  const std::string svg = frontier_svg(points, "t <1>", "Model m; machine x & y");
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
   EXPECT_NE(svg.find("t &lt;1&gt;"), std::string::npos);
-  std::size_t circles = 0;
-  for (std::size_t i = svg.find("<circle"); i != std::string::npos;
-       i = svg.find("<circle", i + 1)) {
-    ++circles;
+  EXPECT_EQ(count_of(svg, "class=\"point\""), cells.size());
+  EXPECT_EQ(count_of(svg, "class=\"error-bar\""), cells.size());
+  EXPECT_NE(svg.find(">1024 tokens<"), std::string::npos);
+  EXPECT_NE(svg.find(">4096 tokens<"), std::string::npos);
+  EXPECT_NE(svg.find("Pareto frontier"), std::string::npos);
+  EXPECT_NE(svg.find("95% Wilson interval"), std::string::npos);
+  EXPECT_NE(svg.find("Model m; machine x &amp; y"), std::string::npos);
+  EXPECT_NE(svg.find("latent 8x at 4096 tokens: 30.0 % (95% CI 14.5-51.9, n = 20)"),
+            std::string::npos);
+  // Markers by ratio: a circle for 4x, triangles for 8x, squares for full
+  // (legend entries included).
+  EXPECT_EQ(count_of(svg, "<circle"), 2u + 1u);
+  // 1-2-5 ticks between 50 ms and 10 s, not decades only.
+  for (const char* tick : {">100<", ">200<", ">500<", ">1k<", ">2k<", ">5k<"}) {
+    EXPECT_NE(svg.find(tick), std::string::npos) << tick;
   }
-  EXPECT_EQ(circles, 2 * points.size());  // plot and legend
+  const std::string csv = frontier_csv(points);
+  EXPECT_EQ(csv,
+            "method,ratio,length,runs,accuracy,ci_low,ci_high,ttft_ms,on_frontier\n"
+            "full,1,1024,20,0.9500,0.7639,0.9911,900.00,1\n"
+            "latent,4,1024,20,0.8000,0.5840,0.9193,150.00,1\n"
+            "latent,8,1024,20,0.3000,0.1455,0.5190,90.00,1\n"
+            "full,1,4096,20,0.1000,0.0279,0.3010,5200.00,0\n"
+            "latent,4,4096,20,0.5500,0.3421,0.7418,700.00,1\n"
+            "latent,8,4096,20,0.3000,0.1455,0.5190,400.00,1\n"
+            "snapkv,8,4096,20,0.0500,0.0089,0.2361,5100.00,0\n");
 }
 
 // A tiny random LCLM with the real Qwen3 tokenizer, window 64, ratio 4.
@@ -488,10 +570,10 @@ TEST(EvalCli, RecordsComeAsTheyAreMadeAndAnInterruptedRunResumes) {
 TEST(EvalCli, CopyTasksRunAtTheirPassageLengthsWithGradedRecords) {
   const fs::path ckpt = tiny_checkpoint("eval_copy");
   const fs::path out = scratch_dir("eval_copy_out");
-  const auto run = cli({"eval", "-m", ckpt.string(), "--methods", "full,latent", "--ratios", "4",
-                        "--lengths", "256", "--passages", "16,24", "--tasks",
-                        "needle,reconstruction,numbers", "--samples", "2", "--out", out.string(),
-                        "-t", "1"});
+  const auto run =
+      cli({"eval", "-m", ckpt.string(), "--methods", "full,latent", "--ratios", "4", "--lengths",
+           "256", "--passages", "16,24", "--tasks", "needle,reconstruction,numbers", "--samples",
+           "2", "--out", out.string(), "-t", "1"});
   ASSERT_EQ(run.code, 0) << run.err;
   // (1 length x needle + 2 passages x 2 copy tasks) x 2 samples x 2 runs.
   EXPECT_NE(run.err.find("[20/20] numbers-24-1 latent x4"), std::string::npos) << run.err;
