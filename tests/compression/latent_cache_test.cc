@@ -18,6 +18,10 @@ Latents make_latents(std::size_t count, std::size_t dim, float base) {
   return l;
 }
 
+LatentStoreOptions file(const std::filesystem::path& path) {
+  return {.location = path.string()};
+}
+
 void run_sql(const std::filesystem::path& db, const std::string& sql) {
   sqlite3* h = nullptr;
   ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
@@ -53,8 +57,8 @@ TEST(LatentCache, MemoryLruEvictsTheLeastRecentlyUsed) {
 TEST(LatentCache, DiskStoreSurvivesAcrossInstancesBitExact) {
   const auto db = testing::scratch_dir("latent_disk") / "cache.sqlite";
   const auto l = make_latents(5, 16, 0.25f);
-  { LatentCache(0, db).store(latent_key("c", "doc"), l); }
-  LatentCache reopened(1 << 20, db);
+  { LatentCache(0, file(db)).store(latent_key("c", "doc"), l); }
+  LatentCache reopened(1 << 20, file(db));
   const auto got = reopened.find(latent_key("c", "doc"));
   ASSERT_TRUE(got);
   EXPECT_EQ(got->data, l.data);
@@ -70,7 +74,7 @@ TEST(LatentCache, CorruptEntriesAreDroppedNeverReturned) {
   const auto key = latent_key("c", "doc");
   const auto other = latent_key("c", "other");
   {
-    LatentCache writer(0, db);
+    LatentCache writer(0, file(db));
     writer.store(key, make_latents(2, 4, 1.0f));
     writer.store(other, make_latents(2, 4, 1.0f));
   }
@@ -78,7 +82,7 @@ TEST(LatentCache, CorruptEntriesAreDroppedNeverReturned) {
   run_sql(db,
           "UPDATE latents SET data = CAST(zeroblob(32) AS BLOB) WHERE key = '" + key.hex() + "'");
   run_sql(db, "UPDATE latents SET data = substr(data, 1, 8) WHERE key = '" + other.hex() + "'");
-  LatentCache reader(0, db);
+  LatentCache reader(0, file(db));
   EXPECT_FALSE(reader.find(key));
   EXPECT_FALSE(reader.find(other));
   EXPECT_EQ(reader.stats().corrupt, 2u);
@@ -96,16 +100,16 @@ TEST(LatentCache, AnUnusableFileLeavesTheCacheInMemory) {
   for (const std::filesystem::path& path :
        {std::filesystem::path("/proc/no/such/dir/cache.sqlite"), garbage, dir}) {
     SCOPED_TRACE(path);
-    LatentCache cache(1 << 20, path);
-    EXPECT_NE(cache.disk_error().find(path.string()), std::string::npos) << cache.disk_error();
+    LatentCache cache(1 << 20, file(path));
+    EXPECT_NE(cache.store_error().find(path.string()), std::string::npos) << cache.store_error();
     const auto l = make_latents(2, 4, 1.0f);
     cache.store(latent_key("c", "doc"), l);
     const auto got = cache.find(latent_key("c", "doc"));
     ASSERT_TRUE(got);
     EXPECT_EQ(got->data, l.data);
   }
-  LatentCache fine(0, dir / "fine.sqlite");
-  EXPECT_EQ(fine.disk_error(), "");
+  LatentCache fine(0, file(dir / "fine.sqlite"));
+  EXPECT_EQ(fine.store_error(), "");
 }
 
 // A row's payload moved under another key fails that key's checksum.
@@ -113,14 +117,14 @@ TEST(LatentCache, ARowMovedUnderAnotherKeyIsRejected) {
   const auto db = testing::scratch_dir("latent_moved") / "cache.sqlite";
   const auto a = latent_key("c", "a"), b = latent_key("c", "b");
   {
-    LatentCache writer(0, db);
+    LatentCache writer(0, file(db));
     writer.store(a, make_latents(2, 4, 1.0f));
     writer.store(b, make_latents(2, 4, 9.0f));
   }
   run_sql(db, "UPDATE latents SET data = (SELECT data FROM latents WHERE key = '" + a.hex() +
                   "'), checksum = (SELECT checksum FROM latents WHERE key = '" + a.hex() +
                   "') WHERE key = '" + b.hex() + "'");
-  LatentCache reader(0, db);
+  LatentCache reader(0, file(db));
   EXPECT_TRUE(reader.find(a));
   EXPECT_FALSE(reader.find(b));
   EXPECT_EQ(reader.stats().corrupt, 1u);
@@ -130,18 +134,18 @@ TEST(LatentCache, ARowMovedUnderAnotherKeyIsRejected) {
 // second waits for the first's lock instead of failing "database is locked".
 TEST(LatentCache, TwoWritersShareOneFile) {
   const auto db = testing::scratch_dir("latent_shared") / "cache.sqlite";
-  { LatentCache create(0, db); }
+  { LatentCache create(0, file(db)); }
   const auto write = [&](int who) {
-    LatentCache cache(0, db);
+    LatentCache cache(0, file(db));
     for (int i = 0; i < 150; ++i) {
       cache.store(latent_key(std::to_string(who), std::to_string(i)), make_latents(8, 64, 1.0f));
     }
-    EXPECT_EQ(cache.disk_error(), "");
+    EXPECT_EQ(cache.store_error(), "");
   };
   std::thread first(write, 1), second(write, 2);
   first.join();
   second.join();
-  LatentCache reader(0, db);
+  LatentCache reader(0, file(db));
   for (int who : {1, 2}) {
     for (int i = 0; i < 150; i += 37) {
       EXPECT_TRUE(reader.find(latent_key(std::to_string(who), std::to_string(i))))
