@@ -43,6 +43,23 @@ class LclmCliTest : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
   static std::string ckpt() { return (*dir_ / "ckpt").string(); }
   static std::string path(const char* name) { return (*dir_ / name).string(); }
+  // `generate`: four greedy tokens answering a question about doc.txt,
+  // compressed, and then `more` arguments.
+  static std::vector<std::string> river_question(const std::vector<std::string>& more) {
+    std::vector<std::string> args = {"generate",
+                                     "-m",
+                                     ckpt(),
+                                     "--compress-file",
+                                     path("doc.txt"),
+                                     "-p",
+                                     "Which way does the river run?",
+                                     "-n",
+                                     "4",
+                                     "--temp",
+                                     "0"};
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  }
   static std::filesystem::path* dir_;
 };
 std::filesystem::path* LclmCliTest::dir_ = nullptr;
@@ -75,19 +92,7 @@ TEST_F(LclmCliTest, RatioOverrideChangesTheLatentCount) {
 }
 
 TEST_F(LclmCliTest, GenerateWithCompressFileReportsCompressionAndUsesTheCache) {
-  const std::vector<std::string> args = {"generate",
-                                         "-m",
-                                         ckpt(),
-                                         "--compress-file",
-                                         path("doc.txt"),
-                                         "-p",
-                                         "Which way does the river run?",
-                                         "-n",
-                                         "4",
-                                         "--temp",
-                                         "0",
-                                         "--latent-cache",
-                                         path("cache.sqlite")};
+  const std::vector<std::string> args = river_question({"--latent-cache", path("cache.sqlite")});
   const auto first = cli(args);
   ASSERT_EQ(first.code, 0) << first.err;
   EXPECT_NE(first.err.find("in 1 region(s) compressed to"), std::string::npos) << first.err;
@@ -198,23 +203,8 @@ CliResult run_lclm(const std::filesystem::path& dir, const std::vector<std::stri
 TEST_F(LclmCliTest, TwoProcessesShareLatentsThroughRedis) {
   LCLM_SKIP_WITHOUT_REDIS();
   testing::RedisServer redis("lclm_cli_redis");
-  const std::vector<std::string> args = {"generate",
-                                         "-m",
-                                         ckpt(),
-                                         "--compress-file",
-                                         path("doc.txt"),
-                                         "-p",
-                                         "Which way does the river run?",
-                                         "-n",
-                                         "4",
-                                         "--temp",
-                                         "0",
-                                         "-t",
-                                         "1",
-                                         "--latent-cache",
-                                         redis.url(),
-                                         "--latent-cache-ttl",
-                                         "600"};
+  const std::vector<std::string> args =
+      river_question({"--latent-cache", redis.url(), "-t", "1", "--latent-cache-ttl", "600"});
   const auto first = run_lclm(*dir_, args);
   ASSERT_EQ(first.code, 0) << first.err;
   EXPECT_NE(first.err.find("cache hits 0,"), std::string::npos) << first.err;
