@@ -81,7 +81,11 @@ void LclmArgs::add_options(CLI::App& app) {
         try {
           check_latent_store_options({.location = location});
         } catch (const Error& e) {
-          return std::string(e.what());
+          // CLI11 names the flag itself, in front of the message.
+          std::string why = e.what();
+          constexpr std::string_view flag = "--latent-cache ";
+          if (why.starts_with(flag)) why.erase(0, flag.size());
+          return why;
         }
         return std::string();
       },
@@ -93,7 +97,8 @@ void LclmArgs::add_options(CLI::App& app) {
   app.add_option("--latent-cache-ttl", latent_cache_ttl,
                  "Redis only: a region's latents expire this many seconds after their last use "
                  "(0: never)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{10} * 365 * 24 * 3600));  // 10 years
 }
 
 EngineOptions LclmArgs::engine_options(int threads) const {

@@ -228,7 +228,7 @@ TEST_F(LclmCliTest, ABadLatentCacheOptionNamesTheFlag) {
   const auto url =
       cli({"generate", "-m", ckpt(), "-p", "x", "--latent-cache", "redis://host:port"});
   EXPECT_EQ(url.code, 2);
-  EXPECT_NE(url.err.find("--latent-cache 'redis://host:port': the port must be a number"),
+  EXPECT_NE(url.err.find("--latent-cache: 'redis://host:port': the port must be a number"),
             std::string::npos)
       << url.err;
   const auto ttl = cli({"generate", "-m", ckpt(), "-p", "x", "--latent-cache", path("c.sqlite"),
