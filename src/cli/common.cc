@@ -90,23 +90,37 @@ void LclmArgs::add_options(CLI::App& app) {
   app.add_option("--ratio", ratio,
                  "Compression ratio: encoder tokens per latent (default: the checkpoint's)")
       ->check(CLI::NonNegativeNumber);
+  // A malformed URL is a usage error here, before the model loads.
+  const CLI::Validator store_location(
+      [](std::string& location) {
+        try {
+          check_latent_store_options({.location = location});
+        } catch (const Error& e) {
+          // CLI11 names the flag itself, in front of the message.
+          std::string why = e.what();
+          constexpr std::string_view flag = "--latent-cache ";
+          if (why.starts_with(flag)) why.erase(0, flag.size());
+          return why;
+        }
+        return std::string();
+      },
+      "FILE|redis://HOST:PORT[/DB]");
   app.add_option("--latent-cache", latent_cache,
-                 "SQLite file that keeps compressed regions across runs (created if missing)");
-}
-
-LclmOptions LclmArgs::options() const {
-  LclmOptions o;
-  if (ratio > 0) o.compression_ratio = ratio;
-  if (!latent_cache.empty()) o.cache_db = latent_cache;
-  o.quant = quant.value();
-  return o;
+                 "Where compressed regions are kept across runs: an SQLite file (created if "
+                 "missing) or a Redis server that several processes share, redis://HOST:PORT[/DB]")
+      ->check(store_location);
+  app.add_option("--latent-cache-ttl", latent_cache_ttl,
+                 "Redis only: a region's latents expire this many seconds after their last use "
+                 "(0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{10} * 365 * 24 * 3600));  // 10 years
 }
 
 EngineOptions LclmArgs::engine_options(int threads) const {
   EngineOptions o;
   o.threads = threads;
   if (ratio > 0) o.ratio = ratio;
-  if (!latent_cache.empty()) o.latent_db = latent_cache;
+  o.latent_store = {.location = latent_cache, .ttl_seconds = latent_cache_ttl};
   o.quant = quant.value();
   return o;
 }
@@ -202,7 +216,9 @@ void print_prompt_stats(std::ostream& err, const PromptStats& s) {
       << " positions: " << s.plain_tokens << " plain tokens + " << s.compressed_tokens
       << " tokens in " << s.regions << " region(s) compressed to " << s.latents << " latents ("
       << (s.latents ? static_cast<double>(s.compressed_tokens) / s.latents : 0.0)
-      << "x), cache hits " << s.cache_hits << ", compress " << s.compress_seconds * 1e3 << " ms | ";
+      << "x), cache hits " << s.cache_hits;
+  if (s.remote_hits > 0) err << " (" << s.remote_hits << " from Redis)";
+  err << ", compress " << s.compress_seconds * 1e3 << " ms | ";
 }
 
 GenerationStats generate_to(std::ostream& out, Session& session, const PreparedPrompt& prompt,
@@ -237,6 +253,7 @@ void write_stats_json(const std::string& path, double load_seconds, const Prompt
                             {"latents", prompt.latents},
                             {"regions", prompt.regions},
                             {"cache_hits", prompt.cache_hits},
+                            {"remote_cache_hits", prompt.remote_hits},
                             {"generated_tokens", s.generated_tokens},
                             {"decode_tokens_per_s", s.decode_tokens_per_second()},
                             {"stop", std::string(stop_reason_name(s.stop))},

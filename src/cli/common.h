@@ -46,12 +46,12 @@ struct QuantArg {
 
 // Options that load an LCLM checkpoint (and --quant, which plain models take too).
 struct LclmArgs {
-  std::int64_t ratio = 0;  // 0: the checkpoint's
-  std::string latent_cache;
+  std::int64_t ratio = 0;             // 0: the checkpoint's
+  std::string latent_cache;           // an SQLite file or redis://HOST:PORT[/DB]
+  std::int64_t latent_cache_ttl = 0;  // seconds, Redis only (0: never expire)
   QuantArg quant;
 
   void add_options(CLI::App& app);
-  LclmOptions options() const;
   // With the -t value, which the engine applies on every thread that runs it.
   EngineOptions engine_options(int threads) const;
 };
@@ -82,8 +82,9 @@ void print_generation_stats(std::ostream& err, const GenerationStats& s, double 
 
 // The same figures as the stats line, as JSON: load_ms, ttft_ms (compression
 // included), compress_ms, prompt_positions, plain_tokens, compressed_tokens,
-// latents, regions, cache_hits, generated_tokens, decode_tokens_per_s, stop,
-// seed, kv_cache_bytes, peak_rss_bytes, and the generated token ids.
+// latents, regions, cache_hits, remote_cache_hits, generated_tokens,
+// decode_tokens_per_s, stop, seed, kv_cache_bytes, peak_rss_bytes, and the
+// generated token ids.
 void write_stats_json(const std::string& path, double load_seconds, const PromptStats& prompt,
                       const GenerationStats& s, std::uint64_t seed);
 

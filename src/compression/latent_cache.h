@@ -1,7 +1,8 @@
 // Reuse of compressed regions: a region's latents are keyed by a hash of the
 // checkpoint's fingerprint and the region's text, and kept in memory (LRU,
-// bounded in bytes) and optionally in an SQLite file, so a document is
-// compressed once and queried many times, across runs. Entries carry a
+// bounded in bytes) and optionally in a store behind it, an SQLite file or a
+// Redis server that several processes share, so a document is compressed
+// once and queried many times, across runs and replicas. Entries carry a
 // checksum; a corrupt or mis-sized entry is deleted and reported as a miss,
 // never returned. Stale entries cannot match: a changed checkpoint changes
 // the fingerprint and so every key.
@@ -9,7 +10,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -44,29 +44,68 @@ std::uint64_t latent_checksum(const LatentKey& key, const std::vector<float>& da
 
 struct LatentCacheStats {
   std::size_t memory_hits = 0;
-  std::size_t disk_hits = 0;
+  std::size_t disk_hits = 0;    // from the SQLite file
+  std::size_t remote_hits = 0;  // from the Redis server
   std::size_t misses = 0;
   std::size_t corrupt = 0;  // entries found damaged and dropped
 };
 
-class LatentStore;  // the SQLite file
+// Where a found entry came from.
+enum class LatentSource { kMemory, kDisk, kRemote };
+
+// The store behind the memory LRU (--latent-cache, --latent-cache-ttl).
+struct LatentStoreOptions {
+  // Empty: memory only. "redis://HOST[:PORT][/DB]" (port 6379, database 0 by
+  // default): a Redis server. Anything else: an SQLite file, created when
+  // missing.
+  std::string location;
+  // Redis only: an entry expires this long after it was last written or read
+  // (0: never; Redis's own maxmemory policy still applies).
+  std::int64_t ttl_seconds = 0;
+  // Redis only: after the connection fails, the cache runs without it and
+  // tries to connect again at most this often.
+  double retry_seconds = 30;
+};
+
+// A Redis location split up; throws lclm::Error naming --latent-cache for a
+// malformed one.
+struct RedisUrl {
+  std::string host;
+  int port = 6379;
+  int db = 0;
+};
+bool is_redis_url(std::string_view location);
+RedisUrl parse_redis_url(std::string_view location);
+// Throws lclm::Error naming --latent-cache or --latent-cache-ttl for options
+// no store can run with (a malformed URL, a TTL with a file or below 0).
+void check_latent_store_options(const LatentStoreOptions& options);
+
+class LatentStore;  // the SQLite file or the Redis server
 
 class LatentCache {
  public:
-  // memory_budget_bytes: the in-memory LRU's size (0 disables it).
-  // db_path: the SQLite file (created when missing); none keeps it in memory only.
-  explicit LatentCache(std::size_t memory_budget_bytes,
-                       const std::optional<std::filesystem::path>& db_path = std::nullopt);
+  // memory_budget_bytes: the in-memory LRU's size (0 disables it). A store
+  // that cannot be reached or used is a warning on stderr, not an error: the
+  // cache runs without it (a Redis server is tried again later). Options
+  // that are wrong in themselves (check_latent_store_options) throw.
+  explicit LatentCache(std::size_t memory_budget_bytes, const LatentStoreOptions& store = {});
   ~LatentCache();
   LatentCache(const LatentCache&) = delete;
   LatentCache& operator=(const LatentCache&) = delete;
 
-  std::optional<Latents> find(const LatentKey& key);
+  // `source`, when given, says where a found entry came from.
+  std::optional<Latents> find(const LatentKey& key, LatentSource* source = nullptr);
   void store(const LatentKey& key, const Latents& latents);
+  // Texts named by an id (the server's /v1/compress ids), kept in the store
+  // so that every process sharing it resolves them, and a restart keeps them.
+  // Without a store (or while it is unreachable) nothing is kept here.
+  void store_text(const std::string& id, std::string_view text);
+  std::optional<std::string> find_text(const std::string& id);
   LatentCacheStats stats() const;
-  // Why the file was given up (it could not be opened, read or written: the
-  // cache then runs in memory, after one warning on stderr); empty if not.
-  std::string disk_error() const;
+  // Why the store is not in use (it could not be opened, read or written:
+  // the cache then runs in memory, after one warning on stderr); empty if
+  // it is.
+  std::string store_error() const;
 
  private:
   struct KeyHash {
@@ -74,14 +113,17 @@ class LatentCache {
   };
   using Lru = std::list<std::pair<LatentKey, Latents>>;
   void remember(const LatentKey& key, const Latents& latents);
-  void give_up_disk(const std::string& why);
+  // An SQLite file that fails is given up for the run; a Redis store keeps
+  // its own state and never throws once open.
+  void give_up_store(const std::string& why);
 
   mutable std::mutex mutex_;
   std::size_t budget_, used_ = 0;
   Lru lru_;
   std::unordered_map<LatentKey, Lru::iterator, KeyHash> index_;
-  std::unique_ptr<LatentStore> disk_;
-  std::string disk_error_;
+  std::unique_ptr<LatentStore> store_;
+  bool remote_ = false;
+  std::string store_error_;
   LatentCacheStats stats_;
 };
 

@@ -103,7 +103,7 @@ LclmModel::LclmModel(const fs::path& dir, LclmConfig file_config, const LclmOpti
       adapter_(Adapter::load(dir / "adapter" / "adapter.safetensors", config_, encoder_.config(),
                              decoder_.config())),
       latent_encoder_(encoder_, encoder_pad_token_id(dir / "encoder", encoder_tokenizer_)),
-      cache_(std::make_unique<LatentCache>(options.memory_cache_bytes, options.cache_db)) {
+      cache_(std::make_unique<LatentCache>(options.memory_cache_bytes, options.cache_store)) {
   require_memory_tokens(decoder_tokenizer_, dir / "decoder");
   longest_decoder_token_ = longest_token_bytes(decoder_tokenizer_);
   longest_encoder_token_ = longest_token_bytes(encoder_tokenizer_);
@@ -175,8 +175,9 @@ const std::string& LclmModel::fingerprint(std::optional<std::int64_t> ratio) {
   return fingerprints_[config.compression_ratio] = hex;
 }
 
-std::optional<Latents> LclmModel::cached_latents(const LatentKey& key, const LclmConfig& config) {
-  std::optional<Latents> cached = cache_->find(key);
+std::optional<Latents> LclmModel::cached_latents(const LatentKey& key, const LclmConfig& config,
+                                                 LatentSource* source) {
+  std::optional<Latents> cached = cache_->find(key, source);
   if (!cached) return cached;
   const std::size_t count = latent_count(cached->n_tokens, config);
   const bool fits = cached->dim == adapter_.output_dim() && cached->count() == count &&
@@ -272,10 +273,12 @@ PreparedPrompt LclmModel::prepare(std::string_view prompt, std::optional<std::in
       regions.push_back(std::move(r));
       continue;
     }
-    if (auto cached = cached_latents(r.key, config)) {
+    LatentSource source = LatentSource::kMemory;
+    if (auto cached = cached_latents(r.key, config, &source)) {
       n_tokens = cached->n_tokens;
       r.latents = std::move(cached);
       ++out.stats.cache_hits;
+      if (source == LatentSource::kRemote) ++out.stats.remote_hits;
     } else {
       r.tokens = encoder_tokenizer_.encode(s.text);
       n_tokens = r.tokens.size();

@@ -31,8 +31,8 @@ struct LclmOptions {
   // The ratio of calls that name none (default: model_config.json's).
   std::optional<std::int64_t> compression_ratio;
   std::optional<DType> quant;  // decoder and encoder matrices converted at load (Q8_0, Q4_0)
-  std::size_t memory_cache_bytes = 256u << 20;    // in-memory latent cache
-  std::optional<std::filesystem::path> cache_db;  // on-disk latent cache (SQLite)
+  std::size_t memory_cache_bytes = 256u << 20;  // in-memory latent cache
+  LatentStoreOptions cache_store;               // the SQLite file or Redis server behind it
 };
 
 // What building one prompt took.
@@ -42,6 +42,7 @@ struct PromptStats {
   std::size_t latents = 0;            // decoder positions they became
   std::size_t plain_tokens = 0;       // every other decoder position
   std::size_t cache_hits = 0;         // regions whose latents came from the cache
+  std::size_t remote_hits = 0;        // of those, from the Redis store (another process's)
   double compress_seconds = 0;
 };
 
@@ -129,6 +130,7 @@ class LclmModel {
   // hashed once, each ratio's settings added to that.
   const std::string& fingerprint(std::optional<std::int64_t> ratio = std::nullopt);
   const LatentCache& cache() const { return *cache_; }
+  LatentCache& cache() { return *cache_; }
 
  private:
   LclmModel(const std::filesystem::path& dir, LclmConfig file_config, const LclmOptions& options);
@@ -149,7 +151,8 @@ class LclmModel {
   // The cache's latents for `key`, if they have the shape this model makes
   // for their token count: a row of another width or count (a damaged or
   // foreign cache file) is recomputed, never spliced.
-  std::optional<Latents> cached_latents(const LatentKey& key, const LclmConfig& config);
+  std::optional<Latents> cached_latents(const LatentKey& key, const LclmConfig& config,
+                                        LatentSource* source = nullptr);
   Latents encode_latents(std::span<const std::int32_t> tokens, const LclmConfig& config) const;
   // The fingerprint's files, hashed once; each ratio's settings go on a copy.
   void hash_files();

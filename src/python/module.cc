@@ -118,7 +118,7 @@ class Model {
     o.threads = threads;
     o.quant = parse_quant(quant);
     o.ratio = ratio;
-    if (latent_cache) o.latent_db = *latent_cache;
+    if (latent_cache) o.latent_store.location = *latent_cache;
     py::gil_scoped_release unlocked;
     engine_ = Engine::load(path, o);
   }
@@ -309,7 +309,7 @@ PYBIND11_MODULE(lclm, m) {
            py::arg("ratio") = py::none(), py::arg("latent_cache") = py::none(),
            "Loads a model directory. threads: kernel threads (0: every core); quant: None, "
            "'q8_0' or 'q4_0' (matrices converted at load); ratio: the default compression ratio "
-           "(LCLM checkpoints); latent_cache: a file that keeps compressed regions across runs.")
+           "(LCLM checkpoints); latent_cache: an SQLite file or redis://HOST:PORT[/DB] that keeps compressed regions across runs and processes.")
       .def_property_readonly("path", [](Model& self) { return self.engine().dir().string(); })
       .def_property_readonly("is_lclm", [](Model& self) { return self.engine().lclm() != nullptr; })
       .def_property_readonly(

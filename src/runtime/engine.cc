@@ -22,6 +22,7 @@ Engine::Engine(std::filesystem::path dir) : dir_(std::move(dir)) {}
 
 std::unique_ptr<Engine> Engine::load(const std::filesystem::path& dir,
                                      const EngineOptions& options) {
+  check_latent_store_options(options.latent_store);  // a plain model would not look at it
   std::unique_ptr<Engine> e(new Engine(dir));
   e->threads_ = resolve_threads(options.threads);
   set_num_threads(e->threads_);  // loading converts matrices with --quant
@@ -30,11 +31,13 @@ std::unique_ptr<Engine> Engine::load(const std::filesystem::path& dir,
     o.compression_ratio = options.ratio;
     o.quant = options.quant;
     o.memory_cache_bytes = options.latent_memory_bytes;
-    o.cache_db = options.latent_db;
+    o.cache_store = options.latent_store;
     e->lclm_ = LclmModel::load(dir, o);
   } else {
     if (options.ratio) throw Error(not_a_checkpoint(dir, "--ratio and memory regions"));
-    if (options.latent_db) throw Error(not_a_checkpoint(dir, "--latent-cache and memory regions"));
+    if (!options.latent_store.location.empty()) {
+      throw Error(not_a_checkpoint(dir, "--latent-cache and memory regions"));
+    }
     e->plain_.emplace(Qwen3Model::load(dir, {.quant = options.quant}));
     e->plain_tokenizer_.emplace(Tokenizer::from_dir(dir));
     e->longest_token_ = longest_token_bytes(*e->plain_tokenizer_);

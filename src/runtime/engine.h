@@ -33,9 +33,9 @@ struct EngineOptions {
   // its sessions (0: every hardware thread).
   int threads = 0;
   // LCLM checkpoints only (a plain model refuses them):
-  std::optional<std::int64_t> ratio;               // for calls that name none; default: the file's
-  std::size_t latent_memory_bytes = 256u << 20;    // in-memory latent cache (0: off)
-  std::optional<std::filesystem::path> latent_db;  // latent cache file (SQLite)
+  std::optional<std::int64_t> ratio;             // for calls that name none; default: the file's
+  std::size_t latent_memory_bytes = 256u << 20;  // in-memory latent cache (0: off)
+  LatentStoreOptions latent_store;               // an SQLite file or a Redis server behind it
 };
 
 // Engine::score's result: the scored tokens and, for each, log p(token |

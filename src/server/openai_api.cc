@@ -235,7 +235,7 @@ std::string message_content(const json& content, const std::string& param,
         const auto source = lookup(*id);
         if (!source) {
           bad("unknown latent id '" + id->get<std::string>() +
-                  "': ids come from /v1/compress on this server",
+                  "': ids come from /v1/compress on this server or one sharing its --latent-cache",
               p + ".latent_id", "unknown_latent_id");
         }
         out += wrap_region(*source);
@@ -457,6 +457,7 @@ json usage_json(const CompletionUsage& u) {
             {"latents", u.latents},
             {"regions", u.regions},
             {"cache_hits", u.cache_hits},
+            {"remote_cache_hits", u.remote_cache_hits},
             {"compress_ms", u.compress_ms},
             {"ttft_ms", u.ttft_ms}}}};
 }

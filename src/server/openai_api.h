@@ -139,6 +139,7 @@ struct CompletionUsage {
   std::size_t completion_tokens = 0;
   std::int64_t ratio = 1;  // regions compressed at (1: a plain model)
   std::size_t compressed_tokens = 0, latents = 0, regions = 0, cache_hits = 0;
+  std::size_t remote_cache_hits = 0;  // of cache_hits, from the Redis store
   double compress_ms = 0, ttft_ms = 0;
 };
 

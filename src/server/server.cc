@@ -1,9 +1,11 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -499,7 +501,7 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
   ++(chat ? metrics_.chat : metrics_.completions);
   try {
     const json body = parse_body(request_body);
-    const auto lookup = [this](const std::string& id) { return latent_ids_.find(id); };
+    const auto lookup = [this](const std::string& id) { return latent_text(id); };
     auto r = std::make_shared<CompletionRequest>(
         chat ? parse_chat_request(body, options_.defaults, lookup)
              : parse_completion_request(body, options_.defaults));
@@ -750,6 +752,7 @@ void Server::finish_completion(CompletionRun& run, Job& job) {
   u.latents = p.stats.latents;
   u.regions = p.stats.regions;
   u.cache_hits = p.stats.cache_hits;
+  u.remote_cache_hits = p.stats.remote_hits;
   u.compress_ms = p.stats.compress_seconds * 1e3;
   u.ttft_ms = (p.stats.compress_seconds + s.ttft_seconds) * 1e3;
   metrics_.prompt_tokens += n;
@@ -816,7 +819,7 @@ void Server::handle_detokenize(const std::string& request_body, httplib::Respons
 
 void Server::handle_apply_template(const std::string& request_body, httplib::Response& res) {
   try {
-    const auto lookup = [this](const std::string& id) { return latent_ids_.find(id); };
+    const auto lookup = [this](const std::string& id) { return latent_text(id); };
     const CompletionRequest r =
         parse_chat_request(parse_body(request_body), options_.defaults, lookup);
     res.set_content(dump_json(json{{"prompt", r.prompt}}), "application/json");
@@ -831,8 +834,9 @@ void Server::run_compress(const std::vector<std::string>& texts, Job& job) {
   for (std::size_t i = 0; i < texts.size(); ++i) {
     bool hit = false;
     const Latents l = lclm.compress(texts[i], std::nullopt, &hit);
-    const std::string id = "lat_" + latent_key(lclm.fingerprint(), texts[i]).hex();
+    const std::string id = new_latent_id();
     latent_ids_.remember(id, texts[i]);
+    lclm.cache().store_text(id, texts[i]);
     metrics_.compressed_tokens += l.n_tokens;
     metrics_.latents += l.count();
     data.push_back({{"object", "latents"},
@@ -847,6 +851,33 @@ void Server::run_compress(const std::vector<std::string>& texts, Job& job) {
   done.kind = Event::Kind::Finished;
   done.payload = {{"object", "list"}, {"model", options_.model_name}, {"data", data}};
   job.emit(std::move(done));
+}
+
+std::string Server::new_latent_id() {
+  unsigned char bytes[16];
+  for (std::size_t got = 0; got < sizeof bytes;) {
+    const ssize_t n = getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno != EINTR) throw Error("getrandom failed: the kernel gave no random bytes");
+    if (n > 0) got += static_cast<std::size_t>(n);
+  }
+  std::string id = "lat_";
+  for (const unsigned char b : bytes) {
+    id += "0123456789abcdef"[b >> 4];
+    id += "0123456789abcdef"[b & 15];
+  }
+  return id;
+}
+
+std::optional<std::string> Server::latent_text(const std::string& id) {
+  if (auto text = latent_ids_.find(id)) return text;
+  LclmModel* lclm = engine_->lclm();
+  // Only the ids this server makes go to the store: nothing else can be there.
+  const bool well_formed = id.size() == 36 && id.starts_with("lat_") &&
+                           id.find_first_not_of("0123456789abcdef", 4) == std::string::npos;
+  if (lclm == nullptr || !well_formed) return std::nullopt;
+  std::optional<std::string> text = lclm->cache().find_text(id);
+  if (text) latent_ids_.remember(id, *text);
+  return text;
 }
 
 std::string Server::metrics_text() const {
@@ -898,7 +929,8 @@ std::string Server::metrics_text() const {
     const LatentCacheStats c = lclm->cache().stats();
     metric("lclm_latent_cache_hits_total", "counter", "Regions found in the latent cache.");
     m << "lclm_latent_cache_hits_total{level=\"memory\"} " << c.memory_hits << "\n"
-      << "lclm_latent_cache_hits_total{level=\"disk\"} " << c.disk_hits << "\n";
+      << "lclm_latent_cache_hits_total{level=\"disk\"} " << c.disk_hits << "\n"
+      << "lclm_latent_cache_hits_total{level=\"remote\"} " << c.remote_hits << "\n";
     metric("lclm_latent_cache_misses_total", "counter", "Regions the encoder had to compress.");
     m << "lclm_latent_cache_misses_total " << c.misses << "\n";
   }

@@ -85,10 +85,11 @@ struct ServerOptions {
 // server warns when bound anywhere else.
 bool is_loopback_host(const std::string& host);
 
-// The texts behind /v1/compress ids, bounded in bytes (least recently used
-// dropped first). A latent id is the latent cache key of its text, so a
-// request naming it finds the latents in the cache, or recomputes them if the
-// cache has dropped them.
+// The texts behind /v1/compress ids held in memory, bounded in bytes (least
+// recently used dropped first); the latent store (--latent-cache) keeps them
+// too, for other replicas and after a restart. A request naming an id reads
+// its text as a memory region, so it finds the latents in the cache, or
+// recomputes them if the cache has dropped them.
 class LatentIds {
  public:
   explicit LatentIds(std::size_t budget_bytes) : budget_(budget_bytes) {}
@@ -151,6 +152,9 @@ class Server {
   Generation* start_completion(CompletionRun& run, Job& job);
   void finish_completion(CompletionRun& run, Job& job);
   void run_compress(const std::vector<std::string>& texts, Job& job);
+  // The text behind a /v1/compress id: from memory, else from the latent
+  // store, where another replica (or this one before a restart) put it.
+  std::optional<std::string> latent_text(const std::string& id);
   std::shared_ptr<Job> submit(std::shared_ptr<Job> job);
   void send_error(httplib::Response& res, int status, const nlohmann::json& error);
   std::size_t context() const;
@@ -187,6 +191,11 @@ class Server {
   // Response ids: 96 random bits each, so ids from a restarted server (or
   // another replica) never repeat earlier ones as a counter's did.
   std::string response_id(const char* prefix);
+  // "lat_" and 128 bits from the kernel's generator: an id lets whoever holds
+  // it make the model read its text, so it must not be guessable, and the
+  // mt19937 behind response ids gives its state away to those who see enough
+  // of them.
+  static std::string new_latent_id();
   std::mutex id_mutex_;
   std::mt19937_64 id_rng_{std::random_device{}()};
 };

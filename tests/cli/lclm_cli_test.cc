@@ -1,5 +1,8 @@
 // The LCLM commands of the CLI, driven in-process on a tiny checkpoint.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <memory>
@@ -10,6 +13,7 @@
 #include "cli/common.h"
 #include "compression/latents_file.h"
 #include "compression/lclm_model.h"
+#include "core/redis_server.h"
 #include "core/test_models.h"
 #include "fixtures/random_lclm.h"
 #include "format/torch_file.h"
@@ -40,6 +44,23 @@ class LclmCliTest : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
   static std::string ckpt() { return (*dir_ / "ckpt").string(); }
   static std::string path(const char* name) { return (*dir_ / name).string(); }
+  // `generate`: four greedy tokens answering a question about doc.txt,
+  // compressed, and then `more` arguments.
+  static std::vector<std::string> river_question(const std::vector<std::string>& more) {
+    std::vector<std::string> args = {"generate",
+                                     "-m",
+                                     ckpt(),
+                                     "--compress-file",
+                                     path("doc.txt"),
+                                     "-p",
+                                     "Which way does the river run?",
+                                     "-n",
+                                     "4",
+                                     "--temp",
+                                     "0"};
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  }
   static std::filesystem::path* dir_;
 };
 std::filesystem::path* LclmCliTest::dir_ = nullptr;
@@ -72,19 +93,7 @@ TEST_F(LclmCliTest, RatioOverrideChangesTheLatentCount) {
 }
 
 TEST_F(LclmCliTest, GenerateWithCompressFileReportsCompressionAndUsesTheCache) {
-  const std::vector<std::string> args = {"generate",
-                                         "-m",
-                                         ckpt(),
-                                         "--compress-file",
-                                         path("doc.txt"),
-                                         "-p",
-                                         "Which way does the river run?",
-                                         "-n",
-                                         "4",
-                                         "--temp",
-                                         "0",
-                                         "--latent-cache",
-                                         path("cache.sqlite")};
+  const std::vector<std::string> args = river_question({"--latent-cache", path("cache.sqlite")});
   const auto first = cli(args);
   ASSERT_EQ(first.code, 0) << first.err;
   EXPECT_NE(first.err.find("in 1 region(s) compressed to"), std::string::npos) << first.err;
@@ -276,6 +285,73 @@ TEST_F(LclmCliTest, BadInputGivesOneLineErrors) {
 TEST_F(LclmCliTest, LatentsFileRejectsOtherSafetensors) {
   const auto plain = testing::tiny_model_with_tokenizer("lclm_cli_other");
   EXPECT_THROW(read_latents_file(plain / "model.safetensors"), Error);
+}
+
+// Runs build/bin/lclm in a process of its own (stdout and stderr through
+// files in `dir`): what a second process sharing a store sees.
+CliResult run_lclm(const std::filesystem::path& dir, const std::vector<std::string>& args) {
+  const std::string lclm = std::string(LCLM_BINARY_DIR) + "/bin/lclm";
+  const std::string out = (dir / "process.out").string(), err = (dir / "process.err").string();
+  std::vector<char*> argv = {const_cast<char*>(lclm.c_str())};
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 1);
+    ::dup2(::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
+    ::execv(lclm.c_str(), argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  const auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
+}
+
+// Two processes on one Redis store: the second finds the first's latents
+// (and says they came from Redis); with the server gone a run warns once and
+// goes on without the store, with the same answer.
+TEST_F(LclmCliTest, TwoProcessesShareLatentsThroughRedis) {
+  LCLM_SKIP_WITHOUT_REDIS();
+  testing::RedisServer redis("lclm_cli_redis");
+  const std::vector<std::string> args =
+      river_question({"--latent-cache", redis.url(), "-t", "1", "--latent-cache-ttl", "600"});
+  const auto first = run_lclm(*dir_, args);
+  ASSERT_EQ(first.code, 0) << first.err;
+  EXPECT_NE(first.err.find("cache hits 0,"), std::string::npos) << first.err;
+  const auto second = run_lclm(*dir_, args);
+  ASSERT_EQ(second.code, 0) << second.err;
+  EXPECT_NE(second.err.find("cache hits 1 (1 from Redis)"), std::string::npos) << second.err;
+  EXPECT_EQ(second.out, first.out);
+
+  redis.kill();
+  const auto without = run_lclm(*dir_, args);
+  ASSERT_EQ(without.code, 0) << without.err;
+  EXPECT_EQ(without.out, first.out);
+  EXPECT_NE(without.err.find("warning: latent cache " + redis.url() + ": cannot connect"),
+            std::string::npos)
+      << without.err;
+  EXPECT_EQ(std::count(without.err.begin(), without.err.end(), '\n'), 2) << without.err;
+  EXPECT_NE(without.err.find("cache hits 0,"), std::string::npos) << without.err;
+}
+
+TEST_F(LclmCliTest, ABadLatentCacheOptionNamesTheFlag) {
+  const auto url =
+      cli({"generate", "-m", ckpt(), "-p", "x", "--latent-cache", "redis://host:port"});
+  EXPECT_EQ(url.code, 2);
+  EXPECT_NE(url.err.find("--latent-cache: 'redis://host:port': the port must be a number"),
+            std::string::npos)
+      << url.err;
+  const auto ttl = cli({"generate", "-m", ckpt(), "-p", "x", "--latent-cache", path("c.sqlite"),
+                        "--latent-cache-ttl", "60"});
+  EXPECT_EQ(ttl.code, 1);
+  EXPECT_NE(ttl.err.find("--latent-cache-ttl needs a Redis store"), std::string::npos) << ttl.err;
+  for (const auto& r : {url, ttl}) {
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
 }
 
 }  // namespace

@@ -683,7 +683,7 @@ TEST(LclmCache, SecondCompressionOfTheSameTextIsAMemoryHit) {
 TEST(LclmCache, DiskCacheServesASecondLoadBitForBit) {
   const fs::path ckpt = write_checkpoint("cache_disk");
   LclmOptions options;
-  options.cache_db = scratch_dir("cache_disk_db") / "latents.sqlite";
+  options.cache_store.location = (scratch_dir("cache_disk_db") / "latents.sqlite").string();
   Latents first;
   std::string fingerprint;
   {
@@ -710,7 +710,7 @@ TEST(LclmCache, DiskCacheServesASecondLoadBitForBit) {
 TEST(LclmCache, ARowOfAnotherShapeIsRecomputedNotSpliced) {
   const fs::path ckpt = write_checkpoint("cache_shape");
   LclmOptions options;
-  options.cache_db = scratch_dir("cache_shape_db") / "latents.sqlite";
+  options.cache_store.location = (scratch_dir("cache_shape_db") / "latents.sqlite").string();
   const std::string prompt = "x<|memory_start|>" + kLongText + "<|memory_end|>y";
   PreparedPrompt want;
   Latents latents;
@@ -729,7 +729,7 @@ TEST(LclmCache, ARowOfAnotherShapeIsRecomputedNotSpliced) {
   Latents more_rows = latents;
   more_rows.dim /= 2;
   for (const Latents& forged : {narrow, more_rows}) {
-    LatentCache(0, options.cache_db).store(key, forged);
+    LatentCache(0, options.cache_store).store(key, forged);
     const auto model = LclmModel::load(ckpt, options);
     const PreparedPrompt got = model->prepare(prompt);
     EXPECT_EQ(got.stats.cache_hits, 0u);
@@ -743,7 +743,7 @@ TEST(LclmCache, ANewAdapterChangesTheFingerprintSoOldEntriesDoNotMatch) {
   const fs::path ckpt = write_checkpoint("cache_stale", 5);
   const fs::path other = write_checkpoint("cache_other", 6);
   LclmOptions options;
-  options.cache_db = scratch_dir("cache_stale_db") / "latents.sqlite";
+  options.cache_store.location = (scratch_dir("cache_stale_db") / "latents.sqlite").string();
   Latents old_latents;
   std::string old_fingerprint;
   {

@@ -3,7 +3,7 @@ lclm_add_test(compression_test SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/compression/latent_cache_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/compression/lclm_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/compression/adapter_test.cc)
-target_link_libraries(compression_test PRIVATE PkgConfig::SQLITE3)
+target_link_libraries(compression_test PRIVATE PkgConfig::SQLITE3 PkgConfig::HIREDIS)
 
 # LCLM prompt path (windows, pooling, adapter, splice, decoder logits) against
 # the independent PyTorch reference, on tiny checkpoints written by

@@ -148,7 +148,7 @@ TEST(Engine, APlainModelRefusesRatiosRegionsAndALatentCache) {
   EXPECT_NE(testing::error_of([&] { Engine::load(dir, with_ratio); }).find("--ratio"),
             std::string::npos);
   EngineOptions with_cache;
-  with_cache.latent_db = dir / "latents.db";
+  with_cache.latent_store.location = (dir / "latents.db").string();
   EXPECT_NE(testing::error_of([&] { Engine::load(dir, with_cache); }).find("--latent-cache"),
             std::string::npos);
 }

@@ -22,6 +22,7 @@
 #include <set>
 #include <thread>
 
+#include "core/redis_server.h"
 #include "core/test_models.h"
 #include "fixtures/random_lclm.h"
 #include "runtime/chat_template.h"
@@ -85,7 +86,9 @@ server::ServerOptions test_server_options() {
 // run on its own thread; stopped and joined when it goes out of scope.
 struct ServerThread {
   ServerThread(const std::string& name, std::uint64_t seed, server::ServerOptions options)
-      : server(Engine::load(tiny_checkpoint(name, seed)), std::move(options)),
+      : ServerThread(Engine::load(tiny_checkpoint(name, seed)), std::move(options)) {}
+  ServerThread(std::unique_ptr<Engine> engine, server::ServerOptions options)
+      : server(std::move(engine), std::move(options)),
         port(server.bind()),
         thread([this] { server.run(); }) {}
   ~ServerThread() {
@@ -1496,6 +1499,93 @@ TEST(ServerAuth, AnApiKeyIsRequiredEverywhereButHealth) {
   EXPECT_TRUE(server::is_loopback_host("localhost"));
   EXPECT_FALSE(server::is_loopback_host("0.0.0.0"));
   EXPECT_FALSE(server::is_loopback_host("192.168.1.4"));
+}
+
+// Replicas behind a load balancer share one latent store (--latent-cache):
+// an id from /v1/compress on one resolves on the others, and on a server
+// started after its maker has gone, since the store keeps its text.
+void expect_ids_shared(const std::string& name, const std::string& location) {
+  const auto dir = tiny_checkpoint(name, 23);
+  EngineOptions eo;
+  eo.latent_store.location = location;
+  const server::ServerOptions o = test_server_options();
+  const bool remote = location.starts_with("redis://");
+  auto a = std::make_unique<ServerThread>(Engine::load(dir, eo), o);
+  auto b = std::make_unique<ServerThread>(Engine::load(dir, eo), o);
+  const auto post = [](const ServerThread& s, const std::string& path, const json& body) {
+    httplib::Client c("127.0.0.1", s.port);
+    c.set_read_timeout(60, 0);
+    return c.Post(path.c_str(), body.dump(), "application/json");
+  };
+  const std::string text = std::string(kDoc) + "A region every replica reads.";
+  const auto compressed = post(*a, "/v1/compress", {{"input", text}});
+  ASSERT_TRUE(compressed);
+  ASSERT_EQ(compressed->status, 200) << compressed->body;
+  const std::string id = json::parse(compressed->body)["data"][0]["id"];
+  EXPECT_TRUE(std::regex_match(id, std::regex("lat_[0-9a-f]{32}"))) << id;
+
+  const json request = {
+      {"model", "tiny"},
+      {"messages",
+       json::array({{{"role", "user"},
+                     {"content", json::array({{{"type", "memory"}, {"latent_id", id}},
+                                              {{"type", "text"}, {"text", "Sum up."}}})}}})},
+      {"max_tokens", 6},
+      {"temperature", 0}};
+  const auto on_a = post(*a, "/v1/chat/completions", request);
+  ASSERT_TRUE(on_a);
+  ASSERT_EQ(on_a->status, 200) << on_a->body;
+  const json answer = json::parse(on_a->body)["choices"][0]["message"]["content"];
+  const auto expect_answer = [&](const ServerThread& s, const char* which) {
+    SCOPED_TRACE(which);
+    const auto r = post(s, "/v1/chat/completions", request);
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const json j = json::parse(r->body);
+    EXPECT_EQ(j["choices"][0]["message"]["content"], answer);
+    EXPECT_EQ(j["usage"]["lclm"]["cache_hits"], 1);  // compressed once, by A
+    EXPECT_EQ(j["usage"]["lclm"]["remote_cache_hits"], remote ? 1 : 0);
+  };
+  expect_answer(*b, "another replica");
+  if (remote) {
+    httplib::Client c("127.0.0.1", b->port);
+    EXPECT_NE(c.Get("/metrics")->body.find("lclm_latent_cache_hits_total{level=\"remote\"} 1\n"),
+              std::string::npos);
+  }
+  a.reset();
+  b.reset();
+  const ServerThread restarted(Engine::load(dir, eo), o);
+  expect_answer(restarted, "a restarted server");
+
+  // The same text again: a new id (ids are random, not the text's hash), and
+  // latents from the store.
+  const auto again = post(restarted, "/v1/compress", {{"input", text}});
+  ASSERT_TRUE(again);
+  const json d = json::parse(again->body)["data"][0];
+  EXPECT_NE(d["id"], id);
+  EXPECT_EQ(d["cached"], true);
+  const json unknown = {
+      {"model", "tiny"},
+      {"messages",
+       json::array(
+           {{{"role", "user"},
+             {"content", json::array({{{"type", "memory"},
+                                       {"latent_id", "lat_" + std::string(32, '0')}}})}}})}};
+  const auto refused = post(restarted, "/v1/chat/completions", unknown);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 400);
+  EXPECT_EQ(json::parse(refused->body)["error"]["code"], "unknown_latent_id");
+}
+
+TEST(ServerSharedStore, CompressIdsResolveOnEveryReplicaSharingRedis) {
+  LCLM_SKIP_WITHOUT_REDIS();
+  const testing::RedisServer redis("server_redis");
+  expect_ids_shared("server_shared_redis", redis.url());
+}
+
+TEST(ServerSharedStore, CompressIdsSurviveARestartWithAnSqliteFile) {
+  expect_ids_shared("server_shared_sqlite",
+                    (testing::scratch_dir("server_shared_db") / "latents.sqlite").string());
 }
 
 }  // namespace

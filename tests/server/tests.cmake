@@ -1,6 +1,6 @@
 # The server over loopback with cpp-httplib's client (same compile flags as the library's build).
 lclm_add_test(server_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/server/server_test.cc)
-target_link_libraries(server_test PRIVATE PkgConfig::HTTPLIB)
+target_link_libraries(server_test PRIVATE PkgConfig::HTTPLIB PkgConfig::HIREDIS)
 # ServeCommand runs build/bin/lclm serve in its own process.
 add_dependencies(server_test lclm_main)
 # The official openai npm client against `lclm serve` on the shipped model
