@@ -89,6 +89,21 @@ DistributedEnv distributed_env(const std::function<const char*(const char*)>& ge
   return env;
 }
 
+GradientBuckets::GradientBuckets(std::vector<torch::Tensor> params) : params_(std::move(params)) {
+  std::int64_t numel = 0, bytes = 0;
+  const auto close_bucket = [&](std::int64_t end) {
+    buckets_.push_back(torch::empty({numel}, params_[0].options()));
+    bucket_end_.push_back(end);
+    numel = bytes = 0;
+  };
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    numel += params_[i].numel();
+    bytes += params_[i].numel() * static_cast<std::int64_t>(params_[i].element_size());
+    if (bytes >= DataParallel::kBucketBytes) close_bucket(static_cast<std::int64_t>(i) + 1);
+  }
+  if (numel > 0) close_bucket(static_cast<std::int64_t>(params_.size()));
+}
+
 struct DataParallel::Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
@@ -185,56 +200,53 @@ void wait_all(const std::vector<c10::intrusive_ptr<c10d::Work>>& works, const Di
 
 }  // namespace
 
-void DataParallel::sum_gradients(const std::vector<torch::Tensor>& params, torch::Tensor& totals,
+void DataParallel::sum_gradients(GradientBuckets& buckets, torch::Tensor& totals,
                                  const std::string& what) {
+  const std::vector<torch::Tensor>& params = buckets.params_;
   const auto n = static_cast<std::int64_t>(params.size());
   // reached[i] counts the ranks where params[i] has a gradient.
   torch::Tensor meta = torch::zeros({n + totals.numel()}, torch::kFloat64);
   auto reached = meta.accessor<double, 1>();
-  std::vector<torch::Tensor> buckets;
-  std::vector<std::int64_t> bucket_end;  // the parameter index after each bucket's last
-  std::vector<torch::Tensor> pending;
-  std::int64_t bytes = 0;
-  const auto close_bucket = [&](std::int64_t end) {
-    buckets.push_back(torch::cat(pending));
-    bucket_end.push_back(end);
-    pending.clear();
-    bytes = 0;
+  const auto each_slice = [&](const auto& visit) {
+    std::int64_t first = 0;
+    for (std::size_t b = 0; b < buckets.buckets_.size(); ++b) {
+      std::int64_t offset = 0;
+      for (std::int64_t i = first; i < buckets.bucket_end_[b]; ++i) {
+        const std::int64_t numel = params[static_cast<std::size_t>(i)].numel();
+        visit(i, buckets.buckets_[b].slice(0, offset, offset + numel));
+        offset += numel;
+      }
+      first = buckets.bucket_end_[b];
+    }
   };
-  for (std::int64_t i = 0; i < n; ++i) {
-    const torch::Tensor& p = params[static_cast<std::size_t>(i)];
-    const bool has_grad = p.grad().defined();
-    reached[i] = has_grad ? 1.0 : 0.0;
-    pending.push_back(has_grad ? p.grad().reshape(-1) : torch::zeros({p.numel()}, p.options()));
-    bytes += p.numel() * static_cast<std::int64_t>(p.element_size());
-    if (bytes >= kBucketBytes) close_bucket(i + 1);
-  }
-  if (!pending.empty()) close_bucket(n);
+  each_slice([&](std::int64_t i, torch::Tensor slice) {
+    const torch::Tensor& grad = params[static_cast<std::size_t>(i)].grad();
+    reached[i] = grad.defined() ? 1.0 : 0.0;
+    if (grad.defined()) {
+      slice.copy_(grad.reshape(-1));
+    } else {
+      slice.zero_();
+    }
+  });
   meta.slice(0, n).copy_(totals.reshape(-1));
 
   std::vector<c10::intrusive_ptr<c10d::Work>> works;
   std::vector<at::Tensor> one{meta};
   works.push_back(group_->gloo->allreduce(one));
-  for (torch::Tensor& b : buckets) {
+  for (torch::Tensor& b : buckets.buckets_) {
     std::vector<at::Tensor> bucket{b};
     works.push_back(group_->gloo->allreduce(bucket));
   }
   wait_all(works, env_, timeout_, what);
 
-  std::int64_t first = 0;
-  for (std::size_t b = 0; b < buckets.size(); ++b) {
-    std::int64_t offset = 0;
-    for (std::int64_t i = first; i < bucket_end[b]; ++i) {
-      torch::Tensor p = params[static_cast<std::size_t>(i)];
-      if (reached[i] > 0) {
-        p.mutable_grad() = buckets[b].slice(0, offset, offset + p.numel()).view_as(p);
-      } else {
-        p.mutable_grad().reset();
-      }
-      offset += p.numel();
+  each_slice([&](std::int64_t i, torch::Tensor slice) {
+    torch::Tensor p = params[static_cast<std::size_t>(i)];
+    if (reached[i] > 0) {
+      p.mutable_grad() = slice.view_as(p);
+    } else {
+      p.mutable_grad().reset();
     }
-    first = bucket_end[b];
-  }
+  });
   totals.copy_(meta.slice(0, n).view_as(totals));
 }
 

@@ -34,6 +34,20 @@ struct DistributedEnv {
 // range.
 DistributedEnv distributed_env(const std::function<const char*(const char*)>& getenv);
 
+// A set of parameters (a stage's trainable ones) laid out in flat buckets of
+// about DataParallel::kBucketBytes, allocated once, so that a step only
+// copies its gradients in.
+class GradientBuckets {
+ public:
+  explicit GradientBuckets(std::vector<torch::Tensor> params);
+
+ private:
+  friend class DataParallel;
+  std::vector<torch::Tensor> params_;
+  std::vector<torch::Tensor> buckets_;
+  std::vector<std::int64_t> bucket_end_;  // the parameter index after each bucket's last
+};
+
 class DataParallel {
  public:
   // Joins the group: rank 0 hosts the store at MASTER_ADDR:MASTER_PORT (unless
@@ -50,14 +64,14 @@ class DataParallel {
   const DistributedEnv& env() const { return env_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
 
-  // Sums each parameter's gradient over the ranks, in place, flattened into
-  // buckets of about kBucketBytes whose all-reduces are all in flight at
-  // once. A gradient undefined here counts as zero; after the sum it is
-  // undefined only where it was on every rank, so a parameter that no rank's
-  // sequences reached still skips the optimizer update. `totals` (float64,
-  // any length) is summed alongside. `what` names the step in errors.
-  void sum_gradients(const std::vector<torch::Tensor>& params, torch::Tensor& totals,
-                     const std::string& what);
+  // Sums the gradient of each of the buckets' parameters over the ranks,
+  // copied into the buckets, whose all-reduces are all in flight at once;
+  // each gradient becomes a view of its bucket. A gradient undefined here
+  // counts as zero; after the sum it is undefined only where it was on every
+  // rank, so a parameter that no rank's sequences reached still skips the
+  // optimizer update. `totals` (float64, any length) is summed alongside.
+  // `what` names the step in errors.
+  void sum_gradients(GradientBuckets& buckets, torch::Tensor& totals, const std::string& what);
   // Returns once every rank has called it.
   void barrier(const std::string& what);
   // Every rank's value, by rank.

@@ -93,9 +93,10 @@ std::vector<StageSteps> parse_stage_list(const std::string& list, std::int64_t s
 // AdamW over the stage's parameter groups, each with its base lr.
 struct Trainer::Optim {
   std::unique_ptr<torch::optim::AdamW> adamw;
-  std::vector<double> base_lrs;          // per group
-  std::vector<torch::Tensor> trainable;  // all groups' parameters, for clipping
-  torch::Tensor embedding, row_mask;     // stage 0: the decoder embedding and [vocab, 1]
+  std::vector<double> base_lrs;              // per group
+  std::vector<torch::Tensor> trainable;      // all groups' parameters, for clipping
+  torch::Tensor embedding, row_mask;         // stage 0: the decoder embedding and [vocab, 1]
+  std::unique_ptr<GradientBuckets> buckets;  // of `trainable`, with data parallel
 };
 
 Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
@@ -264,6 +265,7 @@ void Trainer::begin_stage() {
     add_group({optim_->embedding}, s.adapter_lr, 0.0);
   }
   optim_->adamw = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(1e-3));
+  if (opts_.dist) optim_->buckets = std::make_unique<GradientBuckets>(optim_->trainable);
 }
 
 TaskMix Trainer::stage_mix() const {
@@ -430,7 +432,7 @@ double Trainer::step() {
     const bool stop_here = opts_.stop_requested && opts_.stop_requested->load();
     torch::Tensor totals = torch::tensor(
         {loss_sum, align_sum, align_count, tokens, stop_here ? 1.0 : 0.0}, torch::kFloat64);
-    opts_.dist->sum_gradients(optim_->trainable, totals, what);
+    opts_.dist->sum_gradients(*optim_->buckets, totals, what);
     last_wait_s_ = std::chrono::duration<double>(synced - start).count();
     last_sum_s_ = std::chrono::duration<double>(Clock::now() - synced).count();
     const auto sums = totals.accessor<double, 1>();
