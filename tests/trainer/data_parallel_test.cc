@@ -1,9 +1,10 @@
 // Data-parallel lclm-train, run as a user runs it: each rank its own
 // build/bin/lclm-train process with torchrun's environment, meeting on a
 // loopback port. Two ranks of --batch 1 train what one process of --batch 2
-// trains, across a stop and --resume too; a rank that exits or hangs fails
-// the other within --dist-timeout; ranks that start apart, and a bad
-// environment, are refused with one line naming the cause.
+// trains, across a stop and --resume too; torchrun's agent store serves; a
+// rank that exits or hangs fails the other within --dist-timeout; ranks that
+// start apart, and a bad environment, are refused with one line naming the
+// cause.
 #include "trainer/data_parallel.h"
 
 #include <fcntl.h>
@@ -21,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <utility>
 #include <vector>
 
@@ -258,6 +260,34 @@ TEST(DataParallel, RanksResumeWhereTheyStopped) {
     EXPECT_EQ(loss, ref.losses.at(step)) << step;
   }
   EXPECT_LE(max_weight_difference(ref.out, alone), 1e-6);
+}
+
+// Under torchrun the agent hosts the store and every rank connects to it,
+// keys under /worker/attempt_N/: here the test plays the agent.
+TEST(DataParallel, RanksMeetAtTorchrunsAgentStore) {
+  c10d::TCPStoreOptions agent;
+  agent.port = 0;  // any free port
+  agent.isServer = true;
+  agent.waitWorkers = false;
+  c10d::TCPStore store("127.0.0.1", agent);
+  const fs::path init = tiny_checkpoint("dp-agent-init");
+  const fs::path out = lclm::testing::scratch_dir("dp-agent-out");
+  const fs::path logs = lclm::testing::scratch_dir("dp-agent-logs");
+  std::vector<Process> ranks;
+  for (int r = 0; r < 2; ++r) {
+    Env env = rank_env(r, 2, store.getPort());
+    env["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+    env["TORCHELASTIC_RESTART_COUNT"] = "3";
+    ranks.push_back(start({"--init", init.string(), "-o", out.string(), "--stages", "2", "--steps",
+                           "1", "--seq-len", "64", "-t", "1"},
+                          env, logs / ("rank" + std::to_string(r) + ".log")));
+  }
+  for (const Process& p : ranks) {
+    const Exit e = finish(p);
+    EXPECT_EQ(e.code, 0) << e.output;
+  }
+  EXPECT_TRUE(store.check({"/worker/attempt_3/lclm/joined/1"}));
+  EXPECT_TRUE(fs::exists(out / "trainer_state" / "state.json"));
 }
 
 // A long run of two ranks; returns them once rank 0 has logged step 2.
