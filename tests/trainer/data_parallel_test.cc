@@ -2,9 +2,9 @@
 // build/bin/lclm-train process with torchrun's environment, meeting on a
 // loopback port. Two ranks of --batch 1 train what one process of --batch 2
 // trains, across a stop and --resume too; torchrun's agent store serves; a
-// rank that exits or hangs fails the other within --dist-timeout; ranks that
-// start apart, and a bad environment, are refused with one line naming the
-// cause.
+// rank that exits or hangs fails the other within --dist-timeout; a signal
+// to one stops both after the same step; ranks that start apart, and a bad
+// environment, are refused with one line naming the cause.
 #include "trainer/data_parallel.h"
 
 #include <fcntl.h>
@@ -290,8 +290,13 @@ TEST(DataParallel, RanksMeetAtTorchrunsAgentStore) {
   EXPECT_TRUE(fs::exists(out / "trainer_state" / "state.json"));
 }
 
-// A long run of two ranks; returns them once rank 0 has logged step 2.
-std::vector<Process> start_long_run(const std::string& name, const std::string& timeout) {
+// A long run of two ranks, once rank 0 has logged step 2.
+struct LongRun {
+  std::vector<Process> ranks;
+  fs::path out;
+};
+
+LongRun start_long_run(const std::string& name, const std::string& timeout) {
   const fs::path init = tiny_checkpoint(name + "-init");
   const fs::path logs = lclm::testing::scratch_dir(name + "-logs");
   const fs::path out = lclm::testing::scratch_dir(name + "-out");
@@ -312,14 +317,14 @@ std::vector<Process> start_long_run(const std::string& name, const std::string& 
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_NE(ranks[0].output().find("step 2/"), std::string::npos) << ranks[0].output();
-  return ranks;
+  return {ranks, out};
 }
 
 // Rank 1 killed mid-run: rank 0 sees the connection close at its next
 // gradient sum and exits at once, well inside the 60 s it would wait for a
 // silent peer.
 TEST(DataParallel, ARankThatExitsFailsTheOtherAtOnce) {
-  std::vector<Process> ranks = start_long_run("dp-killed", "60");
+  const std::vector<Process> ranks = start_long_run("dp-killed", "60").ranks;
   ::kill(ranks[1].pid, SIGKILL);
   finish(ranks[1]);
   const auto killed = Clock::now();
@@ -334,12 +339,30 @@ TEST(DataParallel, ARankThatExitsFailsTheOtherAtOnce) {
       << e.output;
 }
 
+// SIGTERM to rank 1 alone: the ranks agree to stop after the same step,
+// rank 0 saves it, rank 1 ends by the signal.
+TEST(DataParallel, ASignalToOneRankStopsAllAfterTheSameStep) {
+  const LongRun run = start_long_run("dp-signal", "60");
+  ::kill(run.ranks[1].pid, SIGTERM);
+  const Exit one = finish(run.ranks[1]);
+  const Exit zero = finish(run.ranks[0]);
+  EXPECT_EQ(one.code, 128 + SIGTERM) << one.output;
+  EXPECT_EQ(one.output, "");
+  ASSERT_EQ(zero.code, 0) << zero.output;
+  std::smatch saved;
+  ASSERT_TRUE(
+      std::regex_search(zero.output, saved, std::regex(R"(interrupted: saved step (\d+) )")))
+      << zero.output;
+  const auto state = read_json_file(run.out / "trainer_state" / "state.json");
+  EXPECT_EQ(state.at("global_step").get<int>(), std::stoi(saved[1])) << zero.output;
+}
+
 // Rank 1 stopped (SIGSTOP) mid-run: its connections stay open and silent,
 // and rank 0 gives up after --dist-timeout, not later.
 TEST(DataParallel, ARankThatHangsFailsTheOtherWithinTheTimeout) {
   // 8 s: short for a test, long enough that a loaded CI machine does not
   // trip it while the ranks start.
-  std::vector<Process> ranks = start_long_run("dp-hung", "8");
+  const std::vector<Process> ranks = start_long_run("dp-hung", "8").ranks;
   ::kill(ranks[1].pid, SIGSTOP);
   const auto stopped = Clock::now();
   const Exit e = finish(ranks[0]);
