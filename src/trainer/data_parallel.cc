@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <cstdlib>
+#include <sstream>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -31,6 +32,13 @@ std::string first_line(const std::exception& e) {
   const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
   const std::string text = c10_error ? c10_error->what_without_backtrace() : e.what();
   return text.substr(0, text.find('\n'));
+}
+
+// --dist-timeout as it was given: "300", "2.5".
+std::string seconds_of(std::chrono::milliseconds timeout) {
+  std::ostringstream out;
+  out << static_cast<double>(timeout.count()) / 1000.0;
+  return out.str();
 }
 
 bool is_loopback(const std::string& addr) {
@@ -112,7 +120,7 @@ struct DataParallel::Group {
 DataParallel::DataParallel(const DistributedEnv& env, std::chrono::milliseconds timeout)
     : env_(env), timeout_(timeout), group_(std::make_unique<Group>()) {
   const std::string where = env_.master_addr + ":" + std::to_string(env_.master_port);
-  const std::string seconds = std::to_string(timeout_.count() / 1000);
+  const std::string seconds = seconds_of(timeout_);
   try {
     c10d::TCPStoreOptions store;
     store.port = env_.master_port;
@@ -192,8 +200,8 @@ void wait_all(const std::vector<c10::intrusive_ptr<c10d::Work>>& works, const Di
       const std::string peer =
           env.world_size == 2 ? "rank " + std::to_string(1 - env.rank) : "another rank";
       throw Error(what + " failed: " + first_line(e) + " (" + peer +
-                  " exited, or did not answer within --dist-timeout " +
-                  std::to_string(timeout.count() / 1000) + " s)");
+                  " exited, or did not answer within --dist-timeout " + seconds_of(timeout) +
+                  " s)");
     }
   }
 }
