@@ -16,8 +16,9 @@ packages=(
   libzip-dev
   # the Python module (build/python/lclm)
   python3-dev pybind11-dev python3-pybind11
-  # the trainer
-  libtorch-dev
+  # the trainer; gloo's headers for c10d's ProcessGroupGloo (data parallel),
+  # the version libtorch itself links
+  libtorch-dev libgloo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # independent references: PyTorch for the forward pass, Node.js for the tokenizer

@@ -4,13 +4,17 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include "fixtures/random_lclm.h"
 #include "format/dtype.h"
 #include "tokenizer/truncated_vocab.h"
+#include "trainer/data_parallel.h"
 #include "trainer/lclm_checkpoint.h"
 #include "trainer/trainer.h"
 #include "util/error.h"
@@ -58,6 +62,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--steps", steps, "Optimizer steps per stage")->capture_default_str();
   app.add_option("--seq-len", opts.seq_len, "Tokens per packed sequence")->capture_default_str();
+  app.add_option("--batch", opts.batch,
+                 "Packed sequences per optimizer step on each process (gradients "
+                 "accumulated; the step's loss and gradient are their mean; --resume keeps "
+                 "the run's global batch)")
+      ->capture_default_str();
+  double dist_timeout = 300;
+  app.add_option("--dist-timeout", dist_timeout,
+                 "Seconds to wait for the other ranks (WORLD_SIZE > 1): to start, and at "
+                 "each step's gradient sum; a rank that exits fails the others at once")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--lr-scale", opts.lr_scale, "Factor on every published learning rate")
       ->capture_default_str();
   app.add_option("--warmup", opts.warmup, "Warm-up steps per stage (-1: min(250, steps/10))")
@@ -169,6 +184,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
+  // Read before anything else can fail, so that every error line says
+  // which rank printed it.
+  lclm::train::DistributedEnv env;
+  std::string who;
+  try {
+    env = lclm::train::distributed_env(std::getenv);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  if (env.world_size > 1) {
+    who = "rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) +
+          " (local rank " + std::to_string(env.local_rank) + "): ";
+  }
   try {
     if (threads < 1) throw lclm::Error("--threads must be at least 1");
     torch::set_num_threads(threads);
@@ -187,6 +216,23 @@ int main(int argc, char** argv) {
     if (deepen_decoder > 0) throw lclm::Error("--deepen-decoder goes with --export");
     if (widen_encoder > 0) throw lclm::Error("--widen-encoder goes with --export");
     if (out.empty()) throw lclm::Error("-o OUT is required");
+    std::unique_ptr<lclm::train::DataParallel> dist;
+    if (env.world_size > 1) {
+      if (init_random) {
+        throw lclm::Error(
+            "--init-random writes -o from one process: with WORLD_SIZE > 1 make the "
+            "checkpoint first (lclm-train --init-random without WORLD_SIZE, or "
+            "lclm-make-model) and give every rank --init CKPT");
+      }
+      dist = std::make_unique<lclm::train::DataParallel>(
+          env, std::chrono::milliseconds(static_cast<std::int64_t>(dist_timeout * 1000)));
+      opts.dist = dist.get();
+      if (env.rank == 0) {
+        std::cerr << "data parallel: " << env.world_size << " ranks met at " << env.master_addr
+                  << ":" << env.master_port << " (this is rank 0, local rank " << env.local_rank
+                  << "); gloo, timeout " << dist_timeout << " s\n";
+      }
+    }
     opts.out = out;
     opts.ratios = ratios;
     opts.separate_documents = pack_attention == "documents";
@@ -203,7 +249,8 @@ int main(int argc, char** argv) {
       opts.needles_lo = needles[0];
       opts.needles_hi = needles[1];
     }
-    opts.log = &std::cerr;
+    // Rank 0 speaks for the job; the others print only their errors.
+    opts.log = env.rank == 0 ? &std::cerr : nullptr;
     // Unset, the trainer takes the saved run's cadence on --resume and its
     // defaults (those shown above) otherwise.
     if (save_every_opt->count() > 0) opts.save_every = save_every;
@@ -244,7 +291,7 @@ int main(int argc, char** argv) {
     // script stops too instead of taking the run for finished.
     if (const int sig = g_signal.load(); sig != 0) std::raise(sig);
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << who << e.what() << "\n";
     return 1;
   }
   return 0;

@@ -3,6 +3,7 @@
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/serialize.h>
+#include <xxhash.h>
 
 #include <chrono>
 #include <cmath>
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "format/json_file.h"
+#include "trainer/data_parallel.h"
 #include "trainer/lclm_checkpoint.h"
 #include "util/error.h"
 
@@ -91,9 +93,10 @@ std::vector<StageSteps> parse_stage_list(const std::string& list, std::int64_t s
 // AdamW over the stage's parameter groups, each with its base lr.
 struct Trainer::Optim {
   std::unique_ptr<torch::optim::AdamW> adamw;
-  std::vector<double> base_lrs;          // per group
-  std::vector<torch::Tensor> trainable;  // all groups' parameters, for clipping
-  torch::Tensor embedding, row_mask;     // stage 0: the decoder embedding and [vocab, 1]
+  std::vector<double> base_lrs;              // per group
+  std::vector<torch::Tensor> trainable;      // all groups' parameters, for clipping
+  torch::Tensor embedding, row_mask;         // stage 0: the decoder embedding and [vocab, 1]
+  std::unique_ptr<GradientBuckets> buckets;  // of `trainable`, with data parallel
 };
 
 Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
@@ -126,6 +129,7 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
     side_files_ = opts_.init;
   }
   if (opts_.seq_len < 16) throw Error("--seq-len must be at least 16");
+  if (opts_.batch < 1) throw Error("--batch must be at least 1");
   if (opts_.save_every.value_or(0) < 0 || opts_.log_every.value_or(0) < 0) {
     throw Error("--save-every and --log-every take a step count >= 0");
   }
@@ -149,6 +153,66 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
   if (opts_.resume && step_in_stage_ > 0) {
     begin_stage();
     torch::load(*optim_->adamw, (opts_.out / kStateDir / "optimizer.pt").string());
+  }
+  if (opts_.dist) check_ranks_agree();
+}
+
+std::uint64_t Trainer::fingerprint() const {
+  XXH3_state_t* hash = XXH3_createState();
+  XXH3_64bits_reset(hash);
+  const auto add = [&](const void* data, std::size_t bytes) {
+    XXH3_64bits_update(hash, data, bytes);
+  };
+  nlohmann::json state = state_json();
+  // Only rank 0 logs and saves, so the cadence may differ between ranks.
+  state.erase("save_every");
+  state.erase("log_every");
+  const std::string settings = state.dump();
+  add(settings.data(), settings.size());
+  const auto add_tensor = [&](const torch::Tensor& t) {
+    if (!t.defined()) return;
+    const torch::Tensor c = t.detach().contiguous();
+    add(c.data_ptr(), static_cast<std::size_t>(c.numel() * c.element_size()));
+  };
+  for (const torch::Tensor& p : model_->parameters()) add_tensor(p);
+  // The optimizer's state by parameter, in group order: torch::save's bytes
+  // would not do, they name each parameter by its address in this process.
+  if (optim_) {
+    const auto& by_address = optim_->adamw->state();
+    for (const auto& group : optim_->adamw->param_groups()) {
+      for (const torch::Tensor& p : group.params()) {
+        const auto it = by_address.find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+        if (it == by_address.end()) continue;
+        const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+        const std::int64_t step = s.step();
+        add(&step, sizeof step);
+        add_tensor(s.exp_avg());
+        add_tensor(s.exp_avg_sq());
+        add_tensor(s.max_exp_avg_sq());
+      }
+    }
+  }
+  const Example next = peek_batch();
+  add(next.ids.data(), next.ids.size() * sizeof(next.ids[0]));
+  const std::uint64_t digest = XXH3_64bits_digest(hash);
+  XXH3_freeState(hash);
+  return digest;
+}
+
+// Ranks that start apart would each apply the same summed gradient to
+// different weights and drift silently; refuse to start instead.
+void Trainer::check_ranks_agree() {
+  const std::vector<std::int64_t> prints = opts_.dist->all_gather(
+      static_cast<std::int64_t>(fingerprint()), "comparing the ranks' start");
+  std::string apart;
+  for (std::size_t r = 1; r < prints.size(); ++r) {
+    if (prints[r] != prints[0]) apart += (apart.empty() ? "" : ", ") + std::to_string(r);
+  }
+  if (!apart.empty()) {
+    throw Error("rank(s) " + apart +
+                " start from other weights, optimizer state, settings or data than rank 0: "
+                "every rank must --init the same checkpoint (or --resume the same saved run) "
+                "with the same flags and --text");
   }
 }
 
@@ -201,6 +265,7 @@ void Trainer::begin_stage() {
     add_group({optim_->embedding}, s.adapter_lr, 0.0);
   }
   optim_->adamw = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(1e-3));
+  if (opts_.dist) optim_->buckets = std::make_unique<GradientBuckets>(optim_->trainable);
 }
 
 TaskMix Trainer::stage_mix() const {
@@ -313,8 +378,6 @@ double Trainer::step() {
     optim_.reset();
   }
   if (!optim_) begin_stage();
-  const Example batch = pack_examples(*data_, *tokens_, stage_mix(), next_example_,
-                                      static_cast<std::size_t>(opts_.seq_len));
   const std::int64_t total = opts_.stages[stage_index_].steps;
   const std::int64_t warmup =
       opts_.warmup >= 0 ? opts_.warmup : std::min<std::int64_t>(250, total / 10);
@@ -325,26 +388,71 @@ double Trainer::step() {
     if (g == 0) last_lr_ = lr;
   }
 
-  last_tokens_ = static_cast<std::int64_t>(batch.ids.size());
-  // Gradients are reset to undefined, not zeroed: a parameter this sequence
-  // does not reach (the encoder, on a pack without regions) then skips the
+  // Gradients are reset to undefined, not zeroed: a parameter no sequence of
+  // the step reaches (the encoder, on packs without regions) then skips the
   // update, as after a resume, so resumed runs match straight ones exactly.
   for (torch::Tensor& p : optim_->trainable) p.mutable_grad().reset();
-  const torch::Tensor inputs = decoder_inputs(*model_, batch);
-  const torch::Tensor loss = target_loss(*model_, inputs, batch, opts_.separate_documents);
-  torch::Tensor objective = loss;
-  last_align_ = std::nan("");
-  if (opts_.latent_align > 0) {
-    const torch::Tensor align = latent_alignment_loss(*model_, inputs, batch);
-    if (align.defined()) {
-      objective = loss + opts_.latent_align * align;
-      last_align_ = align.item<double>();
+  // Every rank draws all world x batch sequences of the step, in stream
+  // order, and trains its own: how many examples a pack holds is known only
+  // once it is drawn, so this keeps the stream (and next_example) the same
+  // whatever the world size, and drawing is cheap next to a training step.
+  const int rank = opts_.dist ? opts_.dist->rank() : 0;
+  const std::int64_t world = opts_.dist ? opts_.dist->world_size() : 1;
+  const std::int64_t sequences = world * opts_.batch;
+  double loss_sum = 0, align_sum = 0, align_count = 0, tokens = 0;
+  for (std::int64_t s = 0; s < sequences; ++s) {
+    const Example batch = pack_examples(*data_, *tokens_, stage_mix(), next_example_,
+                                        static_cast<std::size_t>(opts_.seq_len));
+    if (s / opts_.batch != rank) continue;
+    tokens += static_cast<double>(batch.ids.size());
+    const torch::Tensor inputs = decoder_inputs(*model_, batch);
+    const torch::Tensor loss = target_loss(*model_, inputs, batch, opts_.separate_documents);
+    torch::Tensor objective = loss;
+    if (opts_.latent_align > 0) {
+      const torch::Tensor align = latent_alignment_loss(*model_, inputs, batch);
+      if (align.defined()) {
+        objective = loss + opts_.latent_align * align;
+        align_sum += align.item<double>();
+        ++align_count;
+      }
     }
+    loss_sum += loss.item<double>();
+    // A sequence whose loss does not reach the stage's parameters (stage 1
+    // on a pack without memory regions) adds no gradient.
+    if (objective.requires_grad()) objective.backward();
   }
-  // A sequence whose loss does not reach the stage's parameters (stage 1 on
-  // a pack without memory regions) gives no update.
-  if (objective.requires_grad()) {
-    objective.backward();
+  if (opts_.dist) {
+    using Clock = std::chrono::steady_clock;
+    const std::string what = "summing the gradients of step " + std::to_string(global_step_ + 1);
+    // Waiting for the slowest rank is timed apart from the sum itself, so
+    // the progress line tells load imbalance from communication.
+    const auto start = Clock::now();
+    opts_.dist->barrier(what);
+    const auto synced = Clock::now();
+    const bool stop_here = opts_.stop_requested && opts_.stop_requested->load();
+    torch::Tensor totals = torch::tensor(
+        {loss_sum, align_sum, align_count, tokens, stop_here ? 1.0 : 0.0}, torch::kFloat64);
+    opts_.dist->sum_gradients(*optim_->buckets, totals, what);
+    last_wait_s_ = std::chrono::duration<double>(synced - start).count();
+    last_sum_s_ = std::chrono::duration<double>(Clock::now() - synced).count();
+    const auto sums = totals.accessor<double, 1>();
+    loss_sum = sums[0];
+    align_sum = sums[1];
+    align_count = sums[2];
+    tokens = sums[3];
+    stop_agreed_ = sums[4] > 0;
+  }
+  last_tokens_ = static_cast<std::int64_t>(tokens);
+  last_align_ = align_count > 0 ? align_sum / align_count : std::nan("");
+  bool reached = false;
+  for (torch::Tensor& p : optim_->trainable) {
+    if (!p.grad().defined()) continue;
+    reached = true;
+    // The mean over the step's sequences; a factor of 1 (one sequence, one
+    // process) leaves every bit as it was.
+    p.mutable_grad().mul_(1.0 / static_cast<double>(sequences));
+  }
+  if (reached) {
     if (optim_->row_mask.defined() && optim_->embedding.grad().defined()) {
       optim_->embedding.mutable_grad().mul_(optim_->row_mask);
     }
@@ -353,47 +461,53 @@ double Trainer::step() {
   }
   ++step_in_stage_;
   ++global_step_;
-  return loss.item<double>();
+  return loss_sum / static_cast<double>(sequences);
+}
+
+nlohmann::json Trainer::state_json() const {
+  nlohmann::json stages = nlohmann::json::array();
+  for (const StageSteps& s : opts_.stages) stages.push_back({s.stage, s.steps});
+  const std::int64_t world = opts_.dist ? opts_.dist->world_size() : 1;
+  return {
+      {"format", 1},
+      {"stages", stages},
+      {"stage_index", stage_index_},
+      {"step_in_stage", step_in_stage_},
+      {"global_step", global_step_},
+      {"next_example", next_example_},
+      {"global_batch", world * opts_.batch},
+      {"seed", opts_.seed},
+      {"seq_len", opts_.seq_len},
+      {"lr_scale", opts_.lr_scale},
+      {"warmup", opts_.warmup},
+      {"ratios", opts_.ratios},
+      {"haystack_fill", {opts_.haystack_fill_lo, opts_.haystack_fill_hi}},
+      {"copy_fill", {opts_.copy_fill_lo, opts_.copy_fill_hi}},
+      {"scramble", opts_.scramble},
+      {"numbers", opts_.numbers},
+      {"needles", {opts_.needles_lo, opts_.needles_hi}},
+      {"questions", opts_.questions},
+      {"separate_documents", opts_.separate_documents},
+      {"latent_align", opts_.latent_align},
+      {"save_every", opts_.save_every.value_or(0)},
+      {"log_every", opts_.log_every.value_or(kDefaultLogEvery)},
+      {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
+                                                 opts_.mix->retrieval, opts_.mix->plain_retrieval,
+                                                 opts_.mix->plain_reconstruction})
+                        : nlohmann::json()},
+      {"corpus", [&] {
+         std::vector<std::string> paths;
+         for (const fs::path& p : opts_.corpus) paths.push_back(p.string());
+         return paths;
+       }()}};
 }
 
 void Trainer::save() {
+  if (opts_.dist && opts_.dist->rank() != 0) return;
   const auto write_state = [&](const fs::path& staged) {
     const fs::path dir = staged / kStateDir;
     fs::create_directories(dir);
-    nlohmann::json stages = nlohmann::json::array();
-    for (const StageSteps& s : opts_.stages) stages.push_back({s.stage, s.steps});
-    const nlohmann::json state = {
-        {"format", 1},
-        {"stages", stages},
-        {"stage_index", stage_index_},
-        {"step_in_stage", step_in_stage_},
-        {"global_step", global_step_},
-        {"next_example", next_example_},
-        {"seed", opts_.seed},
-        {"seq_len", opts_.seq_len},
-        {"lr_scale", opts_.lr_scale},
-        {"warmup", opts_.warmup},
-        {"ratios", opts_.ratios},
-        {"haystack_fill", {opts_.haystack_fill_lo, opts_.haystack_fill_hi}},
-        {"copy_fill", {opts_.copy_fill_lo, opts_.copy_fill_hi}},
-        {"scramble", opts_.scramble},
-        {"numbers", opts_.numbers},
-        {"needles", {opts_.needles_lo, opts_.needles_hi}},
-        {"questions", opts_.questions},
-        {"separate_documents", opts_.separate_documents},
-        {"latent_align", opts_.latent_align},
-        {"save_every", opts_.save_every.value_or(0)},
-        {"log_every", opts_.log_every.value_or(kDefaultLogEvery)},
-        {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
-                                                   opts_.mix->retrieval, opts_.mix->plain_retrieval,
-                                                   opts_.mix->plain_reconstruction})
-                          : nlohmann::json()},
-        {"corpus", [&] {
-           std::vector<std::string> paths;
-           for (const fs::path& p : opts_.corpus) paths.push_back(p.string());
-           return paths;
-         }()}};
-    write_text_file(dir / "state.json", state.dump(2) + "\n");
+    write_text_file(dir / "state.json", state_json().dump(2) + "\n");
     if (optim_ && step_in_stage_ > 0) torch::save(*optim_->adamw, (dir / "optimizer.pt").string());
   };
   save_lclm_checkpoint(*model_, opts_.out, opts_.dtype, side_files_, write_state);
@@ -411,6 +525,15 @@ void Trainer::load_state(const fs::path& dir) {
     step_in_stage_ = state.at("step_in_stage").get<std::int64_t>();
     global_step_ = state.at("global_step").get<std::int64_t>();
     next_example_ = state.at("next_example").get<std::uint64_t>();
+    // Runs saved before the setting existed trained on one sequence a step.
+    const auto global_batch = state.value("global_batch", std::int64_t{1});
+    const std::int64_t world = opts_.dist ? opts_.dist->world_size() : 1;
+    if (global_batch % world != 0) {
+      throw Error((dir / "state.json").string() + ": the run's global batch of " +
+                  std::to_string(global_batch) + " sequences does not divide among WORLD_SIZE=" +
+                  std::to_string(world) + " ranks");
+    }
+    opts_.batch = global_batch / world;
     opts_.seed = state.at("seed").get<std::uint64_t>();
     opts_.seq_len = state.at("seq_len").get<std::int64_t>();
     opts_.lr_scale = state.at("lr_scale").get<double>();
@@ -465,7 +588,13 @@ void Trainer::run() {
   std::int64_t loss_count = 0, align_count = 0, tokens = 0;
   const std::int64_t save_every = opts_.save_every.value_or(0);
   const std::int64_t log_every = opts_.log_every.value_or(kDefaultLogEvery);
-  const auto interrupted = [&] { return opts_.stop_requested && opts_.stop_requested->load(); };
+  // One process reads its own flag; ranks go by the flag they agreed on in
+  // the last step, so that all stop after the same one.
+  const auto interrupted = [&] {
+    if (opts_.dist) return stop_agreed_;
+    return opts_.stop_requested && opts_.stop_requested->load();
+  };
+  double wait_sum = 0, sum_sum = 0;
   const auto stopped = [&] {
     return done() || (opts_.until > 0 && global_step_ >= opts_.until) || interrupted();
   };
@@ -477,6 +606,8 @@ void Trainer::run() {
       ++align_count;
     }
     tokens += last_tokens_;
+    wait_sum += last_wait_s_;
+    sum_sum += last_sum_s_;
     const bool last = stopped();
     if (opts_.log && ((log_every > 0 && global_step_ % log_every == 0) || last)) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
@@ -487,10 +618,19 @@ void Trainer::run() {
                  << loss_sum / static_cast<double>(loss_count);
       if (align_count > 0) *opts_.log << " align " << align_sum / static_cast<double>(align_count);
       *opts_.log << " lr " << std::scientific << std::setprecision(2) << last_lr_ << std::fixed
-                 << std::setprecision(0) << " tok/s " << static_cast<double>(tokens) / elapsed
-                 << " elapsed " << format_seconds(elapsed) << " eta " << format_seconds(eta)
+                 << std::setprecision(0) << " tok/s " << static_cast<double>(tokens) / elapsed;
+      if (opts_.dist) {
+        // Per step, in ms: waiting for the slowest rank, then the gradient sum.
+        const auto per_step = 1000.0 / static_cast<double>(loss_count);
+        *opts_.log << " world " << opts_.dist->world_size() << " x batch " << opts_.batch
+                   << " wait " << std::setprecision(1) << wait_sum * per_step << "ms allreduce "
+                   << sum_sum * per_step << "ms";
+      } else if (opts_.batch > 1) {
+        *opts_.log << " batch " << opts_.batch;
+      }
+      *opts_.log << " elapsed " << format_seconds(elapsed) << " eta " << format_seconds(eta)
                  << std::endl;
-      loss_sum = align_sum = 0;
+      loss_sum = align_sum = wait_sum = sum_sum = 0;
       loss_count = align_count = 0;
     }
     if (!last && save_every > 0 && global_step_ % save_every == 0) save();

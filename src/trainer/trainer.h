@@ -11,6 +11,7 @@
 #include <iosfwd>
 #include <limits>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +21,8 @@
 #include "trainer/torch_lclm.h"
 
 namespace lclm::train {
+
+class DataParallel;
 
 struct StageSteps {
   int stage = 0;  // 0 adapter warm-up, 1 encoder CPT, 2 decoder CPT, 3 SFT
@@ -48,6 +51,11 @@ struct TrainOptions {
   std::filesystem::path out;   // checkpoints and trainer_state/
   std::vector<StageSteps> stages;
   std::int64_t seq_len = 512;
+  // Packed sequences each process trains on per optimizer step (gradient
+  // accumulation): the step's loss and gradient are the means over the
+  // world x batch sequences of all ranks. A resumed run keeps its global
+  // batch and divides it by the world size.
+  std::int64_t batch = 1;
   double lr_scale = 1.0;
   std::int64_t warmup = -1;  // steps per stage; -1: min(250, steps / 10)
   std::uint64_t seed = 0;
@@ -76,6 +84,11 @@ struct TrainOptions {
   // run() saves and returns after the step during which this turns true
   // (lclm-train sets it on SIGINT/SIGTERM); a later resume goes on.
   const std::atomic<bool>* stop_requested = nullptr;
+  // The data-parallel group this process is a rank of (not owned); null: one
+  // process. Rank r trains sequences r x batch .. r x batch + batch - 1 of
+  // each step's world x batch, gradients are summed over the ranks, and only
+  // rank 0 saves (every rank may log; lclm-train gives rank 0 alone a log).
+  DataParallel* dist = nullptr;
   std::vector<std::filesystem::path> corpus = default_corpus_paths();
   DType dtype = DType::F32;     // of saved weights; F32 keeps resume exact
   std::ostream* log = nullptr;  // progress lines; none when null
@@ -97,15 +110,18 @@ class Trainer {
   // Loads opts.init (or opts.out's checkpoint and state with opts.resume).
   // Throws lclm::Error for a bad plan, a missing checkpoint, an OUT that
   // already holds a run (without resume), or a state that does not match the
-  // plan.
+  // plan; with opts.dist, also when the ranks do not start from the same
+  // weights, optimizer state, position and data.
   explicit Trainer(TrainOptions opts);
   ~Trainer();
 
   bool done() const;
-  // One optimizer step on the next packed sequence; returns its target loss
-  // (next-token cross entropy; the alignment term is last_alignment_loss()).
+  // One optimizer step on the next world x batch packed sequences; returns
+  // their mean target loss (next-token cross entropy; the alignment term is
+  // last_alignment_loss()).
   double step();
-  // Writes the checkpoint with trainer_state/ to opts.out, atomically.
+  // Writes the checkpoint with trainer_state/ to opts.out, atomically; on
+  // ranks other than 0 does nothing (rank 0 writes the run).
   void save();
   // Runs every remaining step, logging and saving as configured, and saves at the end.
   void run();
@@ -115,7 +131,7 @@ class Trainer {
   // The decoder's logits [L, vocab] of ex, as training computes them
   // (documents kept apart per separate_documents), without gradients.
   torch::Tensor logits_of(const Example& ex);
-  // The sequence the next step() trains on.
+  // The first sequence the next step() trains on.
   Example peek_batch() const;
 
   TorchLclm& model() { return *model_; }
@@ -123,15 +139,20 @@ class Trainer {
   std::int64_t global_step() const { return global_step_; }
   std::int64_t step_in_stage() const { return step_in_stage_; }
   double current_lr() const { return last_lr_; }  // the base group's lr of the last step
-  // latent_alignment_loss of the last step's sequence; NaN when it had no
-  // latents or latent_align is 0.
+  // The mean latent_alignment_loss of the last step's sequences that had
+  // latents; NaN when none had or latent_align is 0.
   double last_alignment_loss() const { return last_align_; }
   std::uint64_t next_example() const { return next_example_; }
+  // A hash of what every rank must agree on before a step: the weights, the
+  // optimizer's state, the plan and its position, and the next sequence.
+  std::uint64_t fingerprint() const;
 
  private:
   void begin_stage();
   TaskMix stage_mix() const;
   void load_state(const std::filesystem::path& dir);
+  nlohmann::json state_json() const;
+  void check_ranks_agree();
 
   struct Optim;
   TrainOptions opts_;
@@ -145,7 +166,13 @@ class Trainer {
   std::uint64_t next_example_ = 0;
   double last_lr_ = 0;
   double last_align_ = std::numeric_limits<double>::quiet_NaN();
-  std::int64_t last_tokens_ = 0;  // of the last step's sequence
+  std::int64_t last_tokens_ = 0;  // of the last step's sequences, on every rank
+  // Seconds the last step spent waiting for the slowest rank, then summing
+  // gradients (data parallel only).
+  double last_wait_s_ = 0, last_sum_s_ = 0;
+  // Whether some rank was asked to stop by the end of the last step: ranks
+  // agree on it, so they stop after the same step.
+  bool stop_agreed_ = false;
 };
 
 // Parses "0,1,2,3" with steps each: throws lclm::Error naming the bad item.

@@ -23,3 +23,12 @@ lclm_add_test(indexmem_trainer_test
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/indexmem_trainer_test.cc
   LABELS trainer)
 target_link_libraries(indexmem_trainer_test PRIVATE lclm_train)
+
+# Data-parallel lclm-train: two ranks as processes on loopback against one
+# process of twice the batch, resume, a rank that exits or hangs, ranks that
+# start apart, torchrun's environment.
+lclm_add_test(data_parallel_test
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/data_parallel_test.cc
+  LABELS "trainer;slow")
+target_link_libraries(data_parallel_test PRIVATE lclm_train)
+add_dependencies(data_parallel_test lclm-train)

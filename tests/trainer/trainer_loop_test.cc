@@ -517,6 +517,30 @@ TEST_F(TrainerStages, LatentAlignmentIsOneMinusCosineToTheGroupsMeanEmbedding) {
   EXPECT_FALSE(latent_alignment_loss(model, inputs, plain).defined());
 }
 
+// --batch 2: a step trains on the next two packs of the stream and reports
+// the mean of their losses (data_parallel_test checks that two processes of
+// --batch 1 train exactly what this does).
+TEST_F(TrainerStages, BatchOfTwoStepsOnTheNextTwoPacks) {
+  TrainOptions opts = short_example_options("batch-one", 5);
+  Trainer one(opts);
+  const ExampleTokenizer tokens(opts.init);
+  DataGenerator data(Corpus::from_paths(opts.corpus), opts.seed,
+                     static_cast<std::size_t>(opts.seq_len), tokens.checkpoint_ratio());
+  data.set_haystack_fill(opts.haystack_fill_lo, opts.haystack_fill_hi);
+  data.set_copy_fill(opts.copy_fill_lo, opts.copy_fill_hi);
+  std::uint64_t next = 0;
+  const Example first = pack_examples(data, tokens, stage_task_mix(3), next, 160);
+  const Example second = pack_examples(data, tokens, stage_task_mix(3), next, 160);
+  EXPECT_EQ(first.ids, one.peek_batch().ids);
+  const double want = (one.loss_of(first) + one.loss_of(second)) / 2;
+
+  opts.out = lclm::testing::scratch_dir("batch-two-out");
+  opts.batch = 2;
+  Trainer two(opts);
+  EXPECT_NEAR(two.step(), want, 1e-6 * want);
+  EXPECT_EQ(two.next_example(), next);
+}
+
 // With --latent-align, steps pull the latents towards their tokens'
 // embeddings; the step still reports the next-token loss.
 TEST_F(TrainerStages, LatentAlignmentStepsPullLatentsTowardsTheirTokens) {
