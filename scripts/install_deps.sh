@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # engine libraries
   libopenblas-dev libhwy-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libutf8proc-dev
-  libsqlite3-dev libxxhash-dev libcpp-httplib-dev libdnnl-dev
+  libsqlite3-dev libxxhash-dev libcpp-httplib-dev libdnnl-dev libssl-dev
   # the latent store shared over the network (--latent-cache redis://...), and
   # the server its tests start on a loopback port
   libhiredis-dev redis-server

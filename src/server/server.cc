@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <openssl/evp.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 
@@ -12,9 +13,11 @@
 #include <ctime>
 #include <deque>
 #include <iterator>
+#include <map>
 #include <random>
 #include <sstream>
 
+#include "format/torch_file.h"
 #include "server/connection.h"
 #include "util/error.h"
 
@@ -772,13 +775,40 @@ void Server::finish_completion(CompletionRun& run, Job& job) {
 void Server::handle_compress(const std::string& request_body, httplib::Response& res) {
   ++metrics_.compress;
   try {
-    if (!engine_->lclm()) {
-      throw RequestError(400, engine_->dir().string() + " is not an LCLM checkpoint", "model",
-                         "not_an_lclm");
+    const json body = parse_body(request_body);
+    std::shared_ptr<Job> job;
+    if (const auto format = body.find("format"); format != body.end() && *format != "latents") {
+      if (*format != "prompt_embeds") {
+        throw RequestError(400, "'format' must be \"latents\" or \"prompt_embeds\"", "format",
+                           "invalid_value");
+      }
+      // The prompt as a chat request ("messages") or a completion ("prompt") has it.
+      const auto lookup = [this](const std::string& id) { return latent_text(id); };
+      auto r = std::make_shared<CompletionRequest>(
+          body.contains("messages") ? parse_chat_request(body, options_.defaults, lookup)
+                                    : parse_completion_request(body, options_.defaults));
+      DType dtype = engine_->decoder().weight_dtype();
+      if (dtype != DType::BF16 && dtype != DType::F16) dtype = DType::F32;
+      if (const auto d = body.find("dtype"); d != body.end()) {
+        const std::map<std::string, DType> names = {
+            {"bfloat16", DType::BF16}, {"float16", DType::F16}, {"float32", DType::F32}};
+        const auto it = d->is_string() ? names.find(d->get<std::string>()) : names.end();
+        if (it == names.end()) {
+          throw RequestError(400, "'dtype' must be \"bfloat16\", \"float16\" or \"float32\"",
+                             "dtype", "invalid_value");
+        }
+        dtype = it->second;
+      }
+      job = submit(
+          std::make_shared<Job>([this, r, dtype](Job& j) { run_prompt_embeds(*r, dtype, j); }));
+    } else {
+      if (!engine_->lclm()) {
+        throw RequestError(400, engine_->dir().string() + " is not an LCLM checkpoint", "model",
+                           "not_an_lclm");
+      }
+      auto texts = std::make_shared<std::vector<std::string>>(parse_compress_request(body));
+      job = submit(std::make_shared<Job>([this, texts](Job& j) { run_compress(*texts, j); }));
     }
-    auto texts = std::make_shared<std::vector<std::string>>(
-        parse_compress_request(parse_body(request_body)));
-    auto job = submit(std::make_shared<Job>([this, texts](Job& j) { run_compress(*texts, j); }));
     const Event e = job->next();
     if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
     res.set_content(dump_json(e.payload), "application/json");
@@ -826,6 +856,50 @@ void Server::handle_apply_template(const std::string& request_body, httplib::Res
   } catch (const RequestError& e) {
     send_error(res, e.status, error_json(e));
   }
+}
+
+// Base64 (RFC 4648, padded), as JSON carries bytes and vLLM reads them.
+std::string base64(const std::string& bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()),
+                                static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+void Server::run_prompt_embeds(const CompletionRequest& r, DType dtype, Job& job) {
+  PreparedPrompt p;
+  try {
+    p = engine_->prepare(r.prompt, r.ratio, context() - 1);
+  } catch (const PromptTooLong& e) {
+    throw RequestError(400,
+                       "the prompt is " + e.sizes() + ", more than the " +
+                           std::to_string(context()) + "-position context allows",
+                       r.chat ? "messages" : "prompt", "context_length_exceeded");
+  } catch (const Error& e) {
+    throw RequestError(400, e.what(), r.chat ? "messages" : "prompt", "invalid_prompt");
+  }
+  const auto hidden = static_cast<std::size_t>(engine_->decoder().config().hidden_size);
+  const std::string bytes = torch_tensor_bytes(p.embeddings.data(), p.ids.size(), hidden, dtype);
+  metrics_.compressed_tokens += p.stats.compressed_tokens;
+  metrics_.latents += p.stats.latents;
+  const json usage = {{"prompt_tokens", p.stats.plain_tokens},
+                      {"compressed_tokens", p.stats.compressed_tokens},
+                      {"latents", p.stats.latents},
+                      {"regions", p.stats.regions},
+                      {"cache_hits", p.stats.cache_hits},
+                      {"compress_ms", p.stats.compress_seconds * 1e3}};
+  Event done;
+  done.kind = Event::Kind::Finished;
+  done.payload = {
+      {"object", "prompt_embeds"},
+      {"model", options_.model_name},
+      {"prompt_embeds", base64(bytes)},
+      {"shape", json::array({p.ids.size(), hidden})},
+      {"dtype", dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32"},
+      {"usage", usage}};
+  job.emit(std::move(done));
 }
 
 void Server::run_compress(const std::vector<std::string>& texts, Job& job) {

@@ -152,6 +152,9 @@ class Server {
   Generation* start_completion(CompletionRun& run, Job& job);
   void finish_completion(CompletionRun& run, Job& job);
   void run_compress(const std::vector<std::string>& texts, Job& job);
+  // /v1/compress with "format": "prompt_embeds": the decoder's input for a
+  // whole chat or completion request, as vLLM's prompt_embeds takes it.
+  void run_prompt_embeds(const CompletionRequest& r, DType dtype, Job& job);
   // The text behind a /v1/compress id: from memory, else from the latent
   // store, where another replica (or this one before a restart) put it.
   std::optional<std::string> latent_text(const std::string& id);

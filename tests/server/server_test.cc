@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <openssl/evp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -25,6 +26,7 @@
 #include "core/redis_server.h"
 #include "core/test_models.h"
 #include "fixtures/random_lclm.h"
+#include "format/torch_file.h"
 #include "runtime/chat_template.h"
 
 namespace lclm {
@@ -266,6 +268,47 @@ TEST_F(ServerTest, CompressReturnsIdsThatRequestsReuse) {
                400, "unknown_latent_id", "messages[0].content[0].latent_id");
 }
 
+// "format": "prompt_embeds": the decoder's input for the request's whole
+// prompt, base64 of torch.save's bytes, as vLLM's prompt_embeds takes it.
+TEST_F(ServerTest, CompressGivesPromptEmbeddingsForVllm) {
+  const std::string region = "<|memory_start|>" + std::string(kDoc) + "<|memory_end|>";
+  json body = chat(region + "Where is it?");
+  body["format"] = "prompt_embeds";
+  body["dtype"] = "float32";
+  const auto r = post("/v1/compress", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json j = json::parse(r->body);
+  EXPECT_EQ(j["object"], "prompt_embeds");
+  EXPECT_EQ(j["dtype"], "float32");
+  const PreparedPrompt want =
+      reference_->prepare(format_chatml({{"user", region + "Where is it?"}}, true));
+  const auto hidden = static_cast<std::size_t>(reference_->decoder().config().hidden_size);
+  EXPECT_EQ(j["shape"], json({want.ids.size(), hidden}));
+  EXPECT_EQ(j["usage"]["latents"], want.stats.latents);
+  const std::string b64 = j["prompt_embeds"];
+  std::string bytes(b64.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(bytes.data()),
+                                reinterpret_cast<const unsigned char*>(b64.data()),
+                                static_cast<int>(b64.size()));
+  ASSERT_GT(n, 0);
+  bytes.resize(static_cast<std::size_t>(n) - (b64.ends_with("==") ? 2 : b64.ends_with("=") ? 1 : 0));
+  const TorchTensor t = parse_torch_tensor(bytes, "response");
+  EXPECT_EQ(t.data, want.embeddings);
+
+  // A completion's prompt as given, in the decoder's dtype by default.
+  const auto plain = post("/v1/compress", {{"format", "prompt_embeds"}, {"prompt", "Once upon"}});
+  ASSERT_EQ(plain->status, 200) << plain->body;
+  EXPECT_EQ(json::parse(plain->body)["dtype"], "bfloat16");
+
+  expect_error(post("/v1/compress", {{"format", "pickle"}, {"input", "x"}}), 400, "invalid_value",
+               "format");
+  expect_error(
+      post("/v1/compress", {{"format", "prompt_embeds"}, {"prompt", "x"}, {"dtype", "int8"}}), 400,
+      "invalid_value", "dtype");
+  expect_error(post("/v1/compress", {{"format", "prompt_embeds"}}), 400, "missing_field", "prompt");
+}
+
 TEST_F(ServerTest, StreamingSendsTheSameTextAsOneResponse) {
   json body = chat("Tell me about lighthouses.", 8);
   const auto plain = post("/v1/chat/completions", body);
@@ -478,7 +521,8 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(json::parse(r->body)["tokens"], json(ids));
-  r = post("/tokenize", {{"content", "Hello world"}, {"with_pieces", true}, {"add_special", false}});
+  r = post("/tokenize",
+           {{"content", "Hello world"}, {"with_pieces", true}, {"add_special", false}});
   ASSERT_TRUE(r);
   const json pieces = json::parse(r->body)["tokens"];
   ASSERT_EQ(pieces.size(), 2u) << r->body;
@@ -491,8 +535,8 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(json::parse(r->body)["content"], text);
 
-  const json messages = json::array({{{"role", "system"}, {"content", "Be brief."}},
-                                     {{"role", "user"}, {"content", "hi"}}});
+  const json messages = json::array(
+      {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "hi"}}});
   r = post("/apply-template", {{"messages", messages}});
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
@@ -515,8 +559,8 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
                "content_too_long", "content");
   expect_error(post("/detokenize", {{"tokens", json::array({1, -1})}}), 400, "invalid_value",
                "tokens[1]");
-  expect_error(post("/detokenize", {{"tokens", json::array({1, 1 << 30})}}), 400,
-               "invalid_value", "tokens[1]");
+  expect_error(post("/detokenize", {{"tokens", json::array({1, 1 << 30})}}), 400, "invalid_value",
+               "tokens[1]");
   expect_error(post("/detokenize", {{"tokens", json::array({"a"})}}), 400, "invalid_type",
                "tokens[0]");
   expect_error(post("/apply-template", {{"messages", "hi"}}), 400, "invalid_type", "messages");
@@ -583,8 +627,9 @@ TEST_F(ServerTest, LogprobsReportEveryTokenOfTheAnswer) {
   r = post("/v1/chat/completions", chat("Tell me a story", 2));
   EXPECT_TRUE(json::parse(r->body)["choices"][0]["logprobs"].is_null());
 
-  r = post("/v1/completions",
-           {{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2}});
+  r = post(
+      "/v1/completions",
+      {{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2}});
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   const json c = json::parse(r->body)["choices"][0];
@@ -1063,9 +1108,12 @@ TEST(ServerBodyBudget, BodiesHeldAtOnceAreBounded) {
   const std::string body = json{{"content", content}}.dump();
 
   const int slow = raw_connect(port);
-  const std::string head = "POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                           "Content-Length: " + std::to_string(body.size() + 10) + "\r\n\r\n";
-  ASSERT_EQ(::send(slow, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  const std::string head =
+      "POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size() + 10) + "\r\n\r\n";
+  ASSERT_EQ(::send(slow, head.data(), head.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(head.size()));
   std::size_t sent = 0;
   while (sent < body.size()) {
     const ssize_t n = ::send(slow, body.data() + sent, body.size() - sent, MSG_NOSIGNAL);
