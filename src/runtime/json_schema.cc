@@ -677,15 +677,9 @@ struct JsonConstraint::Vocab {
   std::vector<bool> special;                                 // by id
 };
 
-namespace {
-
-std::shared_ptr<const JsonConstraint::Vocab> vocab_of(const Tokenizer& tokenizer);
-
-}  // namespace
-
 JsonConstraint::JsonConstraint(std::shared_ptr<const JsonGrammar> grammar,
                                const Tokenizer& tokenizer, std::vector<std::int32_t> stop_ids)
-    : vocab_(vocab_of(tokenizer)), stop_ids_(std::move(stop_ids)), matcher_(std::move(grammar)) {}
+    : vocab_(vocab(tokenizer)), stop_ids_(std::move(stop_ids)), matcher_(std::move(grammar)) {}
 JsonConstraint::~JsonConstraint() = default;
 
 bool JsonConstraint::allows(std::int32_t id) const {
@@ -756,9 +750,7 @@ void JsonConstraint::accept(std::int32_t id) {
   matcher_.feed(vocab_->bytes[static_cast<std::size_t>(id)]);
 }
 
-namespace {
-
-std::shared_ptr<const JsonConstraint::Vocab> vocab_of(const Tokenizer& tokenizer) {
+std::shared_ptr<const JsonConstraint::Vocab> JsonConstraint::vocab(const Tokenizer& tokenizer) {
   static std::mutex mutex;
   static std::map<const Tokenizer*, std::weak_ptr<const JsonConstraint::Vocab>> built;
   std::lock_guard<std::mutex> hold(mutex);
@@ -781,7 +773,5 @@ std::shared_ptr<const JsonConstraint::Vocab> vocab_of(const Tokenizer& tokenizer
   built[&tokenizer] = v;
   return v;
 }
-
-}  // namespace
 
 }  // namespace lclm

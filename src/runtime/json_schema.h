@@ -96,6 +96,9 @@ class JsonConstraint {
   const JsonMatcher& matcher() const { return matcher_; }
 
   struct Vocab;  // the tokenizer's tokens as bytes, in byte order (shared per tokenizer)
+  // Built on first use and kept while someone holds it: a server holds it
+  // so that each request's constraint does not sort the vocabulary again.
+  static std::shared_ptr<const Vocab> vocab(const Tokenizer& tokenizer);
 
  private:
   std::shared_ptr<const Vocab> vocab_;

@@ -48,10 +48,6 @@ void refuse_unsupported(const json& body) {
     const json* v = field(body, name);
     if (v && !(v->is_string() && (*v == "none" || *v == "auto"))) refuse(name, "no tool calling");
   }
-  if (const json* v = field(body, "response_format")) {
-    const json* type = v->is_object() ? field(*v, "type") : nullptr;
-    if (!(type && *type == "text")) refuse("response_format", "only {\"type\": \"text\"}");
-  }
   if (const json* v = field(body, "echo")) {
     if (*v != false) refuse("echo", "the prompt is not echoed");
   }
@@ -66,6 +62,33 @@ void refuse_unsupported(const json& body) {
   }
   for (const char* name : {"audio", "prediction", "web_search_options"}) {
     if (field(body, name)) refuse(name, "text generation only");
+  }
+}
+
+// response_format: {"type": "text"} (none), {"type": "json_object"}, or
+// {"type": "json_schema", "json_schema": {"name", "schema", "strict"}},
+// compiled here so that a schema lclm cannot follow is a 400 before the queue.
+std::shared_ptr<const JsonGrammar> parse_response_format(const json& body) {
+  const json* v = field(body, "response_format");
+  if (!v) return nullptr;
+  require(v->is_object(), "response_format", "an object");
+  const json* type = field(*v, "type");
+  require(type && type->is_string(), "response_format.type", "a string");
+  if (*type == "text") return nullptr;
+  if (*type == "json_object") return JsonGrammar::any_object();
+  if (*type != "json_schema") {
+    bad("'response_format.type' must be \"text\", \"json_object\" or \"json_schema\"",
+        "response_format.type");
+  }
+  const json* spec = field(*v, "json_schema");
+  require(spec && spec->is_object(), "response_format.json_schema", "an object");
+  const json* schema = field(*spec, "schema");
+  if (!schema) return JsonGrammar::any_object();  // OpenAI: a schema-less json_schema is any object
+  try {
+    return JsonGrammar::from_schema(*schema);
+  } catch (const Error& e) {
+    throw RequestError(400, e.what(), "response_format.json_schema.schema",
+                       "unsupported_schema");
   }
 }
 
@@ -140,6 +163,7 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
     }
   }
   refuse_unsupported(body);
+  r.json_grammar = parse_response_format(body);
   if (const json* l = field(body, "lclm")) {
     require(l->is_object(), "lclm", "an object");
     if (const json* v = field(*l, "ratio")) {

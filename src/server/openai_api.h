@@ -65,6 +65,9 @@ struct CompletionRequest {
   // >= 0: report each token's log-probability and this many alternatives
   // (chat: logprobs true + top_logprobs; completions: logprobs N).
   int top_logprobs = -1;
+  // response_format json_object or json_schema: the answer is constrained to
+  // JSON of this grammar (none: free text).
+  std::shared_ptr<const JsonGrammar> json_grammar;
 };
 
 // Server-wide defaults a request can override.

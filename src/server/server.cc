@@ -683,6 +683,11 @@ Generation* Server::start_completion(CompletionRun& run, Job& job) {
   o.sampling = r.sampling;
   o.top_logprobs = r.top_logprobs;
   o.stop_ids = engine_->stop_ids();
+  if (r.json_grammar) {
+    // Kept from the first JSON request on: later ones do not sort the vocabulary again.
+    if (!json_vocab_) json_vocab_ = JsonConstraint::vocab(engine_->tokenizer());
+    o.constraint = std::make_shared<JsonConstraint>(r.json_grammar, engine_->tokenizer(), o.stop_ids);
+  }
   run.filter.emplace(r.stop);
   run.session = &pick_session(p);
   run.generation.emplace(

@@ -194,6 +194,7 @@ class Server {
   // Response ids: 96 random bits each, so ids from a restarted server (or
   // another replica) never repeat earlier ones as a counter's did.
   std::string response_id(const char* prefix);
+  std::shared_ptr<const JsonConstraint::Vocab> json_vocab_;  // worker thread only
   // "lat_" and 128 bits from the kernel's generator: an id lets whoever holds
   // it make the model read its text, so it must not be guessable, and the
   // mt19937 behind response ids gives its state away to those who see enough

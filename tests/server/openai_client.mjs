@@ -97,6 +97,31 @@ check("logprobs come back in OpenAI's shape", async () => {
   }
 });
 
+check("response_format json_schema gives JSON of the schema", async () => {
+  const schema = {
+    type: "object",
+    properties: { ok: { type: "boolean" }, size: { enum: ["S", "M", "L"] } },
+    required: ["ok", "size"],
+    additionalProperties: false,
+  };
+  let parsed = 0;
+  for (let seed = 1; seed <= 4; seed++) {
+    const r = await client.chat.completions.create({
+      model: name,
+      messages: [{ role: "user", content: "Answer in JSON." }],
+      max_tokens: 48,
+      seed,
+      response_format: { type: "json_schema", json_schema: { name: "answer", schema, strict: true } },
+    });
+    if (r.choices[0].finish_reason !== "stop") continue;
+    const doc = JSON.parse(r.choices[0].message.content);
+    assert.deepEqual(Object.keys(doc).sort(), ["ok", "size"]);
+    assert.equal(typeof doc.ok, "boolean");
+    parsed++;
+  }
+  assert.ok(parsed > 0, "no answer ended within max_tokens");
+});
+
 check("errors reach the client as APIError with OpenAI's fields", async () => {
   await assert.rejects(
     client.chat.completions.create({ model: name, messages: [], max_tokens: 4 }),
