@@ -149,7 +149,11 @@ TEST_F(RulerTasks, FitTheLengthAndHideTheirAnswers) {
       const EvalSample s = gen.make(task, length, 0);
       const std::size_t tokens = tokenizer_->encode(eval_prompt(s, false)).size();
       EXPECT_LE(tokens, length) << ruler_task_name(task);
-      EXPECT_GE(tokens, length * 97 / 100) << ruler_task_name(task);
+      // The fit is the largest size in haystack words, and one word (a URL or
+      // a checksum in a copyright file) can be 20-30 tokens: short by 3%, or
+      // by 32 tokens at small lengths (with Debian's doc files of 2026-12-05,
+      // niah_multivalue at 512 stopped at 493 tokens, the next word past 512).
+      EXPECT_GE(tokens, std::min(length * 97 / 100, length - 32)) << ruler_task_name(task);
       ASSERT_FALSE(s.answers.empty());
       for (const std::string& a : s.answers) {
         EXPECT_NE(s.context.find(a), std::string::npos) << ruler_task_name(task) << " " << a;
