@@ -125,6 +125,10 @@ class Model {
 
   Engine& engine() { return *engine_; }
   std::mutex& lock() { return mutex_; }
+  // Under lock().
+  void pin_json_vocab() {
+    if (!json_vocab_) json_vocab_ = JsonConstraint::vocab(engine_->tokenizer());
+  }
 
   std::vector<std::int32_t> tokenize(const std::string& text, bool encoder) {
     if (encoder && !engine_->lclm()) {
@@ -194,6 +198,7 @@ class Model {
  private:
   std::unique_ptr<Engine> engine_;
   std::mutex mutex_;
+  std::shared_ptr<const JsonConstraint::Vocab> json_vocab_;
 };
 
 Stream::Stream(Model& model, py::object owner, std::string prompt, const GenerateArgs& args)
@@ -208,17 +213,21 @@ Stream::Stream(Model& model, py::object owner, std::string prompt, const Generat
   o.sampling.seed = args.seed ? *args.seed : std::random_device{}();
   o.stop_ids = model.engine().stop_ids();
   o.sampling.validate();
+  std::shared_ptr<const JsonGrammar> grammar;
   if (args.json_schema) {
     const nlohmann::json schema = nlohmann::json::parse(*args.json_schema);
-    const auto grammar = schema == nlohmann::json::object() ? JsonGrammar::any_object()
-                                                            : JsonGrammar::from_schema(schema);
-    o.constraint =
-        std::make_shared<JsonConstraint>(grammar, model.engine().tokenizer(), o.stop_ids);
+    grammar = schema == nlohmann::json::object() ? JsonGrammar::any_object()
+                                                 : JsonGrammar::from_schema(schema);
   }
   Engine& engine = model.engine();
   logits_.resize(static_cast<std::size_t>(engine.decoder().config().vocab_size));
   py::gil_scoped_release unlocked;
   std::lock_guard<std::mutex> hold(model.lock());
+  if (grammar) {
+    // The vocabulary in byte order is sorted once per model, not per call.
+    model.pin_json_vocab();
+    o.constraint = std::make_shared<JsonConstraint>(grammar, engine.tokenizer(), o.stop_ids);
+  }
   prompt_ = engine.prepare(prompt, args.ratio, engine.max_context() - 1);
   generation_ = std::make_unique<Generation>(
       session_, prompt_.ids, prompt_.embeddings.data(), o, [this](std::int32_t id) {
@@ -309,7 +318,8 @@ PYBIND11_MODULE(lclm, m) {
            py::arg("ratio") = py::none(), py::arg("latent_cache") = py::none(),
            "Loads a model directory. threads: kernel threads (0: every core); quant: None, "
            "'q8_0' or 'q4_0' (matrices converted at load); ratio: the default compression ratio "
-           "(LCLM checkpoints); latent_cache: an SQLite file or redis://HOST:PORT[/DB] that keeps compressed regions across runs and processes.")
+           "(LCLM checkpoints); latent_cache: an SQLite file or redis://HOST:PORT[/DB] that keeps "
+           "compressed regions across runs and processes.")
       .def_property_readonly("path", [](Model& self) { return self.engine().dir().string(); })
       .def_property_readonly("is_lclm", [](Model& self) { return self.engine().lclm() != nullptr; })
       .def_property_readonly(
