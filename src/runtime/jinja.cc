@@ -34,7 +34,9 @@ using Kind = Value::Kind;
 // The sandbox's cap on range() (jinja2.sandbox.MAX_RANGE).
 constexpr std::int64_t kMaxRange = 100000;
 
-[[noreturn]] void fail(const std::string& message) { throw EvalError(message); }
+[[noreturn]] void fail(const std::string& message) {
+  throw EvalError(message);
+}
 
 // Using an undefined value for more than printing, testing or iterating.
 void require_defined(const Value& v) {
@@ -161,9 +163,7 @@ Array split(const std::string& s, const Value& sep, std::int64_t maxsplit, bool 
       while (i < cps.size() && is_space(cps[i])) ++i;
       if (i == cps.size()) break;
       if (maxsplit >= 0 && static_cast<std::int64_t>(parts.size()) == maxsplit) {
-        std::size_t e = cps.size();
-        while (e > i && is_space(cps[e - 1])) --e;
-        parts.push_back(cps.substr(i, e - i));
+        parts.push_back(cps.substr(i));  // the rest keeps its trailing whitespace
         break;
       }
       std::size_t j = i;
@@ -185,9 +185,9 @@ Array split(const std::string& s, const Value& sep, std::int64_t maxsplit, bool 
   if (!from_right) {
     std::size_t pos = 0;
     for (;;) {
-      const std::size_t at =
-          maxsplit >= 0 && static_cast<std::int64_t>(parts.size()) >= maxsplit ? std::string::npos
-                                                                               : s.find(d, pos);
+      const std::size_t at = maxsplit >= 0 && static_cast<std::int64_t>(parts.size()) >= maxsplit
+                                 ? std::string::npos
+                                 : s.find(d, pos);
       if (at == std::string::npos) break;
       parts.push_back(s.substr(pos, at - pos));
       pos = at + d.size();
@@ -197,7 +197,8 @@ Array split(const std::string& s, const Value& sep, std::int64_t maxsplit, bool 
     std::size_t end = s.size();
     for (;;) {
       const bool full = maxsplit >= 0 && static_cast<std::int64_t>(parts.size()) >= maxsplit;
-      const std::size_t at = full || end < d.size() ? std::string::npos : s.rfind(d, end - d.size());
+      const std::size_t at =
+          full || end < d.size() ? std::string::npos : s.rfind(d, end - d.size());
       if (at == std::string::npos) break;
       parts.push_back(s.substr(at + d.size(), end - at - d.size()));
       end = at;
@@ -251,7 +252,8 @@ std::vector<std::size_t> slice_indices(std::int64_t n, const Value& start, const
   const std::int64_t b = clamp(start, st > 0 ? 0 : n - 1, "start");
   const std::int64_t e = clamp(stop, st > 0 ? n : -1, "stop");
   std::vector<std::size_t> out;
-  for (std::int64_t i = b; st > 0 ? i < e : i > e; i += st) out.push_back(static_cast<std::size_t>(i));
+  for (std::int64_t i = b; st > 0 ? i < e : i > e; i += st)
+    out.push_back(static_cast<std::size_t>(i));
   return out;
 }
 
@@ -260,6 +262,24 @@ std::vector<std::size_t> slice_indices(std::int64_t n, const Value& start, const
 std::int64_t checked(bool overflow, std::int64_t r) {
   if (overflow) fail("integer overflow (the renderer's integers have 64 bits)");
   return r;
+}
+
+std::int64_t add(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  const bool overflow = __builtin_add_overflow(a, b, &r);
+  return checked(overflow, r);
+}
+
+std::int64_t sub(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  const bool overflow = __builtin_sub_overflow(a, b, &r);
+  return checked(overflow, r);
+}
+
+std::int64_t mul(std::int64_t a, std::int64_t b) {
+  std::int64_t r = 0;
+  const bool overflow = __builtin_mul_overflow(a, b, &r);
+  return checked(overflow, r);
 }
 
 [[noreturn]] void bad_operands(const char* op, const Value& a, const Value& b) {
@@ -350,7 +370,8 @@ class Args {
   }
   std::string string(std::size_t index) const {
     const Value& v = required(index);
-    if (!v.is(Kind::String)) fail(function_ + "() argument '" + names_[index] + "' must be a string");
+    if (!v.is(Kind::String))
+      fail(function_ + "() argument '" + names_[index] + "' must be a string");
     return v.text;
   }
   std::int64_t integer(std::size_t index, std::int64_t fallback) const {
@@ -416,8 +437,12 @@ class Renderer {
   std::string run(const nlohmann::ordered_json& context) {
     Frame root;
     add_globals(root);
-    if (!context.is_object()) fail("the context of a template must be a JSON object");
-    for (const auto& [k, v] : context.items()) root.set(k, Value::from_json(v));
+    if (!context.is_object() && !context.is_null()) {
+      fail("the context of a template must be a JSON object");
+    }
+    if (context.is_object()) {
+      for (const auto& [k, v] : context.items()) root.set(k, Value::from_json(v));
+    }
     root_ = &root;
     std::string out;
     exec(program_.body, root, out);
@@ -531,8 +556,11 @@ class Renderer {
         return Flow::Break;
       case Stmt::Kind::Continue:
         return Flow::Continue;
-      case Stmt::Kind::Generation:
-        return exec(s.body, frame, out);
+      case Stmt::Kind::Generation: {
+        // Hugging Face parses it as a call block, whose body has its own scope.
+        Frame inner{&frame, {}};
+        return exec(s.body, inner, out);
+      }
     }
     return Flow::Normal;
   }
@@ -581,12 +609,12 @@ class Renderer {
                              : Value::undefined("there is no previous item")},
           {"nextitem", i + 1 < n ? items[static_cast<std::size_t>(i + 1)]
                                  : Value::undefined("there is no next item")},
-          {"cycle", Value::function("cycle",
-                                    [i](CallArgs& a) {
-                                      if (a.positional.empty()) fail("no items for cycling given");
-                                      return a.positional[static_cast<std::size_t>(i) %
-                                                          a.positional.size()];
-                                    })},
+          {"cycle",
+           Value::function("cycle",
+                           [i](CallArgs& a) {
+                             if (a.positional.empty()) fail("no items for cycling given");
+                             return a.positional[static_cast<std::size_t>(i) % a.positional.size()];
+                           })},
           {"changed", Value::function("changed", [changed_last](CallArgs& a) {
              const Value now = Value::of(a.positional, Kind::Tuple);
              const bool changed = !*changed_last || !equal(**changed_last, now);
@@ -704,8 +732,8 @@ class Renderer {
         const Value v = eval(*e.a, frame);
         require_defined(v);
         if (!v.is_number()) {
-          fail(std::string("bad operand type for unary ") + (e.kind == Expr::Kind::Neg ? "-" : "+") +
-               ": '" + type_name(v) + "'");
+          fail(std::string("bad operand type for unary ") +
+               (e.kind == Expr::Kind::Neg ? "-" : "+") + ": '" + type_name(v) + "'");
         }
         if (e.kind == Expr::Kind::Pos) return v.is_integral() ? Value::of(v.as_int()) : v;
         if (v.is_integral()) return Value::of(checked(v.as_int() == INT64_MIN, -v.as_int()));
@@ -796,9 +824,8 @@ class Renderer {
     require_defined(b);
     const bool ints = a.is_integral() && b.is_integral();
     const bool nums = a.is_number() && b.is_number();
-    std::int64_t r = 0;
     if (op == "+") {
-      if (ints) return Value::of(checked(__builtin_add_overflow(a.as_int(), b.as_int(), &r), r));
+      if (ints) return Value::of(add(a.as_int(), b.as_int()));
       if (nums) return Value::of(a.as_double() + b.as_double());
       if (a.is(Kind::String) && b.is(Kind::String)) return Value::of(a.text + b.text);
       if (a.is_sequence() && a.kind == b.kind) {
@@ -809,12 +836,12 @@ class Renderer {
       bad_operands("+", a, b);
     }
     if (op == "-") {
-      if (ints) return Value::of(checked(__builtin_sub_overflow(a.as_int(), b.as_int(), &r), r));
+      if (ints) return Value::of(sub(a.as_int(), b.as_int()));
       if (nums) return Value::of(a.as_double() - b.as_double());
       bad_operands("-", a, b);
     }
     if (op == "*") {
-      if (ints) return Value::of(checked(__builtin_mul_overflow(a.as_int(), b.as_int(), &r), r));
+      if (ints) return Value::of(mul(a.as_int(), b.as_int()));
       if (nums) return Value::of(a.as_double() * b.as_double());
       const Value& seq = a.is_integral() ? b : a;
       const Value& count = a.is_integral() ? a : b;
@@ -859,8 +886,8 @@ class Renderer {
       if (ints && b.as_int() >= 0) {
         std::int64_t result = 1, base = a.as_int();
         for (std::int64_t e = b.as_int(); e > 0; e >>= 1) {
-          if (e & 1) result = checked(__builtin_mul_overflow(result, base, &r), r);
-          if (e > 1) base = checked(__builtin_mul_overflow(base, base, &r), r);
+          if (e & 1) result = mul(result, base);
+          if (e > 1) base = mul(base, base);
         }
         return Value::of(result);
       }
@@ -905,7 +932,8 @@ class Renderer {
     }
     if ((obj.is_sequence() || obj.is(Kind::String)) && key.is_integral()) {
       const std::u32string cps = obj.is(Kind::String) ? decode_utf8(obj.text) : std::u32string();
-      const auto n = static_cast<std::int64_t>(obj.is(Kind::String) ? cps.size() : obj.list->size());
+      const auto n =
+          static_cast<std::int64_t>(obj.is(Kind::String) ? cps.size() : obj.list->size());
       std::int64_t i = key.as_int();
       if (i < 0) i += n;
       if (i < 0 || i >= n) {
@@ -992,7 +1020,8 @@ class Renderer {
         return bind([](const Value& d, CallArgs& a) {
           no_args(a, "items");
           Array out;
-          for (const auto& [k, v] : *d.dict) out.push_back(Value::of(Array{Value::of(k), v}, Kind::Tuple));
+          for (const auto& [k, v] : *d.dict)
+            out.push_back(Value::of(Array{Value::of(k), v}, Kind::Tuple));
           return Value::of(std::move(out));
         });
       }
@@ -1035,8 +1064,8 @@ class Renderer {
         });
       }
       if (obj.is(Kind::List)) {
-        for (const char* unsafe : {"append", "reverse", "insert", "sort", "extend", "remove", "pop",
-                                   "clear"}) {
+        for (const char* unsafe :
+             {"append", "reverse", "insert", "sort", "extend", "remove", "pop", "clear"}) {
           if (name == unsafe) return unsafe_method(obj, name);
         }
       }
@@ -1045,10 +1074,10 @@ class Renderer {
   }
 
   static Value unsafe_method(const Value& obj, const std::string& name) {
-    return Value::function(name, [message = "access to attribute '" + name + "' of '" +
-                                            type_name(obj) + "' object is unsafe."](CallArgs&) -> Value {
-      fail(message);
-    });
+    return Value::function(
+        name,
+        [message = "access to attribute '" + name + "' of '" + type_name(obj) +
+                   "' object is unsafe."](CallArgs&) -> Value { fail(message); });
   }
 
   using StringMethod = std::function<Value(const Value&, CallArgs&)>;
@@ -1144,7 +1173,8 @@ class Renderer {
       std::string out;
       bool first = true;
       for (const Value& x : iterate(args.required(0))) {
-        if (!x.is(Kind::String)) fail("sequence item: expected str instance, " + type_name(x) + " found");
+        if (!x.is(Kind::String))
+          fail("sequence item: expected str instance, " + type_name(x) + " found");
         if (!first) out += s.text;
         out += x.text;
         first = false;
@@ -1199,9 +1229,11 @@ class Renderer {
         fail("format specs and conversions in str.format are not supported by the renderer");
       }
       const Value* v = nullptr;
-      if (field.empty() || std::all_of(field.begin(), field.end(), [](char d) { return d >= '0' && d <= '9'; })) {
+      if (field.empty() ||
+          std::all_of(field.begin(), field.end(), [](char d) { return d >= '0' && d <= '9'; })) {
         const std::size_t index = field.empty() ? auto_index++ : std::stoul(field);
-        if (index >= a.positional.size()) fail("Replacement index " + std::to_string(index) + " out of range");
+        if (index >= a.positional.size())
+          fail("Replacement index " + std::to_string(index) + " out of range");
         v = &a.positional[index];
       } else {
         for (const auto& [k, x] : a.keyword) {
@@ -1225,9 +1257,12 @@ class Renderer {
     const std::string path = to_str(attribute);
     for (;;) {
       const std::size_t dot = path.find('.', start);
-      const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-      const bool digits = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-      cur = getitem(cur, digits ? Value::of(static_cast<std::int64_t>(std::stoll(part))) : Value::of(part));
+      const std::string part =
+          path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+      const bool digits = !part.empty() && std::all_of(part.begin(), part.end(),
+                                                       [](char c) { return c >= '0' && c <= '9'; });
+      cur = getitem(
+          cur, digits ? Value::of(static_cast<std::int64_t>(std::stoll(part))) : Value::of(part));
       if (dot == std::string::npos) return cur;
       start = dot + 1;
     }
@@ -1239,7 +1274,7 @@ class Renderer {
   // `block_input` is the text of a filter block, which the innermost filter
   // of its chain (the one without an input expression) takes.
   Value eval_filter(const Expr& e, const Frame& frame, const Value& block_input) {
-    Value input = !e.a                                 ? block_input
+    Value input = !e.a                              ? block_input
                   : e.a->kind == Expr::Kind::Filter ? eval_filter(*e.a, frame, block_input)
                                                     : eval(*e.a, frame);
     CallArgs args = eval_args(e, frame);
@@ -1257,7 +1292,8 @@ class Renderer {
       if (indent.is(Kind::String)) {
         f.indent = indent.text;
       } else if (indent.is_integral()) {
-        f.indent = std::string(static_cast<std::size_t>(std::max<std::int64_t>(indent.as_int(), 0)), ' ');
+        f.indent =
+            std::string(static_cast<std::size_t>(std::max<std::int64_t>(indent.as_int(), 0)), ' ');
       } else if (!indent.is(Kind::None)) {
         fail("tojson indent must be an integer or a string");
       }
@@ -1351,7 +1387,8 @@ class Renderer {
     if (name == "abs") {
       no_args(a, name);
       require_defined(v);
-      if (v.is_integral()) return Value::of(checked(v.as_int() == INT64_MIN, std::llabs(v.as_int())));
+      if (v.is_integral())
+        return Value::of(checked(v.as_int() == INT64_MIN, std::llabs(v.as_int())));
       if (v.is(Kind::Float)) return Value::of(std::fabs(v.number));
       fail("bad operand type for abs(): '" + type_name(v) + "'");
     }
@@ -1368,7 +1405,8 @@ class Renderer {
       if (method != "common") fail("method must be common, ceil or floor");
       if (precision < 0) fail("round() with a negative precision is not supported by the renderer");
       char buf[512];
-      std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(std::min<std::int64_t>(precision, 300)), x);
+      std::snprintf(buf, sizeof buf, "%.*f",
+                    static_cast<int>(std::min<std::int64_t>(precision, 300)), x);
       return Value::of(std::strtod(buf, nullptr));
     }
     if (name == "list") {
@@ -1380,7 +1418,8 @@ class Renderer {
       if (v.is_undefined()) return Value::of(Array{});
       if (!v.is(Kind::Dict)) fail("Can only get item pairs from a mapping.");
       Array out;
-      for (const auto& [k, x] : *v.dict) out.push_back(Value::of(Array{Value::of(k), x}, Kind::Tuple));
+      for (const auto& [k, x] : *v.dict)
+        out.push_back(Value::of(Array{Value::of(k), x}, Kind::Tuple));
       return Value::of(std::move(out));
     }
     if (name == "reverse") {
@@ -1434,8 +1473,9 @@ class Renderer {
     }
     if (name == "sort" || name == "min" || name == "max") {
       const bool sort = name == "sort";
-      const Args args(a, name, sort ? std::vector<std::string>{"reverse", "case_sensitive", "attribute"}
-                                    : std::vector<std::string>{"case_sensitive", "attribute"});
+      const Args args(a, name,
+                      sort ? std::vector<std::string>{"reverse", "case_sensitive", "attribute"}
+                           : std::vector<std::string>{"case_sensitive", "attribute"});
       const bool reverse = sort && args.flag(0, false);
       const bool cs = args.flag(sort ? 1 : 0, false);
       const Value* attribute = args.get(sort ? 2 : 1);
@@ -1461,7 +1501,8 @@ class Renderer {
       const Value* attribute = args.get(0);
       Value total = args.get_or(1, Value::of(0));
       for (const Value& x : iterate(v)) {
-        total = binary("+", total, attribute && !attribute->is(Kind::None) ? get_path(x, *attribute) : x);
+        total = binary("+", total,
+                       attribute && !attribute->is(Kind::None) ? get_path(x, *attribute) : x);
       }
       return total;
     }
@@ -1473,7 +1514,8 @@ class Renderer {
       if (by != "key" && by != "value") fail("You can only sort by either \"key\" or \"value\"");
       const bool reverse = args.flag(2, false);
       Array items;
-      for (const auto& [k, x] : *v.dict) items.push_back(Value::of(Array{Value::of(k), x}, Kind::Tuple));
+      for (const auto& [k, x] : *v.dict)
+        items.push_back(Value::of(Array{Value::of(k), x}, Kind::Tuple));
       const std::size_t pos = by == "key" ? 0 : 1;
       const auto key = [&](const Value& t) {
         Value k = (*t.list)[pos];
@@ -1499,7 +1541,8 @@ class Renderer {
         }
       }
       if (!row.empty()) {
-        while (fill && !fill->is(Kind::None) && static_cast<std::int64_t>(row.size()) < n) row.push_back(*fill);
+        while (fill && !fill->is(Kind::None) && static_cast<std::int64_t>(row.size()) < n)
+          row.push_back(*fill);
         out.push_back(Value::of(std::move(row)));
       }
       return Value::of(std::move(out));
@@ -1534,7 +1577,8 @@ class Renderer {
       return no_attribute(v, attr);
     }
     if (name == "format") {
-      if (!a.keyword.empty()) fail("format filter with keyword arguments is not supported by the renderer");
+      if (!a.keyword.empty())
+        fail("format filter with keyword arguments is not supported by the renderer");
       return Value::of(percent_format(text_of(v), Value::of(a.positional, Kind::Tuple)));
     }
     fail("No filter named '" + name + "'.");
@@ -1597,7 +1641,8 @@ class Renderer {
     const long long i = std::strtoll(s.c_str(), &end, static_cast<int>(base));
     if (end == s.c_str() + s.size() && errno == 0) return Value::of(static_cast<std::int64_t>(i));
     const double d = std::strtod(s.c_str(), &end);
-    if (end == s.c_str() + s.size() && std::isfinite(d)) return Value::of(static_cast<std::int64_t>(d));
+    if (end == s.c_str() + s.size() && std::isfinite(d))
+      return Value::of(static_cast<std::int64_t>(d));
     return fallback;
   }
 
@@ -1608,8 +1653,10 @@ class Renderer {
     if (attribute != a.keyword.end()) {
       const Value* fallback = nullptr;
       for (const auto& [k, x] : a.keyword) {
-        if (k == "default") fallback = &x;
-        else if (k != "attribute") fail("map() got an unexpected keyword argument '" + k + "'");
+        if (k == "default")
+          fallback = &x;
+        else if (k != "attribute")
+          fail("map() got an unexpected keyword argument '" + k + "'");
       }
       for (const Value& x : iterate(v)) {
         Value r = get_path(x, attribute->second);
@@ -1643,7 +1690,8 @@ class Renderer {
       if (test_name.empty()) {
         result = truthy(subject);
       } else {
-        CallArgs rest{{a.positional.begin() + static_cast<std::ptrdiff_t>(at), a.positional.end()}, a.keyword};
+        CallArgs rest{{a.positional.begin() + static_cast<std::ptrdiff_t>(at), a.positional.end()},
+                      a.keyword};
         result = test(test_name, subject, rest);
       }
       if (result == keep) out.push_back(x);
@@ -1663,7 +1711,8 @@ class Renderer {
   bool test(const std::string& name, const Value& v, CallArgs& a) {
     const auto none = [&]() { no_args(a, name); };
     const auto other = [&]() -> const Value& {
-      if (a.positional.size() != 1 || !a.keyword.empty()) fail("the test '" + name + "' takes one argument");
+      if (a.positional.size() != 1 || !a.keyword.empty())
+        fail("the test '" + name + "' takes one argument");
       return a.positional[0];
     };
     if (name == "defined") return none(), !v.is_undefined();
@@ -1711,7 +1760,8 @@ class Renderer {
     if (name == "in") return contains(other(), v);
     if (name == "sameas") {
       const Value& o = other();
-      if (v.is(Kind::None) || v.is(Kind::Bool) || v.is_undefined()) return equal(v, o) && v.kind == o.kind;
+      if (v.is(Kind::None) || v.is(Kind::Bool) || v.is_undefined())
+        return equal(v, o) && v.kind == o.kind;
       if (v.list || v.dict) return v.list == o.list && v.dict == o.dict;
       return false;
     }
@@ -1723,26 +1773,29 @@ class Renderer {
 
   void add_globals(Frame& root) {
     root.set("range", Value::function("range", [](CallArgs& a) {
-      if (!a.keyword.empty() || a.positional.empty() || a.positional.size() > 3) {
-        fail("range() takes 1 to 3 integer arguments");
-      }
-      for (const Value& x : a.positional) {
-        if (!x.is_integral()) fail("'" + type_name(x) + "' object cannot be interpreted as an integer");
-      }
-      const auto& p = a.positional;
-      const std::int64_t start = p.size() > 1 ? p[0].as_int() : 0;
-      const std::int64_t stop = p.size() > 1 ? p[1].as_int() : p[0].as_int();
-      const std::int64_t step = p.size() > 2 ? p[2].as_int() : 1;
-      if (step == 0) fail("range() arg 3 must not be zero");
-      const double count = std::ceil((static_cast<double>(stop) - static_cast<double>(start)) /
-                                     static_cast<double>(step));
-      if (count > static_cast<double>(kMaxRange)) {
-        fail("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
-      }
-      Array out;
-      for (std::int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::of(i));
-      return Value::of(std::move(out));
-    }));
+               if (!a.keyword.empty() || a.positional.empty() || a.positional.size() > 3) {
+                 fail("range() takes 1 to 3 integer arguments");
+               }
+               for (const Value& x : a.positional) {
+                 if (!x.is_integral())
+                   fail("'" + type_name(x) + "' object cannot be interpreted as an integer");
+               }
+               const auto& p = a.positional;
+               const std::int64_t start = p.size() > 1 ? p[0].as_int() : 0;
+               const std::int64_t stop = p.size() > 1 ? p[1].as_int() : p[0].as_int();
+               const std::int64_t step = p.size() > 2 ? p[2].as_int() : 1;
+               if (step == 0) fail("range() arg 3 must not be zero");
+               const double count =
+                   std::ceil((static_cast<double>(stop) - static_cast<double>(start)) /
+                             static_cast<double>(step));
+               if (count > static_cast<double>(kMaxRange)) {
+                 fail("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
+               }
+               Array out;
+               for (std::int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+                 out.push_back(Value::of(i));
+               return Value::of(std::move(out));
+             }));
     const auto dict_of = [](CallArgs& a, Kind kind) {
       Map d;
       for (const Value& x : a.positional) {
@@ -1752,24 +1805,27 @@ class Renderer {
       for (const auto& [k, v] : a.keyword) put(d, k, v);
       return Value::of(std::move(d), kind);
     };
-    root.set("namespace", Value::function("namespace", [dict_of](CallArgs& a) { return dict_of(a, Kind::Namespace); }));
-    root.set("dict", Value::function("dict", [dict_of](CallArgs& a) { return dict_of(a, Kind::Dict); }));
+    root.set("namespace", Value::function("namespace", [dict_of](CallArgs& a) {
+               return dict_of(a, Kind::Namespace);
+             }));
+    root.set("dict",
+             Value::function("dict", [dict_of](CallArgs& a) { return dict_of(a, Kind::Dict); }));
     root.set("raise_exception", Value::function("raise_exception", [](CallArgs& a) -> Value {
-      const Args args(a, "raise_exception", {"message"});
-      fail(to_str(args.required(0)));
-    }));
+               const Args args(a, "raise_exception", {"message"});
+               fail(to_str(args.required(0)));
+             }));
     root.set("strftime_now", Value::function("strftime_now", [](CallArgs& a) {
-      const Args args(a, "strftime_now", {"format"});
-      const std::string format = args.string(0);
-      const std::time_t now = std::time(nullptr);
-      std::tm local{};
-      localtime_r(&now, &local);
-      if (format.empty()) return Value::of("");
-      std::string buf(256 + format.size() * 16, '\0');
-      const std::size_t n = std::strftime(buf.data(), buf.size(), format.c_str(), &local);
-      buf.resize(n);
-      return Value::of(std::move(buf));
-    }));
+               const Args args(a, "strftime_now", {"format"});
+               const std::string format = args.string(0);
+               const std::time_t now = std::time(nullptr);
+               std::tm local{};
+               localtime_r(&now, &local);
+               if (format.empty()) return Value::of("");
+               std::string buf(256 + format.size() * 16, '\0');
+               const std::size_t n = std::strftime(buf.data(), buf.size(), format.c_str(), &local);
+               buf.resize(n);
+               return Value::of(std::move(buf));
+             }));
   }
 
   const Template::Program& program_;
@@ -1799,7 +1855,9 @@ Template::~Template() = default;
 Template::Template(Template&&) noexcept = default;
 Template& Template::operator=(Template&&) noexcept = default;
 
-const std::string& Template::name() const { return program_->name; }
+const std::string& Template::name() const {
+  return program_->name;
+}
 
 std::string Template::render(const nlohmann::ordered_json& context) const {
   Renderer r(*program_);

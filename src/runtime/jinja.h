@@ -33,7 +33,7 @@ namespace lclm::jinja {
 struct Limits {
   std::size_t max_output_bytes = 16u << 20;  // the output, and any one string or list built
   std::uint64_t max_steps = 20'000'000;      // expressions evaluated and statements run
-  int max_depth = 200;  // nesting of expressions and blocks; of macro calls
+  int max_depth = 200;                       // nesting of expressions and blocks; of macro calls
 };
 
 // A template that does not parse, or an error while rendering (an undefined

@@ -31,7 +31,7 @@ struct Expr {
     Name,     // name
     List,     // items
     Tuple,    // items
-    Dict,    // items: key, value, key, value, ...
+    Dict,     // items: key, value, key, value, ...
     Attr,     // a.name
     Item,     // a[b]
     Slice,    // a[items[0]:items[1]:items[2]], each may be null

@@ -12,7 +12,19 @@ namespace lclm::jinja {
 namespace {
 
 struct Token {
-  enum class Type { Data, VarBegin, VarEnd, BlockBegin, BlockEnd, Name, String, Int, Float, Op, Eof };
+  enum class Type {
+    Data,
+    VarBegin,
+    VarEnd,
+    BlockBegin,
+    BlockEnd,
+    Name,
+    String,
+    Int,
+    Float,
+    Op,
+    Eof
+  };
   Type type;
   std::string text;  // Data: the text; String: the decoded literal; Name, Op: the token
   std::int64_t integer = 0;
@@ -55,10 +67,16 @@ std::size_t space_run(std::string_view s, std::size_t pos) {
   return i - pos;
 }
 
-std::string_view starts(std::string_view s, std::size_t pos) { return s.substr(pos); }
+std::string_view starts(std::string_view s, std::size_t pos) {
+  return s.substr(pos);
+}
 
-bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_name_start(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 class Lexer {
  public:
@@ -167,8 +185,8 @@ class Lexer {
       j += space_run(src_, j);
       std::size_t end = block_end_at(j);
       if (!end) continue;
-      const std::string_view text = strip_before(std::string_view(src_).substr(pos_, i - pos_),
-                                                 sign, true);
+      const std::string_view text =
+          strip_before(std::string_view(src_).substr(pos_, i - pos_), sign, true);
       data(std::string(text));
       advance(end);
       line_starting_ = src_[end - 1] == '\n';
@@ -229,8 +247,10 @@ class Lexer {
         continue;
       }
       const char c = src_[pos_];
-      if (is_digit(c) && !(pos_ > 0 && src_[pos_ - 1] == '.')) {
-        number();
+      if (is_digit(c)) {
+        // After a dot only an integer (x.0 is an item): jinja2's float rule
+        // refuses a preceding dot.
+        number(pos_ > 0 && src_[pos_ - 1] == '.');
       } else if (is_name_start(c)) {
         std::size_t i = pos_;
         while (i < src_.size() && (is_name_start(src_[i]) || is_digit(src_[i]))) ++i;
@@ -255,16 +275,16 @@ class Lexer {
     return i == start ? start : i;
   }
 
-  void number() {
+  void number(bool integer_only) {
     std::string text;
     std::size_t i = digits(pos_, text);
     bool is_float = false;
-    if (i + 1 < src_.size() && src_[i] == '.' && is_digit(src_[i + 1])) {
+    if (!integer_only && i + 1 < src_.size() && src_[i] == '.' && is_digit(src_[i + 1])) {
       text += '.';
       i = digits(i + 1, text);
       is_float = true;
     }
-    if (i < src_.size() && (src_[i] == 'e' || src_[i] == 'E')) {
+    if (!integer_only && i < src_.size() && (src_[i] == 'e' || src_[i] == 'E')) {
       std::size_t j = i + 1;
       std::string exp = "e";
       if (j < src_.size() && (src_[j] == '+' || src_[j] == '-')) exp += src_[j++];
@@ -281,13 +301,14 @@ class Lexer {
     } else {
       // 0x.., 0o.., 0b..
       if (text == "0" && i + 1 < src_.size() &&
-          (src_[i] == 'x' || src_[i] == 'X' || src_[i] == 'o' || src_[i] == 'O' ||
-           src_[i] == 'b' || src_[i] == 'B')) {
+          (src_[i] == 'x' || src_[i] == 'X' || src_[i] == 'o' || src_[i] == 'O' || src_[i] == 'b' ||
+           src_[i] == 'B')) {
         const char base_char = static_cast<char>(src_[i] | 0x20);
         const int base = base_char == 'x' ? 16 : base_char == 'o' ? 8 : 2;
         std::size_t j = i + 1;
         std::string body;
-        while (j < src_.size() && (std::isxdigit(static_cast<unsigned char>(src_[j])) || src_[j] == '_')) {
+        while (j < src_.size() &&
+               (std::isxdigit(static_cast<unsigned char>(src_[j])) || src_[j] == '_')) {
           if (src_[j] != '_') body += src_[j];
           ++j;
         }
@@ -387,9 +408,9 @@ class Lexer {
   }
 
   void op(std::string& balance) {
-    static const char* const kOps[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*",
-                                       "%",  "~",  "[",  "]",  "(",  ")",  "{", "}", ">", "<",
-                                       "=",  ".",  ":",  "|",  ",",  ";"};
+    static const char* const kOps[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/",
+                                       "*",  "%",  "~",  "[",  "]",  "(",  ")", "{", "}",
+                                       ">",  "<",  "=",  ".",  ":",  "|",  ",", ";"};
     for (const char* o : kOps) {
       const std::string_view sv(o);
       if (starts(src_, pos_).substr(0, sv.size()) != sv) continue;
@@ -813,9 +834,8 @@ class Parser {
     auto e = node(Expr::Kind::Compare, first->line);
     for (;;) {
       const Token& t = cur();
-      if (t.type == Token::Type::Op &&
-          (t.text == "==" || t.text == "!=" || t.text == "<" || t.text == "<=" || t.text == ">" ||
-           t.text == ">=")) {
+      if (t.type == Token::Type::Op && (t.text == "==" || t.text == "!=" || t.text == "<" ||
+                                        t.text == "<=" || t.text == ">" || t.text == ">=")) {
         e->ops.push_back(next().text);
       } else if (is_name("in")) {
         ++pos_;
@@ -859,7 +879,8 @@ class Parser {
 
   ExprPtr parse_pow() {
     ExprPtr left = parse_unary(true);
-    while (skip_op("**")) left = binary(Expr::Kind::Binary, std::move(left), parse_unary(true), "**");
+    while (skip_op("**"))
+      left = binary(Expr::Kind::Binary, std::move(left), parse_unary(true), "**");
     return left;
   }
 
