@@ -7,5 +7,6 @@ lclm_add_test(runtime_test SOURCES
 # Debian's python3-jinja2); the parity tests skip without it.
 lclm_add_test(jinja_test SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/runtime/jinja_test.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/runtime/chat_template_test.cc
   LABELS parity)
 target_compile_definitions(jinja_test PRIVATE LCLM_PYTHON="${LCLM_PYTHON}")
