@@ -79,6 +79,12 @@ void LclmArgs::add_options(CLI::App& app) {
                  "SQLite file that keeps compressed regions across runs (created if missing)");
 }
 
+void ChatTemplateArg::add_option(CLI::App& app) {
+  app.add_option("--chat-template", file,
+                 "A Jinja chat template to render chats with, or \"chatml\" (default: the "
+                 "model's tokenizer_config.json chat_template, else ChatML)");
+}
+
 LclmOptions LclmArgs::options() const {
   LclmOptions o;
   if (ratio > 0) o.compression_ratio = ratio;
@@ -99,7 +105,8 @@ EngineOptions LclmArgs::engine_options(int threads) const {
 std::pair<std::int32_t, float> parse_logit_bias(const std::string& value) {
   const std::size_t sign = value.find_first_of("+-", 1);
   const auto fail = [&]() -> std::pair<std::int32_t, float> {
-    throw Error("--logit-bias '" + value + "': expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1");
+    throw Error("--logit-bias '" + value +
+                "': expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, e.g. 15043+1");
   };
   if (sign == std::string::npos || sign == 0) return fail();
   std::size_t used = 0;
@@ -140,8 +147,7 @@ void add_generation_options(CLI::App& app, GenerationOptions& options, std::int6
       ->capture_default_str();
   app.add_option("--repeat-penalty", s.repeat_penalty, "Penalty on recent tokens (1: off)")
       ->capture_default_str();
-  app.add_option("--repeat-last-n", s.repeat_last_n,
-                 "How many recent tokens the penalties cover")
+  app.add_option("--repeat-last-n", s.repeat_last_n, "How many recent tokens the penalties cover")
       ->capture_default_str();
   app.add_option("--frequency-penalty", s.frequency_penalty,
                  "Subtracted from a token's logit per occurrence in the last --repeat-last-n "

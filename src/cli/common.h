@@ -50,6 +50,19 @@ struct LclmArgs {
   EngineOptions engine_options(int threads) const;
 };
 
+// --chat-template FILE|chatml: how chat messages become a prompt, instead of
+// the model's own template (tokenizer_config.json chat_template).
+struct ChatTemplateArg {
+  std::string file;  // empty: the model's
+
+  void add_option(CLI::App& app);
+  // The engine options of `lclm` with this template.
+  EngineOptions apply(EngineOptions o) const {
+    if (!file.empty()) o.chat_template = file;
+    return o;
+  }
+};
+
 // -n, -c, -b, the sampling flags, -s and -t, with the current values as defaults.
 void add_generation_options(CLI::App& app, GenerationOptions& options, std::int64_t& seed,
                             int& threads);

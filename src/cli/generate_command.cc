@@ -21,6 +21,7 @@ struct GenerateArgs {
   PromptSource prompt;
   std::string compress_file;
   LclmArgs lclm;
+  ChatTemplateArg chat_template;
   GenerationOptions options;
   std::int64_t seed = -1;
   int threads = 0;
@@ -54,25 +55,30 @@ std::string build_prompt(const GenerateArgs& a) {
     text = std::string(kMemoryStart) + document + std::string(kMemoryEnd) +
            (text.empty() ? "" : "\n" + text);
   }
-  if (a.chat) {
-    std::vector<ChatMessage> messages;
-    if (!a.system.empty()) messages.push_back({"system", a.system});
-    messages.push_back({"user", text});
-    text = format_chatml(messages, true);
-  }
   return text;
+}
+
+// --chat: the text as the user's message (after --system's), through the
+// model's chat template.
+std::string chat_prompt(const GenerateArgs& a, const Engine& engine, const std::string& text) {
+  std::vector<ChatMessage> messages;
+  if (!a.system.empty()) messages.push_back({"system", a.system});
+  messages.push_back({"user", text});
+  return engine.chat_template().render(messages_json(messages), true);
 }
 
 int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
   if (!a.prompt.given() && a.compress_file.empty()) {
     throw Error("generate needs a prompt: -p TEXT, -f FILE or --compress-file FILE");
   }
-  const std::string text = build_prompt(a);
+  std::string text = build_prompt(a);
 
   const auto t0 = std::chrono::steady_clock::now();
-  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
+  const std::unique_ptr<Engine> engine =
+      Engine::load(a.model, a.chat_template.apply(a.lclm.engine_options(a.threads)));
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (a.chat) text = chat_prompt(a, *engine, text);
   // Too long for the context: refused before anything is compressed.
   const std::size_t context = a.options.context > 0 ? a.options.context : engine->max_context();
   const PreparedPrompt prompt = engine->prepare(text, std::nullopt, context - 1);
@@ -114,7 +120,10 @@ Command add_generate_command(CLI::App& app) {
   cmd->add_option("--compress-file", args->compress_file,
                   "Wrap this file in one memory region placed before the prompt");
   args->lclm.add_options(*cmd);
-  cmd->add_flag("--chat", args->chat, "Wrap the prompt in the ChatML template as a user turn");
+  args->chat_template.add_option(*cmd);
+  cmd->add_flag(
+      "--chat", args->chat,
+      "Wrap the prompt as a user turn in the model's chat template (see --chat-template)");
   cmd->add_option("--system", args->system, "System message for --chat");
   cmd->add_option("--stats-json", args->stats_json,
                   "Also write the run's statistics to this JSON file");

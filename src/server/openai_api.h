@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/chat_template.h"
 #include "runtime/generator.h"
 #include "tokenizer/tokenizer.h"
 
@@ -65,6 +66,10 @@ struct CompletionRequest {
   // >= 0: report each token's log-probability and this many alternatives
   // (chat: logprobs true + top_logprobs; completions: logprobs N).
   int top_logprobs = -1;
+  // Chat with tools: <tool_call>...</tool_call> in the output become
+  // tool_calls (only the first unless parallel_tool_calls).
+  bool tools = false;
+  bool parallel_tool_calls = true;
 };
 
 // Server-wide defaults a request can override.
@@ -90,15 +95,24 @@ std::vector<std::string> control_token_texts(const Tokenizer& tokenizer);
 //   {"type": "text", "text": "..."}
 //   {"type": "memory", "text": "..."}          compressed
 //   {"type": "memory", "latent_id": "lat_..."}  compressed earlier by /v1/compress
-CompletionRequest parse_chat_request(const nlohmann::json& body, const RequestDefaults& defaults,
-                                     const LatentTextLookup& lookup);
+// The parts become one string, memory parts as regions inline, and the
+// messages (with tool_calls, tool_call_id, reasoning_content), `tools`,
+// `chat_template_kwargs` and `add_generation_prompt` (default true) go
+// through the model's chat template; the template's own errors
+// (raise_exception) are 400s.
+CompletionRequest parse_chat_request(const nlohmann::ordered_json& body,
+                                     const RequestDefaults& defaults,
+                                     const LatentTextLookup& lookup,
+                                     const ChatTemplate& chat_template);
 CompletionRequest parse_completion_request(const nlohmann::json& body,
                                            const RequestDefaults& defaults);
 // {"input": "text" or ["text", ...]} -> the texts.
 std::vector<std::string> parse_compress_request(const nlohmann::json& body);
 
 // Parses a request body: RequestError 400 for invalid JSON or a non-object.
-nlohmann::json parse_body(const std::string& body);
+// Keys keep their order: tool schemas reach the template as the client
+// wrote them.
+nlohmann::ordered_json parse_body(const std::string& body);
 
 // POST /tokenize {"content": TEXT, "add_special": bool, "with_pieces": bool}
 // (llama-server's fields; Qwen3 adds no special tokens, so add_special
@@ -110,8 +124,7 @@ struct TokenizeRequest {
 TokenizeRequest parse_tokenize_request(const nlohmann::json& body);
 // POST /detokenize {"tokens": [ids]}: ids in [0, vocab), else a 400 naming
 // the element.
-std::vector<std::int32_t> parse_detokenize_request(const nlohmann::json& body,
-                                                   std::size_t vocab);
+std::vector<std::int32_t> parse_detokenize_request(const nlohmann::json& body, std::size_t vocab);
 
 // Holds back generated text that could be the start of a stop string, so that
 // a stop string never reaches the client. Text is cut at UTF-8 boundaries.

@@ -25,7 +25,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-
 bool write_event(httplib::DataSink& sink, const std::string& data) {
   const std::string s = "data: " + data + "\n\n";
   return sink.write(s.data(), s.size());
@@ -303,12 +302,9 @@ json Server::props() const {
           {"total_slots", scheduler_->parallel()},
           {"model_alias", options_.model_name},
           {"model_path", engine_->dir().string()},
-          // What the server renders: ChatML (the model's own template is not
-          // read yet), as the Jinja template it is equivalent to.
-          {"chat_template",
-           "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
-           "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-           "{% endif %}"},
+          // What the server renders chats with: the model's template, the
+          // --chat-template file, or ChatML.
+          {"chat_template", engine_->chat_template().source()},
           {"build_info", "lclm"},
           {"lclm", lclm}};
 }
@@ -461,10 +457,11 @@ void Server::routes() {
               const Busy& busy) { handle_completion(req, body, res, false, busy); });
   post("/v1/compress", [this](const httplib::Request&, const std::string& body,
                               httplib::Response& res, const Busy&) { handle_compress(body, res); });
-  post("/tokenize", [this](const httplib::Request&, const std::string& body,
-                           httplib::Response& res, const Busy&) { handle_tokenize(body, res); });
-  post("/detokenize", [this](const httplib::Request&, const std::string& body,
-                             httplib::Response& res, const Busy&) { handle_detokenize(body, res); });
+  post("/tokenize", [this](const httplib::Request&, const std::string& body, httplib::Response& res,
+                           const Busy&) { handle_tokenize(body, res); });
+  post("/detokenize",
+       [this](const httplib::Request&, const std::string& body, httplib::Response& res,
+              const Busy&) { handle_detokenize(body, res); });
   post("/apply-template",
        [this](const httplib::Request&, const std::string& body, httplib::Response& res,
               const Busy&) { handle_apply_template(body, res); });
@@ -498,10 +495,10 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
                                const std::shared_ptr<void>& busy) {
   ++(chat ? metrics_.chat : metrics_.completions);
   try {
-    const json body = parse_body(request_body);
+    const nlohmann::ordered_json body = parse_body(request_body);
     const auto lookup = [this](const std::string& id) { return latent_ids_.find(id); };
     auto r = std::make_shared<CompletionRequest>(
-        chat ? parse_chat_request(body, options_.defaults, lookup)
+        chat ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
              : parse_completion_request(body, options_.defaults));
     if (r->model.empty()) r->model = options_.model_name;
     if (r->model != options_.model_name) {
@@ -571,9 +568,9 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
         }
         if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
         if (e.kind == Event::Kind::Finished) {
-          res.set_content(dump_json(completion_json(*r, id, created, text, e.finish_reason,
-                                                    e.usage, logprobs)),
-                          "application/json");
+          res.set_content(
+              dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage, logprobs)),
+              "application/json");
           return;
         }
       }
@@ -680,22 +677,22 @@ Generation* Server::start_completion(CompletionRun& run, Job& job) {
   o.stop_ids = engine_->stop_ids();
   run.filter.emplace(r.stop);
   run.session = &pick_session(p);
-  run.generation.emplace(
-      *run.session, p.ids, p.embeddings.data(), o, [this, &run, &job](std::int32_t id) {
-        if (job.cancelled()) return false;
-        const Tokenizer& tokenizer = engine_->tokenizer();
-        const std::string bytes = tokenizer.token_bytes(id);
-        if (const TokenLogprobs* lp = run.generation->logprobs()) {
-          TokenLogprob t{bytes, lp->logprob, {}};
-          for (const auto& [alt, logprob] : lp->top) {
-            t.top.emplace_back(tokenizer.token_bytes(alt), logprob);
-          }
-          run.token_bytes += bytes.size();
-          run.pending.emplace_back(std::move(t), run.token_bytes);
-        }
-        run.send(job, run.filter->push(run.utf8.push(bytes)));
-        return !run.filter->stopped();
-      });
+  run.generation.emplace(*run.session, p.ids, p.embeddings.data(), o,
+                         [this, &run, &job](std::int32_t id) {
+                           if (job.cancelled()) return false;
+                           const Tokenizer& tokenizer = engine_->tokenizer();
+                           const std::string bytes = tokenizer.token_bytes(id);
+                           if (const TokenLogprobs* lp = run.generation->logprobs()) {
+                             TokenLogprob t{bytes, lp->logprob, {}};
+                             for (const auto& [alt, logprob] : lp->top) {
+                               t.top.emplace_back(tokenizer.token_bytes(alt), logprob);
+                             }
+                             run.token_bytes += bytes.size();
+                             run.pending.emplace_back(std::move(t), run.token_bytes);
+                           }
+                           run.send(job, run.filter->push(run.utf8.push(bytes)));
+                           return !run.filter->stopped();
+                         });
   return &*run.generation;
 }
 
@@ -805,8 +802,8 @@ void Server::handle_tokenize(const std::string& request_body, httplib::Response&
 
 void Server::handle_detokenize(const std::string& request_body, httplib::Response& res) {
   try {
-    const std::vector<std::int32_t> ids = parse_detokenize_request(
-        parse_body(request_body), engine_->decoder().config().vocab_size);
+    const std::vector<std::int32_t> ids =
+        parse_detokenize_request(parse_body(request_body), engine_->decoder().config().vocab_size);
     res.set_content(dump_json(json{{"content", engine_->tokenizer().decode(ids)}}),
                     "application/json");
   } catch (const RequestError& e) {
@@ -817,8 +814,8 @@ void Server::handle_detokenize(const std::string& request_body, httplib::Respons
 void Server::handle_apply_template(const std::string& request_body, httplib::Response& res) {
   try {
     const auto lookup = [this](const std::string& id) { return latent_ids_.find(id); };
-    const CompletionRequest r =
-        parse_chat_request(parse_body(request_body), options_.defaults, lookup);
+    const CompletionRequest r = parse_chat_request(parse_body(request_body), options_.defaults,
+                                                   lookup, engine_->chat_template());
     res.set_content(dump_json(json{{"prompt", r.prompt}}), "application/json");
   } catch (const RequestError& e) {
     send_error(res, e.status, error_json(e));

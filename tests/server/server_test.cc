@@ -427,7 +427,6 @@ TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
   EXPECT_EQ(r->status, 200) << r->body;
 
   const std::vector<std::pair<std::string, json>> unsupported = {
-      {"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}})},
       {"tool_choice", "required"},
       {"functions", json::array({{{"name", "f"}}})},
       {"response_format", {{"type", "json_object"}}},
@@ -443,9 +442,14 @@ TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
     expect_error(post("/v1/completions", {{"prompt", "x"}, {name, value}}), 400,
                  "unsupported_parameter", name);
   }
-  json tool_turn = chat("hi");
-  tool_turn["messages"][0]["role"] = "tool";
-  expect_error(post("/v1/chat/completions", tool_turn), 400, "unsupported_value",
+  expect_error(
+      post("/v1/completions",
+           {{"prompt", "x"},
+            {"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}})}}),
+      400, "unsupported_parameter", "tools");
+  json function_turn = chat("hi");
+  function_turn["messages"][0]["role"] = "function";
+  expect_error(post("/v1/chat/completions", function_turn), 400, "unsupported_value",
                "messages[0].role");
 
   json bad = chat("hi");
@@ -475,7 +479,8 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(json::parse(r->body)["tokens"], json(ids));
-  r = post("/tokenize", {{"content", "Hello world"}, {"with_pieces", true}, {"add_special", false}});
+  r = post("/tokenize",
+           {{"content", "Hello world"}, {"with_pieces", true}, {"add_special", false}});
   ASSERT_TRUE(r);
   const json pieces = json::parse(r->body)["tokens"];
   ASSERT_EQ(pieces.size(), 2u) << r->body;
@@ -488,8 +493,8 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
   ASSERT_EQ(r->status, 200) << r->body;
   EXPECT_EQ(json::parse(r->body)["content"], text);
 
-  const json messages = json::array({{{"role", "system"}, {"content", "Be brief."}},
-                                     {{"role", "user"}, {"content", "hi"}}});
+  const json messages = json::array(
+      {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "hi"}}});
   r = post("/apply-template", {{"messages", messages}});
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
@@ -512,8 +517,8 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
                "content_too_long", "content");
   expect_error(post("/detokenize", {{"tokens", json::array({1, -1})}}), 400, "invalid_value",
                "tokens[1]");
-  expect_error(post("/detokenize", {{"tokens", json::array({1, 1 << 30})}}), 400,
-               "invalid_value", "tokens[1]");
+  expect_error(post("/detokenize", {{"tokens", json::array({1, 1 << 30})}}), 400, "invalid_value",
+               "tokens[1]");
   expect_error(post("/detokenize", {{"tokens", json::array({"a"})}}), 400, "invalid_type",
                "tokens[0]");
   expect_error(post("/apply-template", {{"messages", "hi"}}), 400, "invalid_type", "messages");
@@ -580,8 +585,9 @@ TEST_F(ServerTest, LogprobsReportEveryTokenOfTheAnswer) {
   r = post("/v1/chat/completions", chat("Tell me a story", 2));
   EXPECT_TRUE(json::parse(r->body)["choices"][0]["logprobs"].is_null());
 
-  r = post("/v1/completions",
-           {{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2}});
+  r = post(
+      "/v1/completions",
+      {{"prompt", "Once upon a time"}, {"max_tokens", 6}, {"temperature", 0}, {"logprobs", 2}});
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 200) << r->body;
   const json c = json::parse(r->body)["choices"][0];
@@ -1060,9 +1066,12 @@ TEST(ServerBodyBudget, BodiesHeldAtOnceAreBounded) {
   const std::string body = json{{"content", content}}.dump();
 
   const int slow = raw_connect(port);
-  const std::string head = "POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                           "Content-Length: " + std::to_string(body.size() + 10) + "\r\n\r\n";
-  ASSERT_EQ(::send(slow, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  const std::string head =
+      "POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size() + 10) + "\r\n\r\n";
+  ASSERT_EQ(::send(slow, head.data(), head.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(head.size()));
   std::size_t sent = 0;
   while (sent < body.size()) {
     const ssize_t n = ::send(slow, body.data() + sent, body.size() - sent, MSG_NOSIGNAL);
