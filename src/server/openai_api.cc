@@ -583,6 +583,82 @@ std::string StopStringFilter::flush() {
   return out;
 }
 
+namespace {
+
+constexpr std::string_view kToolCallOpen = "<tool_call>", kToolCallClose = "</tool_call>";
+
+// The call a <tool_call> block holds: {"name": string, "arguments": object
+// or JSON string} ("parameters" is accepted for "arguments", as Llama
+// writes it).
+std::optional<ToolCall> parse_tool_call(std::string_view block) {
+  const nlohmann::ordered_json j = nlohmann::ordered_json::parse(block, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  const auto name = j.find("name");
+  if (name == j.end() || !name->is_string()) return std::nullopt;
+  auto args = j.find("arguments");
+  if (args == j.end()) args = j.find("parameters");
+  ToolCall call;
+  call.name = name->get<std::string>();
+  if (args == j.end() || args->is_null()) {
+    call.arguments = "{}";
+  } else if (args->is_string()) {
+    call.arguments = args->get<std::string>();
+  } else if (args->is_object()) {
+    call.arguments = dump_json(*args);
+  } else {
+    return std::nullopt;
+  }
+  return call;
+}
+
+}  // namespace
+
+std::string ToolCallParser::push(std::string_view piece, std::vector<ToolCall>& calls) {
+  held_.append(piece);
+  std::string out;
+  for (;;) {
+    if (!in_block_) {
+      const std::size_t open = held_.find(kToolCallOpen);
+      if (open != std::string::npos) {
+        out.append(held_, 0, open);
+        held_.erase(0, open + kToolCallOpen.size());
+        in_block_ = true;
+        continue;
+      }
+      // Keep back what could be the start of "<tool_call>".
+      std::size_t keep = std::min(held_.size(), kToolCallOpen.size() - 1);
+      while (keep > 0 &&
+             kToolCallOpen.substr(0, keep) != std::string_view(held_).substr(held_.size() - keep)) {
+        --keep;
+      }
+      out.append(held_, 0, held_.size() - keep);
+      held_.erase(0, held_.size() - keep);
+      return out;
+    }
+    const std::size_t close = held_.find(kToolCallClose);
+    if (close == std::string::npos) return out;
+    const std::string block = held_.substr(0, close);
+    held_.erase(0, close + kToolCallClose.size());
+    in_block_ = false;
+    if (std::optional<ToolCall> call = parse_tool_call(block)) {
+      if (parallel_ || calls_ == 0) {
+        call->id = new_id_();
+        calls.push_back(std::move(*call));
+        ++calls_;
+      }
+    } else {
+      out.append(kToolCallOpen).append(block).append(kToolCallClose);
+    }
+  }
+}
+
+std::string ToolCallParser::flush() {
+  std::string out = in_block_ ? std::string(kToolCallOpen) + held_ : held_;
+  held_.clear();
+  in_block_ = false;
+  return out;
+}
+
 json usage_json(const CompletionUsage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
@@ -635,11 +711,32 @@ json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprob>& 
   return out;
 }
 
+namespace {
+
+json tool_call_json(const ToolCall& call) {
+  return {{"id", call.id},
+          {"type", "function"},
+          {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+}
+
+}  // namespace
+
 json completion_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
                      const std::string& text, const std::string& finish_reason,
-                     const CompletionUsage& usage, const std::vector<TokenLogprob>& logprobs) {
-  json choice = {{"index", 0}, {"finish_reason", finish_reason}};
-  if (r.chat) {
+                     const CompletionUsage& usage, const std::vector<TokenLogprob>& logprobs,
+                     const std::vector<ToolCall>& tool_calls) {
+  json choice = {{"index", 0},
+                 {"finish_reason", tool_calls.empty() ? finish_reason : "tool_calls"}};
+  if (r.chat && !tool_calls.empty()) {
+    const bool blank = std::all_of(text.begin(), text.end(), [](char c) {
+      return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+    });
+    json calls = json::array();
+    for (const ToolCall& call : tool_calls) calls.push_back(tool_call_json(call));
+    choice["message"] = {{"role", "assistant"},
+                         {"content", blank ? json(nullptr) : json(text)},
+                         {"tool_calls", calls}};
+  } else if (r.chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
     choice["text"] = text;
@@ -672,6 +769,15 @@ json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t 
           {"created", created},
           {"model", r.model},
           {"choices", json::array({choice})}};
+}
+
+json tool_call_chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
+                          const ToolCall& call, std::size_t index) {
+  json delta_call = tool_call_json(call);
+  delta_call["index"] = index;
+  json chunk = chunk_json(r, id, created, nullptr, nullptr);
+  chunk["choices"][0]["delta"]["tool_calls"] = json::array({delta_call});
+  return chunk;
 }
 
 }  // namespace lclm::server

@@ -145,6 +145,37 @@ class StopStringFilter {
   bool stopped_ = false;
 };
 
+// A tool call as the model wrote it, in the form Qwen3's template (and
+// Hermes') asks for: <tool_call>{"name": NAME, "arguments": {...}}</tool_call>.
+struct ToolCall {
+  std::string id;  // call_..., made by the server
+  std::string name;
+  std::string arguments;  // JSON text, as OpenAI's API carries it
+};
+
+// Splits a chat's output into content and tool calls as it streams: a
+// <tool_call> block is held back until it closes, then becomes a call (a
+// block that does not hold a call stays content). Without parallel calls
+// the blocks after the first are dropped.
+class ToolCallParser {
+ public:
+  ToolCallParser(std::function<std::string()> new_id, bool parallel)
+      : new_id_(std::move(new_id)), parallel_(parallel) {}
+  // Appends a piece; returns the content now safe to send and appends the
+  // calls it completed to `calls`.
+  std::string push(std::string_view piece, std::vector<ToolCall>& calls);
+  // The held-back rest, at the end (an unclosed block is content).
+  std::string flush();
+  std::size_t calls() const { return calls_; }
+
+ private:
+  std::function<std::string()> new_id_;
+  bool parallel_;
+  std::string held_;
+  bool in_block_ = false;
+  std::size_t calls_ = 0;
+};
+
 // What a finished generation reports.
 struct CompletionUsage {
   std::size_t prompt_tokens = 0;  // decoder positions (latents included)
@@ -170,11 +201,17 @@ struct TokenLogprob {
 nlohmann::json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprob>& tokens,
                              std::size_t text_offset = 0);
 
-// A full (non-streaming) answer.
+// A full (non-streaming) answer. With tool calls, the message carries them
+// (content null when only whitespace is left) and finish_reason is
+// "tool_calls".
 nlohmann::json completion_json(const CompletionRequest& r, const std::string& id,
                                std::int64_t created, const std::string& text,
                                const std::string& finish_reason, const CompletionUsage& usage,
-                               const std::vector<TokenLogprob>& logprobs = {});
+                               const std::vector<TokenLogprob>& logprobs = {},
+                               const std::vector<ToolCall>& tool_calls = {});
+// A streamed chunk whose delta is one tool call, whole.
+nlohmann::json tool_call_chunk_json(const CompletionRequest& r, const std::string& id,
+                                    std::int64_t created, const ToolCall& call, std::size_t index);
 // One server-sent event's data: a piece of text (delta), or the end
 // (finish_reason set), or the usage chunk (choices empty).
 nlohmann::json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,

@@ -568,9 +568,14 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
         }
         if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
         if (e.kind == Event::Kind::Finished) {
-          res.set_content(
-              dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage, logprobs)),
-              "application/json");
+          std::vector<ToolCall> calls;
+          if (r->tools) {
+            ToolCallParser parser([this] { return response_id("call_"); }, r->parallel_tool_calls);
+            text = parser.push(text, calls) + parser.flush();
+          }
+          res.set_content(dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage,
+                                                    logprobs, calls)),
+                          "application/json");
           return;
         }
       }
@@ -580,11 +585,16 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
     // the job is cancelled and the worker stops generating at the next token.
     auto role_sent = std::make_shared<bool>(false);
     auto text_offset = std::make_shared<std::size_t>(0);  // completions' logprobs.text_offset
+    // With tools, <tool_call> blocks are held back and sent as tool_calls deltas.
+    auto tool_calls = r->tools
+                          ? std::make_shared<ToolCallParser>(
+                                [this] { return response_id("call_"); }, r->parallel_tool_calls)
+                          : nullptr;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, r, job, id, created, role_sent, text_offset, busy](std::size_t,
-                                                                  httplib::DataSink& sink) {
+        [this, r, job, id, created, role_sent, text_offset, tool_calls, busy](
+            std::size_t, httplib::DataSink& sink) {
           const auto give_up = [&] {
             job->cancel();
             return false;
@@ -600,21 +610,41 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
             return true;
           }
           const Event e = job->next();
-          if (e.kind == Event::Kind::Text) {
+          const std::vector<TokenLogprob>* logprobs = r->top_logprobs >= 0 ? &e.logprobs : nullptr;
+          // A piece of content (none when a tool call holds it all back),
+          // then the tool calls it completed.
+          const auto send_text = [&](const std::string& text) {
+            if (text.empty() && !(logprobs && !logprobs->empty())) return true;
             const json chunk =
-                chunk_json(*r, id, created, &e.text, nullptr, false,
-                           r->top_logprobs >= 0 ? &e.logprobs : nullptr, *text_offset);
-            *text_offset += e.text.size();
-            return write_event(sink, dump_json(chunk)) ? true : give_up();
+                chunk_json(*r, id, created, &text, nullptr, false, logprobs, *text_offset);
+            *text_offset += text.size();
+            return write_event(sink, dump_json(chunk));
+          };
+          if (e.kind == Event::Kind::Text) {
+            if (!tool_calls) return send_text(e.text) ? true : give_up();
+            std::vector<ToolCall> calls;
+            if (!send_text(tool_calls->push(e.text, calls))) return give_up();
+            std::size_t index = tool_calls->calls() - calls.size();
+            for (const ToolCall& call : calls) {
+              const json chunk = tool_call_chunk_json(*r, id, created, call, index++);
+              if (!write_event(sink, dump_json(chunk))) return give_up();
+            }
+            return true;
           }
+          if (e.kind == Event::Kind::Finished && tool_calls) {
+            logprobs = nullptr;
+            if (!send_text(tool_calls->flush())) return give_up();
+          }
+          const std::string finish_reason =
+              tool_calls && tool_calls->calls() > 0 ? "tool_calls" : e.finish_reason;
           if (e.kind == Event::Kind::Failed) {
             std::lock_guard lock(metrics_.mutex);
             ++metrics_.errors[e.status];
           }
-          bool ok = e.kind == Event::Kind::Failed
-                        ? write_event(sink, dump_json(e.error))
-                        : write_event(
-                              sink, chunk_json(*r, id, created, nullptr, &e.finish_reason).dump());
+          bool ok =
+              e.kind == Event::Kind::Failed
+                  ? write_event(sink, dump_json(e.error))
+                  : write_event(sink, chunk_json(*r, id, created, nullptr, &finish_reason).dump());
           if (ok && e.kind == Event::Kind::Finished && r->include_usage) {
             json usage = chunk_json(*r, id, created, nullptr, nullptr);
             usage["choices"] = json::array();
