@@ -23,6 +23,7 @@ struct ChatArgs {
   std::string compress_file;
   std::string system;
   LclmArgs lclm;
+  ChatTemplateArg chat_template;
   GenerationOptions options;
   std::int64_t seed = -1;
   int threads = 0;
@@ -31,7 +32,8 @@ struct ChatArgs {
 int run(const ChatArgs& a, std::istream& in, std::ostream& out, std::ostream& err) {
   const std::string document =
       a.compress_file.empty() ? "" : read_file(a.compress_file, "file to compress");
-  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
+  const std::unique_ptr<Engine> engine =
+      Engine::load(a.model, a.chat_template.apply(a.lclm.engine_options(a.threads)));
   const std::size_t context = a.options.context > 0 ? a.options.context : engine->max_context();
   const Tokenizer& tokenizer = engine->tokenizer();
   Session session = engine->new_session();
@@ -65,7 +67,8 @@ int run(const ChatArgs& a, std::istream& in, std::ostream& out, std::ostream& er
     messages.push_back({"user", content});
     PreparedPrompt prompt;
     try {
-      prompt = engine->prepare(format_chatml(messages, true), std::nullopt, context - 1);
+      prompt = engine->prepare(engine->chat_template().render(messages_json(messages), true),
+                               std::nullopt, context - 1);
     } catch (const PromptTooLong& e) {
       messages.pop_back();
       err << "error: the conversation would be " << e.sizes() << ", more than the " << context
@@ -76,8 +79,9 @@ int run(const ChatArgs& a, std::istream& in, std::ostream& out, std::ostream& er
     const GenerationStats stats = generate_to(out, session, prompt, options, tokenizer);
     messages.push_back({"assistant", valid_utf8(tokenizer.decode(stats.tokens))});
     err << "[" << stats.prompt_tokens << " positions, " << stats.reused_positions
-        << " reused | TTFT " << static_cast<long>((stats.ttft_seconds + prompt.stats.compress_seconds) * 1e3)
-        << " ms | " << stats.generated_tokens << " tokens, "
+        << " reused | TTFT "
+        << static_cast<long>((stats.ttft_seconds + prompt.stats.compress_seconds) * 1e3) << " ms | "
+        << stats.generated_tokens << " tokens, "
         << static_cast<long>(stats.decode_tokens_per_second()) << " tok/s | stop "
         << stop_reason_name(stats.stop) << "]\n";
   }
@@ -99,10 +103,10 @@ Command add_chat_command(CLI::App& app) {
                   "A document given with the first message as one memory region (LCLM "
                   "checkpoints: compressed to latents)");
   args->lclm.add_options(*cmd);
+  args->chat_template.add_option(*cmd);
   add_generation_options(*cmd, args->options, args->seed, args->threads);
-  return {cmd, [args](std::ostream& out, std::ostream& err) {
-            return run(*args, std::cin, out, err);
-          }};
+  return {cmd,
+          [args](std::ostream& out, std::ostream& err) { return run(*args, std::cin, out, err); }};
 }
 
 }  // namespace lclm::cli

@@ -50,17 +50,17 @@ std::string read_file(const std::string& path, const std::string& what) {
   return read_bounded(in, what, path);
 }
 
-std::string compose_prompt(std::string text, const std::optional<std::string>& document, bool chat,
-                           const std::string& system) {
-  if (document) {
-    text = std::string(kMemoryStart) + *document + std::string(kMemoryEnd) +
-           (text.empty() ? "" : "\n" + text);
-  }
-  if (!chat) return text;
+std::string compose_prompt(std::string text, const std::optional<std::string>& document) {
+  if (!document) return text;
+  return std::string(kMemoryStart) + *document + std::string(kMemoryEnd) +
+         (text.empty() ? "" : "\n" + text);
+}
+
+std::string chat_turn(const Engine& engine, const std::string& system, const std::string& text) {
   std::vector<ChatMessage> messages;
   if (!system.empty()) messages.push_back({"system", system});
-  messages.push_back({"user", std::move(text)});
-  return format_chatml(messages, true);
+  messages.push_back({"user", text});
+  return engine.chat_template().render(messages_json(messages), true);
 }
 
 void PromptSource::add_options(CLI::App& app) {
@@ -114,6 +114,12 @@ void LclmArgs::add_options(CLI::App& app) {
                  "(0: never)")
       ->capture_default_str()
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{10} * 365 * 24 * 3600));  // 10 years
+}
+
+void ChatTemplateArg::add_option(CLI::App& app) {
+  app.add_option("--chat-template", file,
+                 "A Jinja chat template to render chats with, or \"chatml\" (default: the "
+                 "model's tokenizer_config.json chat_template, else ChatML)");
 }
 
 EngineOptions LclmArgs::engine_options(int threads) const {

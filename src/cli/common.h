@@ -31,10 +31,11 @@ inline constexpr std::size_t kMaxInputBytes = std::size_t{256} << 20;
 std::string read_file(const std::string& path, const std::string& what);
 
 // The prompt a run reads: `document` (when given) as one memory region
-// before `text`, then with `chat` the ChatML user turn (after a system turn
-// when `system` is not empty) and the assistant's turn opened.
-std::string compose_prompt(std::string text, const std::optional<std::string>& document, bool chat,
-                           const std::string& system);
+// before `text`.
+std::string compose_prompt(std::string text, const std::optional<std::string>& document);
+// `text` as the user's turn (after a system turn when `system` is not
+// empty) in the model's chat template, the assistant's turn opened.
+std::string chat_turn(const Engine& engine, const std::string& system, const std::string& text);
 
 // --quant q8_0|q4_0: the block type matrices are converted to at load.
 struct QuantArg {
@@ -54,6 +55,19 @@ struct LclmArgs {
   void add_options(CLI::App& app);
   // With the -t value, which the engine applies on every thread that runs it.
   EngineOptions engine_options(int threads) const;
+};
+
+// --chat-template FILE|chatml: how chat messages become a prompt, instead of
+// the model's own template (tokenizer_config.json chat_template).
+struct ChatTemplateArg {
+  std::string file;  // empty: the model's
+
+  void add_option(CLI::App& app);
+  // The engine options of `lclm` with this template.
+  EngineOptions apply(EngineOptions o) const {
+    if (!file.empty()) o.chat_template = file;
+    return o;
+  }
 };
 
 // -n, -c, -b, the sampling flags, -s and -t, with the current values as defaults.

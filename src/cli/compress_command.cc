@@ -38,7 +38,8 @@ DType embeds_dtype(const CompressArgs& a, const Engine& engine) {
 // [positions, hidden]: what vLLM's prompt_embeds takes.
 int write_prompt_embeds(const CompressArgs& a, Engine& engine, const std::string& document,
                         std::ostream& err) {
-  const std::string text = compose_prompt(a.prompt, document, a.chat, a.system);
+  std::string text = compose_prompt(a.prompt, document);
+  if (a.chat) text = chat_turn(engine, a.system, text);
   const auto t0 = std::chrono::steady_clock::now();
   const PreparedPrompt p = engine.prepare(text, std::nullopt, engine.max_context() - 1);
   const std::size_t hidden = static_cast<std::size_t>(engine.decoder().config().hidden_size);

@@ -27,6 +27,7 @@ struct GenerateArgs {
   std::string latents;
   std::string json_schema, json_schema_file;
   LclmArgs lclm;
+  ChatTemplateArg chat_template;
   GenerationOptions options;
   std::int64_t seed = -1;
   int threads = 0;
@@ -60,7 +61,7 @@ std::string build_prompt(const GenerateArgs& a) {
   // compose_prompt wraps a document in the region markers: for --latents
   // the slot's inside.
   if (!a.latents.empty()) document = std::string(kMemoryPlaceholder);
-  return compose_prompt(a.prompt.read(), document, a.chat, a.system);
+  return compose_prompt(a.prompt.read(), document);
 }
 
 // --latents: a file `lclm compress` wrote, checked against this checkpoint
@@ -90,6 +91,7 @@ Latents read_checked_latents(const std::string& path, Engine& engine) {
   }
   return std::move(file.latents);
 }
+
 // --prompt-embeds: the decoder's input as `lclm compress --format
 // prompt-embeds` (or torch.save) wrote it. Its positions carry a placeholder
 // id (the memory token, else <|endoftext|>), which only the repetition
@@ -122,12 +124,14 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
     throw Error(
         "generate needs a prompt: -p TEXT, -f FILE, --compress-file FILE or --prompt-embeds FILE");
   }
-  const std::string text = a.prompt_embeds.empty() ? build_prompt(a) : std::string();
+  std::string text = a.prompt_embeds.empty() ? build_prompt(a) : std::string();
 
   const auto t0 = std::chrono::steady_clock::now();
-  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
+  const std::unique_ptr<Engine> engine =
+      Engine::load(a.model, a.chat_template.apply(a.lclm.engine_options(a.threads)));
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (a.chat) text = chat_turn(*engine, a.system, text);
   // Too long for the context: refused before anything is compressed.
   const std::size_t context = a.options.context > 0 ? a.options.context : engine->max_context();
   std::vector<Latents> supplied;
@@ -194,8 +198,10 @@ Command add_generate_command(CLI::App& app) {
                   "the prompt, instead of compressing a file")
       ->excludes(compress_file);
   args->lclm.add_options(*cmd);
-  CLI::Option* chat =
-      cmd->add_flag("--chat", args->chat, "Wrap the prompt in the ChatML template as a user turn");
+  args->chat_template.add_option(*cmd);
+  CLI::Option* chat = cmd->add_flag(
+      "--chat", args->chat,
+      "Wrap the prompt as a user turn in the model's chat template (see --chat-template)");
   CLI::Option* system = cmd->add_option("--system", args->system, "System message for --chat");
   cmd->add_option("--prompt-embeds", args->prompt_embeds,
                   "Read the decoder's input embeddings [positions, hidden] from this torch.save'd "

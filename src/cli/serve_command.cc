@@ -20,6 +20,7 @@ namespace {
 struct ServeArgs {
   std::string model;
   LclmArgs lclm;
+  ChatTemplateArg chat_template;
   server::ServerOptions server;
   GenerationOptions options;
   std::int64_t seed = -1;
@@ -71,7 +72,8 @@ int run(ServeArgs& a, std::ostream& err) {
   };
   sigemptyset(&action.sa_mask);
   for (int signo : {SIGINT, SIGTERM}) ::sigaction(signo, &action, nullptr);
-  server::Server s(Engine::load(a.model, a.lclm.engine_options(a.threads)), a.server);
+  server::Server s(Engine::load(a.model, a.chat_template.apply(a.lclm.engine_options(a.threads))),
+                   a.server);
   const int port = s.bind();
   err << "lclm serve: " << a.model << " on http://" << a.server.host << ":" << port << " (queue "
       << a.server.max_queue << ")" << std::endl;
@@ -164,6 +166,7 @@ Command add_serve_command(CLI::App& app) {
                 "Let chat messages hold the model's control tokens (<|im_start|>, <|im_end|>, "
                 "...); by default such a message is refused, so that a user cannot forge a turn");
   args->lclm.add_options(*cmd);
+  args->chat_template.add_option(*cmd);
   add_generation_options(*cmd, args->options, args->seed, args->threads);
   return {cmd, [args](std::ostream&, std::ostream& err) { return run(*args, err); }};
 }

@@ -43,11 +43,12 @@ std::optional<DType> parse_quant(const std::optional<std::string>& quant) {
 
 // The prompt a generate() call runs: plain text as given, or, with chat,
 // one user turn (a str) or the messages (a list of {"role", "content"}) in
-// the chat format, ending with the assistant's turn opened.
-std::string prompt_text(const py::object& prompt, bool chat) {
+// the model's chat template, ending with the assistant's turn opened.
+std::string prompt_text(const Engine& engine, const py::object& prompt, bool chat) {
   if (py::isinstance<py::str>(prompt)) {
     auto text = prompt.cast<std::string>();
-    return chat ? format_chatml({{"user", std::move(text)}}, true) : text;
+    return chat ? engine.chat_template().render(messages_json({{"user", std::move(text)}}), true)
+                : text;
   }
   if (!chat) throw py::type_error("prompt must be a str (a list of messages needs chat=True)");
   if (!py::isinstance<py::list>(prompt)) {
@@ -68,7 +69,7 @@ std::string prompt_text(const py::object& prompt, bool chat) {
     }
     messages.push_back({std::move(role), d["content"].cast<std::string>()});
   }
-  return format_chatml(messages, true);
+  return engine.chat_template().render(messages_json(messages), true);
 }
 
 struct GenerateArgs {
@@ -162,7 +163,7 @@ class Model {
 
   py::object generate(py::object self, const py::object& prompt, const GenerateArgs& args,
                       bool chat, bool stream) {
-    std::string text = prompt_text(prompt, chat);
+    std::string text = prompt_text(*engine_, prompt, chat);
     if (stream) return py::cast(std::make_unique<Stream>(*this, self, std::move(text), args));
     std::string out;
     {

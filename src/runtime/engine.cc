@@ -43,6 +43,11 @@ std::unique_ptr<Engine> Engine::load(const std::filesystem::path& dir,
     e->longest_token_ = longest_token_bytes(*e->plain_tokenizer_);
   }
   e->stop_ids_ = default_stop_ids(e->decoder(), e->tokenizer());
+  const std::filesystem::path tokenizer_config =
+      (e->lclm_ ? dir / "decoder" : dir) / "tokenizer_config.json";
+  e->chat_template_ = options.chat_template
+                          ? ChatTemplate::from_file(*options.chat_template, tokenizer_config)
+                          : ChatTemplate::from_tokenizer_config(tokenizer_config);
   return e;
 }
 

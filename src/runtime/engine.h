@@ -21,6 +21,7 @@
 
 #include "compression/lclm_model.h"
 #include "model/qwen3_model.h"
+#include "runtime/chat_template.h"
 #include "runtime/generator.h"
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
@@ -36,6 +37,9 @@ struct EngineOptions {
   std::optional<std::int64_t> ratio;             // for calls that name none; default: the file's
   std::size_t latent_memory_bytes = 256u << 20;  // in-memory latent cache (0: off)
   LatentStoreOptions latent_store;               // an SQLite file or a Redis server behind it
+  // A Jinja file to render chats with instead of the model's own template
+  // (--chat-template); "chatml" names the built-in ChatML.
+  std::optional<std::filesystem::path> chat_template;
 };
 
 // Engine::score's result: the scored tokens and, for each, log p(token |
@@ -64,6 +68,9 @@ class Engine {
   }
   // The decoder's eos ids plus <|im_end|> and <|endoftext|>.
   const std::vector<std::int32_t>& stop_ids() const { return stop_ids_; }
+  // How chats become prompts: the decoder tokenizer's chat_template
+  // (tokenizer_config.json), EngineOptions::chat_template, or ChatML.
+  const ChatTemplate& chat_template() const { return chat_template_; }
   // The decoder's max_position_embeddings.
   std::size_t max_context() const;
 
@@ -101,6 +108,7 @@ class Engine {
   std::optional<Qwen3Model> plain_;
   std::optional<Tokenizer> plain_tokenizer_;
   std::vector<std::int32_t> stop_ids_;
+  ChatTemplate chat_template_;
   int threads_ = 1;
   std::size_t longest_token_ = 1;  // plain models: bytes of the longest token
 };

@@ -23,7 +23,10 @@ constexpr std::size_t kMaxTokenizeBytes = 8u << 20;
   throw RequestError(400, message, param, code);
 }
 
-const json* field(const json& body, const char* name) {
+// body[name], or null when absent or null; for request bodies read in
+// either key order.
+template <typename Json>
+const Json* field(const Json& body, const char* name) {
   const auto it = body.find(name);
   return it == body.end() || it->is_null() ? nullptr : &*it;
 }
@@ -35,18 +38,24 @@ void require(bool ok, const std::string& param, const char* what) {
 // OpenAI request fields lclm does not implement yet. A request that uses one
 // is refused naming it, never answered as if it were absent; the neutral
 // values SDKs send by default pass.
-void refuse_unsupported(const json& body) {
+void refuse_unsupported(const json& body, bool chat) {
   const auto refuse = [](const std::string& name, const std::string& what) {
     throw RequestError(400, "'" + name + "' is not supported by lclm yet (" + what + ")", name,
                        "unsupported_parameter");
   };
-  for (const char* name : {"tools", "functions"}) {
-    const json* v = field(body, name);
-    if (v && !(v->is_array() && v->empty())) refuse(name, "no tool calling");
+  // Chat renders tools through the model's template and parses the calls
+  // it writes; a call cannot be forced.
+  if (const json* v = field(body, "tools"); v && !chat && !(v->is_array() && v->empty())) {
+    refuse("tools", "tools are for /v1/chat/completions");
+  }
+  if (const json* v = field(body, "functions"); v && !(v->is_array() && v->empty())) {
+    refuse("functions", "the deprecated function calling; use 'tools'");
   }
   for (const char* name : {"tool_choice", "function_call"}) {
     const json* v = field(body, name);
-    if (v && !(v->is_string() && (*v == "none" || *v == "auto"))) refuse(name, "no tool calling");
+    if (v && !(v->is_string() && (*v == "none" || *v == "auto"))) {
+      refuse(name, "only \"auto\" and \"none\": a tool call cannot be forced");
+    }
   }
   if (const json* v = field(body, "echo")) {
     if (*v != false) refuse("echo", "the prompt is not echoed");
@@ -138,8 +147,9 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
   if (r.sampling.repeat_penalty <= 0) {
     bad("'repetition_penalty' must be positive", "repetition_penalty");
   }
-  for (const auto& [name, penalty] : {std::pair{"frequency_penalty", &r.sampling.frequency_penalty},
-                                      std::pair{"presence_penalty", &r.sampling.presence_penalty}}) {
+  for (const auto& [name, penalty] :
+       {std::pair{"frequency_penalty", &r.sampling.frequency_penalty},
+        std::pair{"presence_penalty", &r.sampling.presence_penalty}}) {
     number(name, *penalty);
     if (!(*penalty >= -2.0f && *penalty <= 2.0f)) {
       bad(std::string("'") + name + "' must be in [-2, 2]", name);
@@ -153,8 +163,9 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
     }
     for (const auto& [key, bias] : v->items()) {
       const std::string p = "logit_bias." + key;
-      const bool digits = !key.empty() && key.size() <= 9 &&
-                          std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+      const bool digits =
+          !key.empty() && key.size() <= 9 &&
+          std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
       if (!digits) bad("'logit_bias' keys must be token ids (decimal digits)", p);
       require(bias.is_number(), p, "a number");
       const float b = bias.get<float>();
@@ -162,7 +173,7 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
       r.sampling.logit_bias.emplace_back(std::stoi(key), b);
     }
   }
-  refuse_unsupported(body);
+  refuse_unsupported(body, r.chat);
   r.json_grammar = parse_response_format(body);
   if (const json* l = field(body, "lclm")) {
     require(l->is_object(), "lclm", "an object");
@@ -194,7 +205,8 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
     if (const json* t = field(body, "top_logprobs")) {
       require(t->is_number_integer(), "top_logprobs", "an integer");
       k = t->get<std::int64_t>();
-      if (k < 0 || k > kMaxTopLogprobs) bad("'top_logprobs' must be in [0, " + most + "]", "top_logprobs");
+      if (k < 0 || k > kMaxTopLogprobs)
+        bad("'top_logprobs' must be in [0, " + most + "]", "top_logprobs");
       if (k > 0 && !on) bad("'top_logprobs' needs 'logprobs': true", "top_logprobs");
     }
     r.top_logprobs = on ? static_cast<int>(k) : -1;
@@ -231,24 +243,25 @@ std::string wrap_region(const std::string& text) {
   return std::string(kMemoryStart) + text + std::string(kMemoryEnd);
 }
 
-std::string message_content(const json& content, const std::string& param,
+template <typename Json>
+std::string message_content(const Json& content, const std::string& param,
                             const LatentTextLookup& lookup) {
   if (content.is_string()) return content;
   require(content.is_array(), param, "a string or an array of content parts");
   std::string out;
   for (std::size_t i = 0; i < content.size(); ++i) {
-    const json& part = content[i];
+    const Json& part = content[i];
     const std::string p = param + "[" + std::to_string(i) + "]";
     require(part.is_object(), p, "an object");
-    const json* type = field(part, "type");
+    const Json* type = field(part, "type");
     require(type && type->is_string(), p + ".type", "\"text\" or \"memory\"");
-    const json* text = field(part, "text");
+    const Json* text = field(part, "text");
     if (text) require(text->is_string(), p + ".text", "a string");
     if (*type == "text") {
       if (!text) bad("'" + p + ".text' is required", p + ".text", "missing_field");
-      out += text->get<std::string>();
+      out += text->template get<std::string>();
     } else if (*type == "memory") {
-      const json* id = field(part, "latent_id");
+      const Json* id = field(part, "latent_id");
       if (id) require(id->is_string(), p + ".latent_id", "a string");
       if ((text != nullptr) == (id != nullptr)) {
         bad("'" + p + "' needs exactly one of 'text' and 'latent_id'", p, "missing_field");
@@ -258,7 +271,7 @@ std::string message_content(const json& content, const std::string& param,
       } else {
         const auto source = lookup(*id);
         if (!source) {
-          bad("unknown latent id '" + id->get<std::string>() +
+          bad("unknown latent id '" + id->template get<std::string>() +
                   "': ids come from /v1/compress on this server or one sharing its --latent-cache",
               p + ".latent_id", "unknown_latent_id");
         }
@@ -303,8 +316,8 @@ json error_json(const std::string& message, const std::string& type, const std::
             {"code", code.empty() ? json(nullptr) : json(code)}}}};
 }
 
-json parse_body(const std::string& body) {
-  json j = json::parse(body, nullptr, false);
+nlohmann::ordered_json parse_body(const std::string& body) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(body, nullptr, false);
   if (j.is_discarded()) {
     throw RequestError(400, "the request body is not valid JSON", "", "invalid_json");
   }
@@ -312,45 +325,168 @@ json parse_body(const std::string& body) {
   return j;
 }
 
-CompletionRequest parse_chat_request(const json& body, const RequestDefaults& defaults,
-                                     const LatentTextLookup& lookup) {
+namespace {
+
+using nlohmann::ordered_json;
+
+void refuse_control_tokens(const std::string& text, const std::string& param,
+                           const RequestDefaults& defaults) {
+  for (const std::string& token : defaults.refused_in_content) {
+    if (text.find(token) != std::string::npos) {
+      bad("'" + param + "' holds the control token " + token +
+              ", which would end or start a turn; the server refuses it in messages (plain "
+              "/v1/completions take a whole prompt, control tokens included)",
+          param, "control_token_in_content");
+    }
+  }
+}
+
+// An assistant message's tool_calls as templates read them: arguments given
+// as a JSON string become the object it holds (vLLM and llama-server do the
+// same, since templates write arguments with tojson, the form models are
+// trained on); other strings stay strings.
+ordered_json tool_calls_json(const ordered_json& calls, const std::string& p,
+                             const RequestDefaults& defaults) {
+  require(calls.is_array(), p, "an array of tool calls");
+  ordered_json out = ordered_json::array();
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    const ordered_json& c = calls[i];
+    const std::string q = p + "[" + std::to_string(i) + "]";
+    require(c.is_object(), q, "an object");
+    const ordered_json* fn = field(c, "function");
+    require(fn && fn->is_object(), q + ".function", "an object with 'name' and 'arguments'");
+    const ordered_json* name = field(*fn, "name");
+    require(name && name->is_string(), q + ".function.name", "a string");
+    const ordered_json* args = field(*fn, "arguments");
+    ordered_json arguments = ordered_json::object();
+    if (args) {
+      require(args->is_string() || args->is_object(), q + ".function.arguments",
+              "a JSON string or an object");
+      if (args->is_string()) {
+        refuse_control_tokens(*args, q + ".function.arguments", defaults);
+        ordered_json parsed = ordered_json::parse(args->get<std::string>(), nullptr, false);
+        arguments = parsed.is_object() ? parsed : *args;
+      } else {
+        refuse_control_tokens(args->dump(), q + ".function.arguments", defaults);
+        arguments = *args;
+      }
+    }
+    ordered_json call = {{"type", "function"},
+                         {"function", {{"name", *name}, {"arguments", arguments}}}};
+    if (const ordered_json* id = field(c, "id")) {
+      require(id->is_string(), q + ".id", "a string");
+      call["id"] = *id;
+    }
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
+// "tools": [{"type": "function", "function": {"name", "description",
+// "parameters"}}], passed to the template as the client wrote them.
+ordered_json tools_json(const ordered_json& tools) {
+  require(tools.is_array(), "tools", "an array of tools");
+  for (std::size_t i = 0; i < tools.size(); ++i) {
+    const std::string p = "tools[" + std::to_string(i) + "]";
+    const ordered_json& t = tools[i];
+    require(t.is_object(), p, "an object");
+    const ordered_json* type = field(t, "type");
+    require(type && *type == "function", p + ".type", "\"function\"");
+    const ordered_json* fn = field(t, "function");
+    require(fn && fn->is_object(), p + ".function", "an object");
+    const ordered_json* name = field(*fn, "name");
+    require(name && name->is_string() && !name->get_ref<const std::string&>().empty(),
+            p + ".function.name", "a non-empty string");
+  }
+  return tools;
+}
+
+}  // namespace
+
+CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefaults& defaults,
+                                     const LatentTextLookup& lookup,
+                                     const ChatTemplate& chat_template) {
   CompletionRequest r;
   r.chat = true;
   parse_common(body, defaults, r);
-  const json* messages = field(body, "messages");
+  const ordered_json* messages = field(body, "messages");
   if (!messages) bad("'messages' is required", "messages", "missing_field");
   require(messages->is_array() && !messages->empty(), "messages", "a non-empty array");
-  std::vector<ChatMessage> chat;
+  ordered_json chat = ordered_json::array();
   for (std::size_t i = 0; i < messages->size(); ++i) {
-    const json& m = (*messages)[i];
+    const ordered_json& m = (*messages)[i];
     const std::string p = "messages[" + std::to_string(i) + "]";
     require(m.is_object(), p, "an object");
-    const json* role = field(m, "role");
+    const ordered_json* role = field(m, "role");
     require(role && role->is_string(), p + ".role", "a string");
-    if (*role == "tool" || *role == "function") {
-      throw RequestError(400, "'" + p + ".role' \"" + role->get<std::string>() +
-                                  "\" is not supported by lclm yet (no tool calling)",
+    if (*role == "function") {
+      throw RequestError(400,
+                         "'" + p +
+                             ".role' \"function\" (the deprecated function calling) is not "
+                             "supported; use \"tool\"",
                          p + ".role", "unsupported_value");
     }
-    if (*role != "system" && *role != "developer" && *role != "user" && *role != "assistant") {
-      bad("'" + p + ".role' must be \"system\", \"developer\", \"user\" or \"assistant\"",
+    if (*role != "system" && *role != "developer" && *role != "user" && *role != "assistant" &&
+        *role != "tool") {
+      bad("'" + p + ".role' must be \"system\", \"developer\", \"user\", \"assistant\" or \"tool\"",
           p + ".role");
     }
-    const json* content = field(m, "content");
+    const ordered_json* content = field(m, "content");
+    // A tool-calling assistant turn may have no content (OpenAI sends null).
     const std::string text = content ? message_content(*content, p + ".content", lookup) : "";
-    for (const std::string& token : defaults.refused_in_content) {
-      if (text.find(token) != std::string::npos) {
-        bad("'" + p + ".content' holds the control token " + token +
-                ", which would end or start a turn; the server refuses it in messages (plain "
-                "/v1/completions take a whole prompt, control tokens included)",
-            p + ".content", "control_token_in_content");
-      }
-    }
+    refuse_control_tokens(text, p + ".content", defaults);
     check_regions(text, p + ".content");
     // "developer" is OpenAI's newer name for the system turn.
-    chat.push_back({*role == "developer" ? std::string("system") : role->get<std::string>(), text});
+    ordered_json message = {
+        {"role", *role == "developer" ? std::string("system") : role->get<std::string>()},
+        {"content", text}};
+    if (*role == "assistant") {
+      if (const ordered_json* calls = field(m, "tool_calls")) {
+        message["tool_calls"] = tool_calls_json(*calls, p + ".tool_calls", defaults);
+      }
+      if (const ordered_json* reasoning = field(m, "reasoning_content")) {
+        require(reasoning->is_string(), p + ".reasoning_content", "a string");
+        refuse_control_tokens(*reasoning, p + ".reasoning_content", defaults);
+        message["reasoning_content"] = *reasoning;
+      }
+    }
+    for (const char* key : {"tool_call_id", "name"}) {
+      if (const ordered_json* v = field(m, key)) {
+        require(v->is_string(), p + "." + key, "a string");
+        message[key] = *v;
+      }
+    }
+    chat.push_back(std::move(message));
   }
-  r.prompt = format_chatml(chat, true);
+  ordered_json tools = nullptr;
+  if (const ordered_json* t = field(body, "tools"); t && !(t->is_array() && t->empty())) {
+    tools = tools_json(*t);
+  }
+  if (const ordered_json* choice = field(body, "tool_choice"); choice && *choice == "none") {
+    tools = nullptr;  // the model is not to call any: it is not shown them
+  }
+  r.tools = !tools.is_null();
+  if (const ordered_json* v = field(body, "parallel_tool_calls")) {
+    require(v->is_boolean(), "parallel_tool_calls", "a boolean");
+    r.parallel_tool_calls = *v;
+  }
+  ordered_json variables = ordered_json::object();
+  if (const ordered_json* v = field(body, "chat_template_kwargs")) {
+    require(v->is_object(), "chat_template_kwargs", "an object of template variables");
+    variables = *v;
+  }
+  bool generation_prompt = true;
+  if (const ordered_json* v = field(body, "add_generation_prompt")) {
+    require(v->is_boolean(), "add_generation_prompt", "a boolean");
+    generation_prompt = *v;
+  }
+  try {
+    r.prompt = chat_template.render(chat, generation_prompt, tools, variables);
+  } catch (const jinja::TemplateError& e) {
+    throw RequestError(400,
+                       "the chat template cannot render these messages: " + std::string(e.what()),
+                       "messages", "chat_template_error");
+  }
   return r;
 }
 
@@ -381,7 +517,8 @@ TokenizeRequest parse_tokenize_request(const json& body) {
   }
   TokenizeRequest r;
   r.content = *content;
-  if (const json* v = field(body, "add_special")) require(v->is_boolean(), "add_special", "a boolean");
+  if (const json* v = field(body, "add_special"))
+    require(v->is_boolean(), "add_special", "a boolean");
   if (const json* v = field(body, "with_pieces")) {
     require(v->is_boolean(), "with_pieces", "a boolean");
     r.with_pieces = *v;
@@ -470,6 +607,82 @@ std::string StopStringFilter::flush() {
   return out;
 }
 
+namespace {
+
+constexpr std::string_view kToolCallOpen = "<tool_call>", kToolCallClose = "</tool_call>";
+
+// The call a <tool_call> block holds: {"name": string, "arguments": object
+// or JSON string} ("parameters" is accepted for "arguments", as Llama
+// writes it).
+std::optional<ToolCall> parse_tool_call(std::string_view block) {
+  const nlohmann::ordered_json j = nlohmann::ordered_json::parse(block, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  const auto name = j.find("name");
+  if (name == j.end() || !name->is_string()) return std::nullopt;
+  auto args = j.find("arguments");
+  if (args == j.end()) args = j.find("parameters");
+  ToolCall call;
+  call.name = name->get<std::string>();
+  if (args == j.end() || args->is_null()) {
+    call.arguments = "{}";
+  } else if (args->is_string()) {
+    call.arguments = args->get<std::string>();
+  } else if (args->is_object()) {
+    call.arguments = dump_json(*args);
+  } else {
+    return std::nullopt;
+  }
+  return call;
+}
+
+}  // namespace
+
+std::string ToolCallParser::push(std::string_view piece, std::vector<ToolCall>& calls) {
+  held_.append(piece);
+  std::string out;
+  for (;;) {
+    if (!in_block_) {
+      const std::size_t open = held_.find(kToolCallOpen);
+      if (open != std::string::npos) {
+        out.append(held_, 0, open);
+        held_.erase(0, open + kToolCallOpen.size());
+        in_block_ = true;
+        continue;
+      }
+      // Keep back what could be the start of "<tool_call>".
+      std::size_t keep = std::min(held_.size(), kToolCallOpen.size() - 1);
+      while (keep > 0 &&
+             kToolCallOpen.substr(0, keep) != std::string_view(held_).substr(held_.size() - keep)) {
+        --keep;
+      }
+      out.append(held_, 0, held_.size() - keep);
+      held_.erase(0, held_.size() - keep);
+      return out;
+    }
+    const std::size_t close = held_.find(kToolCallClose);
+    if (close == std::string::npos) return out;
+    const std::string block = held_.substr(0, close);
+    held_.erase(0, close + kToolCallClose.size());
+    in_block_ = false;
+    if (std::optional<ToolCall> call = parse_tool_call(block)) {
+      if (parallel_ || calls_ == 0) {
+        call->id = new_id_();
+        calls.push_back(std::move(*call));
+        ++calls_;
+      }
+    } else {
+      out.append(kToolCallOpen).append(block).append(kToolCallClose);
+    }
+  }
+}
+
+std::string ToolCallParser::flush() {
+  std::string out = in_block_ ? std::string(kToolCallOpen) + held_ : held_;
+  held_.clear();
+  in_block_ = false;
+  return out;
+}
+
 json usage_json(const CompletionUsage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
@@ -523,11 +736,32 @@ json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprob>& 
   return out;
 }
 
+namespace {
+
+json tool_call_json(const ToolCall& call) {
+  return {{"id", call.id},
+          {"type", "function"},
+          {"function", {{"name", call.name}, {"arguments", call.arguments}}}};
+}
+
+}  // namespace
+
 json completion_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
                      const std::string& text, const std::string& finish_reason,
-                     const CompletionUsage& usage, const std::vector<TokenLogprob>& logprobs) {
-  json choice = {{"index", 0}, {"finish_reason", finish_reason}};
-  if (r.chat) {
+                     const CompletionUsage& usage, const std::vector<TokenLogprob>& logprobs,
+                     const std::vector<ToolCall>& tool_calls) {
+  json choice = {{"index", 0},
+                 {"finish_reason", tool_calls.empty() ? finish_reason : "tool_calls"}};
+  if (r.chat && !tool_calls.empty()) {
+    const bool blank = std::all_of(text.begin(), text.end(), [](char c) {
+      return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+    });
+    json calls = json::array();
+    for (const ToolCall& call : tool_calls) calls.push_back(tool_call_json(call));
+    choice["message"] = {{"role", "assistant"},
+                         {"content", blank ? json(nullptr) : json(text)},
+                         {"tool_calls", calls}};
+  } else if (r.chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
     choice["text"] = text;
@@ -560,6 +794,15 @@ json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t 
           {"created", created},
           {"model", r.model},
           {"choices", json::array({choice})}};
+}
+
+json tool_call_chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
+                          const ToolCall& call, std::size_t index) {
+  json delta_call = tool_call_json(call);
+  delta_call["index"] = index;
+  json chunk = chunk_json(r, id, created, nullptr, nullptr);
+  chunk["choices"][0]["delta"]["tool_calls"] = json::array({delta_call});
+  return chunk;
 }
 
 }  // namespace lclm::server

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/chat_template.h"
 #include "runtime/generator.h"
 #include "tokenizer/tokenizer.h"
 
@@ -68,6 +69,10 @@ struct CompletionRequest {
   // response_format json_object or json_schema: the answer is constrained to
   // JSON of this grammar (none: free text).
   std::shared_ptr<const JsonGrammar> json_grammar;
+  // Chat with tools: <tool_call>...</tool_call> in the output become
+  // tool_calls (only the first unless parallel_tool_calls).
+  bool tools = false;
+  bool parallel_tool_calls = true;
 };
 
 // Server-wide defaults a request can override.
@@ -93,15 +98,24 @@ std::vector<std::string> control_token_texts(const Tokenizer& tokenizer);
 //   {"type": "text", "text": "..."}
 //   {"type": "memory", "text": "..."}          compressed
 //   {"type": "memory", "latent_id": "lat_..."}  compressed earlier by /v1/compress
-CompletionRequest parse_chat_request(const nlohmann::json& body, const RequestDefaults& defaults,
-                                     const LatentTextLookup& lookup);
+// The parts become one string, memory parts as regions inline, and the
+// messages (with tool_calls, tool_call_id, reasoning_content), `tools`,
+// `chat_template_kwargs` and `add_generation_prompt` (default true) go
+// through the model's chat template; the template's own errors
+// (raise_exception) are 400s.
+CompletionRequest parse_chat_request(const nlohmann::ordered_json& body,
+                                     const RequestDefaults& defaults,
+                                     const LatentTextLookup& lookup,
+                                     const ChatTemplate& chat_template);
 CompletionRequest parse_completion_request(const nlohmann::json& body,
                                            const RequestDefaults& defaults);
 // {"input": "text" or ["text", ...]} -> the texts.
 std::vector<std::string> parse_compress_request(const nlohmann::json& body);
 
 // Parses a request body: RequestError 400 for invalid JSON or a non-object.
-nlohmann::json parse_body(const std::string& body);
+// Keys keep their order: tool schemas reach the template as the client
+// wrote them.
+nlohmann::ordered_json parse_body(const std::string& body);
 
 // POST /tokenize {"content": TEXT, "add_special": bool, "with_pieces": bool}
 // (llama-server's fields; Qwen3 adds no special tokens, so add_special
@@ -113,8 +127,7 @@ struct TokenizeRequest {
 TokenizeRequest parse_tokenize_request(const nlohmann::json& body);
 // POST /detokenize {"tokens": [ids]}: ids in [0, vocab), else a 400 naming
 // the element.
-std::vector<std::int32_t> parse_detokenize_request(const nlohmann::json& body,
-                                                   std::size_t vocab);
+std::vector<std::int32_t> parse_detokenize_request(const nlohmann::json& body, std::size_t vocab);
 
 // Holds back generated text that could be the start of a stop string, so that
 // a stop string never reaches the client. Text is cut at UTF-8 boundaries.
@@ -133,6 +146,37 @@ class StopStringFilter {
   std::string text_;      // everything generated
   std::size_t sent_ = 0;  // bytes of text_ already returned
   bool stopped_ = false;
+};
+
+// A tool call as the model wrote it, in the form Qwen3's template (and
+// Hermes') asks for: <tool_call>{"name": NAME, "arguments": {...}}</tool_call>.
+struct ToolCall {
+  std::string id;  // call_..., made by the server
+  std::string name;
+  std::string arguments;  // JSON text, as OpenAI's API carries it
+};
+
+// Splits a chat's output into content and tool calls as it streams: a
+// <tool_call> block is held back until it closes, then becomes a call (a
+// block that does not hold a call stays content). Without parallel calls
+// the blocks after the first are dropped.
+class ToolCallParser {
+ public:
+  ToolCallParser(std::function<std::string()> new_id, bool parallel)
+      : new_id_(std::move(new_id)), parallel_(parallel) {}
+  // Appends a piece; returns the content now safe to send and appends the
+  // calls it completed to `calls`.
+  std::string push(std::string_view piece, std::vector<ToolCall>& calls);
+  // The held-back rest, at the end (an unclosed block is content).
+  std::string flush();
+  std::size_t calls() const { return calls_; }
+
+ private:
+  std::function<std::string()> new_id_;
+  bool parallel_;
+  std::string held_;
+  bool in_block_ = false;
+  std::size_t calls_ = 0;
 };
 
 // What a finished generation reports.
@@ -161,11 +205,17 @@ struct TokenLogprob {
 nlohmann::json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprob>& tokens,
                              std::size_t text_offset = 0);
 
-// A full (non-streaming) answer.
+// A full (non-streaming) answer. With tool calls, the message carries them
+// (content null when only whitespace is left) and finish_reason is
+// "tool_calls".
 nlohmann::json completion_json(const CompletionRequest& r, const std::string& id,
                                std::int64_t created, const std::string& text,
                                const std::string& finish_reason, const CompletionUsage& usage,
-                               const std::vector<TokenLogprob>& logprobs = {});
+                               const std::vector<TokenLogprob>& logprobs = {},
+                               const std::vector<ToolCall>& tool_calls = {});
+// A streamed chunk whose delta is one tool call, whole.
+nlohmann::json tool_call_chunk_json(const CompletionRequest& r, const std::string& id,
+                                    std::int64_t created, const ToolCall& call, std::size_t index);
 // One server-sent event's data: a piece of text (delta), or the end
 // (finish_reason set), or the usage chunk (choices empty).
 nlohmann::json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,

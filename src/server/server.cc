@@ -30,7 +30,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-
 bool write_event(httplib::DataSink& sink, const std::string& data) {
   const std::string s = "data: " + data + "\n\n";
   return sink.write(s.data(), s.size());
@@ -308,12 +307,9 @@ json Server::props() const {
           {"total_slots", scheduler_->parallel()},
           {"model_alias", options_.model_name},
           {"model_path", engine_->dir().string()},
-          // What the server renders: ChatML (the model's own template is not
-          // read yet), as the Jinja template it is equivalent to.
-          {"chat_template",
-           "{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}"
-           "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-           "{% endif %}"},
+          // What the server renders chats with: the model's template, the
+          // --chat-template file, or ChatML.
+          {"chat_template", engine_->chat_template().source()},
           {"build_info", "lclm"},
           {"lclm", lclm}};
 }
@@ -466,10 +462,11 @@ void Server::routes() {
               const Busy& busy) { handle_completion(req, body, res, false, busy); });
   post("/v1/compress", [this](const httplib::Request&, const std::string& body,
                               httplib::Response& res, const Busy&) { handle_compress(body, res); });
-  post("/tokenize", [this](const httplib::Request&, const std::string& body,
-                           httplib::Response& res, const Busy&) { handle_tokenize(body, res); });
-  post("/detokenize", [this](const httplib::Request&, const std::string& body,
-                             httplib::Response& res, const Busy&) { handle_detokenize(body, res); });
+  post("/tokenize", [this](const httplib::Request&, const std::string& body, httplib::Response& res,
+                           const Busy&) { handle_tokenize(body, res); });
+  post("/detokenize",
+       [this](const httplib::Request&, const std::string& body, httplib::Response& res,
+              const Busy&) { handle_detokenize(body, res); });
   post("/apply-template",
        [this](const httplib::Request&, const std::string& body, httplib::Response& res,
               const Busy&) { handle_apply_template(body, res); });
@@ -503,10 +500,10 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
                                const std::shared_ptr<void>& busy) {
   ++(chat ? metrics_.chat : metrics_.completions);
   try {
-    const json body = parse_body(request_body);
+    const nlohmann::ordered_json body = parse_body(request_body);
     const auto lookup = [this](const std::string& id) { return latent_text(id); };
     auto r = std::make_shared<CompletionRequest>(
-        chat ? parse_chat_request(body, options_.defaults, lookup)
+        chat ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
              : parse_completion_request(body, options_.defaults));
     if (r->model.empty()) r->model = options_.model_name;
     if (r->model != options_.model_name) {
@@ -576,8 +573,13 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
         }
         if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
         if (e.kind == Event::Kind::Finished) {
-          res.set_content(dump_json(completion_json(*r, id, created, text, e.finish_reason,
-                                                    e.usage, logprobs)),
+          std::vector<ToolCall> calls;
+          if (r->tools) {
+            ToolCallParser parser([this] { return response_id("call_"); }, r->parallel_tool_calls);
+            text = parser.push(text, calls) + parser.flush();
+          }
+          res.set_content(dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage,
+                                                    logprobs, calls)),
                           "application/json");
           return;
         }
@@ -588,11 +590,16 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
     // the job is cancelled and the worker stops generating at the next token.
     auto role_sent = std::make_shared<bool>(false);
     auto text_offset = std::make_shared<std::size_t>(0);  // completions' logprobs.text_offset
+    // With tools, <tool_call> blocks are held back and sent as tool_calls deltas.
+    auto tool_calls = r->tools
+                          ? std::make_shared<ToolCallParser>(
+                                [this] { return response_id("call_"); }, r->parallel_tool_calls)
+                          : nullptr;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, r, job, id, created, role_sent, text_offset, busy](std::size_t,
-                                                                  httplib::DataSink& sink) {
+        [this, r, job, id, created, role_sent, text_offset, tool_calls, busy](
+            std::size_t, httplib::DataSink& sink) {
           const auto give_up = [&] {
             job->cancel();
             return false;
@@ -608,21 +615,41 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
             return true;
           }
           const Event e = job->next();
-          if (e.kind == Event::Kind::Text) {
+          const std::vector<TokenLogprob>* logprobs = r->top_logprobs >= 0 ? &e.logprobs : nullptr;
+          // A piece of content (none when a tool call holds it all back),
+          // then the tool calls it completed.
+          const auto send_text = [&](const std::string& text) {
+            if (text.empty() && !(logprobs && !logprobs->empty())) return true;
             const json chunk =
-                chunk_json(*r, id, created, &e.text, nullptr, false,
-                           r->top_logprobs >= 0 ? &e.logprobs : nullptr, *text_offset);
-            *text_offset += e.text.size();
-            return write_event(sink, dump_json(chunk)) ? true : give_up();
+                chunk_json(*r, id, created, &text, nullptr, false, logprobs, *text_offset);
+            *text_offset += text.size();
+            return write_event(sink, dump_json(chunk));
+          };
+          if (e.kind == Event::Kind::Text) {
+            if (!tool_calls) return send_text(e.text) ? true : give_up();
+            std::vector<ToolCall> calls;
+            if (!send_text(tool_calls->push(e.text, calls))) return give_up();
+            std::size_t index = tool_calls->calls() - calls.size();
+            for (const ToolCall& call : calls) {
+              const json chunk = tool_call_chunk_json(*r, id, created, call, index++);
+              if (!write_event(sink, dump_json(chunk))) return give_up();
+            }
+            return true;
           }
+          if (e.kind == Event::Kind::Finished && tool_calls) {
+            logprobs = nullptr;
+            if (!send_text(tool_calls->flush())) return give_up();
+          }
+          const std::string finish_reason =
+              tool_calls && tool_calls->calls() > 0 ? "tool_calls" : e.finish_reason;
           if (e.kind == Event::Kind::Failed) {
             std::lock_guard lock(metrics_.mutex);
             ++metrics_.errors[e.status];
           }
-          bool ok = e.kind == Event::Kind::Failed
-                        ? write_event(sink, dump_json(e.error))
-                        : write_event(
-                              sink, chunk_json(*r, id, created, nullptr, &e.finish_reason).dump());
+          bool ok =
+              e.kind == Event::Kind::Failed
+                  ? write_event(sink, dump_json(e.error))
+                  : write_event(sink, chunk_json(*r, id, created, nullptr, &finish_reason).dump());
           if (ok && e.kind == Event::Kind::Finished && r->include_usage) {
             json usage = chunk_json(*r, id, created, nullptr, nullptr);
             usage["choices"] = json::array();
@@ -690,22 +717,22 @@ Generation* Server::start_completion(CompletionRun& run, Job& job) {
   }
   run.filter.emplace(r.stop);
   run.session = &pick_session(p);
-  run.generation.emplace(
-      *run.session, p.ids, p.embeddings.data(), o, [this, &run, &job](std::int32_t id) {
-        if (job.cancelled()) return false;
-        const Tokenizer& tokenizer = engine_->tokenizer();
-        const std::string bytes = tokenizer.token_bytes(id);
-        if (const TokenLogprobs* lp = run.generation->logprobs()) {
-          TokenLogprob t{bytes, lp->logprob, {}};
-          for (const auto& [alt, logprob] : lp->top) {
-            t.top.emplace_back(tokenizer.token_bytes(alt), logprob);
-          }
-          run.token_bytes += bytes.size();
-          run.pending.emplace_back(std::move(t), run.token_bytes);
-        }
-        run.send(job, run.filter->push(run.utf8.push(bytes)));
-        return !run.filter->stopped();
-      });
+  run.generation.emplace(*run.session, p.ids, p.embeddings.data(), o,
+                         [this, &run, &job](std::int32_t id) {
+                           if (job.cancelled()) return false;
+                           const Tokenizer& tokenizer = engine_->tokenizer();
+                           const std::string bytes = tokenizer.token_bytes(id);
+                           if (const TokenLogprobs* lp = run.generation->logprobs()) {
+                             TokenLogprob t{bytes, lp->logprob, {}};
+                             for (const auto& [alt, logprob] : lp->top) {
+                               t.top.emplace_back(tokenizer.token_bytes(alt), logprob);
+                             }
+                             run.token_bytes += bytes.size();
+                             run.pending.emplace_back(std::move(t), run.token_bytes);
+                           }
+                           run.send(job, run.filter->push(run.utf8.push(bytes)));
+                           return !run.filter->stopped();
+                         });
   return &*run.generation;
 }
 
@@ -780,7 +807,7 @@ void Server::finish_completion(CompletionRun& run, Job& job) {
 void Server::handle_compress(const std::string& request_body, httplib::Response& res) {
   ++metrics_.compress;
   try {
-    const json body = parse_body(request_body);
+    const nlohmann::ordered_json body = parse_body(request_body);
     std::shared_ptr<Job> job;
     if (const auto format = body.find("format"); format != body.end() && *format != "latents") {
       if (*format != "prompt_embeds") {
@@ -790,7 +817,8 @@ void Server::handle_compress(const std::string& request_body, httplib::Response&
       // The prompt as a chat request ("messages") or a completion ("prompt") has it.
       const auto lookup = [this](const std::string& id) { return latent_text(id); };
       auto r = std::make_shared<CompletionRequest>(
-          body.contains("messages") ? parse_chat_request(body, options_.defaults, lookup)
+          body.contains("messages")
+              ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
                                     : parse_completion_request(body, options_.defaults));
       DType dtype = engine_->decoder().weight_dtype();
       if (dtype != DType::BF16 && dtype != DType::F16) dtype = DType::F32;
@@ -843,8 +871,8 @@ void Server::handle_tokenize(const std::string& request_body, httplib::Response&
 
 void Server::handle_detokenize(const std::string& request_body, httplib::Response& res) {
   try {
-    const std::vector<std::int32_t> ids = parse_detokenize_request(
-        parse_body(request_body), engine_->decoder().config().vocab_size);
+    const std::vector<std::int32_t> ids =
+        parse_detokenize_request(parse_body(request_body), engine_->decoder().config().vocab_size);
     res.set_content(dump_json(json{{"content", engine_->tokenizer().decode(ids)}}),
                     "application/json");
   } catch (const RequestError& e) {
@@ -855,8 +883,8 @@ void Server::handle_detokenize(const std::string& request_body, httplib::Respons
 void Server::handle_apply_template(const std::string& request_body, httplib::Response& res) {
   try {
     const auto lookup = [this](const std::string& id) { return latent_text(id); };
-    const CompletionRequest r =
-        parse_chat_request(parse_body(request_body), options_.defaults, lookup);
+    const CompletionRequest r = parse_chat_request(parse_body(request_body), options_.defaults,
+                                                   lookup, engine_->chat_template());
     res.set_content(dump_json(json{{"prompt", r.prompt}}), "application/json");
   } catch (const RequestError& e) {
     send_error(res, e.status, error_json(e));

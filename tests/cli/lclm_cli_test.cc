@@ -151,7 +151,9 @@ TEST_F(LclmCliTest, PromptEmbedsDecodeToTheTokensOfTheNormalPath) {
   const auto model = LclmModel::load(ckpt());
   const std::string question = "Which way does the river run?";
   const std::string doc = cli::read_file(path("doc.txt"), "document");
-  const PreparedPrompt want = model->prepare(cli::compose_prompt(question, doc, true, "Be brief."));
+  const auto engine = Engine::load(ckpt());
+  const PreparedPrompt want =
+      model->prepare(cli::chat_turn(*engine, "Be brief.", cli::compose_prompt(question, doc)));
   const auto r = cli({"compress", "-m", ckpt(), "-f", path("doc.txt"), "--format", "prompt-embeds",
                       "--prompt", question, "--chat", "--system", "Be brief.", "--embeds-dtype",
                       "f32", "-o", path("embeds.pt")});
@@ -183,7 +185,7 @@ TEST_F(LclmCliTest, PromptEmbedsDecodeToTheTokensOfTheNormalPath) {
   ASSERT_EQ(bf16.code, 0) << bf16.err;
   const TorchTensor h = read_torch_tensor(path("embeds16.pt"));
   EXPECT_EQ(h.dtype, DType::BF16);
-  const PreparedPrompt plain = model->prepare(cli::compose_prompt(question, doc, false, ""));
+  const PreparedPrompt plain = model->prepare(cli::compose_prompt(question, doc));
   ASSERT_EQ(h.data.size(), plain.embeddings.size());
   for (std::size_t i = 0; i < h.data.size(); ++i) {
     ASSERT_EQ(h.data[i], bf16_to_f32(f32_to_bf16(plain.embeddings[i]))) << i;

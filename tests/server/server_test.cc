@@ -533,7 +533,6 @@ TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
   EXPECT_EQ(r->status, 200) << r->body;
 
   const std::vector<std::pair<std::string, json>> unsupported = {
-      {"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}})},
       {"tool_choice", "required"},
       {"functions", json::array({{{"name", "f"}}})},
       {"modalities", json::array({"text", "audio"})},
@@ -548,9 +547,14 @@ TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
     expect_error(post("/v1/completions", {{"prompt", "x"}, {name, value}}), 400,
                  "unsupported_parameter", name);
   }
-  json tool_turn = chat("hi");
-  tool_turn["messages"][0]["role"] = "tool";
-  expect_error(post("/v1/chat/completions", tool_turn), 400, "unsupported_value",
+  expect_error(
+      post("/v1/completions",
+           {{"prompt", "x"},
+            {"tools", json::array({{{"type", "function"}, {"function", {{"name", "f"}}}}})}}),
+      400, "unsupported_parameter", "tools");
+  json function_turn = chat("hi");
+  function_turn["messages"][0]["role"] = "function";
+  expect_error(post("/v1/chat/completions", function_turn), 400, "unsupported_value",
                "messages[0].role");
 
   json bad = chat("hi");
@@ -623,6 +627,65 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
   expect_error(post("/detokenize", {{"tokens", json::array({"a"})}}), 400, "invalid_type",
                "tokens[0]");
   expect_error(post("/apply-template", {{"messages", "hi"}}), 400, "invalid_type", "messages");
+}
+
+// Chats render through the checkpoint's own template (its decoder's
+// tokenizer_config.json), tools and template variables included; a request
+// with tools streams the same answer it gets whole.
+TEST_F(ServerTest, ChatsUseTheModelsTemplateWithToolsAndVariables) {
+  const ChatTemplate own = ChatTemplate::from_tokenizer_config(tiny_checkpoint("server_lclm", 11) /
+                                                               "decoder" / "tokenizer_config.json");
+  ASSERT_FALSE(own.is_chatml());
+  const json tools = json::parse(R"([{"type": "function", "function": {"name": "lookup",
+      "description": "Look a word up.", "parameters": {"type": "object",
+      "properties": {"word": {"type": "string"}}, "required": ["word"]}}}])");
+  const json messages = json::parse(R"([{"role": "user", "content": "Define ship."},
+      {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+        "function": {"name": "lookup", "arguments": "{\"word\": \"ship\"}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "a vessel"}])");
+  auto r = post("/apply-template", {{"messages", messages},
+                                    {"tools", tools},
+                                    {"chat_template_kwargs", {{"enable_thinking", false}}}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json rendered_messages = messages;
+  rendered_messages[1]["tool_calls"][0]["function"]["arguments"] = {{"word", "ship"}};
+  EXPECT_EQ(json::parse(r->body)["prompt"],
+            own.render(nlohmann::ordered_json(rendered_messages), true,
+                       nlohmann::ordered_json(tools), {{"enable_thinking", false}}));
+  EXPECT_NE(json::parse(r->body)["prompt"].get<std::string>().find("<tools>"), std::string::npos);
+
+  r = client().Get("/props");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(json::parse(r->body)["chat_template"], own.source());
+
+  json request = chat("Define ship.", 8);
+  request["tools"] = tools;
+  r = post("/v1/chat/completions", request);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json whole = json::parse(r->body)["choices"][0];
+  request["stream"] = true;
+  r = post("/v1/chat/completions", request);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string streamed;
+  json finish;
+  std::size_t calls = 0;
+  for (const std::string& event : sse_data(r->body)) {
+    if (event == "[DONE]") continue;
+    const json chunk = json::parse(event);
+    const json& choice = chunk["choices"][0];
+    if (choice["delta"].contains("content"))
+      streamed += choice["delta"]["content"].get<std::string>();
+    if (choice["delta"].contains("tool_calls")) ++calls;
+    if (!choice["finish_reason"].is_null()) finish = choice["finish_reason"];
+  }
+  EXPECT_EQ(finish, whole["finish_reason"]);
+  EXPECT_EQ(calls, whole["message"].value("tool_calls", json::array()).size());
+  EXPECT_EQ(streamed, whole["message"]["content"].is_null()
+                          ? ""
+                          : whole["message"]["content"].get<std::string>());
 }
 
 // logprobs: one entry per generated token whose bytes make up the answer,

@@ -9,3 +9,6 @@ add_test(NAME openai_npm_client
          COMMAND node ${CMAKE_CURRENT_SOURCE_DIR}/server/openai_client.mjs $<TARGET_FILE:lclm_main>
                  ${PROJECT_SOURCE_DIR}/models/lclm-small ${PROJECT_SOURCE_DIR}/third_party/node/node_modules)
 set_tests_properties(openai_npm_client PROPERTIES LABELS "slow" TIMEOUT 300)
+
+# Tool calling in the OpenAI layer, without a model.
+lclm_add_test(openai_tools_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/server/openai_tools_test.cc)
