@@ -91,8 +91,7 @@ ordered_json messages_json(const std::vector<ChatMessage>& messages) {
 ChatTemplate ChatTemplate::chatml() {
   ChatTemplate t;
   t.source_ = kChatmlSource;
-  t.origin_ = "ChatML (built in)";
-  t.default_ = compile(t.source_, t.origin_);
+  t.default_ = compile(t.source_, "ChatML (built in)");
   t.chatml_ = true;
   return t;
 }
@@ -111,8 +110,7 @@ ChatTemplate ChatTemplate::from_tokenizer_config(const std::filesystem::path& fi
   const std::string field = file.string() + " chat_template";
   if (it->is_string()) {
     t.source_ = it->get<std::string>();
-    t.origin_ = field;
-    t.default_ = compile(t.source_, t.origin_);
+    t.default_ = compile(t.source_, field);
     return t;
   }
   if (!it->is_array()) throw Error(field + " must be a string or a list of named templates");
@@ -125,8 +123,7 @@ ChatTemplate ChatTemplate::from_tokenizer_config(const std::filesystem::path& fi
     const std::string source = named["template"].get<std::string>();
     if (name == "default") {
       t.source_ = source;
-      t.origin_ = field + " \"default\"";
-      t.default_ = compile(source, t.origin_);
+      t.default_ = compile(source, field + " \"default\"");
     } else if (name == "tool_use") {
       t.tool_use_ = compile(source, field + " \"tool_use\"");
     }
@@ -140,8 +137,7 @@ ChatTemplate ChatTemplate::from_file(const std::filesystem::path& file,
   ChatTemplate t = file == "chatml" ? chatml() : ChatTemplate();
   if (!t.chatml_) {
     t.source_ = read_file(file);
-    t.origin_ = file.string();
-    t.default_ = compile(t.source_, t.origin_);
+    t.default_ = compile(t.source_, file.string());
   }
   if (std::filesystem::exists(tokenizer_config)) {
     t.special_tokens_ = special_tokens(read_config(tokenizer_config), tokenizer_config.string());

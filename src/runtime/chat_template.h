@@ -50,15 +50,13 @@ class ChatTemplate {
       const nlohmann::ordered_json& tools = nullptr,
       const nlohmann::ordered_json& variables = nlohmann::ordered_json::object()) const;
 
-  // The Jinja source of the default template, and where it came from
-  // ("DIR/tokenizer_config.json chat_template", "ChatML (built in)").
+  // The Jinja source of the default template (for /props).
   const std::string& source() const { return source_; }
-  const std::string& origin() const { return origin_; }
   bool is_chatml() const { return chatml_; }
 
  private:
   std::shared_ptr<const jinja::Template> default_, tool_use_;
-  std::string source_, origin_;
+  std::string source_;
   nlohmann::ordered_json special_tokens_ = nlohmann::ordered_json::object();
   bool chatml_ = false;
 };

@@ -390,10 +390,6 @@ std::string to_json(const Value& v, const JsonFormat& format) {
   return out;
 }
 
-ordered_json to_json_value(const Value& v) {
-  return ordered_json::parse(to_json(v, JsonFormat{}));
-}
-
 std::string type_name(const Value& v) {
   switch (v.kind) {
     case Value::Kind::Undefined:

@@ -118,7 +118,6 @@ struct Value {
   bool is(Kind k) const { return kind == k; }
   bool is_undefined() const { return kind == Kind::Undefined; }
   bool is_sequence() const { return kind == Kind::List || kind == Kind::Tuple; }
-  bool is_mapping() const { return kind == Kind::Dict; }
   // Python's numbers: bool is an int.
   bool is_integral() const { return kind == Kind::Int || kind == Kind::Bool; }
   bool is_number() const { return is_integral() || kind == Kind::Float; }
@@ -154,7 +153,6 @@ struct JsonFormat {
   bool sort_keys = false;
 };
 std::string to_json(const Value& v, const JsonFormat& format);
-nlohmann::ordered_json to_json_value(const Value& v);
 
 // "str", "int", "list", ...: Python's type name, for error messages.
 std::string type_name(const Value& v);
