@@ -161,11 +161,8 @@ int run(const GenerateArgs& a, std::ostream& out, std::ostream& err) {
     } catch (const nlohmann::json::parse_error& e) {
       throw Error(flag + ": not JSON (" + e.what() + ")");
     }
-    // {} asks for any JSON object, as llama.cpp's -j '{}' does.
-    const auto grammar = schema == nlohmann::json::object() ? JsonGrammar::any_object()
-                                                            : JsonGrammar::from_schema(schema);
-    options.constraint =
-        std::make_shared<JsonConstraint>(grammar, engine->tokenizer(), options.stop_ids);
+    options.constraint = std::make_shared<JsonConstraint>(JsonGrammar::from_user_schema(schema),
+                                                          engine->tokenizer(), options.stop_ids);
   }
   Session session = engine->new_session();
   const GenerationStats stats = generate_to(out, session, prompt, options, tokenizer);

@@ -216,9 +216,7 @@ Stream::Stream(Model& model, py::object owner, std::string prompt, const Generat
   o.sampling.validate();
   std::shared_ptr<const JsonGrammar> grammar;
   if (args.json_schema) {
-    const nlohmann::json schema = nlohmann::json::parse(*args.json_schema);
-    grammar = schema == nlohmann::json::object() ? JsonGrammar::any_object()
-                                                 : JsonGrammar::from_schema(schema);
+    grammar = JsonGrammar::from_user_schema(nlohmann::json::parse(*args.json_schema));
   }
   Engine& engine = model.engine();
   logits_.resize(static_cast<std::size_t>(engine.decoder().config().vocab_size));

@@ -263,6 +263,10 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::any_object() {
   return SchemaCompiler::any_object();
 }
 
+std::shared_ptr<const JsonGrammar> JsonGrammar::from_user_schema(const nlohmann::json& schema) {
+  return schema == nlohmann::json::object() ? any_object() : from_schema(schema);
+}
+
 // ---- the recognizer ----
 
 namespace {

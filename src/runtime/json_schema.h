@@ -45,6 +45,9 @@ class JsonGrammar {
   static std::shared_ptr<const JsonGrammar> from_schema(const nlohmann::json& schema);
   // Any JSON object ({"type": "json_object"}: OpenAI's JSON mode).
   static std::shared_ptr<const JsonGrammar> any_object();
+  // A schema as the CLI's -j and Python's json_schema= take it: {} asks for
+  // any object (llama.cpp's -j '{}'), anything else is from_schema's.
+  static std::shared_ptr<const JsonGrammar> from_user_schema(const nlohmann::json& schema);
   ~JsonGrammar();
   const Node* root() const { return root_; }
 

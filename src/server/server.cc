@@ -669,18 +669,11 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
   }
 }
 
-Generation* Server::start_completion(CompletionRun& run, Job& job) {
-  const CompletionRequest& r = *run.r;
-  if (job.cancelled()) {  // its client left while it waited
-    ++metrics_.cancelled;
-    return nullptr;
-  }
-  run.t0 = std::chrono::steady_clock::now();
-  PreparedPrompt& p = run.p;
+PreparedPrompt Server::prepare_request(const CompletionRequest& r) {
   try {
     // The context is checked on the prompt's bytes and tokens before anything
     // is compressed: a huge message costs a scan, not the encoder's time.
-    p = engine_->prepare(r.prompt, r.ratio, context() - 1);
+    return engine_->prepare(r.prompt, r.ratio, context() - 1);
   } catch (const PromptTooLong& e) {
     throw RequestError(400,
                        "the prompt is " + e.sizes() + ", which leaves no room to generate in the " +
@@ -689,6 +682,17 @@ Generation* Server::start_completion(CompletionRun& run, Job& job) {
   } catch (const Error& e) {
     throw RequestError(400, e.what(), r.chat ? "messages" : "prompt", "invalid_prompt");
   }
+}
+
+Generation* Server::start_completion(CompletionRun& run, Job& job) {
+  const CompletionRequest& r = *run.r;
+  if (job.cancelled()) {  // its client left while it waited
+    ++metrics_.cancelled;
+    return nullptr;
+  }
+  run.t0 = std::chrono::steady_clock::now();
+  PreparedPrompt& p = run.p;
+  p = prepare_request(r);
   // prepare() has left room for at least one token; max_tokens may ask more.
   const std::size_t ctx = context(), n = p.ids.size();
   if (r.max_tokens && n + static_cast<std::size_t>(*r.max_tokens) > ctx) {
@@ -902,17 +906,7 @@ std::string base64(const std::string& bytes) {
 }
 
 void Server::run_prompt_embeds(const CompletionRequest& r, DType dtype, Job& job) {
-  PreparedPrompt p;
-  try {
-    p = engine_->prepare(r.prompt, r.ratio, context() - 1);
-  } catch (const PromptTooLong& e) {
-    throw RequestError(400,
-                       "the prompt is " + e.sizes() + ", more than the " +
-                           std::to_string(context()) + "-position context allows",
-                       r.chat ? "messages" : "prompt", "context_length_exceeded");
-  } catch (const Error& e) {
-    throw RequestError(400, e.what(), r.chat ? "messages" : "prompt", "invalid_prompt");
-  }
+  const PreparedPrompt p = prepare_request(r);
   const auto hidden = static_cast<std::size_t>(engine_->decoder().config().hidden_size);
   const std::string bytes = torch_tensor_bytes(p.embeddings.data(), p.ids.size(), hidden, dtype);
   metrics_.compressed_tokens += p.stats.compressed_tokens;

@@ -152,6 +152,9 @@ class Server {
   Generation* start_completion(CompletionRun& run, Job& job);
   void finish_completion(CompletionRun& run, Job& job);
   void run_compress(const std::vector<std::string>& texts, Job& job);
+  // The request's prompt prepared within the context; RequestError 400
+  // (context_length_exceeded, invalid_prompt) naming messages or prompt.
+  PreparedPrompt prepare_request(const CompletionRequest& r);
   // /v1/compress with "format": "prompt_embeds": the decoder's input for a
   // whole chat or completion request, as vLLM's prompt_embeds takes it.
   void run_prompt_embeds(const CompletionRequest& r, DType dtype, Job& job);
