@@ -39,11 +39,11 @@ ALLOWED = {
     "kv": QWEN3,
     "fixtures": LATENT,
     "runtime": LATENT | KV,
-    "eval": RUNTIME,
+    "eval": RUNTIME | {"agent"},  # the agent is one of its methods
     "agent": RUNTIME,
     "server": RUNTIME,
     "quant": RUNTIME,
-    "trainer": RUNTIME | {"eval", "fixtures"},
+    "trainer": RUNTIME | {"eval", "agent", "fixtures"},
     "cli": SERVICES,
     "python": RUNTIME,
 }

@@ -121,7 +121,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--mix", mix,
                  "Task shares for every stage: continual,reconstruction,retrieval,"
-                 "plain-retrieval,plain-reconstruction (default: each stage's own)");
+                 "plain-retrieval,plain-reconstruction[,facts,plain-facts,agent] (default: "
+                 "each stage's own; facts: needles in many wordings, agent: skim-and-expand "
+                 "rounds)");
   app.add_option("--haystack-fill", fill,
                  "LO,HI: share of the sequence a retrieval haystack fills (default 0.25,0.85)")
       ->delimiter(',')

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <limits>
+#include <span>
 #include <utility>
 
 #include "agent/chunker.h"
@@ -161,7 +163,14 @@ ModelReply LclmAgentModel::reply(const std::string& prompt) {
   ModelReply r;
   const PreparedPrompt p = engine_.prepare(prompt, ratio_);
   r.prompt = p.stats;
-  r.generation = session_.generate(p, options_);
+  std::vector<std::int32_t> ids;
+  r.generation = session_.generate(p, options_, [&](std::int32_t id) {
+    ids.push_back(id);
+    // A line ends with a newline token: only then can the reply be complete.
+    const std::string piece = engine_.tokenizer().decode(std::span(&ids.back(), 1));
+    return piece.find('\n') == std::string::npos ||
+           !reply_complete(engine_.tokenizer().decode(ids));
+  });
   r.text = engine_.tokenizer().decode(r.generation.tokens);
   return r;
 }
@@ -207,6 +216,17 @@ ParsedReply parse_reply(std::string_view reply, std::size_t n_chunks) {
     rest.remove_prefix(eol + 1);
   }
   return p;
+}
+
+bool reply_complete(std::string_view reply_so_far) {
+  const std::size_t end = reply_so_far.find('\n', reply_so_far.find_first_not_of(" \t\r\n"));
+  if (end == std::string_view::npos) return false;
+  // Complete when cutting at the last newline already parses to a directive
+  // with its content, the same as the whole reply does.
+  const std::string_view upto = reply_so_far.substr(0, reply_so_far.rfind('\n'));
+  const ParsedReply p = parse_reply(upto, std::numeric_limits<std::size_t>::max());
+  if (p.kind == ParsedReply::Kind::Expand) return true;
+  return p.kind == ParsedReply::Kind::Answer && !p.answer.empty();
 }
 
 std::string build_round_prompt(const std::vector<std::string>& chunks,

@@ -75,6 +75,12 @@ struct ParsedReply {
 // first.
 ParsedReply parse_reply(std::string_view reply, std::size_t n_chunks);
 
+// Whether a reply so far is complete: it holds an `EXPAND:` or `ANSWER:`
+// directive (as parse_reply finds them) and the line that carries it, or
+// the answer's next non-empty line, has ended. The agent stops generating
+// there, so a model rambling on after its directive costs nothing.
+bool reply_complete(std::string_view reply_so_far);
+
 // What the round asked of the model.
 enum class RoundRule { MustExpand, ExpandOrAnswer, MustAnswer };
 

@@ -1,8 +1,8 @@
 // lclm eval and lclm bench: the same decoder on the same RULER-style samples
 // with the full cache, latent compression and each KV-cache policy (see
-// docs/evaluation.md). eval writes results.json and results.md; bench runs
-// one length at one ratio by default and adds the comparison with full and
-// the accuracy-vs-TTFT frontier plot.
+// docs/evaluation.md). eval writes results.json, results.md and the
+// accuracy-vs-TTFT frontier plot; bench runs one length at one ratio by
+// default and adds the comparison with full.
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -79,7 +79,7 @@ EvalConfig eval_config(const EvalArgs& a) {
 void add_eval_options(CLI::App& cmd, EvalArgs& a) {
   cmd.add_option("-m,--model", a.model, "LCLM checkpoint directory")->required();
   cmd.add_option("--out", a.out, "Directory to write the results to (created)")->required();
-  std::string methods = "full, latent";
+  std::string methods = "full, latent, agent (skim-and-expand over chunks compressed at each ratio)";
   for (KVPolicyKind k : all_kv_policies()) {
     if (k != KVPolicyKind::Full) methods += ", " + std::string(kv_policy_name(k));
   }
@@ -236,21 +236,6 @@ std::vector<EvalRecord> run_evaluation(const EvalArgs& a, std::ostream& err,
       done);
 }
 
-int run_eval(const EvalArgs& a, std::ostream& out, std::ostream& err) {
-  const std::vector<EvalRecord> records = run_evaluation(a, err, "");
-  const std::filesystem::path dir(a.out);
-  write_text_file((dir / "results.json").string(),
-                  eval_results_json(eval_config(a), records)
-                          .dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
-                      "\n");
-  const std::string md = eval_results_markdown(summarize_records(records)) + recall_markdown(records);
-  write_text_file((dir / "results.md").string(), md);
-  out << md;
-  err << "wrote " << (dir / "results.json").string() << " and " << (dir / "results.md").string()
-      << "\n";
-  return 0;
-}
-
 // Under the plot: what was measured, on what, when.
 std::string frontier_caption(const EvalArgs& a, std::size_t runs) {
   std::string tasks, methods;
@@ -263,6 +248,34 @@ std::string frontier_caption(const EvalArgs& a, std::size_t runs) {
          std::to_string(runs) + " runs in all (n per point in frontier.csv and each point's tooltip); "
          "error bars: 95% Wilson intervals of the mean score. Machine: " + machine_description() +
          ", " + std::to_string(resolve_threads(a.threads)) + " thread(s); " + date + ".";
+}
+
+// frontier.svg and frontier.csv: accuracy against TTFT, one point per
+// method x ratio x length.
+void write_frontier(const EvalArgs& a, const std::vector<EvalRecord>& records,
+                    const std::vector<EvalCell>& cells, const std::filesystem::path& dir) {
+  const std::vector<FrontierPoint> points = frontier_points(cells);
+  write_text_file((dir / "frontier.svg").string(),
+                  frontier_svg(points, "Accuracy against time to first token",
+                               frontier_caption(a, records.size())));
+  write_text_file((dir / "frontier.csv").string(), frontier_csv(points));
+}
+
+int run_eval(const EvalArgs& a, std::ostream& out, std::ostream& err) {
+  const std::vector<EvalRecord> records = run_evaluation(a, err, "");
+  const std::filesystem::path dir(a.out);
+  write_text_file((dir / "results.json").string(),
+                  eval_results_json(eval_config(a), records)
+                          .dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+                      "\n");
+  const std::vector<EvalCell> cells = summarize_records(records);
+  const std::string md = eval_results_markdown(cells) + recall_markdown(records);
+  write_text_file((dir / "results.md").string(), md);
+  write_frontier(a, records, cells, dir);
+  out << md;
+  err << "wrote results.json, results.md, frontier.svg and frontier.csv to " << dir.string()
+      << "\n";
+  return 0;
 }
 
 int run_bench(const EvalArgs& a, std::ostream& out, std::ostream& err) {
@@ -278,11 +291,7 @@ int run_bench(const EvalArgs& a, std::ostream& out, std::ostream& err) {
                       "\n");
   const std::string md = bench_markdown(cells);
   write_text_file((dir / "bench.md").string(), md);
-  const std::vector<FrontierPoint> points = frontier_points(cells);
-  write_text_file((dir / "frontier.svg").string(),
-                  frontier_svg(points, "Accuracy against time to first token",
-                               frontier_caption(a, records.size())));
-  write_text_file((dir / "frontier.csv").string(), frontier_csv(points));
+  write_frontier(a, records, cells, dir);
   out << md;
   err << "wrote bench.json, bench.md, frontier.svg and frontier.csv to " << dir.string() << "\n";
   return 0;
@@ -299,7 +308,7 @@ Command add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "eval",
       "RULER-style evaluation: full context, latent compression and KV-cache policies on the "
-      "same decoder; writes results.json and results.md");
+      "same decoder; writes results.json, results.md and the accuracy-vs-TTFT frontier (frontier.svg, frontier.csv)");
   add_eval_options(*cmd, *args);
   return {cmd, [args](std::ostream& out, std::ostream& err) { return run_eval(*args, out, err); }};
 }

@@ -77,6 +77,11 @@ std::vector<EvalCell> summarize_records(const std::vector<EvalRecord>& records) 
     c.kv_peak_bytes += static_cast<double>(r.kv_peak_bytes);
     c.positions += static_cast<double>(r.positions);
     c.prompt_tokens += static_cast<double>(r.prompt_tokens);
+    c.rounds += static_cast<double>(r.rounds.value_or(0));
+    if (r.prefix_correct) {
+      ++c.prefix_runs;
+      c.prefix_correct += *r.prefix_correct ? 1 : 0;
+    }
     auto& t = tasks[key][std::string(ruler_task_name(r.task))];
     t.first += r.score;
     ++t.second;
@@ -84,7 +89,7 @@ std::vector<EvalCell> summarize_records(const std::vector<EvalRecord>& records) 
   for (EvalCell& c : cells) {
     const auto n = static_cast<double>(c.runs);
     for (double* v : {&c.accuracy, &c.ttft_ms, &c.peak_extra_bytes, &c.peak_rss_bytes, &c.kv_bytes,
-                      &c.kv_peak_bytes, &c.positions, &c.prompt_tokens}) {
+                      &c.kv_peak_bytes, &c.positions, &c.prompt_tokens, &c.rounds}) {
       *v /= n;
     }
     for (const auto& [task, sum] :
@@ -124,7 +129,10 @@ nlohmann::json eval_results_json(const EvalConfig& config, const std::vector<Eva
                           {"kv_bytes", c.kv_bytes},
                           {"kv_peak_bytes", c.kv_peak_bytes},
                           {"positions", c.positions},
-                          {"prompt_tokens", c.prompt_tokens}});
+                          {"prompt_tokens", c.prompt_tokens},
+                          {"rounds", c.rounds},
+                          {"prefix_runs", c.prefix_runs},
+                          {"prefix_correct", c.prefix_correct}});
   }
   j["records"] = nlohmann::json::array();
   for (const EvalRecord& r : records) j["records"].push_back(eval_record_json(r));
@@ -143,9 +151,10 @@ std::string eval_results_markdown(const std::vector<EvalCell>& cells) {
   std::ostringstream md;
   md << "| method | ratio | length | accuracy %";
   for (const std::string& t : task_names) md << " | " << t;
-  md << " | TTFT ms | peak MiB | KV MiB | KV peak MiB | positions | runs |\n|---|---|---|---";
+  md << " | own terms % | TTFT ms | peak MiB | KV MiB | KV peak MiB | positions | rounds | runs "
+        "|\n|---|---|---|---";
   for (std::size_t i = 0; i < task_names.size(); ++i) md << "|---";
-  md << "|---|---|---|---|---|---|\n";
+  md << "|---|---|---|---|---|---|---|---|\n";
   for (const EvalCell& c : cells) {
     md << "| " << c.method << " | " << ratio_label(c) << " | " << c.length << " | "
        << fixed(100 * c.accuracy, 1);
@@ -153,13 +162,23 @@ std::string eval_results_markdown(const std::vector<EvalCell>& cells) {
       const auto it = c.task_accuracy.find(t);
       md << " | " << (it == c.task_accuracy.end() ? "" : fixed(100 * it->second, 1));
     }
-    md << " | " << fixed(c.ttft_ms, 1) << " | " << fixed(c.peak_extra_bytes / kMiB, 1) << " | "
+    md << " | "
+       << (c.prefix_runs == 0 ? std::string()
+                              : fixed(100.0 * static_cast<double>(c.prefix_correct) /
+                                          static_cast<double>(c.prefix_runs),
+                                      1))
+       << " | " << fixed(c.ttft_ms, 1) << " | " << fixed(c.peak_extra_bytes / kMiB, 1) << " | "
        << fixed(c.kv_bytes / kMiB, 2) << " | " << fixed(c.kv_peak_bytes / kMiB, 2) << " | "
-       << fixed(c.positions, 0) << " | " << c.runs << " |\n";
+       << fixed(c.positions, 0) << " | " << (c.rounds > 0 ? fixed(c.rounds, 2) : std::string())
+       << " | " << c.runs << " |\n";
   }
   md << "\naccuracy: RULER's string match (share of the expected answers found in the greedy "
-        "output), averaged over runs. TTFT: prompt text to first token (tokenizing, "
-        "compressing, prefill, first sample). peak MiB: peak resident memory of the run above "
+        "output), averaged over runs. own terms: runs whose answer opens as a right one does "
+        "(the asked key in the trained wording for needles, \"The SUBJECT is \" for facts). "
+        "TTFT: prompt text to first token (tokenizing, compressing, prefill, first sample; "
+        "agent: to the final answer's first token, every round before it included). positions: "
+        "decoder positions computed (agent: over all rounds, reused prefixes not counted). "
+        "rounds: the agent's model calls. peak MiB: peak resident memory of the run above "
         "what was resident when it began. KV MiB: keys and values held once the prompt is in "
         "(after a policy's eviction). KV peak MiB: the most the KV cache allocated during the run "
         "(a "
@@ -199,6 +218,7 @@ std::string recall_markdown(const std::vector<EvalRecord>& records) {
                          : t == RulerTask::Numbers      ? "characters"
                          : t == RulerTask::SingleNeedle || t == RulerTask::MultiKey
                              ? "digits of the number"
+                         : t == RulerTask::Facts ? "digits of the number (words: found)"
                              : "answers found";
     md << "\n"
        << task << ": runs answered in full / runs, " << graded << " in place (mean %)\n\n| "

@@ -29,6 +29,11 @@ struct EvalCell {
   double kv_peak_bytes = 0;     // mean
   double positions = 0;         // mean decoder positions
   double prompt_tokens = 0;     // mean uncompressed prompt tokens
+  double rounds = 0;            // agent: mean model calls (0 for other methods)
+  // Runs whose sample has a right answer's opening (grade_answer's prefix),
+  // and of those the runs whose output starts with it: answers in the
+  // question's own terms.
+  std::size_t prefix_runs = 0, prefix_correct = 0;
 };
 
 // Cells in the order their first records came.

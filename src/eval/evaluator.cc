@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 
+#include "agent/agent.h"
 #include "kv/kv_policy.h"
 #include "util/error.h"
 #include "util/process_stats.h"
@@ -55,6 +56,9 @@ nlohmann::json eval_record_json(const EvalRecord& r) {
           {"output", r.output}};
   if (r.prefix_correct) j["prefix_correct"] = *r.prefix_correct;
   if (r.needle_token) j["needle_token"] = *r.needle_token;
+  if (r.rounds) j["rounds"] = *r.rounds;
+  if (r.chunks) j["chunks"] = *r.chunks;
+  if (r.expanded) j["expanded"] = *r.expanded;
   return j;
 }
 
@@ -90,11 +94,14 @@ EvalRecord eval_record_from_json(const nlohmann::json& j) {
   get("output", r.output);
   if (j.contains("prefix_correct")) get("prefix_correct", r.prefix_correct.emplace());
   if (j.contains("needle_token")) get("needle_token", r.needle_token.emplace());
+  if (j.contains("rounds")) get("rounds", r.rounds.emplace());
+  if (j.contains("chunks")) get("chunks", r.chunks.emplace());
+  if (j.contains("expanded")) get("expanded", r.expanded.emplace());
   return r;
 }
 
 void check_eval_method(const std::string& method) {
-  if (method != "latent") parse_kv_policy(method);
+  if (method != "latent" && method != "agent") parse_kv_policy(method);
 }
 
 Evaluator::Evaluator(EvalConfig config)
@@ -119,8 +126,10 @@ Evaluator::Evaluator(EvalConfig config)
   for (std::size_t p : config_.passages) {
     if (p == 0) throw Error("--passages: a passage needs at least 1 token");
   }
-  const bool latent =
-      std::find(config_.methods.begin(), config_.methods.end(), "latent") != config_.methods.end();
+  const auto has = [&](const char* m) {
+    return std::find(config_.methods.begin(), config_.methods.end(), m) != config_.methods.end();
+  };
+  const bool latent = has("latent") || has("agent");
   for (std::int64_t r : config_.ratios) {
     if (r < 1)
       throw Error("--ratios: every ratio must be a positive integer, not " + std::to_string(r));
@@ -128,8 +137,49 @@ Evaluator::Evaluator(EvalConfig config)
   }
 }
 
+EvalRecord Evaluator::run_agent_one(const EvalSample& sample, std::int64_t ratio) {
+  EvalRecord rec;
+  rec.method = "agent";
+  rec.ratio = ratio;
+  rec.task = sample.task;
+  GenerationOptions options;
+  options.n_predict = std::max(sample.n_predict, 32);  // per round
+  options.prefill_chunk = config_.prefill_chunk;
+  options.sampling.temperature = 0;
+  malloc_trim(0);
+  const bool peak_reset = reset_peak_resident();
+  const std::size_t rss_at_start = current_resident_bytes();
+  const auto t0 = std::chrono::steady_clock::now();
+  LclmAgentModel model(*engine_, options, ratio);  // a session of its own
+  const AgentResult result = run_agent(model, sample.context, sample.question, AgentOptions{});
+  const double seconds = seconds_since(t0);
+  rec.peak_rss_bytes = peak_resident_bytes();
+  rec.peak_extra_bytes =
+      peak_reset && rec.peak_rss_bytes > rss_at_start ? rec.peak_rss_bytes - rss_at_start : 0;
+  // To the final answer's first token: everything but the last reply's decoding.
+  rec.ttft_ms = (seconds - result.rounds.back().stats.generation.decode_seconds) * 1e3;
+  for (const AgentRound& round : result.rounds) {
+    const GenerationStats& g = round.stats.generation;
+    rec.positions += g.prompt_tokens - g.reused_positions;
+    rec.kv_bytes = g.prompt_kv_bytes;
+    rec.kv_peak_bytes = std::max(rec.kv_peak_bytes, g.kv_peak_bytes);
+  }
+  rec.rounds = result.rounds.size();
+  rec.chunks = result.chunks.size();
+  rec.expanded = result.expanded.size();
+  rec.output = result.answer;
+  rec.expected = sample.answers;
+  const Grade grade = grade_answer(sample, rec.output);
+  rec.score = grade.score;
+  rec.agreement = grade.agreement;
+  rec.prefix_correct = grade.prefix_correct;
+  rec.needle_token = sample.needle_token;
+  return rec;
+}
+
 EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& method,
                               std::int64_t ratio) {
+  if (method == "agent") return run_agent_one(sample, ratio);
   EvalRecord rec;
   rec.method = method;
   rec.ratio = method == "full" ? 1 : ratio;

@@ -1,8 +1,10 @@
 // `lclm eval` and `lclm bench`: the same decoder answers the same RULER-style
 // samples with the whole text in its KV cache (full), with the text
-// compressed to latents by the LCLM encoder (latent, at ratio r), or with the
-// plain text and a KV-cache policy keeping 1/r of the entries (streaming, h2o,
-// snapkv, pyramidkv, indexmem). Each run is scored against the sample's answers and
+// compressed to latents by the LCLM encoder (latent, at ratio r), with the
+// skim-and-expand agent reading the text in chunks compressed at r and
+// expanding the ones it asks for (agent), or with the plain text and a
+// KV-cache policy keeping 1/r of the entries (streaming, h2o, snapkv,
+// pyramidkv, indexmem). Each run is scored against the sample's answers and
 // timed.
 #pragma once
 
@@ -27,7 +29,7 @@ namespace lclm {
 
 struct EvalConfig {
   std::filesystem::path checkpoint;               // an LCLM checkpoint
-  std::vector<std::string> methods = {"full"};    // "full", "latent", or a KV policy
+  std::vector<std::string> methods = {"full"};    // "full", "latent", "agent", or a KV policy
   std::vector<std::int64_t> ratios = {4, 8, 16};  // compression ratios (not for "full")
   std::vector<std::size_t> lengths = {1024};      // prompt lengths in decoder tokens
   std::vector<std::size_t> passages = {32, 64, 128};  // copy tasks: passage lengths in tokens
@@ -40,7 +42,7 @@ struct EvalConfig {
   int threads = 0;                 // kernel threads (0: every hardware thread)
 };
 
-// "latent" and the KV policy names; throws lclm::Error for anything else.
+// "latent", "agent" and the KV policy names; throws lclm::Error for anything else.
 void check_eval_method(const std::string& method);
 
 struct EvalRecord {
@@ -51,12 +53,18 @@ struct EvalRecord {
   RulerTask task = RulerTask::SingleNeedle;
   std::size_t sample = 0;
   std::size_t prompt_tokens = 0;  // decoder tokens of the uncompressed prompt
-  std::size_t positions = 0;      // decoder positions prefilled (latent: after the splice)
+  std::size_t positions = 0;      // decoder positions prefilled (latent: after the splice; agent:
+                                  // computed over all rounds, the reused prefix not counted)
   double score = 0;               // fraction of the answers found (copy tasks: exact match)
   double agreement = 0;           // graded in place (grade_answer: digits, words, characters)
   std::optional<bool> prefix_correct;     // the output starts as a right one does (grade_answer)
   std::optional<std::size_t> needle_token;  // niah_single: the number's token in the context
   double ttft_ms = 0;             // prompt text to first token: tokenize, compress, prefill, sample
+                                  // (agent: to the final answer's first token, every round before it
+                                  // included)
+  std::optional<std::size_t> rounds;    // agent: model calls made
+  std::optional<std::size_t> chunks;    // agent: chunks of the document
+  std::optional<std::size_t> expanded;  // agent: chunks it read in full
   std::size_t peak_rss_bytes = 0;     // peak resident set during the run
   std::size_t peak_extra_bytes = 0;   // that peak minus the resident set at the start of the run
   std::size_t kv_bytes = 0;           // keys and values held once the prompt is in
@@ -103,6 +111,8 @@ class Evaluator {
   Haystack haystack_;
   std::unique_ptr<RulerTaskGenerator> tasks_;
   std::shared_ptr<const IndexMemWeights> indexmem_;  // loaded when a method needs it
+
+  EvalRecord run_agent_one(const EvalSample& sample, std::int64_t ratio);
 };
 
 }  // namespace lclm

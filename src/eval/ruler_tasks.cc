@@ -6,6 +6,7 @@
 #include <random>
 
 #include "compression/memory_regions.h"
+#include "eval/facts.h"
 #include "util/error.h"
 #include "util/hash.h"
 
@@ -148,6 +149,8 @@ std::string_view ruler_task_name(RulerTask task) {
       return "reconstruction";
     case RulerTask::Numbers:
       return "numbers";
+    case RulerTask::Facts:
+      return "facts";
   }
   return "?";
 }
@@ -156,7 +159,7 @@ const std::vector<RulerTask>& all_ruler_tasks() {
   static const std::vector<RulerTask> all = {
       RulerTask::SingleNeedle,     RulerTask::MultiNeedle, RulerTask::MultiKey,
       RulerTask::MultiValue,       RulerTask::VariableTracking, RulerTask::CommonWords,
-      RulerTask::Reconstruction,   RulerTask::Numbers};
+      RulerTask::Facts,            RulerTask::Reconstruction,   RulerTask::Numbers};
   return all;
 }
 
@@ -256,6 +259,14 @@ Grade grade_answer(const EvalSample& sample, std::string_view output) {
       g.score = score_answers(output, sample.answers);
       g.agreement = digit_agreement(output, sample.answers.at(0), sample.prefix);
       return g;
+    case RulerTask::Facts: {
+      g.score = score_answers(output, sample.answers);
+      const std::string& value = sample.answers.at(0);
+      const bool numeric = std::all_of(value.begin(), value.end(),
+                                       [](char c) { return c >= '0' && c <= '9'; });
+      g.agreement = numeric ? digit_agreement(output, value, sample.prefix) : g.score;
+      return g;
+    }
     default:
       g.score = score_answers(output, sample.answers);
       g.agreement = g.score;
@@ -315,6 +326,22 @@ EvalSample RulerTaskGenerator::build(RulerTask task, std::size_t size,
       s.question =
           "What are all the special magic numbers for " + key + " mentioned in the text above?";
       s.n_predict = 96;
+      break;
+    }
+    case RulerTask::Facts: {
+      const Fact asked = make_fact(rng, FactSplit::Heldout);
+      std::vector<std::string> subjects{asked.subject};
+      statements.push_back(asked.sentence);
+      for (int d = 0; d < 2; ++d) {
+        const Fact other = make_fact(rng, FactSplit::Heldout, asked.family, subjects);
+        subjects.push_back(other.subject);
+        statements.push_back(other.sentence);
+      }
+      std::shuffle(statements.begin(), statements.end(), rng);
+      s.question = asked.question;
+      s.answers = {asked.value};
+      s.prefix = asked.prefix;
+      s.n_predict = 48;
       break;
     }
     case RulerTask::VariableTracking: {

@@ -10,6 +10,11 @@
 //                    text; asks which variables hold 12345
 //   cwe              common-word extraction: a numbered list of words in which ten
 //                    appear most often; asks for those ten
+//   facts            one fact of the held-out split of eval/facts.h (kinds, keys,
+//                    names, sentence forms and question phrasings the trainer
+//                    never shows) among two distractors of its kind; the answer
+//                    must hold the value and, to count as in the question's own
+//                    terms (prefix), start "The SUBJECT is "
 //
 // and two copying tasks, whose length is the passage's in tokens (not the
 // prompt's), asked with the trainer's reconstruction instruction:
@@ -45,7 +50,8 @@ enum class RulerTask {
   VariableTracking,
   CommonWords,
   Reconstruction,
-  Numbers
+  Numbers,
+  Facts  // last: a task's samples are seeded by its number
 };
 
 std::string_view ruler_task_name(RulerTask task);
@@ -64,7 +70,8 @@ struct EvalSample {
                                      // (copy tasks: the one answer is the whole answer)
   int n_predict = 32;                // tokens the answer may take
   // What a right answer starts with: niah_single and niah_multikey "The
-  // special magic number for KEY is " with the asked key, reconstruction
+  // special magic number for KEY is " with the asked key, facts "The
+  // SUBJECT is ", reconstruction
   // the passage's first 8 words, numbers its first number; empty for the
   // other tasks.
   std::string prefix;

@@ -5,9 +5,12 @@
 #include <fstream>
 #include <sstream>
 
+#include "agent/agent.h"
 #include "compression/lclm_config.h"
 #include "compression/memory_regions.h"
+#include "eval/facts.h"
 #include "eval/ruler_tasks.h"
+#include "runtime/chat_template.h"
 #include "util/error.h"
 #include "util/hash.h"
 
@@ -195,13 +198,17 @@ TaskMix parse_task_mix(const std::string& list) {
     }
     shares.push_back(v);
   }
-  if (shares.size() != 5 || shares[0] + shares[1] + shares[2] + shares[3] + shares[4] <= 0) {
+  double sum = 0;
+  for (double v : shares) sum += v;
+  if ((shares.size() != 5 && shares.size() != 8) || sum <= 0) {
     throw Error(
         "--mix takes five shares (continual, reconstruction, retrieval, plain retrieval, "
-        "plain reconstruction) with a positive sum, not \"" +
+        "plain reconstruction), or eight (then facts, plain facts, agent), with a positive "
+        "sum, not \"" +
         list + "\"");
   }
-  return {shares[0], shares[1], shares[2], shares[3], shares[4]};
+  shares.resize(8, 0.0);
+  return {shares[0], shares[1], shares[2], shares[3], shares[4], shares[5], shares[6], shares[7]};
 }
 
 std::vector<std::string> words_of(const std::string& text) {
@@ -275,6 +282,10 @@ void DataGenerator::set_questions(std::size_t questions) {
     throw Error("--questions: need 1 to 64 questions, not " + std::to_string(questions));
   }
   questions_ = questions;
+}
+
+void DataGenerator::set_token_counter(TokenCounter count) {
+  count_tokens_ = std::move(count);
 }
 
 std::int64_t DataGenerator::example_ratio(std::uint64_t index) const {
@@ -370,13 +381,196 @@ std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng, std::int64
   return pieces;
 }
 
+std::string DataGenerator::long_text(std::mt19937_64& rng, std::size_t chars) const {
+  std::string text = corpus_.passage(rng, chars);
+  for (int joined = 0; text.size() + 200 < chars && joined < 64; ++joined) {
+    text.append(" ").append(corpus_.passage(rng, chars - text.size()));
+  }
+  return text;
+}
+
+std::vector<TextPiece> DataGenerator::facts(std::mt19937_64& rng, std::int64_t ratio,
+                                            bool compressed) const {
+  const double tokens = static_cast<double>(seq_len_) *
+                        (fill_lo_ + (fill_hi_ - fill_lo_) * unit(rng)) *
+                        (compressed ? static_cast<double>(std::min<std::int64_t>(ratio, 6)) : 1.0);
+  std::string haystack = long_text(rng, static_cast<std::size_t>(tokens * kCharsPerToken));
+  const std::size_t n_facts = needles_lo_ + below(rng, needles_hi_ - needles_lo_ + 1);
+  std::vector<Fact> facts;
+  std::vector<std::string> subjects;
+  const int family = static_cast<int>(below(rng, fact_families(FactSplit::Train)));
+  while (facts.size() < n_facts) {
+    // Half the others of the asked one's kind: distractors that differ only
+    // in the key or name.
+    Fact f = make_fact(rng, FactSplit::Train, unit(rng) < 0.5 ? family : -1, subjects);
+    subjects.push_back(f.subject);
+    facts.push_back(std::move(f));
+  }
+  for (const Fact& f : facts) insert_at_sentence_end(rng, haystack, f.sentence);
+  std::vector<TextPiece> pieces{
+      {TextPiece::Kind::Context, "<|im_start|>user\n"},
+      {compressed ? TextPiece::Kind::Memory : TextPiece::Kind::Context, std::move(haystack)}};
+  // Asked: a random first one, then (set_questions) others, each in its own turn.
+  std::vector<std::size_t> order(facts.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[below(rng, i)]);
+  const std::size_t asked = 1 + below(rng, std::min(questions_, facts.size()));
+  for (std::size_t q = 0; q < asked; ++q) {
+    const Fact& f = facts[order[q]];
+    std::string turn = q == 0 ? "\n" : "\n<|im_start|>user\n";
+    turn.append(f.question).append("<|im_end|>\n<|im_start|>assistant\n");
+    pieces.push_back({TextPiece::Kind::Context, std::move(turn)});
+    pieces.push_back({TextPiece::Kind::Target, f.answer + "<|im_end|>"});
+  }
+  return pieces;
+}
+
+std::vector<TextPiece> prompt_pieces(std::string_view prompt) {
+  std::vector<TextPiece> pieces;
+  while (!prompt.empty()) {
+    const std::size_t start = prompt.find(kMemoryStart);
+    if (start == std::string_view::npos) break;
+    const std::size_t text = start + kMemoryStart.size();
+    const std::size_t end = prompt.find(kMemoryEnd, text);
+    if (end == std::string_view::npos) throw Error("a memory region without its end marker");
+    if (start > 0) pieces.push_back({TextPiece::Kind::Context, std::string(prompt.substr(0, start))});
+    pieces.push_back({TextPiece::Kind::Memory, std::string(prompt.substr(text, end - text))});
+    prompt.remove_prefix(end + kMemoryEnd.size());
+  }
+  if (!prompt.empty()) pieces.push_back({TextPiece::Kind::Context, std::string(prompt)});
+  return pieces;
+}
+
+namespace {
+std::string chunk_list(const std::vector<std::size_t>& chunks) {
+  std::string out;
+  for (std::size_t c : chunks) out.append(out.empty() ? "" : ", ").append(std::to_string(c + 1));
+  return out;
+}
+}  // namespace
+
+std::vector<TextPiece> DataGenerator::agent_round(std::mt19937_64& rng, std::int64_t ratio,
+                                                  AgentRoundInfo* info) const {
+  if (!count_tokens_) throw Error("the agent task needs the decoder's token count");
+  constexpr std::size_t kChunkTokens = 450;  // AgentOptions::chunk_tokens
+  constexpr int kMaxRounds = 5;              // AgentOptions::max_rounds
+  // The round, drawn first since it sizes the document: a first round
+  // (45%), a later one with the answer in view (40%) or not yet (15%).
+  enum class Kind { First, Answer, Recover } kind = Kind::First;
+  const double k = unit(rng);
+  if (k >= 0.45) kind = k < 0.85 ? Kind::Answer : Kind::Recover;
+  bool two = unit(rng) < 0.2;
+  const bool extra = unit(rng) < 0.3;  // one more chunk in view
+  const std::size_t shown = kind == Kind::First    ? 0
+                            : kind == Kind::Answer ? (two ? 2 : 1) + (extra ? 1 : 0)
+                                                   : 1 + (two ? 1 : 0);
+  // What fits: each chunk compressed takes about T / r latents, its markers
+  // and "Chunk i: "; each expanded chunk T; the rule, the question and the
+  // chat frame about 200.
+  const double per_chunk = static_cast<double>(kChunkTokens) / static_cast<double>(ratio) + 8.0;
+  const double room = static_cast<double>(seq_len_) - 200.0 -
+                      static_cast<double>(shown * (kChunkTokens + 8));
+  const auto most = static_cast<std::size_t>(std::clamp(room / per_chunk, 3.0, 18.0));
+  const std::size_t want = 3 + below(rng, most - 2);
+  std::vector<std::string> chunks = chunk_document(
+      long_text(rng, static_cast<std::size_t>(static_cast<double>(want * kChunkTokens) * 3.2)),
+      count_tokens_, kChunkTokens);
+  if (chunks.size() > want) chunks.resize(want);
+  const std::size_t n = chunks.size();
+  if (n < 2) throw Error("the training text gave a document of one chunk");
+  two = two && n >= 3;
+
+  // The asked fact(s) and the distractors, each in a chunk of its own kind.
+  std::vector<Fact> asked;
+  std::vector<std::string> subjects;
+  for (std::size_t i = 0; i < (two ? 2u : 1u); ++i) {
+    asked.push_back(make_fact(rng, FactSplit::Train, -1, subjects));
+    subjects.push_back(asked.back().subject);
+  }
+  std::vector<std::size_t> answer_chunks;
+  while (answer_chunks.size() < asked.size()) {
+    const std::size_t c = below(rng, n);
+    if (std::find(answer_chunks.begin(), answer_chunks.end(), c) == answer_chunks.end()) {
+      answer_chunks.push_back(c);
+    }
+  }
+  for (std::size_t i = 0; i < asked.size(); ++i) {
+    insert_at_sentence_end(rng, chunks[answer_chunks[i]], asked[i].sentence);
+  }
+  std::vector<std::size_t> others;
+  for (std::size_t c = 0; c < n; ++c) {
+    if (std::find(answer_chunks.begin(), answer_chunks.end(), c) == answer_chunks.end()) {
+      others.push_back(c);
+    }
+  }
+  std::vector<std::size_t> distractor_chunks;
+  if (!others.empty()) {
+    const std::size_t distractors = below(rng, 4);
+    for (std::size_t d = 0; d < distractors; ++d) {
+      const Fact f = make_fact(rng, FactSplit::Train, asked[0].family, subjects);
+      subjects.push_back(f.subject);
+      const std::size_t c = others[below(rng, others.size())];
+      insert_at_sentence_end(rng, chunks[c], f.sentence);
+      distractor_chunks.push_back(c);
+    }
+  }
+  std::sort(answer_chunks.begin(), answer_chunks.end());
+  const std::string question =
+      two ? two_fact_question(rng, FactSplit::Train, asked[0], asked[1]) : asked[0].question;
+  const std::string answer = two ? two_fact_answer(asked[0], asked[1]) : asked[0].answer;
+
+  std::vector<std::size_t> expanded;
+  RoundRule rule = RoundRule::MustExpand;
+  int left = kMaxRounds - 1;
+  std::string reply;
+  if (kind == Kind::First) {
+    reply = "EXPAND: " + chunk_list(answer_chunks);
+  } else if (kind == Kind::Answer || others.empty()) {
+    expanded = answer_chunks;
+    if (!others.empty() && extra) expanded.push_back(others[below(rng, others.size())]);
+    left = 1 + static_cast<int>(below(rng, 3));
+    rule = unit(rng) < 0.25 ? RoundRule::MustAnswer : RoundRule::ExpandOrAnswer;
+    reply = "ANSWER: " + answer;
+  } else {
+    // Wrong chunks read first: a distractor's chunk half the time, and with
+    // two answers perhaps one of them.
+    expanded.push_back(!distractor_chunks.empty() && unit(rng) < 0.5
+                           ? distractor_chunks[below(rng, distractor_chunks.size())]
+                           : others[below(rng, others.size())]);
+    if (two && unit(rng) < 0.5) expanded.push_back(answer_chunks[below(rng, 2)]);
+    std::vector<std::size_t> missing;
+    for (std::size_t c : answer_chunks) {
+      if (std::find(expanded.begin(), expanded.end(), c) == expanded.end()) missing.push_back(c);
+    }
+    left = 2 + static_cast<int>(below(rng, 2));
+    rule = RoundRule::ExpandOrAnswer;
+    reply = "EXPAND: " + chunk_list(missing);
+  }
+  std::sort(expanded.begin(), expanded.end());
+  const std::string user = build_round_prompt(chunks, expanded, question, rule, left);
+  std::vector<TextPiece> pieces = prompt_pieces(format_chatml({{"user", user}}, true));
+  pieces.push_back({TextPiece::Kind::Target, reply + "<|im_end|>"});
+  if (info) {
+    *info = {std::move(chunks), std::move(answer_chunks), std::move(expanded), question, answer,
+             std::move(reply), static_cast<int>(rule), left};
+  }
+  return pieces;
+}
+
 std::vector<TextPiece> DataGenerator::example(std::uint64_t index, const TaskMix& mix) const {
   std::mt19937_64 rng = example_rng(index);
-  const double shares[] = {mix.continual, mix.reconstruction, mix.retrieval, mix.plain_retrieval,
-                           mix.plain_reconstruction};
-  double pick = unit(rng) * (shares[0] + shares[1] + shares[2] + shares[3] + shares[4]);
+  const double shares[] = {mix.continual,          mix.reconstruction, mix.retrieval,
+                           mix.plain_retrieval,    mix.plain_reconstruction,
+                           mix.facts,              mix.plain_facts,    mix.agent};
+  constexpr std::size_t kTasks = sizeof(shares) / sizeof(shares[0]);
+  double total = 0;
+  for (double v : shares) total += v;
+  double pick = unit(rng) * total;
+  // The last task with a share takes what rounding leaves.
+  std::size_t last = kTasks - 1;
+  while (last > 0 && shares[last] <= 0) --last;
   std::size_t task = 0;
-  while (task < 4 && pick >= shares[task]) pick -= shares[task++];
+  while (task < last && pick >= shares[task]) pick -= shares[task++];
   switch (task) {
     case 0:
       return continual(rng);
@@ -386,8 +580,14 @@ std::vector<TextPiece> DataGenerator::example(std::uint64_t index, const TaskMix
       return retrieval(rng, example_ratio(index), true);
     case 3:
       return retrieval(rng, example_ratio(index), false);
-    default:
+    case 4:
       return reconstruction(rng, nullptr, false);
+    case 5:
+      return facts(rng, example_ratio(index), true);
+    case 6:
+      return facts(rng, example_ratio(index), false);
+    default:
+      return agent_round(rng, example_ratio(index));
   }
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/chunker.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lclm::train {
@@ -82,6 +83,9 @@ struct TaskMix {
   double retrieval = 0.1;
   double plain_retrieval = 0.0;       // the haystack as plain text, not compressed
   double plain_reconstruction = 0.0;  // copy a passage shown as plain text
+  double facts = 0.0;        // facts in many wordings (eval/facts.h) in a compressed haystack
+  double plain_facts = 0.0;  // the same in plain text
+  double agent = 0.0;        // one round of the skim-and-expand agent (agent/agent.h)
 };
 
 // The task mix of a stage: CPT stages (0-2) mostly continual text with the
@@ -89,8 +93,9 @@ struct TaskMix {
 // and 3 also show haystacks uncompressed: a decoder trained from scratch must
 // learn to read plain text too (the published decoders start from Qwen3).
 TaskMix stage_task_mix(int stage);
-// "c,r,q,pq,pr": continual, reconstruction, retrieval, plain retrieval, plain
-// reconstruction shares. Throws lclm::Error naming the flag for a bad list.
+// "c,r,q,pq,pr[,f,pf,a]": continual, reconstruction, retrieval, plain
+// retrieval, plain reconstruction shares, and optionally facts, plain facts and
+// agent rounds. Throws lclm::Error naming the flag for a bad list.
 TaskMix parse_task_mix(const std::string& list);
 
 // The instruction between a compressed passage and its verbatim copy.
@@ -130,6 +135,9 @@ class DataGenerator {
   // put more retrieval signal in a sequence than one answer does.
   void set_needles(std::size_t lo, std::size_t hi);
   void set_questions(std::size_t questions);
+  // The decoder's token count, which the agent task's chunking needs (the
+  // agent cuts documents by the decoder tokenizer's count).
+  void set_token_counter(TokenCounter count);
 
   // Continual text: a passage cut into spans, some compressed; loss on the
   // plain spans; ends with <|endoftext|>.
@@ -146,6 +154,34 @@ class DataGenerator {
   // tokens, times min(ratio, 6) when compressed.
   std::vector<TextPiece> retrieval(std::mt19937_64& rng, std::int64_t ratio,
                                    bool compressed = true) const;
+
+  // Facts: a haystack of real text with 1-3 facts of the train split
+  // (eval/facts.h: several kinds, sentence forms and question phrasings), a
+  // question on one, answered in the question's terms ("The SUBJECT is
+  // VALUE."). Sized as retrieval.
+  std::vector<TextPiece> facts(std::mt19937_64& rng, std::int64_t ratio, bool compressed) const;
+
+  // One round of the skim-and-expand agent, in the agent's own prompt
+  // (agent/agent.h build_round_prompt, ChatML): a document of real text cut
+  // into chunks of about 450 tokens (chunk_document, as the agent cuts), one
+  // train-split fact asked about (a fifth of the time two, in two chunks),
+  // 0-3 distractors of the same kind with other keys in other chunks. The
+  // round is a first round (reply `EXPAND: a[, b]`, the chunks holding the
+  // answer), a later round with the answer's chunks expanded (`ANSWER: The
+  // SUBJECT is VALUE.`), or a later round with only other chunks expanded
+  // (`EXPAND:` the missing ones). The document is as long as fits seq_len
+  // with its chunks at `ratio`, at most 18 chunks (about 8K tokens). Needs
+  // set_token_counter.
+  struct AgentRoundInfo {
+    std::vector<std::string> chunks;          // as shown (facts inserted)
+    std::vector<std::size_t> answer_chunks;   // 0-based, sorted: where the asked facts are
+    std::vector<std::size_t> expanded;        // 0-based, sorted
+    std::string question, answer, reply;      // reply: the target, without <|im_end|>
+    int rule = 0;                             // RoundRule
+    int rounds_left = 0;
+  };
+  std::vector<TextPiece> agent_round(std::mt19937_64& rng, std::int64_t ratio,
+                                     AgentRoundInfo* info = nullptr) const;
 
   // The RNG of example `index`: a function of (seed, index) only.
   std::mt19937_64 example_rng(std::uint64_t index) const;
@@ -165,7 +201,16 @@ class DataGenerator {
   double scramble_ = 0.0;
   double numbers_ = 0.0;
   std::size_t needles_lo_ = 1, needles_hi_ = 3, questions_ = 1;
+  TokenCounter count_tokens_;
+
+  // About `chars` characters of real text: passages of several documents
+  // joined when one is too short.
+  std::string long_text(std::mt19937_64& rng, std::size_t chars) const;
 };
+
+// A prompt with memory regions (`<|memory_start|>TEXT<|memory_end|>`) as
+// pieces: the text between regions as context, each region's text as memory.
+std::vector<TextPiece> prompt_pieces(std::string_view prompt);
 
 // Inserts `sentence` into text at a random sentence end (or either end).
 void insert_at_sentence_end(std::mt19937_64& rng, std::string& text, const std::string& sentence);

@@ -150,6 +150,8 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
   data_->set_needles(static_cast<std::size_t>(opts_.needles_lo),
                      static_cast<std::size_t>(opts_.needles_hi));
   data_->set_questions(static_cast<std::size_t>(opts_.questions));
+  data_->set_token_counter(
+      [tokens = tokens_.get()](std::string_view text) { return tokens->decoder().encode(text).size(); });
   if (opts_.resume && step_in_stage_ > 0) {
     begin_stage();
     torch::load(*optim_->adamw, (opts_.out / kStateDir / "optimizer.pt").string());
@@ -493,7 +495,8 @@ nlohmann::json Trainer::state_json() const {
       {"log_every", opts_.log_every.value_or(kDefaultLogEvery)},
       {"mix", opts_.mix ? nlohmann::json::array({opts_.mix->continual, opts_.mix->reconstruction,
                                                  opts_.mix->retrieval, opts_.mix->plain_retrieval,
-                                                 opts_.mix->plain_reconstruction})
+                                                 opts_.mix->plain_reconstruction, opts_.mix->facts,
+                                                 opts_.mix->plain_facts, opts_.mix->agent})
                         : nlohmann::json()},
       {"corpus", [&] {
          std::vector<std::string> paths;
@@ -562,8 +565,10 @@ void Trainer::load_state(const fs::path& dir) {
     if (!opts_.log_every) opts_.log_every = state.value("log_every", kDefaultLogEvery);
     if (state.contains("mix") && state["mix"].is_array()) {
       const auto& m = state["mix"];
-      opts_.mix = TaskMix{m.at(0).get<double>(), m.at(1).get<double>(), m.at(2).get<double>(),
-                          m.at(3).get<double>(), m.at(4).get<double>()};
+      // Runs saved before the facts and agent tasks have five shares.
+      const auto share = [&](std::size_t i) { return i < m.size() ? m.at(i).get<double>() : 0.0; };
+      opts_.mix = TaskMix{share(0), share(1), share(2), share(3),
+                          share(4), share(5), share(6), share(7)};
     }
     opts_.corpus.clear();
     for (const auto& p : state.at("corpus")) opts_.corpus.emplace_back(p.get<std::string>());

@@ -145,6 +145,24 @@ TEST(ParseReply, MalformedRepliesDoNotCrashOrInventChunks) {
   EXPECT_EQ(p.answer, "");
 }
 
+// The agent stops generating once the directive's line has ended.
+TEST(ReplyComplete, AtTheEndOfTheDirectivesLine) {
+  EXPECT_FALSE(reply_complete(""));
+  EXPECT_FALSE(reply_complete("EXPAND: 3"));  // more numbers may follow
+  EXPECT_TRUE(reply_complete("EXPAND: 3, 4\n"));
+  EXPECT_TRUE(reply_complete("EXPAND: 3\nand then some"));
+  EXPECT_FALSE(reply_complete("ANSWER: The pass key is 12"));
+  EXPECT_TRUE(reply_complete("ANSWER: The pass key is 1234.\n"));
+  // The answer on the next line: complete once that line ends.
+  EXPECT_FALSE(reply_complete("ANSWER:\n"));
+  EXPECT_FALSE(reply_complete("ANSWER:\n\nThe pass key"));
+  EXPECT_TRUE(reply_complete("ANSWER:\n\nThe pass key is 1234.\n"));
+  // Thinking out loud first: not complete until a directive's line ends.
+  EXPECT_FALSE(reply_complete("Let me look at chunk 2.\n"));
+  EXPECT_TRUE(reply_complete("Let me look at chunk 2.\nEXPAND: 2\n"));
+  EXPECT_FALSE(reply_complete("\n\n"));
+}
+
 TEST(AgentRounds, ExpandThenAnswer) {
   ScriptedModel model({"EXPAND: 2", "ANSWER: Gamma"});
   const AgentResult r = run_agent(model, kDoc, "Which letter comes third?", ten_word_chunks());

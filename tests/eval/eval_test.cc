@@ -5,11 +5,14 @@
 // pipeline), the frontier, and `lclm eval` / `lclm bench` end to end.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -18,6 +21,7 @@
 #include "core/test_models.h"
 #include "eval/eval_report.h"
 #include "eval/evaluator.h"
+#include "eval/facts.h"
 #include "eval/haystack.h"
 #include "eval/ruler_tasks.h"
 #include "fixtures/random_lclm.h"
@@ -192,6 +196,73 @@ TEST_F(RulerTasks, EverySampleFitsItsLengthClosely) {
 
 // The needle sample knows where its number sits and what a right answer
 // starts with; "needle" names the same task.
+// facts: a held-out fact (with two distractors of its kind); the question
+// is a held-out phrasing naming the subject and no word of the trainer's
+// lists, the answer is its value, and a right answer opens "The SUBJECT is ".
+TEST_F(RulerTasks, FactsAskAHeldOutFactAmongDistractors) {
+  const RulerTaskGenerator gen(*haystack_, *tokenizer_, 3);
+  const std::vector<std::string> train = fact_vocabulary(FactSplit::Train);
+  std::set<std::string> questions;
+  for (std::size_t i = 0; i < 12; ++i) {
+    const EvalSample s = gen.make(RulerTask::Facts, 600, i);
+    ASSERT_EQ(s.answers.size(), 1u);
+    ASSERT_EQ(s.prefix.rfind("The ", 0), 0u) << s.prefix;
+    const std::string subject = s.prefix.substr(4, s.prefix.size() - 8);
+    EXPECT_NE(s.question.find(subject), std::string::npos) << s.question;
+    // A sentence may open with a word value, capitalized.
+    EXPECT_GT(score_answers(s.context, s.answers), 0.0) << s.answers[0];
+    for (const std::string& t : train) {
+      EXPECT_EQ(s.question.find(t + " "), std::string::npos)
+          << "a held-out question uses the trainer's \"" << t << "\": " << s.question;
+    }
+    questions.insert(s.question.substr(0, 10));
+    const Grade right = grade_answer(s, s.prefix + s.answers[0] + ".");
+    EXPECT_EQ(right.score, 1.0);
+    EXPECT_EQ(right.agreement, 1.0);
+    EXPECT_EQ(right.prefix_correct, true);
+    const Grade other_terms = grade_answer(s, "The special magic number is " + s.answers[0]);
+    EXPECT_EQ(other_terms.score, 1.0);
+    EXPECT_EQ(other_terms.prefix_correct, false);
+  }
+  EXPECT_GE(questions.size(), 2u) << "several phrasings";
+}
+
+TEST(Facts, TheSplitsShareNoWordingKeyNameOrValueWord) {
+  const std::vector<std::string> train = fact_vocabulary(FactSplit::Train);
+  const std::vector<std::string> heldout = fact_vocabulary(FactSplit::Heldout);
+  EXPECT_GT(train.size(), 50u);
+  EXPECT_GT(heldout.size(), 30u);
+  for (const std::string& h : heldout) {
+    EXPECT_EQ(std::count(train.begin(), train.end(), h), 0) << h;
+  }
+}
+
+TEST(Facts, AnswersAreInTheQuestionsTermsAndDistractorsDiffer) {
+  for (FactSplit split : {FactSplit::Train, FactSplit::Heldout}) {
+    std::mt19937_64 rng(5);
+    std::set<std::size_t> digits;
+    std::set<int> families;
+    for (int i = 0; i < 300; ++i) {
+      const Fact f = make_fact(rng, split);
+      families.insert(f.family);
+      EXPECT_EQ(f.answer, "The " + f.subject + " is " + f.value + ".");
+      EXPECT_EQ(f.answer.rfind(f.prefix, 0), 0u);
+      EXPECT_EQ(score_answers(f.sentence, {f.value}), 1.0) << f.sentence;
+      EXPECT_NE(f.sentence.find(f.subject), std::string::npos);
+      EXPECT_NE(f.question.find(f.subject), std::string::npos);
+      if (f.numeric) {
+        EXPECT_NE(f.value[0], '0');
+        digits.insert(f.value.size());
+      }
+      const Fact other = make_fact(rng, split, f.family, {f.subject});
+      EXPECT_NE(other.subject, f.subject);
+    }
+    EXPECT_EQ(static_cast<int>(families.size()), fact_families(split));
+    EXPECT_EQ(*digits.begin(), 3u);
+    EXPECT_EQ(*digits.rbegin(), 10u);
+  }
+}
+
 TEST_F(RulerTasks, SingleNeedleKnowsItsPrefixAndTheNumbersToken) {
   EXPECT_EQ(parse_ruler_task("needle"), RulerTask::SingleNeedle);
   const RulerTaskGenerator gen(*haystack_, *tokenizer_, 5);
@@ -439,6 +510,49 @@ TEST(Evaluator, RunsEveryMethodAndReportsTheCacheEachKeeps) {
       EXPECT_EQ(r.kv_bytes, layers * budget * per_entry + memory) << r.method << " x" << r.ratio;
     }
   }
+}
+
+// The agent as a method: every ratio, its rounds, chunks and expanded
+// chunks recorded, positions counted over rounds without the reused prefix,
+// its answer (the ANSWER line, or the last reply) graded; records with the
+// agent's fields survive the JSON round trip.
+TEST(Evaluator, TheAgentIsAMethodWithItsRoundsRecorded) {
+  EvalConfig config;
+  config.checkpoint = tiny_checkpoint("eval_agent");
+  config.methods = {"full", "agent"};
+  config.ratios = {4, 8};
+  config.lengths = {1100};
+  config.tasks = {RulerTask::Facts};
+  Evaluator evaluator(config);
+  const std::vector<EvalRecord> records = evaluator.run();
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_FALSE(records[0].rounds.has_value());
+  for (std::size_t i = 1; i < 3; ++i) {
+    const EvalRecord& r = records[i];
+    EXPECT_EQ(r.method, "agent");
+    EXPECT_EQ(r.ratio, i == 1 ? 4 : 8);
+    ASSERT_TRUE(r.rounds && r.chunks && r.expanded);
+    EXPECT_GE(*r.rounds, 2u) << "the first round must expand";
+    EXPECT_LE(*r.rounds, 5u);
+    EXPECT_GE(*r.chunks, 2u) << "1,100 tokens in chunks of 450";
+    EXPECT_GE(*r.expanded, 1u);
+    EXPECT_GT(r.ttft_ms, 0.0);
+    EXPECT_GT(r.positions, 0u);
+    const Grade g = grade_answer(evaluator.tasks().make(RulerTask::Facts, 1100, 0), r.output);
+    EXPECT_EQ(r.score, g.score);
+    EXPECT_EQ(r.prefix_correct, g.prefix_correct);
+    const EvalRecord back = eval_record_from_json(eval_record_json(r));
+    EXPECT_EQ(back.rounds, r.rounds);
+    EXPECT_EQ(back.chunks, r.chunks);
+    EXPECT_EQ(back.expanded, r.expanded);
+  }
+  const std::vector<EvalCell> cells = summarize_records(records);
+  ASSERT_EQ(cells.size(), 3u);
+  EXPECT_EQ(cells[1].rounds, static_cast<double>(*records[1].rounds));
+  EXPECT_EQ(cells[0].prefix_runs, 1u);
+  const std::string md = eval_results_markdown(cells);
+  EXPECT_NE(md.find("| agent | 8x | 1100 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("own terms"), std::string::npos);
 }
 
 TEST(Evaluator, IndexMemNeedsItsWeights) {

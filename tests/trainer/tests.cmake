@@ -8,6 +8,7 @@ lclm_add_test(trainer_test
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/trainer/torch_lclm_test.cc
           ${CMAKE_CURRENT_SOURCE_DIR}/trainer/lclm_checkpoint_test.cc
           ${CMAKE_CURRENT_SOURCE_DIR}/trainer/trainer_loop_test.cc
+          ${CMAKE_CURRENT_SOURCE_DIR}/trainer/agent_data_test.cc
   LABELS trainer)
 target_link_libraries(trainer_test PRIVATE lclm_train)
 

@@ -1,0 +1,183 @@
+#include "eval/facts.h"
+
+#include <algorithm>
+#include <array>
+#include <string_view>
+
+#include "eval/ruler_tasks.h"
+#include "util/error.h"
+
+namespace lclm {
+namespace {
+
+using List = std::vector<std::string_view>;
+
+std::size_t below(std::mt19937_64& rng, std::size_t n) {
+  return n == 0 ? 0 : rng() % n;
+}
+std::string pick(std::mt19937_64& rng, const List& list) {
+  return std::string(list[below(rng, list.size())]);
+}
+
+// The word lists of one split. A family is a subject pattern: "KEY" is an
+// adjective-noun key, "NAME" a person's name, "ATTR" one of the family's
+// attributes; no placeholder means one subject only (no distractors of the
+// same family).
+struct Family {
+  std::string_view pattern;
+  List attributes;  // for "ATTR"
+  bool numeric;
+};
+
+struct Split {
+  std::vector<Family> families;
+  List adjectives, nouns;  // keys
+  List names;
+  List words;      // word values
+  List sentences;  // "{S}" subject, "{V}" value
+  List questions;  // "{S}"
+  List two_questions;  // "{A}", "{B}"
+};
+
+const Split& split_lists(FactSplit split) {
+  // The trainer's needle keys are the evaluation's niah keys (ruler_tasks.cc);
+  // the train split's family 0 is that needle, word for word.
+  static const Split train{
+      {{"special magic number for KEY", {}, true},
+       {"special magic word for KEY", {}, false},
+       {"pass key", {}, true},
+       {"ATTR of NAME", {"lucky number", "room number", "locker number", "phone extension"}, true},
+       {"ATTR of NAME", {"favourite colour", "secret word", "code name"}, false}},
+      {"amber", "brave", "calm", "dusty", "eager", "frozen", "gentle", "hollow", "silent", "jolly",
+       "lucky", "misty", "narrow", "orange", "proud", "quiet"},
+      {"anchor", "badger", "canyon", "dolphin", "ember", "falcon", "garden", "harbor", "island",
+       "jungle", "kettle", "lantern", "meadow", "nebula", "orchid", "pebble"},
+      {"Alice", "Bruno", "Clara", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ingrid", "Jonas",
+       "Keiko", "Lars", "Maya", "Nikolai", "Olga", "Pablo"},
+      {"walnut", "copper", "violet", "thunder", "marble", "saffron", "willow", "granite", "velvet",
+       "cobalt", "maple", "pepper", "silver", "tulip", "cedar", "falcon", "river", "lemon",
+       "mercury", "quartz", "rocket", "sparrow", "tiger", "umbrella", "window", "yellow"},
+      {"The {S} is {V}.", "Remember: the {S} is {V}.", "Note that the {S} is {V}.",
+       "The {S} is {V}. Remember it. {V} is the {S}."},
+      {"What is the {S} mentioned in the text above?", "What is the {S}?",
+       "According to the text above, what is the {S}?", "Tell me the {S} from the text above.",
+       "Find the {S} in the text above."},
+      {"What are the {A} and the {B} mentioned in the text above?",
+       "Tell me the {A} and the {B} from the text above."}};
+  static const Split heldout{
+      {{"secret code for KEY", {}, true},
+       {"access code", {}, true},
+       {"ATTR of NAME", {"badge number", "ticket number", "pin code"}, true},
+       {"ATTR of NAME", {"favourite fruit", "password"}, false}},
+      {"ancient", "bitter", "crimson", "distant", "fierce", "glassy", "humble", "icy"},
+      {"comet", "dune", "glacier", "harp", "igloo", "jasper", "kiln", "lagoon"},
+      {"Quentin", "Rosa", "Stefan", "Tamsin", "Ulrich", "Vera", "Wendell", "Xenia", "Yusuf",
+       "Zora"},
+      {"apricot", "bramble", "chestnut", "dahlia", "emerald", "fennel", "gravel", "hazel", "indigo",
+       "juniper", "kestrel", "lilac", "mango", "nutmeg", "onyx", "plum"},
+      {"{V} is the {S}.", "Keep in mind that the {S} is {V}.", "For the record, the {S} is {V}."},
+      {"Which value does the text above give for the {S}?", "Can you look up the {S} in the text?",
+       "Please state the {S} given above."},
+      {"Can you look up the {A} and the {B} in the text?"}};
+  return split == FactSplit::Train ? train : heldout;
+}
+
+std::string replace_all(std::string text, std::string_view from, std::string_view to) {
+  for (std::size_t at = text.find(from); at != std::string::npos;
+       at = text.find(from, at + to.size())) {
+    text.replace(at, from.size(), to);
+  }
+  return text;
+}
+
+std::string number(std::mt19937_64& rng) {
+  const std::size_t digits = 3 + below(rng, 8);  // 3-10
+  std::string out(1, static_cast<char>('1' + below(rng, 9)));
+  for (std::size_t d = 1; d < digits; ++d) out += static_cast<char>('0' + below(rng, 10));
+  return out;
+}
+
+std::string capitalized(std::string s) {
+  if (!s.empty() && s[0] >= 'a' && s[0] <= 'z') s[0] = static_cast<char>(s[0] - 'a' + 'A');
+  return s;
+}
+
+std::string subject_of(std::mt19937_64& rng, const Split& lists, const Family& family) {
+  std::string s(family.pattern);
+  s = replace_all(s, "KEY", pick(rng, lists.adjectives) + "-" + pick(rng, lists.nouns));
+  s = replace_all(s, "NAME", pick(rng, lists.names));
+  if (!family.attributes.empty()) s = replace_all(s, "ATTR", pick(rng, family.attributes));
+  return s;
+}
+
+bool has_placeholder(const Family& family) {
+  return family.pattern.find("KEY") != std::string_view::npos ||
+         family.pattern.find("NAME") != std::string_view::npos;
+}
+
+}  // namespace
+
+int fact_families(FactSplit split) {
+  return static_cast<int>(split_lists(split).families.size());
+}
+
+Fact make_fact(std::mt19937_64& rng, FactSplit split, int family,
+               const std::vector<std::string>& avoid) {
+  const Split& lists = split_lists(split);
+  const int n = fact_families(split);
+  if (family >= n) throw Error("fact family " + std::to_string(family) + " does not exist");
+  const auto taken = [&](const std::string& s) {
+    return std::find(avoid.begin(), avoid.end(), s) != avoid.end();
+  };
+  Fact f;
+  // A family with one subject cannot give a second: another family then.
+  for (int attempt = 0;; ++attempt) {
+    f.family = family >= 0 && attempt < 16 ? family : static_cast<int>(below(rng, n));
+    const Family& fam = lists.families[static_cast<std::size_t>(f.family)];
+    if (attempt >= 16 && !has_placeholder(fam) && taken(std::string(fam.pattern))) continue;
+    f.subject = subject_of(rng, lists, fam);
+    f.numeric = fam.numeric;
+    if (!taken(f.subject)) break;
+    if (attempt > 256) throw Error("no fact subject left outside the ones to avoid");
+  }
+  f.value = f.numeric ? number(rng) : pick(rng, lists.words);
+  const auto fill = [&](std::string_view form) {
+    return replace_all(replace_all(std::string(form), "{S}", f.subject), "{V}", f.value);
+  };
+  f.sentence = capitalized(fill(pick(rng, lists.sentences)));
+  f.question = fill(pick(rng, lists.questions));
+  f.prefix = "The " + f.subject + " is ";
+  f.answer = f.prefix + f.value + ".";
+  return f;
+}
+
+std::string two_fact_question(std::mt19937_64& rng, FactSplit split, const Fact& a, const Fact& b) {
+  return replace_all(replace_all(pick(rng, split_lists(split).two_questions), "{A}", a.subject),
+                     "{B}", b.subject);
+}
+
+std::string two_fact_answer(const Fact& a, const Fact& b) {
+  return a.answer + " " + b.answer;
+}
+
+std::vector<std::string> fact_vocabulary(FactSplit split) {
+  const Split& lists = split_lists(split);
+  std::vector<std::string> out;
+  const auto add = [&](const List& list) {
+    for (std::string_view s : list) out.emplace_back(s);
+  };
+  for (const Family& f : lists.families) {
+    if (f.attributes.empty()) out.emplace_back(f.pattern);
+    add(f.attributes);
+  }
+  add(lists.adjectives);
+  add(lists.nouns);
+  add(lists.names);
+  add(lists.words);
+  add(lists.sentences);
+  add(lists.questions);
+  add(lists.two_questions);
+  return out;
+}
+
+}  // namespace lclm
