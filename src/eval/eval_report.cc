@@ -43,7 +43,8 @@ std::string xml(const std::string& s) {
 const char* method_colour(const std::string& method) {
   static const std::map<std::string, const char*> colours = {
       {"full", "#222222"},   {"latent", "#d62728"},    {"streaming", "#1f77b4"}, {"h2o", "#2ca02c"},
-      {"snapkv", "#9467bd"}, {"pyramidkv", "#ff7f0e"}, {"indexmem", "#8c564b"}};
+      {"snapkv", "#9467bd"}, {"pyramidkv", "#ff7f0e"}, {"indexmem", "#8c564b"},
+      {"agent", "#17becf"}};
   const auto it = colours.find(method);
   return it == colours.end() ? "#7f7f7f" : it->second;
 }

@@ -51,11 +51,12 @@ void refuse_unsupported(const json& body, bool chat) {
   if (const json* v = field(body, "functions"); v && !(v->is_array() && v->empty())) {
     refuse("functions", "the deprecated function calling; use 'tools'");
   }
-  for (const char* name : {"tool_choice", "function_call"}) {
-    const json* v = field(body, name);
-    if (v && !(v->is_string() && (*v == "none" || *v == "auto"))) {
-      refuse(name, "only \"auto\" and \"none\": a tool call cannot be forced");
-    }
+  if (const json* v = field(body, "function_call");
+      v && !(v->is_string() && (*v == "none" || *v == "auto"))) {
+    refuse("function_call", "the deprecated function calling; use 'tool_choice'");
+  }
+  if (const json* v = field(body, "tool_choice"); v && !chat && *v != "none" && *v != "auto") {
+    refuse("tool_choice", "tools are for /v1/chat/completions");
   }
   if (const json* v = field(body, "echo")) {
     if (*v != false) refuse("echo", "the prompt is not echoed");
@@ -401,6 +402,47 @@ ordered_json tools_json(const ordered_json& tools) {
   return tools;
 }
 
+// tool_choice: "none" and "auto" force nothing (null); "required" forces a
+// call of any of the tools, {"type": "function", "function": {"name": N}}
+// a call of N: the schema of the call's JSON as the Hermes/Qwen templates
+// write it, {"name": N, "arguments": {...}}, the arguments those of N's
+// "parameters" (any object when it has none).
+ordered_json forced_call_schema(const ordered_json& choice, const ordered_json& tools) {
+  if (choice == "none" || choice == "auto") return nullptr;
+  const auto call_of = [](const ordered_json& fn) {
+    const ordered_json* params = field(fn, "parameters");
+    return ordered_json{
+        {"type", "object"},
+        {"properties",
+         {{"name", {{"const", fn.at("name")}}},
+          {"arguments", params ? *params : ordered_json{{"type", "object"}}}}},
+        {"required", {"name", "arguments"}},
+        {"additionalProperties", false}};
+  };
+  if (tools.is_null()) {
+    bad("'tool_choice' forces a tool call, but the request has no 'tools'", "tool_choice",
+        "invalid_value");
+  }
+  if (choice == "required") {
+    ordered_json any = ordered_json::array();
+    for (const ordered_json& t : tools) any.push_back(call_of(t.at("function")));
+    return any.size() == 1 ? any[0] : ordered_json{{"anyOf", any}};
+  }
+  const ordered_json* type = choice.is_object() ? field(choice, "type") : nullptr;
+  const ordered_json* fn = choice.is_object() ? field(choice, "function") : nullptr;
+  const ordered_json* name = fn && fn->is_object() ? field(*fn, "name") : nullptr;
+  if (!type || *type != "function" || !name || !name->is_string()) {
+    bad("'tool_choice' must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", "
+        "\"function\": {\"name\": ...}}",
+        "tool_choice", "invalid_value");
+  }
+  for (const ordered_json& t : tools) {
+    if (t.at("function").at("name") == *name) return call_of(t.at("function"));
+  }
+  bad("'tool_choice.function.name' \"" + name->get<std::string>() + "\" is none of the tools",
+      "tool_choice.function.name", "invalid_value");
+}
+
 }  // namespace
 
 CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefaults& defaults,
@@ -462,10 +504,27 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
   if (const ordered_json* t = field(body, "tools"); t && !(t->is_array() && t->empty())) {
     tools = tools_json(*t);
   }
-  if (const ordered_json* choice = field(body, "tool_choice"); choice && *choice == "none") {
-    tools = nullptr;  // the model is not to call any: it is not shown them
+  ordered_json forced_schema;  // the forced call's JSON, when a call is forced
+  if (const ordered_json* choice = field(body, "tool_choice")) {
+    forced_schema = forced_call_schema(*choice, tools);
+    if (*choice == "none") tools = nullptr;  // the model is not to call any: it is not shown them
   }
   r.tools = !tools.is_null();
+  if (!forced_schema.is_null()) {
+    if (r.json_grammar) {
+      bad("'response_format' and a forced 'tool_choice' both constrain the answer; ask for one",
+          "tool_choice", "invalid_value");
+    }
+    try {
+      r.json_grammar = JsonGrammar::from_schema(forced_schema);
+    } catch (const Error& e) {
+      throw RequestError(400, std::string("a forced tool call needs parameters lclm can follow: ") +
+                                  e.what(),
+                         "tools", "unsupported_schema");
+    }
+    r.forced_call = true;
+    r.parallel_tool_calls = false;
+  }
   if (const ordered_json* v = field(body, "parallel_tool_calls")) {
     require(v->is_boolean(), "parallel_tool_calls", "a boolean");
     r.parallel_tool_calls = *v;
@@ -482,6 +541,7 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
   }
   try {
     r.prompt = chat_template.render(chat, generation_prompt, tools, variables);
+    if (r.forced_call) r.prompt += kForcedCallOpening;
   } catch (const jinja::TemplateError& e) {
     throw RequestError(400,
                        "the chat template cannot render these messages: " + std::string(e.what()),

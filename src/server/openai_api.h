@@ -73,7 +73,15 @@ struct CompletionRequest {
   // tool_calls (only the first unless parallel_tool_calls).
   bool tools = false;
   bool parallel_tool_calls = true;
+  // tool_choice "required" or a named function: the prompt ends with the
+  // opening "<tool_call>\n" (kForcedCallOpening) and json_grammar holds the
+  // call's JSON ({"name": ..., "arguments": the function's parameters}), so
+  // the answer is exactly one call; the server reads it back as one.
+  bool forced_call = false;
 };
+
+inline constexpr const char* kForcedCallOpening = "<tool_call>\n";
+inline constexpr const char* kForcedCallClosing = "\n</tool_call>";
 
 // Server-wide defaults a request can override.
 struct RequestDefaults {

@@ -576,6 +576,8 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
           std::vector<ToolCall> calls;
           if (r->tools) {
             ToolCallParser parser([this] { return response_id("call_"); }, r->parallel_tool_calls);
+            // A forced call: the prompt opened the block, the grammar ended the JSON.
+            if (r->forced_call) text = kForcedCallOpening + text + kForcedCallClosing;
             text = parser.push(text, calls) + parser.flush();
           }
           res.set_content(dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage,
@@ -595,6 +597,10 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
                           ? std::make_shared<ToolCallParser>(
                                 [this] { return response_id("call_"); }, r->parallel_tool_calls)
                           : nullptr;
+    if (r->forced_call) {
+      std::vector<ToolCall> none;
+      tool_calls->push(kForcedCallOpening, none);  // held back: the block is open
+    }
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
@@ -625,19 +631,25 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
             *text_offset += text.size();
             return write_event(sink, dump_json(chunk));
           };
-          if (e.kind == Event::Kind::Text) {
-            if (!tool_calls) return send_text(e.text) ? true : give_up();
+          // Text through the tool-call parser: the content it lets through,
+          // then a chunk per call it completed.
+          const auto send_through_parser = [&](std::string_view text) {
             std::vector<ToolCall> calls;
-            if (!send_text(tool_calls->push(e.text, calls))) return give_up();
+            if (!send_text(tool_calls->push(text, calls))) return false;
             std::size_t index = tool_calls->calls() - calls.size();
             for (const ToolCall& call : calls) {
               const json chunk = tool_call_chunk_json(*r, id, created, call, index++);
-              if (!write_event(sink, dump_json(chunk))) return give_up();
+              if (!write_event(sink, dump_json(chunk))) return false;
             }
             return true;
+          };
+          if (e.kind == Event::Kind::Text) {
+            if (!tool_calls) return send_text(e.text) ? true : give_up();
+            return send_through_parser(e.text) ? true : give_up();
           }
           if (e.kind == Event::Kind::Finished && tool_calls) {
             logprobs = nullptr;
+            if (r->forced_call && !send_through_parser(kForcedCallClosing)) return give_up();
             if (!send_text(tool_calls->flush())) return give_up();
           }
           const std::string finish_reason =

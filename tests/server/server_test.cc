@@ -533,7 +533,7 @@ TEST_F(ServerTest, OpenAISamplingFieldsApplyAndUnsupportedOnesAreRefused) {
   EXPECT_EQ(r->status, 200) << r->body;
 
   const std::vector<std::pair<std::string, json>> unsupported = {
-      {"tool_choice", "required"},
+      {"function_call", {{"name", "f"}}},
       {"functions", json::array({{{"name", "f"}}})},
       {"modalities", json::array({"text", "audio"})},
       {"audio", {{"voice", "alloy"}}}};
@@ -686,6 +686,85 @@ TEST_F(ServerTest, ChatsUseTheModelsTemplateWithToolsAndVariables) {
   EXPECT_EQ(streamed, whole["message"]["content"].is_null()
                           ? ""
                           : whole["message"]["content"].get<std::string>());
+}
+
+// tool_choice "required" or a named function forces one call: the prompt
+// opens the call and constrained decoding writes its JSON, so even a random
+// tiny model's answer is a call of that function with arguments of its
+// schema (whenever it ends by a stop, not the length), whole or streamed.
+TEST_F(ServerTest, ToolChoiceForcesACallWithArgumentsOfItsSchema) {
+  const json tools = json::parse(R"([
+      {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object",
+        "properties": {"word": {"enum": ["ship", "boat"]}}, "required": ["word"],
+        "additionalProperties": false}}},
+      {"type": "function", "function": {"name": "count", "parameters": {"type": "object",
+        "properties": {"n": {"type": "integer"}}, "required": ["n"],
+        "additionalProperties": false}}}])");
+  int checked = 0;
+  for (int seed = 1; seed <= 6; ++seed) {
+    for (const json& choice :
+         {json("required"), json{{"type", "function"}, {"function", {{"name", "count"}}}}}) {
+      json request = chat("Define ship.", 40);
+      request["tools"] = tools;
+      request["tool_choice"] = choice;
+      request["temperature"] = 1.0;
+      request["seed"] = seed;
+      request["stream"] = seed % 2 == 0;
+      const auto r = post("/v1/chat/completions", request);
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 200) << r->body;
+      json call, finish;
+      if (request["stream"]) {
+        for (const std::string& event : sse_data(r->body)) {
+          if (event == "[DONE]") continue;
+          const json c = json::parse(event)["choices"][0];
+          if (c["delta"].contains("tool_calls")) call = c["delta"]["tool_calls"][0];
+          EXPECT_FALSE(c["delta"].contains("content") && !c["delta"]["content"].is_null() &&
+                       !c["delta"]["content"].get<std::string>().empty())
+              << event;
+          if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+        }
+      } else {
+        const json c = json::parse(r->body)["choices"][0];
+        finish = c["finish_reason"];
+        if (c["message"].contains("tool_calls")) call = c["message"]["tool_calls"][0];
+      }
+      if (finish == "length") continue;  // the JSON may be cut short
+      ASSERT_EQ(finish, "tool_calls") << r->body;
+      const std::string name = call["function"]["name"];
+      const json args = json::parse(call["function"]["arguments"].get<std::string>());
+      if (choice.is_object()) {
+        EXPECT_EQ(name, "count");
+      }
+      if (name == "count") {
+        EXPECT_TRUE(args.size() == 1 && args["n"].is_number_integer()) << args;
+      } else {
+        ASSERT_EQ(name, "lookup");
+        EXPECT_TRUE(args.size() == 1 && (args["word"] == "ship" || args["word"] == "boat")) << args;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 2);
+
+  json unknown = chat("x");
+  unknown["tools"] = tools;
+  unknown["tool_choice"] = {{"type", "function"}, {"function", {{"name", "nope"}}}};
+  expect_error(post("/v1/chat/completions", unknown), 400, "invalid_value",
+               "tool_choice.function.name");
+  json no_tools = chat("x");
+  no_tools["tool_choice"] = "required";
+  expect_error(post("/v1/chat/completions", no_tools), 400, "invalid_value", "tool_choice");
+  json both = unknown;
+  both["tool_choice"] = "required";
+  both["response_format"] = {{"type", "json_object"}};
+  expect_error(post("/v1/chat/completions", both), 400, "invalid_value", "tool_choice");
+  json unfollowable = both;
+  unfollowable.erase("response_format");
+  unfollowable["tools"][0]["function"]["parameters"]["properties"]["word"] = {{"pattern", "^a"}};
+  expect_error(post("/v1/chat/completions", unfollowable), 400, "unsupported_schema", "tools");
+  expect_error(post("/v1/completions", {{"prompt", "x"}, {"tool_choice", "required"}}), 400,
+               "unsupported_parameter", "tool_choice");
 }
 
 // logprobs: one entry per generated token whose bytes make up the answer,
