@@ -6,6 +6,8 @@
 #include "compression/memory_regions.h"
 #include "runtime/chat_template.h"
 #include "runtime/sampler.h"
+#include "server/base64.h"
+#include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
 namespace lclm::server {
@@ -244,6 +246,65 @@ std::string wrap_region(const std::string& text) {
   return std::string(kMemoryStart) + text + std::string(kMemoryEnd);
 }
 
+// Media types whose bytes are text a model can read.
+bool is_text_media_type(std::string_view type) {
+  if (type.substr(0, 5) == "text/") return true;
+  for (std::string_view t : {"application/json", "application/xml", "application/yaml",
+                             "application/x-yaml", "application/x-ndjson", "application/csv"}) {
+    if (type == t) return true;
+  }
+  return false;
+}
+
+// An OpenAI `file` content part, {"type": "file", "file": {"file_data":
+// "data:text/plain;base64,...", "filename": ...}} or {"file_id": ID} (an id
+// from /v1/compress): its text, which the message holds as a memory region:
+// an attached document is what an LCLM compresses.
+template <typename Json>
+std::string file_part_text(const Json& part, const std::string& p, const LatentTextLookup& lookup) {
+  const Json* file = field(part, "file");
+  require(file && file->is_object(), p + ".file", "an object with 'file_data' or 'file_id'");
+  const Json* data = field(*file, "file_data");
+  const Json* id = field(*file, "file_id");
+  if ((data != nullptr) == (id != nullptr)) {
+    bad("'" + p + ".file' needs exactly one of 'file_data' and 'file_id'", p + ".file",
+        "missing_field");
+  }
+  if (id) {
+    require(id->is_string(), p + ".file.file_id", "a string");
+    const auto source = lookup(*id);
+    if (!source) {
+      bad("unknown file id '" + id->template get<std::string>() +
+              "': ids come from /v1/compress on this server or one sharing its --latent-cache",
+          p + ".file.file_id", "unknown_file_id");
+    }
+    return *source;
+  }
+  const std::string param = p + ".file.file_data";
+  require(data->is_string(), param, "a data: URL (data:text/plain;base64,...)");
+  const std::string& url = data->template get_ref<const std::string&>();
+  const std::size_t comma = url.find(',');
+  const std::string_view head = std::string_view(url).substr(0, comma);
+  constexpr std::string_view kBase64 = ";base64";
+  if (url.rfind("data:", 0) != 0 || comma == std::string::npos || head.size() < kBase64.size() ||
+      head.substr(head.size() - kBase64.size()) != kBase64) {
+    bad("'" + param + "' must be a base64 data: URL (data:text/plain;base64,...)", param);
+  }
+  const std::string_view media = head.substr(5, head.find(';') - 5);
+  if (!is_text_media_type(media)) {
+    bad("'" + param + "' is " + (media.empty() ? std::string("untyped") : std::string(media)) +
+            "; lclm reads text files (text/*, application/json, xml, yaml, csv) as documents",
+        param, "unsupported_file_type");
+  }
+  std::optional<std::string> text = base64_decode(std::string_view(url).substr(comma + 1));
+  if (!text) bad("'" + param + "' is not valid base64", param);
+  if (text->find('\0') != std::string::npos || valid_utf8(*text) != *text) {
+    bad("'" + param + "' is not UTF-8 text", param, "unsupported_file_type");
+  }
+  if (text->empty()) bad("'" + param + "' holds an empty file", param);
+  return std::move(*text);
+}
+
 template <typename Json>
 std::string message_content(const Json& content, const std::string& param,
                             const LatentTextLookup& lookup) {
@@ -255,7 +316,7 @@ std::string message_content(const Json& content, const std::string& param,
     const std::string p = param + "[" + std::to_string(i) + "]";
     require(part.is_object(), p, "an object");
     const Json* type = field(part, "type");
-    require(type && type->is_string(), p + ".type", "\"text\" or \"memory\"");
+    require(type && type->is_string(), p + ".type", "\"text\", \"memory\" or \"file\"");
     const Json* text = field(part, "text");
     if (text) require(text->is_string(), p + ".text", "a string");
     if (*type == "text") {
@@ -278,8 +339,10 @@ std::string message_content(const Json& content, const std::string& param,
         }
         out += wrap_region(*source);
       }
+    } else if (*type == "file") {
+      out += wrap_region(file_part_text(part, p, lookup));
     } else {
-      bad("'" + p + ".type' must be \"text\" or \"memory\"", p + ".type");
+      bad("'" + p + ".type' must be \"text\", \"memory\" or \"file\"", p + ".type");
     }
   }
   return out;

@@ -1,7 +1,6 @@
 #include "server/server.h"
 
 #include <httplib.h>
-#include <openssl/evp.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 
@@ -18,6 +17,7 @@
 #include <sstream>
 
 #include "format/torch_file.h"
+#include "server/base64.h"
 #include "server/connection.h"
 #include "util/error.h"
 
@@ -907,16 +907,6 @@ void Server::handle_apply_template(const std::string& request_body, httplib::Res
   }
 }
 
-// Base64 (RFC 4648, padded), as JSON carries bytes and vLLM reads them.
-std::string base64(const std::string& bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()),
-                                static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
-}
-
 void Server::run_prompt_embeds(const CompletionRequest& r, DType dtype, Job& job) {
   const PreparedPrompt p = prepare_request(r);
   const auto hidden = static_cast<std::size_t>(engine_->decoder().config().hidden_size);
@@ -934,7 +924,7 @@ void Server::run_prompt_embeds(const CompletionRequest& r, DType dtype, Job& job
   done.payload = {
       {"object", "prompt_embeds"},
       {"model", options_.model_name},
-      {"prompt_embeds", base64(bytes)},
+      {"prompt_embeds", base64_encode(bytes)},
       {"shape", json::array({p.ids.size(), hidden})},
       {"dtype", dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32"},
       {"usage", usage}};

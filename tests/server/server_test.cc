@@ -1,5 +1,6 @@
 // `lclm serve` over loopback with a real HTTP client: a tiny random LCLM, the
 // server in-process on a background thread, bound to a free port.
+#include "server/base64.h"
 #include "server/server.h"
 
 #include <arpa/inet.h>
@@ -237,6 +238,65 @@ TEST_F(ServerTest, ChatWithMemoryInlineOrAsAPartGivesTheSameAnswer) {
   EXPECT_GT(ja["usage"]["lclm"]["latents"], 0);
   EXPECT_EQ(ja["usage"]["lclm"]["regions"], 1);
   EXPECT_EQ(jb["usage"]["lclm"]["cache_hits"], 1);  // the latent cache is shared
+}
+
+// An OpenAI `file` content part (a text file as a base64 data: URL, or a
+// /v1/compress id as file_id) is a document: it goes in as a memory region,
+// the same answer as the memory part of its text. Files that are not text
+// and malformed parts are 400s naming the field.
+TEST_F(ServerTest, AFileContentPartIsCompressedAsADocument) {
+  const std::string question = "How many ships on the fifth night?";
+  const auto memory = post("/v1/chat/completions",
+                           chat(json::array({{{"type", "memory"}, {"text", kDoc}},
+                                             {{"type", "text"}, {"text", "\n" + question}}})));
+  const auto file = [&](const json& f) {
+    return chat(json::array(
+        {{{"type", "file"}, {"file", f}}, {{"type", "text"}, {"text", "\n" + question}}}));
+  };
+  const std::string url = "data:text/plain;base64," + base64_encode(kDoc);
+  const auto attached =
+      post("/v1/chat/completions", file({{"filename", "log.txt"}, {"file_data", url}}));
+  ASSERT_TRUE(memory && attached);
+  ASSERT_EQ(memory->status, 200) << memory->body;
+  ASSERT_EQ(attached->status, 200) << attached->body;
+  EXPECT_EQ(json::parse(attached->body)["choices"][0]["message"]["content"],
+            json::parse(memory->body)["choices"][0]["message"]["content"]);
+  EXPECT_EQ(json::parse(attached->body)["usage"]["lclm"]["regions"], 1);
+
+  const auto c = post("/v1/compress", {{"input", json::array({kDoc})}});
+  ASSERT_TRUE(c);
+  const std::string id = json::parse(c->body)["data"][0]["id"];
+  const auto by_id = post("/v1/chat/completions", file({{"file_id", id}}));
+  ASSERT_TRUE(by_id);
+  ASSERT_EQ(by_id->status, 200) << by_id->body;
+  EXPECT_EQ(json::parse(by_id->body)["choices"][0]["message"]["content"],
+            json::parse(memory->body)["choices"][0]["message"]["content"]);
+
+  const std::string p = "messages[0].content[0].file";
+  expect_error(post("/v1/chat/completions",
+                    file({{"file_data", "data:application/pdf;base64," + base64_encode("%PDF")}})),
+               400, "unsupported_file_type", p + ".file_data");
+  expect_error(post("/v1/chat/completions",
+                    file({{"file_data", "data:text/plain;base64," + base64_encode("a\xff\xfe")}})),
+               400, "unsupported_file_type", p + ".file_data");
+  expect_error(post("/v1/chat/completions", file({{"file_data", "data:text/plain;base64,@@@@"}})),
+               400, "invalid_value", p + ".file_data");
+  expect_error(post("/v1/chat/completions", file({{"file_data", "text/plain,hello"}})), 400,
+               "invalid_value", p + ".file_data");
+  expect_error(post("/v1/chat/completions", file({{"file_id", "lat_nope"}})), 400,
+               "unknown_file_id", p + ".file_id");
+  expect_error(post("/v1/chat/completions", file({{"file_id", id}, {"file_data", url}})), 400,
+               "missing_field", p);
+}
+
+TEST(Base64, RoundTripsAndRefusesWhatIsNotBase64) {
+  for (const std::string bytes : {"", "a", "ab", "abc", "abcd", "\x00\xff\x10 binary"}) {
+    EXPECT_EQ(base64_decode(base64_encode(bytes)), bytes);
+  }
+  EXPECT_EQ(base64_encode("hello"), "aGVsbG8=");
+  for (const char* bad : {"aGVsbG8", "aGV sbG8=", "aGVs=G8=", "a===", "!!!!"}) {
+    EXPECT_FALSE(base64_decode(bad).has_value()) << bad;
+  }
 }
 
 TEST_F(ServerTest, CompressReturnsIdsThatRequestsReuse) {
