@@ -3,8 +3,8 @@
 # the four published stages on Debian text (s0-s4), then the recall
 # curriculum (s5-s20, docs/training.md) that teaches the decoder to look
 # things up, first in plain text, then in latents, then at length, then at
-# 4x and 8x, then at length again, then on random numbers, and last (s21)
-# the skim-and-expand agent's protocol with facts in many wordings. The result is
+# 4x and 8x, then at length again, then on random numbers, and last
+# (s21-s22) the skim-and-expand agent's protocol with facts in many wordings. The result is
 # exported as bf16. Each stage is its own run directory under RUNS, so an
 # interrupted run (Ctrl-C saves the step in progress and stops the script)
 # continues with `scripts/train_small.sh` again (--resume), and finished
@@ -203,21 +203,26 @@ numbers_stage s18 s17 1000 124 0.8 0.1,0.4,0.3,0.1,0.1
 numbers_stage s19 s18 3000 126 0.8 0.1,0.4,0.3,0.1,0.1
 numbers_stage s20 s19 3000 127 0.8 0.1,0.4,0.3,0.1,0.1
 
-# s21: the skim-and-expand agent's protocol and facts in many wordings
-# (docs/training.md, "The agent's protocol"), from s20 rounded to bf16 (the
-# model shipped before it): half the examples one round of the agent at 4x,
-# 8x or 16x (first rounds that expand the chunk holding the answer, later
+# s21-s22: the skim-and-expand agent's protocol and facts in many wordings
+# (docs/training.md, "Data", tasks 4-6), from s20 rounded to bf16 (the model
+# shipped before them): half the examples one round of the agent at 4x, 8x
+# or 16x (first rounds that expand the chunk holding the answer, later
 # rounds that answer from it or expand what is still missing), a quarter
 # facts of the train split (compressed and plain), the rest s20's needles,
 # numbers and continual text; sequences of 2,048, which an agent's second
-# round of an 8,192-token document at 8x needs.
+# round of an 8,192-token document at 8x needs. s21 stopped at step 253 of
+# its plan, when made-up fact subjects were added to the data (s21's facts
+# had a few dozen subjects, which a question in other words does not
+# match); s22 goes on from it with them.
+agent_flags=(--stages 3 --seq-len 2048 --lr-scale 8 --ratios 4,8,8,16,16
+  --mix 0.05,0.1,0.1,0,0,0.15,0.1,0.5 --numbers 0.8 --scramble 0.3 --copy-fill 0.03,0.15
+  --haystack-fill 0.05,0.3 --needles 1,4 --questions 4 --latent-align 0.1)
 [[ -f $runs/s20-bf16/model_config.json ]] ||
   $train --init "$runs/s20" --export "$runs/s20-bf16" --save-dtype bf16
 run_stage s21 --init "$runs/s20-bf16" -- \
-  --stages 3 --steps "$(steps 800)" --seq-len 2048 --lr-scale 8 --seed 130 \
-  --ratios 4,8,8,16,16 --mix 0.05,0.1,0.1,0,0,0.15,0.1,0.5 --numbers 0.8 --scramble 0.3 \
-  --copy-fill 0.03,0.15 --haystack-fill 0.05,0.3 --needles 1,4 --questions 4 --warmup 50 \
-  --latent-align 0.1
+  --steps "$(steps 800)" --until "$(steps 253)" --seed 130 --warmup 50 "${agent_flags[@]}"
+run_stage s22 --init "$runs/s21" -- \
+  --steps "$(steps 550)" --seed 131 --warmup 30 "${agent_flags[@]}"
 
-$train --init "$runs/s21" --export "$out" --save-dtype bf16
+$train --init "$runs/s22" --export "$out" --save-dtype bf16
 du -sh "$out"

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <string_view>
 
 #include "eval/ruler_tasks.h"
@@ -17,6 +18,9 @@ std::size_t below(std::mt19937_64& rng, std::size_t n) {
 }
 std::string pick(std::mt19937_64& rng, const List& list) {
   return std::string(list[below(rng, list.size())]);
+}
+std::string pick_word(std::mt19937_64& rng, const std::vector<std::string>& words) {
+  return words[below(rng, words.size())];
 }
 
 // The word lists of one split. A family is a subject pattern: "KEY" is an
@@ -47,7 +51,11 @@ const Split& split_lists(FactSplit split) {
        {"special magic word for KEY", {}, false},
        {"pass key", {}, true},
        {"ATTR of NAME", {"lucky number", "room number", "locker number", "phone extension"}, true},
-       {"ATTR of NAME", {"favourite colour", "secret word", "code name"}, false}},
+       {"ATTR of NAME", {"favourite colour", "secret word", "code name"}, false},
+       // Generated from the caller's word pool (make_fact's `pool`): an
+       // attribute of a pool word and a kind, of a made-up name.
+       {"GEN of NAME", {"number", "code", "id", "count", "score", "level"}, true},
+       {"GEN of NAME", {"word", "name", "label", "term", "city", "colour"}, false}},
       {"amber", "brave", "calm", "dusty", "eager", "frozen", "gentle", "hollow", "silent", "jolly",
        "lucky", "misty", "narrow", "orange", "proud", "quiet"},
       {"anchor", "badger", "canyon", "dolphin", "ember", "falcon", "garden", "harbor", "island",
@@ -58,10 +66,14 @@ const Split& split_lists(FactSplit split) {
        "cobalt", "maple", "pepper", "silver", "tulip", "cedar", "falcon", "river", "lemon",
        "mercury", "quartz", "rocket", "sparrow", "tiger", "umbrella", "window", "yellow"},
       {"The {S} is {V}.", "Remember: the {S} is {V}.", "Note that the {S} is {V}.",
-       "The {S} is {V}. Remember it. {V} is the {S}."},
+       "The {S} is {V}. Remember it. {V} is the {S}.", "We recorded the {S} as {V}.",
+       "It is noted that the {S} is {V}.", "Please remember that the {S} is {V}.",
+       "The {S}, by the way, is {V}."},
       {"What is the {S} mentioned in the text above?", "What is the {S}?",
        "According to the text above, what is the {S}?", "Tell me the {S} from the text above.",
-       "Find the {S} in the text above."},
+       "Find the {S} in the text above.", "What does the text above say the {S} is?",
+       "Look up the {S}.", "I need the {S}. What is it?", "Give me the {S} from the document.",
+       "Which is the {S} in the text above?"},
       {"What are the {A} and the {B} mentioned in the text above?",
        "Tell me the {A} and the {B} from the text above."}};
   static const Split heldout{
@@ -102,8 +114,29 @@ std::string capitalized(std::string s) {
   return s;
 }
 
-std::string subject_of(std::mt19937_64& rng, const Split& lists, const Family& family) {
+// A made-up name of 2-3 syllables ("Torvek"), none of the held-out names.
+std::string made_up_name(std::mt19937_64& rng) {
+  static constexpr std::string_view kConsonants = "bdfgklmnprstvz", kVowels = "aeiou";
+  for (;;) {
+    std::string name;
+    const std::size_t syllables = 2 + below(rng, 2);
+    for (std::size_t i = 0; i < syllables; ++i) {
+      name += kConsonants[below(rng, kConsonants.size())];
+      name += kVowels[below(rng, kVowels.size())];
+    }
+    if (below(rng, 2) == 0) name += kConsonants[below(rng, kConsonants.size())];
+    name[0] = static_cast<char>(name[0] - 'a' + 'A');
+    const List& held = split_lists(FactSplit::Heldout).names;
+    if (std::find(held.begin(), held.end(), name) == held.end()) return name;
+  }
+}
+
+std::string subject_of(std::mt19937_64& rng, const Split& lists, const Family& family,
+                       const std::vector<std::string>* pool) {
   std::string s(family.pattern);
+  if (s.rfind("GEN", 0) == 0) {
+    return pick_word(rng, *pool) + " " + pick(rng, family.attributes) + " of " + made_up_name(rng);
+  }
   s = replace_all(s, "KEY", pick(rng, lists.adjectives) + "-" + pick(rng, lists.nouns));
   s = replace_all(s, "NAME", pick(rng, lists.names));
   if (!family.attributes.empty()) s = replace_all(s, "ATTR", pick(rng, family.attributes));
@@ -122,9 +155,12 @@ int fact_families(FactSplit split) {
 }
 
 Fact make_fact(std::mt19937_64& rng, FactSplit split, int family,
-               const std::vector<std::string>& avoid) {
+               const std::vector<std::string>& avoid, const std::vector<std::string>* pool) {
   const Split& lists = split_lists(split);
-  const int n = fact_families(split);
+  if (pool && pool->empty()) pool = nullptr;
+  // Without a pool the generated families are out of reach.
+  int n = fact_families(split);
+  while (!pool && n > 0 && lists.families[static_cast<std::size_t>(n - 1)].pattern.rfind("GEN", 0) == 0) --n;
   if (family >= n) throw Error("fact family " + std::to_string(family) + " does not exist");
   const auto taken = [&](const std::string& s) {
     return std::find(avoid.begin(), avoid.end(), s) != avoid.end();
@@ -135,12 +171,14 @@ Fact make_fact(std::mt19937_64& rng, FactSplit split, int family,
     f.family = family >= 0 && attempt < 16 ? family : static_cast<int>(below(rng, n));
     const Family& fam = lists.families[static_cast<std::size_t>(f.family)];
     if (attempt >= 16 && !has_placeholder(fam) && taken(std::string(fam.pattern))) continue;
-    f.subject = subject_of(rng, lists, fam);
+    f.subject = subject_of(rng, lists, fam, pool);
     f.numeric = fam.numeric;
     if (!taken(f.subject)) break;
     if (attempt > 256) throw Error("no fact subject left outside the ones to avoid");
   }
-  f.value = f.numeric ? number(rng) : pick(rng, lists.words);
+  f.value = f.numeric ? number(rng)
+            : pool && split == FactSplit::Train && below(rng, 2) == 0 ? pick_word(rng, *pool)
+                                                                       : pick(rng, lists.words);
   const auto fill = [&](std::string_view form) {
     return replace_all(replace_all(std::string(form), "{S}", f.subject), "{V}", f.value);
   };
@@ -149,6 +187,49 @@ Fact make_fact(std::mt19937_64& rng, FactSplit split, int family,
   f.prefix = "The " + f.subject + " is ";
   f.answer = f.prefix + f.value + ".";
   return f;
+}
+
+std::vector<std::string> fact_word_pool(const std::vector<std::string>& texts,
+                                        std::size_t max_words) {
+  // Every word of the held-out split's subjects, names and values.
+  std::vector<std::string> held;
+  for (const std::string& entry : fact_vocabulary(FactSplit::Heldout)) {
+    if (entry.find('{') != std::string::npos) continue;  // a form or a phrasing
+    std::string word;
+    for (char c : entry + " ") {
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+      if (c >= 'a' && c <= 'z') {
+        word += c;
+      } else if (!word.empty()) {
+        held.push_back(std::move(word));
+        word.clear();
+      }
+    }
+  }
+  std::vector<std::string> words;
+  for (const std::string& text : texts) {
+    std::size_t i = 0;
+    while (i < text.size()) {
+      std::size_t j = i;
+      while (j < text.size() && text[j] >= 'a' && text[j] <= 'z') ++j;
+      const bool whole = (i == 0 || !std::isalnum(static_cast<unsigned char>(text[i - 1]))) &&
+                         (j == text.size() || !std::isalnum(static_cast<unsigned char>(text[j])));
+      if (whole && j - i >= 4 && j - i <= 10) words.emplace_back(text.substr(i, j - i));
+      i = j == i ? i + 1 : j;
+    }
+  }
+  std::sort(words.begin(), words.end());
+  words.erase(std::unique(words.begin(), words.end()), words.end());
+  std::erase_if(words, [&](const std::string& w) {
+    return std::find(held.begin(), held.end(), w) != held.end();
+  });
+  // Spread over the alphabet when there are more than asked for.
+  if (words.size() > max_words && max_words > 0) {
+    std::vector<std::string> kept;
+    for (std::size_t k = 0; k < max_words; ++k) kept.push_back(words[k * words.size() / max_words]);
+    words = std::move(kept);
+  }
+  return words;
 }
 
 std::string two_fact_question(std::mt19937_64& rng, FactSplit split, const Fact& a, const Fact& b) {

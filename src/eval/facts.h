@@ -35,9 +35,21 @@ struct Fact {
 
 // A fact of a random family of the split; `family` >= 0 picks the family
 // (distractors: the same family, another key or name, drawn until the
-// subject differs from every one in `avoid`).
+// subject differs from every one in `avoid`). With a word `pool`
+// (fact_word_pool), the train split also makes subjects up: "WORD KIND of
+// NAME" (a pool word, a kind such as "number" or "label", a made-up name
+// like "Torvek"), and half its word values are pool words, so that copying
+// the subject the question names, not recalling a few trained ones, is
+// what answers.
 Fact make_fact(std::mt19937_64& rng, FactSplit split, int family = -1,
-               const std::vector<std::string>& avoid = {});
+               const std::vector<std::string>& avoid = {},
+               const std::vector<std::string>* pool = nullptr);
+
+// The distinct lower-case words of 4-10 letters in `texts`, sorted, none of
+// them a word of the held-out split's subjects, names or values; at most
+// `max_words`, spread over the alphabet.
+std::vector<std::string> fact_word_pool(const std::vector<std::string>& texts,
+                                        std::size_t max_words);
 
 // How many families a split has.
 int fact_families(FactSplit split);

@@ -381,6 +381,14 @@ std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng, std::int64
   return pieces;
 }
 
+const std::vector<std::string>* DataGenerator::fact_words() const {
+  if (!fact_words_) {
+    fact_words_ = std::make_shared<const std::vector<std::string>>(
+        fact_word_pool(corpus_.documents(), 4000));
+  }
+  return fact_words_.get();
+}
+
 std::string DataGenerator::long_text(std::mt19937_64& rng, std::size_t chars) const {
   std::string text = corpus_.passage(rng, chars);
   for (int joined = 0; text.size() + 200 < chars && joined < 64; ++joined) {
@@ -398,11 +406,11 @@ std::vector<TextPiece> DataGenerator::facts(std::mt19937_64& rng, std::int64_t r
   const std::size_t n_facts = needles_lo_ + below(rng, needles_hi_ - needles_lo_ + 1);
   std::vector<Fact> facts;
   std::vector<std::string> subjects;
-  const int family = static_cast<int>(below(rng, fact_families(FactSplit::Train)));
+  const int family = make_fact(rng, FactSplit::Train, -1, {}, fact_words()).family;
   while (facts.size() < n_facts) {
     // Half the others of the asked one's kind: distractors that differ only
     // in the key or name.
-    Fact f = make_fact(rng, FactSplit::Train, unit(rng) < 0.5 ? family : -1, subjects);
+    Fact f = make_fact(rng, FactSplit::Train, unit(rng) < 0.5 ? family : -1, subjects, fact_words());
     subjects.push_back(f.subject);
     facts.push_back(std::move(f));
   }
@@ -484,7 +492,7 @@ std::vector<TextPiece> DataGenerator::agent_round(std::mt19937_64& rng, std::int
   std::vector<Fact> asked;
   std::vector<std::string> subjects;
   for (std::size_t i = 0; i < (two ? 2u : 1u); ++i) {
-    asked.push_back(make_fact(rng, FactSplit::Train, -1, subjects));
+    asked.push_back(make_fact(rng, FactSplit::Train, -1, subjects, fact_words()));
     subjects.push_back(asked.back().subject);
   }
   std::vector<std::size_t> answer_chunks;
@@ -507,7 +515,7 @@ std::vector<TextPiece> DataGenerator::agent_round(std::mt19937_64& rng, std::int
   if (!others.empty()) {
     const std::size_t distractors = below(rng, 4);
     for (std::size_t d = 0; d < distractors; ++d) {
-      const Fact f = make_fact(rng, FactSplit::Train, asked[0].family, subjects);
+      const Fact f = make_fact(rng, FactSplit::Train, asked[0].family, subjects, fact_words());
       subjects.push_back(f.subject);
       const std::size_t c = others[below(rng, others.size())];
       insert_at_sentence_end(rng, chunks[c], f.sentence);

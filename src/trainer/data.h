@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -46,6 +47,7 @@ class Corpus {
   // boundaries (the whole document when it is shorter).
   std::string passage(std::mt19937_64& rng, std::size_t chars) const;
   std::size_t size() const { return documents_.size(); }
+  const std::vector<std::string>& documents() const { return documents_; }
 
  private:
   std::vector<std::string> documents_;
@@ -202,6 +204,10 @@ class DataGenerator {
   double numbers_ = 0.0;
   std::size_t needles_lo_ = 1, needles_hi_ = 3, questions_ = 1;
   TokenCounter count_tokens_;
+  // Words for made-up fact subjects (fact_word_pool of the corpus), made on
+  // first use: only the facts and agent tasks need them.
+  mutable std::shared_ptr<const std::vector<std::string>> fact_words_;
+  const std::vector<std::string>* fact_words() const;
 
   // About `chars` characters of real text: passages of several documents
   // joined when one is too short.

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -211,8 +212,13 @@ TEST_F(RulerTasks, FactsAskAHeldOutFactAmongDistractors) {
     EXPECT_NE(s.question.find(subject), std::string::npos) << s.question;
     // A sentence may open with a word value, capitalized.
     EXPECT_GT(score_answers(s.context, s.answers), 0.0) << s.answers[0];
+    // No trained attribute, name or phrasing (single generic words such as
+    // "code" aside: made-up train subjects end in kinds like that).
     for (const std::string& t : train) {
-      EXPECT_EQ(s.question.find(t + " "), std::string::npos)
+      if (t.find(' ') == std::string::npos && !std::isupper(static_cast<unsigned char>(t[0])))
+        continue;
+      const std::string fixed = t.substr(0, t.find('{'));
+      EXPECT_EQ(s.question.find(fixed.empty() ? t : fixed), std::string::npos)
           << "a held-out question uses the trainer's \"" << t << "\": " << s.question;
     }
     questions.insert(s.question.substr(0, 10));
@@ -237,13 +243,40 @@ TEST(Facts, TheSplitsShareNoWordingKeyNameOrValueWord) {
   }
 }
 
+// Made-up train subjects (a pool word, a kind, a made-up name) never use a
+// word of the held-out split's subjects, names or values.
+TEST(Facts, MadeUpTrainSubjectsStayClearOfTheHeldOutWords) {
+  const std::vector<std::string> pool =
+      fact_word_pool({"the badge and the ticket of quentin, apricot walnut copper meadow sun "
+                      "Lighthouse keeper counted ships"},
+                     100);
+  EXPECT_EQ(pool, (std::vector<std::string>{"copper", "counted", "keeper", "meadow", "ships",
+                                            "walnut"}));
+  std::mt19937_64 rng(2);
+  std::set<std::string> subjects;
+  for (int i = 0; i < 400; ++i) {
+    const Fact f = make_fact(rng, FactSplit::Train, -1, {}, &pool);
+    subjects.insert(f.subject);
+    EXPECT_EQ(f.answer, "The " + f.subject + " is " + f.value + ".");
+  }
+  EXPECT_GT(subjects.size(), 150u) << "made-up subjects are many";
+  const std::vector<std::string> heldout = fact_vocabulary(FactSplit::Heldout);
+  for (const std::string& subject : subjects) {
+    for (const std::string& h : heldout) {
+      if (h.find('{') != std::string::npos) continue;
+      EXPECT_EQ((" " + subject + " ").find(" " + h + " "), std::string::npos) << subject << " / " << h;
+    }
+  }
+}
+
 TEST(Facts, AnswersAreInTheQuestionsTermsAndDistractorsDiffer) {
+  const std::vector<std::string> pool = {"harbour", "lantern", "meadow", "window"};
   for (FactSplit split : {FactSplit::Train, FactSplit::Heldout}) {
     std::mt19937_64 rng(5);
     std::set<std::size_t> digits;
     std::set<int> families;
     for (int i = 0; i < 300; ++i) {
-      const Fact f = make_fact(rng, split);
+      const Fact f = make_fact(rng, split, -1, {}, &pool);
       families.insert(f.family);
       EXPECT_EQ(f.answer, "The " + f.subject + " is " + f.value + ".");
       EXPECT_EQ(f.answer.rfind(f.prefix, 0), 0u);
@@ -254,7 +287,7 @@ TEST(Facts, AnswersAreInTheQuestionsTermsAndDistractorsDiffer) {
         EXPECT_NE(f.value[0], '0');
         digits.insert(f.value.size());
       }
-      const Fact other = make_fact(rng, split, f.family, {f.subject});
+      const Fact other = make_fact(rng, split, f.family, {f.subject}, &pool);
       EXPECT_NE(other.subject, f.subject);
     }
     EXPECT_EQ(static_cast<int>(families.size()), fact_families(split));
