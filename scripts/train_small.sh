@@ -3,17 +3,19 @@
 # the four published stages on Debian text (s0-s4), then the recall
 # curriculum (s5-s20, docs/training.md) that teaches the decoder to look
 # things up, first in plain text, then in latents, then at length, then at
-# 4x and 8x, then at length again, then on random numbers, and last
-# (s21-s22) the skim-and-expand agent's protocol with facts in many wordings. The result is
+# 4x and 8x, then at length again, then on random numbers. The result is
 # exported as bf16. Each stage is its own run directory under RUNS, so an
 # interrupted run (Ctrl-C saves the step in progress and stops the script)
 # continues with `scripts/train_small.sh` again (--resume), and finished
 # stages are not redone.
 #
-#   scripts/train_small.sh [--out DIR] [--runs DIR] [--scale F] [--base-only]
+#   scripts/train_small.sh [--out DIR] [--runs DIR] [--scale F] [--base-only] [--agent]
 #
 # --scale multiplies every stage's step count (e.g. 0.01 for a smoke run).
 # --base-only stops after s4, the model shipped before the recall curriculum.
+# --agent goes on with s21-s22, the skim-and-expand agent's protocol and
+# facts in many wordings, and exports s22: the 2026-12-05 experiment, not
+# shipped (it lost recall; docs/journal/2026-12-05-agent-training.md).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -22,12 +24,14 @@ out=models/lclm-small
 runs=runs/lclm-small
 scale=1
 base_only=
+agent=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
     --scale) scale="$2"; shift 2 ;;
     --base-only) base_only=1; shift ;;
+    --agent) agent=1; shift ;;
     # The header comment, however long it grows.
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "train_small.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -203,7 +207,13 @@ numbers_stage s18 s17 1000 124 0.8 0.1,0.4,0.3,0.1,0.1
 numbers_stage s19 s18 3000 126 0.8 0.1,0.4,0.3,0.1,0.1
 numbers_stage s20 s19 3000 127 0.8 0.1,0.4,0.3,0.1,0.1
 
-# s21-s22: the skim-and-expand agent's protocol and facts in many wordings
+if [[ -z $agent ]]; then
+  $train --init "$runs/s20" --export "$out" --save-dtype bf16
+  du -sh "$out"
+  exit 0
+fi
+
+# s21-s22 (--agent): the skim-and-expand agent's protocol and facts in many wordings
 # (docs/training.md, "Data", tasks 4-6), from s20 rounded to bf16 (the model
 # shipped before them): half the examples one round of the agent at 4x, 8x
 # or 16x (first rounds that expand the chunk holding the answer, later
@@ -213,7 +223,8 @@ numbers_stage s20 s19 3000 127 0.8 0.1,0.4,0.3,0.1,0.1
 # round of an 8,192-token document at 8x needs. s21 stopped at step 253 of
 # its plan, when made-up fact subjects were added to the data (s21's facts
 # had a few dozen subjects, which a question in other words does not
-# match); s22 goes on from it with them.
+# match); s22 goes on from it with them. s21 ran before made-up subjects
+# existed (commit 7972a00), so a re-run of it draws other facts.
 agent_flags=(--stages 3 --seq-len 2048 --lr-scale 8 --ratios 4,8,8,16,16
   --mix 0.05,0.1,0.1,0,0,0.15,0.1,0.5 --numbers 0.8 --scramble 0.3 --copy-fill 0.03,0.15
   --haystack-fill 0.05,0.3 --needles 1,4 --questions 4 --latent-align 0.1)

@@ -101,35 +101,5 @@ TEST(ShippedRecall, CopiesRandomNumbersBackFromLatentsInOrder) {
   EXPECT_GE(cells.at(8).mean_agreement(), 0.20) << describe(8, cells.at(8));
 }
 
-// The skim-and-expand agent against plain compression at the same ratio, on
-// held-out facts (kinds, names, sentence forms and question phrasings the
-// trainer never showed) in 2,048-token documents: the card measures
-// AGENT_CARD. The agent must find the fact's chunk from the compressed view
-// and answer from the chunk read in full, in the question's own terms.
-TEST(ShippedRecall, TheAgentBuysBackWhatCompressionLoses) {
-  EvalConfig config = card_config(RulerTask::Facts, {8, 16});
-  config.methods = {"latent", "agent"};
-  config.lengths = {2048};
-  config.samples = 10;
-  const std::vector<EvalRecord> records = Evaluator(config).run();
-  ASSERT_EQ(records.size(), 10u * 4);
-  std::map<std::string, Cell> cells;
-  for (const EvalRecord& r : records) {
-    Cell& c = cells[r.method + " " + std::to_string(r.ratio)];
-    ++c.runs;
-    c.exact += r.score >= 1.0 ? 1 : 0;
-    c.prefix += r.prefix_correct.value_or(false) ? 1 : 0;
-    c.agreement += r.agreement;
-    if (r.method == "agent") {
-      ASSERT_TRUE(r.rounds.has_value());
-      EXPECT_GE(*r.rounds, 2u);
-    }
-  }
-  for (const auto& [name, c] : cells) {
-    std::cout << name << ": " << c.exact << "/" << c.runs << ", own terms " << c.prefix << '\n';
-  }
-  AGENT_FLOORS
-}
-
 }  // namespace
 }  // namespace lclm
