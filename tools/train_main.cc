@@ -1,8 +1,7 @@
 // lclm-train: trains an LCLM checkpoint through the four published stages
 // (see docs/training.md). Parsing only; the loop is lclm::train::Trainer.
-#include <torch/utils.h>
-
 #include <malloc.h>
+#include <torch/utils.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>

@@ -79,7 +79,8 @@ EvalConfig eval_config(const EvalArgs& a) {
 void add_eval_options(CLI::App& cmd, EvalArgs& a) {
   cmd.add_option("-m,--model", a.model, "LCLM checkpoint directory")->required();
   cmd.add_option("--out", a.out, "Directory to write the results to (created)")->required();
-  std::string methods = "full, latent, agent (skim-and-expand over chunks compressed at each ratio)";
+  std::string methods =
+      "full, latent, agent (skim-and-expand over chunks compressed at each ratio)";
   for (KVPolicyKind k : all_kv_policies()) {
     if (k != KVPolicyKind::Full) methods += ", " + std::string(kv_policy_name(k));
   }
@@ -308,7 +309,8 @@ Command add_eval_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "eval",
       "RULER-style evaluation: full context, latent compression and KV-cache policies on the "
-      "same decoder; writes results.json, results.md and the accuracy-vs-TTFT frontier (frontier.svg, frontier.csv)");
+      "same decoder; writes results.json, results.md and the accuracy-vs-TTFT frontier "
+      "(frontier.svg, frontier.csv)");
   add_eval_options(*cmd, *args);
   return {cmd, [args](std::ostream& out, std::ostream& err) { return run_eval(*args, out, err); }};
 }

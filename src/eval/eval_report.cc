@@ -42,9 +42,9 @@ std::string xml(const std::string& s) {
 
 const char* method_colour(const std::string& method) {
   static const std::map<std::string, const char*> colours = {
-      {"full", "#222222"},   {"latent", "#d62728"},    {"streaming", "#1f77b4"}, {"h2o", "#2ca02c"},
-      {"snapkv", "#9467bd"}, {"pyramidkv", "#ff7f0e"}, {"indexmem", "#8c564b"},
-      {"agent", "#17becf"}};
+      {"full", "#222222"},     {"latent", "#d62728"}, {"streaming", "#1f77b4"},
+      {"h2o", "#2ca02c"},      {"snapkv", "#9467bd"}, {"pyramidkv", "#ff7f0e"},
+      {"indexmem", "#8c564b"}, {"agent", "#17becf"}};
   const auto it = colours.find(method);
   return it == colours.end() ? "#7f7f7f" : it->second;
 }
@@ -220,7 +220,7 @@ std::string recall_markdown(const std::vector<EvalRecord>& records) {
                          : t == RulerTask::SingleNeedle || t == RulerTask::MultiKey
                              ? "digits of the number"
                          : t == RulerTask::Facts ? "digits of the number (words: found)"
-                             : "answers found";
+                                                 : "answers found";
     md << "\n"
        << task << ": runs answered in full / runs, " << graded << " in place (mean %)\n\n| "
        << (is_copy_task(t) ? "passage tokens" : "length") << " |";

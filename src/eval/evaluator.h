@@ -59,9 +59,9 @@ struct EvalRecord {
   double agreement = 0;           // graded in place (grade_answer: digits, words, characters)
   std::optional<bool> prefix_correct;     // the output starts as a right one does (grade_answer)
   std::optional<std::size_t> needle_token;  // niah_single: the number's token in the context
-  double ttft_ms = 0;             // prompt text to first token: tokenize, compress, prefill, sample
-                                  // (agent: to the final answer's first token, every round before it
-                                  // included)
+  double ttft_ms = 0;  // prompt text to first token: tokenize, compress, prefill, sample
+                       // (agent: to the final answer's first token, every round before it
+                       // included)
   std::optional<std::size_t> rounds;    // agent: model calls made
   std::optional<std::size_t> chunks;    // agent: chunks of the document
   std::optional<std::size_t> expanded;  // agent: chunks it read in full

@@ -37,9 +37,9 @@ struct Split {
   std::vector<Family> families;
   List adjectives, nouns;  // keys
   List names;
-  List words;      // word values
-  List sentences;  // "{S}" subject, "{V}" value
-  List questions;  // "{S}"
+  List words;          // word values
+  List sentences;      // "{S}" subject, "{V}" value
+  List questions;      // "{S}"
   List two_questions;  // "{A}", "{B}"
 };
 
@@ -62,9 +62,10 @@ const Split& split_lists(FactSplit split) {
        "jungle", "kettle", "lantern", "meadow", "nebula", "orchid", "pebble"},
       {"Alice", "Bruno", "Clara", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ingrid", "Jonas",
        "Keiko", "Lars", "Maya", "Nikolai", "Olga", "Pablo"},
-      {"walnut", "copper", "violet", "thunder", "marble", "saffron", "willow", "granite", "velvet",
-       "cobalt", "maple", "pepper", "silver", "tulip", "cedar", "falcon", "river", "lemon",
-       "mercury", "quartz", "rocket", "sparrow", "tiger", "umbrella", "window", "yellow"},
+      {"walnut",  "copper", "violet",   "thunder", "marble",  "saffron", "willow",
+       "granite", "velvet", "cobalt",   "maple",   "pepper",  "silver",  "tulip",
+       "cedar",   "falcon", "river",    "lemon",   "mercury", "quartz",  "rocket",
+       "sparrow", "tiger",  "umbrella", "window",  "yellow"},
       {"The {S} is {V}.", "Remember: the {S} is {V}.", "Note that the {S} is {V}.",
        "The {S} is {V}. Remember it. {V} is the {S}.", "We recorded the {S} as {V}.",
        "It is noted that the {S} is {V}.", "Please remember that the {S} is {V}.",
@@ -160,7 +161,9 @@ Fact make_fact(std::mt19937_64& rng, FactSplit split, int family,
   if (pool && pool->empty()) pool = nullptr;
   // Without a pool the generated families are out of reach.
   int n = fact_families(split);
-  while (!pool && n > 0 && lists.families[static_cast<std::size_t>(n - 1)].pattern.rfind("GEN", 0) == 0) --n;
+  while (!pool && n > 0 &&
+         lists.families[static_cast<std::size_t>(n - 1)].pattern.rfind("GEN", 0) == 0)
+    --n;
   if (family >= n) throw Error("fact family " + std::to_string(family) + " does not exist");
   const auto taken = [&](const std::string& s) {
     return std::find(avoid.begin(), avoid.end(), s) != avoid.end();
@@ -176,9 +179,9 @@ Fact make_fact(std::mt19937_64& rng, FactSplit split, int family,
     if (!taken(f.subject)) break;
     if (attempt > 256) throw Error("no fact subject left outside the ones to avoid");
   }
-  f.value = f.numeric ? number(rng)
+  f.value = f.numeric                                                 ? number(rng)
             : pool && split == FactSplit::Train && below(rng, 2) == 0 ? pick_word(rng, *pool)
-                                                                       : pick(rng, lists.words);
+                                                                      : pick(rng, lists.words);
   const auto fill = [&](std::string_view form) {
     return replace_all(replace_all(std::string(form), "{S}", f.subject), "{V}", f.value);
   };

@@ -157,9 +157,9 @@ std::string_view ruler_task_name(RulerTask task) {
 
 const std::vector<RulerTask>& all_ruler_tasks() {
   static const std::vector<RulerTask> all = {
-      RulerTask::SingleNeedle,     RulerTask::MultiNeedle, RulerTask::MultiKey,
-      RulerTask::MultiValue,       RulerTask::VariableTracking, RulerTask::CommonWords,
-      RulerTask::Facts,            RulerTask::Reconstruction,   RulerTask::Numbers};
+      RulerTask::SingleNeedle, RulerTask::MultiNeedle,      RulerTask::MultiKey,
+      RulerTask::MultiValue,   RulerTask::VariableTracking, RulerTask::CommonWords,
+      RulerTask::Facts,        RulerTask::Reconstruction,   RulerTask::Numbers};
   return all;
 }
 
@@ -262,8 +262,8 @@ Grade grade_answer(const EvalSample& sample, std::string_view output) {
     case RulerTask::Facts: {
       g.score = score_answers(output, sample.answers);
       const std::string& value = sample.answers.at(0);
-      const bool numeric = std::all_of(value.begin(), value.end(),
-                                       [](char c) { return c >= '0' && c <= '9'; });
+      const bool numeric =
+          std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; });
       g.agreement = numeric ? digit_agreement(output, value, sample.prefix) : g.score;
       return g;
     }

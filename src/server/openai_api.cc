@@ -474,13 +474,12 @@ ordered_json forced_call_schema(const ordered_json& choice, const ordered_json& 
   if (choice == "none" || choice == "auto") return nullptr;
   const auto call_of = [](const ordered_json& fn) {
     const ordered_json* params = field(fn, "parameters");
-    return ordered_json{
-        {"type", "object"},
-        {"properties",
-         {{"name", {{"const", fn.at("name")}}},
-          {"arguments", params ? *params : ordered_json{{"type", "object"}}}}},
-        {"required", {"name", "arguments"}},
-        {"additionalProperties", false}};
+    return ordered_json{{"type", "object"},
+                        {"properties",
+                         {{"name", {{"const", fn.at("name")}}},
+                          {"arguments", params ? *params : ordered_json{{"type", "object"}}}}},
+                        {"required", {"name", "arguments"}},
+                        {"additionalProperties", false}};
   };
   if (tools.is_null()) {
     bad("'tool_choice' forces a tool call, but the request has no 'tools'", "tool_choice",
@@ -581,9 +580,9 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
     try {
       r.json_grammar = JsonGrammar::from_schema(forced_schema);
     } catch (const Error& e) {
-      throw RequestError(400, std::string("a forced tool call needs parameters lclm can follow: ") +
-                                  e.what(),
-                         "tools", "unsupported_schema");
+      throw RequestError(
+          400, std::string("a forced tool call needs parameters lclm can follow: ") + e.what(),
+          "tools", "unsupported_schema");
     }
     r.forced_call = true;
     r.parallel_tool_calls = false;

@@ -921,13 +921,14 @@ void Server::run_prompt_embeds(const CompletionRequest& r, DType dtype, Job& job
                       {"compress_ms", p.stats.compress_seconds * 1e3}};
   Event done;
   done.kind = Event::Kind::Finished;
-  done.payload = {
-      {"object", "prompt_embeds"},
-      {"model", options_.model_name},
-      {"prompt_embeds", base64_encode(bytes)},
-      {"shape", json::array({p.ids.size(), hidden})},
-      {"dtype", dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32"},
-      {"usage", usage}};
+  done.payload = {{"object", "prompt_embeds"},
+                  {"model", options_.model_name},
+                  {"prompt_embeds", base64_encode(bytes)},
+                  {"shape", json::array({p.ids.size(), hidden})},
+                  {"dtype", dtype == DType::BF16  ? "bfloat16"
+                            : dtype == DType::F16 ? "float16"
+                                                  : "float32"},
+                  {"usage", usage}};
   job.emit(std::move(done));
 }
 

@@ -383,8 +383,8 @@ std::vector<TextPiece> DataGenerator::retrieval(std::mt19937_64& rng, std::int64
 
 const std::vector<std::string>* DataGenerator::fact_words() const {
   if (!fact_words_) {
-    fact_words_ = std::make_shared<const std::vector<std::string>>(
-        fact_word_pool(corpus_.documents(), 4000));
+    fact_words_ =
+        std::make_shared<const std::vector<std::string>>(fact_word_pool(corpus_.documents(), 4000));
   }
   return fact_words_.get();
 }
@@ -410,7 +410,8 @@ std::vector<TextPiece> DataGenerator::facts(std::mt19937_64& rng, std::int64_t r
   while (facts.size() < n_facts) {
     // Half the others of the asked one's kind: distractors that differ only
     // in the key or name.
-    Fact f = make_fact(rng, FactSplit::Train, unit(rng) < 0.5 ? family : -1, subjects, fact_words());
+    Fact f =
+        make_fact(rng, FactSplit::Train, unit(rng) < 0.5 ? family : -1, subjects, fact_words());
     subjects.push_back(f.subject);
     facts.push_back(std::move(f));
   }
@@ -441,7 +442,8 @@ std::vector<TextPiece> prompt_pieces(std::string_view prompt) {
     const std::size_t text = start + kMemoryStart.size();
     const std::size_t end = prompt.find(kMemoryEnd, text);
     if (end == std::string_view::npos) throw Error("a memory region without its end marker");
-    if (start > 0) pieces.push_back({TextPiece::Kind::Context, std::string(prompt.substr(0, start))});
+    if (start > 0)
+      pieces.push_back({TextPiece::Kind::Context, std::string(prompt.substr(0, start))});
     pieces.push_back({TextPiece::Kind::Memory, std::string(prompt.substr(text, end - text))});
     prompt.remove_prefix(end + kMemoryEnd.size());
   }
@@ -476,8 +478,8 @@ std::vector<TextPiece> DataGenerator::agent_round(std::mt19937_64& rng, std::int
   // and "Chunk i: "; each expanded chunk T; the rule, the question and the
   // chat frame about 200.
   const double per_chunk = static_cast<double>(kChunkTokens) / static_cast<double>(ratio) + 8.0;
-  const double room = static_cast<double>(seq_len_) - 200.0 -
-                      static_cast<double>(shown * (kChunkTokens + 8));
+  const double room =
+      static_cast<double>(seq_len_) - 200.0 - static_cast<double>(shown * (kChunkTokens + 8));
   const auto most = static_cast<std::size_t>(std::clamp(room / per_chunk, 3.0, 18.0));
   const std::size_t want = 3 + below(rng, most - 2);
   std::vector<std::string> chunks = chunk_document(
@@ -559,17 +561,28 @@ std::vector<TextPiece> DataGenerator::agent_round(std::mt19937_64& rng, std::int
   std::vector<TextPiece> pieces = prompt_pieces(format_chatml({{"user", user}}, true));
   pieces.push_back({TextPiece::Kind::Target, reply + "<|im_end|>"});
   if (info) {
-    *info = {std::move(chunks), std::move(answer_chunks), std::move(expanded), question, answer,
-             std::move(reply), static_cast<int>(rule), left};
+    *info = {std::move(chunks),
+             std::move(answer_chunks),
+             std::move(expanded),
+             question,
+             answer,
+             std::move(reply),
+             static_cast<int>(rule),
+             left};
   }
   return pieces;
 }
 
 std::vector<TextPiece> DataGenerator::example(std::uint64_t index, const TaskMix& mix) const {
   std::mt19937_64 rng = example_rng(index);
-  const double shares[] = {mix.continual,          mix.reconstruction, mix.retrieval,
-                           mix.plain_retrieval,    mix.plain_reconstruction,
-                           mix.facts,              mix.plain_facts,    mix.agent};
+  const double shares[] = {mix.continual,
+                           mix.reconstruction,
+                           mix.retrieval,
+                           mix.plain_retrieval,
+                           mix.plain_reconstruction,
+                           mix.facts,
+                           mix.plain_facts,
+                           mix.agent};
   constexpr std::size_t kTasks = sizeof(shares) / sizeof(shares[0]);
   double total = 0;
   for (double v : shares) total += v;

@@ -175,11 +175,11 @@ class DataGenerator {
   // with its chunks at `ratio`, at most 18 chunks (about 8K tokens). Needs
   // set_token_counter.
   struct AgentRoundInfo {
-    std::vector<std::string> chunks;          // as shown (facts inserted)
-    std::vector<std::size_t> answer_chunks;   // 0-based, sorted: where the asked facts are
-    std::vector<std::size_t> expanded;        // 0-based, sorted
-    std::string question, answer, reply;      // reply: the target, without <|im_end|>
-    int rule = 0;                             // RoundRule
+    std::vector<std::string> chunks;         // as shown (facts inserted)
+    std::vector<std::size_t> answer_chunks;  // 0-based, sorted: where the asked facts are
+    std::vector<std::size_t> expanded;       // 0-based, sorted
+    std::string question, answer, reply;     // reply: the target, without <|im_end|>
+    int rule = 0;                            // RoundRule
     int rounds_left = 0;
   };
   std::vector<TextPiece> agent_round(std::mt19937_64& rng, std::int64_t ratio,

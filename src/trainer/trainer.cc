@@ -150,8 +150,9 @@ Trainer::Trainer(TrainOptions opts) : opts_(std::move(opts)) {
   data_->set_needles(static_cast<std::size_t>(opts_.needles_lo),
                      static_cast<std::size_t>(opts_.needles_hi));
   data_->set_questions(static_cast<std::size_t>(opts_.questions));
-  data_->set_token_counter(
-      [tokens = tokens_.get()](std::string_view text) { return tokens->decoder().encode(text).size(); });
+  data_->set_token_counter([tokens = tokens_.get()](std::string_view text) {
+    return tokens->decoder().encode(text).size();
+  });
   if (opts_.resume && step_in_stage_ > 0) {
     begin_stage();
     torch::load(*optim_->adamw, (opts_.out / kStateDir / "optimizer.pt").string());
@@ -567,8 +568,8 @@ void Trainer::load_state(const fs::path& dir) {
       const auto& m = state["mix"];
       // Runs saved before the facts and agent tasks have five shares.
       const auto share = [&](std::size_t i) { return i < m.size() ? m.at(i).get<double>() : 0.0; };
-      opts_.mix = TaskMix{share(0), share(1), share(2), share(3),
-                          share(4), share(5), share(6), share(7)};
+      opts_.mix =
+          TaskMix{share(0), share(1), share(2), share(3), share(4), share(5), share(6), share(7)};
     }
     opts_.corpus.clear();
     for (const auto& p : state.at("corpus")) opts_.corpus.emplace_back(p.get<std::string>());

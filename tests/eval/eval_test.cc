@@ -250,8 +250,8 @@ TEST(Facts, MadeUpTrainSubjectsStayClearOfTheHeldOutWords) {
       fact_word_pool({"the badge and the ticket of quentin, apricot walnut copper meadow sun "
                       "Lighthouse keeper counted ships"},
                      100);
-  EXPECT_EQ(pool, (std::vector<std::string>{"copper", "counted", "keeper", "meadow", "ships",
-                                            "walnut"}));
+  EXPECT_EQ(pool,
+            (std::vector<std::string>{"copper", "counted", "keeper", "meadow", "ships", "walnut"}));
   std::mt19937_64 rng(2);
   std::set<std::string> subjects;
   for (int i = 0; i < 400; ++i) {
@@ -264,7 +264,8 @@ TEST(Facts, MadeUpTrainSubjectsStayClearOfTheHeldOutWords) {
   for (const std::string& subject : subjects) {
     for (const std::string& h : heldout) {
       if (h.find('{') != std::string::npos) continue;
-      EXPECT_EQ((" " + subject + " ").find(" " + h + " "), std::string::npos) << subject << " / " << h;
+      EXPECT_EQ((" " + subject + " ").find(" " + h + " "), std::string::npos)
+          << subject << " / " << h;
     }
   }
 }

@@ -1,14 +1,13 @@
 // `lclm serve` over loopback with a real HTTP client: a tiny random LCLM, the
 // server in-process on a background thread, bound to a free port.
-#include "server/base64.h"
 #include "server/server.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <openssl/evp.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -29,6 +28,7 @@
 #include "fixtures/random_lclm.h"
 #include "format/torch_file.h"
 #include "runtime/chat_template.h"
+#include "server/base64.h"
 
 namespace lclm {
 namespace {

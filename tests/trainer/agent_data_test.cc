@@ -5,16 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-
 #include <set>
 #include <string>
 #include <vector>
 
 #include "agent/agent.h"
 #include "compression/memory_regions.h"
+#include "core/test_models.h"
 #include "runtime/chat_template.h"
 #include "trainer/data.h"
-#include "core/test_models.h"
 
 namespace lclm::train {
 namespace {
@@ -101,10 +100,9 @@ TEST_F(AgentData, RoundsAreTheAgentsPromptWithTheRepliesOfAGoodReader) {
       const std::size_t is = answer.find(" is ");
       const std::size_t end = answer.find('.', is);
       const std::string value = answer.substr(is + 4, end - is - 4);
-      EXPECT_TRUE(std::any_of(info.answer_chunks.begin(), info.answer_chunks.end(),
-                              [&](std::size_t c) {
-                                return info.chunks[c].find(value) != std::string::npos;
-                              }))
+      EXPECT_TRUE(std::any_of(
+          info.answer_chunks.begin(), info.answer_chunks.end(),
+          [&](std::size_t c) { return info.chunks[c].find(value) != std::string::npos; }))
           << value;
       answer = answer.substr(std::min(answer.size(), end + 2));
     }
@@ -130,7 +128,8 @@ TEST_F(AgentData, FactsAreAnsweredInTheQuestionsTerms) {
     ASSERT_GE(pieces.size(), 4u);
     EXPECT_EQ(pieces[1].kind, i % 2 == 0 ? TextPiece::Kind::Memory : TextPiece::Kind::Context);
     for (std::size_t q = 2; q + 1 < pieces.size(); q += 2) {
-      const std::string answer = pieces[q + 1].text.substr(0, pieces[q + 1].text.find("<|im_end|>"));
+      const std::string answer =
+          pieces[q + 1].text.substr(0, pieces[q + 1].text.find("<|im_end|>"));
       ASSERT_EQ(answer.rfind("The ", 0), 0u) << answer;
       const std::size_t is = answer.rfind(" is ");
       const std::string subject = answer.substr(4, is - 4);
