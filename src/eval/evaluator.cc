@@ -34,6 +34,47 @@ std::unique_ptr<Engine> load_checkpoint(const std::filesystem::path& dir, int th
   return Engine::load(dir, uncached(threads));
 }
 
+// Greedy answers of the sample's length (the agent's: per round).
+GenerationOptions greedy_options(const EvalSample& sample, std::size_t prefill_chunk) {
+  GenerationOptions options;
+  options.n_predict = sample.n_predict;
+  options.prefill_chunk = prefill_chunk;
+  options.sampling.temperature = 0;
+  return options;
+}
+
+// The peak resident set of one run above what was resident when it began.
+// Freed heap memory goes back to the system first, so that what the run
+// allocates shows in its peak instead of reusing earlier runs' pages.
+class RunMemory {
+ public:
+  RunMemory() {
+    malloc_trim(0);
+    peak_reset_ = reset_peak_resident();
+    at_start_ = current_resident_bytes();
+  }
+  void record(EvalRecord& rec) const {
+    rec.peak_rss_bytes = peak_resident_bytes();
+    rec.peak_extra_bytes =
+        peak_reset_ && rec.peak_rss_bytes > at_start_ ? rec.peak_rss_bytes - at_start_ : 0;
+  }
+
+ private:
+  bool peak_reset_ = false;
+  std::size_t at_start_ = 0;
+};
+
+// The output graded against the sample: expected answers, score, agreement,
+// prefix and the needle's place.
+void grade_output(const EvalSample& sample, EvalRecord& rec) {
+  rec.expected = sample.answers;
+  const Grade grade = grade_answer(sample, rec.output);
+  rec.score = grade.score;
+  rec.agreement = grade.agreement;
+  rec.prefix_correct = grade.prefix_correct;
+  rec.needle_token = sample.needle_token;
+}
+
 }  // namespace
 
 nlohmann::json eval_record_json(const EvalRecord& r) {
@@ -142,20 +183,14 @@ EvalRecord Evaluator::run_agent_one(const EvalSample& sample, std::int64_t ratio
   rec.method = "agent";
   rec.ratio = ratio;
   rec.task = sample.task;
-  GenerationOptions options;
+  GenerationOptions options = greedy_options(sample, config_.prefill_chunk);
   options.n_predict = std::max(sample.n_predict, 32);  // per round
-  options.prefill_chunk = config_.prefill_chunk;
-  options.sampling.temperature = 0;
-  malloc_trim(0);
-  const bool peak_reset = reset_peak_resident();
-  const std::size_t rss_at_start = current_resident_bytes();
+  const RunMemory memory;
   const auto t0 = std::chrono::steady_clock::now();
   LclmAgentModel model(*engine_, options, ratio);  // a session of its own
   const AgentResult result = run_agent(model, sample.context, sample.question, AgentOptions{});
   const double seconds = seconds_since(t0);
-  rec.peak_rss_bytes = peak_resident_bytes();
-  rec.peak_extra_bytes =
-      peak_reset && rec.peak_rss_bytes > rss_at_start ? rec.peak_rss_bytes - rss_at_start : 0;
+  memory.record(rec);
   // To the final answer's first token: everything but the last reply's decoding.
   rec.ttft_ms = (seconds - result.rounds.back().stats.generation.decode_seconds) * 1e3;
   for (const AgentRound& round : result.rounds) {
@@ -168,12 +203,7 @@ EvalRecord Evaluator::run_agent_one(const EvalSample& sample, std::int64_t ratio
   rec.chunks = result.chunks.size();
   rec.expanded = result.expanded.size();
   rec.output = result.answer;
-  rec.expected = sample.answers;
-  const Grade grade = grade_answer(sample, rec.output);
-  rec.score = grade.score;
-  rec.agreement = grade.agreement;
-  rec.prefix_correct = grade.prefix_correct;
-  rec.needle_token = sample.needle_token;
+  grade_output(sample, rec);
   return rec;
 }
 
@@ -185,12 +215,8 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
   rec.ratio = method == "full" ? 1 : ratio;
   rec.task = sample.task;
   const bool latent = method == "latent";
-  const Tokenizer& tokenizer = engine_->tokenizer();
 
-  GenerationOptions options;
-  options.n_predict = sample.n_predict;
-  options.prefill_chunk = config_.prefill_chunk;
-  options.sampling.temperature = 0;
+  GenerationOptions options = greedy_options(sample, config_.prefill_chunk);
   options.stop_ids = engine_->stop_ids();
   if (!latent) {
     options.kv_policy.kind = parse_kv_policy(method);
@@ -198,30 +224,19 @@ EvalRecord Evaluator::run_one(const EvalSample& sample, const std::string& metho
     options.kv_policy.indexmem = indexmem_;
   }
 
-  // Freed heap memory goes back to the system first, so that what this run
-  // allocates shows in its peak instead of reusing earlier runs' pages.
-  malloc_trim(0);
-  const bool peak_reset = reset_peak_resident();
-  const std::size_t rss_at_start = current_resident_bytes();
+  const RunMemory memory;
   const auto t0 = std::chrono::steady_clock::now();
   const PreparedPrompt prompt = engine_->prepare(
       eval_prompt(sample, latent), latent ? std::optional<std::int64_t>(ratio) : std::nullopt);
   const double prepare_seconds = seconds_since(t0);
   const GenerationStats stats = engine_->new_session().generate(prompt, options);
-  rec.peak_rss_bytes = peak_resident_bytes();
-  rec.peak_extra_bytes =
-      peak_reset && rec.peak_rss_bytes > rss_at_start ? rec.peak_rss_bytes - rss_at_start : 0;
+  memory.record(rec);
   rec.ttft_ms = (prepare_seconds + stats.ttft_seconds) * 1e3;
   rec.positions = prompt.ids.size();
   rec.kv_bytes = stats.prompt_kv_bytes;
   rec.kv_peak_bytes = stats.kv_peak_bytes;
-  rec.output = tokenizer.decode(stats.tokens);
-  rec.expected = sample.answers;
-  const Grade grade = grade_answer(sample, rec.output);
-  rec.score = grade.score;
-  rec.agreement = grade.agreement;
-  rec.prefix_correct = grade.prefix_correct;
-  rec.needle_token = sample.needle_token;
+  rec.output = engine_->tokenizer().decode(stats.tokens);
+  grade_output(sample, rec);
   return rec;
 }
 

@@ -7,15 +7,13 @@
 
 #include "eval/ruler_tasks.h"
 #include "util/error.h"
+#include "util/random.h"
 
 namespace lclm {
 namespace {
 
 using List = std::vector<std::string_view>;
 
-std::size_t below(std::mt19937_64& rng, std::size_t n) {
-  return n == 0 ? 0 : rng() % n;
-}
 std::string pick(std::mt19937_64& rng, const List& list) {
   return std::string(list[below(rng, list.size())]);
 }
@@ -35,7 +33,7 @@ struct Family {
 
 struct Split {
   std::vector<Family> families;
-  List adjectives, nouns;  // keys
+  List adjectives, nouns;  // keys; none: needle_key's, the evaluation's niah keys
   List names;
   List words;          // word values
   List sentences;      // "{S}" subject, "{V}" value
@@ -56,10 +54,8 @@ const Split& split_lists(FactSplit split) {
        // attribute of a pool word and a kind, of a made-up name.
        {"GEN of NAME", {"number", "code", "id", "count", "score", "level"}, true},
        {"GEN of NAME", {"word", "name", "label", "term", "city", "colour"}, false}},
-      {"amber", "brave", "calm", "dusty", "eager", "frozen", "gentle", "hollow", "silent", "jolly",
-       "lucky", "misty", "narrow", "orange", "proud", "quiet"},
-      {"anchor", "badger", "canyon", "dolphin", "ember", "falcon", "garden", "harbor", "island",
-       "jungle", "kettle", "lantern", "meadow", "nebula", "orchid", "pebble"},
+      {},  // keys: needle_key's (no lists of its own)
+      {},
       {"Alice", "Bruno", "Clara", "Dmitri", "Elena", "Farid", "Greta", "Hugo", "Ingrid", "Jonas",
        "Keiko", "Lars", "Maya", "Nikolai", "Olga", "Pablo"},
       {"walnut",  "copper", "violet",   "thunder", "marble",  "saffron", "willow",
@@ -138,7 +134,12 @@ std::string subject_of(std::mt19937_64& rng, const Split& lists, const Family& f
   if (s.rfind("GEN", 0) == 0) {
     return pick_word(rng, *pool) + " " + pick(rng, family.attributes) + " of " + made_up_name(rng);
   }
-  s = replace_all(s, "KEY", pick(rng, lists.adjectives) + "-" + pick(rng, lists.nouns));
+  // A key and a name are drawn for every subject, used or not: the data
+  // streams built on these draws stay as they are.
+  s = replace_all(s, "KEY",
+                  lists.adjectives.empty()
+                      ? needle_key(rng)
+                      : pick(rng, lists.adjectives) + "-" + pick(rng, lists.nouns));
   s = replace_all(s, "NAME", pick(rng, lists.names));
   if (!family.attributes.empty()) s = replace_all(s, "ATTR", pick(rng, family.attributes));
   return s;
@@ -256,6 +257,9 @@ std::vector<std::string> fact_vocabulary(FactSplit split) {
   }
   add(lists.adjectives);
   add(lists.nouns);
+  if (lists.adjectives.empty()) {
+    for (const std::string& w : needle_key_words()) out.push_back(w);
+  }
   add(lists.names);
   add(lists.words);
   add(lists.sentences);

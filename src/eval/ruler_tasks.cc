@@ -9,6 +9,7 @@
 #include "eval/facts.h"
 #include "util/error.h"
 #include "util/hash.h"
+#include "util/random.h"
 
 namespace lclm {
 namespace {
@@ -20,10 +21,6 @@ constexpr std::array<const char*, 16> kAdjectives = {
 constexpr std::array<const char*, 16> kNouns = {
     "anchor", "badger", "canyon", "dolphin", "ember",  "falcon", "garden", "harbor",
     "island", "jungle", "kettle", "lantern", "meadow", "nebula", "orchid", "pebble"};
-
-std::size_t below(std::mt19937_64& rng, std::size_t n) {
-  return n == 0 ? 0 : rng() % n;
-}
 
 // `count` distinct adjective-noun keys.
 std::vector<std::string> draw_keys(std::mt19937_64& rng, std::size_t count) {
@@ -180,6 +177,12 @@ RulerTask parse_ruler_task(std::string_view name) {
 std::string needle_key(std::mt19937_64& rng) {
   return std::string(kAdjectives[below(rng, kAdjectives.size())]) + "-" +
          kNouns[below(rng, kNouns.size())];
+}
+
+std::vector<std::string> needle_key_words() {
+  std::vector<std::string> words(kAdjectives.begin(), kAdjectives.end());
+  words.insert(words.end(), kNouns.begin(), kNouns.end());
+  return words;
 }
 
 std::string needle_sentence(std::string_view key, std::string_view value) {

@@ -90,6 +90,8 @@ std::string eval_prompt(const EvalSample& sample, bool compressed);
 // A needle key: an adjective-noun pair such as "misty-harbor" (256 in all),
 // the same words in evaluation and in the trainer's retrieval examples.
 std::string needle_key(std::mt19937_64& rng);
+// The words needle keys are made of: the adjectives, then the nouns.
+std::vector<std::string> needle_key_words();
 // "The special magic number for KEY is N." and the question about it, as
 // the trainer's retrieval examples write them.
 std::string needle_sentence(std::string_view key, std::string_view value);

@@ -246,6 +246,20 @@ std::string wrap_region(const std::string& text) {
   return std::string(kMemoryStart) + text + std::string(kMemoryEnd);
 }
 
+// The text behind an id from /v1/compress (a memory part's latent_id, a
+// file part's file_id); an unknown one is a 400 "unknown_KIND_id" naming
+// `param`.
+std::string text_of_id(const std::string& id, const std::string& kind, const std::string& param,
+                       const LatentTextLookup& lookup) {
+  std::optional<std::string> source = lookup(id);
+  if (!source) {
+    bad("unknown " + kind + " id '" + id +
+            "': ids come from /v1/compress on this server or one sharing its --latent-cache",
+        param, "unknown_" + kind + "_id");
+  }
+  return std::move(*source);
+}
+
 // Media types whose bytes are text a model can read.
 bool is_text_media_type(std::string_view type) {
   if (type.substr(0, 5) == "text/") return true;
@@ -272,13 +286,7 @@ std::string file_part_text(const Json& part, const std::string& p, const LatentT
   }
   if (id) {
     require(id->is_string(), p + ".file.file_id", "a string");
-    const auto source = lookup(*id);
-    if (!source) {
-      bad("unknown file id '" + id->template get<std::string>() +
-              "': ids come from /v1/compress on this server or one sharing its --latent-cache",
-          p + ".file.file_id", "unknown_file_id");
-    }
-    return *source;
+    return text_of_id(id->template get<std::string>(), "file", p + ".file.file_id", lookup);
   }
   const std::string param = p + ".file.file_data";
   require(data->is_string(), param, "a data: URL (data:text/plain;base64,...)");
@@ -331,13 +339,8 @@ std::string message_content(const Json& content, const std::string& param,
       if (text) {
         out += wrap_region(*text);
       } else {
-        const auto source = lookup(*id);
-        if (!source) {
-          bad("unknown latent id '" + id->template get<std::string>() +
-                  "': ids come from /v1/compress on this server or one sharing its --latent-cache",
-              p + ".latent_id", "unknown_latent_id");
-        }
-        out += wrap_region(*source);
+        out += wrap_region(
+            text_of_id(id->template get<std::string>(), "latent", p + ".latent_id", lookup));
       }
     } else if (*type == "file") {
       out += wrap_region(file_part_text(part, p, lookup));

@@ -13,6 +13,7 @@
 #include "runtime/chat_template.h"
 #include "util/error.h"
 #include "util/hash.h"
+#include "util/random.h"
 
 namespace lclm::train {
 
@@ -40,11 +41,6 @@ std::string collapse_whitespace(const std::string& text) {
   return out;
 }
 
-// Uniform in [0, n) from the generator's raw output, so the stream does not
-// depend on the standard library's distributions.
-std::size_t below(std::mt19937_64& rng, std::size_t n) {
-  return n == 0 ? 0 : rng() % n;
-}
 // The distinct words of text (split at spaces) in a random order
 // (Fisher-Yates with `below`, so the order is the same on every platform).
 // Each word once: after any word of the copy exactly one word follows in
