@@ -18,9 +18,10 @@
 //   decode bytes per token = bytes of the n_layers * P + V * H matrix weights
 //                            in the type they run in (bf16: 2 per weight,
 //                            q8_0: 34/32, q4_0: 18/32; --quant converts them)
-//                          + 2 * n_layers * n_kv_heads * head_dim * 4 * (L + G / 2)
-//   (every matmul weight is read once per token; the f32 keys and values are
-//   counted at the mean cache length of the decode)
+//                          + n_layers * n_kv_heads * (K + V) * (L + G / 2)
+//   (every matmul weight is read once per token; K and V: the bytes of one
+//   head's key and value row in the cache's types, --cache-type-k/-v, bf16 by
+//   default as in the engine; counted at the mean cache length of the decode)
 //   decode speed = GenerationStats::decode_tokens_per_second() = (G - 1) /
 //   decode_seconds (the engine's definition: the first token belongs to the
 //   prefill)
@@ -89,6 +90,7 @@ struct BenchArgs {
   int layers = 0;
   std::string json_path;
   std::string quant;                  // empty: the matrices as stored
+  KVCacheTypes cache_types = kDefaultKVCacheTypes;
   double peak_gflops = 0;             // 0: measured in this run
   double peak_gbytes_per_second = 0;  // 0: measured in this run
   bool portable_baseline = false;     // also time the portable kernels, interleaved
@@ -182,12 +184,12 @@ std::vector<std::int32_t> make_prompt(int n, std::int64_t vocab_size,
 
 // A fresh Session each run: nothing is reused between repeats.
 GenerationStats run_generation(const Qwen3Model& model, const std::vector<std::int32_t>& prompt,
-                               int gen_tokens) {
+                               int gen_tokens, KVCacheTypes cache_types) {
   GenerationOptions options;
   options.n_predict = gen_tokens;
   // Greedy and no stop ids: decode always runs exactly n_predict tokens.
   options.sampling.temperature = 0.0f;
-  const GenerationStats stats = Session(model).generate(prompt, options);
+  const GenerationStats stats = Session(model, 0, cache_types).generate(prompt, options);
   if (stats.generated_tokens != static_cast<std::size_t>(gen_tokens)) {
     throw Error("generation stopped after " + std::to_string(stats.generated_tokens) + " of " +
                 std::to_string(gen_tokens) + " tokens (" +
@@ -245,10 +247,11 @@ Timings measure(const Qwen3Model& model, const std::vector<std::int32_t>& prompt
   if (peaks.measured_gflops) peaks.gflops = measure_sgemm_gflops();
   peaks.bf16_dot_gflops = measure_bf16_dot_gflops(args.threads);
   std::cerr << "warm-up run\n";
-  run_generation(model, prompt, args.gen_tokens);
+  run_generation(model, prompt, args.gen_tokens, args.cache_types);
   Timings t;
   const auto timed = [&](Measurements& m, const char* what, int r) {
-    const GenerationStats stats = run_generation(model, prompt, args.gen_tokens);
+    const GenerationStats stats =
+        run_generation(model, prompt, args.gen_tokens, args.cache_types);
     m.prefill_seconds.push_back(stats.ttft_seconds);
     m.decode_seconds.push_back(stats.decode_seconds);
     m.kv_cache_bytes = stats.kv_cache_bytes;
@@ -288,7 +291,7 @@ double time_batched_decode(const Qwen3Model& model, int batch, const BenchArgs& 
   std::vector<std::vector<float>> inputs;
   const auto H = static_cast<std::size_t>(model.config().hidden_size);
   for (int b = 0; b < batch; ++b) {
-    sessions.emplace_back(model);
+    sessions.emplace_back(model, 0, args.cache_types);
     std::vector<std::int32_t> ids = make_prompt(args.batch_prompt_tokens, model.config().vocab_size,
                                                 kPromptSeed + 1 + static_cast<std::uint64_t>(b));
     std::vector<float> x(ids.size() * H);
@@ -381,12 +384,15 @@ double prefill_flops(const Qwen3Config& c, double prompt_tokens) {
   return prefill_matmul_flops(c, prompt_tokens) + attention;
 }
 
-double decode_bytes_per_token(const Qwen3Model& model, double prompt_tokens, double gen_tokens) {
+double decode_bytes_per_token(const Qwen3Model& model, double prompt_tokens, double gen_tokens,
+                              KVCacheTypes cache_types) {
   const Qwen3Config& c = model.config();
   const auto weights = static_cast<double>(model.decode_matrix_bytes());
-  const double kv_bytes_per_position = 2.0 * static_cast<double>(c.num_hidden_layers) *
-                                       static_cast<double>(c.num_key_value_heads * c.head_dim) *
-                                       sizeof(float);
+  const auto head_dim = static_cast<std::size_t>(c.head_dim);
+  const double kv_bytes_per_position =
+      static_cast<double>(c.num_hidden_layers * c.num_key_value_heads) *
+      static_cast<double>(row_bytes(cache_types.keys, head_dim) +
+                          row_bytes(cache_types.values, head_dim));
   return weights + kv_bytes_per_position * (prompt_tokens + gen_tokens / 2.0);
 }
 
@@ -415,7 +421,7 @@ Summary summarize(const Qwen3Model& model, const Measurements& m, const BenchArg
   s.prefill_gflops = s.prefill_flops / s.prefill_seconds / 1e9;
   s.prefill_matmul_flops = prefill_matmul_flops(model.config(), prompt);
   s.prefill_matmul_gflops = s.prefill_matmul_flops / s.prefill_seconds / 1e9;
-  s.decode_bytes_per_token = decode_bytes_per_token(model, prompt, gen);
+  s.decode_bytes_per_token = decode_bytes_per_token(model, prompt, gen, args.cache_types);
   s.decode_gbytes_per_second = s.decode_bytes_per_token * s.decode_tokens_per_second / 1e9;
   return s;
 }
@@ -501,7 +507,9 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
                                    : std::string("given"))
       << "), bf16 dot products " << fixed(peaks.bf16_dot_gflops, 1) << " GFLOP/s (" << args.threads
       << " threads of vdpbf16ps on registers, best of 20)\n"
-      << "bf16 prefill kernel: " << bf16_prefill_kernel() << "\n\n";
+      << "bf16 prefill kernel: " << bf16_prefill_kernel() << "\n"
+      << "KV cache: keys " << kv_cache_type_name(args.cache_types.keys) << ", values "
+      << kv_cache_type_name(args.cache_types.values) << "\n\n";
   std::vector<std::vector<std::string>> rows = {
       {"model", "size", "params", "threads", "kernels", "test", "t/s", "achieved", "of peak"}};
   for (auto& row : table_rows(model, s, args, peaks, kernels_name()))
@@ -605,6 +613,8 @@ void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
       {"busy_threads", args.busy_threads},
       {"kernels", kernels_name()},
       {"bf16_prefill_kernel", bf16_prefill_kernel()},
+      {"cache_type_k", kv_cache_type_name(args.cache_types.keys)},
+      {"cache_type_v", kv_cache_type_name(args.cache_types.values)},
       {"yardsticks",
        {{"sgemm_gflops_per_second", peaks.gflops},
         {"sgemm_measured", peaks.measured_gflops},
@@ -708,6 +718,22 @@ int main(int argc, char** argv) {
                  "Convert the matrices to this block type at load; decode's bandwidth bound "
                  "then counts their quantized bytes")
       ->check(CLI::IsMember({"q8_0", "q4_0"}));
+  const auto cache_type = [](lclm::DType& type, const char* flag) {
+    return [&type, flag](const std::string& name) {
+      try {
+        type = lclm::parse_kv_cache_type(name, flag);
+      } catch (const lclm::Error& e) {
+        throw CLI::ValidationError(e.what());
+      }
+    };
+  };
+  app.add_option_function<std::string>("--cache-type-k",
+                                       cache_type(args.cache_types.keys, "--cache-type-k"),
+                                       "What the KV cache stores keys as: f32, f16, bf16, q8_0, "
+                                       "q4_0 [default: bf16, as the engine]");
+  app.add_option_function<std::string>("--cache-type-v",
+                                       cache_type(args.cache_types.values, "--cache-type-v"),
+                                       "What the KV cache stores values as [default: bf16]");
   app.add_option("--peak-gflops", args.peak_gflops,
                  "The machine's fp32 matmul peak, GFLOP/s (the prefill yardstick; default: "
                  "OpenBLAS sgemm measured in this run)")

@@ -29,6 +29,9 @@ packages=(
   manpages-zh unicode-data
   # real English text for the trainer's examples (/usr/share/common-licenses)
   base-files
+  # llama.cpp's gguf-py, which bench/compare_llama_cpp.sh writes the baseline's
+  # GGUF with, imports sentencepiece
+  python3-sentencepiece
 )
 
 missing=()

@@ -4,6 +4,7 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "cli/commands.h"
@@ -27,8 +28,6 @@ const std::vector<LlamaFlag>& llama_cpp_flags() {
         "--main-gpu", "-ts", "--tensor-split"},
        "lclm runs on the CPU only; leave it out"},
       {{"-fa", "--flash-attn"}, "lclm has no flash-attention switch; leave it out"},
-      {{"-ctk", "--cache-type-k", "-ctv", "--cache-type-v"},
-       "the KV cache holds f32 in lclm; there are no cache types yet"},
       {{"-np"}, "use `--parallel N` (lclm serve)"},
       {{"-cb", "--cont-batching", "-nocb", "--no-cont-batching"},
        "lclm serve always batches the running requests (`--parallel N`)"},
@@ -42,6 +41,20 @@ const std::vector<LlamaFlag>& llama_cpp_flags() {
 }
 
 // The hint for the first llama.cpp flag among args ("" if none).
+// llama.cpp's several-letter short flags that lclm takes under their long
+// names: rewritten before parsing (-ctk q8_0, -ctk=q8_0).
+std::vector<std::string> long_names(std::vector<std::string> args) {
+  static constexpr std::pair<std::string_view, std::string_view> kAliases[] = {
+      {"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"}};
+  for (std::string& arg : args) {
+    const std::string_view name = std::string_view(arg).substr(0, arg.find('='));
+    for (const auto& [alias, long_name] : kAliases) {
+      if (name == alias) arg = std::string(long_name) + arg.substr(name.size());
+    }
+  }
+  return args;
+}
+
 std::string llama_cpp_hint(const std::vector<std::string>& args) {
   for (const std::string& arg : args) {
     const std::string_view name = std::string_view(arg).substr(0, arg.find('='));
@@ -56,7 +69,8 @@ std::string llama_cpp_hint(const std::vector<std::string>& args) {
 
 }  // namespace
 
-int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+int run_cli(const std::vector<std::string>& given, std::ostream& out, std::ostream& err) {
+  const std::vector<std::string> args = long_names(given);
   CLI::App app{
       "lclm: inference for Latent Context Language Models (Qwen3 encoder + decoder) on CPU.\n"
       "Run `lclm COMMAND --help` for the options of a command."};

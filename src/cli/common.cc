@@ -87,6 +87,14 @@ std::optional<DType> QuantArg::value() const {
 
 void LclmArgs::add_options(CLI::App& app) {
   quant.add_option(app);
+  const auto cache_types = CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"});
+  app.add_option("--cache-type-k", cache_type_k,
+                 "What the KV cache stores keys as (-ctk; q8_0/q4_0: head_dim a multiple of 32)")
+      ->capture_default_str()
+      ->check(cache_types);
+  app.add_option("--cache-type-v", cache_type_v, "What the KV cache stores values as (-ctv)")
+      ->capture_default_str()
+      ->check(cache_types);
   app.add_option("--ratio", ratio,
                  "Compression ratio: encoder tokens per latent (default: the checkpoint's)")
       ->check(CLI::NonNegativeNumber);
@@ -128,6 +136,8 @@ EngineOptions LclmArgs::engine_options(int threads) const {
   if (ratio > 0) o.ratio = ratio;
   o.latent_store = {.location = latent_cache, .ttl_seconds = latent_cache_ttl};
   o.quant = quant.value();
+  o.cache_types = {parse_kv_cache_type(cache_type_k, "--cache-type-k"),
+                   parse_kv_cache_type(cache_type_v, "--cache-type-v")};
   return o;
 }
 

@@ -51,6 +51,7 @@ struct LclmArgs {
   std::string latent_cache;           // an SQLite file or redis://HOST:PORT[/DB]
   std::int64_t latent_cache_ttl = 0;  // seconds, Redis only (0: never expire)
   QuantArg quant;
+  std::string cache_type_k = "bf16", cache_type_v = "bf16";
 
   void add_options(CLI::App& app);
   // With the -t value, which the engine applies on every thread that runs it.

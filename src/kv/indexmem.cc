@@ -98,12 +98,12 @@ class IndexMemPolicy : public KVPolicy {
   };
 
   void score_new_entries(const KVCache& cache, std::size_t l) {
-    const std::size_t D = cache.head_dim();
+    std::vector<float> key(cache.head_dim());
     for (std::size_t g = 0; g < cache.n_kv_heads(); ++g) {
       std::vector<float>& s = scores_[l][g];
-      const float* keys = cache.keys(l) + g * cache.capacity() * D;
       for (std::size_t j = s.size(); j < cache.entries(l); ++j) {
-        s.push_back(weights_.score(l, keys + j * D));
+        cache.read_key(l, g, j, key.data());
+        s.push_back(weights_.score(l, key.data()));
       }
     }
   }
@@ -113,21 +113,21 @@ class IndexMemPolicy : public KVPolicy {
             const std::vector<std::size_t>& kept) {
     LayerMemory& m = memory_[l];
     const std::size_t D = cache.head_dim(), F = m.residual.n_features;
-    const float* keys = cache.keys(l) + g * cache.capacity() * D;
-    const float* values = cache.values(l) + g * cache.capacity() * D;
     float* M = m.M.data() + g * F * D;
     float* z = m.z.data() + g * F;
-    std::vector<float> phi(F);
+    std::vector<float> phi(F), key(D), value(D);
     std::size_t next_kept = 0;
     for (std::size_t j = 0; j < cache.entries(l); ++j) {
       if (next_kept < kept.size() && kept[next_kept] == j) {
         ++next_kept;
         continue;
       }
-      memory_features(m.residual, keys + j * D, D, phi.data());
+      cache.read_key(l, g, j, key.data());
+      cache.read_value(l, g, j, value.data());
+      memory_features(m.residual, key.data(), D, phi.data());
       for (std::size_t f = 0; f < F; ++f) {
         z[f] += phi[f];
-        axpy_f32(phi[f], values + j * D, M + f * D, D);
+        axpy_f32(phi[f], value.data(), M + f * D, D);
       }
       m.empty = false;
     }

@@ -1,19 +1,71 @@
 #include "model/kv_cache.h"
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <string>
+#include <utility>
 
+#include "format/quant_blocks.h"
 #include "util/error.h"
 
 namespace lclm {
 namespace {
 
+constexpr std::array<std::pair<std::string_view, DType>, 5> kCacheTypeNames = {{
+    {"f32", DType::F32},
+    {"f16", DType::F16},
+    {"bf16", DType::BF16},
+    {"q8_0", DType::Q8_0},
+    {"q4_0", DType::Q4_0},
+}};
+
+void store_row(DType type, const float* x, std::size_t n, std::uint8_t* out) {
+  switch (type) {
+    case DType::F32:
+      std::memcpy(out, x, n * sizeof(float));
+      return;
+    case DType::BF16:
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::uint16_t h = f32_to_bf16(x[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      return;
+    case DType::F16:
+      for (std::size_t i = 0; i < n; ++i) {
+        const std::uint16_t h = f32_to_f16(x[i]);
+        std::memcpy(out + 2 * i, &h, 2);
+      }
+      return;
+    default:
+      quantize_row(type, x, n, out);
+  }
+}
+
+void load_row(DType type, const std::uint8_t* row, std::size_t n, float* out) {
+  switch (type) {
+    case DType::F32:
+      std::memcpy(out, row, n * sizeof(float));
+      return;
+    case DType::BF16:
+    case DType::F16:
+      for (std::size_t i = 0; i < n; ++i) {
+        std::uint16_t h;
+        std::memcpy(&h, row + 2 * i, 2);
+        out[i] = type == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+      }
+      return;
+    default:
+      dequantize_row(type, row, n, out);
+  }
+}
+
 // Copies the first `used` rows of every head from a [heads, old_cap, width]
 // layout into a [heads, new_cap, width] one.
-template <typename T>
-void regrow(std::vector<T>& layer, std::size_t heads, std::size_t old_cap, std::size_t new_cap,
+template <typename Vector>
+void regrow(Vector& layer, std::size_t heads, std::size_t old_cap, std::size_t new_cap,
             std::size_t used, std::size_t width) {
-  std::vector<T> grown(heads * new_cap * width);
+  Vector grown(heads * new_cap * width);
   for (std::size_t h = 0; h < heads && used > 0; ++h) {
     std::copy_n(layer.data() + h * old_cap * width, used * width,
                 grown.data() + h * new_cap * width);
@@ -23,12 +75,45 @@ void regrow(std::vector<T>& layer, std::size_t heads, std::size_t old_cap, std::
 
 }  // namespace
 
+DType parse_kv_cache_type(std::string_view name, std::string_view flag) {
+  std::string accepted;
+  for (const auto& [n, type] : kCacheTypeNames) {
+    if (n == name) return type;
+    accepted += (accepted.empty() ? "" : ", ") + std::string(n);
+  }
+  throw Error(std::string(flag) + " '" + std::string(name) + "': the KV cache types are " +
+              accepted);
+}
+
+std::string_view kv_cache_type_name(DType type) {
+  for (const auto& [n, t] : kCacheTypeNames) {
+    if (t == type) return n;
+  }
+  throw Error("not a KV cache type: " + std::string(dtype_name(type)));
+}
+
+void check_kv_cache_types(const KVCacheTypes& types, std::size_t head_dim) {
+  const auto check = [&](DType type, std::string_view flag) {
+    kv_cache_type_name(type);  // throws for a type the cache cannot hold
+    if (is_block_quantized(type) && head_dim % kQuantBlock != 0) {
+      throw Error(std::string(flag) + " " + std::string(kv_cache_type_name(type)) +
+                  " stores rows in blocks of 32, and this model's head_dim is " +
+                  std::to_string(head_dim) + "; use f32, f16 or bf16");
+    }
+  };
+  check(types.keys, "--cache-type-k");
+  check(types.values, "--cache-type-v");
+}
+
 KVCache::KVCache(std::size_t n_layers, std::size_t n_kv_heads, std::size_t head_dim,
-                 std::size_t max_positions, std::size_t initial_capacity)
+                 std::size_t max_positions, std::size_t initial_capacity, KVCacheTypes types)
     : n_layers_(n_layers),
       n_kv_heads_(n_kv_heads),
       head_dim_(head_dim),
       max_positions_(max_positions),
+      types_(types),
+      key_row_bytes_((check_kv_cache_types(types, head_dim), row_bytes(types.keys, head_dim))),
+      value_row_bytes_(row_bytes(types.values, head_dim)),
       entries_(n_layers, 0),
       keys_(n_layers),
       values_(n_layers),
@@ -69,13 +154,42 @@ void KVCache::clear() {
 }
 
 std::size_t KVCache::bytes() const {
-  return 2 * n_layers_ * n_kv_heads_ * capacity_ * head_dim_ * sizeof(float);
+  return n_layers_ * n_kv_heads_ * capacity_ * (key_row_bytes_ + value_row_bytes_);
 }
 
 std::size_t KVCache::entry_bytes() const {
   std::size_t total = 0;
   for (std::size_t e : entries_) total += e;
-  return 2 * n_kv_heads_ * total * head_dim_ * sizeof(float);
+  return n_kv_heads_ * total * (key_row_bytes_ + value_row_bytes_);
+}
+
+float* KVCache::f32_keys(std::size_t layer) {
+  if (types_.keys != DType::F32) throw Error("KVCache::f32_keys: the keys are not stored as f32");
+  return reinterpret_cast<float*>(keys_[layer].data());
+}
+
+float* KVCache::f32_values(std::size_t layer) {
+  if (types_.values != DType::F32) {
+    throw Error("KVCache::f32_values: the values are not stored as f32");
+  }
+  return reinterpret_cast<float*>(values_[layer].data());
+}
+
+void KVCache::write(std::size_t layer, std::size_t g, std::size_t entry, const float* key,
+                    const float* value) {
+  const std::size_t row = g * capacity_ + entry;
+  store_row(types_.keys, key, head_dim_, keys_[layer].data() + row * key_row_bytes_);
+  store_row(types_.values, value, head_dim_, values_[layer].data() + row * value_row_bytes_);
+}
+
+void KVCache::read_key(std::size_t layer, std::size_t g, std::size_t entry, float* out) const {
+  load_row(types_.keys, keys_[layer].data() + (g * capacity_ + entry) * key_row_bytes_,
+           head_dim_, out);
+}
+
+void KVCache::read_value(std::size_t layer, std::size_t g, std::size_t entry, float* out) const {
+  load_row(types_.values, values_[layer].data() + (g * capacity_ + entry) * value_row_bytes_,
+           head_dim_, out);
 }
 
 std::size_t KVCache::max_entries() const {
@@ -96,12 +210,12 @@ void KVCache::stop_key_scores() {
 void KVCache::compact(std::size_t layer, std::span<const std::vector<std::size_t>> keep) {
   if (keep.size() != n_kv_heads_) throw Error("KVCache::compact needs one entry list per kv head");
   const std::size_t kept = keep.front().size();
-  const std::size_t D = head_dim_;
+  const std::size_t KB = key_row_bytes_, VB = value_row_bytes_;
   for (std::size_t g = 0; g < n_kv_heads_; ++g) {
     const std::vector<std::size_t>& rows = keep[g];
     if (rows.size() != kept) throw Error("KVCache::compact: kv heads keep different counts");
-    float* k = keys_[layer].data() + g * capacity_ * D;
-    float* v = values_[layer].data() + g * capacity_ * D;
+    std::uint8_t* k = keys_[layer].data() + g * capacity_ * KB;
+    std::uint8_t* v = values_[layer].data() + g * capacity_ * VB;
     std::int32_t* p = positions_[layer].data() + g * capacity_;
     float* s = scoring_ ? scores_[layer].data() + g * capacity_ : nullptr;
     // Ascending sources never lie below their destination, so moving in
@@ -112,8 +226,8 @@ void KVCache::compact(std::size_t layer, std::span<const std::vector<std::size_t
         throw Error("KVCache::compact: entry indices must ascend within the held entries");
       }
       if (from == i) continue;
-      std::copy_n(k + from * D, D, k + i * D);
-      std::copy_n(v + from * D, D, v + i * D);
+      std::copy_n(k + from * KB, KB, k + i * KB);
+      std::copy_n(v + from * VB, VB, v + i * VB);
       p[i] = p[from];
       if (s) s[i] = s[from];
     }
@@ -129,8 +243,8 @@ void KVCache::set_capacity(std::size_t capacity) {
   if (capacity == capacity_) return;
   const std::size_t used = max_entries();
   for (std::size_t l = 0; l < n_layers_; ++l) {
-    regrow(keys_[l], n_kv_heads_, capacity_, capacity, used, head_dim_);
-    regrow(values_[l], n_kv_heads_, capacity_, capacity, used, head_dim_);
+    regrow(keys_[l], n_kv_heads_, capacity_, capacity, used, key_row_bytes_);
+    regrow(values_[l], n_kv_heads_, capacity_, capacity, used, value_row_bytes_);
     regrow(positions_[l], n_kv_heads_, capacity_, capacity, used, 1);
     if (scoring_) regrow(scores_[l], n_kv_heads_, capacity_, capacity, used, 1);
   }

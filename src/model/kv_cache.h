@@ -7,22 +7,52 @@
 // different positions (always the same number of them). Kept keys stay as
 // they were written, RoPE applied at their original position; new tokens
 // still take the next position, so position() and entries(layer) differ.
+//
+// Keys and values are stored as f32 (exact), f16, bf16, q8_0 or q4_0 (each
+// row of head_dim elements in ggml's block layout, format/quant_blocks.h):
+// a row is rounded once when written, and attention reads the stored type,
+// widening a block of rows at a time (docs/architecture.md, "KV cache types").
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
+#include "format/dtype.h"
 #include "ops/attention.h"
+#include "util/aligned_vector.h"
 
 namespace lclm {
+
+// What a cache stores its keys and values as. The model-level default is
+// f32, which keeps every forward pass exact; the engine's is
+// kDefaultKVCacheTypes.
+struct KVCacheTypes {
+  DType keys = DType::F32;
+  DType values = DType::F32;
+  bool operator==(const KVCacheTypes&) const = default;
+};
+// bf16 halves what attention reads per decoded token against f32, at a
+// relative error of at most 2^-9 per stored element.
+inline constexpr KVCacheTypes kDefaultKVCacheTypes{DType::BF16, DType::BF16};
+
+// llama.cpp's names ("f32", "f16", "bf16", "q8_0", "q4_0") -> the type;
+// throws lclm::Error naming `flag` and the accepted names otherwise.
+DType parse_kv_cache_type(std::string_view name, std::string_view flag);
+// The inverse: "bf16" for DType::BF16, ...
+std::string_view kv_cache_type_name(DType type);
+// Throws lclm::Error (naming --cache-type-k/v) when a row of head_dim
+// elements cannot be stored as these types: the block types need a
+// multiple of 32.
+void check_kv_cache_types(const KVCacheTypes& types, std::size_t head_dim);
 
 class KVCache {
  public:
   // max_positions: the context limit; growing past it throws lclm::Error.
   KVCache(std::size_t n_layers, std::size_t n_kv_heads, std::size_t head_dim,
-          std::size_t max_positions, std::size_t initial_capacity = 0);
+          std::size_t max_positions, std::size_t initial_capacity = 0, KVCacheTypes types = {});
 
   // Makes room for `extra` more positions after the current ones.
   void reserve_more(std::size_t extra);
@@ -33,11 +63,23 @@ class KVCache {
   void truncate(std::size_t n);
   void clear();
 
-  // Layer storage, laid out [n_kv_heads, capacity(), head_dim].
-  float* keys(std::size_t layer) { return keys_[layer].data(); }
-  float* values(std::size_t layer) { return values_[layer].data(); }
-  const float* keys(std::size_t layer) const { return keys_[layer].data(); }
-  const float* values(std::size_t layer) const { return values_[layer].data(); }
+  KVCacheTypes types() const { return types_; }
+  // Layer storage, laid out [n_kv_heads, capacity(), row] with rows of
+  // key_row_bytes() / value_row_bytes(), as attention() reads it.
+  KVRows keys(std::size_t layer) const { return {keys_[layer].data(), types_.keys}; }
+  KVRows values(std::size_t layer) const { return {values_[layer].data(), types_.values}; }
+  std::size_t key_row_bytes() const { return key_row_bytes_; }
+  std::size_t value_row_bytes() const { return value_row_bytes_; }
+  // The f32 storage itself; throws lclm::Error unless the cache holds f32.
+  float* f32_keys(std::size_t layer);
+  float* f32_values(std::size_t layer);
+  // Stores key and value [head_dim] as entry `entry` of kv head g, rounded
+  // to the cache's types.
+  void write(std::size_t layer, std::size_t g, std::size_t entry, const float* key,
+             const float* value);
+  // The stored key / value of an entry, widened to f32 [head_dim].
+  void read_key(std::size_t layer, std::size_t g, std::size_t entry, float* out) const;
+  void read_value(std::size_t layer, std::size_t g, std::size_t entry, float* out) const;
   // The position each entry was written at, [n_kv_heads, capacity()].
   std::int32_t* positions(std::size_t layer) { return positions_[layer].data(); }
   const std::int32_t* positions(std::size_t layer) const { return positions_[layer].data(); }
@@ -91,11 +133,13 @@ class KVCache {
   void set_capacity(std::size_t capacity);
   std::size_t max_entries() const;
   std::size_t n_layers_, n_kv_heads_, head_dim_, max_positions_;
+  KVCacheTypes types_;
+  std::size_t key_row_bytes_, value_row_bytes_;
   std::size_t capacity_ = 0;
   std::size_t size_ = 0;
   std::size_t peak_bytes_ = 0;
   std::vector<std::size_t> entries_;
-  std::vector<std::vector<float>> keys_, values_;
+  std::vector<AlignedVector<std::uint8_t>> keys_, values_;
   std::vector<std::vector<std::int32_t>> positions_;
   bool scoring_ = false;
   std::size_t score_from_ = 0;

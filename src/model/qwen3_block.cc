@@ -127,8 +127,6 @@ void Qwen3Block::attend(float* q, float* k, const float* v, std::size_t n, KVCac
   const std::size_t pos0 = cache.size();
   const std::size_t e0 = cache.entries(layer);
   const std::size_t stride = cache.capacity();
-  float* k_cache = cache.keys(layer);
-  float* v_cache = cache.values(layer);
   std::int32_t* positions = cache.positions(layer);
   float* key_scores = cache.scoring() ? cache.key_scores(layer) : nullptr;
   for (std::size_t i = 0; i < n; ++i) {
@@ -136,8 +134,7 @@ void Qwen3Block::attend(float* q, float* k, const float* v, std::size_t n, KVCac
     rope.apply(k + i * n_kv_heads_ * D, n_kv_heads_, pos0 + i);
     for (std::size_t g = 0; g < n_kv_heads_; ++g) {
       const std::size_t row = g * stride + e0 + i;
-      std::copy_n(k + (i * n_kv_heads_ + g) * D, D, k_cache + row * D);
-      std::copy_n(v + (i * n_kv_heads_ + g) * D, D, v_cache + row * D);
+      cache.write(layer, g, e0 + i, k + (i * n_kv_heads_ + g) * D, v + (i * n_kv_heads_ + g) * D);
       positions[row] = static_cast<std::int32_t>(pos0 + i);
       if (key_scores) key_scores[row] = 0.0f;
     }
@@ -147,7 +144,7 @@ void Qwen3Block::attend(float* q, float* k, const float* v, std::size_t n, KVCac
   // score_from_position() on) add their probabilities to the key scores.
   KeyScoreAccumulator accumulate{0, key_scores};
   if (key_scores) accumulate.first_query = std::max(cache.score_from_position(), pos0) - pos0;
-  attention(q, n, e0, k_cache, v_cache, e0 + n, shape, mask, out,
+  attention(q, n, e0, cache.keys(layer), cache.values(layer), e0 + n, shape, mask, out,
             key_scores ? &accumulate : nullptr, cache.attention_residual(layer));
 }
 

@@ -60,9 +60,11 @@ DType Qwen3Model::matrix_dtype() const {
   return layers_.empty() ? embed_tokens_.dtype : layers_.front().matrix_dtype();
 }
 
-KVCache Qwen3Model::make_cache(std::size_t max_positions, std::size_t initial_capacity) const {
+KVCache Qwen3Model::make_cache(std::size_t max_positions, std::size_t initial_capacity,
+                               KVCacheTypes types) const {
   return KVCache(layers_.size(), static_cast<std::size_t>(config_.num_key_value_heads),
-                 static_cast<std::size_t>(config_.head_dim), max_positions, initial_capacity);
+                 static_cast<std::size_t>(config_.head_dim), max_positions, initial_capacity,
+                 types);
 }
 
 void Qwen3Model::embed(std::span<const std::int32_t> ids, float* out) const {

@@ -59,7 +59,8 @@ class Qwen3Model {
   DType weight_dtype() const { return embed_tokens_.dtype; }
 
   // A cache for this model's shape; max_positions is the context limit.
-  KVCache make_cache(std::size_t max_positions, std::size_t initial_capacity = 0) const;
+  KVCache make_cache(std::size_t max_positions, std::size_t initial_capacity = 0,
+                     KVCacheTypes types = {}) const;
 
   // out [ids.size(), hidden] = embed_tokens rows.
   void embed(std::span<const std::int32_t> ids, float* out) const;

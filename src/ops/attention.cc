@@ -14,6 +14,7 @@
 #include "hwy/contrib/math/math-inl.h"
 // clang-format on
 #include "hwy/aligned_allocator.h"
+#include "ops/quant_kernels.h"
 #include "ops/simd.h"
 #include "util/thread_pool.h"
 
@@ -169,10 +170,45 @@ std::size_t visible_keys(AttentionMask mask, std::size_t n_keys, std::size_t que
   return mask == AttentionMask::Causal ? std::min(n_keys, query_pos + 1) : n_keys;
 }
 
+// The rows of kv head g (rows: a layer's [n_kv_heads, stride, row]).
+KVRows head_rows(KVRows rows, std::size_t g, std::size_t stride, std::size_t hd) {
+  return {rows.data + g * stride * row_bytes(rows.type, hd), rows.type};
+}
+
+// Rows first .. first+n-1 of `rows` as f32 [n, hd]: the stored rows
+// themselves when they are f32, else widened into scratch.
+const float* f32_rows(KVRows rows, std::size_t first, std::size_t n, std::size_t hd,
+                      float* scratch) {
+  const std::uint8_t* p = rows.data + first * row_bytes(rows.type, hd);
+  switch (rows.type) {
+    case DType::F32:
+      return reinterpret_cast<const float*>(p);
+    case DType::BF16:
+      convert_bf16_to_f32(reinterpret_cast<const std::uint16_t*>(p), scratch, n * hd);
+      break;
+    case DType::F16:
+      convert_f16_to_f32(reinterpret_cast<const std::uint16_t*>(p), scratch, n * hd);
+      break;
+    default:
+      dequantize_rows(rows.type, p, n, hd, scratch);
+  }
+  return scratch;
+}
+
+// Per-thread scratch for one key block of keys and of values widened to f32
+// (empty while both are f32).
+struct WidenedBlock {
+  std::vector<float> keys, values;
+  void size_for(KVRows k, KVRows v, std::size_t hd) {
+    if (k.type != DType::F32) keys.resize(attention_detail::kKeyBlock * hd);
+    if (v.type != DType::F32) values.resize(attention_detail::kKeyBlock * hd);
+  }
+};
+
 // The second pass of attention() for a KeyScoreAccumulator: one task per kv
 // head, so each head's scores are summed by one thread in a fixed order.
 // row_max / row_sum [n_heads, n_q]: each query's softmax max and normaliser.
-void accumulate_key_scores(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k,
+void accumulate_key_scores(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k,
                            std::size_t n_keys, const AttentionShape& shape, AttentionMask mask,
                            const KeyScoreAccumulator& acc, const float* row_max,
                            const float* row_sum) {
@@ -180,18 +216,28 @@ void accumulate_key_scores(const float* q, std::size_t n_q, std::size_t q_pos0, 
   const std::size_t group = shape.n_heads / shape.n_kv_heads;
   const std::size_t q_width = shape.n_heads * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::ptrdiff_t gi = 0; gi < static_cast<std::ptrdiff_t>(shape.n_kv_heads); ++gi) {
-    const auto g = static_cast<std::size_t>(gi);
-    float* scores = acc.key_scores + g * shape.kv_stride;
-    const float* kg = k + g * shape.kv_stride * hd;
-    for (std::size_t h = g * group; h < (g + 1) * group; ++h) {
-      for (std::size_t i = acc.first_query; i < n_q; ++i) {
-        const float sum = row_sum[h * n_q + i];
-        if (sum <= 0.0f) continue;
-        HWY_DYNAMIC_DISPATCH(AddKeyProbabilities)
-        (q + i * q_width + h * hd, kg, visible_keys(mask, n_keys, q_pos0 + i), hd, scale,
-         row_max[h * n_q + i], 1.0f / sum, scores);
+  using attention_detail::kKeyBlock;
+#pragma omp parallel
+  {
+    std::vector<float> widened(k.type == DType::F32 ? 0 : kKeyBlock * hd);
+#pragma omp for schedule(dynamic, 1)
+    for (std::ptrdiff_t gi = 0; gi < static_cast<std::ptrdiff_t>(shape.n_kv_heads); ++gi) {
+      const auto g = static_cast<std::size_t>(gi);
+      float* scores = acc.key_scores + g * shape.kv_stride;
+      const KVRows kg = head_rows(k, g, shape.kv_stride, hd);
+      for (std::size_t j0 = 0; j0 < n_keys; j0 += kKeyBlock) {
+        const std::size_t nk = std::min(kKeyBlock, n_keys - j0);
+        const float* kb = f32_rows(kg, j0, nk, hd, widened.data());
+        for (std::size_t h = g * group; h < (g + 1) * group; ++h) {
+          for (std::size_t i = acc.first_query; i < n_q; ++i) {
+            const float sum = row_sum[h * n_q + i];
+            const std::size_t visible = visible_keys(mask, n_keys, q_pos0 + i);
+            if (sum <= 0.0f || visible <= j0) continue;
+            HWY_DYNAMIC_DISPATCH(AddKeyProbabilities)
+            (q + i * q_width + h * hd, kb, std::min(nk, visible - j0), hd, scale,
+             row_max[h * n_q + i], 1.0f / sum, scores + j0);
+          }
+        }
       }
     }
   }
@@ -232,7 +278,7 @@ void add_attention_residual(const float* q, std::size_t n_q, const AttentionShap
 // "queries", so each key and value row is read from memory once for the
 // group instead of once per query head. row_max / row_sum, when not empty,
 // get each head's softmax statistics.
-void attend_one_query(const float* q, std::size_t q_pos, const float* k, const float* v,
+void attend_one_query(const float* q, std::size_t q_pos, KVRows k, KVRows v,
                       std::size_t n_keys, const AttentionShape& shape, AttentionMask mask,
                       float* out, std::vector<float>& row_max, std::vector<float>& row_sum) {
   using namespace attention_detail;
@@ -244,6 +290,7 @@ void attend_one_query(const float* q, std::size_t q_pos, const float* k, const f
   thread_local std::vector<float> acc_storage;
   thread_local hwy::AlignedFreeUniquePtr<float[]> keys_storage;
   thread_local std::size_t keys_size = 0;
+  thread_local WidenedBlock widened;
   parallel_for(shape.n_kv_heads, [&](std::size_t g) {
     std::vector<float>& acc = acc_storage;
     acc.assign(group * hd, 0.0f);
@@ -251,8 +298,9 @@ void attend_one_query(const float* q, std::size_t q_pos, const float* k, const f
       keys_storage = hwy::AllocateAligned<float>(hd * kKeyBlock);
       keys_size = hd * kKeyBlock;
     }
-    const float* kg = k + g * shape.kv_stride * hd;
-    const float* vg = v + g * shape.kv_stride * hd;
+    widened.size_for(k, v, hd);
+    const KVRows kg = head_rows(k, g, shape.kv_stride, hd);
+    const KVRows vg = head_rows(v, g, shape.kv_stride, hd);
     BlockState state;
     std::fill(state.max, state.max + group, -std::numeric_limits<float>::infinity());
     std::fill(state.sum, state.sum + group, 0.0f);
@@ -263,8 +311,8 @@ void attend_one_query(const float* q, std::size_t q_pos, const float* k, const f
       const std::size_t nk = std::min(kKeyBlock, visible - j0);
       std::fill(block_visible, block_visible + group, nk);
       HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
-      (q + g * group * hd, hd, group, kg + j0 * hd, vg + j0 * hd, nk, block_visible, hd, scale,
-       &state);
+      (q + g * group * hd, hd, group, f32_rows(kg, j0, nk, hd, widened.keys.data()),
+       f32_rows(vg, j0, nk, hd, widened.values.data()), nk, block_visible, hd, scale, &state);
     }
     for (std::size_t i = 0; i < group; ++i) {
       const std::size_t h = g * group + i;
@@ -288,7 +336,7 @@ void memory_features(const AttentionResidual& r, const float* x, std::size_t hea
   }
 }
 
-void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k, const float* v,
+void attention(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KVRows v,
                std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out,
                const KeyScoreAccumulator* scores, const AttentionResidual* residual) {
   using namespace attention_detail;
@@ -313,14 +361,16 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float*
       std::vector<float> acc(kQueryBlock * hd);
       // Rows of kKeyBlock floats from an aligned base: every vector load is aligned.
       const auto keys_t = hwy::AllocateAligned<float>(hd * kKeyBlock);
+      WidenedBlock widened;
+      widened.size_for(k, v, hd);
 #pragma omp for schedule(dynamic, 1)
       for (std::ptrdiff_t task = 0; task < n_tasks; ++task) {
         const std::size_t h = static_cast<std::size_t>(task) % shape.n_heads;
         const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_heads) * kQueryBlock;
         const std::size_t nq = std::min(kQueryBlock, n_q - i0);
         const std::size_t kvh = h / group;
-        const float* kh = k + kvh * shape.kv_stride * hd;
-        const float* vh = v + kvh * shape.kv_stride * hd;
+        const KVRows kh = head_rows(k, kvh, shape.kv_stride, hd);
+        const KVRows vh = head_rows(v, kvh, shape.kv_stride, hd);
         const float* qb = q + i0 * q_width + h * hd;
 
         // Keys each query may see: causal stops at its own position.
@@ -342,7 +392,8 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float*
           for (std::size_t i = 0; i < nq; ++i)
             block_visible[i] = visible[i] > j0 ? visible[i] - j0 : 0;
           HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
-          (qb, q_width, nq, kh + j0 * hd, vh + j0 * hd, nk, block_visible, hd, scale, &state);
+          (qb, q_width, nq, f32_rows(kh, j0, nk, hd, widened.keys.data()),
+           f32_rows(vh, j0, nk, hd, widened.values.data()), nk, block_visible, hd, scale, &state);
         }
         for (std::size_t i = 0; i < nq; ++i) {
           const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;

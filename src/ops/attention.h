@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+
+#include "format/dtype.h"
 
 namespace lclm {
 
@@ -12,6 +15,14 @@ struct AttentionShape {
   std::size_t n_kv_heads = 0;
   std::size_t head_dim = 0;
   std::size_t kv_stride = 0;  // positions between one kv head and the next in the cache
+};
+
+// Cached keys or values of one layer: [n_kv_heads, kv_stride, row], each row
+// head_dim elements of `type` (F32, F16, BF16, Q8_0 or Q4_0; row_bytes(type,
+// head_dim) bytes).
+struct KVRows {
+  const std::uint8_t* data = nullptr;
+  DType type = DType::F32;
 };
 
 // q [n_q, n_heads * head_dim]: queries at positions q_pos0 .. q_pos0 + n_q - 1.
@@ -54,9 +65,20 @@ void memory_features(const AttentionResidual& r, const float* x, std::size_t hea
 
 // With `residual`, its readout is added to `out` after the softmax part
 // (queries laid out as for attention()); without it nothing of it runs.
-void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k, const float* v,
+// Keys and values of another type than f32 are widened a block of 64 rows at
+// a time into per-thread scratch, so memory traffic is the stored type's.
+void attention(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KVRows v,
                std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out,
                const KeyScoreAccumulator* scores = nullptr,
                const AttentionResidual* residual = nullptr);
+// The same over f32 keys and values.
+inline void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k,
+                      const float* v, std::size_t n_keys, const AttentionShape& shape,
+                      AttentionMask mask, float* out, const KeyScoreAccumulator* scores = nullptr,
+                      const AttentionResidual* residual = nullptr) {
+  attention(q, n_q, q_pos0, {reinterpret_cast<const std::uint8_t*>(k), DType::F32},
+            {reinterpret_cast<const std::uint8_t*>(v), DType::F32}, n_keys, shape, mask, out,
+            scores, residual);
+}
 
 }  // namespace lclm

@@ -42,6 +42,9 @@ std::unique_ptr<Engine> Engine::load(const std::filesystem::path& dir,
     e->plain_tokenizer_.emplace(Tokenizer::from_dir(dir));
     e->longest_token_ = longest_token_bytes(*e->plain_tokenizer_);
   }
+  check_kv_cache_types(options.cache_types,
+                       static_cast<std::size_t>(e->decoder().config().head_dim));
+  e->cache_types_ = options.cache_types;
   e->stop_ids_ = default_stop_ids(e->decoder(), e->tokenizer());
   const std::filesystem::path tokenizer_config =
       (e->lclm_ ? dir / "decoder" : dir) / "tokenizer_config.json";

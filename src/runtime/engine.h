@@ -40,6 +40,8 @@ struct EngineOptions {
   // A Jinja file to render chats with instead of the model's own template
   // (--chat-template); "chatml" names the built-in ChatML.
   std::optional<std::filesystem::path> chat_template;
+  // What the sessions' KV caches store (--cache-type-k / --cache-type-v).
+  KVCacheTypes cache_types = kDefaultKVCacheTypes;
 };
 
 // Engine::score's result: the scored tokens and, for each, log p(token |
@@ -97,8 +99,9 @@ class Engine {
                    std::optional<std::int64_t> ratio = std::nullopt);
 
   // A new conversation with an empty KV cache, run on threads().
-  Session new_session() const { return Session(decoder(), threads_); }
+  Session new_session() const { return Session(decoder(), threads_, cache_types_); }
   int threads() const { return threads_; }
+  KVCacheTypes cache_types() const { return cache_types_; }
 
  private:
   explicit Engine(std::filesystem::path dir);
@@ -110,6 +113,7 @@ class Engine {
   std::vector<std::int32_t> stop_ids_;
   ChatTemplate chat_template_;
   int threads_ = 1;
+  KVCacheTypes cache_types_;
   std::size_t longest_token_ = 1;  // plain models: bytes of the longest token
 };
 

@@ -34,7 +34,10 @@ std::size_t shared_prefix(const std::vector<std::uint64_t>& cached, std::size_t 
 
 }  // namespace
 
-Session::Session(const Qwen3Model& model, int threads) : model_(model), threads_(threads) {}
+Session::Session(const Qwen3Model& model, int threads, KVCacheTypes cache_types)
+    : model_(model), threads_(threads), cache_types_(cache_types) {
+  check_kv_cache_types(cache_types, static_cast<std::size_t>(model.config().head_dim));
+}
 
 void Session::reset() {
   cache_.reset();
@@ -123,7 +126,7 @@ Generation::Generation(Session& session, std::span<const std::int32_t> ids, cons
     session.keep_prefix(reuse);
     session.cache_->reserve_more(capacity_ - reuse);
   } else {
-    session.cache_.emplace(model_.make_cache(context_, capacity_));
+    session.cache_.emplace(model_.make_cache(context_, capacity_, session.cache_types_));
   }
   stats_.prompt_tokens = n;
   stats_.reused_positions = reuse;

@@ -37,7 +37,9 @@ class Session {
 
   // The model must outlive the session. threads > 0: the kernel threads
   // every call applies on its own thread (0: the calling thread's setting).
-  explicit Session(const Qwen3Model& model, int threads = 0);
+  // cache_types: what the KV cache stores (f32 here; the engine's sessions
+  // take EngineOptions::cache_types).
+  explicit Session(const Qwen3Model& model, int threads = 0, KVCacheTypes cache_types = {});
 
   // inputs [ids.size(), hidden]: the prompt's input embeddings; ids: the
   // token ids of those positions (placeholders where latents sit), for the
@@ -61,6 +63,7 @@ class Session {
   // A Generation runs on it.
   bool busy() const { return busy_; }
   const Qwen3Model& model() const { return model_; }
+  KVCacheTypes cache_types() const { return cache_types_; }
 
  private:
   friend class Generation;
@@ -69,6 +72,7 @@ class Session {
 
   const Qwen3Model& model_;
   int threads_ = 0;
+  KVCacheTypes cache_types_;
   bool busy_ = false;  // a Generation runs on it
   std::optional<KVCache> cache_;
   std::vector<std::uint64_t> row_keys_;  // hash of each cached position's input row

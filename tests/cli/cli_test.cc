@@ -98,7 +98,6 @@ TEST_F(CliTest, LlamaCppFlagsGetAHint) {
            {{"-ngl", "99"}, "CPU only"},
            {{"--n-gpu-layers=99"}, "CPU only"},
            {{"-fa"}, "flash-attention"},
-           {{"-ctk", "q8_0"}, "no cache types"},
            {{"-np", "4"}, "--parallel"},
            {{"-hf", "Qwen/Qwen3-0.6B"}, "downloads nothing"},
            {{"-ub", "512"}, "-b N"}}) {

@@ -1,27 +1,36 @@
 // Test driver for tests/reference/check_forward.py: runs the engine on the
 // given token ids, prefilling `chunk` positions per forward pass through the
-// KV cache, and writes the logits of every position as raw f32 [n, vocab].
+// KV cache (f32, or the type --cache-type names for keys and values), and
+// writes the logits of every position as raw f32 [n, vocab].
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include "model/qwen3_model.h"
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::cerr << "usage: dump_logits MODEL_DIR CHUNK OUT.f32 ID...\n";
+    std::cerr << "usage: dump_logits MODEL_DIR CHUNK OUT.f32 [--cache-type TYPE] ID...\n";
     return 2;
   }
   try {
     const auto model = lclm::Qwen3Model::load(argv[1]);
     const std::size_t chunk = std::strtoul(argv[2], nullptr, 10);
+    int first_id = 4;
+    lclm::KVCacheTypes types;
+    if (argc > 5 && std::string(argv[4]) == "--cache-type") {
+      const lclm::DType type = lclm::parse_kv_cache_type(argv[5], "--cache-type");
+      types = {type, type};
+      first_id = 6;
+    }
     std::vector<std::int32_t> ids;
-    for (int i = 4; i < argc; ++i) ids.push_back(std::atoi(argv[i]));
+    for (int i = first_id; i < argc; ++i) ids.push_back(std::atoi(argv[i]));
     const auto H = static_cast<std::size_t>(model.config().hidden_size);
     const auto V = static_cast<std::size_t>(model.config().vocab_size);
-    auto cache = model.make_cache(ids.size());
+    auto cache = model.make_cache(ids.size(), 0, types);
     std::vector<float> logits(ids.size() * V);
     for (std::size_t start = 0; start < ids.size(); start += chunk) {
       const std::size_t n = std::min(chunk, ids.size() - start);

@@ -172,10 +172,10 @@ TEST(KVCache, GrowsWithTheRequestAndStopsAtTheLimit) {
   EXPECT_EQ(cache.capacity(), 10u);
   cache.reserve_more(10);
   cache.advance(10);
-  cache.keys(1)[(1 * cache.capacity() + 9) * 4 + 3] = 42.0f;  // head 1, position 9
+  cache.f32_keys(1)[(1 * cache.capacity() + 9) * 4 + 3] = 42.0f;  // head 1, position 9
   cache.reserve_more(1);
   EXPECT_EQ(cache.capacity(), 20u);
-  EXPECT_EQ(cache.keys(1)[(1 * cache.capacity() + 9) * 4 + 3], 42.0f);
+  EXPECT_EQ(cache.f32_keys(1)[(1 * cache.capacity() + 9) * 4 + 3], 42.0f);
   EXPECT_EQ(cache.bytes(), 2u * 2 * 2 * 20 * 4 * sizeof(float));
   cache.reserve_more(90);
   EXPECT_EQ(cache.capacity(), 100u);

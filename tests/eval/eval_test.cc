@@ -518,8 +518,9 @@ TEST(Evaluator, RunsEveryMethodAndReportsTheCacheEachKeeps) {
   const std::vector<EvalRecord> records = evaluator.run();
   ASSERT_EQ(records.size(), 1u + 6 * 2);
   const RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+  // The engine's KV cache stores bf16 keys and values (kDefaultKVCacheTypes).
   const auto per_entry =
-      std::size_t(2 * spec.decoder.num_key_value_heads * spec.decoder.head_dim * sizeof(float));
+      std::size_t(2 * spec.decoder.num_key_value_heads * spec.decoder.head_dim * 2);
   const auto layers = std::size_t(spec.decoder.num_hidden_layers);
   const std::size_t L = records.front().positions;
   EXPECT_EQ(records.front().method, "full");

@@ -150,8 +150,8 @@ TEST_F(KVPolicyModel, IndexMemKeepsTheIndexersChoiceAndFoldsTheRestIntoMemory) {
   const std::size_t D = cache.head_dim(), stride = cache.capacity();
   std::vector<std::vector<float>> keys, values;
   for (std::size_t l = 0; l < cache.n_layers(); ++l) {
-    keys.emplace_back(cache.keys(l), cache.keys(l) + cache.n_kv_heads() * stride * D);
-    values.emplace_back(cache.values(l), cache.values(l) + cache.n_kv_heads() * stride * D);
+    keys.emplace_back(cache.f32_keys(l), cache.f32_keys(l) + cache.n_kv_heads() * stride * D);
+    values.emplace_back(cache.f32_values(l), cache.f32_values(l) + cache.n_kv_heads() * stride * D);
   }
   policy->end_prompt(cache);
 

@@ -181,8 +181,8 @@ TEST(KVCache, CompactMovesKeysValuesPositionsAndScoresTogether) {
   for (std::size_t g = 0; g < 2; ++g) {
     for (std::size_t i = 0; i < 6; ++i) {
       const std::size_t row = g * cache.capacity() + i;
-      cache.keys(0)[row * 2] = float(100 * g + i);
-      cache.values(0)[row * 2 + 1] = float(-100.0 * g - i);
+      cache.f32_keys(0)[row * 2] = float(100 * g + i);
+      cache.f32_values(0)[row * 2 + 1] = float(-100.0 * g - i);
       cache.positions(0)[row] = std::int32_t(i);
       cache.key_scores(0)[row] = float(i) / 10;
     }
@@ -195,8 +195,8 @@ TEST(KVCache, CompactMovesKeysValuesPositionsAndScoresTogether) {
   for (std::size_t g = 0; g < 2; ++g) {
     for (std::size_t i = 0; i < 3; ++i) {
       const std::size_t row = g * cache.capacity() + i, from = keep[g][i];
-      EXPECT_EQ(cache.keys(0)[row * 2], float(100 * g + from));
-      EXPECT_EQ(cache.values(0)[row * 2 + 1], float(-100.0 * g - from));
+      EXPECT_EQ(cache.f32_keys(0)[row * 2], float(100 * g + from));
+      EXPECT_EQ(cache.f32_values(0)[row * 2 + 1], float(-100.0 * g - from));
       EXPECT_EQ(cache.positions(0)[row], std::int32_t(from));
       EXPECT_EQ(cache.key_scores(0)[row], float(from) / 10);
     }

@@ -1,9 +1,14 @@
 """Compares the engine's logits with the PyTorch reference on a model directory.
 
 Usage: check_forward.py MODEL_DIR DUMP_TOOL [--tokens N] [--seed S]
+                         [--cache-type TYPE --tolerance T]
 DUMP_TOOL (tests/core/dump_logits.cc) runs the engine with several prefill
 chunkings, so the KV-cache path is checked too. Fails when
-max|engine - reference| / max|reference| exceeds 1e-4 for any chunking.
+max|engine - reference| / max|reference| exceeds the tolerance (1e-4 with
+the f32 KV cache) for any chunking, or the argmax differs at any position.
+With --cache-type the engine's KV cache stores that type (bf16, q8_0, ...),
+the reference stays exact, and --tolerance and --argmax-may-differ state
+what the type keeps.
 """
 import argparse
 import os
@@ -26,7 +31,12 @@ def main():
     ap.add_argument("dump_tool")
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--cache-type", default=None)
+    ap.add_argument("--tolerance", type=float, default=TOLERANCE)
+    ap.add_argument("--argmax-may-differ", type=int, default=0,
+                    help="positions whose argmax may differ from the reference's")
     args = ap.parse_args()
+    cache_flags = ["--cache-type", args.cache_type] if args.cache_type else []
 
     config, weights = qwen3_reference.load_model(args.model_dir)
     rng = random.Random(args.seed)
@@ -38,7 +48,9 @@ def main():
     for chunk in (args.tokens, 7, 1):
         with tempfile.NamedTemporaryFile(suffix=".f32") as out:
             subprocess.run(
-                [args.dump_tool, args.model_dir, str(chunk), out.name] + [str(i) for i in ids],
+                [args.dump_tool, args.model_dir, str(chunk), out.name]
+                + cache_flags
+                + [str(i) for i in ids],
                 check=True,
             )
             engine = torch.frombuffer(bytearray(open(out.name, "rb").read()), dtype=torch.float32)
@@ -47,14 +59,16 @@ def main():
             print(f"FAIL: engine logits shape {tuple(engine.shape)}, reference {tuple(reference.shape)}")
             return 1
         err = ((engine - reference).abs().max() / reference.abs().max()).item()
-        same_argmax = bool((engine.argmax(-1) == reference.argmax(-1)).all())
-        print(f"{args.model_dir}: prefill chunk {chunk:3d}: max relative error {err:.3e}, "
-              f"argmax equal at all {args.tokens} positions: {same_argmax}")
+        agree = int((engine.argmax(-1) == reference.argmax(-1)).sum())
+        cache = f" ({args.cache_type} KV cache)" if args.cache_type else ""
+        print(f"{args.model_dir}{cache}: prefill chunk {chunk:3d}: max relative error {err:.3e}, "
+              f"argmax equal at {agree} of {args.tokens} positions")
         worst = max(worst, err)
-        if err > TOLERANCE or not same_argmax:
-            print(f"FAIL: relative error {err:.3e} exceeds {TOLERANCE:g} or argmax differs")
+        if err > args.tolerance or agree < args.tokens - args.argmax_may_differ:
+            print(f"FAIL: relative error {err:.3e} exceeds {args.tolerance:g} or argmax differs "
+                  f"at more than {args.argmax_may_differ} positions")
             return 1
-    print(f"PASS: worst relative error {worst:.3e} <= {TOLERANCE:g}")
+    print(f"PASS: worst relative error {worst:.3e} <= {args.tolerance:g}")
     return 0
 
 
