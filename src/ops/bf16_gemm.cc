@@ -16,7 +16,9 @@
 #include <string>
 #include <utility>
 
+#include "format/dtype.h"
 #include "ops/bf16_kernels.h"
+#include "ops/quant_kernels.h"
 #include "util/error.h"
 
 namespace lclm {
@@ -183,6 +185,34 @@ constexpr std::array<TileKernel, kTileRows> tile_kernels(std::index_sequence<kRo
 constexpr auto kSplitTiles = tile_kernels<true>(std::make_index_sequence<kTileRows>());
 constexpr auto kRoundedTiles = tile_kernels<false>(std::make_index_sequence<kTileRows>());
 
+// W as the GEMM reads it: bf16 rows (bf16 set) or block-quantized rows of
+// `type` (quantized set), widened to bf16 panel block by panel block.
+struct WeightSource {
+  const std::uint16_t* bf16 = nullptr;
+  const std::uint8_t* quantized = nullptr;
+  DType type = DType::BF16;
+};
+
+// Fills `panel` for columns n0 .. n0+width and k-pairs p0 .. p0+pairs. For a
+// quantized W the rows' segment (whole blocks: 2 * p0 is a multiple of 512
+// and k of 32) is widened to f32 in `wide` [width, 2 * pairs], rounded to
+// bf16 into `half` (words of two) and packed from there.
+LCLM_AVX512_BF16 void fill_panel(const WeightSource& w, std::size_t k, std::size_t n0,
+                                 std::size_t width, std::size_t p0, std::size_t pairs,
+                                 float* wide, std::uint32_t* half, std::uint32_t* panel) {
+  if (w.quantized == nullptr) {
+    pack_panel(w.bf16, k, n0, width, p0, pairs, panel);
+    return;
+  }
+  const std::size_t cols = 2 * pairs, stride = row_bytes(w.type, k);
+  const std::size_t offset = row_bytes(w.type, 2 * p0);
+  for (std::size_t j = 0; j < width; ++j) {
+    dequantize_rows(w.type, w.quantized + (n0 + j) * stride + offset, 1, cols, wide + j * cols);
+    round_row(wide + j * cols, cols, half + j * pairs, nullptr);
+  }
+  pack_panel(reinterpret_cast<const std::uint16_t*>(half), cols, 0, width, 0, pairs, panel);
+}
+
 // y rows r0 .. r1, columns of panels q0 .. q1 (one thread's share), over
 // all of k. W is packed here, per call, rather than once at load: a packed
 // copy kept with each matrix would cost as much memory again as the bf16
@@ -190,9 +220,12 @@ constexpr auto kRoundedTiles = tile_kernels<false>(std::make_index_sequence<kTil
 // made a 512-row product only 1% (split) to 4% (rounded) faster. Blocks of kBlockRows rows, then of
 // kBlockPairs k-pairs, then the panels: each panel block is packed once into L1 and multiplied by
 // every tile of the row block, which waits in L2.
-void multiply_share(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, std::size_t q0,
+void multiply_share(const Bf16Rows& x, const WeightSource& w, std::size_t n, std::size_t q0,
                     std::size_t q1, std::size_t r0, std::size_t r1, float* y) {
   alignas(64) std::uint32_t panel[kBlockPairs * kPanel];
+  // A quantized W's panel block widened (64 KiB) and rounded (32 KiB) on its way.
+  std::vector<float> wide(w.quantized ? kPanel * 2 * kBlockPairs : 0);
+  std::vector<std::uint32_t> half(w.quantized ? kPanel * kBlockPairs : 0);
   const auto& tiles = x.precision == Bf16Precision::kSplit ? kSplitTiles : kRoundedTiles;
   const std::uint32_t* hi = x.hi.data();
   const std::uint32_t* lo = x.precision == Bf16Precision::kSplit ? x.lo.data() : nullptr;
@@ -202,7 +235,7 @@ void multiply_share(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, st
       const std::size_t pairs = std::min(kBlockPairs, x.k_pairs - p0);
       for (std::size_t q = q0; q < q1; ++q) {
         const std::size_t n0 = q * kPanel, width = std::min(kPanel, n - n0);
-        pack_panel(w, x.k, n0, width, p0, pairs, panel);
+        fill_panel(w, x.k, n0, width, p0, pairs, wide.data(), half.data(), panel);
         const __mmask16 mask0 = first_lanes(width);
         const __mmask16 mask1 = first_lanes(width > 16 ? width - 16 : 0);
         for (std::size_t i = i0; i < i1; i += kTileRows) {
@@ -258,8 +291,9 @@ void to_bf16_rows(const float* x, std::size_t m, std::size_t k, Bf16Precision pr
   }
 }
 
-void gemm_bf16(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, float* y) {
-  require_avx512_bf16("gemm_bf16");
+namespace {
+
+void run_gemm(const Bf16Rows& x, const WeightSource& w, std::size_t n, float* y) {
   if (x.m == 0 || n == 0) return;
   const std::size_t panels = (n + kPanel - 1) / kPanel;
   const std::size_t row_tiles = (x.m + kTileRows - 1) / kTileRows;
@@ -279,6 +313,22 @@ void gemm_bf16(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, float* 
                      y);
     }
   }
+}
+
+}  // namespace
+
+void gemm_bf16(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, float* y) {
+  require_avx512_bf16("gemm_bf16");
+  run_gemm(x, {.bf16 = w}, n, y);
+}
+
+void gemm_bf16_quantized(const Bf16Rows& x, DType type, const std::uint8_t* w, std::size_t n,
+                         float* y) {
+  require_avx512_bf16("gemm_bf16_quantized");
+  if (!is_block_quantized(type) || x.k % kQuantBlock != 0) {
+    throw Error("gemm_bf16_quantized: needs q8_0 or q4_0 rows of whole blocks of 32");
+  }
+  run_gemm(x, {.quantized = w, .type = type}, n, y);
 }
 
 Bf16Precision bf16_prefill_precision() {

@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "format/dtype.h"
+
 namespace lclm {
 
 // How much of x the product keeps (see ops/bf16_kernels.h for the split).
@@ -53,6 +55,15 @@ void to_bf16_rows(const float* x, std::size_t m, std::size_t k, Bf16Precision pr
 // panels than threads. Needs cpu_has_avx512_bf16() (ops/bf16_kernels.h);
 // throws lclm::Error without it.
 void gemm_bf16(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, float* y);
+
+// The same for W [n, x.k] of block type `type` (Q8_0 or Q4_0, rows of
+// row_bytes(type, x.k) bytes, x.k a multiple of 32): each thread widens its
+// panel blocks of W to f32 and rounds them to bf16 (nearest even) as it
+// packs them, so no copy of W is made. The product is that of the rounded
+// weights: within 2^-9 relative of each dequantized weight, below q8_0's own
+// rounding of up to 2^-8 of a block's largest weight.
+void gemm_bf16_quantized(const Bf16Rows& x, DType type, const std::uint8_t* w, std::size_t n,
+                         float* y);
 
 // The precision matmul() gives bf16 prefill on this kernel: kSplit unless
 // LCLM_BF16_PREFILL=rounded is in the environment or the setter says so.

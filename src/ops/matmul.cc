@@ -100,8 +100,11 @@ void matvec_rows(const float* x, std::size_t m,
 // kernels on, AVX512_BF16, and no AMX, where oneDNN's tiles beat
 // `vdpbf16ps` (on a Zen 5 without AMX, gemm_bf16 ran at 1.0-1.1x oneDNN's
 // speed at the same precision; docs/benchmarks.md).
+// Block-quantized weights take it too, widened to bf16 as they are packed
+// (gemm_bf16_quantized), with x rounded to bf16 (see matmul_bf16_gemm).
 bool use_bf16_gemm(const WeightMatrix& w) {
-  return w.dtype == DType::BF16 && native_bf16_enabled() && !onednn_uses_amx();
+  return (w.dtype == DType::BF16 || is_block_quantized(w.dtype)) && native_bf16_enabled() &&
+         !onednn_uses_amx();
 }
 
 // y_j = x W_j^T on gemm_bf16, x converted once for all the W_j.
@@ -109,9 +112,20 @@ void matmul_bf16_gemm(const float* x, std::size_t m,
                       std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
   // The calling thread's: matmul is called from outside parallel regions.
   thread_local Bf16Rows rows;
-  to_bf16_rows(x, m, outputs.begin()->first->cols, bf16_prefill_precision(), rows);
+  // Quantized weights are approximations already (q8_0: up to 2^-8 of a
+  // block's largest weight), so x is rounded to bf16 (2^-9) rather than
+  // split, as llama.cpp rounds x to 8 bits for them: half the dot products.
+  const bool quantized = std::all_of(outputs.begin(), outputs.end(), [](const auto& output) {
+    return is_block_quantized(output.first->dtype);
+  });
+  to_bf16_rows(x, m, outputs.begin()->first->cols,
+               quantized ? Bf16Precision::kRounded : bf16_prefill_precision(), rows);
   for (const auto& [w, y] : outputs) {
-    gemm_bf16(rows, static_cast<const std::uint16_t*>(w->data), w->rows, y);
+    if (is_block_quantized(w->dtype)) {
+      gemm_bf16_quantized(rows, w->dtype, static_cast<const std::uint8_t*>(w->data), w->rows, y);
+    } else {
+      gemm_bf16(rows, static_cast<const std::uint16_t*>(w->data), w->rows, y);
+    }
   }
 }
 

@@ -114,12 +114,19 @@ class Stream {
 class Model {
  public:
   Model(const std::string& path, int threads, const std::optional<std::string>& quant,
-        std::optional<std::int64_t> ratio, const std::optional<std::string>& latent_cache) {
+        std::optional<std::int64_t> ratio, const std::optional<std::string>& latent_cache,
+        const std::string& cache_type_k, const std::string& cache_type_v) {
     EngineOptions o;
     o.threads = threads;
     o.quant = parse_quant(quant);
     o.ratio = ratio;
     if (latent_cache) o.latent_store.location = *latent_cache;
+    try {
+      o.cache_types = {parse_kv_cache_type(cache_type_k, "cache_type_k"),
+                       parse_kv_cache_type(cache_type_v, "cache_type_v")};
+    } catch (const Error& e) {
+      throw py::value_error(e.what());
+    }
     py::gil_scoped_release unlocked;
     engine_ = Engine::load(path, o);
   }
@@ -312,13 +319,16 @@ PYBIND11_MODULE(lclm, m) {
 
   py::class_<Model>(m, "Model")
       .def(py::init<const std::string&, int, const std::optional<std::string>&,
-                    std::optional<std::int64_t>, const std::optional<std::string>&>(),
+                    std::optional<std::int64_t>, const std::optional<std::string>&,
+                    const std::string&, const std::string&>(),
            py::arg("path"), py::arg("threads") = 0, py::arg("quant") = py::none(),
            py::arg("ratio") = py::none(), py::arg("latent_cache") = py::none(),
+           py::arg("cache_type_k") = "bf16", py::arg("cache_type_v") = "bf16",
            "Loads a model directory. threads: kernel threads (0: every core); quant: None, "
            "'q8_0' or 'q4_0' (matrices converted at load); ratio: the default compression ratio "
            "(LCLM checkpoints); latent_cache: an SQLite file or redis://HOST:PORT[/DB] that keeps "
-           "compressed regions across runs and processes.")
+           "compressed regions across runs and processes; cache_type_k / cache_type_v: what the KV "
+           "cache stores keys and values as ('f32', 'f16', 'bf16', 'q8_0', 'q4_0').")
       .def_property_readonly("path", [](Model& self) { return self.engine().dir().string(); })
       .def_property_readonly("is_lclm", [](Model& self) { return self.engine().lclm() != nullptr; })
       .def_property_readonly(

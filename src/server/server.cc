@@ -311,6 +311,8 @@ json Server::props() const {
           // --chat-template file, or ChatML.
           {"chat_template", engine_->chat_template().source()},
           {"build_info", "lclm"},
+          {"cache_type_k", kv_cache_type_name(engine_->cache_types().keys)},
+          {"cache_type_v", kv_cache_type_name(engine_->cache_types().values)},
           {"lclm", lclm}};
 }
 

@@ -9,10 +9,12 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/quant_blocks.h"
 #include "ops/bf16_kernels.h"
 #include "ops/matmul.h"
 #include "ops/onednn_matmul.h"
 #include "test_models.h"
+#include "util/error.h"
 
 namespace lclm {
 namespace {
@@ -104,6 +106,52 @@ INSTANTIATE_TEST_SUITE_P(OddShapes, Bf16GemmTest,
                                             ::testing::Values(1, 30, 67, 601),
                                             ::testing::Values(5, 33, 100)),
                          [](const auto& param_info) { return shape_name(param_info.param); });
+
+// q8_0 / q4_0 weights are widened and rounded to bf16 as their panels are
+// packed: the product is bit for bit gemm_bf16's on those rounded weights
+// (which the test above checks against a double reference), for k within
+// one 256-pair block and across it (1056), tails of rows and columns, both
+// precisions and 1 and 2 threads. k not whole blocks is refused.
+TEST(Bf16Gemm, QuantizedWeightsGiveTheProductOfTheirBf16Rounding) {
+  if (!cpu_has_avx512_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16; gemm_bf16 needs it";
+  for (const DType type : {DType::Q8_0, DType::Q4_0}) {
+    for (const std::size_t k : {32u, 96u, 1056u}) {
+      for (const std::size_t n : {5u, 33u, 100u}) {
+        const std::vector<float> w_values = random_vector(n * k, static_cast<unsigned>(7 + k + n));
+        std::vector<std::uint8_t> wq(n * row_bytes(type, k));
+        std::vector<std::uint16_t> w_rounded(n * k);
+        std::vector<float> widened(k);
+        for (std::size_t j = 0; j < n; ++j) {
+          std::uint8_t* row = wq.data() + j * row_bytes(type, k);
+          quantize_row(type, w_values.data() + j * k, k, row);
+          dequantize_row(type, row, k, widened.data());
+          for (std::size_t c = 0; c < k; ++c) w_rounded[j * k + c] = f32_to_bf16(widened[c]);
+        }
+        for (const std::size_t m : {1u, 17u, 130u, 530u}) {
+          const std::vector<float> x = random_vector(m * k, static_cast<unsigned>(300 + m));
+          for (const Bf16Precision precision : {Bf16Precision::kSplit, Bf16Precision::kRounded}) {
+            for (const int threads : {1, 2}) {
+              const ThreadsScope scope(threads);
+              Bf16Rows rows;
+              to_bf16_rows(x.data(), m, k, precision, rows);
+              std::vector<float> want(m * n), got(m * n);
+              gemm_bf16(rows, w_rounded.data(), n, want.data());
+              gemm_bf16_quantized(rows, type, wq.data(), n, got.data());
+              ASSERT_EQ(got, want) << dtype_name(type) << " m " << m << " k " << k << " n " << n
+                                   << " " << precision_name(precision) << ", " << threads
+                                   << " threads";
+            }
+          }
+        }
+      }
+    }
+  }
+  Bf16Rows odd;
+  to_bf16_rows(random_vector(3 * 40, 1).data(), 3, 40, Bf16Precision::kSplit, odd);
+  std::vector<std::uint8_t> wq(2 * row_bytes(DType::Q8_0, 64));
+  std::vector<float> y(6);
+  EXPECT_THROW(gemm_bf16_quantized(odd, DType::Q8_0, wq.data(), 2, y.data()), Error);
+}
 
 // The conversion itself: hi (and lo) match the reference rounding, two to a
 // word with the lower index in the low half, and an odd k ends in a zero.

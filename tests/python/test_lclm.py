@@ -97,6 +97,14 @@ class ModelTest(unittest.TestCase):
                                       ratio=ratio)
             self.assertEqual(got + "\n", want)
 
+    def test_cache_types_give_the_clis_text_with_the_same_types(self):
+        prompt = lclm.memory(DOC) + "\n" + QUESTION
+        model = lclm.Model(str(MODEL), threads=1, cache_type_k="q8_0", cache_type_v="f32")
+        want = cli("generate", "-m", str(MODEL), "-p", prompt, "--chat", "--temp", "0",
+                   "-n", "24", "-ctk", "q8_0", "-ctv", "f32", "-t", "1").decode()
+        self.assertEqual(model.generate(prompt, chat=True, temperature=0, max_tokens=24) + "\n",
+                         want)
+
     def test_a_stream_gives_the_same_text_in_pieces(self):
         prompt = lclm.memory(DOC) + "\n" + QUESTION
         whole = self.model.generate(prompt, chat=True, temperature=0, max_tokens=20)
@@ -206,6 +214,8 @@ class ModelTest(unittest.TestCase):
             lclm.Model("/nonexistent/no-such-model")
         with self.assertRaisesRegex(ValueError, "q5"):
             lclm.Model(str(MODEL), quant="q5")
+        with self.assertRaisesRegex(ValueError, "cache_type_v 'q5_1'"):
+            lclm.Model(str(MODEL), cache_type_v="q5_1")
         with self.assertRaisesRegex(lclm.Error, "ratio"):
             self.model.compress(DOC, ratio=0)
         with self.assertRaisesRegex(lclm.Error, "temp"):

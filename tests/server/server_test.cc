@@ -674,6 +674,8 @@ TEST_F(ServerTest, TokenizeDetokenizeApplyTemplateAndProps) {
   EXPECT_GE(props["total_slots"].get<int>(), 1);
   EXPECT_EQ(props["model_alias"], "tiny");
   EXPECT_TRUE(props["lclm"]["checkpoint"].get<bool>());
+  EXPECT_EQ(props["cache_type_k"], "bf16");
+  EXPECT_EQ(props["cache_type_v"], "bf16");
   EXPECT_NE(props["chat_template"].get<std::string>().find("<|im_start|>"), std::string::npos);
 
   expect_error(post("/tokenize", {{"text", "x"}}), 400, "missing_field", "content");
