@@ -60,6 +60,7 @@
 
 #include "fixtures/random_qwen3.h"
 #include "format/quant_blocks.h"
+#include "ops/quant_kernels.h"
 #include "model/qwen3_model.h"
 #include "ops/bf16_kernels.h"
 #include "ops/matmul.h"
@@ -264,8 +265,10 @@ Timings measure(const Qwen3Model& model, const std::vector<std::int32_t>& prompt
     timed(t.native, "", r);
     if (args.portable_baseline) {
       set_native_bf16(false);
+      set_native_vnni(false);
       timed(t.portable, " (portable kernels)", r);
       set_native_bf16(true);
+      set_native_vnni(true);
     }
   }
   return t;

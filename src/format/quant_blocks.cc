@@ -104,9 +104,13 @@ void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y
 void quantize_activations(const float* x, std::size_t rows, std::size_t cols,
                           QuantizedActivations& a) {
   check_block_multiple(cols, "quantize_activations");
-  const std::size_t n = rows * cols;
+  const std::size_t n = rows * cols, blocks_per_row = cols / kQuantBlock;
   a.q.resize(n);
+  a.q8.resize(n + 64);  // the VNNI kernel reads 64 bytes for a row's odd last block
   a.d.resize(n / kQuantBlock);
+  a.pairs_per_row = (blocks_per_row + 1) / 2;
+  a.pair_sum.assign(rows * a.pairs_per_row * 16, 0);
+  a.pair_d.assign(rows * a.pairs_per_row * 16, 0.0f);
   for (std::size_t b = 0; b < n / kQuantBlock; ++b) {
     const float* xb = x + b * kQuantBlock;
     float amax = 0.0f;
@@ -114,10 +118,18 @@ void quantize_activations(const float* x, std::size_t rows, std::size_t cols,
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     a.d[b] = d;
+    std::int32_t sum = 0;
     for (std::size_t i = 0; i < kQuantBlock; ++i) {
-      a.q[b * kQuantBlock + i] =
+      const auto q =
           static_cast<std::int16_t>(std::clamp(std::nearbyint(xb[i] * id), -127.0f, 127.0f));
+      a.q[b * kQuantBlock + i] = q;
+      a.q8[b * kQuantBlock + i] = static_cast<std::int8_t>(q);
+      sum += q;
     }
+    const std::size_t row = b / blocks_per_row, in_row = b % blocks_per_row;
+    const std::size_t lane0 = (row * a.pairs_per_row + in_row / 2) * 16 + (in_row % 2) * 8;
+    a.pair_sum[lane0] = sum;
+    std::fill_n(a.pair_d.begin() + static_cast<std::ptrdiff_t>(lane0), 8, d);
   }
 }
 

@@ -37,6 +37,15 @@ void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y
 struct QuantizedActivations {
   AlignedVector<std::int16_t> q;  // [rows * cols]
   std::vector<float> d;           // [rows * cols / 32]
+  // The same q as int8 for the VNNI kernels (ops/quant_kernels.h), and per
+  // pair of blocks (2p, 2p+1) of a row 16 lanes each: `pair_sum` holds the
+  // sum of block 2p's q in lane 0 and of block 2p+1's in lane 8 (other lanes
+  // 0), `pair_d` holds d of block 2p in lanes 0-7 and of 2p+1 in lanes 8-15;
+  // a row's odd last block pairs with zeros.
+  std::size_t pairs_per_row = 0;       // ceil(cols / 64)
+  AlignedVector<std::int8_t> q8;         // [rows * cols], then 64 bytes of padding
+  AlignedVector<std::int32_t> pair_sum;  // [rows * pairs_per_row * 16]
+  AlignedVector<float> pair_d;           // [rows * pairs_per_row * 16]
 };
 // x [rows, cols] -> a (cols a multiple of 32).
 void quantize_activations(const float* x, std::size_t rows, std::size_t cols,

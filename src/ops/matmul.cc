@@ -47,8 +47,12 @@ void matvec_range(const WeightMatrix& w, const float* x, const QuantizedActivati
                   std::size_t m, std::size_t r0, std::size_t r1, float* y) {
   const std::size_t k = w.cols, n = r1 - r0;
   if (is_block_quantized(w.dtype)) {
-    matvec_quantized(w.dtype, static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k),
-                     xq->q.data(), xq->d.data(), m, n, k, y, w.rows);
+    const auto* rows = static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k);
+    if (native_vnni_enabled()) {
+      matvec_quantized_vnni(w.dtype, rows, *xq, m, n, k, y, w.rows);
+    } else {
+      matvec_quantized(w.dtype, rows, xq->q.data(), xq->d.data(), m, n, k, y, w.rows);
+    }
   } else if (w.dtype == DType::F32) {
     matvec_f32(static_cast<const float*>(w.data) + r0 * k, x, m, n, k, y, w.rows);
   } else if (w.dtype == DType::BF16) {

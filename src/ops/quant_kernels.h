@@ -9,6 +9,8 @@
 
 namespace lclm {
 
+struct QuantizedActivations;
+
 // y[i * y_stride + r] = dot(row r of W, x_i) for W [rows, cols] of block
 // type `type` (Q8_0 or Q4_0, rows of row_bytes(type, cols) bytes) and the m
 // rows of x quantized per block of 32 (xq [m, cols] int16 in [-127, 127],
@@ -19,6 +21,23 @@ namespace lclm {
 void matvec_quantized(DType type, const std::uint8_t* w, const std::int16_t* xq, const float* xd,
                       std::size_t m, std::size_t rows, std::size_t cols, float* y,
                       std::size_t y_stride);
+
+// The same product on AVX512-VNNI (ops/quant_vnni.cc), from x's int8 form
+// (QuantizedActivations::q8, pair_sum, pair_d; x quantized by
+// quantize_activations with m rows). Exact integer block sums like the
+// kernel above, summed in another fixed order, so y[i, r] is bit for bit
+// the same whatever m is (not bit for bit matvec_quantized's). Needs
+// cpu_has_avx512_vnni().
+void matvec_quantized_vnni(DType type, const std::uint8_t* w, const QuantizedActivations& x,
+                           std::size_t m, std::size_t rows, std::size_t cols, float* y,
+                           std::size_t y_stride);
+// AVX512F/BW/VL, AVX512_VNNI and F16C.
+bool cpu_has_avx512_vnni();
+// Whether decode's quantized products run matvec_quantized_vnni: the CPU has
+// it and set_native_vnni(false) was not called (tests and benchmarks compare
+// the two kernels).
+bool native_vnni_enabled();
+void set_native_vnni(bool on);
 
 // out [n_rows, cols] = the rows of W widened to f32.
 void dequantize_rows(DType type, const std::uint8_t* w, std::size_t n_rows, std::size_t cols,

@@ -146,14 +146,20 @@ TEST_P(BlockTypeTest, MatmulOnBothPathsMatchesTheDequantizedProduct) {
   EXPECT_EQ(matrix.bytes(), wq.size());
   // Prefill on the bf16 GEMM rounds the weights and x to bf16 (8 significant
   // bits, 2^-9 relative each); the portable prefill widens them to f32 exactly.
-  const bool native = native_bf16_enabled();
-  for (const auto& [m, bf16_gemm] : std::vector<std::pair<std::size_t, bool>>{
-           {1, true}, {5, true}, {kMatvecMaxRows + 3, true}, {kMatvecMaxRows + 3, false}}) {
-    set_native_bf16(native && bf16_gemm);
+  // Decode runs the VNNI kernel where the CPU has it, else (and when told)
+  // the Highway one.
+  const bool native = native_bf16_enabled(), vnni = native_vnni_enabled();
+  for (const auto& [m, native_kernel] : std::vector<std::pair<std::size_t, bool>>{
+           {1, true}, {1, false}, {5, true}, {5, false}, {kMatvecMaxRows + 3, true},
+           {kMatvecMaxRows + 3, false}}) {
+    const bool bf16_gemm = native_kernel;
+    set_native_bf16(native && native_kernel);
+    set_native_vnni(vnni && native_kernel);
     const std::vector<float> x = random_vector(m * cols, 2);
     std::vector<float> y(m * rows);
     matmul(x.data(), m, matrix, y.data());
     set_native_bf16(native);
+    set_native_vnni(vnni);
     const double tolerance = m <= kMatvecMaxRows        ? 2e-2   // decode: x rounded to 8 bits
                              : native && bf16_gemm ? 5e-3  // W and x rounded to bf16
                                                    : 1e-4;
@@ -201,8 +207,66 @@ TEST_P(BlockTypeTest, ManyRowsOfXGiveEachRowItsOwnResultExactly) {
   }
 }
 
+// The VNNI kernel (ops/quant_vnni.cc) against the scalar block-by-block
+// definition, for 1 to 9 rows of x (groups of four, then three, two, one),
+// odd and even block counts (a row's odd last block pairs with zeros), and
+// each row of a batch bit for bit what it gets alone.
+TEST_P(BlockTypeTest, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
+  if (!cpu_has_avx512_vnni()) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
+  const DType type = GetParam();
+  for (std::size_t cols : {32u, 64u, 96u, 1056u}) {
+    const std::size_t rows = 7, max_m = 9, n_blocks = cols / kQuantBlock;
+    const auto wq = quantized(type, random_vector(rows * cols, 51, 0.05f));
+    const std::vector<float> x = random_vector(max_m * cols, 52);
+    QuantizedActivations xq;
+    quantize_activations(x.data(), max_m, cols, xq);
+    for (std::size_t m = 1; m <= max_m; ++m) {
+      std::vector<float> y(m * rows);
+      matvec_quantized_vnni(type, wq.data(), xq, m, rows, cols, y.data(), rows);
+      for (std::size_t i = 0; i < m; ++i) {
+        QuantizedActivations one;
+        quantize_activations(x.data() + i * cols, 1, cols, one);
+        std::vector<float> alone(rows);
+        matvec_quantized_vnni(type, wq.data(), one, 1, rows, cols, alone.data(), rows);
+        for (std::size_t r = 0; r < rows; ++r) {
+          const float ref =
+              dot_quantized_reference(type, wq.data() + r * row_bytes(type, cols),
+                                      xq.q.data() + i * cols, xq.d.data() + i * n_blocks, cols);
+          ASSERT_NEAR(y[i * rows + r], ref, 1e-5f * (1.0f + std::fabs(ref)))
+              << "cols " << cols << " m " << m << " x row " << i << " row " << r;
+          ASSERT_EQ(std::memcmp(&y[i * rows + r], &alone[r], sizeof(float)), 0)
+              << "cols " << cols << " m " << m << " x row " << i << " row " << r;
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Q8_0AndQ4_0, BlockTypeTest, ::testing::Values(DType::Q8_0, DType::Q4_0),
                          [](const auto& p) { return std::string(dtype_name(p.param)); });
+
+// The VNNI kernel's form of x: the same q as int8, and per pair of blocks
+// the blocks' sums of q (lanes 0 and 8) and scales (lanes 0-7, 8-15), an
+// odd last block paired with zeros.
+TEST(QuantizedActivations, PairsHoldTheBlocksSumsAndScalesForVnni) {
+  const std::size_t rows = 2, cols = 3 * kQuantBlock;
+  const std::vector<float> x = random_vector(rows * cols, 23);
+  QuantizedActivations a;
+  quantize_activations(x.data(), rows, cols, a);
+  ASSERT_EQ(a.pairs_per_row, 2u);
+  for (std::size_t i = 0; i < rows * cols; ++i) ASSERT_EQ(a.q8[i], a.q[i]) << i;
+  for (std::size_t r = 0; r < rows; ++r) {
+    for (std::size_t b = 0; b < 4; ++b) {  // block 3 is the pair's missing one
+      std::int32_t sum = 0;
+      const float d = b < 3 ? a.d[r * 3 + b] : 0.0f;
+      for (std::size_t i = 0; b < 3 && i < kQuantBlock; ++i) sum += a.q[r * cols + b * 32 + i];
+      const std::size_t lane0 = (r * 2 + b / 2) * 16 + (b % 2) * 8;
+      EXPECT_EQ(a.pair_sum[lane0], sum) << "row " << r << " block " << b;
+      for (std::size_t l = 1; l < 8; ++l) EXPECT_EQ(a.pair_sum[lane0 + l], 0);
+      for (std::size_t l = 0; l < 8; ++l) EXPECT_EQ(a.pair_d[lane0 + l], d);
+    }
+  }
+}
 
 TEST(QuantizedActivations, ErrorIsHalfAStepOfTheBlockScale) {
   const std::vector<float> x = random_vector(4 * kQuantBlock, 21);
