@@ -33,6 +33,16 @@ def main():
     ap.add_argument("-o", "--output", required=True, help="the GGUF file to write")
     args = ap.parse_args()
     sys.path.insert(0, args.gguf_py)
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        # gguf-py imports it for vocabularies read from SentencePiece models,
+        # which this file does not use. Not installed on purpose: Debian's
+        # package adds a copyright file to the evaluation's default haystack.
+        import types
+        stub = types.ModuleType("sentencepiece")
+        stub.SentencePieceProcessor = None
+        sys.modules["sentencepiece"] = stub
     import gguf  # noqa: E402 (from the llama.cpp tree named above)
 
     w = gguf.GGUFWriter(args.output, "llama")
