@@ -60,10 +60,10 @@
 
 #include "fixtures/random_qwen3.h"
 #include "format/quant_blocks.h"
-#include "ops/quant_kernels.h"
 #include "model/qwen3_model.h"
 #include "ops/bf16_kernels.h"
 #include "ops/matmul.h"
+#include "ops/quant_kernels.h"
 #include "runtime/decode_batch.h"
 #include "runtime/session.h"
 #include "util/error.h"
@@ -251,8 +251,7 @@ Timings measure(const Qwen3Model& model, const std::vector<std::int32_t>& prompt
   run_generation(model, prompt, args.gen_tokens, args.cache_types);
   Timings t;
   const auto timed = [&](Measurements& m, const char* what, int r) {
-    const GenerationStats stats =
-        run_generation(model, prompt, args.gen_tokens, args.cache_types);
+    const GenerationStats stats = run_generation(model, prompt, args.gen_tokens, args.cache_types);
     m.prefill_seconds.push_back(stats.ttft_seconds);
     m.decode_seconds.push_back(stats.decode_seconds);
     m.kv_cache_bytes = stats.kv_cache_bytes;

@@ -3,7 +3,9 @@
 # lclm-bench-qwen3 on Qwen3-0.6B's matmul shapes (random weights), bf16, q8_0
 # and q4_0, at 1 and 2 threads, interleaved (each lclm figure right after the
 # llama.cpp one it is compared with). Prints the table of docs/benchmarks.md
-# ("The bar") with lclm / llama.cpp ratios and keeps every JSON.
+# ("The bar") with lclm / llama.cpp ratios and keeps every JSON. As in
+# llama-bench, ppN is a prefill alone and tgN decodes N tokens from an empty
+# context (lclm: one prompt token, then N timed steps).
 #
 #   bench/compare_llama_cpp.sh LLAMA_CPP_SOURCE [OUT_DIR]
 #
@@ -16,7 +18,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   exit $(( $# < 1 ? 2 : 0 ))
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,9 +71,13 @@ for t in $types; do
     echo "== $t, $n thread(s): llama-bench" >&2
     "$bin/llama-bench" -m "$gguf-$t.gguf" -p "$prompt" -n "$gen" -r "$repeats" -t "$n" -o json \
       >"$out/llama_${t}_t$n.json"
-    echo "== $t, $n thread(s): lclm-bench-qwen3" >&2
-    "$lclm_bench" -t "$n" --prompt "$prompt" --gen "$gen" --repeats "$repeats" "${quant[@]}" \
-      --json "$out/lclm_${t}_t$n.json" >"$out/lclm_${t}_t$n.txt"
+    # As llama-bench: prefill of PROMPT tokens alone, and GEN tokens decoded
+    # from an empty context (one prompt token, then GEN timed steps).
+    echo "== $t, $n thread(s): lclm-bench-qwen3 pp$prompt, tg$gen" >&2
+    "$lclm_bench" -t "$n" --prompt "$prompt" --gen 2 --repeats "$repeats" "${quant[@]}" \
+      --json "$out/lclm_${t}_t${n}_pp.json" >"$out/lclm_${t}_t${n}_pp.txt"
+    "$lclm_bench" -t "$n" --prompt 1 --gen $((gen + 1)) --repeats "$repeats" "${quant[@]}" \
+      --json "$out/lclm_${t}_t${n}_tg.json" >"$out/lclm_${t}_t${n}_tg.txt"
   done
 done
 
@@ -85,7 +91,7 @@ def llama(t, n, kind):
             return r["avg_ts"]
 
 def lclm(t, n, kind):
-    j = json.load(open(f"{out}/lclm_{t}_t{n}.json"))
+    j = json.load(open(f"{out}/lclm_{t}_t{n}_{kind}.json"))
     return j["prefill" if kind == "pp" else "decode"]["tokens_per_second"]
 
 head = "| figure |" + "".join(f" lclm {n} thr | llama.cpp {n} thr | ratio |" for n in threads)

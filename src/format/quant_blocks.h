@@ -42,7 +42,7 @@ struct QuantizedActivations {
   // sum of block 2p's q in lane 0 and of block 2p+1's in lane 8 (other lanes
   // 0), `pair_d` holds d of block 2p in lanes 0-7 and of 2p+1 in lanes 8-15;
   // a row's odd last block pairs with zeros.
-  std::size_t pairs_per_row = 0;       // ceil(cols / 64)
+  std::size_t pairs_per_row = 0;         // ceil(cols / 64)
   AlignedVector<std::int8_t> q8;         // [rows * cols], then 64 bytes of padding
   AlignedVector<std::int32_t> pair_sum;  // [rows * pairs_per_row * 16]
   AlignedVector<float> pair_d;           // [rows * pairs_per_row * 16]

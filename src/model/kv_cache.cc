@@ -183,8 +183,8 @@ void KVCache::write(std::size_t layer, std::size_t g, std::size_t entry, const f
 }
 
 void KVCache::read_key(std::size_t layer, std::size_t g, std::size_t entry, float* out) const {
-  load_row(types_.keys, keys_[layer].data() + (g * capacity_ + entry) * key_row_bytes_,
-           head_dim_, out);
+  load_row(types_.keys, keys_[layer].data() + (g * capacity_ + entry) * key_row_bytes_, head_dim_,
+           out);
 }
 
 void KVCache::read_value(std::size_t layer, std::size_t g, std::size_t entry, float* out) const {

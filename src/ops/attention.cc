@@ -278,9 +278,9 @@ void add_attention_residual(const float* q, std::size_t n_q, const AttentionShap
 // "queries", so each key and value row is read from memory once for the
 // group instead of once per query head. row_max / row_sum, when not empty,
 // get each head's softmax statistics.
-void attend_one_query(const float* q, std::size_t q_pos, KVRows k, KVRows v,
-                      std::size_t n_keys, const AttentionShape& shape, AttentionMask mask,
-                      float* out, std::vector<float>& row_max, std::vector<float>& row_sum) {
+void attend_one_query(const float* q, std::size_t q_pos, KVRows k, KVRows v, std::size_t n_keys,
+                      const AttentionShape& shape, AttentionMask mask, float* out,
+                      std::vector<float>& row_max, std::vector<float>& row_sum) {
   using namespace attention_detail;
   const std::size_t hd = shape.head_dim;
   const std::size_t group = shape.n_heads / shape.n_kv_heads;

@@ -198,8 +198,8 @@ struct WeightSource {
 // and k of 32) is widened to f32 in `wide` [width, 2 * pairs], rounded to
 // bf16 into `half` (words of two) and packed from there.
 LCLM_AVX512_BF16 void fill_panel(const WeightSource& w, std::size_t k, std::size_t n0,
-                                 std::size_t width, std::size_t p0, std::size_t pairs,
-                                 float* wide, std::uint32_t* half, std::uint32_t* panel) {
+                                 std::size_t width, std::size_t p0, std::size_t pairs, float* wide,
+                                 std::uint32_t* half, std::uint32_t* panel) {
   if (w.quantized == nullptr) {
     pack_panel(w.bf16, k, n0, width, p0, pairs, panel);
     return;

@@ -53,8 +53,8 @@ LCLM_AVX512_VNNI inline float block_scale(const std::uint8_t* block) {
 // scale are zero) as the unsigned operand, and their scales in lanes 0-7 and
 // 8-15.
 template <DType kType>
-LCLM_AVX512_VNNI inline void load_pair(const std::uint8_t* row, std::size_t b, bool two,
-                                       __m512i& u, __m512& scales) {
+LCLM_AVX512_VNNI inline void load_pair(const std::uint8_t* row, std::size_t b, bool two, __m512i& u,
+                                       __m512& scales) {
   constexpr std::size_t kBytes = kType == DType::Q8_0 ? kQ8_0BlockBytes : kQ4_0BlockBytes;
   const std::uint8_t* b0 = row + b * kBytes;
   const std::uint8_t* b1 = b0 + kBytes;
@@ -75,7 +75,7 @@ LCLM_AVX512_VNNI inline void load_pair(const std::uint8_t* row, std::size_t b, b
         two ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + 2)) : _mm_setzero_si128();
     const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(q0), q1, 1);
     const __m256i mask = _mm256_set1_epi8(0x0f);
-    const __m256i lo = _mm256_and_si256(t, mask);                         // [lo0, lo1]
+    const __m256i lo = _mm256_and_si256(t, mask);                        // [lo0, lo1]
     const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), mask);  // [hi0, hi1]
     const __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
     u = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));  // [lo0, hi0, lo1, hi1]
@@ -99,7 +99,8 @@ LCLM_AVX512_VNNI void dot_rows(const std::uint8_t* row, const QuantizedActivatio
       const std::size_t xr = x_row + r;
       const std::size_t lane = (xr * pairs + p) * 16;
       const __m512i sums = _mm512_load_si512(x.pair_sum.data() + lane);
-      const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sums, kShift));
+      const __m512i start =
+          _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sums, kShift));
       // Two blocks of x: 64 bytes (a missing second block's bytes are read
       // from the next row or the padding and meet zero weights).
       const __m512i xv = _mm512_loadu_si512(x.q8.data() + xr * cols + 2 * p * kQuantBlock);
@@ -152,7 +153,9 @@ bool native_vnni_enabled() {
   return vnni_wanted.load(std::memory_order_relaxed) && cpu_has_avx512_vnni();
 }
 
-void set_native_vnni(bool on) { vnni_wanted.store(on, std::memory_order_relaxed); }
+void set_native_vnni(bool on) {
+  vnni_wanted.store(on, std::memory_order_relaxed);
+}
 
 void matvec_quantized_vnni(DType type, const std::uint8_t* w, const QuantizedActivations& x,
                            std::size_t m, std::size_t rows, std::size_t cols, float* y,

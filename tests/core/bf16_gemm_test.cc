@@ -137,9 +137,9 @@ TEST(Bf16Gemm, QuantizedWeightsGiveTheProductOfTheirBf16Rounding) {
               std::vector<float> want(m * n), got(m * n);
               gemm_bf16(rows, w_rounded.data(), n, want.data());
               gemm_bf16_quantized(rows, type, wq.data(), n, got.data());
-              ASSERT_EQ(got, want) << dtype_name(type) << " m " << m << " k " << k << " n " << n
-                                   << " " << precision_name(precision) << ", " << threads
-                                   << " threads";
+              ASSERT_EQ(got, want)
+                  << dtype_name(type) << " m " << m << " k " << k << " n " << n << " "
+                  << precision_name(precision) << ", " << threads << " threads";
             }
           }
         }

@@ -146,7 +146,8 @@ TEST(KVCacheTypes, EachTypeStoresItsRoundingThroughGrowthAndCompaction) {
       for (std::size_t g = 0; g < kHeads; ++g) {
         for (std::size_t i = 0; i < kRows; ++i) expect_row(g, i, i);
       }
-      EXPECT_EQ(cache.bytes(), 2 * kHeads * cache.capacity() * (row_bytes(kt, D) + row_bytes(vt, D)));
+      EXPECT_EQ(cache.bytes(),
+                2 * kHeads * cache.capacity() * (row_bytes(kt, D) + row_bytes(vt, D)));
       const std::vector<std::vector<std::size_t>> keep = {{1, 4, 9}, {0, 2, 3}};
       cache.compact(1, keep);
       for (std::size_t g = 0; g < kHeads; ++g) {
@@ -241,12 +242,11 @@ TEST(KVCacheTypes, EngineSessionsTakeTheConfiguredTypes) {
 
 TEST(KVCacheTypes, CliTakesLlamaCppFlagsAndRefusesWhatTheModelCannotStore) {
   const auto dir = testing::tiny_model_with_tokenizer("cache_types_cli");
-  const auto ok = testing::cli(
-      {"generate", "-m", dir.string(), "-p", "hello", "-n", "3", "--temp", "0", "-ctk", "q8_0",
-       "-ctv=q4_0", "-t", "1"});
+  const auto ok = testing::cli({"generate", "-m", dir.string(), "-p", "hello", "-n", "3", "--temp",
+                                "0", "-ctk", "q8_0", "-ctv=q4_0", "-t", "1"});
   EXPECT_EQ(ok.code, 0) << ok.err;
-  const auto bad = testing::cli(
-      {"generate", "-m", dir.string(), "-p", "hello", "--cache-type-k", "q5_1"});
+  const auto bad =
+      testing::cli({"generate", "-m", dir.string(), "-p", "hello", "--cache-type-k", "q5_1"});
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.err.find("--cache-type-k"), std::string::npos) << bad.err;
 }

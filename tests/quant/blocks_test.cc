@@ -149,9 +149,13 @@ TEST_P(BlockTypeTest, MatmulOnBothPathsMatchesTheDequantizedProduct) {
   // Decode runs the VNNI kernel where the CPU has it, else (and when told)
   // the Highway one.
   const bool native = native_bf16_enabled(), vnni = native_vnni_enabled();
-  for (const auto& [m, native_kernel] : std::vector<std::pair<std::size_t, bool>>{
-           {1, true}, {1, false}, {5, true}, {5, false}, {kMatvecMaxRows + 3, true},
-           {kMatvecMaxRows + 3, false}}) {
+  for (const auto& [m, native_kernel] :
+       std::vector<std::pair<std::size_t, bool>>{{1, true},
+                                                 {1, false},
+                                                 {5, true},
+                                                 {5, false},
+                                                 {kMatvecMaxRows + 3, true},
+                                                 {kMatvecMaxRows + 3, false}}) {
     const bool bf16_gemm = native_kernel;
     set_native_bf16(native && native_kernel);
     set_native_vnni(vnni && native_kernel);
@@ -160,7 +164,7 @@ TEST_P(BlockTypeTest, MatmulOnBothPathsMatchesTheDequantizedProduct) {
     matmul(x.data(), m, matrix, y.data());
     set_native_bf16(native);
     set_native_vnni(vnni);
-    const double tolerance = m <= kMatvecMaxRows        ? 2e-2   // decode: x rounded to 8 bits
+    const double tolerance = m <= kMatvecMaxRows   ? 2e-2  // decode: x rounded to 8 bits
                              : native && bf16_gemm ? 5e-3  // W and x rounded to bf16
                                                    : 1e-4;
     for (std::size_t i = 0; i < m; ++i) {
