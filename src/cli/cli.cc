@@ -40,7 +40,6 @@ const std::vector<LlamaFlag>& llama_cpp_flags() {
   return flags;
 }
 
-// The hint for the first llama.cpp flag among args ("" if none).
 // llama.cpp's several-letter short flags that lclm takes under their long
 // names: rewritten before parsing (-ctk q8_0, -ctk=q8_0).
 std::vector<std::string> long_names(std::vector<std::string> args) {
@@ -55,6 +54,7 @@ std::vector<std::string> long_names(std::vector<std::string> args) {
   return args;
 }
 
+// The hint for the first llama.cpp flag among args ("" if none).
 std::string llama_cpp_hint(const std::vector<std::string>& args) {
   for (const std::string& arg : args) {
     const std::string_view name = std::string_view(arg).substr(0, arg.find('='));

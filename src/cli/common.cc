@@ -87,7 +87,7 @@ std::optional<DType> QuantArg::value() const {
 
 void LclmArgs::add_options(CLI::App& app) {
   quant.add_option(app);
-  const auto cache_types = CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0"});
+  const auto cache_types = CLI::IsMember(kv_cache_type_names());
   app.add_option("--cache-type-k", cache_type_k,
                  "What the KV cache stores keys as (-ctk; q8_0/q4_0: head_dim a multiple of 32)")
       ->capture_default_str()

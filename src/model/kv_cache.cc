@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "format/quant_blocks.h"
+#include "ops/quant_kernels.h"
 #include "util/error.h"
 
 namespace lclm {
@@ -42,24 +43,6 @@ void store_row(DType type, const float* x, std::size_t n, std::uint8_t* out) {
   }
 }
 
-void load_row(DType type, const std::uint8_t* row, std::size_t n, float* out) {
-  switch (type) {
-    case DType::F32:
-      std::memcpy(out, row, n * sizeof(float));
-      return;
-    case DType::BF16:
-    case DType::F16:
-      for (std::size_t i = 0; i < n; ++i) {
-        std::uint16_t h;
-        std::memcpy(&h, row + 2 * i, 2);
-        out[i] = type == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-      }
-      return;
-    default:
-      dequantize_row(type, row, n, out);
-  }
-}
-
 // Copies the first `used` rows of every head from a [heads, old_cap, width]
 // layout into a [heads, new_cap, width] one.
 template <typename Vector>
@@ -83,6 +66,12 @@ DType parse_kv_cache_type(std::string_view name, std::string_view flag) {
   }
   throw Error(std::string(flag) + " '" + std::string(name) + "': the KV cache types are " +
               accepted);
+}
+
+std::vector<std::string> kv_cache_type_names() {
+  std::vector<std::string> names;
+  for (const auto& entry : kCacheTypeNames) names.emplace_back(entry.first);
+  return names;
 }
 
 std::string_view kv_cache_type_name(DType type) {
@@ -183,13 +172,13 @@ void KVCache::write(std::size_t layer, std::size_t g, std::size_t entry, const f
 }
 
 void KVCache::read_key(std::size_t layer, std::size_t g, std::size_t entry, float* out) const {
-  load_row(types_.keys, keys_[layer].data() + (g * capacity_ + entry) * key_row_bytes_, head_dim_,
-           out);
+  widen_rows(types_.keys, keys_[layer].data() + (g * capacity_ + entry) * key_row_bytes_, 1,
+             head_dim_, out);
 }
 
 void KVCache::read_value(std::size_t layer, std::size_t g, std::size_t entry, float* out) const {
-  load_row(types_.values, values_[layer].data() + (g * capacity_ + entry) * value_row_bytes_,
-           head_dim_, out);
+  widen_rows(types_.values, values_[layer].data() + (g * capacity_ + entry) * value_row_bytes_, 1,
+             head_dim_, out);
 }
 
 std::size_t KVCache::max_entries() const {

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -43,6 +44,8 @@ inline constexpr KVCacheTypes kDefaultKVCacheTypes{DType::BF16, DType::BF16};
 DType parse_kv_cache_type(std::string_view name, std::string_view flag);
 // The inverse: "bf16" for DType::BF16, ...
 std::string_view kv_cache_type_name(DType type);
+// Every name parse_kv_cache_type takes, in that order.
+std::vector<std::string> kv_cache_type_names();
 // Throws lclm::Error (naming --cache-type-k/v) when a row of head_dim
 // elements cannot be stored as these types: the block types need a
 // multiple of 32.

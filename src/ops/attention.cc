@@ -180,18 +180,8 @@ KVRows head_rows(KVRows rows, std::size_t g, std::size_t stride, std::size_t hd)
 const float* f32_rows(KVRows rows, std::size_t first, std::size_t n, std::size_t hd,
                       float* scratch) {
   const std::uint8_t* p = rows.data + first * row_bytes(rows.type, hd);
-  switch (rows.type) {
-    case DType::F32:
-      return reinterpret_cast<const float*>(p);
-    case DType::BF16:
-      convert_bf16_to_f32(reinterpret_cast<const std::uint16_t*>(p), scratch, n * hd);
-      break;
-    case DType::F16:
-      convert_f16_to_f32(reinterpret_cast<const std::uint16_t*>(p), scratch, n * hd);
-      break;
-    default:
-      dequantize_rows(rows.type, p, n, hd, scratch);
-  }
+  if (rows.type == DType::F32) return reinterpret_cast<const float*>(p);
+  widen_rows(rows.type, p, n, hd, scratch);
   return scratch;
 }
 

@@ -22,22 +22,8 @@ namespace {
 constexpr std::size_t kWidenBlockRows = 256;
 
 void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, float* out) {
-  const std::size_t k = w.cols;
-  const auto* half = static_cast<const std::uint16_t*>(w.data) + row0 * k;
-  if (w.dtype == DType::BF16) {
-    convert_bf16_to_f32(half, out, n_rows * k);
-  } else if (w.dtype == DType::F16) {
-    convert_f16_to_f32(half, out, n_rows * k);
-  } else if (w.dtype == DType::F32) {
-    std::copy_n(static_cast<const float*>(w.data) + row0 * k, n_rows * k, out);
-  } else if (is_block_quantized(w.dtype)) {
-    dequantize_rows(w.dtype,
-                    static_cast<const std::uint8_t*>(w.data) + row0 * row_bytes(w.dtype, k), n_rows,
-                    k, out);
-  } else {
-    throw Error("matmul: weights of dtype " + std::string(dtype_name(w.dtype)) +
-                " are not supported");
-  }
+  widen_rows(w.dtype, static_cast<const std::uint8_t*>(w.data) + row0 * row_bytes(w.dtype, w.cols),
+             n_rows, w.cols, out);
 }
 
 // y[i, r0..r1) = rows r0..r1 of W times x_i for the m rows of x (y rows

@@ -1,8 +1,11 @@
 #include "ops/quant_kernels.h"
 
 #include <cstring>
+#include <string>
 
 #include "ops/row_groups.h"
+#include "ops/simd.h"
+#include "util/error.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/quant_kernels.cc"
@@ -192,6 +195,29 @@ void matvec_quantized(DType type, const std::uint8_t* w, const std::int16_t* xq,
 void dequantize_rows(DType type, const std::uint8_t* w, std::size_t n_rows, std::size_t cols,
                      float* out) {
   HWY_DYNAMIC_DISPATCH(DequantizeRows)(type, w, n_rows, cols, out);
+}
+
+void widen_rows(DType type, const std::uint8_t* rows, std::size_t n_rows, std::size_t cols,
+                float* out) {
+  const std::size_t n = n_rows * cols;
+  switch (type) {
+    case DType::F32:
+      std::memcpy(out, rows, n * sizeof(float));
+      return;
+    case DType::BF16:
+      convert_bf16_to_f32(reinterpret_cast<const std::uint16_t*>(rows), out, n);
+      return;
+    case DType::F16:
+      convert_f16_to_f32(reinterpret_cast<const std::uint16_t*>(rows), out, n);
+      return;
+    case DType::Q8_0:
+    case DType::Q4_0:
+      dequantize_rows(type, rows, n_rows, cols, out);
+      return;
+    default:
+      throw Error("widen_rows: rows of dtype " + std::string(dtype_name(type)) +
+                  " are not supported");
+  }
 }
 
 }  // namespace lclm

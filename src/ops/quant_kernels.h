@@ -43,4 +43,11 @@ void set_native_vnni(bool on);
 void dequantize_rows(DType type, const std::uint8_t* w, std::size_t n_rows, std::size_t cols,
                      float* out);
 
+// out [n_rows, cols] = rows stored as `type` (F32, F16, BF16, Q8_0 or Q4_0;
+// row_bytes(type, cols) bytes each, one after another) widened to f32: the
+// weights of the prefill's f32 path, the KV cache's rows. Throws lclm::Error
+// naming the dtype for any other type.
+void widen_rows(DType type, const std::uint8_t* rows, std::size_t n_rows, std::size_t cols,
+                float* out);
+
 }  // namespace lclm

@@ -35,9 +35,7 @@ std::size_t shared_prefix(const std::vector<std::uint64_t>& cached, std::size_t 
 }  // namespace
 
 Session::Session(const Qwen3Model& model, int threads, KVCacheTypes cache_types)
-    : model_(model), threads_(threads), cache_types_(cache_types) {
-  check_kv_cache_types(cache_types, static_cast<std::size_t>(model.config().head_dim));
-}
+    : model_(model), threads_(threads), cache_types_(cache_types) {}
 
 void Session::reset() {
   cache_.reset();
