@@ -30,7 +30,9 @@ namespace attention_detail {
 // task use it, instead of every query streaming the whole cache.
 constexpr std::size_t kQueryBlock = 32;
 constexpr std::size_t kKeyBlock = 64;
-// Query blocks at least this large transpose each key block (see AttendKeyBlock).
+// Prefill tasks whose queries (over the heads of a kv group) are at least
+// this many transpose each key block for them (see AttendKeyBlock); a
+// decode query's heads take a dot product per key.
 constexpr std::size_t kTransposeMinQueries = 4;
 
 // Running online-softmax state of one task: per query its max score, its
@@ -38,8 +40,7 @@ constexpr std::size_t kTransposeMinQueries = 4;
 struct BlockState {
   float max[kQueryBlock];
   float sum[kQueryBlock];
-  float* out;     // [n_q, head_dim]
-  float* keys_t;  // scratch [head_dim, kKeyBlock]: the key block transposed
+  float* out;  // [n_q, head_dim]
 };
 
 }  // namespace attention_detail
@@ -52,7 +53,6 @@ namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 using attention_detail::BlockState;
 using attention_detail::kKeyBlock;
-using attention_detail::kTransposeMinQueries;
 
 HWY_INLINE float Dot(const float* a, const float* b, std::size_t n) {
   const hn::ScalableTag<float> df;
@@ -82,65 +82,254 @@ HWY_INLINE void ScaleAddScaled(float* out, float scale, float p, const float* v,
   for (; i < n; ++i) out[i] = out[i] * scale + p * v[i];
 }
 
-// Folds one block of keys/values into the state of n_q queries. Query i sees
-// the first visible[i] keys of the block (fewer than nk at the causal edge).
-void AttendKeyBlock(const float* q, std::size_t q_stride, std::size_t n_q, const float* k,
-                    const float* v, std::size_t nk, const std::size_t* visible, std::size_t hd,
-                    float scale, BlockState* state) {
+// kt [hd][kKeyBlock] = the block's keys k [nk][hd] as columns, zero past nk
+// up to whole vectors.
+void TransposeKeyBlock(const float* k, std::size_t nk, std::size_t hd, float* kt) {
+  const hn::ScalableTag<float> df;
+  const std::size_t nk_padded = (nk + hn::Lanes(df) - 1) / hn::Lanes(df) * hn::Lanes(df);
+  for (std::size_t j = 0; j < nk; ++j) {
+    for (std::size_t d = 0; d < hd; ++d) kt[d * kKeyBlock + j] = k[j * hd + d];
+  }
+  for (std::size_t d = 0; d < hd; ++d) {
+    for (std::size_t j = nk; j < nk_padded; ++j) kt[d * kKeyBlock + j] = 0.0f;
+  }
+}
+
+#if HWY_HAVE_SCALABLE
+// Scalable vectors (SVE, RVV) cannot form arrays: one vector or key at a time.
+HWY_INLINE void TransposedScores(const float* q, std::size_t hd, const float* kt, std::size_t n,
+                                 float scale, float* scores) {
   const hn::ScalableTag<float> df;
   const std::size_t N = hn::Lanes(df);
-  // With many queries, keys as columns: the scores of N keys accumulate in one
-  // vector with no horizontal sums, and the transpose is paid once for all
-  // queries. A lone decode query would spend more on the transpose than it
-  // saves, so it takes one dot product per key.
-  const bool transpose = n_q >= kTransposeMinQueries;
-  const std::size_t nk_padded = (nk + N - 1) / N * N;
-  float* kt = state->keys_t;
-  if (transpose) {
+  const auto vscale = hn::Set(df, scale);
+  for (std::size_t c = 0; c < n; c += N) {
+    auto acc = hn::Zero(df);
     for (std::size_t d = 0; d < hd; ++d) {
-      for (std::size_t j = 0; j < nk_padded; ++j) {
-        kt[d * kKeyBlock + j] = j < nk ? k[j * hd + d] : 0.0f;
-      }
+      acc = hn::MulAdd(hn::Set(df, q[d]), hn::Load(df, kt + d * kKeyBlock + c), acc);
+    }
+    hn::Store(hn::Mul(acc, vscale), df, scores + c);
+  }
+}
+
+HWY_INLINE void DirectScores(const float* q, const float* k, std::size_t n, std::size_t hd,
+                             float scale, float* scores) {
+  for (std::size_t j = 0; j < n; ++j) scores[j] = Dot(q, k + j * hd, hd) * scale;
+}
+
+HWY_INLINE void AccumulateValues(float* out, float correction, const float* p, const float* v,
+                                 std::size_t n, std::size_t hd) {
+  ScaleAddScaled(out, correction, p[0], v, hd);
+  for (std::size_t j = 1; j < n; ++j) ScaleAddScaled(out, 1.0f, p[j], v + j * hd, hd);
+}
+#else
+// Chunks of N keys whose scores one register row holds at once: four
+// chunks for two queries are 8 independent multiply-add chains, enough to
+// keep both FMA pipes busy (one chain per query, as before, waited on the
+// FMA latency at every step).
+constexpr std::size_t kScoreChunks = 4;
+
+// scores_i[c * N, (c + kC) * N) = scale * sum_d q_i[d] kt[d][...] for the
+// chunks c0 .. c0 + kC and R (1 or 2) queries; each lane sums d in order,
+// as TransposedScores always has.
+template <std::size_t kC, std::size_t R>
+HWY_INLINE void ScoreChunks(const float* const (&q)[R], std::size_t hd, const float* kt,
+                            std::size_t c0, float scale, float* const (&scores)[R]) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  using V = hn::Vec<decltype(df)>;
+  V acc[R][kC];
+  for (auto& row : acc) {
+    for (auto& a : row) a = hn::Zero(df);
+  }
+  for (std::size_t d = 0; d < hd; ++d) {
+    V keys[kC];
+    for (std::size_t c = 0; c < kC; ++c) keys[c] = hn::Load(df, kt + d * kKeyBlock + (c0 + c) * N);
+    for (std::size_t r = 0; r < R; ++r) {
+      const auto qd = hn::Set(df, q[r][d]);
+      for (std::size_t c = 0; c < kC; ++c) acc[r][c] = hn::MulAdd(qd, keys[c], acc[r][c]);
     }
   }
-  HWY_ALIGN float scores[kKeyBlock];
+  const auto vscale = hn::Set(df, scale);
+  for (std::size_t r = 0; r < R; ++r) {
+    for (std::size_t c = 0; c < kC; ++c) {
+      hn::Store(hn::Mul(acc[r][c], vscale), df, scores[r] + (c0 + c) * N);
+    }
+  }
+}
+
+// The scores of R queries over their first `chunks` chunks of keys.
+template <std::size_t R>
+HWY_INLINE void ScoreQueries(const float* const (&q)[R], std::size_t hd, const float* kt,
+                             std::size_t chunks, float scale, float* const (&scores)[R]) {
+  std::size_t c = 0;
+  for (; c + kScoreChunks <= chunks; c += kScoreChunks) {
+    ScoreChunks<kScoreChunks, R>(q, hd, kt, c, scale, scores);
+  }
+  switch (chunks - c) {
+    case 3:
+      ScoreChunks<3, R>(q, hd, kt, c, scale, scores);
+      break;
+    case 2:
+      ScoreChunks<2, R>(q, hd, kt, c, scale, scores);
+      break;
+    case 1:
+      ScoreChunks<1, R>(q, hd, kt, c, scale, scores);
+      break;
+    default:
+      break;
+  }
+}
+
+HWY_INLINE void TransposedScores(const float* q, std::size_t hd, const float* kt, std::size_t n,
+                                 float scale, float* scores) {
+  const std::size_t N = hn::Lanes(hn::ScalableTag<float>());
+  const float* const qs[1] = {q};
+  float* const out[1] = {scores};
+  ScoreQueries<1>(qs, hd, kt, (n + N - 1) / N, scale, out);
+}
+
+// Keys scored together by DirectScores: each key's dot product runs as Dot
+// runs it (two accumulators, then one vector, a horizontal sum, the scalar
+// tail), so the scores are Dot's bit for bit; four at once hide the
+// latency of the chains and of the horizontal sums.
+constexpr std::size_t kDirectKeys = 4;
+
+template <std::size_t kK>
+HWY_INLINE void DirectKeys(const float* q, const float* k, std::size_t hd, float scale,
+                           float* scores) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  using V = hn::Vec<decltype(df)>;
+  V s0[kK], s1[kK];
+  for (std::size_t j = 0; j < kK; ++j) s0[j] = s1[j] = hn::Zero(df);
+  std::size_t i = 0;
+  for (; i + 2 * N <= hd; i += 2 * N) {
+    const auto q0 = hn::LoadU(df, q + i), q1 = hn::LoadU(df, q + i + N);
+    for (std::size_t j = 0; j < kK; ++j) {
+      s0[j] = hn::MulAdd(q0, hn::LoadU(df, k + j * hd + i), s0[j]);
+      s1[j] = hn::MulAdd(q1, hn::LoadU(df, k + j * hd + i + N), s1[j]);
+    }
+  }
+  for (; i + N <= hd; i += N) {
+    const auto q0 = hn::LoadU(df, q + i);
+    for (std::size_t j = 0; j < kK; ++j)
+      s0[j] = hn::MulAdd(q0, hn::LoadU(df, k + j * hd + i), s0[j]);
+  }
+  for (std::size_t j = 0; j < kK; ++j) {
+    float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(s0[j], s1[j])));
+    for (std::size_t t = i; t < hd; ++t) sum += q[t] * k[j * hd + t];
+    scores[j] = sum * scale;
+  }
+}
+
+HWY_INLINE void DirectScores(const float* q, const float* k, std::size_t n, std::size_t hd,
+                             float scale, float* scores) {
+  std::size_t j = 0;
+  for (; j + kDirectKeys <= n; j += kDirectKeys) {
+    DirectKeys<kDirectKeys>(q, k + j * hd, hd, scale, scores + j);
+  }
+  for (; j < n; ++j) DirectKeys<1>(q, k + j * hd, hd, scale, scores + j);
+}
+
+// Vectors of an output row kept in registers while the block's values are
+// folded in: 8 chains (head_dim 128 on AVX-512 in one go).
+constexpr std::size_t kValueVectors = 8;
+
+// out[0, kV N) = fold of the n values v_j (hd apart) with weights p_j into
+// out * correction: the register form of ScaleAddScaled per key, bit for bit
+// (the first key's fma takes out * correction, the others out * 1 = out).
+template <std::size_t kV>
+HWY_INLINE void AccumulateValueVectors(float* out, float correction, const float* p, const float* v,
+                                       std::size_t n, std::size_t hd) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  using V = hn::Vec<decltype(df)>;
+  V acc[kV];
+  const auto vc = hn::Set(df, correction);
+  for (std::size_t a = 0; a < kV; ++a) acc[a] = hn::Mul(vc, hn::LoadU(df, out + a * N));
+  for (std::size_t j = 0; j < n; ++j) {
+    const auto pj = hn::Set(df, p[j]);
+    for (std::size_t a = 0; a < kV; ++a) {
+      acc[a] = hn::MulAdd(pj, hn::LoadU(df, v + j * hd + a * N), acc[a]);
+    }
+  }
+  for (std::size_t a = 0; a < kV; ++a) hn::StoreU(acc[a], df, out + a * N);
+}
+
+// out[0, hd) = out * correction + sum_j p_j v_j, in ScaleAddScaled's order.
+HWY_INLINE void AccumulateValues(float* out, float correction, const float* p, const float* v,
+                                 std::size_t n, std::size_t hd) {
+  const std::size_t N = hn::Lanes(hn::ScalableTag<float>());
+  std::size_t d = 0;
+  for (; d + kValueVectors * N <= hd; d += kValueVectors * N) {
+    AccumulateValueVectors<kValueVectors>(out + d, correction, p, v + d, n, hd);
+  }
+  for (; d + N <= hd; d += N) AccumulateValueVectors<1>(out + d, correction, p, v + d, n, hd);
+  if (d < hd) {
+    ScaleAddScaled(out + d, correction, p[0], v + d, hd - d);
+    for (std::size_t j = 1; j < n; ++j) ScaleAddScaled(out + d, 1.0f, p[j], v + j * hd + d, hd - d);
+  }
+}
+#endif
+
+// Folds one block of keys/values into the state of n_q queries. Query i sees
+// the first visible[i] keys of the block (fewer than nk at the causal edge).
+// kt, when not null, is the block's keys transposed (TransposeKeyBlock):
+// the scores of N keys then accumulate in one vector with no horizontal
+// sums, the transpose paid once for all the queries that share it. Without
+// it (a decode query's few heads) each key takes a dot product.
+void AttendKeyBlock(const float* q, std::size_t q_stride, std::size_t n_q, const float* k,
+                    const float* kt, const float* v, std::size_t nk, const std::size_t* visible,
+                    std::size_t hd, float scale, BlockState* state) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  HWY_ALIGN float scores[2][kKeyBlock];
   for (std::size_t i = 0; i < n_q; ++i) {
     const std::size_t n = std::min(nk, visible[i]);
     if (n == 0) continue;
     const float* qi = q + i * q_stride;
-    if (transpose) {
-      const auto vscale = hn::Set(df, scale);
-      for (std::size_t c = 0; c < n; c += N) {
-        auto acc = hn::Zero(df);
-        for (std::size_t d = 0; d < hd; ++d) {
-          acc = hn::MulAdd(hn::Set(df, qi[d]), hn::Load(df, kt + d * kKeyBlock + c), acc);
-        }
-        hn::Store(hn::Mul(acc, vscale), df, scores + c);
-      }
+    float* si = scores[i % 2];
+    if (kt == nullptr) {
+      DirectScores(qi, k, n, hd, scale, si);
     } else {
-      for (std::size_t j = 0; j < n; ++j) scores[j] = Dot(qi, k + j * hd, hd) * scale;
+#if HWY_HAVE_SCALABLE
+      TransposedScores(qi, hd, kt, n, scale, si);
+#else
+      // Two queries at a time share each load of the keys; the second's
+      // scores wait in scores[1] for its turn below.
+      if (i % 2 == 0) {
+        const std::size_t next = i + 1 < n_q ? std::min(nk, visible[i + 1]) : 0;
+        if (next > 0) {
+          const float* const qs[2] = {qi, qi + q_stride};
+          float* const out[2] = {scores[0], scores[1]};
+          ScoreQueries<2>(qs, hd, kt, (std::max(n, next) + N - 1) / N, scale, out);
+        } else {
+          TransposedScores(qi, hd, kt, n, scale, si);
+        }
+      } else if (i == 0 || std::min(nk, visible[i - 1]) == 0) {
+        TransposedScores(qi, hd, kt, n, scale, si);
+      }
+#endif
     }
     float block_max = -std::numeric_limits<float>::infinity();
-    for (std::size_t j = 0; j < n; ++j) block_max = std::max(block_max, scores[j]);
+    for (std::size_t j = 0; j < n; ++j) block_max = std::max(block_max, si[j]);
     const float new_max = std::max(state->max[i], block_max);
     // exp(score - max) for the block, a vector at a time; padding lanes give 0.
     const auto vmax = hn::Set(df, new_max);
     std::size_t j = 0;
     auto vsum = hn::Zero(df);
     for (; j + N <= n; j += N) {
-      const auto e = hn::Exp(df, hn::Sub(hn::Load(df, scores + j), vmax));
-      hn::Store(e, df, scores + j);
+      const auto e = hn::Exp(df, hn::Sub(hn::Load(df, si + j), vmax));
+      hn::Store(e, df, si + j);
       vsum = hn::Add(vsum, e);
     }
     float block_sum = hn::GetLane(hn::SumOfLanes(df, vsum));
     for (; j < n; ++j) {
-      scores[j] = std::exp(scores[j] - new_max);
-      block_sum += scores[j];
+      si[j] = std::exp(si[j] - new_max);
+      block_sum += si[j];
     }
     const float correction = std::exp(state->max[i] - new_max);
-    float* oi = state->out + i * hd;
-    ScaleAddScaled(oi, correction, scores[0], v, hd);
-    for (std::size_t jj = 1; jj < n; ++jj) ScaleAddScaled(oi, 1.0f, scores[jj], v + jj * hd, hd);
+    AccumulateValues(state->out + i * hd, correction, si, v, n, hd);
     state->sum[i] = state->sum[i] * correction + block_sum;
     state->max[i] = new_max;
   }
@@ -162,6 +351,7 @@ HWY_AFTER_NAMESPACE();
 namespace lclm {
 
 HWY_EXPORT(AttendKeyBlock);
+HWY_EXPORT(TransposeKeyBlock);
 HWY_EXPORT(AddKeyProbabilities);
 
 namespace {
@@ -278,16 +468,10 @@ void attend_one_query(const float* q, std::size_t q_pos, KVRows k, KVRows v, std
   const std::size_t visible = visible_keys(mask, n_keys, q_pos);
   // Scratch per thread of the pool, kept between calls.
   thread_local std::vector<float> acc_storage;
-  thread_local hwy::AlignedFreeUniquePtr<float[]> keys_storage;
-  thread_local std::size_t keys_size = 0;
   thread_local WidenedBlock widened;
   parallel_for(shape.n_kv_heads, [&](std::size_t g) {
     std::vector<float>& acc = acc_storage;
     acc.assign(group * hd, 0.0f);
-    if (keys_size < hd * kKeyBlock) {
-      keys_storage = hwy::AllocateAligned<float>(hd * kKeyBlock);
-      keys_size = hd * kKeyBlock;
-    }
     widened.size_for(k, v, hd);
     const KVRows kg = head_rows(k, g, shape.kv_stride, hd);
     const KVRows vg = head_rows(v, g, shape.kv_stride, hd);
@@ -295,13 +479,12 @@ void attend_one_query(const float* q, std::size_t q_pos, KVRows k, KVRows v, std
     std::fill(state.max, state.max + group, -std::numeric_limits<float>::infinity());
     std::fill(state.sum, state.sum + group, 0.0f);
     state.out = acc.data();
-    state.keys_t = keys_storage.get();
     std::size_t block_visible[kQueryBlock];
     for (std::size_t j0 = 0; j0 < visible; j0 += kKeyBlock) {
       const std::size_t nk = std::min(kKeyBlock, visible - j0);
       std::fill(block_visible, block_visible + group, nk);
       HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
-      (q + g * group * hd, hd, group, f32_rows(kg, j0, nk, hd, widened.keys.data()),
+      (q + g * group * hd, hd, group, f32_rows(kg, j0, nk, hd, widened.keys.data()), nullptr,
        f32_rows(vg, j0, nk, hd, widened.values.data()), nk, block_visible, hd, scale, &state);
     }
     for (std::size_t i = 0; i < group; ++i) {
@@ -335,7 +518,6 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KV
   const std::size_t q_width = shape.n_heads * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::size_t q_blocks = (n_q + kQueryBlock - 1) / kQueryBlock;
-  const auto n_tasks = static_cast<std::ptrdiff_t>(q_blocks * shape.n_heads);
   // Softmax statistics per (head, query), kept only for a score pass.
   std::vector<float> row_max, row_sum;
   if (scores) {
@@ -346,22 +528,25 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KV
   if (n_q == 1 && group <= kQueryBlock) {
     attend_one_query(q, q_pos0, k, v, n_keys, shape, mask, out, row_max, row_sum);
   } else {
+    // One task per (32-query block, kv head): the heads of the group share
+    // each key block, widened and transposed once for all of them.
+    const auto n_tasks = static_cast<std::ptrdiff_t>(q_blocks * shape.n_kv_heads);
 #pragma omp parallel
     {
-      std::vector<float> acc(kQueryBlock * hd);
+      std::vector<float> acc(group * kQueryBlock * hd);
+      std::vector<BlockState> states(group);
       // Rows of kKeyBlock floats from an aligned base: every vector load is aligned.
       const auto keys_t = hwy::AllocateAligned<float>(hd * kKeyBlock);
       WidenedBlock widened;
       widened.size_for(k, v, hd);
 #pragma omp for schedule(dynamic, 1)
       for (std::ptrdiff_t task = 0; task < n_tasks; ++task) {
-        const std::size_t h = static_cast<std::size_t>(task) % shape.n_heads;
-        const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_heads) * kQueryBlock;
+        const std::size_t g = static_cast<std::size_t>(task) % shape.n_kv_heads;
+        const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_kv_heads) * kQueryBlock;
         const std::size_t nq = std::min(kQueryBlock, n_q - i0);
-        const std::size_t kvh = h / group;
-        const KVRows kh = head_rows(k, kvh, shape.kv_stride, hd);
-        const KVRows vh = head_rows(v, kvh, shape.kv_stride, hd);
-        const float* qb = q + i0 * q_width + h * hd;
+        const KVRows kg = head_rows(k, g, shape.kv_stride, hd);
+        const KVRows vg = head_rows(v, g, shape.kv_stride, hd);
+        const bool transpose = nq * group >= kTransposeMinQueries;
 
         // Keys each query may see: causal stops at its own position.
         std::size_t visible[kQueryBlock];
@@ -369,30 +554,41 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KV
           visible[i] = visible_keys(mask, n_keys, q_pos0 + i0 + i);
         }
         const std::size_t keys_needed = *std::max_element(visible, visible + nq);
-        BlockState state;
-        std::fill(state.max, state.max + nq, -std::numeric_limits<float>::infinity());
-        std::fill(state.sum, state.sum + nq, 0.0f);
-        state.out = acc.data();
-        state.keys_t = keys_t.get();
-        std::fill(acc.begin(), acc.begin() + static_cast<std::ptrdiff_t>(nq * hd), 0.0f);
+        for (std::size_t a = 0; a < group; ++a) {
+          BlockState& state = states[a];
+          std::fill(state.max, state.max + nq, -std::numeric_limits<float>::infinity());
+          std::fill(state.sum, state.sum + nq, 0.0f);
+          state.out = acc.data() + a * kQueryBlock * hd;
+          std::fill(state.out, state.out + nq * hd, 0.0f);
+        }
 
         std::size_t block_visible[kQueryBlock];
         for (std::size_t j0 = 0; j0 < keys_needed; j0 += kKeyBlock) {
           const std::size_t nk = std::min(kKeyBlock, keys_needed - j0);
           for (std::size_t i = 0; i < nq; ++i)
             block_visible[i] = visible[i] > j0 ? visible[i] - j0 : 0;
-          HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
-          (qb, q_width, nq, f32_rows(kh, j0, nk, hd, widened.keys.data()),
-           f32_rows(vh, j0, nk, hd, widened.values.data()), nk, block_visible, hd, scale, &state);
+          const float* kb = f32_rows(kg, j0, nk, hd, widened.keys.data());
+          const float* vb = f32_rows(vg, j0, nk, hd, widened.values.data());
+          if (transpose) HWY_DYNAMIC_DISPATCH(TransposeKeyBlock)(kb, nk, hd, keys_t.get());
+          for (std::size_t a = 0; a < group; ++a) {
+            const std::size_t h = g * group + a;
+            HWY_DYNAMIC_DISPATCH(AttendKeyBlock)
+            (q + i0 * q_width + h * hd, q_width, nq, kb, transpose ? keys_t.get() : nullptr, vb, nk,
+             block_visible, hd, scale, &states[a]);
+          }
         }
-        for (std::size_t i = 0; i < nq; ++i) {
-          const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;
-          float* oi = out + (i0 + i) * q_width + h * hd;
-          for (std::size_t d = 0; d < hd; ++d) oi[d] = acc[i * hd + d] * inv;
-        }
-        if (scores) {
-          std::copy_n(state.max, nq, row_max.data() + h * n_q + i0);
-          std::copy_n(state.sum, nq, row_sum.data() + h * n_q + i0);
+        for (std::size_t a = 0; a < group; ++a) {
+          const std::size_t h = g * group + a;
+          const BlockState& state = states[a];
+          for (std::size_t i = 0; i < nq; ++i) {
+            const float inv = state.sum[i] > 0.0f ? 1.0f / state.sum[i] : 0.0f;
+            float* oi = out + (i0 + i) * q_width + h * hd;
+            for (std::size_t d = 0; d < hd; ++d) oi[d] = state.out[i * hd + d] * inv;
+          }
+          if (scores) {
+            std::copy_n(state.max, nq, row_max.data() + h * n_q + i0);
+            std::copy_n(state.sum, nq, row_sum.data() + h * n_q + i0);
+          }
         }
       }
     }

@@ -29,9 +29,10 @@ struct KVRows {
 // k, v [n_kv_heads, kv_stride, head_dim]: n_keys cached positions 0 .. n_keys-1.
 // out [n_q, n_heads * head_dim]. Causal: query at position p sees keys 0..p;
 // bidirectional: all n_keys. Query head h reads kv head h / (n_heads / n_kv_heads).
-// Work is split into (head, 32-query block) tasks that walk the keys in
+// Work is split into (kv head, 32-query block) tasks that walk the keys in
 // blocks of 64 with an online softmax: memory is O(block), never
-// O(n_q * n_keys), and each key block is reused by all queries of a task.
+// O(n_q * n_keys), and each key block is reused by all queries of a task and
+// all the query heads that read its kv head.
 //
 // With `scores`, the queries first_query .. n_q-1 also add their attention
 // probabilities (softmax weights) to key_scores [n_kv_heads, kv_stride]: entry

@@ -259,11 +259,12 @@ void require_avx512_bf16(const char* what) {
 
 Bf16Precision precision_from_environment() {
   static const Bf16Precision precision = [] {
-    const char* env = std::getenv("LCLM_BF16_PREFILL");
+    const char* env = std::getenv("LCLM_BF16_ACTIVATIONS");
     const std::string value = env ? env : "";
-    if (value.empty() || value == "split") return Bf16Precision::kSplit;
-    if (value == "rounded") return Bf16Precision::kRounded;
-    throw Error("LCLM_BF16_PREFILL=" + value + " in the environment: expected split or rounded");
+    if (value.empty() || value == "rounded") return Bf16Precision::kRounded;
+    if (value == "split") return Bf16Precision::kSplit;
+    throw Error("LCLM_BF16_ACTIVATIONS=" + value +
+                " in the environment: expected split or rounded");
   }();
   return precision;
 }
@@ -331,12 +332,12 @@ void gemm_bf16_quantized(const Bf16Rows& x, DType type, const std::uint8_t* w, s
   run_gemm(x, {.quantized = w, .type = type}, n, y);
 }
 
-Bf16Precision bf16_prefill_precision() {
+Bf16Precision bf16_activation_precision() {
   const int chosen = precision_override.load(std::memory_order_relaxed);
   return chosen < 0 ? precision_from_environment() : static_cast<Bf16Precision>(chosen);
 }
 
-void set_bf16_prefill_precision(Bf16Precision precision) {
+void set_bf16_activation_precision(Bf16Precision precision) {
   precision_override.store(static_cast<int>(precision), std::memory_order_relaxed);
 }
 

@@ -65,9 +65,16 @@ void gemm_bf16(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, float* 
 void gemm_bf16_quantized(const Bf16Rows& x, DType type, const std::uint8_t* w, std::size_t n,
                          float* y);
 
-// The precision matmul() gives bf16 prefill on this kernel: kSplit unless
-// LCLM_BF16_PREFILL=rounded is in the environment or the setter says so.
-Bf16Precision bf16_prefill_precision();
-void set_bf16_prefill_precision(Bf16Precision precision);
+// The precision of x in matmul()'s products with bf16 weights where this
+// kernel runs them: kRounded, as llama.cpp and PyTorch's bf16 inference round
+// x for bf16 weights (the weights carry 8 significant bits already;
+// docs/benchmarks.md measures what it costs in logits), unless
+// LCLM_BF16_ACTIVATIONS=split is in the environment or the setter says
+// otherwise. With kRounded the matrix-vector path (decode) multiplies x
+// rounded too, so prefill and decode agree; with kSplit it keeps x exact.
+// The parity tests hold kSplit to the f32 reference and kRounded to a
+// reference that rounds x the same way.
+Bf16Precision bf16_activation_precision();
+void set_bf16_activation_precision(Bf16Precision precision);
 
 }  // namespace lclm

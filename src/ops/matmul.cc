@@ -26,6 +26,27 @@ void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, flo
              n_rows, w.cols, out);
 }
 
+// Whether many-row products with bf16 weights run on gemm_bf16: native bf16
+// kernels on, AVX512_BF16, and no AMX, where oneDNN's tiles beat
+// `vdpbf16ps` (on a Zen 5 without AMX, gemm_bf16 ran at 1.0-1.1x oneDNN's
+// speed at the same precision; docs/benchmarks.md).
+// Block-quantized weights take it too, widened to bf16 as they are packed
+// (gemm_bf16_quantized), with x rounded to bf16 (see matmul_bf16_gemm).
+bool use_bf16_gemm(const WeightMatrix& w) {
+  return (w.dtype == DType::BF16 || is_block_quantized(w.dtype)) && native_bf16_enabled() &&
+         !onednn_uses_amx();
+}
+
+// Whether products with W take x rounded to bf16 (Bf16Precision::kRounded,
+// ops/bf16_gemm.h): bf16 weights on gemm_bf16 at that precision. The
+// matrix-vector path (decode, chunks of up to kMatvecMaxRows rows) rounds x
+// too, so a position's numbers do not depend on the path or the chunk that
+// computed it: only the order of the sums differs, as between the f32 paths.
+bool rounds_x(const WeightMatrix& w) {
+  return w.dtype == DType::BF16 && use_bf16_gemm(w) &&
+         bf16_activation_precision() == Bf16Precision::kRounded;
+}
+
 // y[i, r0..r1) = rows r0..r1 of W times x_i for the m rows of x (y rows
 // w.rows apart); xq/xd are x quantized per block, which block-quantized
 // weights multiply instead.
@@ -62,39 +83,35 @@ constexpr std::size_t kMatvecItemRows = 64;
 void matvec_rows(const float* x, std::size_t m,
                  std::initializer_list<std::pair<const WeightMatrix*, float*>> outputs) {
   std::size_t items = 0;
-  bool any_quantized = false;
+  bool any_quantized = false, any_rounded = false;
   for (const auto& [w, y] : outputs) {
     items += (w->rows + kMatvecItemRows - 1) / kMatvecItemRows;
     any_quantized = any_quantized || is_block_quantized(w->dtype);
+    any_rounded = any_rounded || rounds_x(*w);
   }
-  // Quantized once by the calling thread, read by all.
+  // Quantized (or rounded) once by the calling thread, read by all.
   thread_local QuantizedActivations xq_storage;
   QuantizedActivations& xq = xq_storage;
   const std::size_t k = outputs.begin()->first->cols;
   if (any_quantized) quantize_activations(x, m, k, xq);
+  thread_local std::vector<float> x_rounded_storage;
+  std::vector<float>& x_rounded = x_rounded_storage;
+  if (any_rounded) {
+    x_rounded.resize(m * k);
+    for (std::size_t i = 0; i < m * k; ++i) x_rounded[i] = bf16_to_f32(f32_to_bf16(x[i]));
+  }
   parallel_for(items, [&](std::size_t item) {
     for (const auto& [w, y] : outputs) {
       const std::size_t w_items = (w->rows + kMatvecItemRows - 1) / kMatvecItemRows;
       if (item < w_items) {
         const std::size_t r0 = item * kMatvecItemRows;
         const std::size_t r1 = std::min(w->rows, r0 + kMatvecItemRows);
-        matvec_range(*w, x, &xq, m, r0, r1, y + r0);
+        matvec_range(*w, rounds_x(*w) ? x_rounded.data() : x, &xq, m, r0, r1, y + r0);
         return;
       }
       item -= w_items;
     }
   });
-}
-
-// Whether many-row products with bf16 weights run on gemm_bf16: native bf16
-// kernels on, AVX512_BF16, and no AMX, where oneDNN's tiles beat
-// `vdpbf16ps` (on a Zen 5 without AMX, gemm_bf16 ran at 1.0-1.1x oneDNN's
-// speed at the same precision; docs/benchmarks.md).
-// Block-quantized weights take it too, widened to bf16 as they are packed
-// (gemm_bf16_quantized), with x rounded to bf16 (see matmul_bf16_gemm).
-bool use_bf16_gemm(const WeightMatrix& w) {
-  return (w.dtype == DType::BF16 || is_block_quantized(w.dtype)) && native_bf16_enabled() &&
-         !onednn_uses_amx();
 }
 
 // y_j = x W_j^T on gemm_bf16, x converted once for all the W_j.
@@ -109,7 +126,7 @@ void matmul_bf16_gemm(const float* x, std::size_t m,
     return is_block_quantized(output.first->dtype);
   });
   to_bf16_rows(x, m, outputs.begin()->first->cols,
-               quantized ? Bf16Precision::kRounded : bf16_prefill_precision(), rows);
+               quantized ? Bf16Precision::kRounded : bf16_activation_precision(), rows);
   for (const auto& [w, y] : outputs) {
     if (is_block_quantized(w->dtype)) {
       gemm_bf16_quantized(rows, w->dtype, static_cast<const std::uint8_t*>(w->data), w->rows, y);
@@ -176,8 +193,8 @@ void matmul_shared_input(const float* x, std::size_t m,
 const char* bf16_prefill_kernel() {
   const WeightMatrix bf16{DType::BF16, nullptr, 0, 0};
   if (use_bf16_gemm(bf16)) {
-    return bf16_prefill_precision() == Bf16Precision::kSplit ? "vdpbf16ps gemm, x split"
-                                                             : "vdpbf16ps gemm, x rounded";
+    return bf16_activation_precision() == Bf16Precision::kSplit ? "vdpbf16ps gemm, x split"
+                                                                : "vdpbf16ps gemm, x rounded";
   }
   return onednn_native_bf16() ? "oneDNN bf16 matmul, x split" : "widened to f32, OpenBLAS sgemm";
 }

@@ -194,9 +194,9 @@ TEST(Bf16Gemm, MatmulTakesItWithoutAmx) {
   for (std::size_t i = 0; i < w.size(); ++i) w[i] = f32_to_bf16(w_values[i]);
   const WeightMatrix matrix{DType::BF16, w.data(), n, k};
   const std::vector<float> x = random_vector(m * k, 8);
-  const Bf16Precision before = bf16_prefill_precision();
+  const Bf16Precision before = bf16_activation_precision();
   for (const Bf16Precision precision : {Bf16Precision::kSplit, Bf16Precision::kRounded}) {
-    set_bf16_prefill_precision(precision);
+    set_bf16_activation_precision(precision);
     Bf16Rows rows;
     to_bf16_rows(x.data(), m, k, precision, rows);
     std::vector<float> expected(m * n), alone(m * n), shared(m * n);
@@ -210,7 +210,7 @@ TEST(Bf16Gemm, MatmulTakesItWithoutAmx) {
     set_native_bf16(true);
     EXPECT_NE(alone, expected) << precision_name(precision);
   }
-  set_bf16_prefill_precision(before);
+  set_bf16_activation_precision(before);
 }
 
 // The oneDNN path (AMX CPUs; here wherever oneDNN multiplies bf16 natively)

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -57,21 +58,33 @@ class NativeBf16Scope {
 class MatmulTest : public ::testing::TestWithParam<std::tuple<DType, std::size_t, bool>> {};
 
 // Both paths (fused matvec for few rows, widen + sgemm or oneDNN for many),
-// with the native bf16 kernels on (where the CPU has them) and off, against
-// a double-precision loop; 300 output rows cross the 256-row widening block.
+// with the native bf16 kernels on (where the CPU has them) and off, and x
+// kept exact or rounded for bf16 weights, against a double-precision loop
+// over the x the product should multiply (rounded to bf16 where the native
+// kernels round it, on both paths alike); 300 output rows cross the 256-row
+// widening block.
 TEST_P(MatmulTest, MatchesNaiveProduct) {
   const auto [dtype, m, native] = GetParam();
   const NativeBf16Scope scope(native);
   const std::size_t rows = 300, cols = 67;
   const StoredWeights w = store(random_vector(rows * cols, 1), rows, cols, dtype);
   const std::vector<float> x = random_vector(m * cols, 2);
-  std::vector<float> y(m * rows);
-  matmul(x.data(), m, w.matrix, y.data());
-  for (std::size_t i = 0; i < m; ++i) {
-    for (std::size_t r = 0; r < rows; ++r) {
-      double ref = 0;
-      for (std::size_t k = 0; k < cols; ++k) ref += double(x[i * cols + k]) * w.exact[r * cols + k];
-      ASSERT_NEAR(y[i * rows + r], ref, 1e-4 * (1 + std::abs(ref))) << i << "," << r;
+  for (const Bf16Precision precision : {Bf16Precision::kSplit, Bf16Precision::kRounded}) {
+    const testing::Bf16ActivationsScope x_precision(precision);
+    const bool rounds = dtype == DType::BF16 &&
+                        std::string(bf16_prefill_kernel()).find("x rounded") != std::string::npos;
+    std::vector<float> y(m * rows);
+    matmul(x.data(), m, w.matrix, y.data());
+    for (std::size_t i = 0; i < m; ++i) {
+      for (std::size_t r = 0; r < rows; ++r) {
+        double ref = 0;
+        for (std::size_t k = 0; k < cols; ++k) {
+          const float xv = rounds ? bf16_to_f32(f32_to_bf16(x[i * cols + k])) : x[i * cols + k];
+          ref += double(xv) * w.exact[r * cols + k];
+        }
+        ASSERT_NEAR(y[i * rows + r], ref, 1e-4 * (1 + std::abs(ref)))
+            << i << "," << r << (rounds ? ", x rounded" : "");
+      }
     }
   }
 }
@@ -157,6 +170,7 @@ TEST(Bf16Kernels, ManyRowProductWithinSplitPrecision) {
   const std::size_t m = kMatvecMaxRows + 1, rows = 37, cols = 1000;
   const StoredWeights w = store(random_vector(rows * cols, 21), rows, cols, DType::BF16);
   const std::vector<float> x = random_vector(m * cols, 22);
+  const testing::Bf16ActivationsScope exact_x(Bf16Precision::kSplit);
   for (bool native : {true, false}) {
     const NativeBf16Scope scope(native);
     std::vector<float> y(m * rows);
@@ -309,6 +323,44 @@ TEST(Attention, BlockwiseOnlineSoftmaxMatchesFullScores) {
       }
     }
   }
+}
+
+// The register-blocked score and value kernels over every shape they split
+// into: head dims of one vector, of vectors plus a scalar tail (40, 72) and
+// of 8 whole AVX-512 vectors (128); groups of 1, 2, 3 and 4 query heads per
+// kv head (decode's heads share the keys, prefill's transpose once); query
+// counts that leave an odd query of a pair (3, 33), a causal edge inside a
+// key block, and 1 and 2 threads.
+TEST(Attention, EveryHeadDimGroupAndQueryCountMatchesFullScores) {
+  const int threads_before = omp_get_max_threads();
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    for (std::size_t hd : {16, 40, 72, 128}) {
+      for (std::size_t group : {1, 2, 3, 4}) {
+        const AttentionShape shape{2 * group, 2, hd, 140};
+        const std::size_t n_keys = 132;
+        const auto k = random_vector(shape.n_kv_heads * shape.kv_stride * hd, 17 + hd);
+        const auto v = random_vector(shape.n_kv_heads * shape.kv_stride * hd, 18 + hd);
+        for (std::size_t n_q : {1, 3, 33, 34}) {
+          for (bool causal : {true, false}) {
+            const std::size_t pos0 = n_keys - n_q;
+            auto q = random_vector(n_q * shape.n_heads * hd, 19 + n_q + group);
+            for (float& x : q) x *= 3.0f;
+            std::vector<float> out(q.size());
+            attention(q.data(), n_q, pos0, k.data(), v.data(), n_keys, shape,
+                      causal ? AttentionMask::Causal : AttentionMask::Bidirectional, out.data());
+            const auto ref = naive_attention(q, n_q, pos0, k, v, n_keys, shape, causal);
+            for (std::size_t i = 0; i < out.size(); ++i) {
+              ASSERT_NEAR(out[i], ref[i], 1e-4)
+                  << "threads " << threads << " head_dim " << hd << " group " << group << " n_q "
+                  << n_q << " causal " << causal << " at " << i;
+            }
+          }
+        }
+      }
+    }
+  }
+  omp_set_num_threads(threads_before);
 }
 
 }  // namespace

@@ -13,9 +13,28 @@
 #include <vector>
 
 #include "fixtures/random_qwen3.h"
+#include "ops/bf16_gemm.h"
 #include "util/error.h"
 
 namespace lclm::testing {
+
+// Sets the precision of x in products with bf16 weights (ops/bf16_gemm.h)
+// while it lives, then restores the one before it. Tests that hold the
+// engine to an f32 reference at 1e-4 need kSplit (x exact), not the rounded
+// default.
+class Bf16ActivationsScope {
+ public:
+  explicit Bf16ActivationsScope(Bf16Precision precision = Bf16Precision::kSplit)
+      : before_(bf16_activation_precision()) {
+    set_bf16_activation_precision(precision);
+  }
+  ~Bf16ActivationsScope() { set_bf16_activation_precision(before_); }
+  Bf16ActivationsScope(const Bf16ActivationsScope&) = delete;
+  Bf16ActivationsScope& operator=(const Bf16ActivationsScope&) = delete;
+
+ private:
+  Bf16Precision before_;
+};
 
 // CTest runs each test in its own process, several at once: every process
 // gets its own scratch root, removed when the process exits.

@@ -33,6 +33,19 @@ foreach(variant ${PARITY_VARIANTS})
                        LABELS parity)
 endforeach()
 
+# The engine's default bf16 prefill (x rounded to bf16 for each projection)
+# against a reference that rounds the same inputs. Inputs whose rounding
+# flips between the reference's f64 and the engine's f32 sums perturb the
+# next layers, whose roundings then flip more: measured 3.4e-3 (6.5e-3
+# against the exact reference; the bf16 KV cache costs 6.2e-3), pinned at
+# 1e-2 with every argmax equal (docs/testing.md).
+add_test(NAME forward_parity_torch_bf16_rounded
+         COMMAND ${LCLM_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/reference/check_forward.py
+                 ${PARITY_MODELS}/bf16 $<TARGET_FILE:dump_logits> --bf16-activations rounded
+                 --tolerance 1e-2)
+set_tests_properties(forward_parity_torch_bf16_rounded PROPERTIES FIXTURES_REQUIRED parity_bf16
+                     LABELS parity SKIP_RETURN_CODE 77)
+
 # What each KV cache type keeps against the exact reference, on the bf16
 # parity model (head_dim 32, random weights, 48 positions): the worst
 # relative logit error and the positions whose argmax may change, about twice

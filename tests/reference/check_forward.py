@@ -1,7 +1,7 @@
 """Compares the engine's logits with the PyTorch reference on a model directory.
 
 Usage: check_forward.py MODEL_DIR DUMP_TOOL [--tokens N] [--seed S]
-                         [--cache-type TYPE --tolerance T]
+                         [--cache-type TYPE --tolerance T] [--bf16-activations MODE]
 DUMP_TOOL (tests/core/dump_logits.cc) runs the engine with several prefill
 chunkings, so the KV-cache path is checked too. Fails when
 max|engine - reference| / max|reference| exceeds the tolerance (1e-4 with
@@ -9,6 +9,12 @@ the f32 KV cache) for any chunking, or the argmax differs at any position.
 With --cache-type the engine's KV cache stores that type (bf16, q8_0, ...),
 the reference stays exact, and --tolerance and --argmax-may-differ state
 what the type keeps.
+
+--bf16-activations split (the default here) holds the products with bf16
+weights to the exact reference. --bf16-activations rounded holds the engine's
+default (x rounded to bf16 before each projection, ops/bf16_gemm.h) to a
+reference that rounds the same inputs; it exits 77 (skipped) on a CPU where
+the engine does not round (no AVX512_BF16, or AMX).
 """
 import argparse
 import os
@@ -23,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qwen3_reference  # noqa: E402
 
 TOLERANCE = 1e-4
+SKIPPED = 77
 
 
 def main():
@@ -35,25 +42,35 @@ def main():
     ap.add_argument("--tolerance", type=float, default=TOLERANCE)
     ap.add_argument("--argmax-may-differ", type=int, default=0,
                     help="positions whose argmax may differ from the reference's")
+    ap.add_argument("--bf16-activations", choices=["split", "rounded"], default="split")
     args = ap.parse_args()
     cache_flags = ["--cache-type", args.cache_type] if args.cache_type else []
+    cache_flags += ["--bf16-activations", args.bf16_activations]
 
     config, weights = qwen3_reference.load_model(args.model_dir)
     rng = random.Random(args.seed)
     ids = [rng.randrange(config["vocab_size"]) for _ in range(args.tokens)]
-    reference = qwen3_reference.logits_for_ids(config, weights, ids)
-    vocab = reference.shape[1]
+    exact = qwen3_reference.logits_for_ids(config, weights, ids)
+    vocab = exact.shape[1]
+    if args.bf16_activations == "rounded":
+        rounded = qwen3_reference.logits_for_ids(config, weights, ids, round_linear_inputs=True)
 
     worst = 0.0
     for chunk in (args.tokens, 7, 1):
         with tempfile.NamedTemporaryFile(suffix=".f32") as out:
-            subprocess.run(
+            run = subprocess.run(
                 [args.dump_tool, args.model_dir, str(chunk), out.name]
                 + cache_flags
                 + [str(i) for i in ids],
-                check=True,
+                check=True, stdout=subprocess.PIPE, text=True,
             )
             engine = torch.frombuffer(bytearray(open(out.name, "rb").read()), dtype=torch.float32)
+        reference = exact
+        if args.bf16_activations == "rounded":
+            if "x rounded" not in run.stdout:
+                print(f"SKIP: the engine does not round x here ({run.stdout.strip()})")
+                return SKIPPED
+            reference = rounded
         engine = engine.reshape(-1, vocab).double()
         if engine.shape != reference.shape:
             print(f"FAIL: engine logits shape {tuple(engine.shape)}, reference {tuple(reference.shape)}")
@@ -61,6 +78,7 @@ def main():
         err = ((engine - reference).abs().max() / reference.abs().max()).item()
         agree = int((engine.argmax(-1) == reference.argmax(-1)).sum())
         cache = f" ({args.cache_type} KV cache)" if args.cache_type else ""
+        cache += f" (bf16 x {args.bf16_activations})"
         print(f"{args.model_dir}{cache}: prefill chunk {chunk:3d}: max relative error {err:.3e}, "
               f"argmax equal at {agree} of {args.tokens} positions")
         worst = max(worst, err)

@@ -67,8 +67,18 @@ def rotate_half(x):
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
-def forward(config, weights, input_embeds, causal=True):
-    """input_embeds [L, hidden] -> final-norm hidden states [L, hidden]."""
+def round_to_bf16(x):
+    """x with each element rounded to bf16 (nearest even) by way of f32, as
+    the engine's bf16 GEMM rounds its f32 inputs."""
+    return x.float().bfloat16().to(x.dtype)
+
+
+def forward(config, weights, input_embeds, causal=True, round_linear_inputs=False):
+    """input_embeds [L, hidden] -> final-norm hidden states [L, hidden].
+
+    round_linear_inputs: the input of every projection is rounded to bf16
+    first (the engine's products with bf16 weights, x rounded)."""
+    lin = round_to_bf16 if round_linear_inputs else (lambda t: t)
     eps = config.get("rms_norm_eps", 1e-6)
     n_heads = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads", n_heads)
@@ -80,9 +90,9 @@ def forward(config, weights, input_embeds, causal=True):
     for layer in range(config["num_hidden_layers"]):
         p = f"layers.{layer}."
         h = rms_norm(x, weights[p + "input_layernorm.weight"], eps)
-        q = (h @ weights[p + "self_attn.q_proj.weight"].T).view(L, n_heads, head_dim)
-        k = (h @ weights[p + "self_attn.k_proj.weight"].T).view(L, n_kv, head_dim)
-        v = (h @ weights[p + "self_attn.v_proj.weight"].T).view(L, n_kv, head_dim)
+        q = (lin(h) @ weights[p + "self_attn.q_proj.weight"].T).view(L, n_heads, head_dim)
+        k = (lin(h) @ weights[p + "self_attn.k_proj.weight"].T).view(L, n_kv, head_dim)
+        v = (lin(h) @ weights[p + "self_attn.v_proj.weight"].T).view(L, n_kv, head_dim)
         q = rms_norm(q, weights[p + "self_attn.q_norm.weight"], eps)
         k = rms_norm(k, weights[p + "self_attn.k_norm.weight"], eps)
         q = q * cos[:, None, :] + rotate_half(q) * sin[:, None, :]
@@ -94,18 +104,20 @@ def forward(config, weights, input_embeds, causal=True):
         if mask is not None:
             scores = scores + mask
         attn = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).reshape(L, n_heads * head_dim)
-        x = x + attn @ weights[p + "self_attn.o_proj.weight"].T
+        x = x + lin(attn) @ weights[p + "self_attn.o_proj.weight"].T
         h = rms_norm(x, weights[p + "post_attention_layernorm.weight"], eps)
-        gate = h @ weights[p + "mlp.gate_proj.weight"].T
-        up = h @ weights[p + "mlp.up_proj.weight"].T
-        x = x + (torch.nn.functional.silu(gate) * up) @ weights[p + "mlp.down_proj.weight"].T
+        gate = lin(h) @ weights[p + "mlp.gate_proj.weight"].T
+        up = lin(h) @ weights[p + "mlp.up_proj.weight"].T
+        x = x + lin(torch.nn.functional.silu(gate) * up) @ weights[p + "mlp.down_proj.weight"].T
     return rms_norm(x, weights["norm.weight"], eps)
 
 
-def logits_for_ids(config, weights, ids):
+def logits_for_ids(config, weights, ids, round_linear_inputs=False):
     x = weights["embed_tokens.weight"][torch.tensor(ids)]
-    hidden = forward(config, weights, x, causal=True)
+    hidden = forward(config, weights, x, causal=True, round_linear_inputs=round_linear_inputs)
     head = weights.get("lm_head.weight")
     if head is None:
         head = weights["embed_tokens.weight"]
+    if round_linear_inputs:
+        hidden = round_to_bf16(hidden)
     return hidden @ head.T

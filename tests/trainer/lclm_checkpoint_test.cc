@@ -95,7 +95,9 @@ TEST_F(LclmCheckpoint, Bf16SaveLoadsInTheEngine) {
     }
   }
 
-  // Both sides now read the same bf16-rounded weights.
+  // Both sides now read the same bf16-rounded weights, and the engine keeps
+  // x exact.
+  const lclm::testing::Bf16ActivationsScope exact_x;
   auto engine = LclmModel::load(saved);
   EXPECT_EQ(engine->decoder().weight_dtype(), DType::BF16);
   const auto reloaded = load_lclm_checkpoint(saved);

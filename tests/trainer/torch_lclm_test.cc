@@ -50,6 +50,7 @@ void PrintTo(const ParityCase& c, std::ostream* os) {
 class TorchLclmParity : public ::testing::TestWithParam<ParityCase> {
  protected:
   void SetUp() override { testing::use_all_cores(); }
+  const lclm::testing::Bf16ActivationsScope exact_x_;  // the trainer keeps x in f32
 };
 
 TEST_P(TorchLclmParity, LatentsAndLogitsMatchTheEngine) {
