@@ -8,6 +8,7 @@
 #include "format/quant_blocks.h"
 #include "ops/bf16_gemm.h"
 #include "ops/bf16_kernels.h"
+#include "ops/bf16_matvec.h"
 #include "ops/onednn_matmul.h"
 #include "ops/quant_kernels.h"
 #include "ops/simd.h"
@@ -48,12 +49,15 @@ bool rounds_x(const WeightMatrix& w) {
 }
 
 // y[i, r0..r1) = rows r0..r1 of W times x_i for the m rows of x (y rows
-// w.rows apart); xq/xd are x quantized per block, which block-quantized
-// weights multiply instead.
+// w.rows apart); xq is x quantized per block, which block-quantized weights
+// multiply instead, and xw x rounded to bf16, which bf16 weights multiply
+// where rounds_x(w).
 void matvec_range(const WeightMatrix& w, const float* x, const QuantizedActivations* xq,
-                  std::size_t m, std::size_t r0, std::size_t r1, float* y) {
+                  const Bf16Words* xw, std::size_t m, std::size_t r0, std::size_t r1, float* y) {
   const std::size_t k = w.cols, n = r1 - r0;
-  if (is_block_quantized(w.dtype)) {
+  if (rounds_x(w)) {
+    matvec_bf16_rounded(static_cast<const std::uint16_t*>(w.data) + r0 * k, *xw, n, y, w.rows);
+  } else if (is_block_quantized(w.dtype)) {
     const auto* rows = static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k);
     if (native_vnni_enabled()) {
       matvec_quantized_vnni(w.dtype, rows, *xq, m, n, k, y, w.rows);
@@ -94,19 +98,16 @@ void matvec_rows(const float* x, std::size_t m,
   QuantizedActivations& xq = xq_storage;
   const std::size_t k = outputs.begin()->first->cols;
   if (any_quantized) quantize_activations(x, m, k, xq);
-  thread_local std::vector<float> x_rounded_storage;
-  std::vector<float>& x_rounded = x_rounded_storage;
-  if (any_rounded) {
-    x_rounded.resize(m * k);
-    for (std::size_t i = 0; i < m * k; ++i) x_rounded[i] = bf16_to_f32(f32_to_bf16(x[i]));
-  }
+  thread_local Bf16Words xw_storage;
+  Bf16Words& xw = xw_storage;
+  if (any_rounded) pack_bf16_words(x, m, k, xw);
   parallel_for(items, [&](std::size_t item) {
     for (const auto& [w, y] : outputs) {
       const std::size_t w_items = (w->rows + kMatvecItemRows - 1) / kMatvecItemRows;
       if (item < w_items) {
         const std::size_t r0 = item * kMatvecItemRows;
         const std::size_t r1 = std::min(w->rows, r0 + kMatvecItemRows);
-        matvec_range(*w, rounds_x(*w) ? x_rounded.data() : x, &xq, m, r0, r1, y + r0);
+        matvec_range(*w, x, &xq, &xw, m, r0, r1, y + r0);
         return;
       }
       item -= w_items;

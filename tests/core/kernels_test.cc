@@ -11,6 +11,7 @@
 #include "naive_attention.h"
 #include "ops/attention.h"
 #include "ops/bf16_kernels.h"
+#include "ops/bf16_matvec.h"
 #include "ops/matmul.h"
 #include "ops/simd.h"
 #include "ops/transformer_ops.h"
@@ -159,6 +160,46 @@ TEST(Bf16Kernels, SplitKeepsSixteenBitsOfX) {
       EXPECT_EQ(hi[i], f32_to_bf16(x[i])) << n << "," << i;
       const double sum = double(bf16_to_f32(hi[i])) + bf16_to_f32(lo[i]);
       EXPECT_LE(std::abs(sum - x[i]), std::ldexp(std::abs(x[i]), -16)) << n << "," << i;
+    }
+  }
+}
+
+// The decode product with x rounded to bf16 (`vdpbf16ps`, ops/bf16_matvec.h):
+// within f32 summation error of a double loop over the rounded x, and each
+// row of a batch of 1-9 (tiles of four rows of x, then three, two, one; four
+// rows of W and a left-over) bit for bit what it gets alone, for lengths
+// below one vector, odd, and with every tail of the 32-element vectors.
+TEST(Bf16Kernels, RoundedMatvecKeepsEachRowOfABatchItsOwn) {
+  if (!cpu_has_avx512_bf16()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  const std::size_t rows = 13, max_m = 9;
+  for (std::size_t cols : {1u, 15u, 67u, 1000u, 1029u}) {
+    const StoredWeights w = store(random_vector(rows * cols, 61), rows, cols, DType::BF16);
+    const auto* w16 = static_cast<const std::uint16_t*>(w.matrix.data);
+    const std::vector<float> x = random_vector(max_m * cols, 62);
+    for (std::size_t m = 1; m <= max_m; ++m) {
+      Bf16Words xw;
+      pack_bf16_words(x.data(), m, cols, xw);
+      std::vector<float> y(m * rows);
+      matvec_bf16_rounded(w16, xw, rows, y.data(), rows);
+      for (std::size_t i = 0; i < m; ++i) {
+        Bf16Words one;
+        pack_bf16_words(x.data() + i * cols, 1, cols, one);
+        std::vector<float> alone(rows);
+        matvec_bf16_rounded(w16, one, rows, alone.data(), rows);
+        for (std::size_t r = 0; r < rows; ++r) {
+          double ref = 0, magnitude = 0;
+          for (std::size_t c = 0; c < cols; ++c) {
+            const double p =
+                double(bf16_to_f32(f32_to_bf16(x[i * cols + c]))) * w.exact[r * cols + c];
+            ref += p;
+            magnitude += std::abs(p);
+          }
+          ASSERT_LE(std::abs(y[i * rows + r] - ref), double(cols) * std::ldexp(magnitude, -23))
+              << "cols " << cols << " m " << m << " row " << i << "," << r;
+          ASSERT_EQ(std::memcmp(&y[i * rows + r], &alone[r], sizeof(float)), 0)
+              << "cols " << cols << " m " << m << " row " << i << "," << r;
+        }
+      }
     }
   }
 }

@@ -1,0 +1,146 @@
+#include "ops/bf16_matvec.h"
+
+// GCC 12's AVX-512 headers fill unused lanes from _mm512_undefined_*(),
+// which its own -Wuninitialized then reports inside the intrinsics.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+
+namespace lclm {
+namespace {
+
+#define LCLM_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+// Elements per vector: 16 lanes of a pair each.
+constexpr std::size_t kVector = 32;
+// Rows of W and of x per register tile of the batched product: 16
+// accumulators, 4 weight vectors, and a vector of x at a time.
+constexpr std::size_t kTileRowsW = 4;
+constexpr std::size_t kTileRowsX = 4;
+// How far ahead a lone row of x prefetches the weight stream (as
+// ops/simd.cc's DotRow, where 4 KiB ahead beat the hardware prefetcher).
+constexpr std::size_t kPrefetchBytes = 4096;
+
+__mmask32 first_elements(std::size_t count) {
+  return count >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << count) - 1);
+}
+
+// RW rows of W (`cols` apart) times R rows of x (`x_stride` words apart):
+// out[q * out_stride + a] = dot(W[a], x_q). `next`, when not null, is the
+// next tile's first row of W, prefetched a line per row per vector.
+template <std::size_t RW, std::size_t R>
+LCLM_AVX512_BF16 void dot_tile(const std::uint16_t* w, std::size_t cols, const std::uint16_t* next,
+                               const std::uint32_t* x, std::size_t x_stride, float* out,
+                               std::size_t out_stride) {
+  __m512 acc[RW][R];
+  for (auto& row : acc) {
+    for (auto& a : row) a = _mm512_setzero_ps();
+  }
+  for (std::size_t c = 0; c < cols; c += kVector) {
+    const __mmask32 mask = first_elements(cols - c);
+    __m512bh wv[RW];
+    for (std::size_t a = 0; a < RW; ++a) {
+      if (next != nullptr)
+        _mm_prefetch(reinterpret_cast<const char*>(next + a * cols + c), _MM_HINT_T0);
+      wv[a] = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, w + a * cols + c));
+    }
+    for (std::size_t q = 0; q < R; ++q) {
+      const auto xv =
+          reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, x + q * x_stride + c / 2));
+      for (std::size_t a = 0; a < RW; ++a) acc[a][q] = _mm512_dpbf16_ps(acc[a][q], wv[a], xv);
+    }
+  }
+  for (std::size_t q = 0; q < R; ++q) {
+    for (std::size_t a = 0; a < RW; ++a) out[q * out_stride + a] = _mm512_reduce_add_ps(acc[a][q]);
+  }
+}
+
+// A lone row of x: W row by row, one stream prefetched ahead.
+LCLM_AVX512_BF16 void dot_rows_one(const std::uint16_t* w, std::size_t rows, std::size_t cols,
+                                   const std::uint32_t* x, float* y) {
+  for (std::size_t r = 0; r < rows; ++r) {
+    const std::uint16_t* row = w + r * cols;
+    __m512 acc = _mm512_setzero_ps();
+    for (std::size_t c = 0; c < cols; c += kVector) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + c) + kPrefetchBytes, _MM_HINT_T0);
+      const __mmask32 mask = first_elements(cols - c);
+      const auto wv = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, row + c));
+      const auto xv = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, x + c / 2));
+      acc = _mm512_dpbf16_ps(acc, wv, xv);
+    }
+    y[r] = _mm512_reduce_add_ps(acc);
+  }
+}
+
+template <std::size_t RW>
+LCLM_AVX512_BF16 void tiles_for_x(const std::uint16_t* w, std::size_t cols,
+                                  const std::uint16_t* next, const Bf16Words& x, float* y,
+                                  std::size_t y_stride) {
+  std::size_t i = 0;
+  for (; i + kTileRowsX <= x.m; i += kTileRowsX) {
+    dot_tile<RW, kTileRowsX>(w, cols, next, x.words.data() + i * x.row_words, x.row_words,
+                             y + i * y_stride, y_stride);
+    next = nullptr;  // prefetched by the first group of x
+  }
+  const std::uint32_t* xi = x.words.data() + i * x.row_words;
+  switch (x.m - i) {
+    case 3:
+      dot_tile<RW, 3>(w, cols, next, xi, x.row_words, y + i * y_stride, y_stride);
+      break;
+    case 2:
+      dot_tile<RW, 2>(w, cols, next, xi, x.row_words, y + i * y_stride, y_stride);
+      break;
+    case 1:
+      dot_tile<RW, 1>(w, cols, next, xi, x.row_words, y + i * y_stride, y_stride);
+      break;
+    default:
+      break;
+  }
+}
+
+LCLM_AVX512_BF16 void pack_rows(const float* x, std::size_t m, std::size_t k, std::size_t row_words,
+                                std::uint32_t* out) {
+  for (std::size_t i = 0; i < m; ++i) {
+    const float* xi = x + i * k;
+    std::uint32_t* oi = out + i * row_words;
+    for (std::size_t c = 0; c < k; c += 16) {
+      const std::size_t count = std::min<std::size_t>(16, k - c);
+      const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), xi + c);
+      const __m256bh h = _mm512_cvtneps_pbh(v);
+      const auto words = static_cast<__mmask8>((1u << ((count + 1) / 2)) - 1);
+      _mm256_mask_storeu_epi32(oi + c / 2, words, reinterpret_cast<__m256i>(h));
+    }
+  }
+}
+
+}  // namespace
+
+void pack_bf16_words(const float* x, std::size_t m, std::size_t k, Bf16Words& out) {
+  out.m = m;
+  out.k = k;
+  out.row_words = (k + 1) / 2;
+  out.words.resize(m * out.row_words);
+  pack_rows(x, m, k, out.row_words, out.words.data());
+}
+
+void matvec_bf16_rounded(const std::uint16_t* w, const Bf16Words& x, std::size_t rows, float* y,
+                         std::size_t y_stride) {
+  const std::size_t cols = x.k;
+  if (x.m == 1) {
+    dot_rows_one(w, rows, cols, x.words.data(), y);
+    return;
+  }
+  std::size_t r = 0;
+  for (; r + kTileRowsW <= rows; r += kTileRowsW) {
+    const std::uint16_t* next = r + 2 * kTileRowsW <= rows ? w + (r + kTileRowsW) * cols : nullptr;
+    tiles_for_x<kTileRowsW>(w + r * cols, cols, next, x, y + r, y_stride);
+  }
+  for (; r < rows; ++r) tiles_for_x<1>(w + r * cols, cols, nullptr, x, y + r, y_stride);
+}
+
+}  // namespace lclm
+
+#pragma GCC diagnostic pop
