@@ -1,11 +1,5 @@
 #include "ops/bf16_gemm.h"
 
-// GCC 12's AVX-512 headers fill unused lanes from _mm512_undefined_*(),
-// which its own -Wuninitialized then reports inside the intrinsics.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -17,17 +11,13 @@
 #include <utility>
 
 #include "format/dtype.h"
+#include "ops/avx512_intrinsics.h"
 #include "ops/bf16_kernels.h"
 #include "ops/quant_kernels.h"
 #include "util/error.h"
 
 namespace lclm {
 namespace {
-
-// Only the functions that carry this attribute use AVX-512 instructions, so
-// the rest of the binary runs on any x86-64; callers check
-// cpu_has_avx512_bf16() first.
-#define LCLM_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 // Columns of y per packed panel of W: two vectors of 16 f32 sums per row.
 constexpr std::size_t kPanel = 32;
@@ -343,4 +333,3 @@ void set_bf16_activation_precision(Bf16Precision precision) {
 
 }  // namespace lclm
 
-#pragma GCC diagnostic pop

@@ -1,23 +1,15 @@
 #include "ops/bf16_kernels.h"
 
-// GCC 12's AVX-512 headers fill unused lanes from _mm512_undefined_*(),
-// which its own -Wuninitialized then reports inside the intrinsics.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-
 #include <atomic>
 #include <bit>
 #include <cstdlib>
 #include <string_view>
 
 #include "format/dtype.h"
+#include "ops/avx512_intrinsics.h"
 
 namespace lclm {
 namespace {
-
-#define LCLM_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 std::atomic<bool> native_wanted{[] {
   const char* env = std::getenv("LCLM_NATIVE_BF16");
@@ -65,4 +57,3 @@ void split_bf16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t*
 
 }  // namespace lclm
 
-#pragma GCC diagnostic pop

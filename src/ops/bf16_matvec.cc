@@ -1,18 +1,11 @@
 #include "ops/bf16_matvec.h"
 
-// GCC 12's AVX-512 headers fill unused lanes from _mm512_undefined_*(),
-// which its own -Wuninitialized then reports inside the intrinsics.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
-
 #include <algorithm>
+
+#include "ops/avx512_intrinsics.h"
 
 namespace lclm {
 namespace {
-
-#define LCLM_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 // Elements per vector: 16 lanes of a pair each.
 constexpr std::size_t kVector = 32;
@@ -143,4 +136,3 @@ void matvec_bf16_rounded(const std::uint16_t* w, const Bf16Words& x, std::size_t
 
 }  // namespace lclm
 
-#pragma GCC diagnostic pop

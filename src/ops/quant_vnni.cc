@@ -15,7 +15,6 @@
 // by d_w * d_x of their block (pair_d times the weights' two scales), and
 // added into two float accumulators taking alternate pairs. Every row of x
 // is summed in the same order whatever rows are multiplied beside it.
-#include <immintrin.h>
 
 #include <atomic>
 #include <cstddef>
@@ -23,18 +22,11 @@
 
 #include "format/dtype.h"
 #include "format/quant_blocks.h"
+#include "ops/avx512_intrinsics.h"
 #include "ops/quant_kernels.h"
-
-// GCC 12's AVX-512 headers fill unused lanes from _mm512_undefined_*(),
-// which its own -Wuninitialized then reports inside the intrinsics.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace lclm {
 namespace {
-
-#define LCLM_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c")))
 
 std::atomic<bool> vnni_wanted{true};
 
@@ -169,4 +161,3 @@ void matvec_quantized_vnni(DType type, const std::uint8_t* w, const QuantizedAct
 
 }  // namespace lclm
 
-#pragma GCC diagnostic pop
