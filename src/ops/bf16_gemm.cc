@@ -34,6 +34,11 @@ constexpr std::size_t kTileRows = 12;
 constexpr std::size_t kBlockPairs = 256;
 constexpr std::size_t kBlockRows = 512;
 
+// Up to this many rows of x (decode's products, ops/bf16_matvec.h) are
+// rounded by the calling thread: a parallel region per product would cost
+// more than the rows, and decode's threads are the pool's, not OpenMP's.
+constexpr std::size_t kSerialRoundingRows = 8;
+
 std::atomic<int> precision_override{-1};
 
 __mmask16 first_lanes(std::size_t count) {
@@ -275,7 +280,7 @@ void to_bf16_rows(const float* x, std::size_t m, std::size_t k, Bf16Precision pr
   std::uint32_t* hi = out.hi.data();
   std::uint32_t* lo = precision == Bf16Precision::kSplit ? out.lo.data() : nullptr;
   const auto rows = static_cast<std::ptrdiff_t>(m);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (m > kSerialRoundingRows)
   for (std::ptrdiff_t i = 0; i < rows; ++i) {
     const auto r = static_cast<std::size_t>(i);
     round_row(x + r * k, k, hi + r * out.row_words, lo ? lo + r * out.row_words : nullptr);

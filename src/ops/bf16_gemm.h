@@ -46,7 +46,8 @@ struct Bf16Rows {
 };
 
 // out = x [m, k] rounded to nearest even (and split, for kSplit), rows in
-// parallel over the OpenMP threads. `out` keeps its storage between calls.
+// parallel over the OpenMP threads (up to 8 rows by the calling thread).
+// `out` keeps its storage between calls.
 void to_bf16_rows(const float* x, std::size_t m, std::size_t k, Bf16Precision precision,
                   Bf16Rows& out);
 

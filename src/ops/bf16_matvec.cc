@@ -1,7 +1,5 @@
 #include "ops/bf16_matvec.h"
 
-#include <algorithm>
-
 #include "ops/avx512_intrinsics.h"
 
 namespace lclm {
@@ -70,15 +68,15 @@ LCLM_AVX512_BF16 void dot_rows_one(const std::uint16_t* w, std::size_t rows, std
 
 template <std::size_t RW>
 LCLM_AVX512_BF16 void tiles_for_x(const std::uint16_t* w, std::size_t cols,
-                                  const std::uint16_t* next, const Bf16Words& x, float* y,
+                                  const std::uint16_t* next, const Bf16Rows& x, float* y,
                                   std::size_t y_stride) {
   std::size_t i = 0;
   for (; i + kTileRowsX <= x.m; i += kTileRowsX) {
-    dot_tile<RW, kTileRowsX>(w, cols, next, x.words.data() + i * x.row_words, x.row_words,
+    dot_tile<RW, kTileRowsX>(w, cols, next, x.hi.data() + i * x.row_words, x.row_words,
                              y + i * y_stride, y_stride);
     next = nullptr;  // prefetched by the first group of x
   }
-  const std::uint32_t* xi = x.words.data() + i * x.row_words;
+  const std::uint32_t* xi = x.hi.data() + i * x.row_words;
   switch (x.m - i) {
     case 3:
       dot_tile<RW, 3>(w, cols, next, xi, x.row_words, y + i * y_stride, y_stride);
@@ -94,36 +92,13 @@ LCLM_AVX512_BF16 void tiles_for_x(const std::uint16_t* w, std::size_t cols,
   }
 }
 
-LCLM_AVX512_BF16 void pack_rows(const float* x, std::size_t m, std::size_t k, std::size_t row_words,
-                                std::uint32_t* out) {
-  for (std::size_t i = 0; i < m; ++i) {
-    const float* xi = x + i * k;
-    std::uint32_t* oi = out + i * row_words;
-    for (std::size_t c = 0; c < k; c += 16) {
-      const std::size_t count = std::min<std::size_t>(16, k - c);
-      const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1), xi + c);
-      const __m256bh h = _mm512_cvtneps_pbh(v);
-      const auto words = static_cast<__mmask8>((1u << ((count + 1) / 2)) - 1);
-      _mm256_mask_storeu_epi32(oi + c / 2, words, reinterpret_cast<__m256i>(h));
-    }
-  }
-}
-
 }  // namespace
 
-void pack_bf16_words(const float* x, std::size_t m, std::size_t k, Bf16Words& out) {
-  out.m = m;
-  out.k = k;
-  out.row_words = (k + 1) / 2;
-  out.words.resize(m * out.row_words);
-  pack_rows(x, m, k, out.row_words, out.words.data());
-}
-
-void matvec_bf16_rounded(const std::uint16_t* w, const Bf16Words& x, std::size_t rows, float* y,
+void matvec_bf16_rounded(const std::uint16_t* w, const Bf16Rows& x, std::size_t rows, float* y,
                          std::size_t y_stride) {
   const std::size_t cols = x.k;
   if (x.m == 1) {
-    dot_rows_one(w, rows, cols, x.words.data(), y);
+    dot_rows_one(w, rows, cols, x.hi.data(), y);
     return;
   }
   std::size_t r = 0;

@@ -53,7 +53,7 @@ bool rounds_x(const WeightMatrix& w) {
 // multiply instead, and xw x rounded to bf16, which bf16 weights multiply
 // where rounds_x(w).
 void matvec_range(const WeightMatrix& w, const float* x, const QuantizedActivations* xq,
-                  const Bf16Words* xw, std::size_t m, std::size_t r0, std::size_t r1, float* y) {
+                  const Bf16Rows* xw, std::size_t m, std::size_t r0, std::size_t r1, float* y) {
   const std::size_t k = w.cols, n = r1 - r0;
   if (rounds_x(w)) {
     matvec_bf16_rounded(static_cast<const std::uint16_t*>(w.data) + r0 * k, *xw, n, y, w.rows);
@@ -98,9 +98,9 @@ void matvec_rows(const float* x, std::size_t m,
   QuantizedActivations& xq = xq_storage;
   const std::size_t k = outputs.begin()->first->cols;
   if (any_quantized) quantize_activations(x, m, k, xq);
-  thread_local Bf16Words xw_storage;
-  Bf16Words& xw = xw_storage;
-  if (any_rounded) pack_bf16_words(x, m, k, xw);
+  thread_local Bf16Rows xw_storage;
+  Bf16Rows& xw = xw_storage;
+  if (any_rounded) to_bf16_rows(x, m, k, Bf16Precision::kRounded, xw);
   parallel_for(items, [&](std::size_t item) {
     for (const auto& [w, y] : outputs) {
       const std::size_t w_items = (w->rows + kMatvecItemRows - 1) / kMatvecItemRows;

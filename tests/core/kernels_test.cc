@@ -177,13 +177,13 @@ TEST(Bf16Kernels, RoundedMatvecKeepsEachRowOfABatchItsOwn) {
     const auto* w16 = static_cast<const std::uint16_t*>(w.matrix.data);
     const std::vector<float> x = random_vector(max_m * cols, 62);
     for (std::size_t m = 1; m <= max_m; ++m) {
-      Bf16Words xw;
-      pack_bf16_words(x.data(), m, cols, xw);
+      Bf16Rows xw;
+      to_bf16_rows(x.data(), m, cols, Bf16Precision::kRounded, xw);
       std::vector<float> y(m * rows);
       matvec_bf16_rounded(w16, xw, rows, y.data(), rows);
       for (std::size_t i = 0; i < m; ++i) {
-        Bf16Words one;
-        pack_bf16_words(x.data() + i * cols, 1, cols, one);
+        Bf16Rows one;
+        to_bf16_rows(x.data() + i * cols, 1, cols, Bf16Precision::kRounded, one);
         std::vector<float> alone(rows);
         matvec_bf16_rounded(w16, one, rows, alone.data(), rows);
         for (std::size_t r = 0; r < rows; ++r) {
