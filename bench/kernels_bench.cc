@@ -39,7 +39,8 @@ constexpr Shape kShapes[] = {{1024, 1024}, {3072, 1024}, {1024, 3072}};
 // Copies of one weight matrix of `dtype` filling kPoolBytes, cycled through.
 class WeightPool {
  public:
-  WeightPool(DType dtype, Shape shape) : dtype_(dtype), shape_(shape) {
+  WeightPool(DType dtype, Shape shape, RowOrder order = RowOrder::kRowMajor)
+      : dtype_(dtype), shape_(shape), order_(order) {
     const std::size_t bytes = shape.rows * row_bytes(dtype, shape.cols);
     copies_ = std::max<std::size_t>(2, kPoolBytes / bytes);
     data_.resize(copies_ * bytes);
@@ -60,6 +61,10 @@ class WeightPool {
         quantize_row(dtype, row.data(), shape.cols, out);
       }
     }
+    if (order == RowOrder::kQ4_0Interleaved16) {
+      const std::vector<std::uint8_t> rows(data_.begin(), data_.begin() + bytes);
+      interleave_q4_0_rows(rows.data(), shape.rows, shape.cols, data_.data());
+    }
     for (std::size_t c = 1; c < copies_; ++c) {
       std::memcpy(data_.data() + c * bytes, data_.data(), bytes);
     }
@@ -67,25 +72,29 @@ class WeightPool {
 
   WeightMatrix next() {
     const std::size_t bytes = shape_.rows * row_bytes(dtype_, shape_.cols);
-    WeightMatrix w{dtype_, data_.data() + (turn_++ % copies_) * bytes, shape_.rows, shape_.cols};
+    WeightMatrix w{dtype_, data_.data() + (turn_++ % copies_) * bytes, shape_.rows, shape_.cols,
+                   order_};
     return w;
   }
 
  private:
   DType dtype_;
   Shape shape_;
+  RowOrder order_;
   std::size_t copies_ = 0, turn_ = 0;
   AlignedVector<std::uint8_t> data_;
 };
 
-// Args: dtype (as int), shape index, rows of x, threads (0 = OpenMP's default).
+// Args: dtype (as int), shape index, rows of x, threads (0 = OpenMP's
+// default), and for q4_0 the row order (1: kQ4_0Interleaved16).
 void BM_Matmul(benchmark::State& state) {
   const auto dtype = static_cast<DType>(state.range(0));
   const Shape shape = kShapes[state.range(1)];
   const auto m = static_cast<std::size_t>(state.range(2));
   const int threads = static_cast<int>(state.range(3));
+  const RowOrder order = state.range(4) == 1 ? RowOrder::kQ4_0Interleaved16 : RowOrder::kRowMajor;
   omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs());
-  WeightPool pool(dtype, shape);
+  WeightPool pool(dtype, shape, order);
   AlignedVector<float> x(m * shape.cols), y(m * shape.rows);
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -102,7 +111,8 @@ void BM_Matmul(benchmark::State& state) {
       benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
   state.SetLabel(std::string(dtype_name(dtype)) + " " + std::to_string(shape.rows) + "x" +
                  std::to_string(shape.cols) + " m=" + std::to_string(m) +
-                 " t=" + std::to_string(omp_get_max_threads()));
+                 " t=" + std::to_string(omp_get_max_threads()) +
+                 (order == RowOrder::kQ4_0Interleaved16 ? " interleaved" : ""));
 }
 
 void MatmulArgs(benchmark::internal::Benchmark* b) {
@@ -110,7 +120,10 @@ void MatmulArgs(benchmark::internal::Benchmark* b) {
     for (std::int64_t shape = 0; shape < 3; ++shape) {
       for (const std::int64_t m : {1, 2, 4, 8}) {
         for (const std::int64_t threads : {1, 0}) {
-          b->Args({static_cast<std::int64_t>(dtype), shape, m, threads});
+          b->Args({static_cast<std::int64_t>(dtype), shape, m, threads, 0});
+          if (dtype == DType::Q4_0) {
+            b->Args({static_cast<std::int64_t>(dtype), shape, m, threads, 1});
+          }
         }
       }
     }

@@ -101,6 +101,52 @@ void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y
   }
 }
 
+namespace {
+
+// Where row r's block b sits in a kQ4_0Interleaved16 matrix of n_blocks
+// blocks per row: its scale, and its 16 quant bytes.
+struct Q4_0Place {
+  std::size_t scale, quants;
+};
+Q4_0Place q4_0_interleaved_place(std::size_t n_blocks, std::size_t r, std::size_t b) {
+  const std::size_t base = (r / kQ4_0GroupRows * n_blocks + b) * kQ4_0GroupBlockBytes;
+  const std::size_t i = r % kQ4_0GroupRows;
+  return {base + 2 * i, base + 2 * kQ4_0GroupRows + 64 * (i % 4) + 16 * (i / 4)};
+}
+
+}  // namespace
+
+void interleave_q4_0_rows(const std::uint8_t* rows, std::size_t n_rows, std::size_t cols,
+                          std::uint8_t* out) {
+  check_block_multiple(cols, "interleave_q4_0_rows: columns");
+  if (n_rows % kQ4_0GroupRows != 0) {
+    throw Error("interleave_q4_0_rows: " + std::to_string(n_rows) + " rows are not a multiple of " +
+                std::to_string(kQ4_0GroupRows));
+  }
+  const std::size_t n_blocks = cols / kQuantBlock, stride = row_bytes(DType::Q4_0, cols);
+  for (std::size_t r = 0; r < n_rows; ++r) {
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+      const std::uint8_t* block = rows + r * stride + b * kQ4_0BlockBytes;
+      const Q4_0Place at = q4_0_interleaved_place(n_blocks, r, b);
+      std::memcpy(out + at.scale, block, 2);
+      std::memcpy(out + at.quants, block + 2, kQ4_0BlockBytes - 2);
+    }
+  }
+}
+
+void deinterleave_q4_0_rows(const std::uint8_t* w, std::size_t cols, std::size_t row0,
+                            std::size_t n_rows, std::size_t block0, std::size_t n_blocks,
+                            std::uint8_t* out) {
+  for (std::size_t r = 0; r < n_rows; ++r) {
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+      std::uint8_t* block = out + (r * n_blocks + b) * kQ4_0BlockBytes;
+      const Q4_0Place at = q4_0_interleaved_place(cols / kQuantBlock, row0 + r, block0 + b);
+      std::memcpy(block, w + at.scale, 2);
+      std::memcpy(block + 2, w + at.quants, kQ4_0BlockBytes - 2);
+    }
+  }
+}
+
 void quantize_activations(const float* x, std::size_t rows, std::size_t cols,
                           QuantizedActivations& a) {
   check_block_multiple(cols, "quantize_activations");

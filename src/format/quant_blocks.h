@@ -29,6 +29,33 @@ void quantize_row(DType type, const float* x, std::size_t n, std::uint8_t* out);
 // The inverse: row_bytes(type, n) bytes -> y [n].
 void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y);
 
+// How the rows of a block-quantized matrix are laid out.
+enum class RowOrder {
+  // One row after another, row_bytes(type, cols) bytes each (the stored form).
+  kRowMajor,
+  // q4_0 only, rows in groups of kQ4_0GroupRows: for group g and block b,
+  // 288 bytes at (g * n_blocks + b) * 288 hold the 16 rows' f16 scales in
+  // row order (32 bytes), then four 64-byte quarters, quarter j holding the
+  // 16 quant bytes of rows j, j+4, j+8, j+12 (in that order). The same bytes
+  // as the row-major form, placed so that one 64-byte load feeds a VNNI dot
+  // product of four rows, and a group's 16 row sums come out of a short
+  // integer reduction in row order (ops/quant_vnni.cc).
+  kQ4_0Interleaved16,
+};
+inline constexpr std::size_t kQ4_0GroupRows = 16;
+inline constexpr std::size_t kQ4_0GroupBlockBytes = kQ4_0GroupRows * kQ4_0BlockBytes;
+
+// The row-major q4_0 rows [n_rows, cols] (n_rows a multiple of 16) ->
+// the kQ4_0Interleaved16 form, row_bytes(Q4_0, cols) * n_rows bytes at out.
+void interleave_q4_0_rows(const std::uint8_t* rows, std::size_t n_rows, std::size_t cols,
+                          std::uint8_t* out);
+// The inverse for rows row0 .. row0 + n_rows (any of them) and blocks
+// block0 .. block0 + n_blocks of a kQ4_0Interleaved16 matrix with `cols`
+// columns: row-major q4_0 rows of n_blocks blocks at out.
+void deinterleave_q4_0_rows(const std::uint8_t* w, std::size_t cols, std::size_t row0,
+                            std::size_t n_rows, std::size_t block0, std::size_t n_blocks,
+                            std::uint8_t* out);
+
 // An activation row quantized for the integer dot products: per block of 32
 // a float scale d and q = round(x / d) in [-127, 127], stored as int16 so the
 // kernels multiply them without widening.

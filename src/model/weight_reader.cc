@@ -3,8 +3,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <string_view>
+
 #include "format/quant_blocks.h"
 #include "model/qwen3_block.h"
+#include "ops/quant_kernels.h"
 #include "util/error.h"
 
 namespace lclm {
@@ -53,8 +57,8 @@ WeightMatrix WeightReader::matrix(const std::string& name, std::int64_t rows,
         throw Error("tensor \"" + name + "\" is marked " + std::string(dtype_name(*type)) +
                     " but stored as " + std::string(dtype_name(q.dtype)) + ", not U8");
       }
-      return WeightMatrix{*type, q.data, static_cast<std::size_t>(rows),
-                          static_cast<std::size_t>(cols)};
+      return interleaved(WeightMatrix{*type, q.data, static_cast<std::size_t>(rows),
+                                      static_cast<std::size_t>(cols)});
     }
   }
   return converted(as_weight_matrix(store_.get(name, {rows, cols})));
@@ -77,7 +81,35 @@ WeightMatrix WeightReader::converted(const WeightMatrix& w) const {
     }
   }
   release_pages(w.data, w.bytes());
-  return WeightMatrix{type, out.data(), w.rows, w.cols};
+  return interleaved(WeightMatrix{type, out.data(), w.rows, w.cols});
+}
+
+WeightMatrix WeightReader::interleaved(const WeightMatrix& w) const {
+  if (!interleave_q4_0_ || w.dtype != DType::Q4_0 || w.order != RowOrder::kRowMajor ||
+      w.rows % kQ4_0GroupRows != 0) {
+    return w;
+  }
+  std::vector<std::uint8_t> out(w.bytes());
+  interleave_q4_0_rows(static_cast<const std::uint8_t*>(w.data), w.rows, w.cols, out.data());
+  const void* data = out.data();
+  if (!converted_->empty() && converted_->back().data() == w.data) {
+    converted_->back() = std::move(out);  // a conversion just made: freed
+  } else {
+    release_pages(w.data, w.bytes());  // mapped: given back
+    converted_->push_back(std::move(out));
+  }
+  return WeightMatrix{DType::Q4_0, data, w.rows, w.cols, RowOrder::kQ4_0Interleaved16};
+}
+
+bool q4_0_interleaved_at_load() {
+  const char* order = std::getenv("LCLM_Q4_0_ORDER");
+  if (order != nullptr && std::string_view(order) != "interleaved" &&
+      std::string_view(order) != "rows") {
+    throw Error("LCLM_Q4_0_ORDER=\"" + std::string(order) +
+                "\": expected \"interleaved\" or \"rows\"");
+  }
+  if (order != nullptr && std::string_view(order) == "rows") return false;
+  return native_vnni_enabled();
 }
 
 std::int64_t stored_parameter_count(const TensorStore& store) {

@@ -186,6 +186,7 @@ struct WeightSource {
   const std::uint16_t* bf16 = nullptr;
   const std::uint8_t* quantized = nullptr;
   DType type = DType::BF16;
+  RowOrder order = RowOrder::kRowMajor;
 };
 
 // Fills `panel` for columns n0 .. n0+width and k-pairs p0 .. p0+pairs. For a
@@ -201,8 +202,19 @@ LCLM_AVX512_BF16 void fill_panel(const WeightSource& w, std::size_t k, std::size
   }
   const std::size_t cols = 2 * pairs, stride = row_bytes(w.type, k);
   const std::size_t offset = row_bytes(w.type, 2 * p0);
+  // An interleaved W's segment of the panel's rows is put back in the
+  // row-major order first (32 rows of 512 columns: 9 KiB).
+  thread_local std::vector<std::uint8_t> row_major;
+  const bool interleaved = w.order == RowOrder::kQ4_0Interleaved16;
+  if (interleaved) {
+    row_major.resize(width * row_bytes(w.type, cols));
+    deinterleave_q4_0_rows(w.quantized, k, n0, width, 2 * p0 / kQuantBlock, cols / kQuantBlock,
+                           row_major.data());
+  }
   for (std::size_t j = 0; j < width; ++j) {
-    dequantize_rows(w.type, w.quantized + (n0 + j) * stride + offset, 1, cols, wide + j * cols);
+    const std::uint8_t* row = interleaved ? row_major.data() + j * row_bytes(w.type, cols)
+                                          : w.quantized + (n0 + j) * stride + offset;
+    dequantize_rows(w.type, row, 1, cols, wide + j * cols);
     round_row(wide + j * cols, cols, half + j * pairs, nullptr);
   }
   pack_panel(reinterpret_cast<const std::uint16_t*>(half), cols, 0, width, 0, pairs, panel);
@@ -319,12 +331,12 @@ void gemm_bf16(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, float* 
 }
 
 void gemm_bf16_quantized(const Bf16Rows& x, DType type, const std::uint8_t* w, std::size_t n,
-                         float* y) {
+                         float* y, RowOrder order) {
   require_avx512_bf16("gemm_bf16_quantized");
   if (!is_block_quantized(type) || x.k % kQuantBlock != 0) {
     throw Error("gemm_bf16_quantized: needs q8_0 or q4_0 rows of whole blocks of 32");
   }
-  run_gemm(x, {.quantized = w, .type = type}, n, y);
+  run_gemm(x, {.quantized = w, .type = type, .order = order}, n, y);
 }
 
 Bf16Precision bf16_activation_precision() {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "format/dtype.h"
+#include "format/quant_blocks.h"
 
 namespace lclm {
 
@@ -63,8 +64,9 @@ void gemm_bf16(const Bf16Rows& x, const std::uint16_t* w, std::size_t n, float* 
 // packs them, so no copy of W is made. The product is that of the rounded
 // weights: within 2^-9 relative of each dequantized weight, below q8_0's own
 // rounding of up to 2^-8 of a block's largest weight.
+// W's rows are in `order` (format/quant_blocks.h).
 void gemm_bf16_quantized(const Bf16Rows& x, DType type, const std::uint8_t* w, std::size_t n,
-                         float* y);
+                         float* y, RowOrder order = RowOrder::kRowMajor);
 
 // The precision of x in matmul()'s products with bf16 weights where this
 // kernel runs them: kRounded, as llama.cpp and PyTorch's bf16 inference round

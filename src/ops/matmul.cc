@@ -22,9 +22,21 @@ namespace {
 // 4 MiB, which stays in cache while OpenBLAS reuses it across all m rows of x.
 constexpr std::size_t kWidenBlockRows = 256;
 
+// Rows row0 .. row0 + n_rows of W in the row-major order: where they are,
+// or put back into that order in `scratch` for a kQ4_0Interleaved16 W.
+const std::uint8_t* row_major_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows,
+                                   std::vector<std::uint8_t>& scratch) {
+  const auto* data = static_cast<const std::uint8_t*>(w.data);
+  const std::size_t stride = row_bytes(w.dtype, w.cols);
+  if (w.order == RowOrder::kRowMajor) return data + row0 * stride;
+  scratch.resize(n_rows * stride);
+  deinterleave_q4_0_rows(data, w.cols, row0, n_rows, 0, w.cols / kQuantBlock, scratch.data());
+  return scratch.data();
+}
+
 void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, float* out) {
-  widen_rows(w.dtype, static_cast<const std::uint8_t*>(w.data) + row0 * row_bytes(w.dtype, w.cols),
-             n_rows, w.cols, out);
+  thread_local std::vector<std::uint8_t> scratch;
+  widen_rows(w.dtype, row_major_rows(w, row0, n_rows, scratch), n_rows, w.cols, out);
 }
 
 // Whether many-row products with bf16 weights run on gemm_bf16: native bf16
@@ -57,8 +69,14 @@ void matvec_range(const WeightMatrix& w, const float* x, const QuantizedActivati
   const std::size_t k = w.cols, n = r1 - r0;
   if (rounds_x(w)) {
     matvec_bf16_rounded(static_cast<const std::uint16_t*>(w.data) + r0 * k, *xw, n, y, w.rows);
+  } else if (w.order == RowOrder::kQ4_0Interleaved16 && native_vnni_enabled()) {
+    // r0 is a multiple of kMatvecItemRows, so of the 16 rows of a group.
+    matvec_q4_0_interleaved_vnni(
+        static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k), *xq, m, n, k, y,
+        w.rows);
   } else if (is_block_quantized(w.dtype)) {
-    const auto* rows = static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k);
+    thread_local std::vector<std::uint8_t> scratch;
+    const std::uint8_t* rows = row_major_rows(w, r0, n, scratch);
     if (native_vnni_enabled()) {
       matvec_quantized_vnni(w.dtype, rows, *xq, m, n, k, y, w.rows);
     } else {
@@ -130,7 +148,8 @@ void matmul_bf16_gemm(const float* x, std::size_t m,
                quantized ? Bf16Precision::kRounded : bf16_activation_precision(), rows);
   for (const auto& [w, y] : outputs) {
     if (is_block_quantized(w->dtype)) {
-      gemm_bf16_quantized(rows, w->dtype, static_cast<const std::uint8_t*>(w->data), w->rows, y);
+      gemm_bf16_quantized(rows, w->dtype, static_cast<const std::uint8_t*>(w->data), w->rows, y,
+                          w->order);
     } else {
       gemm_bf16(rows, static_cast<const std::uint16_t*>(w->data), w->rows, y);
     }

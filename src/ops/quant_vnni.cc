@@ -74,35 +74,50 @@ LCLM_AVX512_VNNI inline void load_pair(const std::uint8_t* row, std::size_t b, b
   }
 }
 
-// out[r * out_stride] = dot(row, x_r) for the R rows of x starting at x_row.
+// Pair p of blocks of `row` times the R rows of x starting at x_row, added
+// into acc[r] (a pair's int32 sums converted, scaled, and fused into the
+// float accumulator).
+template <DType kType, std::size_t R>
+LCLM_AVX512_VNNI inline void add_pair(const std::uint8_t* row, const QuantizedActivations& x,
+                                      std::size_t x_row, std::size_t cols, std::size_t p,
+                                      __m512 (&acc)[R]) {
+  constexpr int kShift = kType == DType::Q8_0 ? 7 : 3;  // the 128 or 8 added to w
+  const std::size_t pairs = x.pairs_per_row;
+  __m512i u;
+  __m512 w_scales;
+  load_pair<kType>(row, 2 * p, 2 * p + 1 < cols / kQuantBlock, u, w_scales);
+  for (std::size_t r = 0; r < R; ++r) {
+    const std::size_t xr = x_row + r;
+    const std::size_t lane = (xr * pairs + p) * 16;
+    const __m512i sums = _mm512_load_si512(x.pair_sum.data() + lane);
+    const __m512i start = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sums, kShift));
+    // Two blocks of x: 64 bytes (a missing second block's bytes are read
+    // from the next row or the padding and meet zero weights).
+    const __m512i xv = _mm512_loadu_si512(x.q8.data() + xr * cols + 2 * p * kQuantBlock);
+    const __m512i dot = _mm512_dpbusd_epi32(start, u, xv);
+    const __m512 scale = _mm512_mul_ps(w_scales, _mm512_load_ps(x.pair_d.data() + lane));
+    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
+  }
+}
+
+// out[r * out_stride] = dot(row, x_r) for the R rows of x starting at x_row:
+// even pairs summed into one accumulator per row, odd pairs into another
+// (the loop unrolled by two, so both stay in registers), added at the end.
 template <DType kType, std::size_t R>
 LCLM_AVX512_VNNI void dot_rows(const std::uint8_t* row, const QuantizedActivations& x,
                                std::size_t x_row, std::size_t cols, float* out,
                                std::size_t out_stride) {
-  constexpr int kShift = kType == DType::Q8_0 ? 7 : 3;  // the 128 or 8 added to w
-  const std::size_t n_blocks = cols / kQuantBlock, pairs = x.pairs_per_row;
-  __m512 acc[R][2];
-  for (std::size_t r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (std::size_t p = 0; p < pairs; ++p) {
-    __m512i u;
-    __m512 w_scales;
-    load_pair<kType>(row, 2 * p, 2 * p + 1 < n_blocks, u, w_scales);
-    for (std::size_t r = 0; r < R; ++r) {
-      const std::size_t xr = x_row + r;
-      const std::size_t lane = (xr * pairs + p) * 16;
-      const __m512i sums = _mm512_load_si512(x.pair_sum.data() + lane);
-      const __m512i start =
-          _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sums, kShift));
-      // Two blocks of x: 64 bytes (a missing second block's bytes are read
-      // from the next row or the padding and meet zero weights).
-      const __m512i xv = _mm512_loadu_si512(x.q8.data() + xr * cols + 2 * p * kQuantBlock);
-      const __m512i dot = _mm512_dpbusd_epi32(start, u, xv);
-      const __m512 scale = _mm512_mul_ps(w_scales, _mm512_load_ps(x.pair_d.data() + lane));
-      acc[r][p % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r][p % 2]);
-    }
+  const std::size_t pairs = x.pairs_per_row;
+  __m512 even[R], odd[R];
+  for (std::size_t r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
+  std::size_t p = 0;
+  for (; p + 2 <= pairs; p += 2) {
+    add_pair<kType, R>(row, x, x_row, cols, p, even);
+    add_pair<kType, R>(row, x, x_row, cols, p + 1, odd);
   }
+  if (p < pairs) add_pair<kType, R>(row, x, x_row, cols, p, even);
   for (std::size_t r = 0; r < R; ++r) {
-    out[r * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
+    out[r * out_stride] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
   }
 }
 
@@ -132,6 +147,61 @@ void matvec_rows(const std::uint8_t* w, const QuantizedActivations& x, std::size
   }
 }
 
+// The 16 rows of one group of a kQ4_0Interleaved16 matrix times the R rows
+// of x starting at x_row: y[r * y_stride + i] for rows i of the group. Per
+// block, quarter j of the group's quants (rows j, j+4, j+8, j+12 in its four
+// 128-bit lanes) splits into low and high nibbles (elements 0-15 and 16-31
+// of each row) and meets the block's 16 bytes of x of each half broadcast
+// to every lane: two `vpdpbusd` give each row's block sum in four int32
+// lanes. Two rounds of unpack-and-add across the quarters sum those four
+// lanes exactly and leave row i in lane i; less 8 times the block's sum of
+// x (the nibbles are w + 8), converted to float, times d_w * d_x, added
+// into one float accumulator per row of x.
+template <std::size_t R>
+LCLM_AVX512_VNNI void dot_group(const std::uint8_t* group, const QuantizedActivations& x,
+                                std::size_t x_row, std::size_t cols, float* y,
+                                std::size_t y_stride) {
+  const std::size_t n_blocks = cols / kQuantBlock, pairs = x.pairs_per_row;
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  __m512 acc[R];
+  for (std::size_t r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (std::size_t b = 0; b < n_blocks; ++b) {
+    const std::uint8_t* block = group + b * kQ4_0GroupBlockBytes;
+    const __m512 w_scales =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+    __m512i lo[4], hi[4];
+    for (std::size_t j = 0; j < 4; ++j) {
+      const __m512i q = _mm512_loadu_si512(block + 2 * kQ4_0GroupRows + 64 * j);
+      lo[j] = _mm512_and_si512(q, nibble);
+      hi[j] = _mm512_and_si512(_mm512_srli_epi16(q, 4), nibble);
+    }
+    for (std::size_t r = 0; r < R; ++r) {
+      const std::size_t xr = x_row + r;
+      const std::int8_t* xb = x.q8.data() + xr * cols + b * kQuantBlock;
+      const __m512i x_lo =
+          _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb)));
+      const __m512i x_hi =
+          _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb + 16)));
+      __m512i sums[4];
+      for (std::size_t j = 0; j < 4; ++j) {
+        sums[j] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[j], x_lo);
+        sums[j] = _mm512_dpbusd_epi32(sums[j], hi[j], x_hi);
+      }
+      const __m512i s01 = _mm512_add_epi32(_mm512_unpacklo_epi32(sums[0], sums[1]),
+                                           _mm512_unpackhi_epi32(sums[0], sums[1]));
+      const __m512i s23 = _mm512_add_epi32(_mm512_unpacklo_epi32(sums[2], sums[3]),
+                                           _mm512_unpackhi_epi32(sums[2], sums[3]));
+      const __m512i rows16 =
+          _mm512_add_epi32(_mm512_unpacklo_epi64(s01, s23), _mm512_unpackhi_epi64(s01, s23));
+      const std::int32_t x_sum = x.pair_sum[(xr * pairs + b / 2) * 16 + (b % 2) * 8];
+      const __m512i dot = _mm512_sub_epi32(rows16, _mm512_set1_epi32(8 * x_sum));
+      const __m512 scale = _mm512_mul_ps(w_scales, _mm512_set1_ps(x.d[xr * n_blocks + b]));
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, acc[r]);
+}
+
 }  // namespace
 
 bool cpu_has_avx512_vnni() {
@@ -159,5 +229,24 @@ void matvec_quantized_vnni(DType type, const std::uint8_t* w, const QuantizedAct
   }
 }
 
-}  // namespace lclm
+void matvec_q4_0_interleaved_vnni(const std::uint8_t* w, const QuantizedActivations& x,
+                                  std::size_t m, std::size_t rows, std::size_t cols, float* y,
+                                  std::size_t y_stride) {
+  // Rows of x per pass over a group's blocks: 3 keeps the four quarters'
+  // nibbles (8), each row's four block sums (12), and its accumulator and
+  // broadcast x (3 each) within the 32 vector registers.
+  constexpr std::size_t kRowsPerGroupPass = 3;
+  const std::size_t group_bytes = cols / kQuantBlock * kQ4_0GroupBlockBytes;
+  for (std::size_t g = 0; g < rows / kQ4_0GroupRows; ++g) {
+    const std::uint8_t* group = w + g * group_bytes;
+    float* yg = y + g * kQ4_0GroupRows;
+    std::size_t i = 0;
+    for (; i + kRowsPerGroupPass <= m; i += kRowsPerGroupPass) {
+      dot_group<kRowsPerGroupPass>(group, x, i, cols, yg + i * y_stride, y_stride);
+    }
+    if (m - i == 2) dot_group<2>(group, x, i, cols, yg + i * y_stride, y_stride);
+    if (m - i == 1) dot_group<1>(group, x, i, cols, yg + i * y_stride, y_stride);
+  }
+}
 
+}  // namespace lclm

@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "ops/matmul.h"
 #include "ops/quant_kernels.h"
 #include "quant/logit_error.h"
+#include "util/error.h"
 
 namespace lclm {
 namespace {
@@ -248,6 +250,127 @@ TEST_P(BlockTypeTest, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
 
 INSTANTIATE_TEST_SUITE_P(Q8_0AndQ4_0, BlockTypeTest, ::testing::Values(DType::Q8_0, DType::Q4_0),
                          [](const auto& p) { return std::string(dtype_name(p.param)); });
+
+// The interleaved q4_0 order (format/quant_blocks.h): every row's block at
+// the place the layout names, back again whole or in part, and a row count
+// that is no multiple of 16 refused by name.
+TEST(Q4_0Interleaved, PlacesEachBlockAndRoundTrips) {
+  const std::size_t rows = 48, cols = 96, n_blocks = cols / kQuantBlock;
+  const std::size_t stride = row_bytes(DType::Q4_0, cols);
+  const auto wq = quantized(DType::Q4_0, random_vector(rows * cols, 61, 0.05f));
+  std::vector<std::uint8_t> il(wq.size());
+  interleave_q4_0_rows(wq.data(), rows, cols, il.data());
+  // Row 22 is row 6 of group 1, in quarter 2 at lane 1; its block 2 sits in
+  // the group's third 288-byte block.
+  const std::uint8_t* block = wq.data() + 22 * stride + 2 * kQ4_0BlockBytes;
+  const std::size_t base = (1 * n_blocks + 2) * kQ4_0GroupBlockBytes;
+  EXPECT_EQ(std::memcmp(il.data() + base + 2 * 6, block, 2), 0);
+  EXPECT_EQ(std::memcmp(il.data() + base + 32 + 64 * 2 + 16 * 1, block + 2, 16), 0);
+
+  std::vector<std::uint8_t> back(wq.size());
+  deinterleave_q4_0_rows(il.data(), cols, 0, rows, 0, n_blocks, back.data());
+  EXPECT_EQ(back, wq);
+  // Rows 5-27, blocks 1-2: rows of two blocks.
+  std::vector<std::uint8_t> part(23 * 2 * kQ4_0BlockBytes);
+  deinterleave_q4_0_rows(il.data(), cols, 5, 23, 1, 2, part.data());
+  for (std::size_t r = 0; r < 23; ++r) {
+    ASSERT_EQ(std::memcmp(part.data() + r * 2 * kQ4_0BlockBytes,
+                          wq.data() + (5 + r) * stride + kQ4_0BlockBytes, 2 * kQ4_0BlockBytes),
+              0)
+        << "row " << 5 + r;
+  }
+  try {
+    interleave_q4_0_rows(wq.data(), 40, cols, il.data());
+    FAIL() << "40 rows were interleaved";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("40 rows are not a multiple of 16"), std::string::npos)
+        << e.what();
+  }
+}
+
+// The interleaved VNNI product against the scalar block-by-block
+// definition: 1 to 9 rows of x (passes of three, two and one), one block,
+// odd and even block counts, two groups of rows; each row of a batch bit
+// for bit what it gets alone.
+TEST(Q4_0Interleaved, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
+  if (!cpu_has_avx512_vnni()) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
+  for (std::size_t cols : {32u, 96u, 1056u}) {
+    const std::size_t rows = 32, max_m = 9, n_blocks = cols / kQuantBlock;
+    const auto wq = quantized(DType::Q4_0, random_vector(rows * cols, 71, 0.05f));
+    std::vector<std::uint8_t> il(wq.size());
+    interleave_q4_0_rows(wq.data(), rows, cols, il.data());
+    const std::vector<float> x = random_vector(max_m * cols, 72);
+    QuantizedActivations xq;
+    quantize_activations(x.data(), max_m, cols, xq);
+    for (std::size_t m = 1; m <= max_m; ++m) {
+      std::vector<float> y(m * rows);
+      matvec_q4_0_interleaved_vnni(il.data(), xq, m, rows, cols, y.data(), rows);
+      for (std::size_t i = 0; i < m; ++i) {
+        QuantizedActivations one;
+        quantize_activations(x.data() + i * cols, 1, cols, one);
+        std::vector<float> alone(rows);
+        matvec_q4_0_interleaved_vnni(il.data(), one, 1, rows, cols, alone.data(), rows);
+        for (std::size_t r = 0; r < rows; ++r) {
+          const float ref =
+              dot_quantized_reference(DType::Q4_0, wq.data() + r * row_bytes(DType::Q4_0, cols),
+                                      xq.q.data() + i * cols, xq.d.data() + i * n_blocks, cols);
+          ASSERT_NEAR(y[i * rows + r], ref, 1e-5f * (1.0f + std::fabs(ref)))
+              << "cols " << cols << " m " << m << " x row " << i << " row " << r;
+          ASSERT_EQ(std::memcmp(&y[i * rows + r], &alone[r], sizeof(float)), 0)
+              << "cols " << cols << " m " << m << " x row " << i << " row " << r;
+        }
+      }
+    }
+  }
+}
+
+// matmul and gather_rows read an interleaved W as they read the row-major
+// one: the same bits on every path that puts rows back in order (prefill on
+// the bf16 GEMM or widened for sgemm, decode on the Highway kernel, the
+// embedding lookup), and within the VNNI kernels' own rounding where decode
+// multiplies the interleaved blocks directly; at one and two threads.
+TEST(Q4_0Interleaved, MatmulAndGatherReadItOnEveryPath) {
+  const std::size_t rows = 208, cols = 1056;  // rows: 3 items of 64 and a group over
+  const auto wq = quantized(DType::Q4_0, random_vector(rows * cols, 81, 0.05f));
+  std::vector<std::uint8_t> il(wq.size());
+  interleave_q4_0_rows(wq.data(), rows, cols, il.data());
+  const WeightMatrix row_major{DType::Q4_0, wq.data(), rows, cols};
+  const WeightMatrix interleaved{DType::Q4_0, il.data(), rows, cols, RowOrder::kQ4_0Interleaved16};
+  const bool native = native_bf16_enabled(), vnni = native_vnni_enabled();
+  const int threads_before = omp_get_max_threads();
+  const std::vector<float> x = random_vector(11 * cols, 82);
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    for (const std::size_t m : {std::size_t{1}, std::size_t{3}, std::size_t{11}}) {
+      for (const bool native_kernel : {true, false}) {
+        set_native_bf16(native && native_kernel);
+        set_native_vnni(vnni && native_kernel);
+        std::vector<float> want(m * rows), got(m * rows);
+        matmul(x.data(), m, row_major, want.data());
+        matmul(x.data(), m, interleaved, got.data());
+        set_native_bf16(native);
+        set_native_vnni(vnni);
+        const bool direct = m <= kMatvecMaxRows && vnni && native_kernel;
+        for (std::size_t i = 0; i < m * rows; ++i) {
+          if (direct) {
+            ASSERT_NEAR(got[i], want[i], 1e-5f * (1.0f + std::fabs(want[i])))
+                << "threads " << threads << " m " << m << " element " << i;
+          } else {
+            ASSERT_EQ(std::memcmp(&got[i], &want[i], sizeof(float)), 0)
+                << "threads " << threads << " m " << m << " native " << native_kernel << " element "
+                << i << ": " << got[i] << " vs " << want[i];
+          }
+        }
+      }
+    }
+  }
+  omp_set_num_threads(threads_before);
+  const std::vector<std::int32_t> ids = {0, 17, 207, 100};
+  std::vector<float> want(ids.size() * cols), got(ids.size() * cols);
+  gather_rows(row_major, ids.data(), ids.size(), want.data());
+  gather_rows(interleaved, ids.data(), ids.size(), got.data());
+  EXPECT_EQ(got, want);
+}
 
 // The VNNI kernel's form of x: the same q as int8, and per pair of blocks
 // the blocks' sums of q (lanes 0 and 8) and scales (lanes 0-7, 8-15), an
