@@ -2,9 +2,12 @@
 // loops of decode (four matrix products and one attention per layer per
 // token). Against an OpenMP parallel region per loop it differs in two
 // ways that matter on a small or busy machine:
-//   - items are claimed one at a time from a shared counter, and a call
-//     ends when every item is done, not when every thread has arrived: a
-//     worker the OS has descheduled (another process took its core) costs
+//   - each thread starts on a contiguous share of the items and claims
+//     them one at a time, in order, from its front (so the weights a thread
+//     reads form one stream for the prefetchers); a thread done with its
+//     share takes items one at a time from the back of the others', and a
+//     call ends when every item is done, not when every thread has arrived:
+//     a worker the OS has descheduled (another process took its core) costs
 //     at most the item it holds, where a static split waited for its whole
 //     share and a barrier for its next time slice;
 //   - idle workers spin briefly (not at all with OMP_WAIT_POLICY=PASSIVE),

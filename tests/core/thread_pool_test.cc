@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -47,6 +48,32 @@ TEST(ThreadPool, ConsecutiveCallsKeepTheirOwnItems) {
     const std::size_t n = 1 + static_cast<std::size_t>(call % 64);
     parallel_for(n, [&](std::size_t i) { out[i] = call; });
     for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], call) << "call " << call << " item " << i;
+  }
+}
+
+// Each thread starts on a contiguous share and runs it in order, so the
+// weights it reads form one stream: the calling thread runs items 0, 1, 2,
+// ... of the first half without gaps (handed out round-robin, it ran every
+// other one while the worker took the rest).
+TEST(ThreadPool, EachThreadRunsItsShareInOrder) {
+  const ThreadsScope scope(2);
+  const std::size_t n = 16;
+  const auto caller = std::this_thread::get_id();
+  std::mutex mutex;
+  std::vector<std::size_t> callers_items;
+  parallel_for(n, [&](std::size_t i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (std::this_thread::get_id() != caller) return;
+    const std::lock_guard<std::mutex> lock(mutex);
+    callers_items.push_back(i);
+  });
+  std::vector<std::size_t> first_half;
+  for (std::size_t i : callers_items) {
+    if (i < n / 2) first_half.push_back(i);
+  }
+  ASSERT_FALSE(first_half.empty());
+  for (std::size_t k = 0; k < first_half.size(); ++k) {
+    EXPECT_EQ(first_half[k], k) << "the calling thread's item number " << k;
   }
 }
 
