@@ -499,8 +499,8 @@ void print_report(const Qwen3Model& model, const Measurements& m, const Summary&
       << "shape:   " << shape_description(model.config()) << "\n"
       << "weights: " << model.weight_bytes() << " bytes mapped; matrices "
       << dtype_name(model.matrix_dtype()) << ", " << model.decode_matrix_bytes()
-      << " bytes read per token, " << model.converted_bytes() << " bytes converted at load; load "
-      << fixed(m.load_seconds, 2) << " s\n"
+      << " bytes read per token, " << model.converted_bytes() << " bytes converted and "
+      << model.repacked_bytes() << " repacked at load; load " << fixed(m.load_seconds, 2) << " s\n"
       << "yardsticks: fp32 matmul " << fixed(peaks.gflops, 1) << " GFLOP/s ("
       << (peaks.measured_gflops ? "OpenBLAS sgemm 2048^3, best of 3 before the warm-up" : "given")
       << "), memory read " << fixed(peaks.gbytes_per_second, 1) << " GB/s ("
@@ -607,6 +607,7 @@ void write_json(const Qwen3Model& model, const Timings& t, const Summary& s,
       {"matrix_dtype", dtype_name(model.matrix_dtype())},
       {"decode_matrix_bytes", model.decode_matrix_bytes()},
       {"converted_bytes", model.converted_bytes()},
+      {"repacked_bytes", model.repacked_bytes()},
       {"load_seconds", m.load_seconds},
       {"threads", args.threads},
       {"prompt_tokens", args.prompt_tokens},

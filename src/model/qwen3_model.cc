@@ -20,7 +20,8 @@ Qwen3Model Qwen3Model::load(const std::filesystem::path& dir, const Qwen3LoadOpt
   Qwen3Model m(config, TensorStore::open_dir(dir));
   const auto& c = m.config_;
   const TensorStore& s = m.store_;
-  const WeightReader weights(s, options.quant, m.converted_, q4_0_interleaved_at_load());
+  const WeightReader weights(s, options.quant, m.converted_,
+                             q4_0_interleaved_at_load() ? &m.repacked_ : nullptr);
   m.parameter_count_ = stored_parameter_count(s);
   if (c.tie_word_embeddings && s.find("lm_head.weight") != nullptr) {
     m.parameter_count_ -= c.vocab_size * c.hidden_size;  // a stored copy of the embeddings
@@ -53,6 +54,12 @@ std::size_t Qwen3Model::decode_matrix_bytes() const {
 std::size_t Qwen3Model::converted_bytes() const {
   std::size_t n = 0;
   for (const auto& m : converted_) n += m.size();
+  return n;
+}
+
+std::size_t Qwen3Model::repacked_bytes() const {
+  std::size_t n = 0;
+  for (const auto& m : repacked_) n += m.size();
   return n;
 }
 

@@ -55,6 +55,10 @@ class Qwen3Model {
   DType matrix_dtype() const;
   // Bytes of matrices converted at load (0 when every matrix is mmapped).
   std::size_t converted_bytes() const;
+  // Bytes of stored q4_0 matrices repacked at load for decode
+  // (RowOrder::kQ4_0Interleaved16; matrices converted at load are repacked
+  // in place and counted above).
+  std::size_t repacked_bytes() const;
   // The dtype of the embedding matrix, as a stand-in for the checkpoint's.
   DType weight_dtype() const { return embed_tokens_.dtype; }
 
@@ -89,6 +93,7 @@ class Qwen3Model {
   std::vector<float> final_norm_;
   std::vector<Qwen3Block> layers_;
   std::vector<std::vector<std::uint8_t>> converted_;  // matrices converted at load
+  std::vector<std::vector<std::uint8_t>> repacked_;   // stored ones interleaved at load
   std::int64_t parameter_count_ = 0;
 };
 

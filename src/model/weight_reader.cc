@@ -85,18 +85,18 @@ WeightMatrix WeightReader::converted(const WeightMatrix& w) const {
 }
 
 WeightMatrix WeightReader::interleaved(const WeightMatrix& w) const {
-  if (!interleave_q4_0_ || w.dtype != DType::Q4_0 || w.order != RowOrder::kRowMajor ||
+  if (repacked_ == nullptr || w.dtype != DType::Q4_0 || w.order != RowOrder::kRowMajor ||
       w.rows % kQ4_0GroupRows != 0) {
     return w;
   }
   std::vector<std::uint8_t> out(w.bytes());
   interleave_q4_0_rows(static_cast<const std::uint8_t*>(w.data), w.rows, w.cols, out.data());
   const void* data = out.data();
-  if (!converted_->empty() && converted_->back().data() == w.data) {
+  if (converted_ != nullptr && !converted_->empty() && converted_->back().data() == w.data) {
     converted_->back() = std::move(out);  // a conversion just made: freed
   } else {
     release_pages(w.data, w.bytes());  // mapped: given back
-    converted_->push_back(std::move(out));
+    repacked_->push_back(std::move(out));
   }
   return WeightMatrix{DType::Q4_0, data, w.rows, w.cols, RowOrder::kQ4_0Interleaved16};
 }

@@ -24,16 +24,15 @@ class WeightReader {
   explicit WeightReader(const TensorStore& store) : store_(store) {}
   // Matrices converted to `convert_to` are written into `converted`, which
   // the model keeps for as long as it uses them.
-  // With `interleave_q4_0`, q4_0 matrices (stored or converted) whose rows
-  // are a multiple of 16 are repacked there too, in the kQ4_0Interleaved16
-  // order decode's VNNI product reads (format/quant_blocks.h; the stored
-  // pages are given back, as for a conversion).
+  // With `repacked`, q4_0 matrices whose rows are a multiple of 16 are
+  // put in the kQ4_0Interleaved16 order decode's VNNI product reads
+  // (format/quant_blocks.h): a converted one in place of its conversion,
+  // a stored one into `repacked` (its mapped pages given back, as for a
+  // conversion).
   WeightReader(const TensorStore& store, std::optional<DType> convert_to,
-               std::vector<std::vector<std::uint8_t>>& converted, bool interleave_q4_0 = false)
-      : store_(store),
-        convert_to_(convert_to),
-        converted_(&converted),
-        interleave_q4_0_(interleave_q4_0) {}
+               std::vector<std::vector<std::uint8_t>>& converted,
+               std::vector<std::vector<std::uint8_t>>* repacked = nullptr)
+      : store_(store), convert_to_(convert_to), converted_(&converted), repacked_(repacked) {}
 
   const TensorStore& store() const { return store_; }
 
@@ -53,14 +52,14 @@ class WeightReader {
   const TensorStore& store_;
   std::optional<DType> convert_to_;
   std::vector<std::vector<std::uint8_t>>* converted_ = nullptr;
-  bool interleave_q4_0_ = false;
+  std::vector<std::vector<std::uint8_t>>* repacked_ = nullptr;
 
-  // `w` repacked as interleave_q4_0 asks, or `w` itself.
+  // `w` interleaved where the constructor asked for it, or `w` itself.
   WeightMatrix interleaved(const WeightMatrix& w) const;
 };
 
 // Whether models load q4_0 matrices interleaved (WeightReader's
-// interleave_q4_0): when decode's products run on VNNI
+// `repacked`): when decode's products run on VNNI
 // (native_vnni_enabled()), unless LCLM_Q4_0_ORDER=rows is in the environment
 // (benchmarks compare the two orders; any other value is an error naming
 // the variable).

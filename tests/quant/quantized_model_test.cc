@@ -7,6 +7,7 @@
 #include "cli/cli_runner.h"
 #include "core/test_models.h"
 #include "model/qwen3_model.h"
+#include "model/weight_reader.h"
 #include "quant/logit_error.h"
 #include "quant/quantize_checkpoint.h"
 #include "runtime/session.h"
@@ -108,6 +109,11 @@ TEST(QuantizedModel, SavedCheckpointEqualsConversionAtLoadWithoutConverting) {
     const Qwen3Model stored = Qwen3Model::load(out);
     EXPECT_GT(converted.converted_bytes(), 0u);
     EXPECT_EQ(stored.converted_bytes(), 0u);
+    // Stored q4_0 rows are put in decode's interleaved order where it reads
+    // them (whole 16-row groups: the tiny model's matrices are).
+    const bool interleaved = type == DType::Q4_0 && q4_0_interleaved_at_load();
+    EXPECT_EQ(stored.repacked_bytes(), interleaved ? stored.decode_matrix_bytes() : 0u);
+    EXPECT_EQ(converted.repacked_bytes(), 0u);
     EXPECT_EQ(stored.matrix_dtype(), type);
     EXPECT_EQ(stored.decode_matrix_bytes(), converted.decode_matrix_bytes());
     EXPECT_EQ(stored.parameter_count(), converted.parameter_count());
