@@ -61,9 +61,9 @@ class WeightPool {
         quantize_row(dtype, row.data(), shape.cols, out);
       }
     }
-    if (order == RowOrder::kQ4_0Interleaved16) {
+    if (order == RowOrder::kInterleaved16) {
       const std::vector<std::uint8_t> rows(data_.begin(), data_.begin() + bytes);
-      interleave_q4_0_rows(rows.data(), shape.rows, shape.cols, data_.data());
+      interleave_rows(dtype, rows.data(), shape.rows, shape.cols, data_.data());
     }
     for (std::size_t c = 1; c < copies_; ++c) {
       std::memcpy(data_.data() + c * bytes, data_.data(), bytes);
@@ -92,7 +92,7 @@ void BM_Matmul(benchmark::State& state) {
   const Shape shape = kShapes[state.range(1)];
   const auto m = static_cast<std::size_t>(state.range(2));
   const int threads = static_cast<int>(state.range(3));
-  const RowOrder order = state.range(4) == 1 ? RowOrder::kQ4_0Interleaved16 : RowOrder::kRowMajor;
+  const RowOrder order = state.range(4) == 1 ? RowOrder::kInterleaved16 : RowOrder::kRowMajor;
   omp_set_num_threads(threads > 0 ? threads : omp_get_num_procs());
   WeightPool pool(dtype, shape, order);
   AlignedVector<float> x(m * shape.cols), y(m * shape.rows);
@@ -112,7 +112,7 @@ void BM_Matmul(benchmark::State& state) {
   state.SetLabel(std::string(dtype_name(dtype)) + " " + std::to_string(shape.rows) + "x" +
                  std::to_string(shape.cols) + " m=" + std::to_string(m) +
                  " t=" + std::to_string(omp_get_max_threads()) +
-                 (order == RowOrder::kQ4_0Interleaved16 ? " interleaved" : ""));
+                 (order == RowOrder::kInterleaved16 ? " interleaved" : ""));
 }
 
 void MatmulArgs(benchmark::internal::Benchmark* b) {
@@ -121,7 +121,7 @@ void MatmulArgs(benchmark::internal::Benchmark* b) {
       for (const std::int64_t m : {1, 2, 4, 8}) {
         for (const std::int64_t threads : {1, 0}) {
           b->Args({static_cast<std::int64_t>(dtype), shape, m, threads, 0});
-          if (dtype == DType::Q4_0) {
+          if (dtype != DType::BF16) {
             b->Args({static_cast<std::int64_t>(dtype), shape, m, threads, 1});
           }
         }

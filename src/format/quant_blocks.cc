@@ -103,48 +103,73 @@ void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y
 
 namespace {
 
-// Where row r's block b sits in a kQ4_0Interleaved16 matrix of n_blocks
-// blocks per row: its scale, and its 16 quant bytes.
-struct Q4_0Place {
-  std::size_t scale, quants;
+// A block's bytes in the kInterleaved16 order, for row r (of the matrix)
+// and block b of n_blocks per row: the scale, and the quant bytes in pieces
+// of 16 (q4_0: one, q8_0: two).
+struct InterleavedPlace {
+  std::size_t scale, pieces[2];
 };
-Q4_0Place q4_0_interleaved_place(std::size_t n_blocks, std::size_t r, std::size_t b) {
-  const std::size_t base = (r / kQ4_0GroupRows * n_blocks + b) * kQ4_0GroupBlockBytes;
-  const std::size_t i = r % kQ4_0GroupRows;
-  return {base + 2 * i, base + 2 * kQ4_0GroupRows + 64 * (i % 4) + 16 * (i / 4)};
+InterleavedPlace interleaved_place(DType type, std::size_t n_blocks, std::size_t r, std::size_t b) {
+  const std::size_t block_bytes = row_bytes(type, kQuantBlock);
+  const std::size_t base = (r / kGroupRows * n_blocks + b) * kGroupRows * block_bytes;
+  const std::size_t i = r % kGroupRows;
+  const std::size_t piece = base + 2 * kGroupRows + 64 * (i % 4) + 16 * (i / 4);
+  return {base + 2 * i, {piece, piece + 4 * 64}};
+}
+
+// Copies `n` bytes from src + from to dst + to, XOR `flip`.
+void copy_flipped(const std::uint8_t* src, std::size_t from, std::uint8_t* dst, std::size_t to,
+                  std::size_t n, std::uint8_t flip) {
+  for (std::size_t k = 0; k < n; ++k) dst[to + k] = static_cast<std::uint8_t>(src[from + k] ^ flip);
+}
+
+// Copies the blocks of rows row0 .. row0 + n_rows and block0 .. block0 +
+// n_blocks from the row-major form (rows of n_blocks blocks) to the
+// interleaved one of a matrix of `cols` columns (kToInterleaved), or back.
+template <bool kToInterleaved>
+void move_blocks(DType type, const std::uint8_t* src, std::uint8_t* dst, std::size_t cols,
+                 std::size_t row0, std::size_t n_rows, std::size_t block0, std::size_t n_blocks) {
+  if (type != DType::Q8_0 && type != DType::Q4_0) {
+    throw Error("interleaved rows: " + std::string(dtype_name(type)) + " is not Q8_0 or Q4_0");
+  }
+  const std::size_t block_bytes = row_bytes(type, kQuantBlock);
+  const std::size_t pieces = type == DType::Q8_0 ? 2 : 1;
+  // q8_0 bytes are stored as w + 128 (the same XOR both ways).
+  const auto flip = static_cast<std::uint8_t>(type == DType::Q8_0 ? 0x80 : 0);
+  const auto copy = [&](std::size_t row_major, std::size_t interleaved, std::size_t n,
+                        std::uint8_t bits) {
+    if constexpr (kToInterleaved) {
+      copy_flipped(src, row_major, dst, interleaved, n, bits);
+    } else {
+      copy_flipped(src, interleaved, dst, row_major, n, bits);
+    }
+  };
+  for (std::size_t r = 0; r < n_rows; ++r) {
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+      const std::size_t block = (r * n_blocks + b) * block_bytes;
+      const InterleavedPlace at = interleaved_place(type, cols / kQuantBlock, row0 + r, block0 + b);
+      copy(block, at.scale, 2, 0);
+      for (std::size_t p = 0; p < pieces; ++p) copy(block + 2 + 16 * p, at.pieces[p], 16, flip);
+    }
+  }
 }
 
 }  // namespace
 
-void interleave_q4_0_rows(const std::uint8_t* rows, std::size_t n_rows, std::size_t cols,
-                          std::uint8_t* out) {
-  check_block_multiple(cols, "interleave_q4_0_rows: columns");
-  if (n_rows % kQ4_0GroupRows != 0) {
-    throw Error("interleave_q4_0_rows: " + std::to_string(n_rows) + " rows are not a multiple of " +
-                std::to_string(kQ4_0GroupRows));
+void interleave_rows(DType type, const std::uint8_t* rows, std::size_t n_rows, std::size_t cols,
+                     std::uint8_t* out) {
+  check_block_multiple(cols, "interleave_rows: columns");
+  if (n_rows % kGroupRows != 0) {
+    throw Error("interleave_rows: " + std::to_string(n_rows) + " rows are not a multiple of " +
+                std::to_string(kGroupRows));
   }
-  const std::size_t n_blocks = cols / kQuantBlock, stride = row_bytes(DType::Q4_0, cols);
-  for (std::size_t r = 0; r < n_rows; ++r) {
-    for (std::size_t b = 0; b < n_blocks; ++b) {
-      const std::uint8_t* block = rows + r * stride + b * kQ4_0BlockBytes;
-      const Q4_0Place at = q4_0_interleaved_place(n_blocks, r, b);
-      std::memcpy(out + at.scale, block, 2);
-      std::memcpy(out + at.quants, block + 2, kQ4_0BlockBytes - 2);
-    }
-  }
+  move_blocks<true>(type, rows, out, cols, 0, n_rows, 0, cols / kQuantBlock);
 }
 
-void deinterleave_q4_0_rows(const std::uint8_t* w, std::size_t cols, std::size_t row0,
-                            std::size_t n_rows, std::size_t block0, std::size_t n_blocks,
-                            std::uint8_t* out) {
-  for (std::size_t r = 0; r < n_rows; ++r) {
-    for (std::size_t b = 0; b < n_blocks; ++b) {
-      std::uint8_t* block = out + (r * n_blocks + b) * kQ4_0BlockBytes;
-      const Q4_0Place at = q4_0_interleaved_place(cols / kQuantBlock, row0 + r, block0 + b);
-      std::memcpy(block, w + at.scale, 2);
-      std::memcpy(block + 2, w + at.quants, kQ4_0BlockBytes - 2);
-    }
-  }
+void deinterleave_rows(DType type, const std::uint8_t* w, std::size_t cols, std::size_t row0,
+                       std::size_t n_rows, std::size_t block0, std::size_t n_blocks,
+                       std::uint8_t* out) {
+  move_blocks<false>(type, w, out, cols, row0, n_rows, block0, n_blocks);
 }
 
 void quantize_activations(const float* x, std::size_t rows, std::size_t cols,

@@ -33,28 +33,32 @@ void dequantize_row(DType type, const std::uint8_t* row, std::size_t n, float* y
 enum class RowOrder {
   // One row after another, row_bytes(type, cols) bytes each (the stored form).
   kRowMajor,
-  // q4_0 only, rows in groups of kQ4_0GroupRows: for group g and block b,
-  // 288 bytes at (g * n_blocks + b) * 288 hold the 16 rows' f16 scales in
-  // row order (32 bytes), then four 64-byte quarters, quarter j holding the
-  // 16 quant bytes of rows j, j+4, j+8, j+12 (in that order). The same bytes
-  // as the row-major form, placed so that one 64-byte load feeds a VNNI dot
-  // product of four rows, and a group's 16 row sums come out of a short
-  // integer reduction in row order (ops/quant_vnni.cc).
-  kQ4_0Interleaved16,
+  // Rows in groups of kGroupRows (16): for group g and block b, the 16
+  // blocks' bytes (16 * block bytes) at (g * n_blocks + b) * that hold the
+  // rows' f16 scales in row order (32 bytes), then 64-byte quarters: quarter
+  // j holds 16 quant bytes of each of rows j, j+4, j+8, j+12 (in that
+  // order). q4_0 has four quarters (a row's 16 bytes of nibbles); q8_0 has
+  // eight, quarters 0-3 holding elements 0-15 of each row and 4-7 elements
+  // 16-31, each byte stored as w + 128 (w XOR 0x80: the unsigned operand of
+  // `vpdpbusd`). One 64-byte load then feeds a VNNI dot product of four
+  // rows, and a group's 16 row sums come out of a short integer reduction
+  // in row order (ops/quant_vnni.cc). The same number of bytes as the
+  // row-major form.
+  kInterleaved16,
 };
-inline constexpr std::size_t kQ4_0GroupRows = 16;
-inline constexpr std::size_t kQ4_0GroupBlockBytes = kQ4_0GroupRows * kQ4_0BlockBytes;
+inline constexpr std::size_t kGroupRows = 16;
 
-// The row-major q4_0 rows [n_rows, cols] (n_rows a multiple of 16) ->
-// the kQ4_0Interleaved16 form, row_bytes(Q4_0, cols) * n_rows bytes at out.
-void interleave_q4_0_rows(const std::uint8_t* rows, std::size_t n_rows, std::size_t cols,
-                          std::uint8_t* out);
+// The row-major rows [n_rows, cols] of block type `type` (Q8_0 or Q4_0,
+// n_rows a multiple of 16) -> the kInterleaved16 form at out
+// (row_bytes(type, cols) * n_rows bytes).
+void interleave_rows(DType type, const std::uint8_t* rows, std::size_t n_rows, std::size_t cols,
+                     std::uint8_t* out);
 // The inverse for rows row0 .. row0 + n_rows (any of them) and blocks
-// block0 .. block0 + n_blocks of a kQ4_0Interleaved16 matrix with `cols`
-// columns: row-major q4_0 rows of n_blocks blocks at out.
-void deinterleave_q4_0_rows(const std::uint8_t* w, std::size_t cols, std::size_t row0,
-                            std::size_t n_rows, std::size_t block0, std::size_t n_blocks,
-                            std::uint8_t* out);
+// block0 .. block0 + n_blocks of a kInterleaved16 matrix with `cols`
+// columns: row-major rows of n_blocks blocks at out.
+void deinterleave_rows(DType type, const std::uint8_t* w, std::size_t cols, std::size_t row0,
+                       std::size_t n_rows, std::size_t block0, std::size_t n_blocks,
+                       std::uint8_t* out);
 
 // An activation row quantized for the integer dot products: per block of 32
 // a float scale d and q = round(x / d) in [-127, 127], stored as int16 so the

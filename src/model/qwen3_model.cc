@@ -21,7 +21,7 @@ Qwen3Model Qwen3Model::load(const std::filesystem::path& dir, const Qwen3LoadOpt
   const auto& c = m.config_;
   const TensorStore& s = m.store_;
   const WeightReader weights(s, options.quant, m.converted_,
-                             q4_0_interleaved_at_load() ? &m.repacked_ : nullptr);
+                             rows_interleaved_at_load() ? &m.repacked_ : nullptr);
   m.parameter_count_ = stored_parameter_count(s);
   if (c.tie_word_embeddings && s.find("lm_head.weight") != nullptr) {
     m.parameter_count_ -= c.vocab_size * c.hidden_size;  // a stored copy of the embeddings

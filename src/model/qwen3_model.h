@@ -55,8 +55,8 @@ class Qwen3Model {
   DType matrix_dtype() const;
   // Bytes of matrices converted at load (0 when every matrix is mmapped).
   std::size_t converted_bytes() const;
-  // Bytes of stored q4_0 matrices repacked at load for decode
-  // (RowOrder::kQ4_0Interleaved16; matrices converted at load are repacked
+  // Bytes of stored q8_0 / q4_0 matrices repacked at load for decode
+  // (RowOrder::kInterleaved16; matrices converted at load are repacked
   // in place and counted above).
   std::size_t repacked_bytes() const;
   // The dtype of the embedding matrix, as a stand-in for the checkpoint's.

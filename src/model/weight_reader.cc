@@ -85,12 +85,12 @@ WeightMatrix WeightReader::converted(const WeightMatrix& w) const {
 }
 
 WeightMatrix WeightReader::interleaved(const WeightMatrix& w) const {
-  if (repacked_ == nullptr || w.dtype != DType::Q4_0 || w.order != RowOrder::kRowMajor ||
-      w.rows % kQ4_0GroupRows != 0) {
+  if (repacked_ == nullptr || !is_block_quantized(w.dtype) || w.order != RowOrder::kRowMajor ||
+      w.rows % kGroupRows != 0) {
     return w;
   }
   std::vector<std::uint8_t> out(w.bytes());
-  interleave_q4_0_rows(static_cast<const std::uint8_t*>(w.data), w.rows, w.cols, out.data());
+  interleave_rows(w.dtype, static_cast<const std::uint8_t*>(w.data), w.rows, w.cols, out.data());
   const void* data = out.data();
   if (converted_ != nullptr && !converted_->empty() && converted_->back().data() == w.data) {
     converted_->back() = std::move(out);  // a conversion just made: freed
@@ -98,14 +98,14 @@ WeightMatrix WeightReader::interleaved(const WeightMatrix& w) const {
     release_pages(w.data, w.bytes());  // mapped: given back
     repacked_->push_back(std::move(out));
   }
-  return WeightMatrix{DType::Q4_0, data, w.rows, w.cols, RowOrder::kQ4_0Interleaved16};
+  return WeightMatrix{w.dtype, data, w.rows, w.cols, RowOrder::kInterleaved16};
 }
 
-bool q4_0_interleaved_at_load() {
-  const char* order = std::getenv("LCLM_Q4_0_ORDER");
+bool rows_interleaved_at_load() {
+  const char* order = std::getenv("LCLM_ROW_ORDER");
   if (order != nullptr && std::string_view(order) != "interleaved" &&
       std::string_view(order) != "rows") {
-    throw Error("LCLM_Q4_0_ORDER=\"" + std::string(order) +
+    throw Error("LCLM_ROW_ORDER=\"" + std::string(order) +
                 "\": expected \"interleaved\" or \"rows\"");
   }
   if (order != nullptr && std::string_view(order) == "rows") return false;

@@ -24,8 +24,8 @@ class WeightReader {
   explicit WeightReader(const TensorStore& store) : store_(store) {}
   // Matrices converted to `convert_to` are written into `converted`, which
   // the model keeps for as long as it uses them.
-  // With `repacked`, q4_0 matrices whose rows are a multiple of 16 are
-  // put in the kQ4_0Interleaved16 order decode's VNNI product reads
+  // With `repacked`, q8_0 / q4_0 matrices whose rows are a multiple of 16
+  // are put in the kInterleaved16 order decode's VNNI product reads
   // (format/quant_blocks.h): a converted one in place of its conversion,
   // a stored one into `repacked` (its mapped pages given back, as for a
   // conversion).
@@ -58,12 +58,12 @@ class WeightReader {
   WeightMatrix interleaved(const WeightMatrix& w) const;
 };
 
-// Whether models load q4_0 matrices interleaved (WeightReader's
+// Whether models load q8_0 / q4_0 matrices interleaved (WeightReader's
 // `repacked`): when decode's products run on VNNI
-// (native_vnni_enabled()), unless LCLM_Q4_0_ORDER=rows is in the environment
+// (native_vnni_enabled()), unless LCLM_ROW_ORDER=rows is in the environment
 // (benchmarks compare the two orders; any other value is an error naming
 // the variable).
-bool q4_0_interleaved_at_load();
+bool rows_interleaved_at_load();
 
 // Parameters of the model's tensors, block-quantized ones counted by their
 // [rows, cols] shape rather than their bytes.

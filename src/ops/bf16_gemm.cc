@@ -205,11 +205,11 @@ LCLM_AVX512_BF16 void fill_panel(const WeightSource& w, std::size_t k, std::size
   // An interleaved W's segment of the panel's rows is put back in the
   // row-major order first (32 rows of 512 columns: 9 KiB).
   thread_local std::vector<std::uint8_t> row_major;
-  const bool interleaved = w.order == RowOrder::kQ4_0Interleaved16;
+  const bool interleaved = w.order == RowOrder::kInterleaved16;
   if (interleaved) {
     row_major.resize(width * row_bytes(w.type, cols));
-    deinterleave_q4_0_rows(w.quantized, k, n0, width, 2 * p0 / kQuantBlock, cols / kQuantBlock,
-                           row_major.data());
+    deinterleave_rows(w.type, w.quantized, k, n0, width, 2 * p0 / kQuantBlock, cols / kQuantBlock,
+                      row_major.data());
   }
   for (std::size_t j = 0; j < width; ++j) {
     const std::uint8_t* row = interleaved ? row_major.data() + j * row_bytes(w.type, cols)

@@ -23,14 +23,14 @@ namespace {
 constexpr std::size_t kWidenBlockRows = 256;
 
 // Rows row0 .. row0 + n_rows of W in the row-major order: where they are,
-// or put back into that order in `scratch` for a kQ4_0Interleaved16 W.
+// or put back into that order in `scratch` for an interleaved W.
 const std::uint8_t* row_major_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows,
                                    std::vector<std::uint8_t>& scratch) {
   const auto* data = static_cast<const std::uint8_t*>(w.data);
   const std::size_t stride = row_bytes(w.dtype, w.cols);
   if (w.order == RowOrder::kRowMajor) return data + row0 * stride;
   scratch.resize(n_rows * stride);
-  deinterleave_q4_0_rows(data, w.cols, row0, n_rows, 0, w.cols / kQuantBlock, scratch.data());
+  deinterleave_rows(w.dtype, data, w.cols, row0, n_rows, 0, w.cols / kQuantBlock, scratch.data());
   return scratch.data();
 }
 
@@ -69,11 +69,11 @@ void matvec_range(const WeightMatrix& w, const float* x, const QuantizedActivati
   const std::size_t k = w.cols, n = r1 - r0;
   if (rounds_x(w)) {
     matvec_bf16_rounded(static_cast<const std::uint16_t*>(w.data) + r0 * k, *xw, n, y, w.rows);
-  } else if (w.order == RowOrder::kQ4_0Interleaved16 && native_vnni_enabled()) {
+  } else if (w.order == RowOrder::kInterleaved16 && native_vnni_enabled()) {
     // r0 is a multiple of kMatvecItemRows, so of the 16 rows of a group.
-    matvec_q4_0_interleaved_vnni(
-        static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k), *xq, m, n, k, y,
-        w.rows);
+    matvec_interleaved_vnni(w.dtype,
+                            static_cast<const std::uint8_t*>(w.data) + r0 * row_bytes(w.dtype, k),
+                            *xq, m, n, k, y, w.rows);
   } else if (is_block_quantized(w.dtype)) {
     thread_local std::vector<std::uint8_t> scratch;
     const std::uint8_t* rows = row_major_rows(w, r0, n, scratch);

@@ -18,8 +18,8 @@ struct WeightMatrix {
   const void* data = nullptr;
   std::size_t rows = 0;  // output features
   std::size_t cols = 0;  // input features
-  // kQ4_0Interleaved16 for q4_0 matrices repacked at load for decode's VNNI
-  // product (format/quant_blocks.h); every path reads either order.
+  // kInterleaved16 for q8_0 / q4_0 matrices repacked at load for decode's
+  // VNNI product (format/quant_blocks.h); every path reads either order.
   RowOrder order = RowOrder::kRowMajor;
 
   std::size_t bytes() const { return rows * row_bytes(dtype, cols); }

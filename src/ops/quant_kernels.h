@@ -31,15 +31,16 @@ void matvec_quantized(DType type, const std::uint8_t* w, const std::int16_t* xq,
 void matvec_quantized_vnni(DType type, const std::uint8_t* w, const QuantizedActivations& x,
                            std::size_t m, std::size_t rows, std::size_t cols, float* y,
                            std::size_t y_stride);
-// The same product for q4_0 W in the kQ4_0Interleaved16 order
-// (format/quant_blocks.h), `w` at the start of a group of 16 rows and rows
-// a multiple of 16: per block, four 64-byte loads of W feed eight `vpdpbusd`
-// of 16 rows each, and an integer reduction gives the 16 rows' exact block
-// sums in one vector, scaled and accumulated in float per block. y[i, r] is
-// bit for bit the same whatever m is. Needs cpu_has_avx512_vnni().
-void matvec_q4_0_interleaved_vnni(const std::uint8_t* w, const QuantizedActivations& x,
-                                  std::size_t m, std::size_t rows, std::size_t cols, float* y,
-                                  std::size_t y_stride);
+// The same product for W in the kInterleaved16 order (format/quant_blocks.h),
+// `w` at the start of a group of 16 rows and rows a multiple of 16: per
+// block, 64-byte loads of W (four for q4_0, eight for q8_0) feed eight
+// `vpdpbusd` of 16 rows each, and an integer reduction gives the 16 rows'
+// exact block sums in one vector, scaled and accumulated in float per
+// block. y[i, r] is bit for bit the same whatever m is. Needs
+// cpu_has_avx512_vnni().
+void matvec_interleaved_vnni(DType type, const std::uint8_t* w, const QuantizedActivations& x,
+                             std::size_t m, std::size_t rows, std::size_t cols, float* y,
+                             std::size_t y_stride);
 // AVX512F/BW/VL, AVX512_VNNI and F16C.
 bool cpu_has_avx512_vnni();
 // Whether decode's quantized products run matvec_quantized_vnni: the CPU has

@@ -248,39 +248,44 @@ TEST_P(BlockTypeTest, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Q8_0AndQ4_0, BlockTypeTest, ::testing::Values(DType::Q8_0, DType::Q4_0),
-                         [](const auto& p) { return std::string(dtype_name(p.param)); });
-
-// The interleaved q4_0 order (format/quant_blocks.h): every row's block at
-// the place the layout names, back again whole or in part, and a row count
-// that is no multiple of 16 refused by name.
-TEST(Q4_0Interleaved, PlacesEachBlockAndRoundTrips) {
+// The interleaved order (format/quant_blocks.h): every row's block at the
+// place the layout names (q8_0 bytes as w + 128), back again whole or in
+// part, and a row count that is no multiple of 16 refused by name.
+TEST_P(BlockTypeTest, InterleavedRowsPlaceEachBlockAndRoundTrip) {
+  const DType type = GetParam();
   const std::size_t rows = 48, cols = 96, n_blocks = cols / kQuantBlock;
-  const std::size_t stride = row_bytes(DType::Q4_0, cols);
-  const auto wq = quantized(DType::Q4_0, random_vector(rows * cols, 61, 0.05f));
+  const std::size_t stride = row_bytes(type, cols), block_bytes = row_bytes(type, kQuantBlock);
+  const auto wq = quantized(type, random_vector(rows * cols, 61, 0.05f));
   std::vector<std::uint8_t> il(wq.size());
-  interleave_q4_0_rows(wq.data(), rows, cols, il.data());
-  // Row 22 is row 6 of group 1, in quarter 2 at lane 1; its block 2 sits in
-  // the group's third 288-byte block.
-  const std::uint8_t* block = wq.data() + 22 * stride + 2 * kQ4_0BlockBytes;
-  const std::size_t base = (1 * n_blocks + 2) * kQ4_0GroupBlockBytes;
-  EXPECT_EQ(std::memcmp(il.data() + base + 2 * 6, block, 2), 0);
-  EXPECT_EQ(std::memcmp(il.data() + base + 32 + 64 * 2 + 16 * 1, block + 2, 16), 0);
+  interleave_rows(type, wq.data(), rows, cols, il.data());
+  // Row 22 is row 6 of group 1, in quarter 2 at lane 1 (q8_0: and quarter
+  // 6 for its elements 16-31); its block 2 sits in the group's third block.
+  const std::uint8_t* block = wq.data() + 22 * stride + 2 * block_bytes;
+  const std::uint8_t* at = il.data() + (1 * n_blocks + 2) * kGroupRows * block_bytes;
+  EXPECT_EQ(std::memcmp(at + 2 * 6, block, 2), 0);
+  for (std::size_t k = 0; k < 16; ++k) {
+    if (type == DType::Q4_0) {
+      ASSERT_EQ(at[32 + 64 * 2 + 16 * 1 + k], block[2 + k]) << "byte " << k;
+    } else {
+      ASSERT_EQ(at[32 + 64 * 2 + 16 * 1 + k], block[2 + k] ^ 0x80) << "byte " << k;
+      ASSERT_EQ(at[32 + 64 * 6 + 16 * 1 + k], block[2 + 16 + k] ^ 0x80) << "byte " << 16 + k;
+    }
+  }
 
   std::vector<std::uint8_t> back(wq.size());
-  deinterleave_q4_0_rows(il.data(), cols, 0, rows, 0, n_blocks, back.data());
+  deinterleave_rows(type, il.data(), cols, 0, rows, 0, n_blocks, back.data());
   EXPECT_EQ(back, wq);
   // Rows 5-27, blocks 1-2: rows of two blocks.
-  std::vector<std::uint8_t> part(23 * 2 * kQ4_0BlockBytes);
-  deinterleave_q4_0_rows(il.data(), cols, 5, 23, 1, 2, part.data());
+  std::vector<std::uint8_t> part(23 * 2 * block_bytes);
+  deinterleave_rows(type, il.data(), cols, 5, 23, 1, 2, part.data());
   for (std::size_t r = 0; r < 23; ++r) {
-    ASSERT_EQ(std::memcmp(part.data() + r * 2 * kQ4_0BlockBytes,
-                          wq.data() + (5 + r) * stride + kQ4_0BlockBytes, 2 * kQ4_0BlockBytes),
+    ASSERT_EQ(std::memcmp(part.data() + r * 2 * block_bytes,
+                          wq.data() + (5 + r) * stride + block_bytes, 2 * block_bytes),
               0)
         << "row " << 5 + r;
   }
   try {
-    interleave_q4_0_rows(wq.data(), 40, cols, il.data());
+    interleave_rows(type, wq.data(), 40, cols, il.data());
     FAIL() << "40 rows were interleaved";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("40 rows are not a multiple of 16"), std::string::npos)
@@ -292,27 +297,28 @@ TEST(Q4_0Interleaved, PlacesEachBlockAndRoundTrips) {
 // definition: 1 to 9 rows of x (passes of three, two and one), one block,
 // odd and even block counts, two groups of rows; each row of a batch bit
 // for bit what it gets alone.
-TEST(Q4_0Interleaved, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
+TEST_P(BlockTypeTest, InterleavedVnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
   if (!cpu_has_avx512_vnni()) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
+  const DType type = GetParam();
   for (std::size_t cols : {32u, 96u, 1056u}) {
     const std::size_t rows = 32, max_m = 9, n_blocks = cols / kQuantBlock;
-    const auto wq = quantized(DType::Q4_0, random_vector(rows * cols, 71, 0.05f));
+    const auto wq = quantized(type, random_vector(rows * cols, 71, 0.05f));
     std::vector<std::uint8_t> il(wq.size());
-    interleave_q4_0_rows(wq.data(), rows, cols, il.data());
+    interleave_rows(type, wq.data(), rows, cols, il.data());
     const std::vector<float> x = random_vector(max_m * cols, 72);
     QuantizedActivations xq;
     quantize_activations(x.data(), max_m, cols, xq);
     for (std::size_t m = 1; m <= max_m; ++m) {
       std::vector<float> y(m * rows);
-      matvec_q4_0_interleaved_vnni(il.data(), xq, m, rows, cols, y.data(), rows);
+      matvec_interleaved_vnni(type, il.data(), xq, m, rows, cols, y.data(), rows);
       for (std::size_t i = 0; i < m; ++i) {
         QuantizedActivations one;
         quantize_activations(x.data() + i * cols, 1, cols, one);
         std::vector<float> alone(rows);
-        matvec_q4_0_interleaved_vnni(il.data(), one, 1, rows, cols, alone.data(), rows);
+        matvec_interleaved_vnni(type, il.data(), one, 1, rows, cols, alone.data(), rows);
         for (std::size_t r = 0; r < rows; ++r) {
           const float ref =
-              dot_quantized_reference(DType::Q4_0, wq.data() + r * row_bytes(DType::Q4_0, cols),
+              dot_quantized_reference(type, wq.data() + r * row_bytes(type, cols),
                                       xq.q.data() + i * cols, xq.d.data() + i * n_blocks, cols);
           ASSERT_NEAR(y[i * rows + r], ref, 1e-5f * (1.0f + std::fabs(ref)))
               << "cols " << cols << " m " << m << " x row " << i << " row " << r;
@@ -329,13 +335,14 @@ TEST(Q4_0Interleaved, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
 // the bf16 GEMM or widened for sgemm, decode on the Highway kernel, the
 // embedding lookup), and within the VNNI kernels' own rounding where decode
 // multiplies the interleaved blocks directly; at one and two threads.
-TEST(Q4_0Interleaved, MatmulAndGatherReadItOnEveryPath) {
+TEST_P(BlockTypeTest, MatmulAndGatherReadInterleavedRowsOnEveryPath) {
+  const DType type = GetParam();
   const std::size_t rows = 208, cols = 1056;  // rows: 3 items of 64 and a group over
-  const auto wq = quantized(DType::Q4_0, random_vector(rows * cols, 81, 0.05f));
+  const auto wq = quantized(type, random_vector(rows * cols, 81, 0.05f));
   std::vector<std::uint8_t> il(wq.size());
-  interleave_q4_0_rows(wq.data(), rows, cols, il.data());
-  const WeightMatrix row_major{DType::Q4_0, wq.data(), rows, cols};
-  const WeightMatrix interleaved{DType::Q4_0, il.data(), rows, cols, RowOrder::kQ4_0Interleaved16};
+  interleave_rows(type, wq.data(), rows, cols, il.data());
+  const WeightMatrix row_major{type, wq.data(), rows, cols};
+  const WeightMatrix interleaved{type, il.data(), rows, cols, RowOrder::kInterleaved16};
   const bool native = native_bf16_enabled(), vnni = native_vnni_enabled();
   const int threads_before = omp_get_max_threads();
   const std::vector<float> x = random_vector(11 * cols, 82);
@@ -371,6 +378,9 @@ TEST(Q4_0Interleaved, MatmulAndGatherReadItOnEveryPath) {
   gather_rows(interleaved, ids.data(), ids.size(), got.data());
   EXPECT_EQ(got, want);
 }
+
+INSTANTIATE_TEST_SUITE_P(Q8_0AndQ4_0, BlockTypeTest, ::testing::Values(DType::Q8_0, DType::Q4_0),
+                         [](const auto& p) { return std::string(dtype_name(p.param)); });
 
 // The VNNI kernel's form of x: the same q as int8, and per pair of blocks
 // the blocks' sums of q (lanes 0 and 8) and scales (lanes 0-7, 8-15), an

@@ -109,9 +109,9 @@ TEST(QuantizedModel, SavedCheckpointEqualsConversionAtLoadWithoutConverting) {
     const Qwen3Model stored = Qwen3Model::load(out);
     EXPECT_GT(converted.converted_bytes(), 0u);
     EXPECT_EQ(stored.converted_bytes(), 0u);
-    // Stored q4_0 rows are put in decode's interleaved order where it reads
-    // them (whole 16-row groups: the tiny model's matrices are).
-    const bool interleaved = type == DType::Q4_0 && q4_0_interleaved_at_load();
+    // Stored rows are put in decode's interleaved order where it reads them
+    // (whole 16-row groups: the tiny model's matrices are).
+    const bool interleaved = rows_interleaved_at_load();
     EXPECT_EQ(stored.repacked_bytes(), interleaved ? stored.decode_matrix_bytes() : 0u);
     EXPECT_EQ(converted.repacked_bytes(), 0u);
     EXPECT_EQ(stored.matrix_dtype(), type);
