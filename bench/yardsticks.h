@@ -24,4 +24,10 @@ double measure_sgemm_gflops(int repeats = 3);
 // CPU lacks AVX512_BF16.
 double measure_bf16_dot_gflops(int threads, int repeats = 20);
 
+// The int8 dot-product peak in GOP/s (multiply and add counted apart, as
+// FLOPs are): the same with `vpdpbusd` (AVX512-VNNI), 64 byte products a
+// instruction, 128 operations. The yardstick of the integer kernels
+// (decode's q8_0 / q4_0 products); 0 where the CPU lacks AVX512-VNNI.
+double measure_int8_dot_gops(int threads, int repeats = 20);
+
 }  // namespace lclm
