@@ -16,6 +16,7 @@
 // added into two float accumulators taking alternate pairs. Every row of x
 // is summed in the same order whatever rows are multiplied beside it.
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -225,20 +226,42 @@ LCLM_AVX512_VNNI void dot_group(const std::uint8_t* group, const QuantizedActiva
 template <DType kType>
 void matvec_groups(const std::uint8_t* w, const QuantizedActivations& x, std::size_t m,
                    std::size_t rows, std::size_t cols, float* y, std::size_t y_stride) {
-  // Rows of x per pass over a group's blocks: 3 keeps the weights' eight
-  // vectors, each row's four block sums (12), and its accumulator and
-  // broadcast x (3 each) within the 32 vector registers.
-  constexpr std::size_t kRowsPerGroupPass = 3;
+  // Up to 8 rows of x in one pass over a group's blocks: the live
+  // registers are the block's eight weight vectors, one accumulator per row
+  // of x, and the row being summed (its two broadcasts of x, four block
+  // sums, a few temporaries), within the 32 vector registers.
   const std::size_t group_bytes = cols / kQuantBlock * kGroupRows * row_bytes(kType, kQuantBlock);
   for (std::size_t g = 0; g < rows / kGroupRows; ++g) {
     const std::uint8_t* group = w + g * group_bytes;
-    float* yg = y + g * kGroupRows;
-    std::size_t i = 0;
-    for (; i + kRowsPerGroupPass <= m; i += kRowsPerGroupPass) {
-      dot_group<kType, kRowsPerGroupPass>(group, x, i, cols, yg + i * y_stride, y_stride);
+    for (std::size_t i = 0; i < m; i += 8) {
+      float* out = y + g * kGroupRows + i * y_stride;
+      switch (std::min<std::size_t>(8, m - i)) {
+        case 8:
+          dot_group<kType, 8>(group, x, i, cols, out, y_stride);
+          break;
+        case 7:
+          dot_group<kType, 7>(group, x, i, cols, out, y_stride);
+          break;
+        case 6:
+          dot_group<kType, 6>(group, x, i, cols, out, y_stride);
+          break;
+        case 5:
+          dot_group<kType, 5>(group, x, i, cols, out, y_stride);
+          break;
+        case 4:
+          dot_group<kType, 4>(group, x, i, cols, out, y_stride);
+          break;
+        case 3:
+          dot_group<kType, 3>(group, x, i, cols, out, y_stride);
+          break;
+        case 2:
+          dot_group<kType, 2>(group, x, i, cols, out, y_stride);
+          break;
+        default:
+          dot_group<kType, 1>(group, x, i, cols, out, y_stride);
+          break;
+      }
     }
-    if (m - i == 2) dot_group<kType, 2>(group, x, i, cols, yg + i * y_stride, y_stride);
-    if (m - i == 1) dot_group<kType, 1>(group, x, i, cols, yg + i * y_stride, y_stride);
   }
 }
 
