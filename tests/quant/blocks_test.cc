@@ -294,7 +294,7 @@ TEST_P(BlockTypeTest, InterleavedRowsPlaceEachBlockAndRoundTrip) {
 }
 
 // The interleaved VNNI product against the scalar block-by-block
-// definition: 1 to 9 rows of x (passes of three, two and one), one block,
+// definition: 1 to 9 rows of x (one pass of up to eight, then one row), one block,
 // odd and even block counts, two groups of rows; each row of a batch bit
 // for bit what it gets alone.
 TEST_P(BlockTypeTest, InterleavedVnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
