@@ -17,13 +17,16 @@
 // is summed in the same order whatever rows are multiplied beside it.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "format/dtype.h"
 #include "format/quant_blocks.h"
 #include "ops/avx512_intrinsics.h"
+#include "ops/matmul.h"
 #include "ops/quant_kernels.h"
 
 namespace lclm {
@@ -223,6 +226,14 @@ LCLM_AVX512_VNNI void dot_group(const std::uint8_t* group, const QuantizedActiva
   for (std::size_t r = 0; r < R; ++r) _mm512_storeu_ps(y + r * y_stride, acc[r]);
 }
 
+// dot_group for 1 .. sizeof...(R) rows of x, indexed by rows - 1.
+using GroupKernel = void (*)(const std::uint8_t*, const QuantizedActivations&, std::size_t,
+                             std::size_t, float*, std::size_t);
+template <DType kType, std::size_t... R>
+constexpr std::array<GroupKernel, sizeof...(R)> group_kernels(std::index_sequence<R...>) {
+  return {&dot_group<kType, R + 1>...};
+}
+
 template <DType kType>
 void matvec_groups(const std::uint8_t* w, const QuantizedActivations& x, std::size_t m,
                    std::size_t rows, std::size_t cols, float* y, std::size_t y_stride) {
@@ -231,36 +242,12 @@ void matvec_groups(const std::uint8_t* w, const QuantizedActivations& x, std::si
   // of x, and the row being summed (its two broadcasts of x, four block
   // sums, a few temporaries), within the 32 vector registers.
   const std::size_t group_bytes = cols / kQuantBlock * kGroupRows * row_bytes(kType, kQuantBlock);
+  constexpr auto kKernels = group_kernels<kType>(std::make_index_sequence<kMatvecMaxRows>());
   for (std::size_t g = 0; g < rows / kGroupRows; ++g) {
     const std::uint8_t* group = w + g * group_bytes;
-    for (std::size_t i = 0; i < m; i += 8) {
-      float* out = y + g * kGroupRows + i * y_stride;
-      switch (std::min<std::size_t>(8, m - i)) {
-        case 8:
-          dot_group<kType, 8>(group, x, i, cols, out, y_stride);
-          break;
-        case 7:
-          dot_group<kType, 7>(group, x, i, cols, out, y_stride);
-          break;
-        case 6:
-          dot_group<kType, 6>(group, x, i, cols, out, y_stride);
-          break;
-        case 5:
-          dot_group<kType, 5>(group, x, i, cols, out, y_stride);
-          break;
-        case 4:
-          dot_group<kType, 4>(group, x, i, cols, out, y_stride);
-          break;
-        case 3:
-          dot_group<kType, 3>(group, x, i, cols, out, y_stride);
-          break;
-        case 2:
-          dot_group<kType, 2>(group, x, i, cols, out, y_stride);
-          break;
-        default:
-          dot_group<kType, 1>(group, x, i, cols, out, y_stride);
-          break;
-      }
+    for (std::size_t i = 0; i < m; i += kMatvecMaxRows) {
+      const std::size_t pass = std::min(kMatvecMaxRows, m - i);
+      kKernels[pass - 1](group, x, i, cols, y + g * kGroupRows + i * y_stride, y_stride);
     }
   }
 }

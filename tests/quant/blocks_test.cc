@@ -213,27 +213,36 @@ TEST_P(BlockTypeTest, ManyRowsOfXGiveEachRowItsOwnResultExactly) {
   }
 }
 
-// The VNNI kernel (ops/quant_vnni.cc) against the scalar block-by-block
-// definition, for 1 to 9 rows of x (groups of four, then three, two, one),
-// odd and even block counts (a row's odd last block pairs with zeros), and
-// each row of a batch bit for bit what it gets alone.
-TEST_P(BlockTypeTest, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
-  if (!cpu_has_avx512_vnni()) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
-  const DType type = GetParam();
-  for (std::size_t cols : {32u, 64u, 96u, 1056u}) {
-    const std::size_t rows = 7, max_m = 9, n_blocks = cols / kQuantBlock;
-    const auto wq = quantized(type, random_vector(rows * cols, 51, 0.05f));
-    const std::vector<float> x = random_vector(max_m * cols, 52);
+// A VNNI product (the row-major kernel, or the interleaved one on W
+// interleaved first) against the scalar block-by-block definition, for 1
+// to 9 rows of x and each of `col_counts`, and each row of a batch bit for
+// bit what it gets alone.
+void expect_vnni_product_matches_reference(DType type, bool interleaved, std::size_t rows,
+                                           std::initializer_list<std::size_t> col_counts,
+                                           unsigned seed) {
+  for (std::size_t cols : col_counts) {
+    const std::size_t max_m = 9, n_blocks = cols / kQuantBlock;
+    const auto wq = quantized(type, random_vector(rows * cols, seed, 0.05f));
+    std::vector<std::uint8_t> il(interleaved ? wq.size() : 0);
+    if (interleaved) interleave_rows(type, wq.data(), rows, cols, il.data());
+    const auto product = [&](const QuantizedActivations& x, std::size_t m, float* y) {
+      if (interleaved) {
+        matvec_interleaved_vnni(type, il.data(), x, m, rows, cols, y, rows);
+      } else {
+        matvec_quantized_vnni(type, wq.data(), x, m, rows, cols, y, rows);
+      }
+    };
+    const std::vector<float> x = random_vector(max_m * cols, seed + 1);
     QuantizedActivations xq;
     quantize_activations(x.data(), max_m, cols, xq);
     for (std::size_t m = 1; m <= max_m; ++m) {
       std::vector<float> y(m * rows);
-      matvec_quantized_vnni(type, wq.data(), xq, m, rows, cols, y.data(), rows);
+      product(xq, m, y.data());
       for (std::size_t i = 0; i < m; ++i) {
         QuantizedActivations one;
         quantize_activations(x.data() + i * cols, 1, cols, one);
         std::vector<float> alone(rows);
-        matvec_quantized_vnni(type, wq.data(), one, 1, rows, cols, alone.data(), rows);
+        product(one, 1, alone.data());
         for (std::size_t r = 0; r < rows; ++r) {
           const float ref =
               dot_quantized_reference(type, wq.data() + r * row_bytes(type, cols),
@@ -246,6 +255,14 @@ TEST_P(BlockTypeTest, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
       }
     }
   }
+}
+
+// The row-major VNNI kernel (ops/quant_vnni.cc): groups of four rows of x,
+// then three, two, one; odd and even block counts (a row's odd last block
+// pairs with zeros).
+TEST_P(BlockTypeTest, VnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
+  if (!cpu_has_avx512_vnni()) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
+  expect_vnni_product_matches_reference(GetParam(), false, 7, {32, 64, 96, 1056}, 51);
 }
 
 // The interleaved order (format/quant_blocks.h): every row's block at the
@@ -293,41 +310,11 @@ TEST_P(BlockTypeTest, InterleavedRowsPlaceEachBlockAndRoundTrip) {
   }
 }
 
-// The interleaved VNNI product against the scalar block-by-block
-// definition: 1 to 9 rows of x (one pass of up to eight, then one row), one block,
-// odd and even block counts, two groups of rows; each row of a batch bit
-// for bit what it gets alone.
+// The interleaved VNNI kernel: one pass of up to eight rows of x, then one;
+// one block, odd and even block counts; two groups of rows.
 TEST_P(BlockTypeTest, InterleavedVnniMatvecMatchesTheScalarReferenceAndKeepsRowsApart) {
   if (!cpu_has_avx512_vnni()) GTEST_SKIP() << "this CPU has no AVX512-VNNI";
-  const DType type = GetParam();
-  for (std::size_t cols : {32u, 96u, 1056u}) {
-    const std::size_t rows = 32, max_m = 9, n_blocks = cols / kQuantBlock;
-    const auto wq = quantized(type, random_vector(rows * cols, 71, 0.05f));
-    std::vector<std::uint8_t> il(wq.size());
-    interleave_rows(type, wq.data(), rows, cols, il.data());
-    const std::vector<float> x = random_vector(max_m * cols, 72);
-    QuantizedActivations xq;
-    quantize_activations(x.data(), max_m, cols, xq);
-    for (std::size_t m = 1; m <= max_m; ++m) {
-      std::vector<float> y(m * rows);
-      matvec_interleaved_vnni(type, il.data(), xq, m, rows, cols, y.data(), rows);
-      for (std::size_t i = 0; i < m; ++i) {
-        QuantizedActivations one;
-        quantize_activations(x.data() + i * cols, 1, cols, one);
-        std::vector<float> alone(rows);
-        matvec_interleaved_vnni(type, il.data(), one, 1, rows, cols, alone.data(), rows);
-        for (std::size_t r = 0; r < rows; ++r) {
-          const float ref =
-              dot_quantized_reference(type, wq.data() + r * row_bytes(type, cols),
-                                      xq.q.data() + i * cols, xq.d.data() + i * n_blocks, cols);
-          ASSERT_NEAR(y[i * rows + r], ref, 1e-5f * (1.0f + std::fabs(ref)))
-              << "cols " << cols << " m " << m << " x row " << i << " row " << r;
-          ASSERT_EQ(std::memcmp(&y[i * rows + r], &alone[r], sizeof(float)), 0)
-              << "cols " << cols << " m " << m << " x row " << i << " row " << r;
-        }
-      }
-    }
-  }
+  expect_vnni_product_matches_reference(GetParam(), true, 32, {32, 96, 1056}, 71);
 }
 
 // matmul and gather_rows read an interleaved W as they read the row-major
