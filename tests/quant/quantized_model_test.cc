@@ -1,7 +1,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <string>
 #include <vector>
 
 #include "cli/cli_runner.h"
@@ -11,6 +13,7 @@
 #include "quant/logit_error.h"
 #include "quant/quantize_checkpoint.h"
 #include "runtime/session.h"
+#include "util/error.h"
 
 namespace lclm {
 namespace {
@@ -122,6 +125,37 @@ TEST(QuantizedModel, SavedCheckpointEqualsConversionAtLoadWithoutConverting) {
     for (std::size_t chunk : {std::size_t{1}, kPrompt.size()}) {
       EXPECT_EQ(prompt_logits(stored, chunk), prompt_logits(converted, chunk));
     }
+  }
+}
+
+// LCLM_ROW_ORDER=rows keeps a stored checkpoint's rows as stored (nothing
+// repacked; the logits those rows give are the interleaved ones within the
+// VNNI kernels' summation order), and any other value than rows or
+// interleaved is an error naming the variable.
+TEST(QuantizedModel, RowOrderVariableKeepsStoredRowsOrIsRefused) {
+  const fs::path dir = write_tiny("order");
+  const fs::path out = scratch_dir("order-q8_0");
+  quantize_checkpoint(dir, out, DType::Q8_0);
+  const Qwen3Model interleaved = Qwen3Model::load(out);
+  struct Unset {
+    ~Unset() { ::unsetenv("LCLM_ROW_ORDER"); }
+  } unset;
+  ASSERT_EQ(::setenv("LCLM_ROW_ORDER", "rows", 1), 0);
+  const Qwen3Model rows = Qwen3Model::load(out);
+  EXPECT_EQ(rows.repacked_bytes(), 0u);
+  const std::vector<float> a = prompt_logits(rows, kPrompt.size());
+  const std::vector<float> b = prompt_logits(interleaved, kPrompt.size());
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    ASSERT_NEAR(a[i], b[i], 1e-4f * (1.0f + std::fabs(a[i]))) << "logit " << i;
+  }
+  ASSERT_EQ(::setenv("LCLM_ROW_ORDER", "columns", 1), 0);
+  try {
+    Qwen3Model::load(out);
+    ADD_FAILURE() << "LCLM_ROW_ORDER=columns was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("LCLM_ROW_ORDER=\"columns\""), std::string::npos)
+        << e.what();
   }
 }
 
