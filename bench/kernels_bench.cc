@@ -86,7 +86,7 @@ class WeightPool {
 };
 
 // Args: dtype (as int), shape index, rows of x, threads (0 = OpenMP's
-// default), and for q4_0 the row order (1: kQ4_0Interleaved16).
+// default), and for q8_0 / q4_0 the row order (1: kInterleaved16).
 void BM_Matmul(benchmark::State& state) {
   const auto dtype = static_cast<DType>(state.range(0));
   const Shape shape = kShapes[state.range(1)];

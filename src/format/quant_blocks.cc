@@ -172,6 +172,19 @@ void deinterleave_rows(DType type, const std::uint8_t* w, std::size_t cols, std:
   move_blocks<false>(type, w, out, cols, row0, n_rows, block0, n_blocks);
 }
 
+RowMajorBlocks row_major_blocks(DType type, RowOrder order, const std::uint8_t* w, std::size_t cols,
+                                std::size_t row0, std::size_t n_rows, std::size_t block0,
+                                std::size_t n_blocks, std::vector<std::uint8_t>& scratch) {
+  const std::size_t block_bytes = row_bytes(type, kQuantBlock);
+  if (order == RowOrder::kRowMajor) {
+    const std::size_t stride = row_bytes(type, cols);
+    return {w + row0 * stride + block0 * block_bytes, stride};
+  }
+  scratch.resize(n_rows * n_blocks * block_bytes);
+  deinterleave_rows(type, w, cols, row0, n_rows, block0, n_blocks, scratch.data());
+  return {scratch.data(), n_blocks * block_bytes};
+}
+
 void quantize_activations(const float* x, std::size_t rows, std::size_t cols,
                           QuantizedActivations& a) {
   check_block_multiple(cols, "quantize_activations");

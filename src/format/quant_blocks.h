@@ -60,6 +60,18 @@ void deinterleave_rows(DType type, const std::uint8_t* w, std::size_t cols, std:
                        std::size_t n_rows, std::size_t block0, std::size_t n_blocks,
                        std::uint8_t* out);
 
+// Blocks block0 .. block0 + n_blocks of rows row0 .. row0 + n_rows of a
+// matrix `w` [rows, cols] of `type` in `order`, as row-major rows: where they
+// lie for kRowMajor, else de-interleaved into `scratch` (resized). `stride`
+// is the distance between two rows' first blocks.
+struct RowMajorBlocks {
+  const std::uint8_t* data;
+  std::size_t stride;
+};
+RowMajorBlocks row_major_blocks(DType type, RowOrder order, const std::uint8_t* w, std::size_t cols,
+                                std::size_t row0, std::size_t n_rows, std::size_t block0,
+                                std::size_t n_blocks, std::vector<std::uint8_t>& scratch);
+
 // An activation row quantized for the integer dot products: per block of 32
 // a float scale d and q = round(x / d) in [-127, 127], stored as int16 so the
 // kernels multiply them without widening.

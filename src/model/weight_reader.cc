@@ -81,10 +81,11 @@ WeightMatrix WeightReader::converted(const WeightMatrix& w) const {
     }
   }
   release_pages(w.data, w.bytes());
-  return interleaved(WeightMatrix{type, out.data(), w.rows, w.cols});
+  return interleaved(WeightMatrix{type, out.data(), w.rows, w.cols}, &out);
 }
 
-WeightMatrix WeightReader::interleaved(const WeightMatrix& w) const {
+WeightMatrix WeightReader::interleaved(const WeightMatrix& w,
+                                       std::vector<std::uint8_t>* conversion) const {
   if (repacked_ == nullptr || !is_block_quantized(w.dtype) || w.order != RowOrder::kRowMajor ||
       w.rows % kGroupRows != 0) {
     return w;
@@ -92,10 +93,10 @@ WeightMatrix WeightReader::interleaved(const WeightMatrix& w) const {
   std::vector<std::uint8_t> out(w.bytes());
   interleave_rows(w.dtype, static_cast<const std::uint8_t*>(w.data), w.rows, w.cols, out.data());
   const void* data = out.data();
-  if (converted_ != nullptr && !converted_->empty() && converted_->back().data() == w.data) {
-    converted_->back() = std::move(out);  // a conversion just made: freed
+  if (conversion != nullptr) {
+    *conversion = std::move(out);  // the conversion's bytes freed
   } else {
-    release_pages(w.data, w.bytes());  // mapped: given back
+    release_pages(w.data, w.bytes());
     repacked_->push_back(std::move(out));
   }
   return WeightMatrix{w.dtype, data, w.rows, w.cols, RowOrder::kInterleaved16};

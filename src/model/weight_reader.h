@@ -55,7 +55,11 @@ class WeightReader {
   std::vector<std::vector<std::uint8_t>>* repacked_ = nullptr;
 
   // `w` interleaved where the constructor asked for it, or `w` itself.
-  WeightMatrix interleaved(const WeightMatrix& w) const;
+  // `conversion`, when w is a conversion just made, is the buffer holding
+  // it, replaced by the interleaved bytes; otherwise w is mapped, and they
+  // go into repacked_ while w's pages are given back.
+  WeightMatrix interleaved(const WeightMatrix& w,
+                           std::vector<std::uint8_t>* conversion = nullptr) const;
 };
 
 // Whether models load q8_0 / q4_0 matrices interleaved (WeightReader's

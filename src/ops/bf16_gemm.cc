@@ -200,21 +200,14 @@ LCLM_AVX512_BF16 void fill_panel(const WeightSource& w, std::size_t k, std::size
     pack_panel(w.bf16, k, n0, width, p0, pairs, panel);
     return;
   }
-  const std::size_t cols = 2 * pairs, stride = row_bytes(w.type, k);
-  const std::size_t offset = row_bytes(w.type, 2 * p0);
+  const std::size_t cols = 2 * pairs;
   // An interleaved W's segment of the panel's rows is put back in the
   // row-major order first (32 rows of 512 columns: 9 KiB).
-  thread_local std::vector<std::uint8_t> row_major;
-  const bool interleaved = w.order == RowOrder::kInterleaved16;
-  if (interleaved) {
-    row_major.resize(width * row_bytes(w.type, cols));
-    deinterleave_rows(w.type, w.quantized, k, n0, width, 2 * p0 / kQuantBlock, cols / kQuantBlock,
-                      row_major.data());
-  }
+  thread_local std::vector<std::uint8_t> scratch;
+  const RowMajorBlocks rows = row_major_blocks(w.type, w.order, w.quantized, k, n0, width,
+                                               2 * p0 / kQuantBlock, cols / kQuantBlock, scratch);
   for (std::size_t j = 0; j < width; ++j) {
-    const std::uint8_t* row = interleaved ? row_major.data() + j * row_bytes(w.type, cols)
-                                          : w.quantized + (n0 + j) * stride + offset;
-    dequantize_rows(w.type, row, 1, cols, wide + j * cols);
+    dequantize_rows(w.type, rows.data + j * rows.stride, 1, cols, wide + j * cols);
     round_row(wide + j * cols, cols, half + j * pairs, nullptr);
   }
   pack_panel(reinterpret_cast<const std::uint16_t*>(half), cols, 0, width, 0, pairs, panel);

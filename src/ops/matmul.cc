@@ -22,16 +22,14 @@ namespace {
 // 4 MiB, which stays in cache while OpenBLAS reuses it across all m rows of x.
 constexpr std::size_t kWidenBlockRows = 256;
 
-// Rows row0 .. row0 + n_rows of W in the row-major order: where they are,
-// or put back into that order in `scratch` for an interleaved W.
+// Rows row0 .. row0 + n_rows of W (any dtype) in the row-major order: where
+// they are, or put back into that order in `scratch` for an interleaved W
+// (whole rows, so one row after another either way).
 const std::uint8_t* row_major_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows,
                                    std::vector<std::uint8_t>& scratch) {
-  const auto* data = static_cast<const std::uint8_t*>(w.data);
-  const std::size_t stride = row_bytes(w.dtype, w.cols);
-  if (w.order == RowOrder::kRowMajor) return data + row0 * stride;
-  scratch.resize(n_rows * stride);
-  deinterleave_rows(w.dtype, data, w.cols, row0, n_rows, 0, w.cols / kQuantBlock, scratch.data());
-  return scratch.data();
+  return row_major_blocks(w.dtype, w.order, static_cast<const std::uint8_t*>(w.data), w.cols, row0,
+                          n_rows, 0, w.cols / kQuantBlock, scratch)
+      .data;
 }
 
 void widen_rows(const WeightMatrix& w, std::size_t row0, std::size_t n_rows, float* out) {

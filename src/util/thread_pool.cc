@@ -90,7 +90,6 @@ class Pool {
       ranges_[t].word.store(pack(generation, t * n / parts, (t + 1) * n / parts),
                             std::memory_order_relaxed);
     }
-    parts_.store(parts, std::memory_order_relaxed);
     wake_.store(generation, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_.notify_all();
 
@@ -129,7 +128,7 @@ class Pool {
   // Runs items of `generation` until none is left: range `self` from its
   // front, then the others' from their backs.
   void work(std::uint32_t generation, std::size_t self) {
-    const std::size_t parts = parts_.load(std::memory_order_relaxed);
+    const std::size_t parts = helpers_.load(std::memory_order_relaxed) + 1;
     for (std::size_t k = 0; k < parts; ++k) {
       const std::size_t r = (self + k) % parts;
       for (std::size_t item; (item = claim(r, generation, k == 0)) != kMaxItems;) {
@@ -180,7 +179,7 @@ class Pool {
   Range ranges_[kMaxRanges];
   alignas(64) std::atomic<std::size_t> done_{0};
   alignas(64) std::atomic<std::uint32_t> wake_{0};
-  std::atomic<std::size_t> sleepers_{0}, helpers_{0}, parts_{1};
+  std::atomic<std::size_t> sleepers_{0}, helpers_{0};
   // The job: written by the caller before the generation is published.
   ItemFn fn_ = nullptr;
   void* context_ = nullptr;
