@@ -64,7 +64,7 @@ void refuse_unsupported(const json& body, bool chat) {
     if (*v != false) refuse("echo", "the prompt is not echoed");
   }
   if (const json* v = field(body, "best_of")) {
-    if (*v != 1) refuse("best_of", "one completion per request");
+    if (*v != 1) refuse("best_of", "choices are not ranked; 'n' asks for several");
   }
   if (const json* v = field(body, "suffix")) {
     if (!(v->is_string() && v->get<std::string>().empty())) refuse("suffix", "no insertion");
@@ -193,7 +193,11 @@ void parse_common(const json& body, const RequestDefaults& defaults, CompletionR
   }
   if (const json* v = field(body, "n")) {
     require(v->is_number_integer(), "n", "an integer");
-    if (v->get<std::int64_t>() != 1) bad("only n = 1 is supported", "n", "unsupported_value");
+    const std::int64_t n = v->get<std::int64_t>();
+    if (n < 1 || n > static_cast<std::int64_t>(kMaxChoices)) {
+      bad("'n' must be in [1, " + std::to_string(kMaxChoices) + "]", "n");
+    }
+    r.n = static_cast<std::size_t>(n);
   }
   if (const json* v = field(body, "stream")) {
     require(v->is_boolean(), "stream", "a boolean");
@@ -824,6 +828,13 @@ json usage_json(const CompletionUsage& u) {
             {"ttft_ms", u.ttft_ms}}}};
 }
 
+CompletionUsage usage_of_choices(const std::vector<CompletionUsage>& choices) {
+  CompletionUsage u = choices.at(0);
+  for (std::size_t i = 1; i < choices.size(); ++i)
+    u.completion_tokens += choices[i].completion_tokens;
+  return u;
+}
+
 json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprob>& tokens,
                    std::size_t text_offset) {
   const auto bytes = [](const std::string& t) {
@@ -872,38 +883,39 @@ json tool_call_json(const ToolCall& call) {
 }  // namespace
 
 json completion_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
-                     const std::string& text, const std::string& finish_reason,
-                     const CompletionUsage& usage, const std::vector<TokenLogprob>& logprobs,
-                     const std::vector<ToolCall>& tool_calls) {
-  json choice = {{"index", 0},
-                 {"finish_reason", tool_calls.empty() ? finish_reason : "tool_calls"}};
-  if (r.chat && !tool_calls.empty()) {
-    const bool blank = std::all_of(text.begin(), text.end(), [](char c) {
-      return c == ' ' || c == '\n' || c == '\t' || c == '\r';
-    });
-    json calls = json::array();
-    for (const ToolCall& call : tool_calls) calls.push_back(tool_call_json(call));
-    choice["message"] = {{"role", "assistant"},
-                         {"content", blank ? json(nullptr) : json(text)},
-                         {"tool_calls", calls}};
-  } else if (r.chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  } else {
-    choice["text"] = text;
+                     const std::vector<Choice>& choices, const CompletionUsage& usage) {
+  json out = json::array();
+  for (std::size_t i = 0; i < choices.size(); ++i) {
+    const Choice& c = choices[i];
+    json choice = {{"index", i},
+                   {"finish_reason", c.tool_calls.empty() ? c.finish_reason : "tool_calls"}};
+    if (r.chat && !c.tool_calls.empty()) {
+      const bool blank = std::all_of(c.text.begin(), c.text.end(), [](char ch) {
+        return ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r';
+      });
+      json calls = json::array();
+      for (const ToolCall& call : c.tool_calls) calls.push_back(tool_call_json(call));
+      choice["message"] = {{"role", "assistant"},
+                           {"content", blank ? json(nullptr) : json(c.text)},
+                           {"tool_calls", calls}};
+    } else if (r.chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+    }
+    choice["logprobs"] = r.top_logprobs >= 0 ? logprobs_json(r, c.logprobs) : json(nullptr);
+    out.push_back(std::move(choice));
   }
-  choice["logprobs"] = r.top_logprobs >= 0 ? logprobs_json(r, logprobs) : json(nullptr);
-  return {{"id", id},
-          {"object", r.chat ? "chat.completion" : "text_completion"},
-          {"created", created},
-          {"model", r.model},
-          {"choices", json::array({choice})},
-          {"usage", usage_json(usage)}};
+  return {{"id", id},           {"object", r.chat ? "chat.completion" : "text_completion"},
+          {"created", created}, {"model", r.model},
+          {"choices", out},     {"usage", usage_json(usage)}};
 }
 
 json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
                 const std::string* text, const std::string* finish_reason, bool role,
-                const std::vector<TokenLogprob>* logprobs, std::size_t text_offset) {
-  json choice = {{"index", 0},
+                const std::vector<TokenLogprob>* logprobs, std::size_t text_offset,
+                std::size_t choice_index) {
+  json choice = {{"index", choice_index},
                  {"finish_reason", finish_reason ? json(*finish_reason) : json(nullptr)}};
   if (r.chat) {
     json delta = json::object();
@@ -922,10 +934,10 @@ json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t 
 }
 
 json tool_call_chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
-                          const ToolCall& call, std::size_t index) {
+                          const ToolCall& call, std::size_t index, std::size_t choice) {
   json delta_call = tool_call_json(call);
   delta_call["index"] = index;
-  json chunk = chunk_json(r, id, created, nullptr, nullptr);
+  json chunk = chunk_json(r, id, created, nullptr, nullptr, false, nullptr, 0, choice);
   chunk["choices"][0]["delta"]["tool_calls"] = json::array({delta_call});
   return chunk;
 }

@@ -78,7 +78,12 @@ struct CompletionRequest {
   // call's JSON ({"name": ..., "arguments": the function's parameters}), so
   // the answer is exactly one call; the server reads it back as one.
   bool forced_call = false;
+  // Choices generated for the prompt (1..kMaxChoices), each its own
+  // generation; with a seed, choice i samples with seed + i.
+  std::size_t n = 1;
 };
+
+inline constexpr std::size_t kMaxChoices = 16;
 
 inline constexpr const char* kForcedCallOpening = "<tool_call>\n";
 inline constexpr const char* kForcedCallClosing = "\n</tool_call>";
@@ -199,6 +204,9 @@ struct CompletionUsage {
 };
 
 nlohmann::json usage_json(const CompletionUsage& u);
+// A request's usage from its choices' (n >= 1): the prompt counted once (the
+// first choice's figures), the completion tokens of all.
+CompletionUsage usage_of_choices(const std::vector<CompletionUsage>& choices);
 
 // One generated token as logprobs report it: its bytes (which may be part of
 // a UTF-8 character), its log-probability and the top alternatives.
@@ -213,22 +221,29 @@ struct TokenLogprob {
 nlohmann::json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprob>& tokens,
                              std::size_t text_offset = 0);
 
-// A full (non-streaming) answer. With tool calls, the message carries them
-// (content null when only whitespace is left) and finish_reason is
-// "tool_calls".
+// One choice of a full (non-streaming) answer.
+struct Choice {
+  std::string text;
+  std::string finish_reason;
+  std::vector<TokenLogprob> logprobs;
+  std::vector<ToolCall> tool_calls;
+};
+// A full answer, choices indexed in order. With tool calls, a choice's
+// message carries them (content null when only whitespace is left) and its
+// finish_reason is "tool_calls".
 nlohmann::json completion_json(const CompletionRequest& r, const std::string& id,
-                               std::int64_t created, const std::string& text,
-                               const std::string& finish_reason, const CompletionUsage& usage,
-                               const std::vector<TokenLogprob>& logprobs = {},
-                               const std::vector<ToolCall>& tool_calls = {});
-// A streamed chunk whose delta is one tool call, whole.
+                               std::int64_t created, const std::vector<Choice>& choices,
+                               const CompletionUsage& usage);
+// A streamed chunk of choice `choice` whose delta is one tool call, whole.
 nlohmann::json tool_call_chunk_json(const CompletionRequest& r, const std::string& id,
-                                    std::int64_t created, const ToolCall& call, std::size_t index);
-// One server-sent event's data: a piece of text (delta), or the end
-// (finish_reason set), or the usage chunk (choices empty).
+                                    std::int64_t created, const ToolCall& call, std::size_t index,
+                                    std::size_t choice = 0);
+// One server-sent event's data for choice `choice_index`: a piece of text
+// (delta), or the end (finish_reason set), or the usage chunk (choices
+// empty).
 nlohmann::json chunk_json(const CompletionRequest& r, const std::string& id, std::int64_t created,
                           const std::string* text, const std::string* finish_reason,
                           bool role = false, const std::vector<TokenLogprob>* logprobs = nullptr,
-                          std::size_t text_offset = 0);
+                          std::size_t text_offset = 0, std::size_t choice_index = 0);
 
 }  // namespace lclm::server

@@ -15,7 +15,7 @@ Event failed_event(const RequestError& e) {
   return ev;
 }
 
-void Job::emit(Event e) {
+void EventQueue::push(Event e) {
   {
     std::lock_guard lock(mutex_);
     events_.push_back(std::move(e));
@@ -23,7 +23,12 @@ void Job::emit(Event e) {
   ready_.notify_one();
 }
 
-Event Job::next() {
+void Job::emit(Event e) {
+  e.choice = choice_;
+  events_->push(std::move(e));
+}
+
+Event EventQueue::next() {
   std::unique_lock lock(mutex_);
   ready_.wait(lock, [&] { return !events_.empty(); });
   Event e = std::move(events_.front());
@@ -31,7 +36,7 @@ Event Job::next() {
   return e;
 }
 
-std::optional<Event> Job::next_for(std::chrono::milliseconds wait) {
+std::optional<Event> EventQueue::next_for(std::chrono::milliseconds wait) {
   std::unique_lock lock(mutex_);
   if (!ready_.wait_for(lock, wait, [&] { return !events_.empty(); })) return std::nullopt;
   Event e = std::move(events_.front());
@@ -49,16 +54,18 @@ Scheduler::~Scheduler() {
   stop();
 }
 
-bool Scheduler::submit(std::shared_ptr<Job> job) {
+bool Scheduler::submit(std::vector<std::shared_ptr<Job>> jobs) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_) {
-      job->emit(failed_event(
-          RequestError(503, "the server is shutting down", "", "shutting_down", "server_error")));
+      for (const auto& job : jobs) {
+        job->emit(failed_event(
+            RequestError(503, "the server is shutting down", "", "shutting_down", "server_error")));
+      }
       return true;
     }
-    if (queue_.size() >= max_queue_) return false;
-    queue_.push_back(std::move(job));
+    if (queue_.size() + jobs.size() > max_queue_) return false;
+    for (auto& job : jobs) queue_.push_back(std::move(job));
   }
   wake_.notify_one();
   return true;

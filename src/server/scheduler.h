@@ -38,6 +38,22 @@ struct Event {
   nlohmann::json payload;     // Finished: a whole answer (compress)
   int status = 0;             // Failed: the HTTP status
   nlohmann::json error;       // Failed: the OpenAI error object
+  std::size_t choice = 0;     // the job it comes from, of a request's n (Job::share_events)
+};
+
+// Where jobs send their events, in the order they come: one queue per
+// request, which the n jobs of a request with n choices share.
+class EventQueue {
+ public:
+  void push(Event e);
+  // Blocks until the next event, or (next_for) until one comes or `wait` passes.
+  Event next();
+  std::optional<Event> next_for(std::chrono::milliseconds wait);
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<Event> events_;
 };
 
 Event failed_event(const RequestError& e);
@@ -62,9 +78,16 @@ class Job {
   bool cancelled() const { return cancelled_.load(); }
 
   // The HTTP thread's side: blocks until the next event, or (next_for)
-  // until one comes or `wait` passes.
-  Event next();
-  std::optional<Event> next_for(std::chrono::milliseconds wait);
+  // until one comes or `wait` passes. Jobs that share a queue give the
+  // events of all of them, each tagged with its sender's choice.
+  Event next() { return events_->next(); }
+  std::optional<Event> next_for(std::chrono::milliseconds wait) { return events_->next_for(wait); }
+  // Sends this job's events to `events`, tagged `choice` (before it is
+  // submitted).
+  void share_events(std::shared_ptr<EventQueue> events, std::size_t choice) {
+    events_ = std::move(events);
+    choice_ = choice;
+  }
   void cancel() { cancelled_.store(true); }
   // Cancelled because the server is shutting down: the worker fails the job
   // (503 shutting_down) instead of finishing it as if it had run its length.
@@ -79,9 +102,8 @@ class Job {
   std::function<Generation*(Job&)> start_;
   std::function<void(Job&)> finish_;
   std::atomic<bool> cancelled_{false}, shutdown_{false};
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<Event> events_;
+  std::shared_ptr<EventQueue> events_ = std::make_shared<EventQueue>();
+  std::size_t choice_ = 0;
 };
 
 class Scheduler {
@@ -93,8 +115,11 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // False when max_queue jobs are already waiting.
-  bool submit(std::shared_ptr<Job> job);
+  // False when max_queue jobs are already waiting. Several jobs (the
+  // choices of one request) are queued together, or none of them when they
+  // do not all fit.
+  bool submit(std::shared_ptr<Job> job) { return submit(std::vector{std::move(job)}); }
+  bool submit(std::vector<std::shared_ptr<Job>> jobs);
   // Stops taking jobs (503 shutting_down from then on) and fails the waiting
   // ones the same way; the running ones have up to `grace` to finish, then
   // are cancelled for shutdown. Joins the worker.

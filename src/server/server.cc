@@ -39,6 +39,7 @@ bool write_event(httplib::DataSink& sink, const std::string& data) {
 
 struct Server::CompletionRun {
   std::shared_ptr<const CompletionRequest> r;
+  std::size_t choice = 0;  // of the request's n
   std::chrono::steady_clock::time_point t0;
   PreparedPrompt p;
   Session* session = nullptr;
@@ -255,13 +256,17 @@ void Server::send_error(httplib::Response& res, int status, const json& error) {
 }
 
 std::shared_ptr<Job> Server::submit(std::shared_ptr<Job> job) {
-  if (!scheduler_->submit(job)) {
+  submit(std::vector{job});
+  return job;
+}
+
+void Server::submit(const std::vector<std::shared_ptr<Job>>& jobs) {
+  if (!scheduler_->submit(jobs)) {
     throw RequestError(503,
                        "the server is busy: " + std::to_string(scheduler_->max_queue()) +
                            " requests are already waiting; retry later",
                        "", "queue_full", "server_error");
   }
-  return job;
 }
 
 bool is_loopback_host(const std::string& host) {
@@ -530,13 +535,32 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
       }
     }
     if (!r->seeded) r->sampling.seed = std::random_device{}();
+    if (r->n > scheduler_->max_queue()) {
+      throw RequestError(400,
+                         "'n' is " + std::to_string(r->n) + " and this server queues at most " +
+                             std::to_string(scheduler_->max_queue()) + " requests (--max-queue)",
+                         "n", "invalid_value");
+    }
     const std::string id = response_id(chat ? "chatcmpl-" : "cmpl-");
     const std::int64_t created = std::time(nullptr);
-    auto run = std::make_shared<CompletionRun>();
-    run->r = r;
-    auto job =
-        submit(std::make_shared<Job>([this, run](Job& j) { return start_completion(*run, j); },
-                                     [this, run](Job& j) { finish_completion(*run, j); }));
+    // One job per choice, all sending their events to one queue: they decode
+    // together (continuous batching), each with its own session and seed.
+    const std::size_t n = r->n;
+    auto events = std::make_shared<EventQueue>();
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto run = std::make_shared<CompletionRun>();
+      run->r = r;
+      run->choice = i;
+      jobs.push_back(
+          std::make_shared<Job>([this, run](Job& j) { return start_completion(*run, j); },
+                                [this, run](Job& j) { finish_completion(*run, j); }));
+      jobs.back()->share_events(events, i);
+    }
+    submit(jobs);
+    const auto cancel_all = [jobs] {
+      for (const auto& job : jobs) job->cancel();
+    };
 
     // cpp-httplib does not tell a handler that its client has gone, so the
     // socket is watched while the request waits or runs (every 200 ms, events
@@ -546,128 +570,196 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
     auto checked = std::chrono::steady_clock::now();
     const auto next_event = [&]() -> std::optional<Event> {
       for (;;) {
-        std::optional<Event> e = job->next_for(std::chrono::milliseconds(200));
+        std::optional<Event> e = events->next_for(std::chrono::milliseconds(200));
         const auto now = std::chrono::steady_clock::now();
         if (now - checked >= std::chrono::milliseconds(200)) {
           checked = now;
           if (!fd) fd = find_connection_fd(req.remote_addr, req.remote_port, req.local_port);
           if (*fd && peer_closed(**fd)) {
-            job->cancel();
+            cancel_all();
             return std::nullopt;
           }
         }
         if (e) return e;
       }
     };
-    const std::optional<Event> first = next_event();
-    if (!first) return;
-    if (first->kind == Event::Kind::Failed) return send_error(res, first->status, first->error);
-    if (!r->stream) {
-      std::string text;
-      std::vector<TokenLogprob> logprobs;
-      for (;;) {
-        std::optional<Event> next = next_event();
-        if (!next) return;
-        Event& e = *next;
-        if (e.kind == Event::Kind::Text) {
-          text += e.text;
-          std::move(e.logprobs.begin(), e.logprobs.end(), std::back_inserter(logprobs));
-        }
-        if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
-        if (e.kind == Event::Kind::Finished) {
-          std::vector<ToolCall> calls;
-          if (r->tools) {
-            ToolCallParser parser([this] { return response_id("call_"); }, r->parallel_tool_calls);
-            // A forced call: the prompt opened the block, the grammar ended the JSON.
-            if (r->forced_call) text = kForcedCallOpening + text + kForcedCallClosing;
-            text = parser.push(text, calls) + parser.flush();
-          }
-          res.set_content(dump_json(completion_json(*r, id, created, text, e.finish_reason, e.usage,
-                                                    logprobs, calls)),
-                          "application/json");
-          return;
-        }
+    // Every choice has started (its prompt fits) before the answer begins;
+    // the first failure is the answer, and the other choices are cancelled.
+    // Text that comes before another choice's start is kept for later.
+    std::deque<Event> early;
+    for (std::size_t started = 0; started < n;) {
+      std::optional<Event> e = next_event();
+      if (!e) return;
+      if (e->kind == Event::Kind::Failed) {
+        cancel_all();
+        return send_error(res, e->status, e->error);
+      }
+      if (e->kind == Event::Kind::Started) {
+        ++started;
+      } else {
+        early.push_back(std::move(*e));
       }
     }
-    // Streaming: the role chunk, then one event per piece of text, the end,
-    // optionally the usage, and [DONE]. A failed write means the client left:
-    // the job is cancelled and the worker stops generating at the next token.
-    auto role_sent = std::make_shared<bool>(false);
-    auto text_offset = std::make_shared<std::size_t>(0);  // completions' logprobs.text_offset
-    // With tools, <tool_call> blocks are held back and sent as tool_calls deltas.
-    auto tool_calls = r->tools
-                          ? std::make_shared<ToolCallParser>(
-                                [this] { return response_id("call_"); }, r->parallel_tool_calls)
-                          : nullptr;
-    if (r->forced_call) {
-      std::vector<ToolCall> none;
-      tool_calls->push(kForcedCallOpening, none);  // held back: the block is open
+    const auto next_after_start = [&]() -> std::optional<Event> {
+      if (early.empty()) return next_event();
+      Event e = std::move(early.front());
+      early.pop_front();
+      return e;
+    };
+    // A choice's text through the tool-call parser, when the request has tools.
+    const auto tool_parser = [this, r] {
+      auto parser = std::make_shared<ToolCallParser>([this] { return response_id("call_"); },
+                                                     r->parallel_tool_calls);
+      if (r->forced_call) {
+        std::vector<ToolCall> none;
+        parser->push(kForcedCallOpening, none);  // held back: the block is open
+      }
+      return parser;
+    };
+    if (!r->stream) {
+      std::vector<Choice> choices(n);
+      std::vector<CompletionUsage> usages(n);
+      for (std::size_t finished = 0; finished < n;) {
+        std::optional<Event> next = next_after_start();
+        if (!next) return;
+        Event& e = *next;
+        Choice& c = choices[e.choice];
+        if (e.kind == Event::Kind::Text) {
+          c.text += e.text;
+          std::move(e.logprobs.begin(), e.logprobs.end(), std::back_inserter(c.logprobs));
+        }
+        if (e.kind == Event::Kind::Failed) {
+          cancel_all();
+          return send_error(res, e.status, e.error);
+        }
+        if (e.kind == Event::Kind::Finished) {
+          ++finished;
+          c.finish_reason = e.finish_reason;
+          usages[e.choice] = e.usage;
+          if (r->tools) {
+            // A forced call: the prompt opened the block, the grammar ended the JSON.
+            auto parser = tool_parser();
+            if (r->forced_call) c.text += kForcedCallClosing;
+            std::string content = parser->push(c.text, c.tool_calls);
+            c.text = content + parser->flush();
+          }
+        }
+      }
+      res.set_content(
+          dump_json(completion_json(*r, id, created, choices, usage_of_choices(usages))),
+          "application/json");
+      return;
+    }
+    // Streaming: each choice's role chunk, then one event per piece of text
+    // (of whichever choice it is), each choice's end, optionally the usage,
+    // and [DONE]. A failed write means the client left: the jobs are
+    // cancelled and the worker stops generating at the next token.
+    struct ChoiceStream {
+      std::size_t text_offset = 0;  // completions' logprobs.text_offset
+      // With tools, <tool_call> blocks are held back and sent as tool_calls deltas.
+      std::shared_ptr<ToolCallParser> tool_calls;
+    };
+    struct Stream {
+      bool roles_sent = false;
+      std::size_t finished = 0;
+      std::vector<ChoiceStream> choices;
+      std::vector<CompletionUsage> usages;
+      std::deque<Event> early;
+    };
+    auto stream = std::make_shared<Stream>();
+    stream->choices.resize(n);
+    stream->usages.resize(n);
+    stream->early = std::move(early);
+    if (r->tools) {
+      for (ChoiceStream& c : stream->choices) c.tool_calls = tool_parser();
     }
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, r, job, id, created, role_sent, text_offset, tool_calls, busy](
-            std::size_t, httplib::DataSink& sink) {
+        [this, r, events, cancel_all, id, created, stream, n, busy](std::size_t,
+                                                                    httplib::DataSink& sink) {
           const auto give_up = [&] {
-            job->cancel();
+            cancel_all();
             return false;
           };
-          if (!*role_sent) {
-            *role_sent = true;
+          if (!stream->roles_sent) {
+            stream->roles_sent = true;
             const std::string empty;
-            if (!write_event(sink,
-                             chunk_json(*r, id, created, r->chat ? nullptr : &empty, nullptr, true)
-                                 .dump())) {
-              return give_up();
+            for (std::size_t i = 0; i < n; ++i) {
+              const json chunk = chunk_json(*r, id, created, r->chat ? nullptr : &empty, nullptr,
+                                            true, nullptr, 0, i);
+              if (!write_event(sink, chunk.dump())) return give_up();
             }
             return true;
           }
-          const Event e = job->next();
+          Event e;
+          if (stream->early.empty()) {
+            e = events->next();
+          } else {
+            e = std::move(stream->early.front());
+            stream->early.pop_front();
+          }
+          const std::size_t i = e.choice;
+          ChoiceStream& c = stream->choices[i];
           const std::vector<TokenLogprob>* logprobs = r->top_logprobs >= 0 ? &e.logprobs : nullptr;
           // A piece of content (none when a tool call holds it all back),
           // then the tool calls it completed.
           const auto send_text = [&](const std::string& text) {
             if (text.empty() && !(logprobs && !logprobs->empty())) return true;
             const json chunk =
-                chunk_json(*r, id, created, &text, nullptr, false, logprobs, *text_offset);
-            *text_offset += text.size();
+                chunk_json(*r, id, created, &text, nullptr, false, logprobs, c.text_offset, i);
+            c.text_offset += text.size();
             return write_event(sink, dump_json(chunk));
           };
           // Text through the tool-call parser: the content it lets through,
           // then a chunk per call it completed.
           const auto send_through_parser = [&](std::string_view text) {
             std::vector<ToolCall> calls;
-            if (!send_text(tool_calls->push(text, calls))) return false;
-            std::size_t index = tool_calls->calls() - calls.size();
+            if (!send_text(c.tool_calls->push(text, calls))) return false;
+            std::size_t index = c.tool_calls->calls() - calls.size();
             for (const ToolCall& call : calls) {
-              const json chunk = tool_call_chunk_json(*r, id, created, call, index++);
+              const json chunk = tool_call_chunk_json(*r, id, created, call, index++, i);
               if (!write_event(sink, dump_json(chunk))) return false;
             }
             return true;
           };
           if (e.kind == Event::Kind::Text) {
-            if (!tool_calls) return send_text(e.text) ? true : give_up();
+            if (!c.tool_calls) return send_text(e.text) ? true : give_up();
             return send_through_parser(e.text) ? true : give_up();
           }
-          if (e.kind == Event::Kind::Finished && tool_calls) {
+          if (e.kind == Event::Kind::Failed) {
+            // The answer ends with the error; the other choices stop.
+            {
+              std::lock_guard lock(metrics_.mutex);
+              ++metrics_.errors[e.status];
+            }
+            cancel_all();
+            if (!write_event(sink, dump_json(e.error)) || !write_event(sink, "[DONE]")) {
+              return false;
+            }
+            sink.done();
+            return true;
+          }
+          if (e.kind != Event::Kind::Finished) return true;
+          if (c.tool_calls) {
             logprobs = nullptr;
             if (r->forced_call && !send_through_parser(kForcedCallClosing)) return give_up();
-            if (!send_text(tool_calls->flush())) return give_up();
+            if (!send_text(c.tool_calls->flush())) return give_up();
           }
           const std::string finish_reason =
-              tool_calls && tool_calls->calls() > 0 ? "tool_calls" : e.finish_reason;
-          if (e.kind == Event::Kind::Failed) {
-            std::lock_guard lock(metrics_.mutex);
-            ++metrics_.errors[e.status];
+              c.tool_calls && c.tool_calls->calls() > 0 ? "tool_calls" : e.finish_reason;
+          if (!write_event(
+                  sink, chunk_json(*r, id, created, nullptr, &finish_reason, false, nullptr, 0, i)
+                            .dump())) {
+            return give_up();
           }
-          bool ok =
-              e.kind == Event::Kind::Failed
-                  ? write_event(sink, dump_json(e.error))
-                  : write_event(sink, chunk_json(*r, id, created, nullptr, &finish_reason).dump());
-          if (ok && e.kind == Event::Kind::Finished && r->include_usage) {
+          stream->usages[i] = e.usage;
+          if (++stream->finished < n) return true;
+          bool ok = true;
+          if (r->include_usage) {
             json usage = chunk_json(*r, id, created, nullptr, nullptr);
             usage["choices"] = json::array();
-            usage["usage"] = usage_json(e.usage);
+            usage["usage"] = usage_json(usage_of_choices(stream->usages));
             ok = write_event(sink, dump_json(usage));
           }
           if (ok) ok = write_event(sink, "[DONE]");
@@ -675,8 +767,8 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
           sink.done();
           return true;
         },
-        [job](bool success) {
-          if (!success) job->cancel();
+        [cancel_all](bool success) {
+          if (!success) cancel_all();
         });
   } catch (const RequestError& e) {
     send_error(res, e.status, error_json(e));
@@ -726,6 +818,7 @@ Generation* Server::start_completion(CompletionRun& run, Job& job) {
                              : static_cast<int>(std::min<std::size_t>(
                                    static_cast<std::size_t>(options_.default_max_tokens), ctx - n));
   o.sampling = r.sampling;
+  o.sampling.seed += run.choice;
   o.top_logprobs = r.top_logprobs;
   o.stop_ids = engine_->stop_ids();
   if (r.json_grammar) {

@@ -161,7 +161,10 @@ class Server {
   // The text behind a /v1/compress id: from memory, else from the latent
   // store, where another replica (or this one before a restart) put it.
   std::optional<std::string> latent_text(const std::string& id);
+  // Queues jobs (several: the choices of one request, all or none);
+  // RequestError 503 queue_full when they do not fit.
   std::shared_ptr<Job> submit(std::shared_ptr<Job> job);
+  void submit(const std::vector<std::shared_ptr<Job>>& jobs);
   void send_error(httplib::Response& res, int status, const nlohmann::json& error);
   std::size_t context() const;
   // Of the sessions not running a generation, the one sharing the longest

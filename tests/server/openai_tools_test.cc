@@ -84,22 +84,45 @@ TEST(ToolCallAnswers, MessageAndChunkShapes) {
   r.tools = true;
   r.model = "m";
   const std::vector<ToolCall> calls = {{"call_1", "get_weather", "{\"city\":\"Paris\"}"}};
-  const json full = completion_json(r, "chatcmpl-1", 7, "\n", "stop", {}, {}, calls);
+  const json full = completion_json(r, "chatcmpl-1", 7, {{"\n", "stop", {}, calls}}, {});
   const json& choice = full["choices"][0];
   EXPECT_EQ(choice["finish_reason"], "tool_calls");
   EXPECT_TRUE(choice["message"]["content"].is_null());
   EXPECT_EQ(choice["message"]["tool_calls"], json::parse(R"([{"id": "call_1", "type": "function",
                              "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}])"));
-  EXPECT_EQ(completion_json(r, "c", 7, "Sure.", "stop", {}, {},
-                            calls)["choices"][0]["message"]["content"],
-            "Sure.");
-  EXPECT_EQ(completion_json(r, "c", 7, "plain", "length", {})["choices"][0]["finish_reason"],
-            "length");
+  // Choices in order, each with its index, its own finish_reason and calls.
+  const json two =
+      completion_json(r, "c", 7, {{"Sure.", "stop", {}, calls}, {"plain", "length", {}, {}}}, {});
+  ASSERT_EQ(two["choices"].size(), 2u);
+  EXPECT_EQ(two["choices"][0]["index"], 0);
+  EXPECT_EQ(two["choices"][0]["message"]["content"], "Sure.");
+  EXPECT_EQ(two["choices"][0]["finish_reason"], "tool_calls");
+  EXPECT_EQ(two["choices"][1]["index"], 1);
+  EXPECT_EQ(two["choices"][1]["message"]["content"], "plain");
+  EXPECT_EQ(two["choices"][1]["finish_reason"], "length");
+  EXPECT_FALSE(two["choices"][1]["message"].contains("tool_calls"));
   const json chunk = tool_call_chunk_json(r, "chatcmpl-1", 7, calls[0], 2);
   EXPECT_EQ(chunk["object"], "chat.completion.chunk");
   EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["index"], 2);
   EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_TRUE(chunk["choices"][0]["finish_reason"].is_null());
+  EXPECT_EQ(chunk["choices"][0]["index"], 0);
+  EXPECT_EQ(tool_call_chunk_json(r, "c", 7, calls[0], 0, 3)["choices"][0]["index"], 3);
+}
+
+TEST(Choices, UsageCountsThePromptOnceAndEveryChoicesTokens) {
+  CompletionUsage a, b;
+  a.prompt_tokens = 40;
+  a.cached_tokens = 8;
+  a.completion_tokens = 5;
+  b.prompt_tokens = 40;
+  b.cached_tokens = 0;
+  b.completion_tokens = 7;
+  const CompletionUsage u = usage_of_choices({a, b});
+  EXPECT_EQ(u.prompt_tokens, 40u);
+  EXPECT_EQ(u.cached_tokens, 8u);
+  EXPECT_EQ(u.completion_tokens, 12u);
+  EXPECT_EQ(usage_json(u)["total_tokens"], 52);
 }
 
 class ToolRequests : public ::testing::Test {

@@ -427,9 +427,14 @@ TEST_F(ServerTest, BadRequestsGetClearErrorsAndTheServerStaysHealthy) {
   json bad_role = chat("hi");
   bad_role["messages"][0]["role"] = "robot";
   expect_error(post("/v1/chat/completions", bad_role), 400, "invalid_value", "messages[0].role");
-  json two = chat("hi");
-  two["n"] = 2;
-  expect_error(post("/v1/chat/completions", two), 400, "unsupported_value", "n");
+  for (const json& n : {json(0), json(17), json(1.5), json("2")}) {
+    json bad_n = chat("hi");
+    bad_n["n"] = n;
+    expect_error(post("/v1/chat/completions", bad_n), 400,
+                 n.is_number_integer() ? "invalid_value" : "invalid_type", "n");
+  }
+  expect_error(post("/v1/completions", {{"prompt", "hi"}, {"best_of", 2}}), 400,
+               "unsupported_parameter", "best_of");
   // min_p 1 once passed here and failed in the sampler with a 500 naming a CLI flag.
   json all_min_p = chat("hi");
   all_min_p["min_p"] = 1;
@@ -472,6 +477,111 @@ TEST_F(ServerTest, BadRequestsGetClearErrorsAndTheServerStaysHealthy) {
   EXPECT_EQ(ok->status, 200) << ok->body;
   const auto m = c.Get("/metrics");
   EXPECT_NE(m->body.find("lclm_request_errors_total{status=\"400\"}"), std::string::npos);
+}
+
+// n choices: each is the answer a request with n = 1 gets at seed + i,
+// whole or streamed (chunks tagged with their choice, each choice with its
+// role and end), the usage counting the prompt once and every choice's
+// tokens.
+TEST_F(ServerTest, SeveralChoicesAreTheAnswersOfTheirSeeds) {
+  constexpr int kChoices = 3;
+  const auto sampled = [](const json& base, int seed) {
+    json body = base;
+    body["temperature"] = 1.5;
+    body["seed"] = seed;
+    return body;
+  };
+  for (const bool use_chat : {true, false}) {
+    const char* path = use_chat ? "/v1/chat/completions" : "/v1/completions";
+    const json base = use_chat ? chat("Tell me about the lighthouse.", 10)
+                               : json{{"prompt", "The lighthouse"}, {"max_tokens", 10}};
+    std::vector<std::string> alone;
+    std::size_t tokens = 0, prompt_tokens = 0;
+    for (int i = 0; i < kChoices; ++i) {
+      const auto r = post(path, sampled(base, 40 + i));
+      ASSERT_TRUE(r);
+      ASSERT_EQ(r->status, 200) << r->body;
+      const json j = json::parse(r->body);
+      const json& c = j["choices"][0];
+      alone.push_back(use_chat ? c["message"]["content"] : c["text"]);
+      tokens += j["usage"]["completion_tokens"].get<std::size_t>();
+      prompt_tokens = j["usage"]["prompt_tokens"];
+    }
+    ASSERT_TRUE(alone[0] != alone[1] || alone[1] != alone[2]) << "the seeds should differ";
+
+    json many = sampled(base, 40);
+    many["n"] = kChoices;
+    const auto whole = post(path, many);
+    ASSERT_TRUE(whole);
+    ASSERT_EQ(whole->status, 200) << whole->body;
+    const json j = json::parse(whole->body);
+    ASSERT_EQ(j["choices"].size(), static_cast<std::size_t>(kChoices)) << j;
+    for (int i = 0; i < kChoices; ++i) {
+      const json& c = j["choices"][i];
+      EXPECT_EQ(c["index"], i);
+      EXPECT_EQ(use_chat ? c["message"]["content"] : c["text"], alone[i]) << "choice " << i;
+    }
+    EXPECT_EQ(j["usage"]["prompt_tokens"], prompt_tokens);
+    EXPECT_EQ(j["usage"]["completion_tokens"], tokens);
+
+    many["stream"] = true;
+    many["stream_options"] = {{"include_usage", true}};
+    const auto streamed = post(path, many);
+    ASSERT_TRUE(streamed);
+    ASSERT_EQ(streamed->status, 200) << streamed->body;
+    const std::vector<std::string> events = sse_data(streamed->body);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back(), "[DONE]");
+    std::vector<std::string> text(kChoices);
+    std::vector<int> roles(kChoices), ends(kChoices);
+    json usage;
+    for (std::size_t e = 0; e + 1 < events.size(); ++e) {
+      const json chunk = json::parse(events[e]);
+      if (chunk["choices"].empty()) {
+        usage = chunk["usage"];
+        continue;
+      }
+      ASSERT_EQ(chunk["choices"].size(), 1u);
+      const json& c = chunk["choices"][0];
+      const int i = c["index"];
+      ASSERT_TRUE(i >= 0 && i < kChoices) << chunk;
+      EXPECT_EQ(ends[i], 0) << "choice " << i << " went on after its end";
+      if (use_chat && c["delta"].contains("role")) ++roles[i];
+      if (use_chat && c["delta"].contains("content"))
+        text[i] += c["delta"]["content"].get<std::string>();
+      if (!use_chat) text[i] += c["text"].get<std::string>();
+      if (!c["finish_reason"].is_null()) ++ends[i];
+    }
+    for (int i = 0; i < kChoices; ++i) {
+      EXPECT_EQ(text[i], alone[i]) << "choice " << i;
+      EXPECT_EQ(ends[i], 1) << "choice " << i;
+      if (use_chat) {
+        EXPECT_EQ(roles[i], 1) << "choice " << i;
+      }
+    }
+    EXPECT_EQ(usage["completion_tokens"], tokens) << usage;
+  }
+}
+
+// More choices than the queue holds is the client's error, named; a queue
+// that cannot take them all now refuses the request whole (503).
+TEST(ServerChoices, MoreChoicesThanTheQueueHoldsAreRefused) {
+  server::ServerOptions o = test_server_options();
+  o.max_queue = 2;
+  ServerThread s("server_choices", 3, o);
+  httplib::Client c("127.0.0.1", s.port);
+  c.set_read_timeout(60, 0);
+  const json body = {{"prompt", "a"}, {"max_tokens", 2}, {"n", 3}};
+  const auto r = c.Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_EQ(json::parse(r->body)["error"]["param"], "n") << r->body;
+  json two = body;
+  two["n"] = 2;
+  const auto ok = c.Post("/v1/completions", two.dump(), "application/json");
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(json::parse(ok->body)["choices"].size(), 2u);
 }
 
 // response_format: JSON by constrained decoding. A random tiny model's
