@@ -71,25 +71,7 @@ Latents read_checked_latents(const std::string& path, Engine& engine) {
   if (!model)
     throw Error("--latents needs an LCLM checkpoint; " + engine.dir().string() +
                 " is a plain model");
-  LatentsFile file = read_latents_file(path);
-  const auto field = [&](const char* name) {
-    const auto it = file.metadata.find(name);
-    if (it == file.metadata.end()) throw Error("--latents " + path + ": no " + name + " metadata");
-    return it->second;
-  };
-  const std::string ratio = field("compression_ratio"), made_by = field("checkpoint_fingerprint");
-  if (ratio.empty() || ratio.find_first_not_of("0123456789") != std::string::npos ||
-      ratio.size() > 6) {
-    throw Error("--latents " + path + ": compression_ratio '" + ratio + "' is not a ratio");
-  }
-  if (made_by != model->fingerprint(std::stoll(ratio))) {
-    throw Error("--latents " + path +
-                " was made by another checkpoint (or another encoder "
-                "configuration): its fingerprint " +
-                made_by + " is not this one's at ratio " + ratio + " (" +
-                model->fingerprint(std::stoll(ratio)) + "); compress it again");
-  }
-  return std::move(file.latents);
+  return lclm::read_checked_latents(path, *model, "--latents");
 }
 
 // --prompt-embeds: the decoder's input as `lclm compress --format

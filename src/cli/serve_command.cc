@@ -5,12 +5,16 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <thread>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "compression/latents_file.h"
+#include "compression/lclm_model.h"
 #include "server/server.h"
 #include "util/error.h"
 
@@ -26,6 +30,7 @@ struct ServeArgs {
   std::int64_t seed = -1;
   int threads = 0;
   std::string api_key_file;
+  std::vector<std::string> latents;  // --latents [ID=]FILE
   double shutdown_timeout = 10;  // seconds the running request has on SIGTERM
 };
 
@@ -40,6 +45,42 @@ std::string api_key(const ServeArgs& a) {
   }
   const char* env = std::getenv("LCLM_API_KEY");
   return env ? env : "";
+}
+
+// --latents [ID=]FILE: files `lclm compress -o` wrote, checked against the
+// checkpoint and named by ID (default: the file name without its extension)
+// for memory and file parts to use as latent_id / file_id.
+void load_latent_files(const std::vector<std::string>& specs, Engine& engine,
+                       std::map<std::string, std::shared_ptr<const Latents>>& out,
+                       std::ostream& err) {
+  if (specs.empty()) return;
+  LclmModel* model = engine.lclm();
+  if (!model) {
+    throw Error("--latents needs an LCLM checkpoint; " + engine.dir().string() +
+                " is a plain model");
+  }
+  for (const std::string& spec : specs) {
+    const std::size_t eq = spec.find('=');
+    const bool named = eq != std::string::npos && spec.find('/') > eq;
+    const std::filesystem::path file = named ? spec.substr(eq + 1) : spec;
+    const std::string id = named ? spec.substr(0, eq) : file.stem().string();
+    const bool good_id = !id.empty() && id.size() <= 64 &&
+                         id.find_first_not_of(
+                             "abcdefghijklmnopqrstuvwxyz"
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                             "0123456789._-") == std::string::npos;
+    if (!good_id) {
+      throw Error("--latents " + spec + ": the id '" + id +
+                  "' must be 1-64 letters, digits, '.', '_' or '-' (--latents ID=FILE names it)");
+    }
+    if (out.contains(id)) {
+      throw Error("--latents " + spec + ": the id '" + id + "' is taken by an earlier file");
+    }
+    auto latents = std::make_shared<const Latents>(read_checked_latents(file, *model, "--latents"));
+    err << "lclm serve: latents " << file.string() << " as latent_id \"" << id << "\" ("
+        << latents->count() << " latents of " << latents->n_tokens << " tokens)" << std::endl;
+    out.emplace(id, std::move(latents));
+  }
 }
 
 // The shutdown pipe: written by the signal handler, read by the waiter.
@@ -72,8 +113,10 @@ int run(ServeArgs& a, std::ostream& err) {
   };
   sigemptyset(&action.sa_mask);
   for (int signo : {SIGINT, SIGTERM}) ::sigaction(signo, &action, nullptr);
-  server::Server s(Engine::load(a.model, a.chat_template.apply(a.lclm.engine_options(a.threads))),
-                   a.server);
+  std::unique_ptr<Engine> engine =
+      Engine::load(a.model, a.chat_template.apply(a.lclm.engine_options(a.threads)));
+  load_latent_files(a.latents, *engine, a.server.latent_files, err);
+  server::Server s(std::move(engine), a.server);
   const int port = s.bind();
   err << "lclm serve: " << a.model << " on http://" << a.server.host << ":" << port << " (queue "
       << a.server.max_queue << ")" << std::endl;
@@ -157,6 +200,11 @@ Command add_serve_command(CLI::App& app) {
                   "hold")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1} << 20, std::size_t{1} << 40));
+  cmd->add_option("--latents", args->latents,
+                  "[ID=]FILE: latents `lclm compress -o` wrote, for requests to name as a memory "
+                  "part's latent_id (or a file part's file_id) ID, by default the file name "
+                  "without its extension; repeatable")
+      ->type_name("[ID=]FILE");
   cmd->add_option("--cors", args->server.cors_origins,
                   "Let browser pages from ORIGIN call the API (Access-Control-Allow-Origin; "
                   "preflight requests are answered without the API key); repeatable, \"*\" for "

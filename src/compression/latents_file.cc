@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "compression/lclm_model.h"
 #include "format/safetensors.h"
 #include "util/error.h"
 
@@ -56,6 +57,30 @@ LatentsFile read_latents_file(const std::filesystem::path& path) {
     fail("n_tokens / n_latents are missing or not numbers");
   }
   return out;
+}
+
+Latents read_checked_latents(const std::filesystem::path& path, LclmModel& model,
+                             const std::string& what) {
+  const std::string named = what + " " + path.string();
+  LatentsFile file = read_latents_file(path);
+  const auto field = [&](const char* name) {
+    const auto it = file.metadata.find(name);
+    if (it == file.metadata.end()) throw Error(named + ": no " + name + " metadata");
+    return it->second;
+  };
+  const std::string ratio = field("compression_ratio"), made_by = field("checkpoint_fingerprint");
+  if (ratio.empty() || ratio.find_first_not_of("0123456789") != std::string::npos ||
+      ratio.size() > 6) {
+    throw Error(named + ": compression_ratio '" + ratio + "' is not a ratio");
+  }
+  if (made_by != model.fingerprint(std::stoll(ratio))) {
+    throw Error(named +
+                " was made by another checkpoint (or another encoder configuration): its "
+                "fingerprint " +
+                made_by + " is not this one's at ratio " + ratio + " (" +
+                model.fingerprint(std::stoll(ratio)) + "); compress it again");
+  }
+  return std::move(file.latents);
 }
 
 }  // namespace lclm

@@ -21,6 +21,8 @@
 
 namespace lclm {
 
+class LclmModel;
+
 struct LatentsFile {
   Latents latents;
   std::map<std::string, std::string> metadata;
@@ -30,5 +32,10 @@ void write_latents_file(const std::filesystem::path& path, const LatentsFile& fi
 // Throws lclm::Error naming the file when it is not an lclm latents file or
 // its metadata disagrees with its tensor.
 LatentsFile read_latents_file(const std::filesystem::path& path);
+// A latents file read for `model` to consume: made by this checkpoint (its
+// fingerprint at the file's compression_ratio). Errors start with `what`
+// (the flag, say) and name the file.
+Latents read_checked_latents(const std::filesystem::path& path, LclmModel& model,
+                             const std::string& what);
 
 }  // namespace lclm

@@ -250,18 +250,28 @@ std::string wrap_region(const std::string& text) {
   return std::string(kMemoryStart) + text + std::string(kMemoryEnd);
 }
 
-// The text behind an id from /v1/compress (a memory part's latent_id, a
-// file part's file_id); an unknown one is a 400 "unknown_KIND_id" naming
-// `param`.
-std::string text_of_id(const std::string& id, const std::string& kind, const std::string& param,
-                       const LatentTextLookup& lookup) {
-  std::optional<std::string> source = lookup(id);
+// What an id names (a memory part's latent_id, a file part's file_id): the
+// text behind a /v1/compress id, or a latents file's latents; an unknown one
+// is a 400 "unknown_KIND_id" naming `param`.
+LatentRef source_of_id(const std::string& id, const std::string& kind, const std::string& param,
+                          const LatentLookup& lookup) {
+  std::optional<LatentRef> source = lookup(id);
   if (!source) {
     bad("unknown " + kind + " id '" + id +
-            "': ids come from /v1/compress on this server or one sharing its --latent-cache",
+            "': ids come from /v1/compress on this server or one sharing its --latent-cache, "
+            "or name a file of serve --latents",
         param, "unknown_" + kind + "_id");
   }
   return std::move(*source);
+}
+
+// A memory region of the message: the text to compress, or a latent slot
+// whose latents go to `supplied`.
+std::string memory_region(LatentRef source,
+                          std::vector<std::shared_ptr<const Latents>>& supplied) {
+  if (!source.latents) return wrap_region(source.text);
+  supplied.push_back(std::move(source.latents));
+  return std::string(kLatentSlot);
 }
 
 // Media types whose bytes are text a model can read.
@@ -276,10 +286,11 @@ bool is_text_media_type(std::string_view type) {
 
 // An OpenAI `file` content part, {"type": "file", "file": {"file_data":
 // "data:text/plain;base64,...", "filename": ...}} or {"file_id": ID} (an id
-// from /v1/compress): its text, which the message holds as a memory region:
-// an attached document is what an LCLM compresses.
+// from /v1/compress, or of a latents file): its text, which the message holds
+// as a memory region (an attached document is what an LCLM compresses), or
+// the file's latents.
 template <typename Json>
-std::string file_part_text(const Json& part, const std::string& p, const LatentTextLookup& lookup) {
+LatentRef file_part(const Json& part, const std::string& p, const LatentLookup& lookup) {
   const Json* file = field(part, "file");
   require(file && file->is_object(), p + ".file", "an object with 'file_data' or 'file_id'");
   const Json* data = field(*file, "file_data");
@@ -290,7 +301,7 @@ std::string file_part_text(const Json& part, const std::string& p, const LatentT
   }
   if (id) {
     require(id->is_string(), p + ".file.file_id", "a string");
-    return text_of_id(id->template get<std::string>(), "file", p + ".file.file_id", lookup);
+    return source_of_id(id->template get<std::string>(), "file", p + ".file.file_id", lookup);
   }
   const std::string param = p + ".file.file_data";
   require(data->is_string(), param, "a data: URL (data:text/plain;base64,...)");
@@ -314,12 +325,13 @@ std::string file_part_text(const Json& part, const std::string& p, const LatentT
     bad("'" + param + "' is not UTF-8 text", param, "unsupported_file_type");
   }
   if (text->empty()) bad("'" + param + "' holds an empty file", param);
-  return std::move(*text);
+  return {std::move(*text), nullptr};
 }
 
 template <typename Json>
 std::string message_content(const Json& content, const std::string& param,
-                            const LatentTextLookup& lookup) {
+                            const LatentLookup& lookup,
+                            std::vector<std::shared_ptr<const Latents>>& supplied) {
   if (content.is_string()) return content;
   require(content.is_array(), param, "a string or an array of content parts");
   std::string out;
@@ -343,16 +355,25 @@ std::string message_content(const Json& content, const std::string& param,
       if (text) {
         out += wrap_region(*text);
       } else {
-        out += wrap_region(
-            text_of_id(id->template get<std::string>(), "latent", p + ".latent_id", lookup));
+        out += memory_region(
+            source_of_id(id->template get<std::string>(), "latent", p + ".latent_id", lookup),
+            supplied);
       }
     } else if (*type == "file") {
-      out += wrap_region(file_part_text(part, p, lookup));
+      out += memory_region(file_part(part, p, lookup), supplied);
     } else {
       bad("'" + p + ".type' must be \"text\", \"memory\" or \"file\"", p + ".type");
     }
   }
   return out;
+}
+
+std::string without_latent_slots(std::string text) {
+  for (std::size_t at = text.find(kLatentSlot); at != std::string::npos;
+       at = text.find(kLatentSlot, at)) {
+    text.erase(at, kLatentSlot.size());
+  }
+  return text;
 }
 
 // Regions are checked here so a malformed one is a 400 before the queue.
@@ -515,7 +536,7 @@ ordered_json forced_call_schema(const ordered_json& choice, const ordered_json& 
 }  // namespace
 
 CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefaults& defaults,
-                                     const LatentTextLookup& lookup,
+                                     const LatentLookup& lookup,
                                      const ChatTemplate& chat_template) {
   CompletionRequest r;
   r.chat = true;
@@ -544,9 +565,16 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
     }
     const ordered_json* content = field(m, "content");
     // A tool-calling assistant turn may have no content (OpenAI sends null).
-    const std::string text = content ? message_content(*content, p + ".content", lookup) : "";
-    refuse_control_tokens(text, p + ".content", defaults);
-    check_regions(text, p + ".content");
+    const std::size_t slots_before = r.supplied.size();
+    const std::string text =
+        content ? message_content(*content, p + ".content", lookup, r.supplied) : "";
+    // The checks read what the client wrote: the slots the parts made are
+    // taken out (one typed by hand leaves more slots than latents, which
+    // prepare() refuses).
+    const std::string written =
+        r.supplied.size() == slots_before ? text : without_latent_slots(text);
+    refuse_control_tokens(written, p + ".content", defaults);
+    check_regions(written, p + ".content");
     // "developer" is OpenAI's newer name for the system turn.
     ordered_json message = {
         {"role", *role == "developer" ? std::string("system") : role->get<std::string>()},

@@ -6,12 +6,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "compression/latent_cache.h"
 #include "runtime/chat_template.h"
 #include "runtime/generator.h"
 #include "tokenizer/tokenizer.h"
@@ -45,9 +47,15 @@ inline nlohmann::json error_json(const RequestError& e) {
   return error_json(e.what(), e.type, e.param, e.code);
 }
 
-// Resolves a latent id from /v1/compress to the text it was made from
-// (nullopt: unknown).
-using LatentTextLookup = std::function<std::optional<std::string>(const std::string& id)>;
+// What a latent id names: the text a /v1/compress id was made from (its
+// latents are found in the cache, or computed again), or latents loaded from
+// a file (`serve --latents`), which take a latent slot in the prompt.
+struct LatentRef {
+  std::string text;
+  std::shared_ptr<const Latents> latents;  // set: a file's latents (text empty)
+};
+// Resolves a latent id (nullopt: unknown).
+using LatentLookup = std::function<std::optional<LatentRef>(const std::string& id)>;
 
 struct CompletionRequest {
   bool chat = false;
@@ -81,6 +89,9 @@ struct CompletionRequest {
   // Choices generated for the prompt (1..kMaxChoices), each its own
   // generation; with a seed, choice i samples with seed + i.
   std::size_t n = 1;
+  // Latents loaded from files, for the prompt's latent slots in order (memory
+  // parts naming a `serve --latents` id).
+  std::vector<std::shared_ptr<const Latents>> supplied;
 };
 
 inline constexpr std::size_t kMaxChoices = 16;
@@ -111,14 +122,16 @@ std::vector<std::string> control_token_texts(const Tokenizer& tokenizer);
 //   {"type": "text", "text": "..."}
 //   {"type": "memory", "text": "..."}          compressed
 //   {"type": "memory", "latent_id": "lat_..."}  compressed earlier by /v1/compress
+//   {"type": "memory", "latent_id": "NAME"}     a latents file (serve --latents):
+//                                               a latent slot, its latents in
+//                                               CompletionRequest::supplied
 // The parts become one string, memory parts as regions inline, and the
 // messages (with tool_calls, tool_call_id, reasoning_content), `tools`,
 // `chat_template_kwargs` and `add_generation_prompt` (default true) go
 // through the model's chat template; the template's own errors
 // (raise_exception) are 400s.
 CompletionRequest parse_chat_request(const nlohmann::ordered_json& body,
-                                     const RequestDefaults& defaults,
-                                     const LatentTextLookup& lookup,
+                                     const RequestDefaults& defaults, const LatentLookup& lookup,
                                      const ChatTemplate& chat_template);
 CompletionRequest parse_completion_request(const nlohmann::json& body,
                                            const RequestDefaults& defaults);

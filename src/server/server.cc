@@ -308,6 +308,13 @@ json Server::props() const {
   if (options_.defaults.seed) params["seed"] = *options_.defaults.seed;
   json lclm = {{"checkpoint", engine_->lclm() != nullptr}};
   if (engine_->lclm() != nullptr) lclm["ratio"] = engine_->ratio();
+  if (!options_.latent_files.empty()) {
+    json files = json::array();
+    for (const auto& [id, l] : options_.latent_files) {
+      files.push_back({{"id", id}, {"latents", l->count()}, {"tokens", l->n_tokens}});
+    }
+    lclm["latent_files"] = files;
+  }
   return {{"default_generation_settings", {{"n_ctx", context()}, {"params", params}}},
           {"total_slots", scheduler_->parallel()},
           {"model_alias", options_.model_name},
@@ -508,7 +515,7 @@ void Server::handle_completion(const httplib::Request& req, const std::string& r
   ++(chat ? metrics_.chat : metrics_.completions);
   try {
     const nlohmann::ordered_json body = parse_body(request_body);
-    const auto lookup = [this](const std::string& id) { return latent_text(id); };
+    const auto lookup = [this](const std::string& id) { return latent_ref(id); };
     auto r = std::make_shared<CompletionRequest>(
         chat ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
              : parse_completion_request(body, options_.defaults));
@@ -779,7 +786,9 @@ PreparedPrompt Server::prepare_request(const CompletionRequest& r) {
   try {
     // The context is checked on the prompt's bytes and tokens before anything
     // is compressed: a huge message costs a scan, not the encoder's time.
-    return engine_->prepare(r.prompt, r.ratio, context() - 1);
+    std::vector<Latents> supplied;
+    for (const auto& l : r.supplied) supplied.push_back(*l);
+    return engine_->prepare(r.prompt, r.ratio, context() - 1, supplied);
   } catch (const PromptTooLong& e) {
     throw RequestError(400,
                        "the prompt is " + e.sizes() + ", which leaves no room to generate in the " +
@@ -926,7 +935,7 @@ void Server::handle_compress(const std::string& request_body, httplib::Response&
                            "invalid_value");
       }
       // The prompt as a chat request ("messages") or a completion ("prompt") has it.
-      const auto lookup = [this](const std::string& id) { return latent_text(id); };
+      const auto lookup = [this](const std::string& id) { return latent_ref(id); };
       auto r = std::make_shared<CompletionRequest>(
           body.contains("messages")
               ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
@@ -993,7 +1002,7 @@ void Server::handle_detokenize(const std::string& request_body, httplib::Respons
 
 void Server::handle_apply_template(const std::string& request_body, httplib::Response& res) {
   try {
-    const auto lookup = [this](const std::string& id) { return latent_text(id); };
+    const auto lookup = [this](const std::string& id) { return latent_ref(id); };
     const CompletionRequest r = parse_chat_request(parse_body(request_body), options_.defaults,
                                                    lookup, engine_->chat_template());
     res.set_content(dump_json(json{{"prompt", r.prompt}}), "application/json");
@@ -1065,6 +1074,14 @@ std::string Server::new_latent_id() {
     id += "0123456789abcdef"[b & 15];
   }
   return id;
+}
+
+std::optional<LatentRef> Server::latent_ref(const std::string& id) {
+  if (const auto it = options_.latent_files.find(id); it != options_.latent_files.end()) {
+    return LatentRef{"", it->second};
+  }
+  if (std::optional<std::string> text = latent_text(id)) return LatentRef{std::move(*text), {}};
+  return std::nullopt;
 }
 
 std::optional<std::string> Server::latent_text(const std::string& id) {

@@ -79,6 +79,9 @@ struct ServerOptions {
   // preflight OPTIONS requests answered without the API key); "*" for any.
   // Empty: no CORS headers.
   std::vector<std::string> cors_origins;
+  // Latents files loaded at start (serve --latents), by the id a memory or
+  // file part names them with; each checked against the checkpoint.
+  std::map<std::string, std::shared_ptr<const Latents>> latent_files;
 };
 
 // Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): the
@@ -158,8 +161,10 @@ class Server {
   // /v1/compress with "format": "prompt_embeds": the decoder's input for a
   // whole chat or completion request, as vLLM's prompt_embeds takes it.
   void run_prompt_embeds(const CompletionRequest& r, DType dtype, Job& job);
-  // The text behind a /v1/compress id: from memory, else from the latent
-  // store, where another replica (or this one before a restart) put it.
+  // What a latent id names: a latents file's latents (--latents), else the
+  // text behind a /v1/compress id, from memory or from the latent store,
+  // where another replica (or this one before a restart) put it.
+  std::optional<LatentRef> latent_ref(const std::string& id);
   std::optional<std::string> latent_text(const std::string& id);
   // Queues jobs (several: the choices of one request, all or none);
   // RequestError 503 queue_full when they do not fit.

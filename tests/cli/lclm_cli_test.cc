@@ -233,6 +233,35 @@ TEST_F(LclmCliTest, GenerateReadsLatentsFilesBack) {
   EXPECT_EQ(both.code, 2);
 }
 
+// serve --latents: every file is read and checked before the server binds,
+// and a bad one stops it with the flag, the file and what is wrong.
+TEST_F(LclmCliTest, ServeRefusesBadLatentsFilesBeforeItStarts) {
+  ASSERT_EQ(cli({"compress", "-m", ckpt(), "-f", path("doc.txt"), "-o", path("s.lat")}).code, 0);
+  RandomLclmSpec other = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+  other.config.encoder_window_size = 32;
+  other.seed = 7;
+  write_random_lclm(*dir_ / "other_serve", other);
+  const auto expect_refused = [&](const std::vector<std::string>& flags, const std::string& what) {
+    std::vector<std::string> args = {"serve", "-m", ckpt(), "--port", "0"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    const auto r = cli(args);
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_NE(r.err.find(what), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find(" on http://"), std::string::npos) << "it served: " << r.err;
+  };
+  expect_refused({"--latents", path("missing.lat")}, "missing.lat");
+  expect_refused({"--latents", "bad id=" + path("s.lat")}, "the id 'bad id'");
+  expect_refused({"--latents", path("s.lat"), "--latents", "s=" + path("s.lat")},
+                 "the id 's' is taken");
+  expect_refused({"--latents", path("doc.txt")}, "doc.txt");
+  const auto foreign =
+      cli({"serve", "-m", path("other_serve"), "--port", "0", "--latents", path("s.lat")});
+  EXPECT_EQ(foreign.code, 1);
+  EXPECT_NE(foreign.err.find("--latents " + path("s.lat") + " was made by another checkpoint"),
+            std::string::npos)
+      << foreign.err;
+}
+
 TEST_F(LclmCliTest, PromptEmbedsErrorsNameTheFileAndTheShape) {
   const auto missing = cli({"generate", "-m", ckpt(), "--prompt-embeds", path("nope.pt")});
   EXPECT_EQ(missing.code, 1);

@@ -23,6 +23,7 @@
 #include <set>
 #include <thread>
 
+#include "compression/latents_file.h"
 #include "core/redis_server.h"
 #include "core/test_models.h"
 #include "fixtures/random_lclm.h"
@@ -582,6 +583,79 @@ TEST(ServerChoices, MoreChoicesThanTheQueueHoldsAreRefused) {
   ASSERT_TRUE(ok);
   ASSERT_EQ(ok->status, 200) << ok->body;
   EXPECT_EQ(json::parse(ok->body)["choices"].size(), 2u);
+}
+
+// serve --latents: a memory part's latent_id (or a file part's file_id)
+// naming a loaded latents file reads the file's latents, and gives the
+// answer the same document compressed in the request gets; a latent slot
+// typed by hand beside it is refused, and /props lists the files.
+TEST(ServerLatentFiles, MemoryPartsNameLoadedLatentsFiles) {
+  const auto dir = tiny_checkpoint("server_latent_files", 12);
+  auto model = LclmModel::load(dir);
+  LatentsFile file;
+  file.latents = model->compress(kDoc);
+  file.metadata = {{"compression_ratio", std::to_string(model->config().compression_ratio)},
+                   {"checkpoint_fingerprint", model->fingerprint()}};
+  const auto path = dir / "doc.latents";
+  write_latents_file(path, file);
+  server::ServerOptions o = test_server_options();
+  o.latent_files["doc"] =
+      std::make_shared<const Latents>(read_checked_latents(path, *model, "--latents"));
+  ServerThread s(Engine::load(dir), o);
+  httplib::Client c("127.0.0.1", s.port);
+  c.set_read_timeout(60, 0);
+  const auto ask = [&](const json& document_part, const std::string& extra = "") {
+    json parts =
+        json::array({document_part, {{"type", "text"}, {"text", extra + "Who keeps the logs?"}}});
+    const json body = {{"messages", json::array({{{"role", "user"}, {"content", parts}}})},
+                       {"max_tokens", 8},
+                       {"temperature", 0}};
+    return c.Post("/v1/chat/completions", body.dump(), "application/json");
+  };
+  const auto answer = [](const httplib::Result& r) {
+    EXPECT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+    const json j = json::parse(r->body);
+    EXPECT_EQ(j["usage"]["lclm"]["regions"], 1);
+    return j["choices"][0]["message"]["content"].get<std::string>();
+  };
+  const auto inline_text = c.Post(
+      "/v1/chat/completions",
+      json{{"messages",
+            json::array({{{"role", "user"},
+                          {"content",
+                           json::array({{{"type", "memory"}, {"text", kDoc}},
+                                        {{"type", "text"}, {"text", "Who keeps the logs?"}}})}}})},
+           {"max_tokens", 8},
+           {"temperature", 0}}
+          .dump(),
+      "application/json");
+  ASSERT_TRUE(inline_text);
+  ASSERT_EQ(inline_text->status, 200) << inline_text->body;
+  const json expected = json::parse(inline_text->body);
+  EXPECT_EQ(answer(ask({{"type", "memory"}, {"latent_id", "doc"}})),
+            expected["choices"][0]["message"]["content"]);
+  EXPECT_EQ(answer(ask({{"type", "file"}, {"file", {{"file_id", "doc"}}}})),
+            expected["choices"][0]["message"]["content"]);
+
+  const auto unknown = ask({{"type", "memory"}, {"latent_id", "nodoc"}});
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 400);
+  EXPECT_EQ(json::parse(unknown->body)["error"]["code"], "unknown_latent_id") << unknown->body;
+  // A slot typed by hand would take the file's latents for text the client
+  // placed: more slots than latents is refused.
+  const auto forged =
+      ask({{"type", "memory"}, {"latent_id", "doc"}}, "<|memory_start|><|memory|><|memory_end|>");
+  ASSERT_TRUE(forged);
+  EXPECT_EQ(forged->status, 400) << forged->body;
+  EXPECT_EQ(json::parse(forged->body)["error"]["code"], "invalid_prompt") << forged->body;
+
+  const auto props = c.Get("/props");
+  ASSERT_TRUE(props);
+  const json files = json::parse(props->body)["lclm"]["latent_files"];
+  ASSERT_EQ(files.size(), 1u) << props->body;
+  EXPECT_EQ(files[0]["id"], "doc");
+  EXPECT_EQ(files[0]["latents"], file.latents.count());
 }
 
 // response_format: JSON by constrained decoding. A random tiny model's
