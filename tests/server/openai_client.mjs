@@ -122,6 +122,67 @@ check("response_format json_schema gives JSON of the schema", async () => {
   assert.ok(parsed > 0, "no answer ended within max_tokens");
 });
 
+check("tools: a forced call comes back as tool_calls, whole and streamed", async () => {
+  const tools = [
+    {
+      type: "function",
+      function: {
+        name: "get_weather",
+        description: "The weather in a city",
+        parameters: {
+          type: "object",
+          properties: { city: { enum: ["Paris", "Oslo"] } },
+          required: ["city"],
+          additionalProperties: false,
+        },
+      },
+    },
+  ];
+  let calls = 0;
+  for (let seed = 1; seed <= 4; seed++) {
+    const body = {
+      model: name,
+      messages: [{ role: "user", content: "Weather in Paris?" }],
+      tools,
+      tool_choice: { type: "function", function: { name: "get_weather" } },
+      max_tokens: 160,  // the small model writes blanks between the JSON's tokens
+      seed,
+    };
+    const r = await client.chat.completions.create(body);
+    if (r.choices[0].finish_reason === "length") continue;  // the JSON may be cut short
+    assert.equal(r.choices[0].finish_reason, "tool_calls");
+    const call = r.choices[0].message.tool_calls[0];
+    assert.equal(call.type, "function");
+    assert.match(call.id, /^call_/);
+    assert.equal(call.function.name, "get_weather");
+    assert.ok(["Paris", "Oslo"].includes(JSON.parse(call.function.arguments).city));
+    // The SDK's stream helper assembles the same call from the deltas.
+    const stream = client.chat.completions.stream({ ...body, stream: true });
+    const final = await stream.finalChatCompletion();
+    assert.equal(final.choices[0].finish_reason, "tool_calls");
+    assert.equal(final.choices[0].message.tool_calls[0].function.name, "get_weather");
+    assert.equal(final.choices[0].message.tool_calls[0].function.arguments, call.function.arguments);
+    calls++;
+  }
+  assert.ok(calls > 0, "no call ended within max_tokens");
+});
+
+check("n choices: one per index, each its seed's answer", async () => {
+  const body = { model: name, messages: [{ role: "user", content: "Name a colour." }], max_tokens: 6, temperature: 1.2 };
+  const r = await client.chat.completions.create({ ...body, n: 2, seed: 7 });
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1]);
+  for (const [i, seed] of [[0, 7], [1, 8]]) {
+    const alone = await client.chat.completions.create({ ...body, seed });
+    assert.equal(r.choices[i].message.content, alone.choices[0].message.content);
+  }
+  const stream = await client.chat.completions.create({ ...body, n: 2, seed: 7, stream: true });
+  const text = ["", ""];
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) text[c.index] += c.delta?.content ?? "";
+  }
+  assert.deepEqual(text, r.choices.map((c) => c.message.content));
+});
+
 check("errors reach the client as APIError with OpenAI's fields", async () => {
   await assert.rejects(
     client.chat.completions.create({ model: name, messages: [], max_tokens: 4 }),
