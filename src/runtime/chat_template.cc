@@ -159,4 +159,21 @@ std::string ChatTemplate::render(const ordered_json& messages, bool add_generati
   return t.render(context);
 }
 
+std::string ChatTemplate::turn_end() const {
+  // A marker no template changes (no spaces to strip, no markup), as an
+  // answer; what follows it up to the end of the prompt is the turn's end.
+  constexpr std::string_view kMarker = "LCLMTURNEND7f3a";
+  const ordered_json messages =
+      ordered_json::array({{{"role", "user"}, {"content", "Hi"}},
+                           {{"role", "assistant"}, {"content", std::string(kMarker)}}});
+  std::string text;
+  try {
+    text = render(messages, false);
+  } catch (const std::exception&) {
+    return {};
+  }
+  const std::size_t at = text.rfind(kMarker);
+  return at == std::string::npos ? std::string() : text.substr(at + kMarker.size());
+}
+
 }  // namespace lclm

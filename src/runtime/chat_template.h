@@ -50,6 +50,12 @@ class ChatTemplate {
       const nlohmann::ordered_json& tools = nullptr,
       const nlohmann::ordered_json& variables = nlohmann::ordered_json::object()) const;
 
+  // What the template writes right after an assistant turn's content (its
+  // end-of-turn text: "<|im_end|>\n" for ChatML, "<|eot_id|>" for Llama 3,
+  // "<end_of_turn>\n" for Gemma, the eos token for Mistral); empty when the
+  // template writes nothing there or cannot render a two-turn chat.
+  std::string turn_end() const;
+
   // The Jinja source of the default template (for /props).
   const std::string& source() const { return source_; }
   bool is_chatml() const { return chatml_; }

@@ -51,6 +51,17 @@ std::unique_ptr<Engine> Engine::load(const std::filesystem::path& dir,
   e->chat_template_ = options.chat_template
                           ? ChatTemplate::from_file(*options.chat_template, tokenizer_config)
                           : ChatTemplate::from_tokenizer_config(tokenizer_config);
+  // The template's end of turn stops generation too, when it starts with one
+  // of the tokenizer's special tokens (Llama 3's <|eot_id|>, Gemma's
+  // <end_of_turn>): a chat answer ends where the template ends a turn.
+  if (const std::string end = e->chat_template_.turn_end(); !end.empty()) {
+    const std::vector<std::int32_t> ids = e->tokenizer().encode(end);
+    if (!ids.empty() && e->tokenizer().is_special(ids.front()) &&
+        std::find(e->stop_ids_.begin(), e->stop_ids_.end(), ids.front()) == e->stop_ids_.end()) {
+      e->stop_ids_.push_back(ids.front());
+      std::sort(e->stop_ids_.begin(), e->stop_ids_.end());
+    }
+  }
   return e;
 }
 

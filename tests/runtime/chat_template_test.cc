@@ -128,6 +128,34 @@ TEST_F(ChatTemplateConfigs, TemplateFileOverridesTheConfig) {
   EXPECT_TRUE(ChatTemplate::from_file("chatml", config).is_chatml());
 }
 
+// The end of an assistant turn, as each family's template writes it (the
+// special tokens from a config like the model's: Mistral ends with eos).
+TEST_F(ChatTemplateConfigs, TurnEndIsWhatFollowsAnAssistantAnswer) {
+  const fs::path config =
+      write("tokenizer_config.json", R"({"bos_token": "<s>", "eos_token": "</s>"})");
+  const fs::path templates = fs::path(LCLM_SOURCE_DIR) / "tests/runtime/templates";
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"chatml.jinja", "<|im_end|>\n"},
+      {"Qwen-Qwen2.5-7B-Instruct.jinja", "<|im_end|>\n"},
+      {"meta-llama-Llama-3.1-8B-Instruct.jinja", "<|eot_id|>"},
+      {"google-gemma-2-2b-it.jinja", "<end_of_turn>\n"},
+      {"microsoft-Phi-3.5-mini-instruct.jinja", "<|end|>\n</s>"},  // and eos at the end
+      {"mistralai-Mistral-Nemo-Instruct-2407.jinja", "</s>"},
+  };
+  for (const auto& [file, end] : expected) {
+    EXPECT_EQ(ChatTemplate::from_file(templates / file, config).turn_end(), end) << file;
+  }
+  EXPECT_EQ(ChatTemplate::chatml().turn_end(), "<|im_end|>\n");
+  // A template that writes nothing after the answer, or refuses the chat.
+  EXPECT_EQ(ChatTemplate::from_file(
+                write("bare.jinja", "{% for m in messages %}{{ m.content }}{% endfor %}"), config)
+                .turn_end(),
+            "");
+  EXPECT_EQ(ChatTemplate::from_file(write("refuses.jinja", "{{ raise_exception('no') }}"), config)
+                .turn_end(),
+            "");
+}
+
 TEST_F(ChatTemplateConfigs, BadConfigsNameTheFileAndField) {
   const auto error = [](const fs::path& config) {
     try {

@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
+#include <fstream>
 #include <thread>
 
 #include "core/test_models.h"
@@ -151,6 +153,47 @@ TEST(Engine, APlainModelRefusesRatiosRegionsAndALatentCache) {
   with_cache.latent_store.location = (dir / "latents.db").string();
   EXPECT_NE(testing::error_of([&] { Engine::load(dir, with_cache); }).find("--latent-cache"),
             std::string::npos);
+}
+
+// Generation stops where the chat template ends a turn: a template that
+// ends turns with another special token adds it to the stop ids (the
+// defaults stay); one whose turn end is plain text adds nothing.
+TEST(Engine, TheTemplatesEndOfTurnStopsGeneration) {
+  const auto dir = testing::tiny_model_with_tokenizer("engine_turn_end");
+  auto plain = Engine::load(dir);
+  const auto vision_pad = plain->tokenizer().token_id("<|vision_pad|>");
+  ASSERT_TRUE(vision_pad);
+  EXPECT_EQ(std::count(plain->stop_ids().begin(), plain->stop_ids().end(), *vision_pad), 0);
+  const auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir / name) << text;
+    return dir / name;
+  };
+  EngineOptions o;
+  o.chat_template = write(
+      "fim.jinja", "{% for m in messages %}[{{ m.role }}]{{ m.content }}<|vision_pad|>{% endfor %}");
+  auto custom = Engine::load(dir, o);
+  std::vector<std::int32_t> expected = plain->stop_ids();
+  expected.push_back(*vision_pad);
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(custom->stop_ids(), expected);
+
+  // Forced to write it, generation stops at once.
+  SamplingParams forced;
+  forced.temperature = 0;
+  forced.logit_bias = {{*vision_pad, 100.0f}};
+  GenerationOptions g;
+  g.n_predict = 8;
+  g.context = 64;
+  g.sampling = forced;
+  g.stop_ids = custom->stop_ids();
+  Session session = custom->new_session();
+  const GenerationStats s = session.generate(custom->prepare("[user]Hi"), g);
+  EXPECT_EQ(s.stop, StopReason::StopToken);
+  EXPECT_LE(s.generated_tokens, 1u);
+
+  o.chat_template =
+      write("text.jinja", "{% for m in messages %}{{ m.content }}\nEND\n{% endfor %}");
+  EXPECT_EQ(Engine::load(dir, o)->stop_ids(), plain->stop_ids());
 }
 
 TEST(Engine, QuantAppliesToPlainModelsAndCheckpointsAlike) {
