@@ -159,6 +159,10 @@ LclmAgentModel::LclmAgentModel(Engine& engine, GenerationOptions options,
   if (options_.stop_ids.empty()) options_.stop_ids = engine_.stop_ids();
 }
 
+std::string LclmAgentModel::chat_prompt(const std::string& user) const {
+  return engine_.chat_template().render(messages_json({{"user", user}}), true);
+}
+
 ModelReply LclmAgentModel::reply(const std::string& prompt) {
   ModelReply r;
   const PreparedPrompt p = engine_.prepare(prompt, ratio_);
@@ -271,7 +275,7 @@ AgentResult run_agent(AgentModel& model, std::string_view document, std::string_
                                                                : RoundRule::ExpandOrAnswer;
     const std::string user = build_round_prompt(result.chunks, result.expanded, question,
                                                 round.rule, options.max_rounds - r);
-    round.prompt = format_chatml({{"user", user}}, true);
+    round.prompt = model.chat_prompt(user);
     round.stats = model.reply(round.prompt);
     round.reply = std::exchange(round.stats.text, std::string());
     const ParsedReply p = parse_reply(round.reply, n);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "compression/lclm_model.h"
+#include "runtime/chat_template.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
 
@@ -24,13 +25,19 @@ struct ModelReply {
   GenerationStats generation;
 };
 
-// The model behind the agent: a full prompt (ChatML, with memory regions) in,
-// a reply out. Tests script it; LclmAgentModel runs an LCLM checkpoint.
+// The model behind the agent: a full prompt (a chat turn, with memory
+// regions) in, a reply out. Tests script it; LclmAgentModel runs an LCLM
+// checkpoint.
 class AgentModel {
  public:
   virtual ~AgentModel() = default;
   virtual ModelReply reply(const std::string& prompt) = 0;
   virtual std::size_t count_tokens(std::string_view text) const = 0;
+  // The prompt of one user turn and the assistant's opening: ChatML here,
+  // the model's own chat template in LclmAgentModel.
+  virtual std::string chat_prompt(const std::string& user) const {
+    return format_chatml({{"user", user}}, true);
+  }
 };
 
 // An LCLM checkpoint behind the agent. Its rounds run in one Session: every
@@ -44,6 +51,9 @@ class LclmAgentModel : public AgentModel {
                  std::optional<std::int64_t> ratio = std::nullopt);
   ModelReply reply(const std::string& prompt) override;
   std::size_t count_tokens(std::string_view text) const override;
+  // Through the engine's chat template (the checkpoint's, --chat-template,
+  // or ChatML).
+  std::string chat_prompt(const std::string& user) const override;
 
  private:
   Engine& engine_;

@@ -15,6 +15,7 @@ namespace {
 struct AgentArgs {
   std::string model, document, question, transcript;
   LclmArgs lclm;
+  ChatTemplateArg chat_template;
   AgentOptions agent;
   GenerationOptions options;
   std::int64_t seed = -1;
@@ -28,7 +29,7 @@ std::string join_one_based(const std::vector<std::size_t>& indices) {
 }
 
 int run(const AgentArgs& a, std::ostream& out, std::ostream& err) {
-  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.lclm.engine_options(a.threads));
+  const std::unique_ptr<Engine> engine = Engine::load(a.model, a.chat_template.apply(a.lclm.engine_options(a.threads)));
   const std::string document = read_file(a.document, "document");
   GenerationOptions options = a.options;
   options.sampling.seed = resolve_seed(a.seed);
@@ -84,6 +85,7 @@ Command add_agent_command(CLI::App& app) {
   cmd->add_option("--transcript", args->transcript,
                   "Write every round (prompt, reply, action, stats) to this JSON file");
   args->lclm.add_options(*cmd);
+  args->chat_template.add_option(*cmd);
   add_generation_options(*cmd, args->options, args->seed, args->threads);
   return {cmd, [args](std::ostream& out, std::ostream& err) { return run(*args, out, err); }};
 }

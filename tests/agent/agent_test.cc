@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <fstream>
 #include <numeric>
 
 #include "agent/chunker.h"
@@ -319,6 +320,40 @@ TEST(AgentLclm, ChunksAreCompressedOnceAndTheirPositionsReusedAcrossRounds) {
   EXPECT_LE(r.rounds[0].stats.generation.generated_tokens, 8u);
   EXPECT_EQ(r.rounds[0].reply,
             lclm->decoder_tokenizer().decode(r.rounds[0].stats.generation.tokens));
+}
+
+// Each round's prompt is the model's own chat template applied to the round's
+// user turn: Qwen3's template gives the ChatML the agent was trained on, and
+// a --chat-template file is what the rounds get.
+TEST(AgentLclm, RoundsUseTheModelsChatTemplate) {
+  const auto dir = testing::scratch_dir("agent_template");
+  RandomLclmSpec spec = tiny_lclm_spec(testing::qwen3_tokenizer_dir());
+  spec.seed = 4;
+  write_random_lclm(dir, spec);
+  GenerationOptions g;
+  g.n_predict = 4;
+  g.sampling.temperature = 0;
+  auto qwen = Engine::load(dir);
+  ASSERT_FALSE(qwen->chat_template().is_chatml()) << "the tokenizer's own template is expected";
+  const std::string user = "Chunk 1: <|memory_start|>text<|memory_end|>\nQuestion: what?";
+  EXPECT_EQ(LclmAgentModel(*qwen, g).chat_prompt(user), format_chatml({{"user", user}}, true));
+
+  std::ofstream(dir / "round.jinja")
+      << "{% for m in messages %}<<{{ m.role }}: {{ m.content }}>>{% endfor %}"
+         "{% if add_generation_prompt %}A:{% endif %}";
+  EngineOptions o;
+  o.chat_template = dir / "round.jinja";
+  auto custom = Engine::load(dir, o);
+  LclmAgentModel model(*custom, g);
+  EXPECT_EQ(model.chat_prompt("q"), "<<user: q>>A:");
+  AgentOptions a;
+  a.chunk_tokens = 40;
+  a.max_rounds = 2;
+  const AgentResult r =
+      run_agent(model, "The keeper counted seven ships. The sea was calm.", "How many ships?", a);
+  ASSERT_FALSE(r.rounds.empty());
+  EXPECT_EQ(r.rounds[0].prompt.rfind("<<user: ", 0), 0u) << r.rounds[0].prompt;
+  EXPECT_TRUE(r.rounds[0].prompt.ends_with(">>A:")) << r.rounds[0].prompt;
 }
 
 }  // namespace
