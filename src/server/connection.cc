@@ -1,9 +1,13 @@
 #include "server/connection.h"
 
+#include <linux/sockios.h>
+#include <linux/tcp.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include <cstddef>
 #include <cstdlib>
 #include <filesystem>
 
@@ -90,6 +94,19 @@ bool peer_closed(int fd) {
     return recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;  // 0: orderly close
   }
   return false;
+}
+
+std::optional<std::uint64_t> bytes_read(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+      len < offsetof(tcp_info, tcpi_bytes_received) + sizeof info.tcpi_bytes_received) {
+    return std::nullopt;
+  }
+  int queued = 0;
+  if (ioctl(fd, SIOCINQ, &queued) != 0 || queued < 0) return std::nullopt;
+  const auto waiting = static_cast<std::uint64_t>(queued);
+  return info.tcpi_bytes_received > waiting ? info.tcpi_bytes_received - waiting : 0;
 }
 
 }  // namespace lclm::server

@@ -5,6 +5,7 @@
 // sending a request, and the listen backlog is raised on the listening one.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,11 @@ std::optional<int> find_connection_fd(const std::string& remote_addr, int remote
 
 // This process's listening socket on `port`, or none.
 std::optional<int> listening_fd(int port);
+
+// The bytes this process has read from TCP socket `fd` so far: what the
+// kernel received (TCP_INFO) less what still waits in its queue; none when
+// the kernel does not say.
+std::optional<std::uint64_t> bytes_read(int fd);
 
 // Whether the peer of `fd` has closed its side (or the socket failed); data
 // waiting to be read (a pipelined request) is not a close.

@@ -5,6 +5,7 @@
 
 #include "compression/memory_regions.h"
 #include "runtime/chat_template.h"
+#include "runtime/jinja.h"
 #include "runtime/sampler.h"
 #include "server/base64.h"
 #include "tokenizer/tokenizer.h"
@@ -17,6 +18,10 @@ using nlohmann::json;
 
 // At most this many tokens in one request's logit_bias (OpenAI allows 300).
 constexpr std::size_t kMaxLogitBias = 1024;
+// The most text a chat's messages may hold: what the template renderer may
+// write (jinja::Limits). 16 MiB is some 4M tokens, past 250K positions even
+// compressed at 16x.
+constexpr std::size_t kMaxChatBytes = jinja::Limits{}.max_output_bytes;
 // At most this much text per /tokenize request.
 constexpr std::size_t kMaxTokenizeBytes = 8u << 20;
 
@@ -545,6 +550,7 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
   if (!messages) bad("'messages' is required", "messages", "missing_field");
   require(messages->is_array() && !messages->empty(), "messages", "a non-empty array");
   ordered_json chat = ordered_json::array();
+  std::size_t content_bytes = 0;
   for (std::size_t i = 0; i < messages->size(); ++i) {
     const ordered_json& m = (*messages)[i];
     const std::string p = "messages[" + std::to_string(i) + "]";
@@ -566,8 +572,18 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
     const ordered_json* content = field(m, "content");
     // A tool-calling assistant turn may have no content (OpenAI sends null).
     const std::size_t slots_before = r.supplied.size();
-    const std::string text =
-        content ? message_content(*content, p + ".content", lookup, r.supplied) : "";
+    std::string text = content ? message_content(*content, p + ".content", lookup, r.supplied) : "";
+    // The template cannot render more than its output limit: more text is
+    // refused here, before the checks' and the rendering's copies.
+    content_bytes += text.size();
+    if (content_bytes > kMaxChatBytes) {
+      throw RequestError(
+          400,
+          "the messages hold more than " + std::to_string(kMaxChatBytes >> 20) + " MiB of text (" +
+              std::to_string(content_bytes) + " bytes up to '" + p +
+              "'), the most a chat prompt may have; no context holds it even compressed at 16x",
+          "messages", "context_length_exceeded");
+    }
     // The checks read what the client wrote: the slots the parts made are
     // taken out (one typed by hand leaves more slots than latents, which
     // prepare() refuses).
@@ -578,7 +594,7 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
     // "developer" is OpenAI's newer name for the system turn.
     ordered_json message = {
         {"role", *role == "developer" ? std::string("system") : role->get<std::string>()},
-        {"content", text}};
+        {"content", std::move(text)}};
     if (*role == "assistant") {
       if (const ordered_json* calls = field(m, "tool_calls")) {
         message["tool_calls"] = tool_calls_json(*calls, p + ".tool_calls", defaults);

@@ -1,6 +1,7 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <malloc.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 
@@ -184,8 +185,7 @@ void Server::run() {
     std::lock_guard lock(watch_mutex_);
     watch_stop_ = false;
   }
-  if (options_.request_deadline_seconds > 0)
-    watchdog_ = std::thread([this] { watch_connections(); });
+  watchdog_ = std::thread([this] { watch_connections(); });
   http_->listen_after_bind();
   {
     std::lock_guard lock(watch_mutex_);
@@ -218,8 +218,21 @@ void Server::watch_connections() {
     for (const Connection& c : connections) {
       const std::string peer = c.peer_host + " " + std::to_string(c.peer_port);
       const auto it = activity_.find(peer);
-      Activity a = it == activity_.end() ? Activity{0, now} : it->second;
-      if (a.running == 0 && now - a.since > deadline) {
+      Activity a = it == activity_.end() ? Activity{0, now, std::nullopt} : it->second;
+      if (a.running > 0) {
+        a.idle_mark.reset();
+      } else if (const std::optional<std::uint64_t> read = bytes_read(c.fd)) {
+        if (!a.idle_mark) a.idle_mark = *read;
+        if (*read - *a.idle_mark > kMaxIdleReadBytes) {
+          // A request line or header without end: reset, not closed, so the
+          // sender fails at once instead of waiting on a closed window.
+          const linger abort{1, 0};
+          ::setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+          ::shutdown(c.fd, SHUT_RDWR);
+          a.idle_mark = *read;
+        }
+      }
+      if (a.running == 0 && options_.request_deadline_seconds > 0 && now - a.since > deadline) {
         ::shutdown(c.fd, SHUT_RDWR);  // httplib's read fails, and it closes the socket
         a.since = now;                // once is enough
       }
@@ -253,6 +266,29 @@ void Server::send_error(httplib::Response& res, int status, const json& error) {
   }
   res.status = status;
   res.set_content(dump_json(error), "application/json");
+}
+
+std::shared_ptr<void> Server::reserve_parse(std::size_t body_bytes) {
+  const std::size_t budget = options_.max_body_bytes_in_flight;
+  const std::size_t cost =
+      body_bytes > budget / kParseBytesPerBodyByte ? budget : body_bytes * kParseBytesPerBodyByte;
+  {
+    std::unique_lock lock(parse_mutex_);
+    parse_free_.wait(lock, [&] { return parse_bytes_ + cost <= budget; });
+    parse_bytes_ += cost;
+  }
+  return std::shared_ptr<void>(nullptr, [this, cost](void*) {
+    // glibc keeps what a thread frees in that thread's arena: after a large
+    // parse the pages go back to the system, or every HTTP thread would keep
+    // the peak of the largest body it parsed (1.6 GiB for 16 clients of 15
+    // MB bodies, bench/server_rss.py).
+    if (cost >= kTrimAfterParseBytes) ::malloc_trim(0);
+    {
+      std::lock_guard lock(parse_mutex_);
+      parse_bytes_ -= cost;
+    }
+    parse_free_.notify_all();
+  });
 }
 
 std::shared_ptr<Job> Server::submit(std::shared_ptr<Job> job) {
@@ -405,14 +441,31 @@ void Server::routes() {
       auto held = std::make_shared<std::size_t>(0);
       const std::shared_ptr<void> busy(nullptr, [this, peer, held](void*) {
         body_bytes_ -= *held;
+        if (*held >= kTrimAfterParseBytes) ::malloc_trim(0);  // see reserve_parse
         note_activity(peer, -1);
       });
       std::string body;
       bool too_large = false, too_slow = false, too_busy = false;
+      // A declared length is admitted whole, or refused, before a byte is
+      // read: counted chunk by chunk, bodies arriving together each took a
+      // share of the budget until none could finish (24 clients of 60 MB:
+      // every one refused, 1.4 GiB resident). Room for it is made up front,
+      // so the body does not grow by doubling (pages are used as bytes come).
+      const auto declared = req.get_header_value<std::uint64_t>("Content-Length");
+      if (declared > 0 && declared <= options_.max_body_bytes) {
+        if (body_bytes_.fetch_add(declared) + declared > options_.max_body_bytes_in_flight) {
+          body_bytes_ -= declared;
+          too_busy = true;
+        } else {
+          *held = declared;
+          body.reserve(declared);
+        }
+      }
       const auto read_until = std::chrono::steady_clock::now() +
                               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                   std::chrono::duration<double>(options_.request_deadline_seconds));
-      const bool whole = read([&](const char* data, std::size_t size) {
+      const bool refused_unread = too_busy;
+      const bool whole = !too_busy && read([&](const char* data, std::size_t size) {
         if (body.size() + size > options_.max_body_bytes) {
           too_large = true;
           return false;  // stops reading
@@ -422,12 +475,16 @@ void Server::routes() {
           too_slow = true;
           return false;
         }
-        if (body_bytes_.fetch_add(size) + size > options_.max_body_bytes_in_flight) {
-          body_bytes_ -= size;
-          too_busy = true;
-          return false;
+        // A chunked body is counted as it comes (a declared one already is).
+        if (body.size() + size > *held) {
+          const std::size_t more = body.size() + size - *held;
+          if (body_bytes_.fetch_add(more) + more > options_.max_body_bytes_in_flight) {
+            body_bytes_ -= more;
+            too_busy = true;
+            return false;
+          }
+          *held += more;
         }
-        *held += size;
         body.append(data, size);
         return true;
       });
@@ -449,6 +506,18 @@ void Server::routes() {
                            std::to_string(options_.request_deadline_seconds) + " s to arrive",
                        "invalid_request_error", "", "request_timeout"));
       }
+      if (refused_unread) {
+        // The declared body is read and dropped (up to the deadline) before
+        // the answer, so the client, still sending it, gets the 503: left
+        // unread, httplib would read it as the next request's line.
+        std::size_t dropped = 0;
+        read([&](const char*, std::size_t size) {
+          dropped += size;
+          return dropped <= options_.max_body_bytes &&
+                 (options_.request_deadline_seconds <= 0 ||
+                  std::chrono::steady_clock::now() <= read_until);
+        });
+      }
       if (too_busy) {
         res.set_header("Connection", "close");
         res.set_header("Retry-After", "1");
@@ -469,21 +538,19 @@ void Server::routes() {
   };
   using Busy = std::shared_ptr<void>;
   post("/v1/chat/completions",
-       [this](const httplib::Request& req, const std::string& body, httplib::Response& res,
+       [this](const httplib::Request& req, std::string& body, httplib::Response& res,
               const Busy& busy) { handle_completion(req, body, res, true, busy); });
   post("/v1/completions",
-       [this](const httplib::Request& req, const std::string& body, httplib::Response& res,
+       [this](const httplib::Request& req, std::string& body, httplib::Response& res,
               const Busy& busy) { handle_completion(req, body, res, false, busy); });
-  post("/v1/compress", [this](const httplib::Request&, const std::string& body,
-                              httplib::Response& res, const Busy&) { handle_compress(body, res); });
-  post("/tokenize", [this](const httplib::Request&, const std::string& body, httplib::Response& res,
+  post("/v1/compress", [this](const httplib::Request&, std::string& body, httplib::Response& res,
+                              const Busy&) { handle_compress(body, res); });
+  post("/tokenize", [this](const httplib::Request&, std::string& body, httplib::Response& res,
                            const Busy&) { handle_tokenize(body, res); });
-  post("/detokenize",
-       [this](const httplib::Request&, const std::string& body, httplib::Response& res,
-              const Busy&) { handle_detokenize(body, res); });
-  post("/apply-template",
-       [this](const httplib::Request&, const std::string& body, httplib::Response& res,
-              const Busy&) { handle_apply_template(body, res); });
+  post("/detokenize", [this](const httplib::Request&, std::string& body, httplib::Response& res,
+                             const Busy&) { handle_detokenize(body, res); });
+  post("/apply-template", [this](const httplib::Request&, std::string& body, httplib::Response& res,
+                                 const Busy&) { handle_apply_template(body, res); });
   http_->Get("/props", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(props().dump(), "application/json");
   });
@@ -509,16 +576,23 @@ void Server::routes() {
       });
 }
 
-void Server::handle_completion(const httplib::Request& req, const std::string& request_body,
+void Server::handle_completion(const httplib::Request& req, std::string& request_body,
                                httplib::Response& res, bool chat,
                                const std::shared_ptr<void>& busy) {
   ++(chat ? metrics_.chat : metrics_.completions);
   try {
-    const nlohmann::ordered_json body = parse_body(request_body);
-    const auto lookup = [this](const std::string& id) { return latent_ref(id); };
-    auto r = std::make_shared<CompletionRequest>(
-        chat ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
-             : parse_completion_request(body, options_.defaults));
+    std::shared_ptr<CompletionRequest> r;
+    {  // The parsed body lives only while the request is read from it.
+      const auto parsing = reserve_parse(request_body.size());
+      const nlohmann::ordered_json body = parse_body(request_body);
+      const auto lookup = [this](const std::string& id) { return latent_ref(id); };
+      r = std::make_shared<CompletionRequest>(
+          chat ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
+               : parse_completion_request(body, options_.defaults));
+    }
+    // The request holds what the body said; its bytes stay counted against
+    // --max-body-bytes-in-flight until the answer is sent.
+    std::string().swap(request_body);
     if (r->model.empty()) r->model = options_.model_name;
     if (r->model != options_.model_name) {
       throw RequestError(404,
@@ -927,40 +1001,43 @@ void Server::finish_completion(CompletionRun& run, Job& job) {
 void Server::handle_compress(const std::string& request_body, httplib::Response& res) {
   ++metrics_.compress;
   try {
-    const nlohmann::ordered_json body = parse_body(request_body);
     std::shared_ptr<Job> job;
-    if (const auto format = body.find("format"); format != body.end() && *format != "latents") {
-      if (*format != "prompt_embeds") {
-        throw RequestError(400, "'format' must be \"latents\" or \"prompt_embeds\"", "format",
-                           "invalid_value");
-      }
-      // The prompt as a chat request ("messages") or a completion ("prompt") has it.
-      const auto lookup = [this](const std::string& id) { return latent_ref(id); };
-      auto r = std::make_shared<CompletionRequest>(
-          body.contains("messages")
-              ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
-                                    : parse_completion_request(body, options_.defaults));
-      DType dtype = engine_->decoder().weight_dtype();
-      if (dtype != DType::BF16 && dtype != DType::F16) dtype = DType::F32;
-      if (const auto d = body.find("dtype"); d != body.end()) {
-        const std::map<std::string, DType> names = {
-            {"bfloat16", DType::BF16}, {"float16", DType::F16}, {"float32", DType::F32}};
-        const auto it = d->is_string() ? names.find(d->get<std::string>()) : names.end();
-        if (it == names.end()) {
-          throw RequestError(400, "'dtype' must be \"bfloat16\", \"float16\" or \"float32\"",
-                             "dtype", "invalid_value");
+    {  // Parsed under the parse budget; the job holds what it needs.
+      const auto parsing = reserve_parse(request_body.size());
+      const nlohmann::ordered_json body = parse_body(request_body);
+      if (const auto format = body.find("format"); format != body.end() && *format != "latents") {
+        if (*format != "prompt_embeds") {
+          throw RequestError(400, "'format' must be \"latents\" or \"prompt_embeds\"", "format",
+                             "invalid_value");
         }
-        dtype = it->second;
+        // The prompt as a chat request ("messages") or a completion ("prompt") has it.
+        const auto lookup = [this](const std::string& id) { return latent_ref(id); };
+        auto r = std::make_shared<CompletionRequest>(
+            body.contains("messages")
+                ? parse_chat_request(body, options_.defaults, lookup, engine_->chat_template())
+                : parse_completion_request(body, options_.defaults));
+        DType dtype = engine_->decoder().weight_dtype();
+        if (dtype != DType::BF16 && dtype != DType::F16) dtype = DType::F32;
+        if (const auto d = body.find("dtype"); d != body.end()) {
+          const std::map<std::string, DType> names = {
+              {"bfloat16", DType::BF16}, {"float16", DType::F16}, {"float32", DType::F32}};
+          const auto it = d->is_string() ? names.find(d->get<std::string>()) : names.end();
+          if (it == names.end()) {
+            throw RequestError(400, "'dtype' must be \"bfloat16\", \"float16\" or \"float32\"",
+                               "dtype", "invalid_value");
+          }
+          dtype = it->second;
+        }
+        job = submit(
+            std::make_shared<Job>([this, r, dtype](Job& j) { run_prompt_embeds(*r, dtype, j); }));
+      } else {
+        if (!engine_->lclm()) {
+          throw RequestError(400, engine_->dir().string() + " is not an LCLM checkpoint", "model",
+                             "not_an_lclm");
+        }
+        auto texts = std::make_shared<std::vector<std::string>>(parse_compress_request(body));
+        job = submit(std::make_shared<Job>([this, texts](Job& j) { run_compress(*texts, j); }));
       }
-      job = submit(
-          std::make_shared<Job>([this, r, dtype](Job& j) { run_prompt_embeds(*r, dtype, j); }));
-    } else {
-      if (!engine_->lclm()) {
-        throw RequestError(400, engine_->dir().string() + " is not an LCLM checkpoint", "model",
-                           "not_an_lclm");
-      }
-      auto texts = std::make_shared<std::vector<std::string>>(parse_compress_request(body));
-      job = submit(std::make_shared<Job>([this, texts](Job& j) { run_compress(*texts, j); }));
     }
     const Event e = job->next();
     if (e.kind == Event::Kind::Failed) return send_error(res, e.status, e.error);
@@ -972,6 +1049,7 @@ void Server::handle_compress(const std::string& request_body, httplib::Response&
 
 void Server::handle_tokenize(const std::string& request_body, httplib::Response& res) {
   try {
+    const auto parsing = reserve_parse(request_body.size());
     const TokenizeRequest r = parse_tokenize_request(parse_body(request_body));
     const Tokenizer& tokenizer = engine_->tokenizer();
     const std::vector<std::int32_t> ids = tokenizer.encode(r.content);
@@ -991,6 +1069,7 @@ void Server::handle_tokenize(const std::string& request_body, httplib::Response&
 
 void Server::handle_detokenize(const std::string& request_body, httplib::Response& res) {
   try {
+    const auto parsing = reserve_parse(request_body.size());
     const std::vector<std::int32_t> ids =
         parse_detokenize_request(parse_body(request_body), engine_->decoder().config().vocab_size);
     res.set_content(dump_json(json{{"content", engine_->tokenizer().decode(ids)}}),
@@ -1002,6 +1081,7 @@ void Server::handle_detokenize(const std::string& request_body, httplib::Respons
 
 void Server::handle_apply_template(const std::string& request_body, httplib::Response& res) {
   try {
+    const auto parsing = reserve_parse(request_body.size());
     const auto lookup = [this](const std::string& id) { return latent_ref(id); };
     const CompletionRequest r = parse_chat_request(parse_body(request_body), options_.defaults,
                                                    lookup, engine_->chat_template());

@@ -138,8 +138,9 @@ class Server {
   void routes();
   // `busy` marks the connection as running a request for the watchdog; a
   // stream keeps it until it ends.
-  void handle_completion(const httplib::Request& req, const std::string& body,
-                         httplib::Response& res, bool chat, const std::shared_ptr<void>& busy);
+  // Frees `body` once the request is read from it.
+  void handle_completion(const httplib::Request& req, std::string& body, httplib::Response& res,
+                         bool chat, const std::shared_ptr<void>& busy);
   void handle_compress(const std::string& body, httplib::Response& res);
   // llama-server's utility endpoints: /tokenize, /detokenize, /apply-template.
   void handle_tokenize(const std::string& body, httplib::Response& res);
@@ -177,14 +178,24 @@ class Server {
   // only).
   Session& pick_session(const PreparedPrompt& prompt);
 
-  // The connection watchdog (run() starts it, stop() ends it): shuts down
-  // connections with no request running for longer than the deadline.
+  // The connection watchdog (run() starts it, stop() ends it; a scan every
+  // 250 ms): shuts down connections with no request running for longer than
+  // the deadline, or that have sent more than kMaxIdleReadBytes without a
+  // request being dispatched (an endless request line or header, or the rest
+  // of a body the server refused).
   void watch_connections();
   void note_activity(const std::string& peer, int running_delta);
   struct Activity {
     int running = 0;
     std::chrono::steady_clock::time_point since;  // first seen, or the last request's end
+    // The connection's bytes read (bytes_read) when the watchdog first saw it
+    // with no request running: httplib holds a request line or header it is
+    // reading in memory however long it grows, so more than
+    // kMaxIdleReadBytes read since then, with no request dispatched, shuts
+    // the connection down.
+    std::optional<std::uint64_t> idle_mark;
   };
+  static constexpr std::uint64_t kMaxIdleReadBytes = 1u << 20;
   std::mutex watch_mutex_;
   std::condition_variable watch_wake_;
   bool watch_stop_ = false;
@@ -192,6 +203,19 @@ class Server {
   std::thread watchdog_;
   std::atomic<bool> running_{false}, stop_requested_{false};  // run(), stop()
   std::atomic<std::size_t> body_bytes_{0};  // request body bytes held (max_body_bytes_in_flight)
+  // Parsing a body takes memory of its own: its JSON, the messages' texts,
+  // the chat template's copies (up to ~16 bytes for each byte of a chat
+  // body, measured with bench/server_rss.py). Parses reserve that much of a
+  // second budget the size of max_body_bytes_in_flight, and wait for room,
+  // so that many large bodies parsed at once cannot pass it; the reservation
+  // ends with the parse (reserve_parse's holder).
+  static constexpr std::size_t kParseBytesPerBodyByte = 16;
+  static constexpr std::size_t kTrimAfterParseBytes = 16u
+                                                      << 20;  // malloc_trim after parses this large
+  std::shared_ptr<void> reserve_parse(std::size_t body_bytes);
+  std::mutex parse_mutex_;
+  std::condition_variable parse_free_;
+  std::size_t parse_bytes_ = 0;
 
   std::unique_ptr<Engine> engine_;
   ServerOptions options_;

@@ -480,6 +480,14 @@ TEST_F(ServerTest, BadRequestsGetClearErrorsAndTheServerStaysHealthy) {
   EXPECT_NE(m->body.find("lclm_request_errors_total{status=\"400\"}"), std::string::npos);
 }
 
+// A chat whose messages hold more text than the template may render is
+// refused as too long for the context before it is rendered (it was a 500 MB
+// detour ending in chat_template_error).
+TEST_F(ServerTest, ChatTextPastTheRendersLimitIsTooLongForTheContext) {
+  const auto r = post("/v1/chat/completions", chat(std::string((16u << 20) + 1, 'a')));
+  expect_error(r, 400, "context_length_exceeded", "messages");
+}
+
 // n choices: each is the answer a request with n = 1 gets at seed + i,
 // whole or streamed (chunks tagged with their choice, each choice with its
 // role and end), the usage counting the prompt once and every choice's
@@ -1592,6 +1600,83 @@ TEST(ServerBodyBudget, BodiesHeldAtOnceAreBounded) {
   EXPECT_EQ(metric(c.Get("/metrics")->body, "lclm_request_body_bytes"), 0);
   running.server.stop();
   running.join();
+}
+
+// Sends all of `data` on a raw connection (false when the server cut it).
+bool send_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// The HTTP status of the answer waiting on a raw connection (0: none).
+int read_status(int fd) {
+  std::string got;
+  char buf[4096];
+  while (got.find("\r\n") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return 0;
+    got.append(buf, static_cast<std::size_t>(n));
+  }
+  return std::atoi(got.c_str() + got.find(' ') + 1);
+}
+
+// Bodies with a declared length are admitted whole or refused before a byte
+// is read. Counted as they arrived, three bodies sent side by side each held
+// part of the budget until none could finish and all three were refused; now
+// the first two are admitted and answered, and the third is refused at once
+// with a 503 its client reads (its bytes read and dropped, not left for
+// httplib to take as the next request).
+TEST(ServerBodyBudget, DeclaredBodiesAreAdmittedWholeOrNotAtAll) {
+  server::ServerOptions o = test_server_options();
+  o.max_body_bytes_in_flight = 950'000;
+  ServerThread running("server_body_whole", 18, o);
+  const std::string body = json{{"content", std::string(400'000, 'a')}}.dump();
+  const std::string head =
+      "POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n";
+  const std::size_t part = 300'000;
+  std::vector<int> fds;
+  for (int i = 0; i < 3; ++i) {
+    fds.push_back(raw_connect(running.port));
+    ASSERT_TRUE(send_all(fds.back(), head + body.substr(0, part)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // read in this order
+  }
+  // Counted as they arrived, the first body's last bytes passed the budget
+  // (900 KB held): it was refused, and so would the others be.
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(send_all(fds[i], body.substr(part)));
+    EXPECT_EQ(read_status(fds[i]), 200) << "body " << i;
+  }
+  // The third client sends the rest of its body, as clients do, and reads
+  // the refusal.
+  ASSERT_TRUE(send_all(fds[2], body.substr(part)));
+  EXPECT_EQ(read_status(fds[2]), 503) << "the third body does not fit beside the first two";
+  for (const int fd : fds) ::close(fd);
+}
+
+// httplib keeps a request line or header it is reading in memory however
+// long it grows: 300 MB of one line took the server to 550 MB resident. The
+// watchdog resets a connection that sends more than 1 MiB without a request
+// being dispatched; the server answers others throughout.
+TEST(ServerHardening, AnEndlessRequestLineIsCutOff) {
+  ServerThread running("server_endless_line", 19, test_server_options());
+  const int fd = raw_connect(running.port);
+  const std::string chunk(1 << 20, 'x');
+  std::size_t sent = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (sent < (256u << 20) && send_all(fd, chunk)) sent += chunk.size();
+  EXPECT_LT(sent, 64u << 20) << "the connection should have been cut";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  ::close(fd);
+  httplib::Client c("127.0.0.1", running.port);
+  const auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
 }
 
 TEST(ServerSlowClients, CannotStarveOthersAndAreCutOffAtTheDeadline) {
