@@ -451,9 +451,17 @@ void Server::routes() {
       // share of the budget until none could finish (24 clients of 60 MB:
       // every one refused, 1.4 GiB resident). Room for it is made up front,
       // so the body does not grow by doubling (pages are used as bytes come).
+      // Bodies up to 1/256 of the budget (1 MiB by default) are counted but
+      // never refused, so that connections declaring large bodies they never
+      // send cannot shut out ordinary requests; 64 connections of those are
+      // a quarter of the budget at most.
+      const std::size_t always = options_.max_body_bytes_in_flight / 256;
+      const auto passes_budget = [&](std::size_t total, std::size_t size) {
+        return total > options_.max_body_bytes_in_flight && size > always;
+      };
       const auto declared = req.get_header_value<std::uint64_t>("Content-Length");
       if (declared > 0 && declared <= options_.max_body_bytes) {
-        if (body_bytes_.fetch_add(declared) + declared > options_.max_body_bytes_in_flight) {
+        if (passes_budget(body_bytes_.fetch_add(declared) + declared, declared)) {
           body_bytes_ -= declared;
           too_busy = true;
         } else {
@@ -478,7 +486,7 @@ void Server::routes() {
         // A chunked body is counted as it comes (a declared one already is).
         if (body.size() + size > *held) {
           const std::size_t more = body.size() + size - *held;
-          if (body_bytes_.fetch_add(more) + more > options_.max_body_bytes_in_flight) {
+          if (passes_budget(body_bytes_.fetch_add(more) + more, body.size() + size)) {
             body_bytes_ -= more;
             too_busy = true;
             return false;

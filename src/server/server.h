@@ -52,8 +52,9 @@ struct ServerOptions {
   // Request bodies held at once, all connections together, from the first
   // byte read until the answer is sent (a stream: until it ends). A body
   // that would pass it is refused with 503 server_busy, so that 64
-  // connections of 64 MiB each cannot take 4 GiB; parsing holds up to about
-  // two more copies of a body.
+  // connections of 64 MiB each cannot take 4 GiB; one of up to 1/256 of it
+  // is never refused (ordinary requests get through whatever large bodies
+  // hold). Parsing has a budget of this size of its own (reserve_parse).
   std::size_t max_body_bytes_in_flight = 256u << 20;
   std::size_t latent_id_bytes = 64u << 20;  // texts kept for /v1/compress ids
   std::string model_name;                   // reported as "model"; default: the directory name

@@ -1659,6 +1659,37 @@ TEST(ServerBodyBudget, DeclaredBodiesAreAdmittedWholeOrNotAtAll) {
   for (const int fd : fds) ::close(fd);
 }
 
+// Connections that declare large bodies and never send them hold the whole
+// budget, yet an ordinary request (up to 1/256 of the budget) still gets
+// through; a larger one is refused.
+TEST(ServerBodyBudget, BodiesDeclaredAndNeverSentDoNotShutOutSmallRequests) {
+  server::ServerOptions o = test_server_options();
+  o.max_body_bytes_in_flight = 4u << 20;
+  ServerThread running("server_body_small", 20, o);
+  std::vector<int> holders;
+  for (int i = 0; i < 2; ++i) {
+    holders.push_back(raw_connect(running.port));
+    ASSERT_TRUE(send_all(holders.back(),
+                         "POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         "application/json\r\nContent-Length: 2097152\r\n\r\n{"));
+  }
+  httplib::Client c("127.0.0.1", running.port);
+  c.set_read_timeout(30, 0);
+  for (int i = 0; i < 100; ++i) {
+    if (metric(c.Get("/metrics")->body, "lclm_request_body_bytes") >= 4u << 20) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GE(metric(c.Get("/metrics")->body, "lclm_request_body_bytes"), 4u << 20);
+  const auto small = c.Post("/tokenize", json{{"content", "a ship"}}.dump(), "application/json");
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->status, 200) << small->body;
+  const auto large =
+      c.Post("/tokenize", json{{"content", std::string(100'000, 'a')}}.dump(), "application/json");
+  ASSERT_TRUE(large);
+  EXPECT_EQ(large->status, 503) << large->body;
+  for (const int fd : holders) ::close(fd);
+}
+
 // httplib keeps a request line or header it is reading in memory however
 // long it grows: 300 MB of one line took the server to 550 MB resident. The
 // watchdog resets a connection that sends more than 1 MiB without a request
