@@ -73,12 +73,13 @@ Latents read_checked_latents(const std::filesystem::path& path, LclmModel& model
       ratio.size() > 6) {
     throw Error(named + ": compression_ratio '" + ratio + "' is not a ratio");
   }
-  if (made_by != model.fingerprint(std::stoll(ratio))) {
+  const std::string& expected = model.fingerprint(std::stoll(ratio));
+  if (made_by != expected) {
     throw Error(named +
                 " was made by another checkpoint (or another encoder configuration): its "
                 "fingerprint " +
-                made_by + " is not this one's at ratio " + ratio + " (" +
-                model.fingerprint(std::stoll(ratio)) + "); compress it again");
+                made_by + " is not this one's at ratio " + ratio + " (" + expected +
+                "); compress it again");
   }
   return std::move(file.latents);
 }

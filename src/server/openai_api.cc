@@ -587,8 +587,9 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
     // The checks read what the client wrote: the slots the parts made are
     // taken out (one typed by hand leaves more slots than latents, which
     // prepare() refuses).
-    const std::string written =
-        r.supplied.size() == slots_before ? text : without_latent_slots(text);
+    std::string stripped;
+    if (r.supplied.size() != slots_before) stripped = without_latent_slots(text);
+    const std::string& written = r.supplied.size() == slots_before ? text : stripped;
     refuse_control_tokens(written, p + ".content", defaults);
     check_regions(written, p + ".content");
     // "developer" is OpenAI's newer name for the system turn.
