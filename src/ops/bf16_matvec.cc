@@ -1,5 +1,7 @@
 #include "ops/bf16_matvec.h"
 
+#include <algorithm>
+
 #include "ops/avx512_intrinsics.h"
 
 namespace lclm {
@@ -7,45 +9,67 @@ namespace {
 
 // Elements per vector: 16 lanes of a pair each.
 constexpr std::size_t kVector = 32;
-// Rows of W and of x per register tile of the batched product: 16
-// accumulators, 4 weight vectors, and a vector of x at a time.
+// Accumulators of a register tile: RW rows of W times all R (up to
+// kMaxRowsX) rows of x in one pass over W, so each weight is loaded once;
+// with RW weight vectors and a vector of x that stays within the 32
+// registers. (Tiles of 4 x 4 that read W twice for 8 rows of x, and kept
+// their accumulators on the stack, ran batch-8 decode 1.4x slower;
+// docs/benchmarks.md.)
+constexpr std::size_t kTileAccumulators = 24;
+constexpr std::size_t kMaxRowsX = 8;
+// At most this many rows of W per tile: each is a stream from memory, and a
+// batch of 2 ran 10% slower with 12 of them than with 4.
 constexpr std::size_t kTileRowsW = 4;
-constexpr std::size_t kTileRowsX = 4;
-// How far ahead a lone row of x prefetches the weight stream (as
-// ops/simd.cc's DotRow, where 4 KiB ahead beat the hardware prefetcher).
+// How far ahead a lone row of x prefetches W (as ops/simd.cc's DotRow, where
+// 4 KiB ahead beat the hardware prefetcher).
 constexpr std::size_t kPrefetchBytes = 4096;
+// How far ahead each row of a tile prefetches: a tile computes longer per
+// byte, and 16 KiB beat 4 and 8 KiB in batch-8 decode on a Zen 5.
+constexpr std::size_t kTilePrefetchBytes = 16384;
 
 __mmask32 first_elements(std::size_t count) {
   return count >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << count) - 1);
 }
 
 // RW rows of W (`cols` apart) times R rows of x (`x_stride` words apart):
-// out[q * out_stride + a] = dot(W[a], x_q). `next`, when not null, is the
-// next tile's first row of W, prefetched a line per row per vector.
+// out[q * out_stride + a] = dot(W[a], x_q). The accumulators are one flat
+// array with every loop unrolled, which GCC keeps in registers (a 2-D array
+// was stored to the stack on every step).
 template <std::size_t RW, std::size_t R>
-LCLM_AVX512_BF16 void dot_tile(const std::uint16_t* w, std::size_t cols, const std::uint16_t* next,
-                               const std::uint32_t* x, std::size_t x_stride, float* out,
-                               std::size_t out_stride) {
-  __m512 acc[RW][R];
-  for (auto& row : acc) {
-    for (auto& a : row) a = _mm512_setzero_ps();
-  }
-  for (std::size_t c = 0; c < cols; c += kVector) {
-    const __mmask32 mask = first_elements(cols - c);
+LCLM_AVX512_BF16 void dot_tile(const std::uint16_t* w, std::size_t cols, const std::uint32_t* x,
+                               std::size_t x_stride, float* out, std::size_t out_stride) {
+  __m512 acc[RW * R];
+#pragma GCC unroll 32
+  for (std::size_t i = 0; i < RW * R; ++i) acc[i] = _mm512_setzero_ps();
+  // One step: 32 columns of every row; whole vectors load unmasked, the
+  // last partial one (cols not a multiple of 32) masked.
+  const auto step = [&](std::size_t c, __mmask32 mask) LCLM_AVX512_BF16 {
     __m512bh wv[RW];
+#pragma GCC unroll 32
     for (std::size_t a = 0; a < RW; ++a) {
-      if (next != nullptr)
-        _mm_prefetch(reinterpret_cast<const char*>(next + a * cols + c), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(w + a * cols + c) + kTilePrefetchBytes,
+                   _MM_HINT_T0);
       wv[a] = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, w + a * cols + c));
     }
+#pragma GCC unroll 8
     for (std::size_t q = 0; q < R; ++q) {
       const auto xv =
           reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mask, x + q * x_stride + c / 2));
-      for (std::size_t a = 0; a < RW; ++a) acc[a][q] = _mm512_dpbf16_ps(acc[a][q], wv[a], xv);
+#pragma GCC unroll 32
+      for (std::size_t a = 0; a < RW; ++a) {
+        acc[a * R + q] = _mm512_dpbf16_ps(acc[a * R + q], wv[a], xv);
+      }
     }
-  }
+  };
+  std::size_t c = 0;
+  for (; c + kVector <= cols; c += kVector) step(c, ~__mmask32{0});
+  if (c < cols) step(c, first_elements(cols - c));
+#pragma GCC unroll 8
   for (std::size_t q = 0; q < R; ++q) {
-    for (std::size_t a = 0; a < RW; ++a) out[q * out_stride + a] = _mm512_reduce_add_ps(acc[a][q]);
+#pragma GCC unroll 32
+    for (std::size_t a = 0; a < RW; ++a) {
+      out[q * out_stride + a] = _mm512_reduce_add_ps(acc[a * R + q]);
+    }
   }
 }
 
@@ -66,30 +90,16 @@ LCLM_AVX512_BF16 void dot_rows_one(const std::uint16_t* w, std::size_t rows, std
   }
 }
 
-template <std::size_t RW>
-LCLM_AVX512_BF16 void tiles_for_x(const std::uint16_t* w, std::size_t cols,
-                                  const std::uint16_t* next, const Bf16Rows& x, float* y,
-                                  std::size_t y_stride) {
-  std::size_t i = 0;
-  for (; i + kTileRowsX <= x.m; i += kTileRowsX) {
-    dot_tile<RW, kTileRowsX>(w, cols, next, x.hi.data() + i * x.row_words, x.row_words,
-                             y + i * y_stride, y_stride);
-    next = nullptr;  // prefetched by the first group of x
-  }
-  const std::uint32_t* xi = x.hi.data() + i * x.row_words;
-  switch (x.m - i) {
-    case 3:
-      dot_tile<RW, 3>(w, cols, next, xi, x.row_words, y + i * y_stride, y_stride);
-      break;
-    case 2:
-      dot_tile<RW, 2>(w, cols, next, xi, x.row_words, y + i * y_stride, y_stride);
-      break;
-    case 1:
-      dot_tile<RW, 1>(w, cols, next, xi, x.row_words, y + i * y_stride, y_stride);
-      break;
-    default:
-      break;
-  }
+// All rows of W times R rows of x, tiles of as many rows of W as the
+// accumulators allow, then the rows left one at a time.
+template <std::size_t R>
+LCLM_AVX512_BF16 void dot_rows(const std::uint16_t* w, std::size_t rows, std::size_t cols,
+                               const std::uint32_t* x, std::size_t x_stride, float* y,
+                               std::size_t y_stride) {
+  constexpr std::size_t RW = std::min(kTileRowsW, kTileAccumulators / R);
+  std::size_t r = 0;
+  for (; r + RW <= rows; r += RW) dot_tile<RW, R>(w + r * cols, cols, x, x_stride, y + r, y_stride);
+  for (; r < rows; ++r) dot_tile<1, R>(w + r * cols, cols, x, x_stride, y + r, y_stride);
 }
 
 }  // namespace
@@ -97,17 +107,38 @@ LCLM_AVX512_BF16 void tiles_for_x(const std::uint16_t* w, std::size_t cols,
 void matvec_bf16_rounded(const std::uint16_t* w, const Bf16Rows& x, std::size_t rows, float* y,
                          std::size_t y_stride) {
   const std::size_t cols = x.k;
-  if (x.m == 1) {
-    dot_rows_one(w, rows, cols, x.hi.data(), y);
-    return;
+  if (x.m == 1) return dot_rows_one(w, rows, cols, x.hi.data(), y);
+  // Up to kMaxRowsX rows of x per pass over W.
+  for (std::size_t i = 0; i < x.m; i += kMaxRowsX) {
+    const std::uint32_t* xi = x.hi.data() + i * x.row_words;
+    float* yi = y + i * y_stride;
+    switch (std::min(kMaxRowsX, x.m - i)) {
+      case 1:
+        dot_rows<1>(w, rows, cols, xi, x.row_words, yi, y_stride);
+        break;
+      case 2:
+        dot_rows<2>(w, rows, cols, xi, x.row_words, yi, y_stride);
+        break;
+      case 3:
+        dot_rows<3>(w, rows, cols, xi, x.row_words, yi, y_stride);
+        break;
+      case 4:
+        dot_rows<4>(w, rows, cols, xi, x.row_words, yi, y_stride);
+        break;
+      case 5:
+        dot_rows<5>(w, rows, cols, xi, x.row_words, yi, y_stride);
+        break;
+      case 6:
+        dot_rows<6>(w, rows, cols, xi, x.row_words, yi, y_stride);
+        break;
+      case 7:
+        dot_rows<7>(w, rows, cols, xi, x.row_words, yi, y_stride);
+        break;
+      default:
+        dot_rows<8>(w, rows, cols, xi, x.row_words, yi, y_stride);
+        break;
+    }
   }
-  std::size_t r = 0;
-  for (; r + kTileRowsW <= rows; r += kTileRowsW) {
-    const std::uint16_t* next = r + 2 * kTileRowsW <= rows ? w + (r + kTileRowsW) * cols : nullptr;
-    tiles_for_x<kTileRowsW>(w + r * cols, cols, next, x, y + r, y_stride);
-  }
-  for (; r < rows; ++r) tiles_for_x<1>(w + r * cols, cols, nullptr, x, y + r, y_stride);
 }
 
 }  // namespace lclm
-

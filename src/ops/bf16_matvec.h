@@ -19,7 +19,8 @@ namespace lclm {
 
 // y[i * y_stride + r] = sum_c W[r, c] bf16(x_i)[c] for W bf16 [rows, x.k]
 // (rows x.k apart) and the x.m rows of x, x as to_bf16_rows made it with
-// Bf16Precision::kRounded (its hi words). Needs cpu_has_avx512_bf16().
+// Bf16Precision::kRounded (its hi words); W is read once for every 8 rows of
+// x. Needs cpu_has_avx512_bf16().
 void matvec_bf16_rounded(const std::uint16_t* w, const Bf16Rows& x, std::size_t rows, float* y,
                          std::size_t y_stride);
 
