@@ -120,7 +120,8 @@ void add_eval_options(CLI::App& cmd, EvalArgs& a) {
   cmd.add_option("-s,--seed", a.seed, "Seed of the generated samples")->capture_default_str();
   cmd.add_option("--haystack", a.haystack,
                  "Files or directories of haystack text (default: held-out text the trainer never "
-                 "reads, /usr/share/doc/[m-z]*/copyright)");
+                 "reads, the copyright files of 23 Debian packages scripts/install_deps.sh "
+                 "installs; docs/evaluation.md lists them)");
   cmd.add_option("--indexmem", a.indexmem,
                  "IndexMem weights directory for the indexmem method (default: MODEL/indexmem)");
   cmd.add_option("-b,--batch-size", a.batch, "Prompt tokens per prefill pass")

@@ -1,8 +1,11 @@
 #include "eval/haystack.h"
 
 #include <algorithm>
+#include <array>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <string_view>
 #include <unordered_set>
 
 #include "util/error.h"
@@ -24,7 +27,7 @@ Haystack Haystack::from_paths(const std::vector<fs::path>& paths) {
     } else if (fs::is_regular_file(p)) {
       files.push_back(p);
     } else {
-      throw Error("haystack text " + p.string() + " does not exist");
+      throw Error("haystack text " + p.string() + " does not exist" + default_haystack_hint(p));
     }
   }
   Haystack h;
@@ -55,19 +58,64 @@ std::vector<std::string> Haystack::words(std::mt19937_64& rng, std::size_t n) co
   return out;
 }
 
+namespace {
+
+// The Debian packages whose copyright files are the default haystack: those
+// scripts/install_deps.sh names and those of priority required, so every
+// machine set up by it has the same text, whatever else is installed (a
+// glob over /usr/share/doc took in any package installed later, and moved
+// the shipped model's recall). All start with m-z: the trainer reads
+// common-licenses and packages a-l. nodejs is left out, since
+// install_deps.sh accepts a Node.js from elsewhere, and mount and
+// python3-dev, whose files are util-linux's and python3's.
+constexpr std::array<std::string_view, 23> kHaystackPackages = {
+    "manpages-zh",
+    "mawk",
+    "ncurses-base",
+    "ncurses-bin",
+    "ninja-build",
+    "nlohmann-json3-dev",
+    "passwd",
+    "perl-base",
+    "pkg-config",
+    "pybind11-dev",
+    "python3",
+    "python3-jinja2",
+    "python3-numpy",
+    "python3-pybind11",
+    "python3-torch",
+    "redis-server",
+    "sed",
+    "sensible-utils",
+    "sysvinit-utils",
+    "tar",
+    "tzdata",
+    "unicode-data",
+    "util-linux",
+};
+
+const fs::path kDocDir = "/usr/share/doc";
+
+}  // namespace
+
 std::vector<fs::path> default_haystack_paths() {
   std::vector<fs::path> files;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/usr/share/doc", ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.empty() || name[0] < 'm' || name[0] > 'z') continue;
-    if (fs::is_regular_file(e.path() / "copyright", ec)) files.push_back(e.path() / "copyright");
+  for (std::string_view package : kHaystackPackages) {
+    files.push_back(kDocDir / std::string(package) / "copyright");
   }
-  // As bash sorts the glob in the C locale, whole strings (manpages-dev/
-  // before manpages/), so the samples are those of the documented commands.
-  std::sort(files.begin(), files.end(),
-            [](const fs::path& a, const fs::path& b) { return a.string() < b.string(); });
   return files;
+}
+
+std::string default_haystack_hint(const fs::path& missing) {
+  for (std::string_view package : kHaystackPackages) {
+    if (missing == kDocDir / std::string(package) / "copyright") {
+      return " (a file of the default haystack, the copyright files of " +
+             std::to_string(kHaystackPackages.size()) +
+             " Debian packages scripts/install_deps.sh installs: install " + std::string(package) +
+             ", or give other text with --haystack)";
+    }
+  }
+  return "";
 }
 
 }  // namespace lclm

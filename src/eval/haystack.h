@@ -31,7 +31,13 @@ class Haystack {
   std::vector<std::string> vocabulary_;
 };
 
-// /usr/share/doc/[m-z]*/copyright, sorted (empty when there are none).
+// The default haystack: /usr/share/doc/PACKAGE/copyright for a fixed list
+// of 23 Debian packages (m-z, held out from the trainer's text) that every
+// machine set up by scripts/install_deps.sh has; docs/evaluation.md lists
+// them. The same files whatever else is installed.
 std::vector<std::filesystem::path> default_haystack_paths();
+// For a path of default_haystack_paths(), what to do when it is missing
+// (which package to install); "" for any other path.
+std::string default_haystack_hint(const std::filesystem::path& missing);
 
 }  // namespace lclm

@@ -130,6 +130,60 @@ TEST(GradeAnswer, ScoresEachTaskItsOwnWay) {
   EXPECT_FALSE(g.prefix_correct.has_value());
 }
 
+// The default haystack is a fixed list of files, not whatever the machine
+// has installed (a glob over /usr/share/doc took in every package installed
+// later): the copyright files of the packages docs/evaluation.md names, all
+// present on a machine set up by scripts/install_deps.sh.
+TEST(DefaultHaystack, IsTheCopyrightFilesOfAFixedListOfPackages) {
+  const std::vector<std::filesystem::path> paths = default_haystack_paths();
+  const std::vector<std::string> packages = {
+      "manpages-zh",
+      "mawk",
+      "ncurses-base",
+      "ncurses-bin",
+      "ninja-build",
+      "nlohmann-json3-dev",
+      "passwd",
+      "perl-base",
+      "pkg-config",
+      "pybind11-dev",
+      "python3",
+      "python3-jinja2",
+      "python3-numpy",
+      "python3-pybind11",
+      "python3-torch",
+      "redis-server",
+      "sed",
+      "sensible-utils",
+      "sysvinit-utils",
+      "tar",
+      "tzdata",
+      "unicode-data",
+      "util-linux",
+  };
+  ASSERT_EQ(paths.size(), packages.size());
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    EXPECT_EQ(paths[i], std::filesystem::path("/usr/share/doc") / packages[i] / "copyright");
+    EXPECT_TRUE(std::filesystem::is_regular_file(paths[i])) << paths[i];
+    // Held out: the trainer reads packages a-l.
+    EXPECT_GE(packages[i][0], 'm') << packages[i];
+    // A missing file of the list names its package.
+    EXPECT_NE(default_haystack_hint(paths[i]).find("install " + packages[i] + ","),
+              std::string::npos)
+        << default_haystack_hint(paths[i]);
+  }
+  EXPECT_EQ(default_haystack_hint("/usr/share/doc/sed/changelog.gz"), "");
+  try {
+    Haystack::from_paths({"/usr/share/doc/no-such-package/copyright"});
+    FAIL() << "a missing file was read";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "haystack text /usr/share/doc/no-such-package/copyright does not exist");
+  }
+  // 335 KB on Debian 12: enough for the 32K-token haystacks of `lclm bench`.
+  EXPECT_GT(Haystack::from_paths(paths).size(), 40000u);
+}
+
 class RulerTasks : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
