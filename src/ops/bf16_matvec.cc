@@ -1,6 +1,8 @@
 #include "ops/bf16_matvec.h"
 
 #include <algorithm>
+#include <array>
+#include <utility>
 
 #include "ops/avx512_intrinsics.h"
 
@@ -102,42 +104,26 @@ LCLM_AVX512_BF16 void dot_rows(const std::uint16_t* w, std::size_t rows, std::si
   for (; r < rows; ++r) dot_tile<1, R>(w + r * cols, cols, x, x_stride, y + r, y_stride);
 }
 
+// dot_rows for 1 .. sizeof...(R) rows of x, indexed by rows - 1.
+using RowsKernel = void (*)(const std::uint16_t*, std::size_t, std::size_t, const std::uint32_t*,
+                            std::size_t, float*, std::size_t);
+template <std::size_t... R>
+constexpr std::array<RowsKernel, sizeof...(R)> rows_kernels(std::index_sequence<R...>) {
+  return {&dot_rows<R + 1>...};
+}
+
 }  // namespace
 
 void matvec_bf16_rounded(const std::uint16_t* w, const Bf16Rows& x, std::size_t rows, float* y,
                          std::size_t y_stride) {
   const std::size_t cols = x.k;
   if (x.m == 1) return dot_rows_one(w, rows, cols, x.hi.data(), y);
+  constexpr auto kKernels = rows_kernels(std::make_index_sequence<kMaxRowsX>());
   // Up to kMaxRowsX rows of x per pass over W.
   for (std::size_t i = 0; i < x.m; i += kMaxRowsX) {
-    const std::uint32_t* xi = x.hi.data() + i * x.row_words;
-    float* yi = y + i * y_stride;
-    switch (std::min(kMaxRowsX, x.m - i)) {
-      case 1:
-        dot_rows<1>(w, rows, cols, xi, x.row_words, yi, y_stride);
-        break;
-      case 2:
-        dot_rows<2>(w, rows, cols, xi, x.row_words, yi, y_stride);
-        break;
-      case 3:
-        dot_rows<3>(w, rows, cols, xi, x.row_words, yi, y_stride);
-        break;
-      case 4:
-        dot_rows<4>(w, rows, cols, xi, x.row_words, yi, y_stride);
-        break;
-      case 5:
-        dot_rows<5>(w, rows, cols, xi, x.row_words, yi, y_stride);
-        break;
-      case 6:
-        dot_rows<6>(w, rows, cols, xi, x.row_words, yi, y_stride);
-        break;
-      case 7:
-        dot_rows<7>(w, rows, cols, xi, x.row_words, yi, y_stride);
-        break;
-      default:
-        dot_rows<8>(w, rows, cols, xi, x.row_words, yi, y_stride);
-        break;
-    }
+    const std::size_t pass = std::min(kMaxRowsX, x.m - i);
+    kKernels[pass - 1](w, rows, cols, x.hi.data() + i * x.row_words, x.row_words, y + i * y_stride,
+                       y_stride);
   }
 }
 
