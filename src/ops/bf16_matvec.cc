@@ -75,9 +75,11 @@ LCLM_AVX512_BF16 void dot_tile(const std::uint16_t* w, std::size_t cols, const s
   }
 }
 
-// A lone row of x: W row by row, one stream prefetched ahead.
+// A lone row of x: W row by row, one stream prefetched ahead (the strides
+// are dot_rows', unused here).
 LCLM_AVX512_BF16 void dot_rows_one(const std::uint16_t* w, std::size_t rows, std::size_t cols,
-                                   const std::uint32_t* x, float* y) {
+                                   const std::uint32_t* x, std::size_t /*x_stride*/, float* y,
+                                   std::size_t /*y_stride*/) {
   for (std::size_t r = 0; r < rows; ++r) {
     const std::uint16_t* row = w + r * cols;
     __m512 acc = _mm512_setzero_ps();
@@ -104,12 +106,13 @@ LCLM_AVX512_BF16 void dot_rows(const std::uint16_t* w, std::size_t rows, std::si
   for (; r < rows; ++r) dot_tile<1, R>(w + r * cols, cols, x, x_stride, y + r, y_stride);
 }
 
-// dot_rows for 1 .. sizeof...(R) rows of x, indexed by rows - 1.
+// The kernels for 1 .. 1 + sizeof...(R) rows of x, indexed by rows - 1: a
+// lone row on dot_rows_one, more on dot_rows.
 using RowsKernel = void (*)(const std::uint16_t*, std::size_t, std::size_t, const std::uint32_t*,
                             std::size_t, float*, std::size_t);
 template <std::size_t... R>
-constexpr std::array<RowsKernel, sizeof...(R)> rows_kernels(std::index_sequence<R...>) {
-  return {&dot_rows<R + 1>...};
+constexpr std::array<RowsKernel, 1 + sizeof...(R)> rows_kernels(std::index_sequence<R...>) {
+  return {&dot_rows_one, &dot_rows<R + 2>...};
 }
 
 }  // namespace
@@ -117,8 +120,7 @@ constexpr std::array<RowsKernel, sizeof...(R)> rows_kernels(std::index_sequence<
 void matvec_bf16_rounded(const std::uint16_t* w, const Bf16Rows& x, std::size_t rows, float* y,
                          std::size_t y_stride) {
   const std::size_t cols = x.k;
-  if (x.m == 1) return dot_rows_one(w, rows, cols, x.hi.data(), y);
-  constexpr auto kKernels = rows_kernels(std::make_index_sequence<kMaxRowsX>());
+  constexpr auto kKernels = rows_kernels(std::make_index_sequence<kMaxRowsX - 1>());
   // Up to kMaxRowsX rows of x per pass over W.
   for (std::size_t i = 0; i < x.m; i += kMaxRowsX) {
     const std::size_t pass = std::min(kMaxRowsX, x.m - i);

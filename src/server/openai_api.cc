@@ -587,9 +587,9 @@ CompletionRequest parse_chat_request(const ordered_json& body, const RequestDefa
     // The checks read what the client wrote: the slots the parts made are
     // taken out (one typed by hand leaves more slots than latents, which
     // prepare() refuses).
-    std::string stripped;
-    if (r.supplied.size() != slots_before) stripped = without_latent_slots(text);
-    const std::string& written = r.supplied.size() == slots_before ? text : stripped;
+    const bool took_slots = r.supplied.size() != slots_before;
+    const std::string stripped = took_slots ? without_latent_slots(text) : std::string();
+    const std::string& written = took_slots ? stripped : text;
     refuse_control_tokens(written, p + ".content", defaults);
     check_regions(written, p + ".content");
     // "developer" is OpenAI's newer name for the system turn.
