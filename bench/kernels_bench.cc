@@ -5,6 +5,9 @@
 //   build/bin/lclm-bench-kernels --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true   (one line)
 //
+// BM_PrefillAttention times prefill attention's two paths at long context
+// (filter with --benchmark_filter=PrefillAttention).
+//
 // Counters: MAC/s (multiply-adds of the product per second) and weight
 // bytes/s (the stream the product reads; decode is bound by it at one row).
 // Each iteration reads the next of several copies of W, 256 MiB in all, so
@@ -12,18 +15,23 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
-#include <algorithm>
 
+#include "format/dtype.h"
 #include "format/quant_blocks.h"
+#include "ops/attention.h"
+#include "ops/bf16_gemm.h"
 #include "ops/matmul.h"
 #include "ops/simd.h"
 #include "util/aligned_vector.h"
+#include "yardsticks.h"
 
 namespace lclm {
 namespace {
@@ -131,6 +139,67 @@ void MatmulArgs(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_Matmul)->Apply(MatmulArgs)->UseRealTime()->MinTime(0.2);
+
+// The bf16 dot-product peak at `threads`, measured once per run.
+double bf16_peak_gflops(int threads) {
+  static std::map<int, double> peaks;
+  auto it = peaks.find(threads);
+  if (it == peaks.end()) it = peaks.emplace(threads, measure_bf16_dot_gflops(threads)).first;
+  return it->second;
+}
+
+// Prefill attention on the Qwen3-4B decoder's heads (32 query heads, 8 kv
+// heads of 128): the last chunk of 512 queries of a causal prompt of n keys,
+// over a bf16 KV cache. Args: n, path (0: f32, as LCLM_BF16_ACTIVATIONS=split
+// runs it; 1: the bf16 kernels, the default), threads (0 = all). Counters:
+// FLOP/s of the two products (4 * head_dim per query head and visible key)
+// and that as a fraction of the bf16 dot-product peak measured in this run.
+void BM_PrefillAttention(benchmark::State& state) {
+  const auto n_keys = static_cast<std::size_t>(state.range(0));
+  const bool bf16 = state.range(1) == 1;
+  const int threads = state.range(2) > 0 ? static_cast<int>(state.range(2)) : omp_get_num_procs();
+  omp_set_num_threads(threads);
+  const AttentionShape shape{32, 8, 128, n_keys};
+  const std::size_t n_q = 512, pos0 = n_keys - n_q, hd = shape.head_dim;
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::uint16_t> k(shape.n_kv_heads * n_keys * hd), v(k.size());
+  for (auto& x : k) x = f32_to_bf16(normal(rng));
+  for (auto& x : v) x = f32_to_bf16(normal(rng));
+  AlignedVector<float> q(n_q * shape.n_heads * hd), out(q.size());
+  for (float& x : q) x = normal(rng);
+  set_bf16_activation_precision(bf16 ? Bf16Precision::kRounded : Bf16Precision::kSplit);
+  const KVRows k_rows{reinterpret_cast<const std::uint8_t*>(k.data()), DType::BF16};
+  const KVRows v_rows{reinterpret_cast<const std::uint8_t*>(v.data()), DType::BF16};
+  for (auto _ : state) {
+    attention(q.data(), n_q, pos0, k_rows, v_rows, n_keys, shape, AttentionMask::Causal,
+              out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_bf16_activation_precision(Bf16Precision::kRounded);
+  // Query i sees pos0 + i + 1 keys.
+  const double pairs = static_cast<double>(n_q) * static_cast<double>(pos0) +
+                       static_cast<double>(n_q * (n_q + 1) / 2);
+  const double flops = 4.0 * static_cast<double>(hd * shape.n_heads) * pairs;
+  const double rate = flops * static_cast<double>(state.iterations());
+  state.counters["FLOP/s"] = benchmark::Counter(rate, benchmark::Counter::kIsRate);
+  const double peak = bf16_peak_gflops(threads) * 1e9;
+  if (peak > 0) {
+    state.counters["of bf16 peak"] = benchmark::Counter(rate / peak, benchmark::Counter::kIsRate);
+  }
+  state.SetLabel(std::string(bf16 ? "bf16 kernels" : "f32") + " n=" + std::to_string(n_keys) +
+                 " t=" + std::to_string(threads));
+}
+
+void PrefillAttentionArgs(benchmark::internal::Benchmark* b) {
+  for (const std::int64_t n : {4096, 16384}) {
+    for (const std::int64_t threads : {1, 0}) {
+      for (const std::int64_t path : {0, 1}) b->Args({n, path, threads});
+    }
+  }
+}
+
+BENCHMARK(BM_PrefillAttention)->Apply(PrefillAttentionArgs)->UseRealTime()->MinTime(1.0);
 
 }  // namespace
 }  // namespace lclm

@@ -14,6 +14,9 @@
 #include "hwy/contrib/math/math-inl.h"
 // clang-format on
 #include "hwy/aligned_allocator.h"
+#include "ops/bf16_attention.h"
+#include "ops/bf16_gemm.h"
+#include "ops/bf16_kernels.h"
 #include "ops/quant_kernels.h"
 #include "ops/simd.h"
 #include "util/thread_pool.h"
@@ -272,6 +275,40 @@ HWY_INLINE void AccumulateValues(float* out, float correction, const float* p, c
 }
 #endif
 
+// The online-softmax step of one query over its n (> 0) scores s[0, n) in a
+// block of its keys and of the queries of the bf16 kernels (SoftmaxRows):
+// s[j] becomes exp(s[j] - the new max), the query's max and sum take the
+// block in, and the factor its output so far is to be scaled by is returned.
+HWY_INLINE float SoftmaxStep(float* s, std::size_t n, float& max, float& sum) {
+  const hn::ScalableTag<float> df;
+  const std::size_t N = hn::Lanes(df);
+  // The block's max a vector at a time (max is exact in any order).
+  auto vblock_max = hn::Set(df, -std::numeric_limits<float>::infinity());
+  std::size_t i = 0;
+  for (; i + N <= n; i += N) vblock_max = hn::Max(vblock_max, hn::LoadU(df, s + i));
+  float block_max = hn::GetLane(hn::MaxOfLanes(df, vblock_max));
+  for (; i < n; ++i) block_max = std::max(block_max, s[i]);
+  const float new_max = std::max(max, block_max);
+  // exp(score - max) for the block, a vector at a time; padding lanes give 0.
+  const auto vmax = hn::Set(df, new_max);
+  std::size_t j = 0;
+  auto vsum = hn::Zero(df);
+  for (; j + N <= n; j += N) {
+    const auto e = hn::Exp(df, hn::Sub(hn::LoadU(df, s + j), vmax));
+    hn::StoreU(e, df, s + j);
+    vsum = hn::Add(vsum, e);
+  }
+  float block_sum = hn::GetLane(hn::SumOfLanes(df, vsum));
+  for (; j < n; ++j) {
+    s[j] = std::exp(s[j] - new_max);
+    block_sum += s[j];
+  }
+  const float correction = std::exp(max - new_max);
+  sum = sum * correction + block_sum;
+  max = new_max;
+  return correction;
+}
+
 // Folds one block of keys/values into the state of n_q queries. Query i sees
 // the first visible[i] keys of the block (fewer than nk at the causal edge).
 // kt, when not null, is the block's keys transposed (TransposeKeyBlock):
@@ -311,27 +348,22 @@ void AttendKeyBlock(const float* q, std::size_t q_stride, std::size_t n_q, const
       }
 #endif
     }
-    float block_max = -std::numeric_limits<float>::infinity();
-    for (std::size_t j = 0; j < n; ++j) block_max = std::max(block_max, si[j]);
-    const float new_max = std::max(state->max[i], block_max);
-    // exp(score - max) for the block, a vector at a time; padding lanes give 0.
-    const auto vmax = hn::Set(df, new_max);
-    std::size_t j = 0;
-    auto vsum = hn::Zero(df);
-    for (; j + N <= n; j += N) {
-      const auto e = hn::Exp(df, hn::Sub(hn::Load(df, si + j), vmax));
-      hn::Store(e, df, si + j);
-      vsum = hn::Add(vsum, e);
-    }
-    float block_sum = hn::GetLane(hn::SumOfLanes(df, vsum));
-    for (; j < n; ++j) {
-      si[j] = std::exp(si[j] - new_max);
-      block_sum += si[j];
-    }
-    const float correction = std::exp(state->max[i] - new_max);
+    const float correction = SoftmaxStep(si, n, state->max[i], state->sum[i]);
     AccumulateValues(state->out + i * hd, correction, si, v, n, hd);
-    state->sum[i] = state->sum[i] * correction + block_sum;
-    state->max[i] = new_max;
+  }
+}
+
+// The softmax step of the bf16 kernels' rows (ops/bf16_attention.h) over a
+// block: row r's scores s[r * width, + visible[r]) become its weights and
+// the rest of its `width` entries 0 (the value product reads them);
+// correction[r] scales its output so far (1 for a row that sees no key here).
+void SoftmaxRows(float* s, std::size_t n_rows, std::size_t width, const std::size_t* visible,
+                 float* max, float* sum, float* correction) {
+  for (std::size_t r = 0; r < n_rows; ++r) {
+    float* row = s + r * width;
+    const std::size_t n = visible[r];
+    correction[r] = n == 0 ? 1.0f : SoftmaxStep(row, n, max[r], sum[r]);
+    std::fill(row + n, row + width, 0.0f);
   }
 }
 
@@ -353,6 +385,7 @@ namespace lclm {
 HWY_EXPORT(AttendKeyBlock);
 HWY_EXPORT(TransposeKeyBlock);
 HWY_EXPORT(AddKeyProbabilities);
+HWY_EXPORT(SoftmaxRows);
 
 namespace {
 
@@ -499,6 +532,99 @@ void attend_one_query(const float* q, std::size_t q_pos, KVRows k, KVRows v, std
   });
 }
 
+// Whether prefill attention takes the bf16 kernels (ops/bf16_attention.h):
+// keys and values stored bf16 (the engine's default cache), x rounded to
+// bf16 in products with bf16 weights (the default; LCLM_BF16_ACTIVATIONS=split
+// keeps attention in f32 too, as the parity tests need), the CPU's native
+// bf16 on and head_dim a multiple of 32.
+bool bf16_prefill_attention(KVRows k, KVRows v, std::size_t hd) {
+  return k.type == DType::BF16 && v.type == DType::BF16 && hd % 32 == 0 && native_bf16_enabled() &&
+         bf16_activation_precision() == Bf16Precision::kRounded;
+}
+
+// Prefill attention on the bf16 kernels: one task per (64-query block, kv
+// head) as the f32 path's of 32, whose rows (query head a of the group, query i: row
+// a * nq + i) are rounded to bf16 once; each block of keys is packed once for
+// all of them, scored, put through the online softmax in f32 and its values
+// summed with the weights rounded to bf16. row_max / row_sum as the f32 path.
+void attend_prefill_bf16(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KVRows v,
+                         std::size_t n_keys, const AttentionShape& shape, AttentionMask mask,
+                         float* out, std::vector<float>& row_max, std::vector<float>& row_sum) {
+  // Queries per task: twice the f32 path's, so each packed key block serves
+  // twice the rows (packing took a tenth of the time at 32).
+  constexpr std::size_t kQueryBlock = 64;
+  constexpr std::size_t kKeys = bf16_attention::kKeys;
+  const std::size_t hd = shape.head_dim, pairs = hd / 2;
+  const std::size_t group = shape.n_heads / shape.n_kv_heads;
+  const std::size_t q_width = shape.n_heads * hd;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const std::size_t q_blocks = (n_q + kQueryBlock - 1) / kQueryBlock;
+  const auto n_tasks = static_cast<std::ptrdiff_t>(q_blocks * shape.n_kv_heads);
+#pragma omp parallel
+  {
+    const std::size_t max_rows = group * kQueryBlock;
+    const auto queries = hwy::AllocateAligned<std::uint32_t>(max_rows * pairs);
+    const auto keys = hwy::AllocateAligned<std::uint32_t>(pairs * kKeys);
+    const auto values = hwy::AllocateAligned<std::uint32_t>(kKeys / 2 * hd);
+    const auto scores = hwy::AllocateAligned<float>(max_rows * kKeys);
+    const auto acc = hwy::AllocateAligned<float>(max_rows * hd);
+    std::vector<float> max(max_rows), sum(max_rows), correction(max_rows);
+    std::vector<std::size_t> visible(max_rows), block_visible(max_rows);
+#pragma omp for schedule(dynamic, 1)
+    for (std::ptrdiff_t task = 0; task < n_tasks; ++task) {
+      const std::size_t g = static_cast<std::size_t>(task) % shape.n_kv_heads;
+      const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_kv_heads) * kQueryBlock;
+      const std::size_t nq = std::min(kQueryBlock, n_q - i0);
+      const std::size_t rows = group * nq;
+      std::size_t keys_needed = 0;
+      for (std::size_t a = 0; a < group; ++a) {
+        for (std::size_t i = 0; i < nq; ++i) {
+          const std::size_t r = a * nq + i;
+          bf16_attention::round_query(q + (i0 + i) * q_width + (g * group + a) * hd, hd,
+                                      queries.get() + r * pairs);
+          visible[r] = visible_keys(mask, n_keys, q_pos0 + i0 + i);
+          keys_needed = std::max(keys_needed, visible[r]);
+        }
+      }
+      std::fill_n(max.begin(), rows, -std::numeric_limits<float>::infinity());
+      std::fill_n(sum.begin(), rows, 0.0f);
+      std::fill_n(acc.get(), rows * hd, 0.0f);
+      const auto* kg =
+          reinterpret_cast<const std::uint16_t*>(head_rows(k, g, shape.kv_stride, hd).data);
+      const auto* vg =
+          reinterpret_cast<const std::uint16_t*>(head_rows(v, g, shape.kv_stride, hd).data);
+      for (std::size_t j0 = 0; j0 < keys_needed; j0 += kKeys) {
+        const std::size_t nk = std::min(kKeys, keys_needed - j0);
+        bf16_attention::pack_keys(kg + j0 * hd, nk, hd, keys.get());
+        bf16_attention::pack_values(vg + j0 * hd, nk, hd, values.get());
+        for (std::size_t r = 0; r < rows; ++r) {
+          block_visible[r] = visible[r] > j0 ? std::min(nk, visible[r] - j0) : 0;
+        }
+        bf16_attention::scores(queries.get(), rows, hd, keys.get(), (nk + 15) / 16, scale,
+                               scores.get());
+        HWY_DYNAMIC_DISPATCH(SoftmaxRows)
+        (scores.get(), rows, kKeys, block_visible.data(), max.data(), sum.data(),
+         correction.data());
+        bf16_attention::accumulate_values(scores.get(), rows, nk, values.get(), hd,
+                                          correction.data(), acc.get());
+      }
+      for (std::size_t a = 0; a < group; ++a) {
+        const std::size_t h = g * group + a;
+        for (std::size_t i = 0; i < nq; ++i) {
+          const std::size_t r = a * nq + i;
+          const float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
+          float* oi = out + (i0 + i) * q_width + h * hd;
+          for (std::size_t d = 0; d < hd; ++d) oi[d] = acc[r * hd + d] * inv;
+          if (!row_max.empty()) {
+            row_max[h * n_q + i0 + i] = max[r];
+            row_sum[h * n_q + i0 + i] = sum[r];
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void memory_features(const AttentionResidual& r, const float* x, std::size_t head_dim,
@@ -527,6 +653,8 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KV
 
   if (n_q == 1 && group <= kQueryBlock) {
     attend_one_query(q, q_pos0, k, v, n_keys, shape, mask, out, row_max, row_sum);
+  } else if (bf16_prefill_attention(k, v, hd)) {
+    attend_prefill_bf16(q, n_q, q_pos0, k, v, n_keys, shape, mask, out, row_max, row_sum);
   } else {
     // One task per (32-query block, kv head): the heads of the group share
     // each key block, widened and transposed once for all of them.

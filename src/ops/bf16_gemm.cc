@@ -342,4 +342,3 @@ void set_bf16_activation_precision(Bf16Precision precision) {
 }
 
 }  // namespace lclm
-

@@ -56,4 +56,3 @@ void split_bf16(const float* x, std::size_t n, std::uint16_t* hi, std::uint16_t*
 }
 
 }  // namespace lclm
-

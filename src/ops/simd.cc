@@ -73,7 +73,8 @@ float DotRow(const Stored* w, const float* x, std::size_t n) {
     s2 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 2 * N), hn::LoadU(df, x + i + 2 * N), s2);
     s3 = hn::MulAdd(LoadWeights<Half16>(df, w + i + 3 * N), hn::LoadU(df, x + i + 3 * N), s3);
   }
-  for (; i + N <= n; i += N) s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
+  for (; i + N <= n; i += N)
+    s0 = hn::MulAdd(LoadWeights<Half16>(df, w + i), hn::LoadU(df, x + i), s0);
   const auto sum = hn::Add(hn::Add(s0, s1), hn::Add(s2, s3));
   return hn::GetLane(hn::SumOfLanes(df, sum)) + RowTail<Half16>(w, x, i, n);
 }
@@ -151,7 +152,9 @@ void DotTile(const Stored* w, std::size_t w_stride, const Stored* next, const fl
   using V = hn::Vec<decltype(df)>;
   const std::size_t full = n / (4 * N) * (4 * N);
   // Pass j prefetches rows [j RW / 4, (j + 1) RW / 4) of the next tile.
-  const auto ahead = [&](std::size_t j) { return next == nullptr ? next : next + j * RW / 4 * w_stride; };
+  const auto ahead = [&](std::size_t j) {
+    return next == nullptr ? next : next + j * RW / 4 * w_stride;
+  };
   const auto ahead_rows = [&](std::size_t j) {
     return next == nullptr ? 0 : (j + 1) * RW / 4 - j * RW / 4;
   };

@@ -3,6 +3,7 @@ lclm_add_test(core_test SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/core/torch_file_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/core/kernels_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/core/bf16_gemm_test.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/core/bf16_attention_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/core/sampler_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/core/thread_pool_test.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/core/model_test.cc)
