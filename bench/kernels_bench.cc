@@ -5,8 +5,8 @@
 //   build/bin/lclm-bench-kernels --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true   (one line)
 //
-// BM_PrefillAttention times prefill attention's two paths at long context
-// (filter with --benchmark_filter=PrefillAttention).
+// BM_Attention times attention's two paths at long context, a prefill chunk
+// and a decoded token (--benchmark_filter=BM_Attention).
 //
 // Counters: MAC/s (multiply-adds of the product per second) and weight
 // bytes/s (the stream the product reads; decode is bound by it at one row).
@@ -148,19 +148,21 @@ double bf16_peak_gflops(int threads) {
   return it->second;
 }
 
-// Prefill attention on the Qwen3-4B decoder's heads (32 query heads, 8 kv
-// heads of 128): the last chunk of 512 queries of a causal prompt of n keys,
-// over a bf16 KV cache. Args: n, path (0: f32, as LCLM_BF16_ACTIVATIONS=split
-// runs it; 1: the bf16 kernels, the default), threads (0 = all). Counters:
+// Attention on the Qwen3-4B decoder's heads (32 query heads, 8 kv heads of
+// 128) over a bf16 KV cache: the last m queries of a causal prompt of n keys
+// (m = 512: a prefill chunk; m = 1: a decoded token). Args: n, path (0:
+// f32, as LCLM_BF16_ACTIVATIONS=split runs it; 1: the bf16 kernels, the
+// default), threads (0 = all), m. Counters:
 // FLOP/s of the two products (4 * head_dim per query head and visible key)
 // and that as a fraction of the bf16 dot-product peak measured in this run.
-void BM_PrefillAttention(benchmark::State& state) {
+void BM_Attention(benchmark::State& state) {
   const auto n_keys = static_cast<std::size_t>(state.range(0));
   const bool bf16 = state.range(1) == 1;
   const int threads = state.range(2) > 0 ? static_cast<int>(state.range(2)) : omp_get_num_procs();
   omp_set_num_threads(threads);
   const AttentionShape shape{32, 8, 128, n_keys};
-  const std::size_t n_q = 512, pos0 = n_keys - n_q, hd = shape.head_dim;
+  const auto n_q = static_cast<std::size_t>(state.range(3));
+  const std::size_t pos0 = n_keys - n_q, hd = shape.head_dim;
   std::mt19937 rng(13);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<std::uint16_t> k(shape.n_kv_heads * n_keys * hd), v(k.size());
@@ -187,19 +189,26 @@ void BM_PrefillAttention(benchmark::State& state) {
   if (peak > 0) {
     state.counters["of bf16 peak"] = benchmark::Counter(rate / peak, benchmark::Counter::kIsRate);
   }
+  if (n_q == 1) {  // decode reads the cache: its bytes per second
+    state.counters["KV bytes/s"] = benchmark::Counter(
+        static_cast<double>(k.size() * 2 * 2) * static_cast<double>(state.iterations()),
+        benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
+  }
   state.SetLabel(std::string(bf16 ? "bf16 kernels" : "f32") + " n=" + std::to_string(n_keys) +
-                 " t=" + std::to_string(threads));
+                 " m=" + std::to_string(n_q) + " t=" + std::to_string(threads));
 }
 
-void PrefillAttentionArgs(benchmark::internal::Benchmark* b) {
-  for (const std::int64_t n : {4096, 16384}) {
-    for (const std::int64_t threads : {1, 0}) {
-      for (const std::int64_t path : {0, 1}) b->Args({n, path, threads});
+void AttentionArgs(benchmark::internal::Benchmark* b) {
+  for (const std::int64_t m : {512, 1}) {
+    for (const std::int64_t n : {4096, 16384}) {
+      for (const std::int64_t threads : {1, 0}) {
+        for (const std::int64_t path : {0, 1}) b->Args({n, path, threads, m});
+      }
     }
   }
 }
 
-BENCHMARK(BM_PrefillAttention)->Apply(PrefillAttentionArgs)->UseRealTime()->MinTime(1.0);
+BENCHMARK(BM_Attention)->Apply(AttentionArgs)->UseRealTime()->MinTime(1.0);
 
 }  // namespace
 }  // namespace lclm

@@ -532,95 +532,137 @@ void attend_one_query(const float* q, std::size_t q_pos, KVRows k, KVRows v, std
   });
 }
 
-// Whether prefill attention takes the bf16 kernels (ops/bf16_attention.h):
-// keys and values stored bf16 (the engine's default cache), x rounded to
+// Whether attention takes the bf16 kernels (ops/bf16_attention.h): keys and
+// values stored bf16 (the engine's sessions' default cache), x rounded to
 // bf16 in products with bf16 weights (the default; LCLM_BF16_ACTIVATIONS=split
 // keeps attention in f32 too, as the parity tests need), the CPU's native
-// bf16 on and head_dim a multiple of 32.
-bool bf16_prefill_attention(KVRows k, KVRows v, std::size_t hd) {
+// bf16 on and head_dim a multiple of 32. Prefill and decode both take them,
+// so a query's output is the same bits whether its position was prefilled
+// with others or decoded alone (each row's sums run in one order whatever
+// the tile it falls in).
+bool bf16_attention_applies(KVRows k, KVRows v, std::size_t hd) {
   return k.type == DType::BF16 && v.type == DType::BF16 && hd % 32 == 0 && native_bf16_enabled() &&
          bf16_activation_precision() == Bf16Precision::kRounded;
 }
 
-// Prefill attention on the bf16 kernels: one task per (64-query block, kv
-// head) as the f32 path's of 32, whose rows (query head a of the group, query i: row
-// a * nq + i) are rounded to bf16 once; each block of keys is packed once for
-// all of them, scored, put through the online softmax in f32 and its values
-// summed with the weights rounded to bf16. row_max / row_sum as the f32 path.
-void attend_prefill_bf16(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KVRows v,
-                         std::size_t n_keys, const AttentionShape& shape, AttentionMask mask,
-                         float* out, std::vector<float>& row_max, std::vector<float>& row_sum) {
-  // Queries per task: twice the f32 path's, so each packed key block serves
-  // twice the rows (packing took a tenth of the time at 32).
-  constexpr std::size_t kQueryBlock = 64;
-  constexpr std::size_t kKeys = bf16_attention::kKeys;
+// Queries per task of the bf16 path: twice the f32 path's, so each packed
+// key block serves twice the rows (packing took a tenth of the time at 32).
+constexpr std::size_t kBf16QueryBlock = 64;
+
+// A thread's scratch for bf16 tasks of up to `rows` rows (query heads of a
+// group times queries) at head_dim hd, grown on demand and kept.
+struct Bf16Scratch {
+  static constexpr std::size_t kKeys = bf16_attention::kKeys;
+  std::size_t rows = 0, hd = 0;
+  hwy::AlignedFreeUniquePtr<std::uint32_t[]> queries, keys, values;
+  hwy::AlignedFreeUniquePtr<float[]> scores, acc;
+  std::vector<float> max, sum, correction;
+  std::vector<std::size_t> visible, block_visible;
+
+  void size_for(std::size_t need_rows, std::size_t need_hd) {
+    if (need_rows <= rows && need_hd == hd) return;
+    rows = std::max(rows, need_rows);
+    hd = need_hd;
+    queries = hwy::AllocateAligned<std::uint32_t>(rows * hd / 2);
+    keys = hwy::AllocateAligned<std::uint32_t>(hd / 2 * kKeys);
+    values = hwy::AllocateAligned<std::uint32_t>(kKeys / 2 * hd);
+    scores = hwy::AllocateAligned<float>(rows * kKeys);
+    acc = hwy::AllocateAligned<float>(rows * hd);
+    for (auto* v : {&max, &sum, &correction}) v->resize(rows);
+    visible.resize(rows);
+    block_visible.resize(rows);
+  }
+};
+
+// One task of the bf16 path: queries i0 .. i0 + nq - 1 of the query heads of
+// kv group g (row a * nq + i: head a of the group, query i). The rows are
+// rounded to bf16 once; each block of keys is packed once for all of them,
+// scored, put through the online softmax in f32, and its values summed with
+// the weights rounded to bf16. row_max / row_sum [n_heads, n_q], when not
+// empty, get each row's softmax statistics, as the f32 path's.
+void attend_task_bf16(const float* q, std::size_t n_q, std::size_t q_pos0, std::size_t i0,
+                      std::size_t nq, std::size_t g, KVRows k, KVRows v, std::size_t n_keys,
+                      const AttentionShape& shape, AttentionMask mask, float* out,
+                      std::vector<float>& row_max, std::vector<float>& row_sum, Bf16Scratch& w) {
+  constexpr std::size_t kKeys = Bf16Scratch::kKeys;
   const std::size_t hd = shape.head_dim, pairs = hd / 2;
   const std::size_t group = shape.n_heads / shape.n_kv_heads;
   const std::size_t q_width = shape.n_heads * hd;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const std::size_t q_blocks = (n_q + kQueryBlock - 1) / kQueryBlock;
+  const std::size_t rows = group * nq;
+  w.size_for(rows, hd);
+  std::size_t keys_needed = 0;
+  for (std::size_t a = 0; a < group; ++a) {
+    for (std::size_t i = 0; i < nq; ++i) {
+      const std::size_t r = a * nq + i;
+      bf16_attention::round_query(q + (i0 + i) * q_width + (g * group + a) * hd, hd,
+                                  w.queries.get() + r * pairs);
+      w.visible[r] = visible_keys(mask, n_keys, q_pos0 + i0 + i);
+      keys_needed = std::max(keys_needed, w.visible[r]);
+    }
+  }
+  std::fill_n(w.max.begin(), rows, -std::numeric_limits<float>::infinity());
+  std::fill_n(w.sum.begin(), rows, 0.0f);
+  std::fill_n(w.acc.get(), rows * hd, 0.0f);
+  const auto* kg =
+      reinterpret_cast<const std::uint16_t*>(head_rows(k, g, shape.kv_stride, hd).data);
+  const auto* vg =
+      reinterpret_cast<const std::uint16_t*>(head_rows(v, g, shape.kv_stride, hd).data);
+  for (std::size_t j0 = 0; j0 < keys_needed; j0 += kKeys) {
+    const std::size_t nk = std::min(kKeys, keys_needed - j0);
+    bf16_attention::pack_keys(kg + j0 * hd, nk, hd, w.keys.get());
+    bf16_attention::pack_values(vg + j0 * hd, nk, hd, w.values.get());
+    for (std::size_t r = 0; r < rows; ++r) {
+      w.block_visible[r] = w.visible[r] > j0 ? std::min(nk, w.visible[r] - j0) : 0;
+    }
+    bf16_attention::scores(w.queries.get(), rows, hd, w.keys.get(), (nk + 15) / 16, scale,
+                           w.scores.get());
+    HWY_DYNAMIC_DISPATCH(SoftmaxRows)
+    (w.scores.get(), rows, kKeys, w.block_visible.data(), w.max.data(), w.sum.data(),
+     w.correction.data());
+    bf16_attention::accumulate_values(w.scores.get(), rows, nk, w.values.get(), hd,
+                                      w.correction.data(), w.acc.get());
+  }
+  for (std::size_t a = 0; a < group; ++a) {
+    const std::size_t h = g * group + a;
+    for (std::size_t i = 0; i < nq; ++i) {
+      const std::size_t r = a * nq + i;
+      const float inv = w.sum[r] > 0.0f ? 1.0f / w.sum[r] : 0.0f;
+      float* oi = out + (i0 + i) * q_width + h * hd;
+      for (std::size_t d = 0; d < hd; ++d) oi[d] = w.acc[r * hd + d] * inv;
+      if (!row_max.empty()) {
+        row_max[h * n_q + i0 + i] = w.max[r];
+        row_sum[h * n_q + i0 + i] = w.sum[r];
+      }
+    }
+  }
+}
+
+// Attention on the bf16 kernels: a decode query on the pool, one task per kv
+// head (as attend_one_query); more queries on OpenMP, one task per
+// (kBf16QueryBlock queries, kv head).
+void attend_bf16(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KVRows v,
+                 std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out,
+                 std::vector<float>& row_max, std::vector<float>& row_sum) {
+  if (n_q == 1) {
+    thread_local Bf16Scratch scratch;
+    parallel_for(shape.n_kv_heads, [&](std::size_t g) {
+      attend_task_bf16(q, 1, q_pos0, 0, 1, g, k, v, n_keys, shape, mask, out, row_max, row_sum,
+                       scratch);
+    });
+    return;
+  }
+  const std::size_t q_blocks = (n_q + kBf16QueryBlock - 1) / kBf16QueryBlock;
   const auto n_tasks = static_cast<std::ptrdiff_t>(q_blocks * shape.n_kv_heads);
 #pragma omp parallel
   {
-    const std::size_t max_rows = group * kQueryBlock;
-    const auto queries = hwy::AllocateAligned<std::uint32_t>(max_rows * pairs);
-    const auto keys = hwy::AllocateAligned<std::uint32_t>(pairs * kKeys);
-    const auto values = hwy::AllocateAligned<std::uint32_t>(kKeys / 2 * hd);
-    const auto scores = hwy::AllocateAligned<float>(max_rows * kKeys);
-    const auto acc = hwy::AllocateAligned<float>(max_rows * hd);
-    std::vector<float> max(max_rows), sum(max_rows), correction(max_rows);
-    std::vector<std::size_t> visible(max_rows), block_visible(max_rows);
+    Bf16Scratch scratch;
 #pragma omp for schedule(dynamic, 1)
     for (std::ptrdiff_t task = 0; task < n_tasks; ++task) {
       const std::size_t g = static_cast<std::size_t>(task) % shape.n_kv_heads;
-      const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_kv_heads) * kQueryBlock;
-      const std::size_t nq = std::min(kQueryBlock, n_q - i0);
-      const std::size_t rows = group * nq;
-      std::size_t keys_needed = 0;
-      for (std::size_t a = 0; a < group; ++a) {
-        for (std::size_t i = 0; i < nq; ++i) {
-          const std::size_t r = a * nq + i;
-          bf16_attention::round_query(q + (i0 + i) * q_width + (g * group + a) * hd, hd,
-                                      queries.get() + r * pairs);
-          visible[r] = visible_keys(mask, n_keys, q_pos0 + i0 + i);
-          keys_needed = std::max(keys_needed, visible[r]);
-        }
-      }
-      std::fill_n(max.begin(), rows, -std::numeric_limits<float>::infinity());
-      std::fill_n(sum.begin(), rows, 0.0f);
-      std::fill_n(acc.get(), rows * hd, 0.0f);
-      const auto* kg =
-          reinterpret_cast<const std::uint16_t*>(head_rows(k, g, shape.kv_stride, hd).data);
-      const auto* vg =
-          reinterpret_cast<const std::uint16_t*>(head_rows(v, g, shape.kv_stride, hd).data);
-      for (std::size_t j0 = 0; j0 < keys_needed; j0 += kKeys) {
-        const std::size_t nk = std::min(kKeys, keys_needed - j0);
-        bf16_attention::pack_keys(kg + j0 * hd, nk, hd, keys.get());
-        bf16_attention::pack_values(vg + j0 * hd, nk, hd, values.get());
-        for (std::size_t r = 0; r < rows; ++r) {
-          block_visible[r] = visible[r] > j0 ? std::min(nk, visible[r] - j0) : 0;
-        }
-        bf16_attention::scores(queries.get(), rows, hd, keys.get(), (nk + 15) / 16, scale,
-                               scores.get());
-        HWY_DYNAMIC_DISPATCH(SoftmaxRows)
-        (scores.get(), rows, kKeys, block_visible.data(), max.data(), sum.data(),
-         correction.data());
-        bf16_attention::accumulate_values(scores.get(), rows, nk, values.get(), hd,
-                                          correction.data(), acc.get());
-      }
-      for (std::size_t a = 0; a < group; ++a) {
-        const std::size_t h = g * group + a;
-        for (std::size_t i = 0; i < nq; ++i) {
-          const std::size_t r = a * nq + i;
-          const float inv = sum[r] > 0.0f ? 1.0f / sum[r] : 0.0f;
-          float* oi = out + (i0 + i) * q_width + h * hd;
-          for (std::size_t d = 0; d < hd; ++d) oi[d] = acc[r * hd + d] * inv;
-          if (!row_max.empty()) {
-            row_max[h * n_q + i0 + i] = max[r];
-            row_sum[h * n_q + i0 + i] = sum[r];
-          }
-        }
-      }
+      const std::size_t i0 = (static_cast<std::size_t>(task) / shape.n_kv_heads) * kBf16QueryBlock;
+      attend_task_bf16(q, n_q, q_pos0, i0, std::min(kBf16QueryBlock, n_q - i0), g, k, v, n_keys,
+                       shape, mask, out, row_max, row_sum, scratch);
     }
   }
 }
@@ -651,10 +693,10 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KV
     row_sum.resize(shape.n_heads * n_q);
   }
 
-  if (n_q == 1 && group <= kQueryBlock) {
+  if (bf16_attention_applies(k, v, hd)) {
+    attend_bf16(q, n_q, q_pos0, k, v, n_keys, shape, mask, out, row_max, row_sum);
+  } else if (n_q == 1 && group <= kQueryBlock) {
     attend_one_query(q, q_pos0, k, v, n_keys, shape, mask, out, row_max, row_sum);
-  } else if (bf16_prefill_attention(k, v, hd)) {
-    attend_prefill_bf16(q, n_q, q_pos0, k, v, n_keys, shape, mask, out, row_max, row_sum);
   } else {
     // One task per (32-query block, kv head): the heads of the group share
     // each key block, widened and transposed once for all of them.

@@ -163,8 +163,9 @@ TEST(Bf16Attention, ProductsMatchSumsOfTheRoundedInputs) {
 // partial block and the causal edge inside key blocks, 1 and 2 threads,
 // against attention in double over the rounded queries and the stored keys
 // and values. The weights' rounding to bf16 (2^-9 relative each) is all that
-// may differ: within 2^-8 of the largest value. With x split the f32 path
-// runs and gives exactly what it gives over the widened rows.
+// may differ: within 2^-8 of the largest value. A query decoded alone gets
+// the same bits as among the others (prefill and decode agree). With x split
+// the f32 path runs and gives exactly what it gives over the widened rows.
 TEST(Bf16Attention, PrefillOverABf16CacheMatchesTheRoundedReference) {
   SKIP_WITHOUT_AVX512_BF16();
   const int threads_before = omp_get_max_threads();
@@ -215,6 +216,17 @@ TEST(Bf16Attention, PrefillOverABf16CacheMatchesTheRoundedReference) {
                   worst = std::max(worst, error);
                 }
               }
+            }
+            // Each query alone (as decode runs it) gets the bits it got among the others.
+            for (std::size_t i = 0; i < n_q; i += 5) {
+              const std::size_t width = shape.n_heads * hd;
+              const std::vector<float> qi(q.begin() + i * width, q.begin() + (i + 1) * width);
+              std::vector<float> alone(width);
+              const testing::Bf16ActivationsScope rounded_x(Bf16Precision::kRounded);
+              attention(qi.data(), 1, pos0 + i, k_rows, v_rows, causal ? pos0 + i + 1 : n_keys,
+                        shape, mask, alone.data());
+              ASSERT_TRUE(std::equal(alone.begin(), alone.end(), out.begin() + i * width))
+                  << "query " << i << " alone";
             }
             // f32 over the rounded queries would be within 1e-6.
             EXPECT_GT(worst, 1e-5) << "the weights were not rounded: the f32 path ran";

@@ -149,7 +149,9 @@ class ServerTest : public ::testing::Test {
     g.sampling = sampling;
     g.sampling.temperature = 0;
     g.stop_ids = default_stop_ids(reference_->decoder(), reference_->decoder_tokenizer());
-    const auto s = Session(reference_->decoder()).generate(p, g);
+    // The server's engine stores bf16 keys and values (EngineOptions'
+    // default); so does the reference, to run the same arithmetic.
+    const auto s = Session(reference_->decoder(), 0, kDefaultKVCacheTypes).generate(p, g);
     return reference_->decoder_tokenizer().decode(s.tokens);
   }
 
