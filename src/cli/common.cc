@@ -115,7 +115,9 @@ void LclmArgs::add_options(CLI::App& app) {
       "FILE|redis://HOST:PORT[/DB]");
   app.add_option("--latent-cache", latent_cache,
                  "Where compressed regions are kept across runs: an SQLite file (created if "
-                 "missing) or a Redis server that several processes share, redis://HOST:PORT[/DB]")
+                 "missing) or a Redis server that several processes share, "
+                 "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (or the password in "
+                 "LCLM_REDIS_PASSWORD, kept off the command line; no TLS)")
       ->check(store_location);
   app.add_option("--latent-cache-ttl", latent_cache_ttl,
                  "Redis only: a region's latents expire this many seconds after their last use "

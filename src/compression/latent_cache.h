@@ -55,8 +55,10 @@ enum class LatentSource { kMemory, kDisk, kRemote };
 
 // The store behind the memory LRU (--latent-cache, --latent-cache-ttl).
 struct LatentStoreOptions {
-  // Empty: memory only. "redis://HOST[:PORT][/DB]" (port 6379, database 0 by
-  // default): a Redis server. Anything else: an SQLite file, created when
+  // Empty: memory only. "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]" (port
+  // 6379, database 0 by default): a Redis server; without a password in the
+  // URL, LCLM_REDIS_PASSWORD from the environment is sent if set.
+  // "rediss://" (TLS) is refused. Anything else: an SQLite file, created when
   // missing.
   std::string location;
   // Redis only: an entry expires this long after it was last written or read
@@ -68,14 +70,22 @@ struct LatentStoreOptions {
 };
 
 // A Redis location split up; throws lclm::Error naming --latent-cache for a
-// malformed one.
+// malformed one. user and password are percent-decoded; an empty user with a
+// password is Redis's `default` user (AUTH with the password alone).
 struct RedisUrl {
   std::string host;
   int port = 6379;
   int db = 0;
+  std::string user;
+  std::string password;
 };
+// Whether `location` names a Redis server (redis:// or rediss://, which
+// parse_redis_url refuses).
 bool is_redis_url(std::string_view location);
 RedisUrl parse_redis_url(std::string_view location);
+// `location` with the password of a Redis URL replaced by "***", for
+// messages and logs; anything else as it is.
+std::string redacted_location(std::string_view location);
 // Throws lclm::Error naming --latent-cache or --latent-cache-ttl for options
 // no store can run with (a malformed URL, a TTL with a file or below 0).
 void check_latent_store_options(const LatentStoreOptions& options);

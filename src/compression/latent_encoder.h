@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "compression/lclm_config.h"
+#include "model/kv_cache.h"
 #include "model/qwen3_model.h"
 
 namespace lclm {
@@ -40,6 +41,12 @@ class LatentEncoder {
   std::size_t pooled_dim(const LclmConfig& config) const;
   std::vector<float> encode_region(std::span<const std::int32_t> tokens,
                                    const LclmConfig& config) const;
+  // What a window's KV cache stores: bf16 where the encoder's products round
+  // x to bf16 (bf16 or q8_0/q4_0 matrices on the native kernels, x rounded:
+  // the default), so its attention runs on the bf16 kernels as the
+  // decoder's does; f32 otherwise (f32/f16 matrices, or
+  // LCLM_BF16_ACTIVATIONS=split, as the parity tests run), exact.
+  KVCacheTypes window_cache_types() const;
 
  private:
   // Encodes one window and writes its w.latents pooled rows to out.

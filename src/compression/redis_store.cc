@@ -14,8 +14,11 @@
 #include <charconv>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "compression/latent_store.h"
@@ -26,7 +29,11 @@ namespace lclm {
 namespace {
 
 constexpr std::string_view kScheme = "redis://";
-constexpr std::string_view kUsage = "expected redis://HOST[:PORT][/DB]";
+constexpr std::string_view kTlsScheme = "rediss://";
+constexpr std::string_view kUsage = "expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]";
+// Sent as the password when the URL has none, so that it need not appear on
+// a command line (visible to every user in ps) or in shell history.
+constexpr const char* kPasswordVariable = "LCLM_REDIS_PASSWORD";
 // A server that does not answer a connect within this long is down; a
 // command gets longer, since a row of a long region at full decoder width is
 // tens of MB (a 32K-token region at 4x and 2,560 wide: 80 MiB).
@@ -41,8 +48,33 @@ constexpr char kMagic[4] = {'L', 'C', 'L', 'M'};
 constexpr std::size_t kHeaderBytes = 40;
 
 [[noreturn]] void bad_url(std::string_view location, const std::string& why) {
-  throw Error("--latent-cache '" + std::string(location) + "': " + why + " (" +
+  throw Error("--latent-cache '" + redacted_location(location) + "': " + why + " (" +
               std::string(kUsage) + ")");
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The URL's user or password with %XX escapes decoded (a password may hold
+// '@', ':' or '/'); none for a malformed escape.
+std::optional<std::string> percent_decoded(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return std::nullopt;
+    const int hi = hex_digit(s[i + 1]), lo = hex_digit(s[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
 }
 
 // A whole decimal number in [lo, hi], or none.
@@ -106,7 +138,7 @@ class RedisStore final : public LatentStore {
  public:
   explicit RedisStore(const LatentStoreOptions& options)
       : url_(parse_redis_url(options.location)),
-        name_(options.location),
+        name_(redacted_location(options.location)),
         ttl_(options.ttl_seconds > 0 ? std::to_string(options.ttl_seconds) : ""),
         retry_(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
             std::chrono::duration<double>(options.retry_seconds))) {
@@ -242,12 +274,15 @@ class RedisStore final : public LatentStore {
     } else {
       redisSetTimeout(c, kCommandTimeout);
       redisEnableKeepAlive(c);
-      const std::string db = std::to_string(url_.db);
-      const Reply r(static_cast<redisReply*>(redisCommand(c, "SELECT %s", db.c_str())));
-      if (!r) {
-        why = "cannot select database " + db + " (" + c->errstr + ")";
-      } else if (is_error(r)) {
-        why = "cannot select database " + db + " ('" + error_text(r) + "')";
+      why = authenticate(c);
+      if (why.empty()) {
+        const std::string db = std::to_string(url_.db);
+        const Reply r(static_cast<redisReply*>(redisCommand(c, "SELECT %s", db.c_str())));
+        if (!r) {
+          why = "cannot select database " + db + " (" + c->errstr + ")";
+        } else if (is_error(r)) {
+          why = "cannot select database " + db + " ('" + error_text(r) + "')";
+        }
       }
     }
     if (!why.empty()) {
@@ -260,6 +295,36 @@ class RedisStore final : public LatentStore {
       std::cerr << "lclm: latent cache " << name_ << ": connected again\n";
       error_.clear();
     }
+  }
+
+  // AUTH with the URL's credentials, or the password from the environment;
+  // nothing without either. Returns why it failed (never the password), or
+  // "" when it did not.
+  std::string authenticate(redisContext* c) const {
+    std::string password = url_.password;
+    if (password.empty()) {
+      const char* env = std::getenv(kPasswordVariable);
+      if (env == nullptr || *env == '\0') return "";
+      password = env;
+    }
+    Command auth = {"AUTH"};
+    if (!url_.user.empty()) auth.push_back(url_.user);
+    auth.push_back(password);
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lengths;
+    for (std::string_view a : auth) {
+      argv.push_back(a.data());
+      lengths.push_back(a.size());
+    }
+    const Reply r(static_cast<redisReply*>(
+        redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data())));
+    const std::string as = url_.user.empty() ? "" : " as " + url_.user;
+    const std::string from = url_.password.empty()
+                                 ? std::string(" with the password in ") + kPasswordVariable
+                                 : std::string(" with the URL's password");
+    if (!r) return "cannot authenticate" + as + " (" + c->errstr + ")";
+    if (is_error(r)) return "cannot authenticate" + as + from + " ('" + error_text(r) + "')";
+    return "";
   }
 
   // One warning per outage: the first failure says so, later failed tries
@@ -290,21 +355,53 @@ class RedisStore final : public LatentStore {
 }  // namespace
 
 bool is_redis_url(std::string_view location) {
-  return location.starts_with(kScheme);
+  return location.starts_with(kScheme) || location.starts_with(kTlsScheme);
+}
+
+std::string redacted_location(std::string_view location) {
+  if (!is_redis_url(location)) return std::string(location);
+  const std::size_t start = location.find("//") + 2;
+  const std::size_t end = location.find_first_of("/?#", start);
+  const std::size_t at = location.substr(0, end).rfind('@');
+  if (at == std::string_view::npos || at < start) return std::string(location);
+  const std::size_t colon = location.find(':', start);
+  if (colon == std::string_view::npos || colon > at) return std::string(location);  // a user only
+  return std::string(location.substr(0, colon + 1)) + "***" + std::string(location.substr(at));
 }
 
 RedisUrl parse_redis_url(std::string_view location) {
+  if (location.starts_with(kTlsScheme)) {
+    bad_url(location,
+            "TLS (rediss://) is not supported: Debian 12's hiredis 0.14 has no TLS; reach a TLS "
+            "server through a tunnel on a loopback port (stunnel, spiped, ssh -L) and give its "
+            "redis:// address");
+  }
   if (!is_redis_url(location)) bad_url(location, "not a redis:// URL");
   std::string_view rest = location.substr(kScheme.size());
   if (rest.find_first_of("?#") != std::string_view::npos) {
     bad_url(location, "query parameters are not supported (the TTL is --latent-cache-ttl)");
   }
-  if (rest.find('@') != std::string_view::npos) {
-    bad_url(location, "credentials in the URL are not supported");
+  RedisUrl url;
+  // USER:PASSWORD@ or :PASSWORD@ before the host; the last '@' before the
+  // path ends it (one in a password is escaped as %40, or taken as part of it).
+  const std::size_t at = rest.substr(0, rest.find('/')).rfind('@');
+  if (at != std::string_view::npos) {
+    const std::string_view userinfo = rest.substr(0, at);
+    const std::size_t colon = userinfo.find(':');
+    if (colon == std::string_view::npos) {
+      bad_url(location,
+              "a user needs a password (USER:PASSWORD@, or :PASSWORD@ for the default user)");
+    }
+    const auto user = percent_decoded(userinfo.substr(0, colon));
+    const auto password = percent_decoded(userinfo.substr(colon + 1));
+    if (!user || !password) bad_url(location, "a malformed %XX escape in the credentials");
+    if (password->empty()) bad_url(location, "an empty password");
+    url.user = *user;
+    url.password = *password;
+    rest = rest.substr(at + 1);
   }
   const std::size_t slash = rest.find('/');
   const std::string_view authority = rest.substr(0, slash);
-  RedisUrl url;
   if (slash != std::string_view::npos && slash + 1 < rest.size()) {
     const auto db = parse_number(rest.substr(slash + 1), 0, 1 << 20);
     if (!db) bad_url(location, "the database must be a number");

@@ -326,7 +326,9 @@ PYBIND11_MODULE(lclm, m) {
            py::arg("cache_type_k") = "bf16", py::arg("cache_type_v") = "bf16",
            "Loads a model directory. threads: kernel threads (0: every core); quant: None, "
            "'q8_0' or 'q4_0' (matrices converted at load); ratio: the default compression ratio "
-           "(LCLM checkpoints); latent_cache: an SQLite file or redis://HOST:PORT[/DB] that keeps "
+           "(LCLM checkpoints); latent_cache: an SQLite file or "
+           "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (or the password in LCLM_REDIS_PASSWORD) "
+           "that keeps "
            "compressed regions across runs and processes; cache_type_k / cache_type_v: what the KV "
            "cache stores keys and values as ('f32', 'f16', 'bf16', 'q8_0', 'q4_0').")
       .def_property_readonly("path", [](Model& self) { return self.engine().dir().string(); })

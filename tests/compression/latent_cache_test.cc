@@ -192,18 +192,53 @@ TEST(RedisUrl, ParsesHostPortAndDatabase) {
   EXPECT_EQ(c.port, 7000);
   EXPECT_EQ(c.db, 0);
   EXPECT_TRUE(is_redis_url("redis://x"));
+  EXPECT_TRUE(is_redis_url("rediss://x"));  // refused by the parser, not taken for a file
   EXPECT_FALSE(is_redis_url("cache/redis.sqlite"));
+}
+
+// USER:PASSWORD@ (an ACL user) and :PASSWORD@ (the default user), escapes
+// decoded, an unescaped '@' in the password kept (the last one ends it).
+TEST(RedisUrl, ParsesCredentials) {
+  const RedisUrl a = parse_redis_url("redis://alice:s3cr%40t%3A%2f@10.0.0.7:6380/3");
+  EXPECT_EQ(a.user, "alice");
+  EXPECT_EQ(a.password, "s3cr@t:/");
+  EXPECT_EQ(a.host, "10.0.0.7");
+  EXPECT_EQ(a.port, 6380);
+  EXPECT_EQ(a.db, 3);
+  const RedisUrl b = parse_redis_url("redis://:p@ss@cache.internal");
+  EXPECT_EQ(b.user, "");
+  EXPECT_EQ(b.password, "p@ss");
+  EXPECT_EQ(b.host, "cache.internal");
+  const RedisUrl c = parse_redis_url("redis://[::1]:7000");
+  EXPECT_EQ(c.user, "");
+  EXPECT_EQ(c.password, "");
+}
+
+// A password never reaches a message: errors and warnings show *** instead.
+TEST(RedisUrl, PasswordsAreRedactedInMessages) {
+  EXPECT_EQ(redacted_location("redis://alice:secret@h:1/2"), "redis://alice:***@h:1/2");
+  EXPECT_EQ(redacted_location("redis://:se@cret@h"), "redis://:***@h");
+  EXPECT_EQ(redacted_location("redis://h:1/2"), "redis://h:1/2");
+  EXPECT_EQ(redacted_location("cache/a:b@c.sqlite"), "cache/a:b@c.sqlite");
+  for (const char* url : {"redis://:secret@h:port", "redis://u:secret@h:1/x",
+                          "redis://u:secret%zz@h", "rediss://:secret@h"}) {
+    SCOPED_TRACE(url);
+    const std::string e = testing::error_of([&] { parse_redis_url(url); });
+    EXPECT_NE(e.find("--latent-cache 'redis"), std::string::npos) << e;
+    EXPECT_NE(e.find(":***@h"), std::string::npos) << e;
+    EXPECT_EQ(e.find("secret"), std::string::npos) << e;
+  }
 }
 
 TEST(RedisUrl, AMalformedOneIsAnErrorNamingTheFlag) {
   for (const char* url :
        {"redis://", "redis://:6379", "redis://host:", "redis://host:0", "redis://host:65536",
-        "redis://host:port", "redis://host/db", "redis://host:1/-1", "redis://user:pw@host:1",
-        "redis://host:1?ttl=5", "redis://[::1", "redis://[::1]x"}) {
+        "redis://host:port", "redis://host/db", "redis://host:1/-1", "redis://user@host:1",
+        "redis://host:1?ttl=5", "redis://[::1", "redis://[::1]x", "rediss://host:1"}) {
     SCOPED_TRACE(url);
     const std::string e = testing::error_of([&] { parse_redis_url(url); });
     EXPECT_NE(e.find("--latent-cache '" + std::string(url) + "'"), std::string::npos) << e;
-    EXPECT_NE(e.find("redis://HOST[:PORT][/DB]"), std::string::npos) << e;
+    EXPECT_NE(e.find("redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]"), std::string::npos) << e;
     // The cache refuses it too, rather than running without a store.
     EXPECT_NE(testing::error_of([&] { LatentCache(0, {.location = url}); }).find("--latent-cache"),
               std::string::npos);
@@ -382,6 +417,67 @@ TEST(RedisStore, AnUnreachableServerLeavesTheCacheInMemory) {
   EXPECT_NE(cache.store_error().find(url), std::string::npos);
   cache.store(latent_key("c", "doc"), make_latents(2, 4, 1.0f));
   EXPECT_TRUE(cache.find(latent_key("c", "doc")));
+}
+
+// A server that requires a password: the URL's, or LCLM_REDIS_PASSWORD's
+// when the URL has none, or an ACL user's; a wrong one is a warning naming
+// where the password came from (never the password) and the cache runs in
+// memory.
+TEST(RedisStore, CredentialsFromTheUrlOrTheEnvironment) {
+  LCLM_SKIP_WITHOUT_REDIS();
+  RedisServer server("redis_auth",
+                     {"--requirepass", "pa:ss@word", "--user", "alice", "on", ">al1ce", "~*", "&*", "+@all"},
+                     "pa:ss@word");
+  const std::string host = "127.0.0.1:" + std::to_string(server.port());
+  const auto key = latent_key("c", "doc");
+  const Latents l = make_latents(3, 8, 0.5f);
+  {
+    LatentCache cache(0, {.location = "redis://:pa%3Ass%40word@" + host});
+    EXPECT_EQ(cache.store_error(), "");
+    cache.store(key, l);
+  }
+  EXPECT_EQ(server.command({"EXISTS", row_key(key)}), "1");
+  {
+    LatentCache cache(0, {.location = "redis://alice:al1ce@" + host});
+    EXPECT_EQ(cache.store_error(), "");
+    EXPECT_TRUE(cache.find(key));
+  }
+  ::setenv("LCLM_REDIS_PASSWORD", "pa:ss@word", 1);
+  {
+    LatentCache cache(0, {.location = "redis://" + host});
+    EXPECT_EQ(cache.store_error(), "");
+    EXPECT_TRUE(cache.find(key));
+  }
+  ::setenv("LCLM_REDIS_PASSWORD", "wrong-one", 1);
+  {
+    ::testing::internal::CaptureStderr();
+    LatentCache cache(1 << 20, {.location = "redis://" + host});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("cannot authenticate with the password in LCLM_REDIS_PASSWORD"),
+              std::string::npos)
+        << err;
+    EXPECT_EQ(err.find("wrong-one"), std::string::npos) << err;
+    cache.store(latent_key("c", "mem"), l);  // in memory still
+    EXPECT_TRUE(cache.find(latent_key("c", "mem")));
+  }
+  ::unsetenv("LCLM_REDIS_PASSWORD");
+  {
+    ::testing::internal::CaptureStderr();
+    LatentCache cache(0, {.location = "redis://alice:nope-pw@" + host});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("latent cache redis://alice:***@" + host +
+                       ": cannot authenticate as alice with the URL's password"),
+              std::string::npos)
+        << err;
+    EXPECT_EQ(err.find("nope-pw"), std::string::npos) << err;
+    EXPECT_EQ(cache.store_error().find("nope-pw"), std::string::npos);
+  }
+  {  // no password at all: the server refuses the first command
+    ::testing::internal::CaptureStderr();
+    LatentCache cache(0, {.location = "redis://" + host});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("NOAUTH"), std::string::npos) << err;
+  }
 }
 
 TEST(RedisStore, ADatabaseTheServerLacksIsAWarning) {

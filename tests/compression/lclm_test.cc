@@ -29,6 +29,9 @@
 #include "fixtures/random_lclm.h"
 #include "fixtures/random_qwen3.h"
 #include "format/json_file.h"
+#include "model/kv_cache.h"
+#include "ops/bf16_gemm.h"
+#include "ops/bf16_kernels.h"
 #include "ops/matmul.h"
 #include "util/error.h"
 #include "util/threads.h"
@@ -248,6 +251,30 @@ LclmConfig config_from(const nlohmann::json& j) {
 
 std::string config_error(const nlohmann::json& j) {
   return error_of([&] { config_from(j); });
+}
+
+// The encoder's window caches store bf16 exactly where its products round x
+// (bf16 matrices, x rounded, the native kernels), so its attention takes the
+// bf16 kernels there; f32 matrices or x split keep them f32 (exact).
+TEST(LatentEncoderCache, Bf16WhereTheProductsRoundX) {
+  for (const DType dtype : {DType::BF16, DType::F32}) {
+    RandomQwen3Spec spec;
+    spec.config = testing::tiny_config();
+    spec.dtype = dtype;
+    spec.seed = 3;
+    const auto dir = scratch_dir(std::string("encoder_cache_") + std::string(dtype_name(dtype)));
+    write_random_qwen3(dir, spec);
+    const Qwen3Model model = Qwen3Model::load(dir);
+    const LatentEncoder encoder(model, 0);
+    const bool bf16 = dtype == DType::BF16 && native_bf16_enabled();
+    {
+      const testing::Bf16ActivationsScope rounded_x(Bf16Precision::kRounded);
+      EXPECT_EQ(encoder.window_cache_types(), bf16 ? kDefaultKVCacheTypes : KVCacheTypes{})
+          << dtype_name(dtype);
+    }
+    const testing::Bf16ActivationsScope split_x(Bf16Precision::kSplit);
+    EXPECT_EQ(encoder.window_cache_types(), KVCacheTypes{}) << dtype_name(dtype);
+  }
 }
 
 TEST(LclmConfigFile, ReadsTheReleasedConfiguration) {

@@ -49,8 +49,14 @@ class RedisServer {
   static constexpr const char* kBinary = "/usr/bin/redis-server";
   static bool available() { return ::access(kBinary, X_OK) == 0; }
 
-  explicit RedisServer(const std::string& name)
-      : dir_(scratch_dir(name)), port_(free_loopback_port()) {
+  // extra: more redis-server arguments (--requirepass, --user ...);
+  // password: what the helper's own connections AUTH with (none: no AUTH).
+  explicit RedisServer(const std::string& name, std::vector<std::string> extra = {},
+                       std::string password = "")
+      : dir_(scratch_dir(name)),
+        port_(free_loopback_port()),
+        extra_(std::move(extra)),
+        password_(std::move(password)) {
     start();
   }
   ~RedisServer() { kill(); }
@@ -67,9 +73,12 @@ class RedisServer {
     pid_ = ::fork();
     if (pid_ == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      ::execl(kBinary, kBinary, "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
-              "--appendonly", "no", "--dir", dir_.c_str(), "--logfile", log.c_str(),
-              static_cast<char*>(nullptr));
+      std::vector<const char*> argv = {
+          kBinary,        "--port", port.c_str(), "--bind",     "127.0.0.1", "--save",   "",
+          "--appendonly", "no",     "--dir",      dir_.c_str(), "--logfile", log.c_str()};
+      for (const std::string& a : extra_) argv.push_back(a.c_str());
+      argv.push_back(nullptr);
+      ::execv(kBinary, const_cast<char* const*>(argv.data()));
       ::_exit(127);
     }
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
@@ -94,6 +103,9 @@ class RedisServer {
     const timeval timeout = {2, 0};
     redisContext* ctx = redisConnectWithTimeout("127.0.0.1", port_, timeout);
     std::optional<std::string> out;
+    if (ctx != nullptr && ctx->err == 0 && !password_.empty()) {
+      freeReplyObject(redisCommand(ctx, "AUTH %b", password_.data(), password_.size()));
+    }
     if (ctx != nullptr && ctx->err == 0) {
       std::vector<const char*> argv;
       std::vector<std::size_t> lengths;
@@ -119,6 +131,8 @@ class RedisServer {
  private:
   std::filesystem::path dir_;
   int port_;
+  std::vector<std::string> extra_;
+  std::string password_;
   pid_t pid_ = -1;
 };
 
