@@ -1,5 +1,7 @@
 #include "tokenizer/tokenizer.h"
 
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -8,8 +10,6 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
-
-#include <utf8proc.h>
 
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
@@ -446,6 +446,40 @@ std::size_t Tokenizer::size() const {
   return impl_->token_kinds.size();
 }
 
+namespace {
+
+// Bytes of the ill-formed sequence at p (n > 0 bytes left) that one U+FFFD
+// replaces: its maximal subpart, the longest start of a well-formed
+// sequence (Unicode's practice, chapter 3, "U+FFFD Substitution of Maximal
+// Subparts", as Python's errors="replace", browsers and the server's JSON
+// do), or the one byte that starts none.
+std::size_t maximal_subpart(const unsigned char* p, std::size_t n) {
+  const unsigned char lead = p[0];
+  std::size_t need = 0;                   // continuation bytes the lead calls for
+  unsigned char low = 0x80, high = 0xBF;  // the range of the first of them
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    need = 1;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    need = 2;
+    if (lead == 0xE0) low = 0xA0;   // no overlong forms
+    if (lead == 0xED) high = 0x9F;  // no surrogates
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    need = 3;
+    if (lead == 0xF0) low = 0x90;
+    if (lead == 0xF4) high = 0x8F;  // nothing past U+10FFFF
+  }
+  std::size_t length = 1;
+  while (length <= need && length < n) {
+    const unsigned char c = p[length];
+    const bool fits = length == 1 ? c >= low && c <= high : c >= 0x80 && c <= 0xBF;
+    if (!fits) break;
+    ++length;
+  }
+  return length;
+}
+
+}  // namespace
+
 std::string valid_utf8(std::string_view text) {
   std::string out;
   out.reserve(text.size());
@@ -455,9 +489,10 @@ std::string valid_utf8(std::string_view text) {
     utf8proc_int32_t code_point = 0;
     const utf8proc_ssize_t length = utf8proc_iterate(cursor, remaining, &code_point);
     if (length <= 0) {
-      out += "\xEF\xBF\xBD";  // U+FFFD for the byte that starts no valid sequence
-      ++cursor;
-      --remaining;
+      const std::size_t skip = maximal_subpart(cursor, static_cast<std::size_t>(remaining));
+      out += "\xEF\xBF\xBD";  // U+FFFD for the maximal subpart
+      cursor += skip;
+      remaining -= static_cast<utf8proc_ssize_t>(skip);
       continue;
     }
     out.append(reinterpret_cast<const char*>(cursor), static_cast<std::size_t>(length));

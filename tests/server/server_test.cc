@@ -30,6 +30,7 @@
 #include "format/torch_file.h"
 #include "runtime/chat_template.h"
 #include "server/base64.h"
+#include "tokenizer/tokenizer.h"
 
 namespace lclm {
 namespace {
@@ -152,7 +153,9 @@ class ServerTest : public ::testing::Test {
     // The server's engine stores bf16 keys and values (EngineOptions'
     // default); so does the reference, to run the same arithmetic.
     const auto s = Session(reference_->decoder(), 0, kDefaultKVCacheTypes).generate(p, g);
-    return reference_->decoder_tokenizer().decode(s.tokens);
+    // As the server sends it: JSON text, ill-formed UTF-8 (an answer cut
+    // inside a character) as U+FFFD.
+    return valid_utf8(reference_->decoder_tokenizer().decode(s.tokens));
   }
 
   static json chat(const json& content, int max_tokens = 6) {

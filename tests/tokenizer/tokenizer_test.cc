@@ -122,7 +122,16 @@ class TinyTokenizer {
 // U+FFFD, and the result encodes.
 TEST(ValidUtf8, ReplacesEachIllFormedByte) {
   EXPECT_EQ(valid_utf8("plain ü 世界 😀"), "plain ü 世界 😀");
-  EXPECT_EQ(valid_utf8("ab\xE4\xB8"), "ab\xEF\xBF\xBD\xEF\xBF\xBD");
+  // One U+FFFD per maximal subpart, as Python's decode(errors="replace")
+  // gives for each of these (checked with python3):
+  EXPECT_EQ(valid_utf8("ab\xE4\xB8"), "ab\xEF\xBF\xBD");
+  EXPECT_EQ(valid_utf8("\xE8\x89U"), "\xEF\xBF\xBDU");
+  EXPECT_EQ(valid_utf8("\xF0\x9F\x98\xC3\xA9"), "\xEF\xBF\xBD\xC3\xA9");
+  EXPECT_EQ(valid_utf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(valid_utf8("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(valid_utf8("\xE0\x80\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(valid_utf8("\xF4\x90\x80\x80"),
+            "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(valid_utf8("\x80x"), "\xEF\xBF\xBDx");
   EXPECT_EQ(valid_utf8("\xC0\xAF"), "\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(valid_utf8(""), "");
