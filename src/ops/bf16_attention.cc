@@ -23,39 +23,6 @@ LCLM_AVX512_BF16 inline __m512bh as_bf16(__m512i v) {
   return reinterpret_cast<__m512bh>(v);
 }
 
-// The 16 x 16 words r[0..16) transposed in place (r[c] becomes column c):
-// pairs of rows interleaved by words, then by double words, then 128-bit
-// lanes gathered across four and across eight rows.
-LCLM_AVX512_BF16 inline void transpose16(__m512i (&r)[16]) {
-  __m512i t[16];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-  // Lane L of r[4i + c] now holds column 4L + c of rows 4i .. 4i + 3.
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; ++c) {
-    const __m512i x0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);  // lanes 0, 2 of each
-    const __m512i x1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);  // lanes 1, 3
-    const __m512i y0 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
-    const __m512i y1 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
-    t[c] = _mm512_shuffle_i32x4(x0, y0, 0x88);       // lane 0 of the four
-    t[8 + c] = _mm512_shuffle_i32x4(x0, y0, 0xdd);   // lane 2
-    t[4 + c] = _mm512_shuffle_i32x4(x1, y1, 0x88);   // lane 1
-    t[12 + c] = _mm512_shuffle_i32x4(x1, y1, 0xdd);  // lane 3
-  }
-#pragma GCC unroll 16
-  for (int c = 0; c < 16; ++c) r[c] = t[c];
-}
-
 // R rows x C chunks of scores; each lane sums its pair products in order of p.
 template <std::size_t R, std::size_t C>
 LCLM_AVX512_BF16 void score_tile(const std::uint32_t* q, std::size_t pairs, const std::uint32_t* kt,
@@ -182,7 +149,7 @@ LCLM_AVX512_BF16 void pack_keys(const std::uint16_t* k, std::size_t nk, std::siz
         r[t] =
             j0 + t < nk ? _mm512_loadu_si512(k32 + (j0 + t) * pairs + p0) : _mm512_setzero_si512();
       }
-      transpose16(r);
+      transpose_16x16(r);
 #pragma GCC unroll 16
       for (std::size_t c = 0; c < kLanes; ++c)
         _mm512_storeu_si512(kt + (p0 + c) * kKeys + j0, r[c]);
