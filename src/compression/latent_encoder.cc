@@ -4,8 +4,7 @@
 #include <exception>
 
 #include "model/kv_cache.h"
-#include "ops/bf16_gemm.h"
-#include "ops/bf16_kernels.h"
+#include "ops/attention.h"
 #include "ops/simd.h"
 #include "ops/transformer_ops.h"
 
@@ -88,10 +87,12 @@ KVCacheTypes LatentEncoder::window_cache_types() const {
   // At a window of 1024 attention is a tenth of the encoder's FLOPs, and on
   // the f32 path it took about a fifth of its time.
   const DType matrices = encoder_.matrix_dtype();
-  const bool rounded =
-      bf16_activation_precision() == Bf16Precision::kRounded && native_bf16_enabled() &&
-      (matrices == DType::BF16 || matrices == DType::Q8_0 || matrices == DType::Q4_0);
-  return rounded ? kDefaultKVCacheTypes : KVCacheTypes{};
+  const bool rounded_matrices =
+      matrices == DType::BF16 || matrices == DType::Q8_0 || matrices == DType::Q4_0;
+  return rounded_matrices &&
+                 bf16_attention_kernels(static_cast<std::size_t>(encoder_.config().head_dim))
+             ? kDefaultKVCacheTypes
+             : KVCacheTypes{};
 }
 
 void LatentEncoder::pool_window(const float* hidden, const EncoderWindow& w,

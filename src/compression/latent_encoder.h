@@ -41,11 +41,10 @@ class LatentEncoder {
   std::size_t pooled_dim(const LclmConfig& config) const;
   std::vector<float> encode_region(std::span<const std::int32_t> tokens,
                                    const LclmConfig& config) const;
-  // What a window's KV cache stores: bf16 where the encoder's products round
-  // x to bf16 (bf16 or q8_0/q4_0 matrices on the native kernels, x rounded:
-  // the default), so its attention runs on the bf16 kernels as the
-  // decoder's does; f32 otherwise (f32/f16 matrices, or
-  // LCLM_BF16_ACTIVATIONS=split, as the parity tests run), exact.
+  // What a window's KV cache stores: bf16 for bf16 or q8_0/q4_0 matrices
+  // where attention runs on the bf16 kernels (bf16_attention_kernels: x
+  // rounded, the default), as the decoder's does; f32 otherwise (f32/f16
+  // matrices, or LCLM_BF16_ACTIVATIONS=split, as the parity tests run), exact.
   KVCacheTypes window_cache_types() const;
 
  private:

@@ -127,6 +127,19 @@ using Reply = std::unique_ptr<redisReply, FreeReply>;
 // One command's arguments, binary-safe.
 using Command = std::vector<std::string_view>;
 
+// A command's arguments as hiredis takes them (pointers and lengths).
+struct Argv {
+  explicit Argv(const Command& c) {
+    for (std::string_view a : c) {
+      args.push_back(a.data());
+      lengths.push_back(a.size());
+    }
+  }
+  int count() const { return static_cast<int>(args.size()); }
+  std::vector<const char*> args;
+  std::vector<std::size_t> lengths;
+};
+
 bool is_error(const Reply& r) {
   return r->type == REDIS_REPLY_ERROR;
 }
@@ -230,13 +243,8 @@ class RedisStore final : public LatentStore {
     if (!usable()) return {};
     const SigpipeBlock block;
     for (const Command& c : commands) {
-      std::vector<const char*> argv;
-      std::vector<std::size_t> lengths;
-      for (std::string_view a : c) {
-        argv.push_back(a.data());
-        lengths.push_back(a.size());
-      }
-      redisAppendCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data());
+      Argv argv(c);
+      redisAppendCommandArgv(context_, argv.count(), argv.args.data(), argv.lengths.data());
     }
     std::vector<Reply> replies;
     for (std::size_t i = 0; i < commands.size(); ++i) {
@@ -310,14 +318,9 @@ class RedisStore final : public LatentStore {
     Command auth = {"AUTH"};
     if (!url_.user.empty()) auth.push_back(url_.user);
     auth.push_back(password);
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lengths;
-    for (std::string_view a : auth) {
-      argv.push_back(a.data());
-      lengths.push_back(a.size());
-    }
+    Argv argv(auth);
     const Reply r(static_cast<redisReply*>(
-        redisCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lengths.data())));
+        redisCommandArgv(c, argv.count(), argv.args.data(), argv.lengths.data())));
     const std::string as = url_.user.empty() ? "" : " as " + url_.user;
     const std::string from = url_.password.empty()
                                  ? std::string(" with the password in ") + kPasswordVariable

@@ -541,8 +541,7 @@ void attend_one_query(const float* q, std::size_t q_pos, KVRows k, KVRows v, std
 // with others or decoded alone (each row's sums run in one order whatever
 // the tile it falls in).
 bool bf16_attention_applies(KVRows k, KVRows v, std::size_t hd) {
-  return k.type == DType::BF16 && v.type == DType::BF16 && hd % 32 == 0 && native_bf16_enabled() &&
-         bf16_activation_precision() == Bf16Precision::kRounded;
+  return k.type == DType::BF16 && v.type == DType::BF16 && bf16_attention_kernels(hd);
 }
 
 // Queries per task of the bf16 path: twice the f32 path's, so each packed
@@ -595,8 +594,8 @@ void attend_task_bf16(const float* q, std::size_t n_q, std::size_t q_pos0, std::
   for (std::size_t a = 0; a < group; ++a) {
     for (std::size_t i = 0; i < nq; ++i) {
       const std::size_t r = a * nq + i;
-      bf16_attention::round_query(q + (i0 + i) * q_width + (g * group + a) * hd, hd,
-                                  w.queries.get() + r * pairs);
+      round_bf16_pairs(q + (i0 + i) * q_width + (g * group + a) * hd, hd,
+                       w.queries.get() + r * pairs);
       w.visible[r] = visible_keys(mask, n_keys, q_pos0 + i0 + i);
       keys_needed = std::max(keys_needed, w.visible[r]);
     }
@@ -668,6 +667,11 @@ void attend_bf16(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, 
 }
 
 }  // namespace
+
+bool bf16_attention_kernels(std::size_t head_dim) {
+  return head_dim % 32 == 0 && native_bf16_enabled() &&
+         bf16_activation_precision() == Bf16Precision::kRounded;
+}
 
 void memory_features(const AttentionResidual& r, const float* x, std::size_t head_dim,
                      float* features) {

@@ -72,6 +72,12 @@ void attention(const float* q, std::size_t n_q, std::size_t q_pos0, KVRows k, KV
                std::size_t n_keys, const AttentionShape& shape, AttentionMask mask, float* out,
                const KeyScoreAccumulator* scores = nullptr,
                const AttentionResidual* residual = nullptr);
+// Whether attention over bf16 keys and values of head_dim runs on the bf16
+// kernels (ops/bf16_attention.h): x rounded (bf16_activation_precision(),
+// the default), the native bf16 kernels on, head_dim a multiple of 32.
+// Otherwise it widens them to f32.
+bool bf16_attention_kernels(std::size_t head_dim);
+
 // The same over f32 keys and values.
 inline void attention(const float* q, std::size_t n_q, std::size_t q_pos0, const float* k,
                       const float* v, std::size_t n_keys, const AttentionShape& shape,

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ops/avx512_intrinsics.h"
+#include "ops/bf16_gemm.h"
 
 namespace lclm::bf16_attention {
 namespace {
@@ -130,13 +131,6 @@ LCLM_AVX512_BF16 void value_rows(const std::uint32_t* pw, std::size_t n_pairs,
 
 }  // namespace
 
-LCLM_AVX512_BF16 void round_query(const float* q, std::size_t hd, std::uint32_t* out) {
-  for (std::size_t d = 0; d < hd; d += 2 * kLanes) {
-    const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + d + kLanes), _mm512_loadu_ps(q + d));
-    _mm512_storeu_si512(out + d / 2, reinterpret_cast<__m512i>(b));
-  }
-}
-
 LCLM_AVX512_BF16 void pack_keys(const std::uint16_t* k, std::size_t nk, std::size_t hd,
                                 std::uint32_t* kt) {
   const std::size_t pairs = hd / 2;
@@ -219,11 +213,7 @@ LCLM_AVX512_BF16 void accumulate_values(const float* p, std::size_t n_rows, std:
   for (std::size_t r = 0; r < n_rows; r += kValueRows) {
     const std::size_t rows = std::min(kValueRows, n_rows - r);
     for (std::size_t i = 0; i < rows; ++i) {
-      for (std::size_t j = 0; j < 2 * n_pairs; j += 2 * kLanes) {
-        const float* pr = p + (r + i) * kKeys + j;
-        const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(pr + kLanes), _mm512_loadu_ps(pr));
-        _mm512_store_si512(pw + i * kKeys / 2 + j / 2, reinterpret_cast<__m512i>(b));
-      }
+      round_bf16_pairs(p + (r + i) * kKeys, 2 * n_pairs, pw + i * kKeys / 2);
     }
     if (rows == 2) {
       value_rows<2>(pw, n_pairs, vp, hd, correction + r, acc + r * hd);

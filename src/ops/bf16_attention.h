@@ -19,9 +19,6 @@ namespace lclm::bf16_attention {
 // slower at one thread on a Zen 5).
 constexpr std::size_t kKeys = 64;
 
-// out [hd / 2] pair words = q [hd] rounded to bf16 (nearest even).
-void round_query(const float* q, std::size_t hd, std::uint32_t* out);
-
 // kt [hd / 2][kKeys]: word j of line p = pair p (elements 2p, 2p + 1) of key
 // j, for the nk (<= kKeys) keys k [nk][hd]; zero for keys nk .. kKeys - 1.
 void pack_keys(const std::uint16_t* k, std::size_t nk, std::size_t hd, std::uint32_t* kt);
@@ -34,6 +31,7 @@ void pack_values(const std::uint16_t* v, std::size_t nk, std::size_t hd, std::ui
 // scores [n_rows][kKeys]: scores[r][j] = scale * (q_r . k_j) for j < 16 *
 // chunks (chunks <= kKeys / 16), over the rounded queries q [n_rows][hd / 2] and the
 // packed keys kt (pack_keys). The scores past the block's keys are 0.
+// (round_bf16_pairs, ops/bf16_gemm.h, rounds the queries.)
 void scores(const std::uint32_t* q, std::size_t n_rows, std::size_t hd, const std::uint32_t* kt,
             std::size_t chunks, float scale, float* scores);
 

@@ -45,26 +45,6 @@ __mmask16 first_lanes(std::size_t count) {
   return static_cast<__mmask16>((1u << std::min<std::size_t>(count, 16)) - 1);
 }
 
-// words[0, ceil(n / 2)) = x[0, n) rounded to bf16 (round to nearest even),
-// two to a word, the lower index in the low half; a zero pads an odd n.
-// With lo: lo's words = bf16(x - hi) likewise.
-LCLM_AVX512_BF16 void round_row(const float* x, std::size_t n, std::uint32_t* hi,
-                                std::uint32_t* lo) {
-  for (std::size_t i = 0; i < n; i += 16) {
-    const std::size_t count = std::min<std::size_t>(16, n - i);
-    const __m512 v = _mm512_maskz_loadu_ps(first_lanes(count), x + i);
-    const __m256bh h = _mm512_cvtneps_pbh(v);
-    const auto words = static_cast<__mmask8>((1u << ((count + 1) / 2)) - 1);
-    _mm256_mask_storeu_epi32(hi + i / 2, words, reinterpret_cast<__m256i>(h));
-    if (lo != nullptr) {
-      const __m512 hv = _mm512_castsi512_ps(
-          _mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(h)), 16));
-      const __m256bh l = _mm512_cvtneps_pbh(_mm512_sub_ps(v, hv));
-      _mm256_mask_storeu_epi32(lo + i / 2, words, reinterpret_cast<__m256i>(l));
-    }
-  }
-}
-
 // panel [pairs][32] words = k-pairs p0 .. p0+pairs of columns n0 .. n0+width
 // of y, i.e. of rows n0 .. n0+width of W [n, k]: word (p, j) holds
 // W[n0+j][2(p0+p)] in its low half and W[n0+j][2(p0+p)+1] in its high half,
@@ -178,7 +158,7 @@ LCLM_AVX512_BF16 void fill_panel(const WeightSource& w, std::size_t k, std::size
                                                2 * p0 / kQuantBlock, cols / kQuantBlock, scratch);
   for (std::size_t j = 0; j < width; ++j) {
     dequantize_rows(w.type, rows.data + j * rows.stride, 1, cols, wide + j * cols);
-    round_row(wide + j * cols, cols, half + j * pairs, nullptr);
+    round_bf16_pairs(wide + j * cols, cols, half + j * pairs, nullptr);
   }
   pack_panel(reinterpret_cast<const std::uint16_t*>(half), cols, 0, width, 0, pairs, panel);
 }
@@ -241,6 +221,23 @@ Bf16Precision precision_from_environment() {
 
 }  // namespace
 
+LCLM_AVX512_BF16 void round_bf16_pairs(const float* x, std::size_t n, std::uint32_t* hi,
+                                       std::uint32_t* lo) {
+  for (std::size_t i = 0; i < n; i += 16) {
+    const std::size_t count = std::min<std::size_t>(16, n - i);
+    const __m512 v = _mm512_maskz_loadu_ps(first_lanes(count), x + i);
+    const __m256bh h = _mm512_cvtneps_pbh(v);
+    const auto words = static_cast<__mmask8>((1u << ((count + 1) / 2)) - 1);
+    _mm256_mask_storeu_epi32(hi + i / 2, words, reinterpret_cast<__m256i>(h));
+    if (lo != nullptr) {
+      const __m512 hv = _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(h)), 16));
+      const __m256bh l = _mm512_cvtneps_pbh(_mm512_sub_ps(v, hv));
+      _mm256_mask_storeu_epi32(lo + i / 2, words, reinterpret_cast<__m256i>(l));
+    }
+  }
+}
+
 void to_bf16_rows(const float* x, std::size_t m, std::size_t k, Bf16Precision precision,
                   Bf16Rows& out) {
   require_avx512_bf16("to_bf16_rows");
@@ -258,7 +255,7 @@ void to_bf16_rows(const float* x, std::size_t m, std::size_t k, Bf16Precision pr
 #pragma omp parallel for schedule(static) if (m > kSerialRoundingRows)
   for (std::ptrdiff_t i = 0; i < rows; ++i) {
     const auto r = static_cast<std::size_t>(i);
-    round_row(x + r * k, k, hi + r * out.row_words, lo ? lo + r * out.row_words : nullptr);
+    round_bf16_pairs(x + r * k, k, hi + r * out.row_words, lo ? lo + r * out.row_words : nullptr);
   }
 }
 

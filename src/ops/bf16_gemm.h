@@ -46,6 +46,13 @@ struct Bf16Rows {
   std::vector<std::uint32_t> hi, lo;  // [m, row_words] words each
 };
 
+// words[0, ceil(n / 2)) = x[0, n) rounded to bf16 (round to nearest even),
+// two to a word, the lower index in the low half (the pair words
+// `vdpbf16ps` multiplies); a zero pads an odd n. With lo: lo's words =
+// bf16(x - hi) likewise. Needs cpu_has_avx512_bf16().
+void round_bf16_pairs(const float* x, std::size_t n, std::uint32_t* hi,
+                      std::uint32_t* lo = nullptr);
+
 // out = x [m, k] rounded to nearest even (and split, for kSplit), rows in
 // parallel over the OpenMP threads (up to 8 rows by the calling thread).
 // `out` keeps its storage between calls.

@@ -17,6 +17,7 @@
 #include "core/test_models.h"
 #include "format/dtype.h"
 #include "ops/attention.h"
+#include "ops/bf16_gemm.h"
 #include "ops/bf16_kernels.h"
 
 namespace lclm {
@@ -78,7 +79,7 @@ TEST(Bf16Attention, PackingsPlaceEveryPairWhereTheProductsReadIt) {
   std::vector<float> q32(32, 0.0f);
   std::copy(q.begin(), q.end(), q32.begin());
   std::vector<std::uint32_t> words(16);
-  bf16_attention::round_query(q32.data(), 32, words.data());
+  round_bf16_pairs(q32.data(), 32, words.data());
   EXPECT_EQ(words[0], pair_word(f32_to_bf16(q[0]), f32_to_bf16(q[1])));
   EXPECT_EQ(words[1], pair_word(f32_to_bf16(q[2]), f32_to_bf16(q[3])));
 }
@@ -99,7 +100,7 @@ TEST(Bf16Attention, ProductsMatchSumsOfTheRoundedInputs) {
       const auto q = random_vector(rows * hd, 12 + rows);
       std::vector<std::uint32_t> qw(rows * pairs);
       for (std::size_t r = 0; r < rows; ++r) {
-        bf16_attention::round_query(q.data() + r * hd, hd, qw.data() + r * pairs);
+        round_bf16_pairs(q.data() + r * hd, hd, qw.data() + r * pairs);
       }
       for (std::size_t chunks = 1; chunks <= kKeys / 16; ++chunks) {
         std::vector<float> s(rows * kKeys, -7.0f);
